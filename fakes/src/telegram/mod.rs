@@ -1,0 +1,284 @@
+//! Stateful fake of the Telegram Bot API (CHANNELS.md §1).
+//!
+//! [`FakeTelegram::start`] binds an actix-web server on `127.0.0.1` (random port) that answers
+//! `{base_url}/bot{token}/{method}` for `getMe`, `sendMessage`, `sendPhoto` and `sendDocument`
+//! with Telegram's envelope (`{"ok":true,"result":..}` / `{"ok":false,"error_code":..}`, HTTP
+//! status equal to `error_code`). It keeps every accepted send, applies Telegram-like rate limits
+//! with `governor`, and lets tests inject failures, latency and blocked chats.
+//!
+//! Control endpoints for out-of-process use (benchmarks): `GET /__control/stats`,
+//! `GET /__control/sent`, `POST /__control/reset`.
+
+mod error;
+mod markup;
+mod params;
+mod routes;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use serde::Serialize;
+
+use state::State;
+
+/// Largest accepted multipart photo upload (10 MiB); larger answers 413.
+pub const MAX_PHOTO_UPLOAD: usize = 10 * 1024 * 1024;
+/// Largest accepted multipart upload for other files (50 MiB); larger answers 413.
+pub const MAX_DOCUMENT_UPLOAD: usize = 50 * 1024 * 1024;
+/// Largest accepted request body (non-multipart bodies are buffered up to this size).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Rate limits enforced by the fake (Telegram's FAQ: ~30 msg/s per bot, ~1 msg/s per chat,
+/// 20 msg/min per group, short bursts tolerated).
+///
+/// A rate of `0` disables that bucket; a burst of `0` is treated as `1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Sends per second per bot token, all chats together.
+    pub bot_per_sec: u32,
+    /// Burst size of the per-bot bucket.
+    pub bot_burst: u32,
+    /// Sends per second per (bot, private chat).
+    pub chat_per_sec: u32,
+    /// Burst size of the per-private-chat bucket.
+    pub chat_burst: u32,
+    /// Sends per minute per (bot, group chat) (chat ids < 0).
+    pub group_per_min: u32,
+    /// Burst size of the per-group bucket.
+    pub group_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            bot_per_sec: 30,
+            bot_burst: 5,
+            chat_per_sec: 1,
+            chat_burst: 2,
+            group_per_min: 20,
+            group_burst: 3,
+        }
+    }
+}
+
+/// Configuration of a [`FakeTelegram`].
+#[derive(Clone, Debug, Default)]
+pub struct FakeTelegramConfig {
+    /// Rate limits (see [`Limits`]).
+    pub limits: Limits,
+    /// When true, sends to chats never registered with [`FakeTelegram::add_chat`] are accepted
+    /// (instead of `400 Bad Request: chat not found`).
+    pub accept_any_chat: bool,
+}
+
+/// One accepted `send*` call, in acceptance order.
+#[derive(Clone, Debug, Serialize)]
+pub struct SentMessage {
+    /// Message id given in the answer (per chat, increasing from 1).
+    pub message_id: i64,
+    /// Token of the bot that sent it.
+    pub bot_token: String,
+    /// Target chat.
+    pub chat_id: i64,
+    /// Canonical method name: `sendMessage`, `sendPhoto` or `sendDocument`.
+    pub method: String,
+    /// `text` of a `sendMessage`.
+    pub text: Option<String>,
+    /// `caption` of a `sendPhoto` / `sendDocument`.
+    pub caption: Option<String>,
+    /// `parse_mode` as sent by the client.
+    pub parse_mode: Option<String>,
+    /// The photo or document.
+    pub file: Option<FileRef>,
+    /// When the fake accepted it.
+    #[serde(skip)]
+    pub at: Instant,
+}
+
+/// How a file was given to `sendPhoto` / `sendDocument`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum FileRef {
+    /// A multipart upload: its file name (if any) and length in bytes.
+    Upload {
+        /// File name from the part's `Content-Disposition`.
+        filename: Option<String>,
+        /// Length of the uploaded data.
+        bytes: usize,
+    },
+    /// An `http://` or `https://` URL for Telegram to fetch.
+    Url(String),
+    /// An existing `file_id`.
+    FileId(String),
+}
+
+/// Locks the shared state, ignoring poisoning (a panicking handler must not wedge the fake).
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Inner {
+    state: Arc<Mutex<State>>,
+    port: u16,
+    handle: ServerHandle,
+}
+
+/// A running fake Telegram Bot API server. Cheap to clone; all clones share the same state.
+#[derive(Clone)]
+pub struct FakeTelegram {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for FakeTelegram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeTelegram")
+            .field("base_url", &self.base_url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeTelegram {
+    /// Starts a fake with the default configuration on a random port.
+    pub async fn start() -> io::Result<FakeTelegram> {
+        Self::start_with(FakeTelegramConfig::default()).await
+    }
+
+    /// Starts a fake with `config` on a random port.
+    pub async fn start_with(config: FakeTelegramConfig) -> io::Result<FakeTelegram> {
+        Self::start_on(0, config).await
+    }
+
+    /// Starts a fake with `config` on `127.0.0.1:port` (`0` picks a free port).
+    ///
+    /// Must be called inside an actix system (`#[actix_web::main]` / `#[actix_web::test]`): the
+    /// server future is spawned with `actix_web::rt::spawn`.
+    pub async fn start_on(port: u16, config: FakeTelegramConfig) -> io::Result<FakeTelegram> {
+        let state = Arc::new(Mutex::new(State::new(&config)));
+        let data = web::Data::from(Arc::clone(&state));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(BODY_LIMIT))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(("127.0.0.1", port))?;
+        let port = server
+            .addrs()
+            .first()
+            .map(|addr| addr.port())
+            .ok_or_else(|| io::Error::other("fake telegram: no bound address"))?;
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Ok(FakeTelegram {
+            inner: Arc::new(Inner {
+                state,
+                port,
+                handle,
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.inner.state)
+    }
+
+    /// `http://127.0.0.1:PORT`; clients call `{base_url}/bot{token}/{method}`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.inner.port)
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// Registers a bot; returns its user id. Adding a known token again only updates the
+    /// username. Calls with an unregistered token answer `401 Unauthorized`.
+    pub fn add_bot(&self, token: &str, username: &str) -> i64 {
+        self.state().add_bot(token, username)
+    }
+
+    /// Registers a chat the bots may write to. `chat_id < 0` is a group (group limits), `> 0` a
+    /// private chat.
+    pub fn add_chat(&self, chat_id: i64) {
+        self.state().chats.insert(chat_id);
+    }
+
+    /// Marks a chat as having blocked the bots (it also becomes known): sends to it answer
+    /// `403 Forbidden: bot was blocked by the user`.
+    pub fn block_chat(&self, chat_id: i64) {
+        let mut state = self.state();
+        state.chats.insert(chat_id);
+        state.blocked.insert(chat_id);
+    }
+
+    /// The next `n` `send*` calls (any bot, any chat) answer HTTP `status` with the error
+    /// envelope, before any other check (after the latency sleep). Replaces a previous
+    /// injection. An injected 429 carries `parameters.retry_after = 1` and counts in
+    /// [`rate_limited`](Self::rate_limited).
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut state = self.state();
+        state.fail_remaining = n;
+        state.fail_status = status;
+    }
+
+    /// Every API call (not the control endpoints) sleeps `d` before answering.
+    pub fn set_latency(&self, d: Duration) {
+        self.state().latency = d;
+    }
+
+    /// Replaces the rate limits; all buckets start full again.
+    pub fn set_limits(&self, limits: Limits) {
+        self.state().set_limits(limits);
+    }
+
+    /// Accepted sends, in order.
+    pub fn sent(&self) -> Vec<SentMessage> {
+        self.state().sent.clone()
+    }
+
+    /// Number of `429 Too Many Requests` answers given.
+    pub fn rate_limited(&self) -> usize {
+        self.state().rate_limited
+    }
+
+    /// Number of `send*` requests received, whatever their outcome.
+    pub fn requests(&self) -> usize {
+        self.state().requests
+    }
+
+    /// Clears sent messages, counters, pending injected failures and rate-limit buckets (bots,
+    /// chats, blocks, latency, limits and message id sequences are kept).
+    pub fn reset(&self) {
+        self.state().reset();
+    }
+
+    /// Polls every 10 ms until at least `n` sends were accepted; false on timeout.
+    pub async fn wait_for_sent(&self, n: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.state().sent.len() >= n {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server gracefully (in-flight requests get up to 1 s to finish).
+    pub async fn stop(&self) {
+        self.inner.handle.stop(true).await;
+    }
+}

@@ -1,0 +1,14 @@
+//! Database schema for Pregonero: one migration set for SQLite and PostgreSQL.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_foundation;
+
+/// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_foundation::Migration)]
+    }
+}

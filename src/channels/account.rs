@@ -1,0 +1,130 @@
+//! `AccountActor`: one per channel account; owns its credentials, client and pacer.
+//!
+//! Durability is not its job: a message it loses in a crash is retried by its delivery job.
+use std::{sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{ChannelError, OutboundMessage, Pacer, Receipt, telegram::TelegramClient};
+use crate::{domain::TelegramChat, telemetry::redact};
+
+/// How often idle recipient buckets are dropped.
+const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
+
+/// Sends one message, waiting for the account's and the recipient's turn first.
+#[derive(Message)]
+#[rtype(result = "Result<Receipt, ChannelError>")]
+pub struct Deliver(pub OutboundMessage);
+
+/// Fault injection for tests and chaos drills: the actor panics while handling it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+/// Asks for the account's live state.
+#[derive(Message)]
+#[rtype(result = "AccountSnapshot")]
+pub struct GetSnapshot;
+
+/// Live state of one account actor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountSnapshot {
+    /// Channel account id.
+    pub id: String,
+    /// Seconds left of a 429 freeze, if any.
+    pub frozen_for_secs: Option<f64>,
+}
+
+/// Owns one Telegram bot: token, HTTP client and pacing buckets.
+pub struct AccountActor {
+    id: String,
+    token: SecretString,
+    client: TelegramClient,
+    pacer: Arc<Pacer>,
+}
+
+impl AccountActor {
+    /// An actor for account `id`; `pacer` outlives restarts so a restart cannot reset a freeze.
+    pub fn new(id: String, token: SecretString, client: TelegramClient, pacer: Arc<Pacer>) -> Self {
+        Self {
+            id,
+            token,
+            client,
+            pacer,
+        }
+    }
+}
+
+impl Actor for AccountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(channel_id = %self.id, "account actor started");
+        ctx.run_interval(FORGET_IDLE_EVERY, |act, _| act.pacer.forget_idle());
+    }
+}
+
+impl Supervised for AccountActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(channel_id = %self.id, "account actor restarting");
+        metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
+    }
+}
+
+impl Handler<Deliver> for AccountActor {
+    type Result = ResponseFuture<Result<Receipt, ChannelError>>;
+
+    fn handle(&mut self, Deliver(msg): Deliver, _: &mut Self::Context) -> Self::Result {
+        let client = self.client.clone();
+        let pacer = self.pacer.clone();
+        let token = self.token.clone();
+        let channel_id = self.id.clone();
+        Box::pin(async move {
+            let is_group = TelegramChat::parse(&msg.recipient)
+                .map(|c| c.is_group())
+                .unwrap_or(false);
+            let waited = pacer.wait_turn(&msg.recipient, is_group).await;
+            metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => "telegram")
+                .record(waited.as_secs_f64());
+            let result = client.send(token.expose_secret(), &msg).await;
+            let outcome = match &result {
+                Ok(_) => "sent",
+                Err(ChannelError::RateLimited { retry_after }) => {
+                    tracing::warn!(%channel_id, ?retry_after, "provider rate limit: freezing account");
+                    pacer.freeze(*retry_after);
+                    "rate_limited"
+                }
+                Err(e) if e.is_retryable() => "retryable_error",
+                Err(_) => "permanent_error",
+            };
+            metrics::counter!("pregonero_sends_total", "channel" => "telegram", "outcome" => outcome).increment(1);
+            tracing::debug!(%channel_id, to = %redact(&msg.recipient), outcome, "provider call");
+            result
+        })
+    }
+}
+
+impl Handler<Crash> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        panic!("fault injection: account actor {} asked to crash", self.id);
+    }
+}
+
+impl Handler<GetSnapshot> for AccountActor {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        let frozen_for_secs = self.pacer.frozen_until().map(|until| {
+            until
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs_f64()
+        });
+        MessageResult(AccountSnapshot {
+            id: self.id.clone(),
+            frozen_for_secs,
+        })
+    }
+}

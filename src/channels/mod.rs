@@ -1,0 +1,46 @@
+//! Channel accounts: the supervised actors that own each bot/number, pace its sends and talk to the provider.
+mod account;
+mod error;
+mod pacing;
+mod registry;
+pub mod repo;
+pub mod routes;
+pub mod telegram;
+
+use bytes::Bytes;
+
+pub use account::{AccountActor, AccountSnapshot, Crash, Deliver};
+pub use error::ChannelError;
+pub use pacing::{Pacer, PacingLimits};
+pub use registry::{AccountSpec, ChannelRegistry, Lookup, Register, Snapshot, Unregister};
+
+/// What an adapter sends: recipient, text (caption with media) and optional media bytes.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    /// Chat id / username (Telegram).
+    pub recipient: String,
+    /// Text, or caption when `media` is set.
+    pub text: String,
+    /// Telegram parse mode.
+    pub parse_mode: Option<String>,
+    /// Attached file.
+    pub media: Option<MediaPayload>,
+}
+
+/// A file to upload with the message.
+#[derive(Debug, Clone)]
+pub struct MediaPayload {
+    /// File contents.
+    pub bytes: Bytes,
+    /// MIME type; `image/*` goes as a photo, anything else as a document.
+    pub content_type: String,
+    /// Name shown to the recipient.
+    pub filename: String,
+}
+
+/// The provider's acknowledgement of a send.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// The provider's id for the message (Telegram `message_id`).
+    pub provider_message_id: String,
+}

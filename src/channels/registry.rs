@@ -1,0 +1,139 @@
+//! `ChannelRegistry`: the supervisor of account actors — starts them at boot and on create,
+//! stops them on delete, and restarts any that died (a panic ends an actor's task, which
+//! `actix::Supervisor` alone cannot recover from).
+use std::{collections::HashMap, sync::Arc};
+
+use actix::prelude::*;
+use secrecy::SecretString;
+
+use super::{
+    AccountActor, AccountSnapshot, Pacer, PacingLimits, account::GetSnapshot,
+    telegram::TelegramClient,
+};
+
+/// Everything needed to (re)start an account actor.
+#[derive(Clone)]
+pub struct AccountSpec {
+    /// Channel account id.
+    pub id: String,
+    /// Decrypted bot token (kept in memory only).
+    pub token: SecretString,
+    /// Pacing for this account.
+    pub limits: PacingLimits,
+}
+
+struct Entry {
+    spec: AccountSpec,
+    pacer: Arc<Pacer>,
+    addr: Addr<AccountActor>,
+}
+
+/// Owns the map from channel account id to its running actor.
+pub struct ChannelRegistry {
+    client: TelegramClient,
+    accounts: HashMap<String, Entry>,
+}
+
+impl ChannelRegistry {
+    /// An empty registry whose actors use `client`.
+    pub fn new(client: TelegramClient) -> Self {
+        Self {
+            client,
+            accounts: HashMap::new(),
+        }
+    }
+
+    fn spawn(&self, spec: &AccountSpec, pacer: Arc<Pacer>) -> Addr<AccountActor> {
+        let (id, token, client) = (spec.id.clone(), spec.token.clone(), self.client.clone());
+        actix::Supervisor::start(move |_| AccountActor::new(id, token, client, pacer))
+    }
+}
+
+impl Actor for ChannelRegistry {
+    type Context = Context<Self>;
+}
+
+impl Supervised for ChannelRegistry {}
+
+/// Starts (or replaces) the actor of an account.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Register(pub AccountSpec);
+
+/// Stops the actor of an account.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister(pub String);
+
+/// The live actor of an account, restarted first if it had died.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<AccountActor>>")]
+pub struct Lookup(pub String);
+
+/// Live state of every account.
+#[derive(Message)]
+#[rtype(result = "Vec<AccountSnapshot>")]
+pub struct Snapshot;
+
+impl Handler<Register> for ChannelRegistry {
+    type Result = ();
+
+    fn handle(&mut self, Register(spec): Register, _: &mut Self::Context) {
+        let pacer = Arc::new(Pacer::new(spec.limits));
+        let addr = self.spawn(&spec, pacer.clone());
+        self.accounts
+            .insert(spec.id.clone(), Entry { spec, pacer, addr });
+        metrics::gauge!("pregonero_channel_accounts").set(self.accounts.len() as f64);
+    }
+}
+
+impl Handler<Unregister> for ChannelRegistry {
+    type Result = ();
+
+    fn handle(&mut self, Unregister(id): Unregister, _: &mut Self::Context) {
+        // Dropping the last address stops the actor once its mailbox drains.
+        self.accounts.remove(&id);
+        metrics::gauge!("pregonero_channel_accounts").set(self.accounts.len() as f64);
+    }
+}
+
+impl Handler<Lookup> for ChannelRegistry {
+    type Result = Option<Addr<AccountActor>>;
+
+    fn handle(&mut self, Lookup(id): Lookup, _: &mut Self::Context) -> Self::Result {
+        let entry = self.accounts.get(&id)?;
+        if entry.addr.connected() {
+            return Some(entry.addr.clone());
+        }
+        tracing::warn!(channel_id = %id, "account actor died; restarting it");
+        metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
+        let addr = self.spawn(&entry.spec, entry.pacer.clone());
+        if let Some(entry) = self.accounts.get_mut(&id) {
+            entry.addr = addr.clone();
+        }
+        Some(addr)
+    }
+}
+
+impl Handler<Snapshot> for ChannelRegistry {
+    type Result = ResponseFuture<Vec<AccountSnapshot>>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        let addrs: Vec<_> = self
+            .accounts
+            .iter()
+            .map(|(id, e)| (id.clone(), e.addr.clone()))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(addrs.len());
+            for (id, addr) in addrs {
+                let snap = addr.send(GetSnapshot).await.unwrap_or(AccountSnapshot {
+                    id,
+                    frozen_for_secs: None,
+                });
+                out.push(snap);
+            }
+            out
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! Channel accounts in the database; credentials are encrypted before they get here.
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set, sea_query::Expr,
+};
+
+use crate::entities::channel_accounts;
+
+pub use channel_accounts::Model as ChannelRow;
+
+/// A new account row.
+pub struct NewChannel<'a> {
+    /// Owner.
+    pub owner_id: &'a str,
+    /// `telegram`.
+    pub kind: &'a str,
+    /// Display name.
+    pub name: &'a str,
+    /// Encrypted credentials.
+    pub credentials: String,
+    /// Provider id (bot user id).
+    pub external_id: Option<String>,
+    /// Provider username (bot @username).
+    pub username: Option<String>,
+    /// Pacing overrides as JSON.
+    pub limits: Option<String>,
+}
+
+/// Inserts an active account.
+pub async fn insert(db: &DatabaseConnection, new: NewChannel<'_>) -> Result<ChannelRow, DbErr> {
+    let now = Utc::now();
+    channel_accounts::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        owner_id: Set(new.owner_id.to_owned()),
+        kind: Set(new.kind.to_owned()),
+        name: Set(new.name.to_owned()),
+        credentials: Set(new.credentials),
+        external_id: Set(new.external_id),
+        username: Set(new.username),
+        limits: Set(new.limits),
+        status: Set("active".into()),
+        status_detail: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await
+}
+
+/// Every account (for starting actors at boot).
+pub async fn all(db: &DatabaseConnection) -> Result<Vec<ChannelRow>, DbErr> {
+    channel_accounts::Entity::find().all(db).await
+}
+
+/// The accounts of one owner, oldest first.
+pub async fn list_for(db: &DatabaseConnection, owner_id: &str) -> Result<Vec<ChannelRow>, DbErr> {
+    channel_accounts::Entity::find()
+        .filter(channel_accounts::Column::OwnerId.eq(owner_id))
+        .order_by_asc(channel_accounts::Column::CreatedAt)
+        .all(db)
+        .await
+}
+
+/// One account if `owner_id` owns it.
+pub async fn find_owned(
+    db: &DatabaseConnection,
+    owner_id: &str,
+    id: &str,
+) -> Result<Option<ChannelRow>, DbErr> {
+    Ok(channel_accounts::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .filter(|c| c.owner_id == owner_id))
+}
+
+/// Deletes an account.
+pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<(), DbErr> {
+    channel_accounts::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Sets `status` (`active`, `unauthorized`, …) with a reason.
+pub async fn set_status(
+    db: &DatabaseConnection,
+    id: &str,
+    status: &str,
+    detail: &str,
+) -> Result<(), DbErr> {
+    channel_accounts::Entity::update_many()
+        .col_expr(channel_accounts::Column::Status, Expr::value(status))
+        .col_expr(channel_accounts::Column::StatusDetail, Expr::value(detail))
+        .col_expr(channel_accounts::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(channel_accounts::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Counts accounts by status (for `/health`).
+pub async fn count_by_status(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, DbErr> {
+    use sea_orm::QuerySelect;
+    channel_accounts::Entity::find()
+        .select_only()
+        .column(channel_accounts::Column::Status)
+        .column_as(channel_accounts::Column::Id.count(), "n")
+        .group_by(channel_accounts::Column::Status)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await
+}

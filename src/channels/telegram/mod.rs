@@ -1,0 +1,4 @@
+//! Telegram Bot API adapter: a thin client over `reqwest` with error classification.
+mod client;
+
+pub use client::{BotUser, TelegramClient};

@@ -1,0 +1,252 @@
+//! Settings: built-in defaults < optional TOML file < `PREGONERO_*` environment.
+use std::path::{Path, PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the server. Nested sections map to `PREGONERO_<SECTION>__<FIELD>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server binds to.
+    pub host: String,
+    /// HTTP port; 0 picks a free one.
+    pub port: u16,
+    /// Folder for the SQLite file, the local media store, the generated secret key and backups.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; also read from `DATABASE_URL`. Default: `sqlite://<data_dir>/pregonero.db`.
+    pub database_url: Option<String>,
+    /// Base64 of 32 bytes used to encrypt secrets at rest. Default: generated into `<data_dir>/secret.key`.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<SecretString>,
+    /// `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// This process's name for leases and queue workers; default: the hostname.
+    pub node_name: Option<String>,
+    /// Delivery queue and retries.
+    pub delivery: DeliverySettings,
+    /// Telegram Bot API adapter and default pacing.
+    pub telegram: TelegramSettings,
+    /// Media uploads.
+    pub media: MediaSettings,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How delivery jobs run and retry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Delivery jobs processed at once by this process.
+    pub concurrency: usize,
+    /// Provider calls per message before it is marked `failed` (exhausted).
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds; doubles per attempt, with jitter.
+    pub backoff_base_ms: u64,
+    /// Upper bound of a retry delay in milliseconds.
+    pub backoff_max_ms: u64,
+    /// How often an idle worker polls the queue, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How long a claimed message stays owned by one worker before others may take it over, in seconds.
+    pub lease_secs: u64,
+    /// How often the recovery sweep re-enqueues stranded messages, in seconds.
+    pub sweep_interval_secs: u64,
+    /// How long a clean shutdown waits for in-flight deliveries, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Telegram Bot API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSettings {
+    /// Base URL of the Bot API; point it at a fake or a local Bot API server for tests and staging.
+    pub api_base_url: String,
+    /// Timeout of one Bot API call, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Default sends per second per bot (Telegram allows about 30).
+    pub bot_rate_per_sec: u32,
+    /// Burst allowed above the bot rate.
+    pub bot_burst: u32,
+    /// Default sends per second to one private chat.
+    pub chat_rate_per_sec: u32,
+    /// Default sends per minute to one group chat.
+    pub group_rate_per_min: u32,
+}
+
+/// Media upload settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSettings {
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            secret_key: None,
+            log_format: LogFormat::Text,
+            node_name: None,
+            delivery: DeliverySettings {
+                concurrency: 32,
+                max_attempts: 8,
+                backoff_base_ms: 2_000,
+                backoff_max_ms: 600_000,
+                poll_interval_ms: 100,
+                lease_secs: 300,
+                sweep_interval_secs: 30,
+                shutdown_grace_secs: 25,
+            },
+            telegram: TelegramSettings {
+                api_base_url: "https://api.telegram.org".into(),
+                request_timeout_ms: 30_000,
+                bot_rate_per_sec: 30,
+                bot_burst: 1,
+                chat_rate_per_sec: 1,
+                group_rate_per_min: 20,
+            },
+            media: MediaSettings {
+                max_upload_bytes: 50 * 1024 * 1024,
+            },
+        }
+    }
+}
+
+/// A setting that failed to load or validate; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            )
+            .merge(Env::prefixed("PREGONERO_").split("__").ignore(&["CONFIG"]));
+        let settings: Settings = figment.extract().map_err(|e| {
+            let mut msg = String::new();
+            for err in e {
+                let key = err.path.join(".");
+                let env = format!("PREGONERO_{}", key.to_uppercase().replace('.', "__"));
+                msg.push_str(&format!("setting `{key}` ({env}): {}; ", err.kind));
+            }
+            ConfigError(msg.trim_end_matches("; ").to_owned())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            let env = format!("PREGONERO_{}", key.to_uppercase().replace('.', "__"));
+            Err(ConfigError(format!("setting `{key}` ({env}): {why}")))
+        };
+        if self.delivery.concurrency == 0 {
+            return bad("delivery.concurrency", "must be at least 1");
+        }
+        if self.delivery.max_attempts == 0 {
+            return bad("delivery.max_attempts", "must be at least 1");
+        }
+        if self.delivery.backoff_base_ms == 0
+            || self.delivery.backoff_max_ms < self.delivery.backoff_base_ms
+        {
+            return bad(
+                "delivery.backoff_base_ms",
+                "must be at least 1 and not above delivery.backoff_max_ms",
+            );
+        }
+        if self.delivery.poll_interval_ms == 0 {
+            return bad("delivery.poll_interval_ms", "must be at least 1");
+        }
+        if self.delivery.lease_secs < 5 {
+            return bad("delivery.lease_secs", "must be at least 5");
+        }
+        if reqwest::Url::parse(&self.telegram.api_base_url).is_err() {
+            return bad("telegram.api_base_url", "must be an absolute URL");
+        }
+        if self.telegram.bot_rate_per_sec == 0
+            || self.telegram.bot_burst == 0
+            || self.telegram.chat_rate_per_sec == 0
+            || self.telegram.group_rate_per_min == 0
+        {
+            return bad(
+                "telegram.bot_rate_per_sec",
+                "rates and bursts must be at least 1",
+            );
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return bad(
+                "database_url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect (the SQLite file under `data_dir` unless configured).
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("pregonero.db").display()
+            )
+        })
+    }
+
+    /// Whether the configured database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database_url().starts_with("postgres")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn zero_concurrency_names_the_setting() {
+        let mut s = Settings::default();
+        s.delivery.concurrency = 0;
+        let err = s.validate().expect_err("must fail").to_string();
+        assert!(err.contains("PREGONERO_DELIVERY__CONCURRENCY"), "{err}");
+    }
+}

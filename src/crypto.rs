@@ -1,0 +1,121 @@
+//! Secrets at rest: AES-256-GCM with a key id in every ciphertext, and token hashing.
+use aes_gcm::{
+    Aes256Gcm, KeyInit, Nonce,
+    aead::{Aead, AeadCore, OsRng as AeadRng},
+};
+use anyhow::{Context, anyhow, bail};
+use base64::{Engine, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Encrypts and decrypts secrets; ciphertexts read `v1:<key id>:<base64(nonce ‖ ciphertext)>`.
+///
+/// The key id (first 8 hex chars of SHA-256 of the key) lets a later rotation keep old keys for decryption.
+#[derive(Clone)]
+pub struct Cipher {
+    key_id: String,
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cipher")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cipher {
+    /// Builds a cipher from 32 raw key bytes.
+    pub fn new(key: &[u8]) -> anyhow::Result<Self> {
+        if key.len() != 32 {
+            bail!("secret key must be 32 bytes, got {}", key.len());
+        }
+        let key_id = hex::encode(Sha256::digest(key))[..8].to_owned();
+        let cipher = Aes256Gcm::new_from_slice(key).map_err(|e| anyhow!("bad key: {e}"))?;
+        Ok(Self { key_id, cipher })
+    }
+
+    /// Builds a cipher from the base64 form used in settings and key files.
+    pub fn from_base64(encoded: &str) -> anyhow::Result<Self> {
+        let key = STANDARD
+            .decode(encoded.trim())
+            .context("secret key is not valid base64")?;
+        Self::new(&key)
+    }
+
+    /// A new random key, base64-encoded.
+    pub fn generate_key() -> String {
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        STANDARD.encode(key)
+    }
+
+    /// Encrypts `plaintext` with a fresh nonce.
+    pub fn encrypt(&self, plaintext: &str) -> anyhow::Result<String> {
+        let nonce = Aes256Gcm::generate_nonce(&mut AeadRng);
+        let ct = self
+            .cipher
+            .encrypt(&nonce, plaintext.as_bytes())
+            .map_err(|_| anyhow!("encryption failed"))?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&ct);
+        Ok(format!("v1:{}:{}", self.key_id, STANDARD.encode(blob)))
+    }
+
+    /// Decrypts a value produced by [`Cipher::encrypt`].
+    pub fn decrypt(&self, stored: &str) -> anyhow::Result<String> {
+        let mut parts = stored.splitn(3, ':');
+        let (Some("v1"), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            bail!("unrecognised ciphertext format");
+        };
+        if key_id != self.key_id {
+            bail!(
+                "secret was encrypted with key {key_id}, but the configured key is {}",
+                self.key_id
+            );
+        }
+        let blob = STANDARD.decode(body).context("ciphertext is not base64")?;
+        if blob.len() < 12 {
+            bail!("ciphertext too short");
+        }
+        let (nonce, ct) = blob.split_at(12);
+        let pt = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| anyhow!("decryption failed (wrong key or tampered data)"))?;
+        String::from_utf8(pt).context("secret is not UTF-8")
+    }
+}
+
+/// SHA-256 hex of a bearer token: what is stored and looked up.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token with a readable prefix, e.g. `prg_…` (32 random bytes, base64url).
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_tamper_detection() {
+        let c = Cipher::from_base64(&Cipher::generate_key()).expect("key");
+        let stored = c.encrypt("123:ABC").expect("encrypt");
+        assert!(!stored.contains("123:ABC"));
+        assert_eq!(c.decrypt(&stored).expect("decrypt"), "123:ABC");
+        let mut tampered = stored.clone();
+        tampered.pop();
+        tampered.push(if stored.ends_with('A') { 'B' } else { 'A' });
+        assert!(c.decrypt(&tampered).is_err());
+        let other = Cipher::from_base64(&Cipher::generate_key()).expect("key");
+        assert!(other.decrypt(&stored).is_err());
+    }
+}

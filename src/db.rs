@@ -1,0 +1,95 @@
+//! Connects the database (SQLite by default, PostgreSQL by URL), runs migrations and sets up the queue.
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::{
+    DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector,
+    sqlx::{
+        postgres::PgPoolOptions,
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    },
+};
+
+use crate::{config::Settings, jobs::Queue};
+
+/// Opens the pool, applies our migrations and apalis's, and returns both handles.
+pub async fn connect(settings: &Settings) -> anyhow::Result<(DatabaseConnection, Queue)> {
+    let url = settings.database_url();
+    let (db, queue) = if settings.is_postgres() {
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .context("could not connect to PostgreSQL (check DATABASE_URL)")?;
+        PostgresStorage::setup(&pool)
+            .await
+            .context("could not set up the apalis queue tables")?;
+        let queue = Queue::Postgres(PostgresStorage::new(&pool));
+        (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), queue)
+    } else {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!("could not create data dir {}", settings.data_dir.display())
+        })?;
+        let options = SqliteConnectOptions::from_str(&url)
+            .with_context(|| format!("bad SQLite URL {url}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a killed process; only an OS crash can lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // apalis's setup switches its connection to `synchronous=OFF`; give it a throwaway pool.
+        let setup_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        SqliteStorage::setup(&setup_pool)
+            .await
+            .context("could not set up the apalis queue tables")?;
+        setup_pool.close().await;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("could not open SQLite database {url}"))?;
+        let queue = Queue::Sqlite(SqliteStorage::new(&pool));
+        (SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), queue)
+    };
+    Migrator::up(&db, None)
+        .await
+        .context("database migration failed")?;
+    Ok((db, queue))
+}
+
+/// The secret-at-rest key: from settings, else `<data_dir>/secret.key`, created on first start.
+pub fn secret_key(settings: &Settings) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    if let Some(key) = &settings.secret_key {
+        return Ok(key.expose_secret().to_owned());
+    }
+    let path = settings.data_dir.join("secret.key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let key = crate::crypto::Cipher::generate_key();
+    write_private(&path, &key).with_context(|| format!("could not write {}", path.display()))?;
+    tracing::warn!(path = %path.display(), "generated a new secret key; back it up, secrets stored with it are unreadable without it");
+    Ok(key)
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(contents.as_bytes())
+}

@@ -1,0 +1,118 @@
+//! Shared domain types: channel kinds, message states, validated recipients.
+use serde::{Deserialize, Serialize};
+
+/// Kinds of channel account Pregonero can send through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// A Telegram bot (Bot API token).
+    Telegram,
+}
+
+impl ChannelKind {
+    /// The name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Telegram => "telegram",
+        }
+    }
+
+    /// Parses the stored or requested name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "telegram" => Some(ChannelKind::Telegram),
+            _ => None,
+        }
+    }
+}
+
+/// Where a message is in its life: `queued → sending → sent`, or `failed`, or `skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Accepted and waiting for (another) delivery attempt.
+    Queued,
+    /// A worker holds it and is talking to the provider.
+    Sending,
+    /// The provider accepted it.
+    Sent,
+    /// Gave up: permanent error or attempts exhausted.
+    Failed,
+    /// Not sent on purpose (opted out, duplicate, quota).
+    Skipped,
+}
+
+impl MessageStatus {
+    /// The name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// Telegram parse modes accepted by `sendMessage`.
+pub const PARSE_MODES: [&str; 3] = ["HTML", "MarkdownV2", "Markdown"];
+
+/// A Telegram chat: a numeric chat id or a public `@username`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelegramChat(String);
+
+impl TelegramChat {
+    /// Accepts `-?digits` (up to 20) or `@` followed by 5–32 of `A-Za-z0-9_`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let numeric = {
+            let digits = s.strip_prefix('-').unwrap_or(s);
+            !digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit())
+        };
+        let username = s.strip_prefix('@').is_some_and(|u| {
+            (5..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if numeric || username {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "`{s}` is not a Telegram chat id (an integer) or @username"
+            ))
+        }
+    }
+
+    /// Group, supergroup and channel ids are negative; usernames are public groups or channels.
+    pub fn is_group(&self) -> bool {
+        self.0.starts_with('-') || self.0.starts_with('@')
+    }
+}
+
+impl AsRef<str> for TelegramChat {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_ids_and_usernames_parse() {
+        assert!(TelegramChat::parse("123456").is_ok());
+        assert!(
+            TelegramChat::parse("-1001234567890")
+                .expect("group")
+                .is_group()
+        );
+        assert!(
+            TelegramChat::parse("@my_channel")
+                .expect("username")
+                .is_group()
+        );
+        for bad in ["", "-", "12a", "@abc", "hello", "1 2"] {
+            assert!(TelegramChat::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! `channel_accounts`: a Telegram bot or WhatsApp number, with encrypted credentials.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "channel_accounts")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub owner_id: String,
+    pub kind: String,
+    pub name: String,
+    pub credentials: String,
+    pub external_id: Option<String>,
+    pub username: Option<String>,
+    pub limits: Option<String>,
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,159 @@
+//! Shared error plumbing: the JSON error body and `error_chain_fmt`.
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde::Serialize;
+
+/// The body of every 4xx/5xx answer: a stable kebab-case `error` code and a human `message`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    /// Stable machine-readable code, e.g. `channel-not-found`.
+    pub error: &'a str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Writes an error and its chain of causes, one per line (for `Debug`).
+pub fn error_chain_fmt(
+    e: &impl std::error::Error,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    writeln!(f, "{e}")?;
+    let mut current = e.source();
+    while let Some(cause) = current {
+        writeln!(f, "Caused by:\n\t{cause}")?;
+        current = cause.source();
+    }
+    Ok(())
+}
+
+/// Errors shared by every route: auth, request shape, and the unexpected.
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    /// No or malformed `Authorization` header.
+    #[error("missing or malformed Authorization header; send `Authorization: Bearer <api key>`")]
+    MissingCredentials,
+    /// The key is unknown or revoked.
+    #[error("invalid or revoked API key")]
+    InvalidCredentials,
+    /// Request body or parameters are not what the route takes.
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    /// A well-formed request that fails a rule.
+    #[error("{1}")]
+    Unprocessable(&'static str, String),
+    /// The resource does not exist or belongs to someone else.
+    #[error("{1}")]
+    NotFound(&'static str, String),
+    /// The request conflicts with the current state.
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// Body too large.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A provider (Telegram, WhatsApp) could not be reached or answered badly.
+    #[error("{1}")]
+    BadGateway(&'static str, String),
+    /// A bug or an unreachable backend; the cause is logged, not returned.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        error_chain_fmt(self, f)
+    }
+}
+
+impl ApiError {
+    /// The stable code sent as `error`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingCredentials => "missing-credentials",
+            ApiError::InvalidCredentials => "invalid-credentials",
+            ApiError::BadRequest(code, _)
+            | ApiError::Unprocessable(code, _)
+            | ApiError::NotFound(code, _)
+            | ApiError::Conflict(code, _)
+            | ApiError::BadGateway(code, _) => code,
+            ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::Unexpected(_) => "internal-error",
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        ApiError::Unexpected(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(..) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadGateway(..) => StatusCode::BAD_GATEWAY,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            ApiError::Unexpected(e) => {
+                tracing::error!(error = ?e, "request failed");
+                "internal error; see the server log for the request id".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(
+            self,
+            ApiError::MissingCredentials | ApiError::InvalidCredentials
+        ) {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(ErrorBody {
+            error: self.code(),
+            message,
+        })
+    }
+}
+
+/// Turns actix's JSON extractor errors into `400 invalid-json` with our body shape.
+pub fn json_error_handler(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as J;
+    let api = match &err {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+            ApiError::PayloadTooLarge(err.to_string())
+        }
+        J::ContentType => ApiError::BadRequest(
+            "unsupported-media-type",
+            "expected Content-Type: application/json".into(),
+        ),
+        J::Deserialize(e) if e.is_data() => ApiError::Unprocessable("invalid-body", e.to_string()),
+        _ => ApiError::BadRequest("invalid-json", err.to_string()),
+    };
+    api.into()
+}
+
+/// Turns query-string extractor errors into `400 invalid-query`.
+pub fn query_error_handler(
+    err: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::BadRequest("invalid-query", err.to_string()).into()
+}
+
+/// Turns path extractor errors into `404 not-found`.
+pub fn path_error_handler(
+    err: actix_web::error::PathError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::NotFound("not-found", err.to_string()).into()
+}

@@ -1,0 +1,101 @@
+//! Durable background work on apalis: the delivery job and the recovery sweep.
+//!
+//! Workers run on their own multi-thread tokio runtime (a dedicated thread), so job handlers never
+//! compete with the actix System's thread; they reach actors through `Addr::send`.
+pub mod deliver;
+mod queue;
+pub mod sweep;
+
+use std::time::Duration;
+
+use apalis::prelude::*;
+use tokio::sync::oneshot;
+
+pub use queue::Queue;
+
+use crate::state::AppState;
+
+/// A running set of workers; [`Workers::shutdown`] drains them.
+pub struct Workers {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the delivery worker and the periodic sweep for `state`.
+    pub fn start(state: AppState) -> anyhow::Result<Self> {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pregonero-jobs")
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("pregonero-jobs-main".into())
+            .spawn(move || {
+                runtime.block_on(run(state, stop_rx));
+            })?;
+        Ok(Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops taking jobs, waits for in-flight ones (up to the grace period), hands back leases.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+async fn run(state: AppState, stop: oneshot::Receiver<()>) {
+    let settings = state.settings.delivery.clone();
+    let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
+    let poll = Duration::from_millis(settings.poll_interval_ms);
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    // A stable name lets apalis re-enqueue this process's orphaned jobs when it comes back.
+    let name = format!("deliver-{}", state.node_name);
+    let monitor = Monitor::new().shutdown_timeout(grace);
+    let monitor = match state.queue.clone() {
+        Queue::Sqlite(storage) => {
+            let state = state.clone();
+            monitor.register(move |_| {
+                WorkerBuilder::new(name.as_str())
+                    .backend(storage.clone().poll_with_interval(poll))
+                    .concurrency(settings.concurrency)
+                    .parallelize(tokio::spawn)
+                    .data(state.clone())
+                    .build(deliver::handle)
+            })
+        }
+        Queue::Postgres(storage) => {
+            let state = state.clone();
+            monitor.register(move |_| {
+                WorkerBuilder::new(name.as_str())
+                    .backend(storage.clone().poll_with_interval(poll))
+                    .concurrency(settings.concurrency)
+                    .parallelize(tokio::spawn)
+                    .data(state.clone())
+                    .build(deliver::handle)
+            })
+        }
+    };
+    let signal = async {
+        let _ = stop.await;
+        Ok(())
+    };
+    if let Err(e) = monitor.run_with_signal(signal).await {
+        tracing::error!(error = %e, "job monitor stopped with an error");
+    }
+    sweeper.abort();
+    match sweep::release_leases(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(released = n, "handed back in-flight messages"),
+        Err(e) => tracing::error!(error = ?e, "could not hand back in-flight messages"),
+    }
+    tracing::info!("workers stopped");
+}

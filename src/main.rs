@@ -1,0 +1,104 @@
+//! The `pregonero` command: `serve` (default), `migrate`, `admin create-api-key`.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pregonero::{
+    auth,
+    config::Settings,
+    db,
+    startup::{Application, RunOptions, shutdown_signal},
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(version, about = "Self-hosted multi-channel messaging server")]
+struct Cli {
+    /// TOML settings file (environment `PREGONERO_*` still wins).
+    #[arg(long, env = "PREGONERO_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API, the delivery workers and the channel actors (the default).
+    Serve {
+        /// Do not serve HTTP (worker-only replica).
+        #[arg(long)]
+        no_http: bool,
+        /// Do not run delivery workers (API-only replica).
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an API key for the admin user and print it once.
+    CreateApiKey {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(settings.log_format);
+    match cli.command.unwrap_or(Command::Serve {
+        no_http: false,
+        no_workers: false,
+    }) {
+        Command::Serve {
+            no_http,
+            no_workers,
+        } => {
+            let options = RunOptions {
+                http: !no_http,
+                workers: !no_workers,
+            };
+            let app = Application::build(settings.clone(), options).await?;
+            if let Some(key) = app.bootstrap_key() {
+                // Printed, never logged: this is the only time the key exists in clear.
+                println!(
+                    "\nFirst start: created the admin API key (shown once, stored hashed):\n\n    {key}\n"
+                );
+            }
+            if options.http {
+                println!(
+                    "Pregonero listening on http://{}:{}",
+                    settings.host,
+                    app.port()
+                );
+            }
+            let running = app.spawn()?;
+            shutdown_signal().await;
+            running.stop().await;
+        }
+        Command::Migrate => {
+            db::connect(&settings).await?;
+            println!("migrations applied");
+        }
+        Command::Admin(AdminCommand::CreateApiKey { name }) => {
+            let (conn, _) = db::connect(&settings).await?;
+            let admin = match auth::repo::first_admin(&conn).await? {
+                Some(admin) => admin,
+                None => auth::repo::create_user(&conn, "admin", "admin").await?,
+            };
+            let key = auth::repo::create_api_key(&conn, &admin.id, &name)
+                .await
+                .context("could not create the key")?;
+            println!("{key}");
+        }
+    }
+    Ok(())
+}

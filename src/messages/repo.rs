@@ -1,0 +1,340 @@
+//! The message ledger: rows, their conditional state transitions, and their events.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, Set,
+    sea_query::{Expr, ExprTrait},
+};
+
+use crate::{
+    domain::MessageStatus,
+    entities::{message_events, messages},
+};
+
+pub use message_events::Model as EventRow;
+pub use messages::Model as MessageRow;
+
+/// Finds a message by id.
+pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<MessageRow>, DbErr> {
+    messages::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// Finds a message by its owner and idempotency key.
+pub async fn find_by_idempotency_key(
+    db: &DatabaseConnection,
+    owner_id: &str,
+    key: &str,
+) -> Result<Option<MessageRow>, DbErr> {
+    messages::Entity::find()
+        .filter(messages::Column::OwnerId.eq(owner_id))
+        .filter(messages::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await
+}
+
+/// Inserts a queued message and its `queued` event in one transaction.
+pub async fn insert(
+    db: &DatabaseConnection,
+    row: messages::ActiveModel,
+) -> Result<MessageRow, DbErr> {
+    use sea_orm::TransactionTrait;
+    let txn = db.begin().await?;
+    let model = row.insert(&txn).await?;
+    record(&txn, &model.id, "queued", None, None, None).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// Appends an event to a message's history.
+pub async fn record<C: ConnectionTrait>(
+    db: &C,
+    message_id: &str,
+    kind: &str,
+    outcome: Option<&str>,
+    error_code: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), DbErr> {
+    message_events::ActiveModel {
+        message_id: Set(message_id.to_owned()),
+        at: Set(Utc::now()),
+        kind: Set(kind.to_owned()),
+        outcome: Set(outcome.map(str::to_owned)),
+        error_code: Set(error_code.map(str::to_owned)),
+        detail: Set(detail.map(|d| d.chars().take(1000).collect())),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// The events of a message, oldest first.
+pub async fn events(db: &DatabaseConnection, message_id: &str) -> Result<Vec<EventRow>, DbErr> {
+    message_events::Entity::find()
+        .filter(message_events::Column::MessageId.eq(message_id))
+        .order_by_asc(message_events::Column::Id)
+        .all(db)
+        .await
+}
+
+fn status_is(s: MessageStatus) -> sea_orm::sea_query::SimpleExpr {
+    messages::Column::Status.eq(s.as_str())
+}
+
+/// Takes a queued message for one attempt: `queued → sending`, attempts + 1, leased to `node`.
+/// Returns false when someone else already has it or it is no longer queued.
+pub async fn claim(
+    db: &DatabaseConnection,
+    id: &str,
+    node: &str,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let res = messages::Entity::update_many()
+        .col_expr(
+            messages::Column::Status,
+            Expr::value(MessageStatus::Sending.as_str()),
+        )
+        .col_expr(
+            messages::Column::Attempts,
+            Expr::col(messages::Column::Attempts).add(1),
+        )
+        .col_expr(messages::Column::LockedUntil, Expr::value(lease_until))
+        .col_expr(messages::Column::LockedBy, Expr::value(node))
+        .col_expr(messages::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(messages::Column::Id.eq(id))
+        .filter(status_is(MessageStatus::Queued))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Extends the lease of a message this node is sending.
+pub async fn extend_lease(
+    db: &DatabaseConnection,
+    id: &str,
+    lease_until: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    messages::Entity::update_many()
+        .col_expr(messages::Column::LockedUntil, Expr::value(lease_until))
+        .filter(messages::Column::Id.eq(id))
+        .filter(status_is(MessageStatus::Sending))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Changes the recipient (a Telegram group migrated to a supergroup).
+pub async fn set_recipient(
+    db: &DatabaseConnection,
+    id: &str,
+    recipient: &str,
+) -> Result<(), DbErr> {
+    messages::Entity::update_many()
+        .col_expr(messages::Column::Recipient, Expr::value(recipient))
+        .filter(messages::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// `sending → sent`.
+pub async fn mark_sent(db: &DatabaseConnection, id: &str, provider_id: &str) -> Result<(), DbErr> {
+    let now = Utc::now();
+    finish(
+        db,
+        id,
+        messages::Entity::update_many()
+            .col_expr(
+                messages::Column::Status,
+                Expr::value(MessageStatus::Sent.as_str()),
+            )
+            .col_expr(
+                messages::Column::ProviderMessageId,
+                Expr::value(provider_id),
+            )
+            .col_expr(messages::Column::SentAt, Expr::value(now)),
+    )
+    .await
+}
+
+/// `sending → failed` with the error that ended it.
+pub async fn mark_failed(
+    db: &DatabaseConnection,
+    id: &str,
+    code: &str,
+    detail: &str,
+) -> Result<(), DbErr> {
+    finish(
+        db,
+        id,
+        messages::Entity::update_many()
+            .col_expr(
+                messages::Column::Status,
+                Expr::value(MessageStatus::Failed.as_str()),
+            )
+            .col_expr(messages::Column::LastErrorCode, Expr::value(code))
+            .col_expr(messages::Column::LastError, Expr::value(detail)),
+    )
+    .await
+}
+
+/// `sending → queued` for another attempt at `at`; `refund` gives back the attempt (rate limits).
+pub async fn schedule_retry(
+    db: &DatabaseConnection,
+    id: &str,
+    at: DateTime<Utc>,
+    code: &str,
+    detail: &str,
+    refund: bool,
+) -> Result<(), DbErr> {
+    let mut update = messages::Entity::update_many()
+        .col_expr(
+            messages::Column::Status,
+            Expr::value(MessageStatus::Queued.as_str()),
+        )
+        .col_expr(messages::Column::NextAttemptAt, Expr::value(at))
+        .col_expr(messages::Column::EnqueuedAt, Expr::value(Utc::now()))
+        .col_expr(messages::Column::LastErrorCode, Expr::value(code))
+        .col_expr(messages::Column::LastError, Expr::value(detail));
+    if refund {
+        update = update.col_expr(
+            messages::Column::Attempts,
+            Expr::col(messages::Column::Attempts).sub(1),
+        );
+    }
+    finish(db, id, update).await
+}
+
+async fn finish(
+    db: &DatabaseConnection,
+    id: &str,
+    update: sea_orm::UpdateMany<messages::Entity>,
+) -> Result<(), DbErr> {
+    update
+        .col_expr(
+            messages::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            messages::Column::LockedBy,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(messages::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(messages::Column::Id.eq(id))
+        .filter(status_is(MessageStatus::Sending))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks that a job for the message was pushed now.
+pub async fn mark_enqueued(db: &DatabaseConnection, ids: &[String]) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    messages::Entity::update_many()
+        .col_expr(messages::Column::EnqueuedAt, Expr::value(Utc::now()))
+        .filter(messages::Column::Id.is_in(ids.iter().cloned()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Queued messages whose job was never pushed (and not touched since `fresh_before`), or was
+/// pushed before `stale_before`.
+pub async fn stranded(
+    db: &DatabaseConnection,
+    fresh_before: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
+    use sea_orm::{QuerySelect, sea_query::Condition};
+    let rows = messages::Entity::find()
+        .select_only()
+        .column(messages::Column::Id)
+        .column(messages::Column::NextAttemptAt)
+        .filter(status_is(MessageStatus::Queued))
+        .filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(messages::Column::EnqueuedAt.is_null())
+                        .add(messages::Column::UpdatedAt.lt(fresh_before)),
+                )
+                .add(messages::Column::EnqueuedAt.lt(stale_before)),
+        )
+        .order_by_asc(messages::Column::NextAttemptAt)
+        .limit(limit)
+        .into_tuple::<(String, DateTime<Utc>)>()
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
+/// Puts back `sending` messages whose lease ran out (their worker died): `sending → queued`.
+pub async fn requeue_expired(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    let res = messages::Entity::update_many()
+        .col_expr(
+            messages::Column::Status,
+            Expr::value(MessageStatus::Queued.as_str()),
+        )
+        .col_expr(
+            messages::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            messages::Column::LockedBy,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            messages::Column::EnqueuedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(status_is(MessageStatus::Sending))
+        .filter(messages::Column::LockedUntil.lt(now))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Hands back every message `node` is sending (clean shutdown): `sending → queued`, attempt refunded.
+pub async fn release_node(db: &DatabaseConnection, node: &str) -> Result<u64, DbErr> {
+    let res = messages::Entity::update_many()
+        .col_expr(
+            messages::Column::Status,
+            Expr::value(MessageStatus::Queued.as_str()),
+        )
+        .col_expr(
+            messages::Column::Attempts,
+            Expr::col(messages::Column::Attempts).sub(1),
+        )
+        .col_expr(
+            messages::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            messages::Column::LockedBy,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            messages::Column::EnqueuedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(status_is(MessageStatus::Sending))
+        .filter(messages::Column::LockedBy.eq(node))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Messages not yet finished (queued or sending): the delivery backlog.
+pub async fn backlog(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    messages::Entity::find()
+        .filter(messages::Column::Status.is_in([
+            MessageStatus::Queued.as_str(),
+            MessageStatus::Sending.as_str(),
+        ]))
+        .count(db)
+        .await
+}

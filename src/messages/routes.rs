@@ -1,0 +1,309 @@
+//! `POST /messages` (queue a send, idempotent by key) and `GET /messages/{id}`.
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use sea_orm::{EntityTrait, Set};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::repo::{self, EventRow, MessageRow};
+use crate::{
+    auth::Caller,
+    channels,
+    domain::{MessageStatus, PARSE_MODES, TelegramChat},
+    entities::{media, messages},
+    error::ApiError,
+    state::AppState,
+};
+
+/// Mounts the message routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/messages", web::post().to(create_message))
+        .route("/messages/{id}", web::get().to(get_message));
+}
+
+/// Longest text Telegram takes in `sendMessage`.
+const MAX_TEXT: usize = 4096;
+/// Longest caption Telegram takes with media.
+const MAX_CAPTION: usize = 1024;
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMessage {
+    channel_id: String,
+    to: String,
+    #[serde(default)]
+    text: String,
+    parse_mode: Option<String>,
+    media_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    id: &'a str,
+    status: &'a str,
+}
+
+#[derive(Serialize)]
+struct AttemptView {
+    at: DateTime<Utc>,
+    outcome: Option<String>,
+    error_code: Option<String>,
+    detail: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EventView {
+    at: DateTime<Utc>,
+    kind: String,
+    outcome: Option<String>,
+    error_code: Option<String>,
+    detail: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MessageView {
+    id: String,
+    channel_id: String,
+    to: String,
+    status: String,
+    text: String,
+    parse_mode: Option<String>,
+    media_id: Option<String>,
+    attempt_count: i32,
+    attempts: Vec<AttemptView>,
+    events: Vec<EventView>,
+    provider_message_id: Option<String>,
+    last_error_code: Option<String>,
+    last_error: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+}
+
+fn view(m: MessageRow, events: Vec<EventRow>) -> MessageView {
+    let attempts = events
+        .iter()
+        .filter(|e| e.kind == "attempt")
+        .map(|e| AttemptView {
+            at: e.at,
+            outcome: e.outcome.clone(),
+            error_code: e.error_code.clone(),
+            detail: e.detail.clone(),
+        })
+        .collect();
+    let events = events
+        .into_iter()
+        .map(|e| EventView {
+            at: e.at,
+            kind: e.kind,
+            outcome: e.outcome,
+            error_code: e.error_code,
+            detail: e.detail,
+        })
+        .collect();
+    MessageView {
+        next_attempt_at: (m.status == MessageStatus::Queued.as_str()).then_some(m.next_attempt_at),
+        id: m.id,
+        channel_id: m.channel_id,
+        to: m.recipient,
+        status: m.status,
+        text: m.body,
+        parse_mode: m.parse_mode,
+        media_id: m.media_id,
+        attempt_count: m.attempts,
+        attempts,
+        events,
+        provider_message_id: m.provider_message_id,
+        last_error_code: m.last_error_code,
+        last_error: m.last_error,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        sent_at: m.sent_at,
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "invalid-idempotency-key",
+                format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+async fn validate(body: &CreateMessage, caller: &Caller, state: &AppState) -> Result<(), ApiError> {
+    channels::repo::find_owned(&state.db, &caller.user_id, &body.channel_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(
+                "channel-not-found",
+                format!("no channel account `{}`", body.channel_id),
+            )
+        })?;
+    TelegramChat::parse(&body.to).map_err(|e| ApiError::Unprocessable("invalid-recipient", e))?;
+    let len = body.text.chars().count();
+    match &body.media_id {
+        None if body.text.trim().is_empty() => {
+            return Err(ApiError::Unprocessable(
+                "text-empty",
+                "text is required when no media_id is given".into(),
+            ));
+        }
+        None if len > MAX_TEXT => {
+            return Err(ApiError::Unprocessable(
+                "text-too-long",
+                format!("text has {len} characters; Telegram takes at most {MAX_TEXT}"),
+            ));
+        }
+        Some(_) if len > MAX_CAPTION => {
+            return Err(ApiError::Unprocessable(
+                "caption-too-long",
+                format!(
+                    "with media, text is a caption of at most {MAX_CAPTION} characters; it has {len}"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(mode) = &body.parse_mode
+        && !PARSE_MODES.contains(&mode.as_str())
+    {
+        return Err(ApiError::Unprocessable(
+            "invalid-parse-mode",
+            format!("parse_mode must be one of {}", PARSE_MODES.join(", ")),
+        ));
+    }
+    if let Some(media_id) = &body.media_id {
+        media::Entity::find_by_id(media_id.clone())
+            .one(&state.db)
+            .await?
+            .filter(|m| m.owner_id == caller.user_id)
+            .ok_or_else(|| {
+                ApiError::NotFound("media-not-found", format!("no media `{media_id}`"))
+            })?;
+    }
+    Ok(())
+}
+
+fn request_hash(body: &CreateMessage) -> Result<String, ApiError> {
+    let canonical = serde_json::to_vec(body).map_err(anyhow::Error::from)?;
+    Ok(hex::encode(Sha256::digest(canonical)))
+}
+
+/// Answers a replayed request with the message the first one created, or 409 if the body differs.
+fn replay(existing: MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
+    if existing.request_hash.as_deref() != Some(hash) {
+        return Err(ApiError::Conflict(
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used with a different request body".into(),
+        ));
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Idempotent-Replayed", "true"))
+        .json(Accepted {
+            id: &existing.id,
+            status: &existing.status,
+        }))
+}
+
+async fn create_message(
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<CreateMessage>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = body.into_inner();
+    body.to = body.to.trim().to_owned();
+    let key = idempotency_key(&req)?;
+    let hash = request_hash(&body)?;
+    if let Some(key) = &key
+        && let Some(existing) =
+            repo::find_by_idempotency_key(&state.db, &caller.user_id, key).await?
+    {
+        return replay(existing, &hash);
+    }
+    validate(&body, &caller, &state).await?;
+
+    let now = Utc::now();
+    let row = messages::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        owner_id: Set(caller.user_id.clone()),
+        channel_id: Set(body.channel_id),
+        recipient: Set(body.to),
+        body: Set(body.text),
+        parse_mode: Set(body.parse_mode),
+        media_id: Set(body.media_id),
+        idempotency_key: Set(key.clone()),
+        request_hash: Set(Some(hash.clone())),
+        status: Set(MessageStatus::Queued.as_str().into()),
+        attempts: Set(0),
+        provider_message_id: Set(None),
+        last_error_code: Set(None),
+        last_error: Set(None),
+        next_attempt_at: Set(now),
+        locked_until: Set(None),
+        locked_by: Set(None),
+        enqueued_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        sent_at: Set(None),
+    };
+    let msg = match repo::insert(&state.db, row).await {
+        Ok(msg) => msg,
+        // Two requests raced with one key: the loser answers with the winner's message.
+        Err(e) if key.is_some() && is_unique_violation(&e) => {
+            let key = key.unwrap_or_default();
+            let existing = repo::find_by_idempotency_key(&state.db, &caller.user_id, &key)
+                .await?
+                .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("idempotency row vanished")))?;
+            return replay(existing, &hash);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // If this push fails the row stays queued without a job; the recovery sweep enqueues it.
+    match state.queue.push(&msg.id, std::time::Duration::ZERO).await {
+        Ok(()) => repo::mark_enqueued(&state.db, std::slice::from_ref(&msg.id)).await?,
+        Err(e) => {
+            tracing::warn!(message_id = %msg.id, error = ?e, "enqueue failed; the sweep will retry")
+        }
+    }
+    metrics::counter!("pregonero_messages_accepted_total").increment(1);
+    Ok(HttpResponse::Accepted().json(Accepted {
+        id: &msg.id,
+        status: &msg.status,
+    }))
+}
+
+fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+async fn get_message(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let msg = repo::find(&state.db, &path)
+        .await?
+        .filter(|m| m.owner_id == caller.user_id)
+        .ok_or_else(|| ApiError::NotFound("message-not-found", "no such message".into()))?;
+    let events = repo::events(&state.db, &msg.id).await?;
+    Ok(HttpResponse::Ok().json(view(msg, events)))
+}

@@ -1,0 +1,272 @@
+//! Assembly: database, queue, actors, HTTP server and workers, and their orderly shutdown.
+use std::{net::TcpListener, sync::Arc, time::Duration, time::Instant};
+
+use actix_web::{App, HttpServer, dev::Server, dev::ServerHandle, middleware, web};
+use anyhow::Context;
+use secrecy::SecretString;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::{
+    auth,
+    channels::{
+        self, AccountSpec, ChannelRegistry, Register, routes::stored_limits,
+        telegram::TelegramClient,
+    },
+    config::Settings,
+    crypto::Cipher,
+    db, error,
+    jobs::Workers,
+    media::LocalMediaStore,
+    state::AppState,
+    web as routes,
+};
+
+/// Which parts of the process to run (one image serves API and worker Deployments).
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Serve HTTP.
+    pub http: bool,
+    /// Run delivery workers and the recovery sweep.
+    pub workers: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            http: true,
+            workers: true,
+        }
+    }
+}
+
+/// A built, not yet running, server.
+pub struct Application {
+    port: u16,
+    state: AppState,
+    server: Option<Server>,
+    bootstrap_key: Option<String>,
+    options: RunOptions,
+}
+
+/// A running server; [`RunningApp::stop`] shuts it down cleanly.
+pub struct RunningApp {
+    /// Bound HTTP port.
+    pub port: u16,
+    /// Shared state (tests reach the database and actors through it).
+    pub state: AppState,
+    server: Option<(
+        ServerHandle,
+        actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    )>,
+    workers: Option<Workers>,
+}
+
+impl Application {
+    /// Connects everything, starts the channel actors and binds the listener.
+    pub async fn build(settings: Settings, options: RunOptions) -> anyhow::Result<Self> {
+        crate::web::metrics::install();
+        let (db, queue) = db::connect(&settings).await?;
+        let cipher =
+            Cipher::from_base64(&db::secret_key(&settings)?).context("invalid secret_key")?;
+        let telegram = TelegramClient::new(
+            &settings.telegram.api_base_url,
+            Duration::from_millis(settings.telegram.request_timeout_ms),
+        )?;
+        let registry = {
+            let client = telegram.clone();
+            actix::Supervisor::start(move |_| ChannelRegistry::new(client))
+        };
+        let node_name = settings.node_name.clone().unwrap_or_else(hostname);
+        let state = AppState {
+            db,
+            queue,
+            registry,
+            telegram,
+            cipher,
+            media: Arc::new(LocalMediaStore::new(settings.data_dir.join("media"))?),
+            settings: Arc::new(settings),
+            node_name,
+            started_at: Instant::now(),
+            workers_enabled: options.workers,
+        };
+        start_accounts(&state).await?;
+        let bootstrap_key = auth::repo::bootstrap(&state.db).await?;
+
+        let (port, server) = if options.http {
+            let listener = TcpListener::bind((state.settings.host.as_str(), state.settings.port))
+                .with_context(|| {
+                format!(
+                    "could not bind {}:{}",
+                    state.settings.host, state.settings.port
+                )
+            })?;
+            let port = listener.local_addr()?.port();
+            (port, Some(http_server(listener, state.clone())?))
+        } else {
+            (0, None)
+        };
+        Ok(Self {
+            port,
+            state,
+            server,
+            bootstrap_key,
+            options,
+        })
+    }
+
+    /// The bound port (0 without HTTP).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The admin API key created on first start (only on an empty database).
+    pub fn bootstrap_key(&self) -> Option<&str> {
+        self.bootstrap_key.as_deref()
+    }
+
+    /// Starts serving and working; returns at once.
+    pub fn spawn(self) -> anyhow::Result<RunningApp> {
+        let workers = if self.options.workers {
+            Some(Workers::start(self.state.clone())?)
+        } else {
+            None
+        };
+        let server = self.server.map(|server| {
+            let handle = server.handle();
+            (handle, actix_web::rt::spawn(server))
+        });
+        tracing::info!(port = self.port, node = %self.state.node_name, "pregonero started");
+        Ok(RunningApp {
+            port: self.port,
+            state: self.state,
+            server,
+            workers,
+        })
+    }
+}
+
+impl RunningApp {
+    /// Stops accepting requests, drains in-flight deliveries, hands back leases.
+    pub async fn stop(mut self) {
+        if let Some((handle, task)) = self.server.take() {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown().await;
+        }
+        tracing::info!("pregonero stopped");
+    }
+}
+
+fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let grace = state.settings.delivery.shutdown_grace_secs;
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(256 * 1024)
+                    .error_handler(error::json_error_handler),
+            )
+            .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
+            .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+            .wrap(middleware::from_fn(routes::metrics::track))
+            .wrap(middleware::from_fn(request_id_header))
+            .wrap(TracingLogger::default())
+    })
+    .disable_signals()
+    .shutdown_timeout(grace)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Echoes tracing-actix-web's request id as `X-Request-Id`.
+async fn request_id_header(
+    req: actix_web::dev::ServiceRequest,
+    next: middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    let mut res = next.call(req).await?;
+    if let Some(id) = id
+        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id)
+    {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    Ok(res)
+}
+
+/// Starts an actor for every stored account; one whose secret can't be read is marked, not fatal.
+async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
+    for row in channels::repo::all(&state.db).await? {
+        let token = match state.cipher.decrypt(&row.credentials) {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(channel_id = %row.id, error = %e, "cannot decrypt channel credentials");
+                channels::repo::set_status(
+                    &state.db,
+                    &row.id,
+                    "error",
+                    "credentials unreadable with the configured secret key",
+                )
+                .await?;
+                continue;
+            }
+        };
+        let limits = stored_limits(&row).resolve(&state.settings);
+        state
+            .registry
+            .send(Register(AccountSpec {
+                id: row.id,
+                token: SecretString::from(token),
+                limits,
+            }))
+            .await?;
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received; shutting down"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,38 @@
+//! `AppState`: what every route and job handler shares.
+use std::{sync::Arc, time::Instant};
+
+use actix::Addr;
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    channels::{ChannelRegistry, telegram::TelegramClient},
+    config::Settings,
+    crypto::Cipher,
+    jobs::Queue,
+    media::LocalMediaStore,
+};
+
+/// Shared handles: database, queue, actors, clients, settings.
+#[derive(Clone)]
+pub struct AppState {
+    /// sea-orm connection (SQLite or PostgreSQL).
+    pub db: DatabaseConnection,
+    /// Delivery queue.
+    pub queue: Queue,
+    /// Supervisor of the channel account actors.
+    pub registry: Addr<ChannelRegistry>,
+    /// Telegram Bot API client.
+    pub telegram: TelegramClient,
+    /// Encrypts secrets at rest.
+    pub cipher: Cipher,
+    /// Where uploaded media lives.
+    pub media: Arc<LocalMediaStore>,
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// Name of this process for leases and worker names (hostname-pid unless `PREGONERO_NODE_NAME`).
+    pub node_name: String,
+    /// When the process started.
+    pub started_at: Instant,
+    /// Whether this process runs delivery workers.
+    pub workers_enabled: bool,
+}

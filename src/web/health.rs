@@ -1,0 +1,64 @@
+//! `/live`, `/ready` and `/health`.
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::{channels::Snapshot, messages::repo, state::AppState};
+
+/// The process is up.
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Every backend answers: 200, or 503 naming what failed.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let database = state.db.ping().await.map_err(|e| e.to_string());
+    let queue = state.queue.ping().await.map_err(|e| format!("{e:#}"));
+    let ok = database.is_ok() && queue.is_ok();
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    let body = json!({
+        "status": if ok { "ready" } else { "not-ready" },
+        "checks": {"database": show(&database), "queue": show(&queue)},
+    });
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Version, uptime, queue depth, workers and channel accounts.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let depth = repo::backlog(&state.db).await.ok();
+    let by_status: serde_json::Map<String, serde_json::Value> =
+        crate::channels::repo::count_by_status(&state.db)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(status, n)| (status, json!(n)))
+            .collect();
+    let live = state.registry.send(Snapshot).await.unwrap_or_default();
+    let frozen = live.iter().filter(|a| a.frozen_for_secs.is_some()).count();
+    let status = if depth.is_some() { "ok" } else { "degraded" };
+    HttpResponse::Ok().json(json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.started_at.elapsed().as_secs(),
+        "node": state.node_name,
+        "database": if state.settings.is_postgres() { "postgres" } else { "sqlite" },
+        "queue": {"depth": depth},
+        "workers": {
+            "delivery": {
+                "running": state.workers_enabled,
+                "concurrency": state.settings.delivery.concurrency,
+            }
+        },
+        "channels": {
+            "by_status": by_status,
+            "running_actors": live.len(),
+            "frozen": frozen,
+        },
+    }))
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics (`pregonero_*`): one process-wide recorder, HTTP middleware, `/metrics`.
+use std::{sync::OnceLock, time::Instant};
+
+use actix_web::{
+    HttpResponse,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the global recorder once per process (later calls reuse it).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Counts requests and their latency by method, route pattern and status.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let res = next.call(req).await?;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("pregonero_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("pregonero_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+/// `GET /metrics`: refreshes the queue gauge, then renders the text format.
+pub async fn render(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(depth) = crate::messages::repo::backlog(&state.db).await {
+        metrics::gauge!("pregonero_queue_depth").set(depth as f64);
+    }
+    match install() {
+        Some(handle) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(handle.render()),
+        None => HttpResponse::ServiceUnavailable().body("metrics recorder unavailable"),
+    }
+}

@@ -1,0 +1,29 @@
+//! HTTP surface: route table, operational endpoints and cross-cutting middleware.
+mod health;
+pub mod metrics;
+
+use actix_web::{HttpResponse, web};
+
+use crate::{channels, error::ErrorBody, media, messages};
+
+/// Mounts every route: operations at the root, the API under `/api/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/live", web::get().to(health::live))
+        .route("/ready", web::get().to(health::ready))
+        .route("/health", web::get().to(health::health))
+        .route("/metrics", web::get().to(metrics::render))
+        .service(
+            web::scope("/api/v1")
+                .configure(channels::routes::configure)
+                .configure(messages::configure)
+                .configure(media::configure),
+        );
+}
+
+/// JSON 404 for unknown routes.
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(ErrorBody {
+        error: "route-not-found",
+        message: "no such route; see docs/api.md".into(),
+    })
+}
