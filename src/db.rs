@@ -15,54 +15,65 @@ use sea_orm::{
 
 use crate::{config::Settings, jobs::Queue};
 
-/// Opens the pool, applies our migrations and apalis's, and returns both handles.
+/// The apalis queue delivery jobs live in.
+const QUEUE_NAME: &str = "pregonero::deliver";
+
+/// Worker heartbeat: a dead process's claimed jobs go back to the queue after two missed beats,
+/// so it follows the message lease.
+fn heartbeat(settings: &Settings) -> Duration {
+    Duration::from_secs((settings.delivery.lease_secs / 2).clamp(1, 30))
+}
+
+/// Opens the pools, applies our migrations and apalis's, and returns both handles.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(DatabaseConnection, Queue)> {
+    let (db, queue) = open(settings, true).await?;
+    Migrator::up(&db, None).await.context("database migration failed")?;
+    Ok((db, queue))
+}
+
+/// Opens a pool on the current runtime (sqlx connections belong to the runtime that opened them);
+/// `setup` also creates the queue tables.
+pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseConnection, Queue)> {
     let url = settings.database_url();
-    let (db, queue) = if settings.is_postgres() {
+    let heartbeat = heartbeat(settings);
+    if settings.is_postgres() {
         let pool = PgPoolOptions::new()
             .max_connections(20)
             .acquire_timeout(Duration::from_secs(10))
             .connect(&url)
             .await
             .context("could not connect to PostgreSQL (check DATABASE_URL)")?;
-        PostgresStorage::setup(&pool)
-            .await
-            .context("could not set up the apalis queue tables")?;
-        let queue = Queue::Postgres(PostgresStorage::new(&pool));
-        (SqlxPostgresConnector::from_sqlx_postgres_pool(pool), queue)
-    } else {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!("could not create data dir {}", settings.data_dir.display())
-        })?;
-        let options = SqliteConnectOptions::from_str(&url)
-            .with_context(|| format!("bad SQLite URL {url}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL survives a killed process; only an OS crash can lose the last commits.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+        if setup {
+            PostgresStorage::setup(&pool).await.context("could not set up the apalis queue tables")?;
+        }
+        let config = apalis_postgres::Config::default().queue(QUEUE_NAME).heartbeat_interval(heartbeat);
+        let queue = Queue::Postgres(PostgresStorage::new(&pool).with_config(config));
+        return Ok((SqlxPostgresConnector::from_sqlx_postgres_pool(pool), queue));
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("could not create data dir {}", settings.data_dir.display()))?;
+    let options = SqliteConnectOptions::from_str(&url)
+        .with_context(|| format!("bad SQLite URL {url}"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL survives a killed process; only an OS crash can lose the last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    if setup {
         // apalis's setup switches its connection to `synchronous=OFF`; give it a throwaway pool.
-        let setup_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        SqliteStorage::setup(&setup_pool)
-            .await
-            .context("could not set up the apalis queue tables")?;
+        let setup_pool = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        SqliteStorage::setup(&setup_pool).await.context("could not set up the apalis queue tables")?;
         setup_pool.close().await;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("could not open SQLite database {url}"))?;
-        let queue = Queue::Sqlite(SqliteStorage::new(&pool));
-        (SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), queue)
-    };
-    Migrator::up(&db, None)
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
         .await
-        .context("database migration failed")?;
-    Ok((db, queue))
+        .with_context(|| format!("could not open SQLite database {url}"))?;
+    let config = apalis_sqlite::Config::default().queue(QUEUE_NAME).heartbeat_interval(heartbeat);
+    let queue = Queue::Sqlite(SqliteStorage::new(&pool).with_config(config));
+    Ok((SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), queue))
 }
 
 /// The secret-at-rest key: from settings, else `<data_dir>/secret.key`, created on first start.

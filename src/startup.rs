@@ -72,8 +72,13 @@ impl Application {
             &settings.telegram.api_base_url,
             Duration::from_millis(settings.telegram.request_timeout_ms),
         )?;
+        // The actors get their own client: pooled connections run on the runtime that opened them,
+        // and the HTTP workers' runtimes end before deliveries do on shutdown.
         let registry = {
-            let client = telegram.clone();
+            let client = TelegramClient::new(
+                &settings.telegram.api_base_url,
+                Duration::from_millis(settings.telegram.request_timeout_ms),
+            )?;
             actix::Supervisor::start(move |_| ChannelRegistry::new(client))
         };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
@@ -87,6 +92,7 @@ impl Application {
             settings: Arc::new(settings),
             node_name,
             started_at: Instant::now(),
+            in_flight: Default::default(),
             workers_enabled: options.workers,
         };
         start_accounts(&state).await?;

@@ -8,7 +8,7 @@ use crate::{
     channels::{ChannelRegistry, telegram::TelegramClient},
     config::Settings,
     crypto::Cipher,
-    jobs::Queue,
+    jobs::{InFlight, Queue},
     media::LocalMediaStore,
 };
 
@@ -33,6 +33,8 @@ pub struct AppState {
     pub node_name: String,
     /// When the process started.
     pub started_at: Instant,
+    /// Deliveries running in this process.
+    pub in_flight: InFlight,
     /// Whether this process runs delivery workers.
     pub workers_enabled: bool,
 }

@@ -1,7 +1,13 @@
 //! `Caller`: the authenticated owner behind `Authorization: Bearer <api key>`.
-use std::{future::Future, pin::Pin};
+use std::future::{Ready, ready};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest,
+    body::MessageBody,
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
 
 use super::repo;
 use crate::{error::ApiError, state::AppState};
@@ -17,28 +23,35 @@ pub struct Caller {
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+    type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| t.trim().to_owned());
-        Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
-            let token = token
-                .filter(|t| !t.is_empty())
-                .ok_or(ApiError::MissingCredentials)?;
-            repo::authenticate(&state.db, &token)
-                .await?
-                .ok_or(ApiError::InvalidCredentials)
-        })
+        ready(req.extensions().get::<Caller>().cloned().ok_or(ApiError::MissingCredentials))
     }
+}
+
+/// Middleware for `/api/v1`: resolves the bearer key before any body is read, so a request
+/// without valid credentials gets 401 whatever else is wrong with it.
+pub async fn require_api_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::MissingCredentials)?;
+    let caller = repo::authenticate(&state.db, &token)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or(ApiError::InvalidCredentials)?;
+    req.extensions_mut().insert(caller);
+    next.call(req).await
 }

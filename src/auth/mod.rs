@@ -2,4 +2,4 @@
 mod extractor;
 pub mod repo;
 
-pub use extractor::Caller;
+pub use extractor::{Caller, require_api_key};

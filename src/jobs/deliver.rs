@@ -1,9 +1,12 @@
 //! The delivery job: claim a queued message, have its account actor send it, record the outcome.
+//!
+//! Every state change is written in one transaction with the event that explains it.
 use std::time::Duration;
 
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
 use rand::Rng;
+use sea_orm::TransactionTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -25,12 +28,19 @@ pub struct DeliverJob {
     pub message_id: String,
 }
 
-/// apalis entry point.
+/// apalis entry point. The delivery runs in its own task: if apalis drops this future on
+/// shutdown, the delivery still records its outcome (shutdown waits for it through `in_flight`).
 pub async fn handle(job: DeliverJob, state: Data<AppState>) -> Result<(), BoxDynError> {
-    perform(&state, &job.message_id).await.map_err(|e| {
-        tracing::error!(message_id = %job.message_id, error = ?e, "delivery job failed; apalis will retry it");
-        e.into()
-    })
+    let state: AppState = (*state).clone();
+    let running = state.in_flight.enter();
+    let task = tokio::spawn(async move {
+        let _running = running;
+        perform(&state, &job.message_id).await.map_err(|e| {
+            tracing::error!(message_id = %job.message_id, error = ?e, "delivery job failed; apalis will retry it");
+            e
+        })
+    });
+    Ok(task.await??)
 }
 
 /// Exponential backoff with jitter: base·2^(attempt-1), capped, then a random 50–100 % of it.
@@ -50,16 +60,13 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
     if msg.status != "queued" {
         return Ok(());
     }
-    let early = (msg.next_attempt_at - Utc::now())
-        .to_std()
-        .unwrap_or_default();
+    let early = (msg.next_attempt_at - Utc::now()).to_std().unwrap_or_default();
     if early > MAX_INLINE_WAIT {
         state.queue.push(id, early).await?;
         return Ok(());
     }
     tokio::time::sleep(early).await;
-    let lease =
-        || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
+    let lease = || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
     if !repo::claim(&state.db, id, &state.node_name, lease()).await? {
         return Ok(());
     }
@@ -67,151 +74,102 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
 
     let mut outbound = match outbound(state, &msg).await {
         Ok(o) => o,
-        Err(e) => return fail(state, &msg, e).await,
+        Err(e) => return fail(state, id, &e, false).await,
     };
     let Some(actor) = state.registry.send(Lookup(msg.channel_id.clone())).await? else {
         let e = ChannelError::Permanent {
             code: "channel-not-found",
             detail: "the channel account was deleted".into(),
         };
-        return fail(state, &msg, e).await;
+        return fail(state, id, &e, false).await;
     };
 
     let mut rate_limits = 0;
     loop {
-        let result = actor
-            .send(Deliver(outbound.clone()))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ChannelError::Transient {
-                    code: "actor-unavailable",
-                    detail: e.to_string(),
-                })
-            });
+        let result = actor.send(Deliver(outbound.clone())).await.unwrap_or_else(|e| {
+            Err(ChannelError::Transient {
+                code: "actor-unavailable",
+                detail: e.to_string(),
+            })
+        });
+        let txn = state.db.begin().await?;
         match result {
-            Ok(Receipt {
-                provider_message_id,
-            }) => {
-                repo::mark_sent(&state.db, id, &provider_message_id).await?;
-                repo::record(&state.db, id, "attempt", Some("sent"), None, None).await?;
+            Ok(Receipt { provider_message_id }) => {
+                repo::mark_sent(&txn, id, &provider_message_id).await?;
+                repo::record(&txn, id, "attempt", Some("sent"), None, None).await?;
+                txn.commit().await?;
                 metrics::counter!("pregonero_messages_total", "status" => "sent").increment(1);
                 return Ok(());
             }
             Err(ChannelError::RateLimited { retry_after }) => {
                 rate_limits += 1;
                 let detail = format!("retry after {}s", retry_after.as_secs());
-                repo::record(
-                    &state.db,
-                    id,
-                    "attempt",
-                    Some("rate_limited"),
-                    Some("rate-limited"),
-                    Some(&detail),
-                )
-                .await?;
+                let code = Some("rate-limited");
+                repo::record(&txn, id, "attempt", Some("rate_limited"), code, Some(&detail)).await?;
                 if rate_limits >= MAX_RATE_LIMITS_PER_ATTEMPT {
                     let at = Utc::now() + chrono::Duration::from_std(retry_after)?;
-                    repo::schedule_retry(&state.db, id, at, "rate-limited", &detail, true).await?;
+                    repo::schedule_retry(&txn, id, at, "rate-limited", &detail, true).await?;
+                    txn.commit().await?;
                     state.queue.push(id, retry_after).await?;
                     return Ok(());
                 }
                 // The actor froze the account; the next send waits the freeze out.
-                repo::extend_lease(&state.db, id, lease()).await?;
+                repo::extend_lease(&txn, id, lease()).await?;
+                txn.commit().await?;
             }
             Err(ChannelError::Migrated { new_chat_id }) => {
                 let to = new_chat_id.to_string();
-                repo::record(
-                    &state.db,
-                    id,
-                    "attempt",
-                    Some("migrated"),
-                    Some("chat-migrated"),
-                    Some(&to),
-                )
-                .await?;
-                repo::set_recipient(&state.db, id, &to).await?;
+                let code = Some("chat-migrated");
+                repo::record(&txn, id, "attempt", Some("migrated"), code, Some(&to)).await?;
+                repo::set_recipient(&txn, id, &to).await?;
+                txn.commit().await?;
                 outbound.recipient = to;
             }
             Err(e @ ChannelError::Transient { .. }) => {
-                repo::record(
-                    &state.db,
-                    id,
-                    "attempt",
-                    Some("retryable_error"),
-                    Some(e.code()),
-                    Some(&e.to_string()),
-                )
-                .await?;
-                let max = state.settings.delivery.max_attempts;
-                if attempt >= max {
+                let detail = e.to_string();
+                repo::record(&txn, id, "attempt", Some("retryable_error"), Some(e.code()), Some(&detail)).await?;
+                if attempt >= state.settings.delivery.max_attempts {
                     let detail = format!("gave up after {attempt} attempts: {e}");
-                    repo::mark_failed(&state.db, id, e.code(), &detail).await?;
-                    repo::record(
-                        &state.db,
-                        id,
-                        "failed",
-                        Some("exhausted"),
-                        Some(e.code()),
-                        Some(&detail),
-                    )
-                    .await?;
-                    metrics::counter!("pregonero_messages_total", "status" => "failed")
-                        .increment(1);
+                    repo::mark_failed(&txn, id, e.code(), &detail).await?;
+                    repo::record(&txn, id, "failed", Some("exhausted"), Some(e.code()), Some(&detail)).await?;
+                    txn.commit().await?;
+                    metrics::counter!("pregonero_messages_total", "status" => "failed").increment(1);
                     return Ok(());
                 }
                 let d = &state.settings.delivery;
                 let delay = backoff(attempt, d.backoff_base_ms, d.backoff_max_ms);
                 let at = Utc::now() + chrono::Duration::from_std(delay)?;
-                repo::schedule_retry(&state.db, id, at, e.code(), &e.to_string(), false).await?;
-                repo::record(
-                    &state.db,
-                    id,
-                    "retry_scheduled",
-                    None,
-                    Some(e.code()),
-                    Some(&format!("in {delay:?}")),
-                )
-                .await?;
+                repo::schedule_retry(&txn, id, at, e.code(), &detail, false).await?;
+                let when = format!("in {delay:?}");
+                repo::record(&txn, id, "retry_scheduled", None, Some(e.code()), Some(&when)).await?;
+                txn.commit().await?;
                 state.queue.push(id, delay).await?;
                 return Ok(());
             }
             Err(e) => {
+                drop(txn);
                 if let ChannelError::Unauthorized { detail } = &e {
-                    crate::channels::repo::set_status(
-                        &state.db,
-                        &msg.channel_id,
-                        "unauthorized",
-                        detail,
-                    )
-                    .await?;
+                    crate::channels::repo::set_status(&state.db, &msg.channel_id, "unauthorized", detail)
+                        .await?;
                     tracing::error!(channel_id = %msg.channel_id, "provider rejected the account's credentials");
                 }
-                repo::record(
-                    &state.db,
-                    id,
-                    "attempt",
-                    Some("permanent_error"),
-                    Some(e.code()),
-                    Some(&e.to_string()),
-                )
-                .await?;
-                return fail(state, &msg, e).await;
+                return fail(state, id, &e, true).await;
             }
         }
     }
 }
 
-async fn fail(state: &AppState, msg: &MessageRow, e: ChannelError) -> anyhow::Result<()> {
-    repo::mark_failed(&state.db, &msg.id, e.code(), &e.to_string()).await?;
-    repo::record(
-        &state.db,
-        &msg.id,
-        "failed",
-        Some("permanent"),
-        Some(e.code()),
-        Some(&e.to_string()),
-    )
-    .await?;
+/// `sending → failed` for a permanent error; `attempted` records the provider call that gave it.
+async fn fail(state: &AppState, id: &str, e: &ChannelError, attempted: bool) -> anyhow::Result<()> {
+    let detail = e.to_string();
+    let code = Some(e.code());
+    let txn = state.db.begin().await?;
+    if attempted {
+        repo::record(&txn, id, "attempt", Some("permanent_error"), code, Some(&detail)).await?;
+    }
+    repo::mark_failed(&txn, id, e.code(), &detail).await?;
+    repo::record(&txn, id, "failed", Some("permanent"), code, Some(&detail)).await?;
+    txn.commit().await?;
     metrics::counter!("pregonero_messages_total", "status" => "failed").increment(1);
     Ok(())
 }
@@ -220,13 +178,10 @@ async fn outbound(state: &AppState, msg: &MessageRow) -> Result<OutboundMessage,
     let media = match &msg.media_id {
         None => None,
         Some(media_id) => {
-            let (meta, bytes) =
-                media::load(state, media_id)
-                    .await
-                    .map_err(|e| ChannelError::Permanent {
-                        code: "media-unavailable",
-                        detail: format!("{e:#}"),
-                    })?;
+            let (meta, bytes) = media::load(state, media_id).await.map_err(|e| ChannelError::Permanent {
+                code: "media-unavailable",
+                detail: format!("{e:#}"),
+            })?;
             Some(MediaPayload {
                 bytes,
                 content_type: meta.content_type,

@@ -3,6 +3,7 @@
 //! Workers run on their own multi-thread tokio runtime (a dedicated thread), so job handlers never
 //! compete with the actix System's thread; they reach actors through `Addr::send`.
 pub mod deliver;
+mod in_flight;
 mod queue;
 pub mod sweep;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use apalis::prelude::*;
 use tokio::sync::oneshot;
 
+pub use in_flight::InFlight;
 pub use queue::Queue;
 
 use crate::state::AppState;
@@ -22,19 +24,30 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts the delivery worker and the periodic sweep for `state`.
+    /// Starts the delivery worker and the periodic sweep for `state`, on their own runtime and
+    /// their own database pool (so the HTTP side's shutdown cannot break their connections).
     pub fn start(state: AppState) -> anyhow::Result<Self> {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("pregonero-jobs")
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new()
-            .name("pregonero-jobs-main".into())
-            .spawn(move || {
-                runtime.block_on(run(state, stop_rx));
-            })?;
+        let thread = std::thread::Builder::new().name("pregonero-jobs-main".into()).spawn(move || {
+            runtime.block_on(async move {
+                match crate::db::open(&state.settings, false).await {
+                    Ok((db, queue)) => {
+                        let _ = ready_tx.send(Ok(()));
+                        run(AppState { db, queue, ..state }, stop_rx).await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+        ready_rx.recv().map_err(|_| anyhow::anyhow!("job runtime ended during start-up"))??;
         Ok(Self {
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -57,14 +70,24 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
-    // A stable name lets apalis re-enqueue this process's orphaned jobs when it comes back.
-    let name = format!("deliver-{}", state.node_name);
-    let monitor = Monitor::new().shutdown_timeout(grace);
+    // apalis refuses a worker name seen alive within the last heartbeats, so each run (and each
+    // restart) gets its own; a dead run's jobs are re-enqueued by surviving workers and our sweep.
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let base = format!("deliver-{}-{}", state.node_name, &run_id[..8]);
+    let monitor = Monitor::new()
+        .shutdown_timeout(grace)
+        // A worker that lost its database restarts (after a pause) instead of ending deliveries.
+        .should_restart(|worker, error| {
+            tracing::error!(worker = %worker.name(), %error, restarts = worker.restarts(), "delivery worker failed; restarting");
+            std::thread::sleep(Duration::from_millis(500));
+            true
+        });
     let monitor = match state.queue.clone() {
         Queue::Sqlite(storage) => {
             let state = state.clone();
-            monitor.register(move |_| {
-                WorkerBuilder::new(name.as_str())
+            let base = base.clone();
+            monitor.register(move |restarts| {
+                WorkerBuilder::new(format!("{base}-{restarts}"))
                     .backend(storage.clone().poll_with_interval(poll))
                     .concurrency(settings.concurrency)
                     .parallelize(tokio::spawn)
@@ -74,8 +97,9 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
         }
         Queue::Postgres(storage) => {
             let state = state.clone();
-            monitor.register(move |_| {
-                WorkerBuilder::new(name.as_str())
+            let base = base.clone();
+            monitor.register(move |restarts| {
+                WorkerBuilder::new(format!("{base}-{restarts}"))
                     .backend(storage.clone().poll_with_interval(poll))
                     .concurrency(settings.concurrency)
                     .parallelize(tokio::spawn)
@@ -92,6 +116,10 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
         tracing::error!(error = %e, "job monitor stopped with an error");
     }
     sweeper.abort();
+    // Spawned deliveries outlive the monitor; let them record their outcome before leases go back.
+    if !state.in_flight.wait_idle(grace).await {
+        tracing::warn!(running = state.in_flight.count(), "grace period over with deliveries still running");
+    }
     match sweep::release_leases(&state).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(released = n, "handed back in-flight messages"),

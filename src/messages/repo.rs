@@ -110,7 +110,7 @@ pub async fn claim(
 
 /// Extends the lease of a message this node is sending.
 pub async fn extend_lease(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
     lease_until: DateTime<Utc>,
 ) -> Result<(), DbErr> {
@@ -125,7 +125,7 @@ pub async fn extend_lease(
 
 /// Changes the recipient (a Telegram group migrated to a supergroup).
 pub async fn set_recipient(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
     recipient: &str,
 ) -> Result<(), DbErr> {
@@ -138,7 +138,7 @@ pub async fn set_recipient(
 }
 
 /// `sending → sent`.
-pub async fn mark_sent(db: &DatabaseConnection, id: &str, provider_id: &str) -> Result<(), DbErr> {
+pub async fn mark_sent(db: &impl ConnectionTrait, id: &str, provider_id: &str) -> Result<(), DbErr> {
     let now = Utc::now();
     finish(
         db,
@@ -159,7 +159,7 @@ pub async fn mark_sent(db: &DatabaseConnection, id: &str, provider_id: &str) -> 
 
 /// `sending → failed` with the error that ended it.
 pub async fn mark_failed(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
     code: &str,
     detail: &str,
@@ -180,7 +180,7 @@ pub async fn mark_failed(
 
 /// `sending → queued` for another attempt at `at`; `refund` gives back the attempt (rate limits).
 pub async fn schedule_retry(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
     at: DateTime<Utc>,
     code: &str,
@@ -206,7 +206,7 @@ pub async fn schedule_retry(
 }
 
 async fn finish(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     id: &str,
     update: sea_orm::UpdateMany<messages::Entity>,
 ) -> Result<(), DbErr> {
@@ -228,7 +228,7 @@ async fn finish(
 }
 
 /// Marks that a job for the message was pushed now.
-pub async fn mark_enqueued(db: &DatabaseConnection, ids: &[String]) -> Result<(), DbErr> {
+pub async fn mark_enqueued(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -243,7 +243,7 @@ pub async fn mark_enqueued(db: &DatabaseConnection, ids: &[String]) -> Result<()
 /// Queued messages whose job was never pushed (and not touched since `fresh_before`), or was
 /// pushed before `stale_before`.
 pub async fn stranded(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     fresh_before: DateTime<Utc>,
     stale_before: DateTime<Utc>,
     limit: u64,
@@ -272,7 +272,7 @@ pub async fn stranded(
 }
 
 /// Puts back `sending` messages whose lease ran out (their worker died): `sending → queued`.
-pub async fn requeue_expired(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64, DbErr> {
+pub async fn requeue_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<u64, DbErr> {
     let res = messages::Entity::update_many()
         .col_expr(
             messages::Column::Status,
@@ -298,7 +298,7 @@ pub async fn requeue_expired(db: &DatabaseConnection, now: DateTime<Utc>) -> Res
 }
 
 /// Hands back every message `node` is sending (clean shutdown): `sending → queued`, attempt refunded.
-pub async fn release_node(db: &DatabaseConnection, node: &str) -> Result<u64, DbErr> {
+pub async fn release_node(db: &impl ConnectionTrait, node: &str) -> Result<u64, DbErr> {
     let res = messages::Entity::update_many()
         .col_expr(
             messages::Column::Status,
@@ -328,7 +328,7 @@ pub async fn release_node(db: &DatabaseConnection, node: &str) -> Result<u64, Db
 }
 
 /// Messages not yet finished (queued or sending): the delivery backlog.
-pub async fn backlog(db: &DatabaseConnection) -> Result<u64, DbErr> {
+pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     messages::Entity::find()
         .filter(messages::Column::Status.is_in([

@@ -4,7 +4,7 @@ pub mod metrics;
 
 use actix_web::{HttpResponse, web};
 
-use crate::{channels, error::ErrorBody, media, messages};
+use crate::{auth, channels, error::ErrorBody, media, messages};
 
 /// Mounts every route: operations at the root, the API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -14,6 +14,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics::render))
         .service(
             web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(auth::require_api_key))
                 .configure(channels::routes::configure)
                 .configure(messages::configure)
                 .configure(media::configure),

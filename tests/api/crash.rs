@@ -1,0 +1,152 @@
+//! The real binary, killed with SIGKILL mid-queue and stopped with SIGTERM: nothing accepted is lost.
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use fakes::telegram::FakeTelegram;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::{Value, json};
+
+use crate::helpers::{BOT_TOKEN, Backend, test_settings};
+
+struct Server {
+    child: Child,
+    address: String,
+    api_key: Option<String>,
+}
+
+fn start_server(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pregonero"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("PREGONERO_PORT", "0")
+        .env("PREGONERO_DATA_DIR", data_dir)
+        .env("PREGONERO_NODE_NAME", "crash-node")
+        .env("PREGONERO_TELEGRAM__API_BASE_URL", telegram.base_url())
+        .env("PREGONERO_DELIVERY__LEASE_SECS", "5")
+        .env("PREGONERO_DELIVERY__SWEEP_INTERVAL_SECS", "1")
+        .env("PREGONERO_DELIVERY__POLL_INTERVAL_MS", "20")
+        .env("PREGONERO_DELIVERY__BACKOFF_BASE_MS", "50")
+        .env("PREGONERO_DELIVERY__BACKOFF_MAX_MS", "400")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Backend::Postgres(url) = backend {
+        cmd.env("DATABASE_URL", url);
+    }
+    let mut child = cmd.spawn().expect("start pregonero");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut api_key = None;
+    let mut address = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("stdout line");
+        if let Some(key) = line.trim().strip_prefix("prg_") {
+            api_key = Some(format!("prg_{key}"));
+        }
+        if let Some(addr) = line.strip_prefix("Pregonero listening on ") {
+            address = Some(addr.trim().to_owned());
+            break;
+        }
+    }
+    Server {
+        child,
+        address: address.expect("server printed its address"),
+        api_key,
+    }
+}
+
+async fn post(client: &reqwest::Client, server: &Server, key: &str, path: &str, body: Value) -> Value {
+    let res = client
+        .post(format!("{}/api/v1/{path}", server.address))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert!(res.status().is_success(), "{path}: {}", res.status());
+    res.json().await.expect("json")
+}
+
+async fn status_of(client: &reqwest::Client, server: &Server, key: &str, id: &str) -> String {
+    let res = client
+        .get(format!("{}/api/v1/messages/{id}", server.address))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request");
+    let body: Value = res.json().await.expect("json");
+    body["status"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: Backend) {
+    // Arrange
+    let telegram = FakeTelegram::start().await.expect("fake");
+    telegram.add_bot(BOT_TOKEN, "crash_bot");
+    telegram.set_latency(Duration::from_millis(40));
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let mut first = start_server(&backend, data_dir.path(), &telegram);
+    let key = first.api_key.clone().expect("first start prints the admin key");
+    let channel = post(&client, &first, &key, "channels", json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN})).await;
+    let channel = channel["id"].as_str().expect("id").to_owned();
+    let mut ids = Vec::new();
+    for chat in 1..=60 {
+        telegram.add_chat(chat);
+        let m = post(&client, &first, &key, "messages", json!({"channel_id": channel, "to": chat.to_string(), "text": format!("m{chat}")})).await;
+        ids.push(m["id"].as_str().expect("id").to_owned());
+    }
+    assert!(telegram.wait_for_sent(10, Duration::from_secs(20)).await);
+
+    // Act: SIGKILL, then start again on the same data.
+    first.child.kill().expect("kill -9");
+    let _ = first.child.wait();
+    let sent_at_kill = telegram.sent().len();
+    let mut second = start_server(&backend, data_dir.path(), &telegram);
+
+    // Assert: every accepted message is delivered; only in-flight ones may repeat.
+    assert!(sent_at_kill < 60, "the kill happened mid-queue");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        while status_of(&client, &second, &key, id).await != "sent" {
+            assert!(std::time::Instant::now() < deadline, "message {id} was not delivered after the crash");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for m in telegram.sent() {
+        *counts.entry(m.text.unwrap_or_default()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 60, "every message arrived");
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    assert!(duplicates <= 3, "only messages in flight at the kill may repeat: {duplicates}");
+
+    // Act: queue more, then SIGTERM mid-queue.
+    for chat in 1..=20 {
+        post(&client, &second, &key, "messages", json!({"channel_id": channel, "to": chat.to_string(), "text": format!("t{chat}")})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = second.child.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    let exit = second.child.wait().expect("wait");
+
+    // Assert: a clean exit that left nothing in `sending`.
+    assert!(term.success());
+    assert!(exit.success(), "SIGTERM exits cleanly: {exit:?}");
+    let mut settings = test_settings(&backend, data_dir.path().to_owned(), telegram.base_url());
+    settings.node_name = Some("inspector".into());
+    let (db, _) = pregonero::db::connect(&settings).await.expect("db");
+    use pregonero::entities::messages;
+    let sending = messages::Entity::find()
+        .filter(messages::Column::Status.eq("sending"))
+        .count(&db)
+        .await
+        .expect("count");
+    assert_eq!(sending, 0, "SIGTERM left messages in `sending`");
+}
+
+crate::on_both_databases!(kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains);

@@ -1,0 +1,159 @@
+//! Happy paths: text, photo, idempotency, ownership.
+use std::time::Duration;
+
+use fakes::telegram::FileRef;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, spawn_app};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn a_text_message_is_delivered_and_its_history_recorded(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    app.telegram.add_chat(4242);
+
+    // Act
+    let res = app
+        .post(
+            "messages",
+            &json!({"channel_id": channel, "to": "4242", "text": "<b>Disk</b> almost full", "parse_mode": "HTML"}),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(res.status().as_u16(), 202);
+    let accepted: Value = res.json().await.expect("json");
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["id"].as_str().expect("id");
+    let msg = app.wait_for_status(id, "sent", WAIT).await;
+    assert_eq!(msg["attempt_count"], 1);
+    assert_eq!(msg["attempts"][0]["outcome"], "sent");
+    let sent = app.telegram.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].chat_id, 4242);
+    assert_eq!(sent[0].text.as_deref(), Some("<b>Disk</b> almost full"));
+    assert_eq!(sent[0].parse_mode.as_deref(), Some("HTML"));
+    assert_eq!(msg["provider_message_id"], sent[0].message_id.to_string());
+    let kinds: Vec<_> = msg["events"].as_array().expect("events").iter().map(|e| e["kind"].clone()).collect();
+    assert_eq!(kinds, vec![json!("queued"), json!("attempt")]);
+}
+
+async fn a_photo_is_uploaded_with_its_caption(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    app.telegram.add_chat(77);
+    let png: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let upload = app
+        .client
+        .post(format!("{}/api/v1/media?filename=chart.png", app.address))
+        .bearer_auth(&app.api_key)
+        .header("content-type", "image/png")
+        .body(png.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(upload.status().as_u16(), 201);
+    let media: Value = upload.json().await.expect("json");
+    assert_eq!(media["size"], png.len());
+
+    // Act
+    let res = app
+        .post("messages", &json!({"channel_id": channel, "to": "77", "text": "BTC chart", "media_id": media["id"]}))
+        .await;
+
+    // Assert
+    assert_eq!(res.status().as_u16(), 202);
+    let id = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+    app.wait_for_status(&id, "sent", WAIT).await;
+    let sent = app.telegram.sent();
+    assert_eq!(sent[0].method, "sendPhoto");
+    assert_eq!(sent[0].caption.as_deref(), Some("BTC chart"));
+    match &sent[0].file {
+        Some(FileRef::Upload { bytes, filename }) => {
+            assert_eq!(*bytes, png.len());
+            assert_eq!(filename.as_deref(), Some("chart.png"));
+        }
+        other => panic!("expected an upload, got {other:?}"),
+    }
+}
+
+async fn resubmitting_with_the_same_idempotency_key_returns_the_same_message(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    app.telegram.add_chat(5);
+    let body = json!({"channel_id": channel, "to": "5", "text": "once"});
+    let post = |body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(format!("{}/api/v1/messages", app.address))
+                .bearer_auth(&app.api_key)
+                .header("Idempotency-Key", "order-1234")
+                .json(&body)
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+
+    // Act
+    let first: Value = post(body.clone()).await.json().await.expect("json");
+    let again = post(body.clone()).await;
+    let replayed = again.headers().get("idempotent-replayed").cloned();
+    let second: Value = again.json().await.expect("json");
+    let conflicting = post(json!({"channel_id": channel, "to": "5", "text": "twice"})).await;
+
+    // Assert
+    assert_eq!(first["id"], second["id"]);
+    assert!(replayed.is_some());
+    assert_eq!(conflicting.status().as_u16(), 409);
+    let err: Value = conflicting.json().await.expect("json");
+    assert_eq!(err["error"], "idempotency-key-reused");
+    app.wait_for_status(first["id"].as_str().expect("id"), "sent", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.telegram.sent().len(), 1);
+}
+
+async fn another_owner_cannot_see_or_use_my_resources(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    app.telegram.add_chat(9);
+    let id = app.send_text(&channel, 9, "private").await;
+    let other = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator").await.expect("user");
+    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &other.id, "bob").await.expect("key");
+    let as_bob = |path: String| {
+        let req = app.client.get(format!("{}/api/v1/{path}", app.address)).bearer_auth(&bob_key);
+        async move { req.send().await.expect("request") }
+    };
+
+    // Act
+    let message = as_bob(format!("messages/{id}")).await;
+    let chan = as_bob(format!("channels/{channel}")).await;
+    let list: Value = as_bob("channels".into()).await.json().await.expect("json");
+    let send = app
+        .client
+        .post(format!("{}/api/v1/messages", app.address))
+        .bearer_auth(&bob_key)
+        .json(&json!({"channel_id": channel, "to": "9", "text": "hijack"}))
+        .send()
+        .await
+        .expect("request");
+
+    // Assert
+    assert_eq!(message.status().as_u16(), 404);
+    assert_eq!(chan.status().as_u16(), 404);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(send.status().as_u16(), 404);
+}
+
+crate::on_both_databases!(
+    a_text_message_is_delivered_and_its_history_recorded,
+    a_photo_is_uploaded_with_its_caption,
+    resubmitting_with_the_same_idempotency_key_returns_the_same_message,
+    another_owner_cannot_see_or_use_my_resources,
+);

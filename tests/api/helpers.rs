@@ -1,0 +1,238 @@
+//! `spawn_app`: a server per test with its own database, data folder and fake Telegram.
+use std::{path::PathBuf, sync::LazyLock, time::Duration};
+
+use fakes::telegram::FakeTelegram;
+use pregonero::{
+    config::Settings,
+    startup::{Application, RunOptions, RunningApp},
+    state::AppState,
+};
+use serde_json::{Value, json};
+
+/// Which database a test runs on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// A SQLite file in the test's temporary folder.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server at `TEST_POSTGRES_URL`.
+    Postgres(String),
+}
+
+/// Where PostgreSQL tests create their databases (any database on the server works as admin).
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl Backend {
+    /// A fresh PostgreSQL database, or `None` (with a printed reason) when `TEST_SKIP_POSTGRES` is set.
+    pub async fn postgres() -> Option<Backend> {
+        if let Ok(reason) = std::env::var("TEST_SKIP_POSTGRES") {
+            eprintln!("SKIPPED PostgreSQL variant: {reason}");
+            return None;
+        }
+        use sea_orm::{ConnectionTrait, Database};
+        let admin_url = postgres_admin_url();
+        let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin_url} ({e}). Start it (scripts/services.sh does) \
+                 or set TEST_SKIP_POSTGRES=<reason> to skip the PostgreSQL variants."
+            )
+        });
+        let name = format!("pregonero_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin_url);
+        Some(Backend::Postgres(format!("{base}/{name}")))
+    }
+}
+
+/// Runs a scenario `async fn name(backend: Backend)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[actix_web::test]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+
+                #[actix_web::test]
+                async fn postgres() {
+                    if let Some(backend) = $crate::helpers::Backend::postgres().await {
+                        super::$name(backend).await
+                    }
+                }
+            }
+        )+
+    };
+}
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        pregonero::telemetry::init(pregonero::config::LogFormat::Text);
+    }
+});
+
+/// A bot token in the shape @BotFather issues.
+pub const BOT_TOKEN: &str = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+/// A running server with its fake Telegram and an admin API key.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// Admin API key.
+    pub api_key: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The fake Bot API the server talks to.
+    pub telegram: FakeTelegram,
+    /// Settings the server runs with (restart reuses them).
+    pub settings: Settings,
+    /// Shared state of the running server.
+    pub state: AppState,
+    app: Option<RunningApp>,
+    _data_dir: tempfile::TempDir,
+}
+
+/// Test settings: fast polling and backoff so retries happen in milliseconds.
+pub fn test_settings(backend: &Backend, data_dir: PathBuf, telegram_url: String) -> Settings {
+    let mut s = Settings::default();
+    s.port = 0;
+    s.data_dir = data_dir;
+    s.node_name = Some("test-node".into());
+    s.database_url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres(url) => Some(url.clone()),
+    };
+    s.telegram.api_base_url = telegram_url;
+    s.telegram.request_timeout_ms = 5_000;
+    s.delivery.backoff_base_ms = 50;
+    s.delivery.backoff_max_ms = 400;
+    s.delivery.poll_interval_ms = 20;
+    s.delivery.sweep_interval_secs = 1;
+    s.delivery.shutdown_grace_secs = 5;
+    s.delivery.lease_secs = 30;
+    s
+}
+
+/// Starts a fake Telegram and a server on `backend`; `tweak` adjusts settings first.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let telegram = FakeTelegram::start().await.expect("fake telegram");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = test_settings(&backend, data_dir.path().to_owned(), telegram.base_url());
+    tweak(&mut settings);
+    let app = Application::build(settings.clone(), RunOptions::default())
+        .await
+        .expect("build app");
+    let api_key = app.bootstrap_key().expect("fresh database has a bootstrap key").to_owned();
+    let running = app.spawn().expect("spawn app");
+    TestApp {
+        address: format!("http://127.0.0.1:{}", running.port),
+        api_key,
+        client: reqwest::Client::new(),
+        telegram,
+        settings,
+        state: running.state.clone(),
+        app: Some(running),
+        _data_dir: data_dir,
+    }
+}
+
+/// Starts a server with the test defaults.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+impl TestApp {
+    /// `POST /api/v1/<path>` with a JSON body and the admin key.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/{path}", self.address))
+            .bearer_auth(&self.api_key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET /api/v1/<path>` with the admin key, as JSON.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(format!("{}/api/v1/{path}", self.address))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers the test bot with the fake and then with the server; returns the channel id.
+    pub async fn create_bot(&self, limits: Option<Value>) -> String {
+        self.telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
+        let mut body = json!({"kind": "telegram", "name": "alerts bot", "bot_token": BOT_TOKEN});
+        if let Some(limits) = limits {
+            body["limits"] = limits;
+        }
+        let res = self.post("channels", &body).await;
+        assert_eq!(res.status().as_u16(), 201, "create channel");
+        let body: Value = res.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Queues a text message; returns the message id.
+    pub async fn send_text(&self, channel_id: &str, to: i64, text: &str) -> String {
+        let res = self
+            .post("messages", &json!({"channel_id": channel_id, "to": to.to_string(), "text": text}))
+            .await;
+        assert_eq!(res.status().as_u16(), 202, "queue message");
+        let body: Value = res.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Polls `GET /messages/{id}` until its status is `status` (panics after `timeout`).
+    pub async fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get_json(&format!("messages/{id}")).await;
+            assert_eq!(code, 200, "get message");
+            if body["status"] == status {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "message {id} did not reach `{status}` in {timeout:?}: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stops the server cleanly (drain), leaving database and fake as they are.
+    pub async fn stop_server(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+
+    /// A new connection to the test's database (the server's pools die with the server).
+    pub async fn inspect_db(&self) -> sea_orm::DatabaseConnection {
+        sea_orm::Database::connect(self.settings.database_url()).await.expect("inspect db")
+    }
+
+    /// Starts a server again on the same database and data folder.
+    pub async fn start_server(&mut self) {
+        let app = Application::build(self.settings.clone(), RunOptions::default())
+            .await
+            .expect("rebuild app");
+        assert!(app.bootstrap_key().is_none(), "a restart must not create a new admin key");
+        let running = app.spawn().expect("respawn");
+        self.address = format!("http://127.0.0.1:{}", running.port);
+        self.state = running.state.clone();
+        self.app = Some(running);
+    }
+}

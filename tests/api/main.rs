@@ -1,0 +1,9 @@
+//! Integration tests: the whole server on a random port, a fresh database per test (SQLite and
+//! PostgreSQL), and the stateful fake Telegram Bot API from the `fakes` crate.
+mod helpers;
+
+mod crash;
+mod delivery;
+mod errors;
+mod operations;
+mod resilience;

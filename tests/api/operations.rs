@@ -1,0 +1,93 @@
+//! Operating the server: health endpoints, metrics, clean restarts.
+use std::{collections::HashMap, time::Duration};
+
+use pregonero::messages::repo;
+use serde_json::Value;
+
+use crate::helpers::{Backend, spawn_app, spawn_app_with};
+
+async fn health_ready_and_metrics_describe_the_server(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    app.telegram.add_chat(1);
+    let id = app.send_text(&channel, 1, "ping").await;
+    app.wait_for_status(&id, "sent", Duration::from_secs(15)).await;
+    let get = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
+
+    // Act
+    let live = get("/live").await.expect("live");
+    let ready = get("/ready").await.expect("ready");
+    let health: Value = get("/health").await.expect("health").json().await.expect("json");
+    let metrics = get("/metrics").await.expect("metrics").text().await.expect("text");
+
+    // Assert
+    assert_eq!(live.status().as_u16(), 200);
+    assert_eq!(ready.status().as_u16(), 200);
+    assert!(live.headers().contains_key("x-request-id"));
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(health["queue"]["depth"], 0);
+    assert_eq!(health["channels"]["by_status"]["active"], 1);
+    assert_eq!(health["workers"]["delivery"]["running"], true);
+    for name in [
+        "pregonero_http_requests_total",
+        "pregonero_http_request_duration_seconds",
+        "pregonero_queue_depth",
+        "pregonero_sends_total",
+        "pregonero_pacing_wait_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}
+
+async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Backend) {
+    // Arrange: a slow provider so that the queue is still full when we stop.
+    let mut app = spawn_app_with(backend, |s| s.delivery.concurrency = 2).await;
+    let channel = app.create_bot(None).await;
+    app.telegram.set_latency(Duration::from_millis(100));
+    let mut ids = Vec::new();
+    for chat in 1..=30 {
+        app.telegram.add_chat(chat);
+        ids.push(app.send_text(&channel, chat, &format!("restart {chat}")).await);
+    }
+    assert!(app.telegram.wait_for_sent(3, Duration::from_secs(10)).await);
+
+    // Act
+    app.stop_server().await;
+    let db = app.inspect_db().await;
+    let left_sending = {
+        let mut n = 0;
+        for id in &ids {
+            if repo::find(&db, id).await.expect("row").map(|m| m.status) == Some("sending".into()) {
+                n += 1;
+            }
+        }
+        n
+    };
+    let sent_before_restart = app.telegram.sent().len();
+    app.start_server().await;
+
+    // Assert
+    assert_eq!(left_sending, 0, "a clean stop leaves nothing in `sending`");
+    assert!(sent_before_restart < 30, "the restart happened mid-queue");
+    for id in &ids {
+        app.wait_for_status(id, "sent", Duration::from_secs(30)).await;
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for m in app.telegram.sent() {
+        *counts.entry(m.text.unwrap_or_default()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 30);
+    for id in &ids {
+        let (_, msg) = app.get_json(&format!("messages/{id}")).await;
+        if counts.get(msg["text"].as_str().unwrap_or("")) != Some(&1) {
+            eprintln!("DUPLICATE {msg:#}");
+        }
+    }
+    assert!(counts.values().all(|&n| n == 1), "duplicates: {counts:?}");
+}
+
+crate::on_both_databases!(
+    health_ready_and_metrics_describe_the_server,
+    a_clean_restart_mid_queue_delivers_everything_exactly_once,
+);
