@@ -27,7 +27,9 @@ fn heartbeat(settings: &Settings) -> Duration {
 /// Opens the pools, applies our migrations and apalis's, and returns both handles.
 pub async fn connect(settings: &Settings) -> anyhow::Result<(DatabaseConnection, Queue)> {
     let (db, queue) = open(settings, true).await?;
-    Migrator::up(&db, None).await.context("database migration failed")?;
+    Migrator::up(&db, None)
+        .await
+        .context("database migration failed")?;
     Ok((db, queue))
 }
 
@@ -44,9 +46,13 @@ pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseC
             .await
             .context("could not connect to PostgreSQL (check DATABASE_URL)")?;
         if setup {
-            PostgresStorage::setup(&pool).await.context("could not set up the apalis queue tables")?;
+            PostgresStorage::setup(&pool)
+                .await
+                .context("could not set up the apalis queue tables")?;
         }
-        let config = apalis_postgres::Config::default().queue(QUEUE_NAME).heartbeat_interval(heartbeat);
+        let config = apalis_postgres::Config::default()
+            .queue(QUEUE_NAME)
+            .heartbeat_interval(heartbeat);
         let queue = Queue::Postgres(PostgresStorage::new(&pool).with_config(config));
         return Ok((SqlxPostgresConnector::from_sqlx_postgres_pool(pool), queue));
     }
@@ -62,8 +68,13 @@ pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseC
         .foreign_keys(true);
     if setup {
         // apalis's setup switches its connection to `synchronous=OFF`; give it a throwaway pool.
-        let setup_pool = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-        SqliteStorage::setup(&setup_pool).await.context("could not set up the apalis queue tables")?;
+        let setup_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        SqliteStorage::setup(&setup_pool)
+            .await
+            .context("could not set up the apalis queue tables")?;
         setup_pool.close().await;
     }
     let pool = SqlitePoolOptions::new()
@@ -71,7 +82,9 @@ pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseC
         .connect_with(options)
         .await
         .with_context(|| format!("could not open SQLite database {url}"))?;
-    let config = apalis_sqlite::Config::default().queue(QUEUE_NAME).heartbeat_interval(heartbeat);
+    let config = apalis_sqlite::Config::default()
+        .queue(QUEUE_NAME)
+        .heartbeat_interval(heartbeat);
     let queue = Queue::Sqlite(SqliteStorage::new(&pool).with_config(config));
     Ok((SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), queue))
 }

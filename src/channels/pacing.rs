@@ -89,10 +89,10 @@ impl Pacer {
     /// Stops all sends on this account for `d` (a provider 429).
     pub fn freeze(&self, d: Duration) {
         let until = Instant::now() + d;
-        if let Ok(mut guard) = self.frozen_until.lock() {
-            if guard.is_none_or(|cur| cur < until) {
-                *guard = Some(until);
-            }
+        if let Ok(mut guard) = self.frozen_until.lock()
+            && guard.is_none_or(|cur| cur < until)
+        {
+            *guard = Some(until);
         }
     }
 

@@ -60,13 +60,16 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
     if msg.status != "queued" {
         return Ok(());
     }
-    let early = (msg.next_attempt_at - Utc::now()).to_std().unwrap_or_default();
+    let early = (msg.next_attempt_at - Utc::now())
+        .to_std()
+        .unwrap_or_default();
     if early > MAX_INLINE_WAIT {
         state.queue.push(id, early).await?;
         return Ok(());
     }
     tokio::time::sleep(early).await;
-    let lease = || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
+    let lease =
+        || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
     if !repo::claim(&state.db, id, &state.node_name, lease()).await? {
         return Ok(());
     }
@@ -86,15 +89,20 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
 
     let mut rate_limits = 0;
     loop {
-        let result = actor.send(Deliver(outbound.clone())).await.unwrap_or_else(|e| {
-            Err(ChannelError::Transient {
-                code: "actor-unavailable",
-                detail: e.to_string(),
-            })
-        });
+        let result = actor
+            .send(Deliver(outbound.clone()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ChannelError::Transient {
+                    code: "actor-unavailable",
+                    detail: e.to_string(),
+                })
+            });
         let txn = state.db.begin().await?;
         match result {
-            Ok(Receipt { provider_message_id }) => {
+            Ok(Receipt {
+                provider_message_id,
+            }) => {
                 repo::mark_sent(&txn, id, &provider_message_id).await?;
                 repo::record(&txn, id, "attempt", Some("sent"), None, None).await?;
                 txn.commit().await?;
@@ -105,7 +113,15 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 rate_limits += 1;
                 let detail = format!("retry after {}s", retry_after.as_secs());
                 let code = Some("rate-limited");
-                repo::record(&txn, id, "attempt", Some("rate_limited"), code, Some(&detail)).await?;
+                repo::record(
+                    &txn,
+                    id,
+                    "attempt",
+                    Some("rate_limited"),
+                    code,
+                    Some(&detail),
+                )
+                .await?;
                 if rate_limits >= MAX_RATE_LIMITS_PER_ATTEMPT {
                     let at = Utc::now() + chrono::Duration::from_std(retry_after)?;
                     repo::schedule_retry(&txn, id, at, "rate-limited", &detail, true).await?;
@@ -127,13 +143,30 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
             }
             Err(e @ ChannelError::Transient { .. }) => {
                 let detail = e.to_string();
-                repo::record(&txn, id, "attempt", Some("retryable_error"), Some(e.code()), Some(&detail)).await?;
+                repo::record(
+                    &txn,
+                    id,
+                    "attempt",
+                    Some("retryable_error"),
+                    Some(e.code()),
+                    Some(&detail),
+                )
+                .await?;
                 if attempt >= state.settings.delivery.max_attempts {
                     let detail = format!("gave up after {attempt} attempts: {e}");
                     repo::mark_failed(&txn, id, e.code(), &detail).await?;
-                    repo::record(&txn, id, "failed", Some("exhausted"), Some(e.code()), Some(&detail)).await?;
+                    repo::record(
+                        &txn,
+                        id,
+                        "failed",
+                        Some("exhausted"),
+                        Some(e.code()),
+                        Some(&detail),
+                    )
+                    .await?;
                     txn.commit().await?;
-                    metrics::counter!("pregonero_messages_total", "status" => "failed").increment(1);
+                    metrics::counter!("pregonero_messages_total", "status" => "failed")
+                        .increment(1);
                     return Ok(());
                 }
                 let d = &state.settings.delivery;
@@ -141,7 +174,15 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 let at = Utc::now() + chrono::Duration::from_std(delay)?;
                 repo::schedule_retry(&txn, id, at, e.code(), &detail, false).await?;
                 let when = format!("in {delay:?}");
-                repo::record(&txn, id, "retry_scheduled", None, Some(e.code()), Some(&when)).await?;
+                repo::record(
+                    &txn,
+                    id,
+                    "retry_scheduled",
+                    None,
+                    Some(e.code()),
+                    Some(&when),
+                )
+                .await?;
                 txn.commit().await?;
                 state.queue.push(id, delay).await?;
                 return Ok(());
@@ -149,8 +190,13 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
             Err(e) => {
                 drop(txn);
                 if let ChannelError::Unauthorized { detail } = &e {
-                    crate::channels::repo::set_status(&state.db, &msg.channel_id, "unauthorized", detail)
-                        .await?;
+                    crate::channels::repo::set_status(
+                        &state.db,
+                        &msg.channel_id,
+                        "unauthorized",
+                        detail,
+                    )
+                    .await?;
                     tracing::error!(channel_id = %msg.channel_id, "provider rejected the account's credentials");
                 }
                 return fail(state, id, &e, true).await;
@@ -165,7 +211,15 @@ async fn fail(state: &AppState, id: &str, e: &ChannelError, attempted: bool) -> 
     let code = Some(e.code());
     let txn = state.db.begin().await?;
     if attempted {
-        repo::record(&txn, id, "attempt", Some("permanent_error"), code, Some(&detail)).await?;
+        repo::record(
+            &txn,
+            id,
+            "attempt",
+            Some("permanent_error"),
+            code,
+            Some(&detail),
+        )
+        .await?;
     }
     repo::mark_failed(&txn, id, e.code(), &detail).await?;
     repo::record(&txn, id, "failed", Some("permanent"), code, Some(&detail)).await?;
@@ -178,10 +232,13 @@ async fn outbound(state: &AppState, msg: &MessageRow) -> Result<OutboundMessage,
     let media = match &msg.media_id {
         None => None,
         Some(media_id) => {
-            let (meta, bytes) = media::load(state, media_id).await.map_err(|e| ChannelError::Permanent {
-                code: "media-unavailable",
-                detail: format!("{e:#}"),
-            })?;
+            let (meta, bytes) =
+                media::load(state, media_id)
+                    .await
+                    .map_err(|e| ChannelError::Permanent {
+                        code: "media-unavailable",
+                        detail: format!("{e:#}"),
+                    })?;
             Some(MediaPayload {
                 bytes,
                 content_type: meta.content_type,

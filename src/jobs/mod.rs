@@ -34,20 +34,24 @@ impl Workers {
             .thread_name("pregonero-jobs")
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new().name("pregonero-jobs-main".into()).spawn(move || {
-            runtime.block_on(async move {
-                match crate::db::open(&state.settings, false).await {
-                    Ok((db, queue)) => {
-                        let _ = ready_tx.send(Ok(()));
-                        run(AppState { db, queue, ..state }, stop_rx).await;
+        let thread = std::thread::Builder::new()
+            .name("pregonero-jobs-main".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match crate::db::open(&state.settings, false).await {
+                        Ok((db, queue)) => {
+                            let _ = ready_tx.send(Ok(()));
+                            run(AppState { db, queue, ..state }, stop_rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
                     }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            });
-        })?;
-        ready_rx.recv().map_err(|_| anyhow::anyhow!("job runtime ended during start-up"))??;
+                });
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("job runtime ended during start-up"))??;
         Ok(Self {
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -118,7 +122,10 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     sweeper.abort();
     // Spawned deliveries outlive the monitor; let them record their outcome before leases go back.
     if !state.in_flight.wait_idle(grace).await {
-        tracing::warn!(running = state.in_flight.count(), "grace period over with deliveries still running");
+        tracing::warn!(
+            running = state.in_flight.count(),
+            "grace period over with deliveries still running"
+        );
     }
     match sweep::release_leases(&state).await {
         Ok(0) => {}

@@ -138,7 +138,11 @@ pub async fn set_recipient(
 }
 
 /// `sending → sent`.
-pub async fn mark_sent(db: &impl ConnectionTrait, id: &str, provider_id: &str) -> Result<(), DbErr> {
+pub async fn mark_sent(
+    db: &impl ConnectionTrait,
+    id: &str,
+    provider_id: &str,
+) -> Result<(), DbErr> {
     let now = Utc::now();
     finish(
         db,

@@ -60,7 +60,13 @@ fn start_server(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> 
     }
 }
 
-async fn post(client: &reqwest::Client, server: &Server, key: &str, path: &str, body: Value) -> Value {
+async fn post(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> Value {
     let res = client
         .post(format!("{}/api/v1/{path}", server.address))
         .bearer_auth(key)
@@ -91,13 +97,30 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
     let data_dir = tempfile::tempdir().expect("tempdir");
     let client = reqwest::Client::new();
     let mut first = start_server(&backend, data_dir.path(), &telegram);
-    let key = first.api_key.clone().expect("first start prints the admin key");
-    let channel = post(&client, &first, &key, "channels", json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN})).await;
+    let key = first
+        .api_key
+        .clone()
+        .expect("first start prints the admin key");
+    let channel = post(
+        &client,
+        &first,
+        &key,
+        "channels",
+        json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN}),
+    )
+    .await;
     let channel = channel["id"].as_str().expect("id").to_owned();
     let mut ids = Vec::new();
     for chat in 1..=60 {
         telegram.add_chat(chat);
-        let m = post(&client, &first, &key, "messages", json!({"channel_id": channel, "to": chat.to_string(), "text": format!("m{chat}")})).await;
+        let m = post(
+            &client,
+            &first,
+            &key,
+            "messages",
+            json!({"channel_id": channel, "to": chat.to_string(), "text": format!("m{chat}")}),
+        )
+        .await;
         ids.push(m["id"].as_str().expect("id").to_owned());
     }
     assert!(telegram.wait_for_sent(10, Duration::from_secs(20)).await);
@@ -113,7 +136,10 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for id in &ids {
         while status_of(&client, &second, &key, id).await != "sent" {
-            assert!(std::time::Instant::now() < deadline, "message {id} was not delivered after the crash");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "message {id} was not delivered after the crash"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -123,15 +149,28 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
     }
     assert_eq!(counts.len(), 60, "every message arrived");
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
-    assert!(duplicates <= 3, "only messages in flight at the kill may repeat: {duplicates}");
+    assert!(
+        duplicates <= 3,
+        "only messages in flight at the kill may repeat: {duplicates}"
+    );
 
     // Act: queue more, then SIGTERM mid-queue.
     for chat in 1..=20 {
-        post(&client, &second, &key, "messages", json!({"channel_id": channel, "to": chat.to_string(), "text": format!("t{chat}")})).await;
+        post(
+            &client,
+            &second,
+            &key,
+            "messages",
+            json!({"channel_id": channel, "to": chat.to_string(), "text": format!("t{chat}")}),
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = second.child.id().to_string();
-    let term = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    let term = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
     let exit = second.child.wait().expect("wait");
 
     // Assert: a clean exit that left nothing in `sending`.

@@ -36,7 +36,12 @@ async fn a_text_message_is_delivered_and_its_history_recorded(backend: Backend) 
     assert_eq!(sent[0].text.as_deref(), Some("<b>Disk</b> almost full"));
     assert_eq!(sent[0].parse_mode.as_deref(), Some("HTML"));
     assert_eq!(msg["provider_message_id"], sent[0].message_id.to_string());
-    let kinds: Vec<_> = msg["events"].as_array().expect("events").iter().map(|e| e["kind"].clone()).collect();
+    let kinds: Vec<_> = msg["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
     assert_eq!(kinds, vec![json!("queued"), json!("attempt")]);
 }
 
@@ -66,7 +71,10 @@ async fn a_photo_is_uploaded_with_its_caption(backend: Backend) {
 
     // Assert
     assert_eq!(res.status().as_u16(), 202);
-    let id = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+    let id = res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     app.wait_for_status(&id, "sent", WAIT).await;
     let sent = app.telegram.sent();
     assert_eq!(sent[0].method, "sendPhoto");
@@ -113,7 +121,8 @@ async fn resubmitting_with_the_same_idempotency_key_returns_the_same_message(bac
     assert_eq!(conflicting.status().as_u16(), 409);
     let err: Value = conflicting.json().await.expect("json");
     assert_eq!(err["error"], "idempotency-key-reused");
-    app.wait_for_status(first["id"].as_str().expect("id"), "sent", WAIT).await;
+    app.wait_for_status(first["id"].as_str().expect("id"), "sent", WAIT)
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.telegram.sent().len(), 1);
 }
@@ -124,10 +133,17 @@ async fn another_owner_cannot_see_or_use_my_resources(backend: Backend) {
     let channel = app.create_bot(None).await;
     app.telegram.add_chat(9);
     let id = app.send_text(&channel, 9, "private").await;
-    let other = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator").await.expect("user");
-    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &other.id, "bob").await.expect("key");
+    let other = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
+        .await
+        .expect("user");
+    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &other.id, "bob")
+        .await
+        .expect("key");
     let as_bob = |path: String| {
-        let req = app.client.get(format!("{}/api/v1/{path}", app.address)).bearer_auth(&bob_key);
+        let req = app
+            .client
+            .get(format!("{}/api/v1/{path}", app.address))
+            .bearer_auth(&bob_key);
         async move { req.send().await.expect("request") }
     };
 

@@ -6,7 +6,13 @@ use crate::helpers::{BOT_TOKEN, Backend, spawn_app};
 async fn error_code(res: reqwest::Response) -> (u16, String) {
     let status = res.status().as_u16();
     let body: Value = res.json().await.unwrap_or(Value::Null);
-    (status, body["error"].as_str().unwrap_or("<no error code>").to_owned())
+    (
+        status,
+        body["error"]
+            .as_str()
+            .unwrap_or("<no error code>")
+            .to_owned(),
+    )
 }
 
 async fn bad_requests_get_stable_error_codes(backend: Backend) {
@@ -16,71 +22,116 @@ async fn bad_requests_get_stable_error_codes(backend: Backend) {
     let url = format!("{}/api/v1/messages", app.address);
     let long = "x".repeat(4097);
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        ("no auth", app.client.post(&url).json(&json!({})), 401, "missing-credentials"),
-        ("wrong key", app.client.post(&url).bearer_auth("prg_nope").json(&json!({})), 401, "invalid-credentials"),
+        (
+            "no auth",
+            app.client.post(&url).json(&json!({})),
+            401,
+            "missing-credentials",
+        ),
+        (
+            "wrong key",
+            app.client
+                .post(&url)
+                .bearer_auth("prg_nope")
+                .json(&json!({})),
+            401,
+            "invalid-credentials",
+        ),
         (
             "malformed JSON",
-            app.client.post(&url).bearer_auth(&app.api_key).header("content-type", "application/json").body("{\"to\": "),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .header("content-type", "application/json")
+                .body("{\"to\": "),
             400,
             "invalid-json",
         ),
         (
             "not JSON",
-            app.client.post(&url).bearer_auth(&app.api_key).header("content-type", "text/plain").body("hi"),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .header("content-type", "text/plain")
+                .body("hi"),
             400,
             "unsupported-media-type",
         ),
         (
             "unknown field",
-            app.client.post(&url).bearer_auth(&app.api_key).json(&json!({"channel_id": channel, "to": "1", "text": "x", "colour": "red"})),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .json(&json!({"channel_id": channel, "to": "1", "text": "x", "colour": "red"})),
             422,
             "invalid-body",
         ),
         (
             "unknown channel",
-            app.client.post(&url).bearer_auth(&app.api_key).json(&json!({"channel_id": "nope", "to": "1", "text": "x"})),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .json(&json!({"channel_id": "nope", "to": "1", "text": "x"})),
             404,
             "channel-not-found",
         ),
         (
             "bad recipient",
-            app.client.post(&url).bearer_auth(&app.api_key).json(&json!({"channel_id": channel, "to": "bob", "text": "x"})),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .json(&json!({"channel_id": channel, "to": "bob", "text": "x"})),
             422,
             "invalid-recipient",
         ),
         (
             "empty text",
-            app.client.post(&url).bearer_auth(&app.api_key).json(&json!({"channel_id": channel, "to": "1", "text": " "})),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .json(&json!({"channel_id": channel, "to": "1", "text": " "})),
             422,
             "text-empty",
         ),
         (
             "text too long",
-            app.client.post(&url).bearer_auth(&app.api_key).json(&json!({"channel_id": channel, "to": "1", "text": long})),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .json(&json!({"channel_id": channel, "to": "1", "text": long})),
             422,
             "text-too-long",
         ),
         (
             "bad parse mode",
-            app.client.post(&url).bearer_auth(&app.api_key).json(&json!({"channel_id": channel, "to": "1", "text": "x", "parse_mode": "BBCode"})),
+            app.client.post(&url).bearer_auth(&app.api_key).json(
+                &json!({"channel_id": channel, "to": "1", "text": "x", "parse_mode": "BBCode"}),
+            ),
             422,
             "invalid-parse-mode",
         ),
         (
             "unknown media",
-            app.client.post(&url).bearer_auth(&app.api_key).json(&json!({"channel_id": channel, "to": "1", "text": "x", "media_id": "nope"})),
+            app.client
+                .post(&url)
+                .bearer_auth(&app.api_key)
+                .json(&json!({"channel_id": channel, "to": "1", "text": "x", "media_id": "nope"})),
             404,
             "media-not-found",
         ),
         (
             "unknown message",
-            app.client.get(format!("{url}/0190-nope")).bearer_auth(&app.api_key),
+            app.client
+                .get(format!("{url}/0190-nope"))
+                .bearer_auth(&app.api_key),
             404,
             "message-not-found",
         ),
         (
             "unknown route",
-            app.client.get(format!("{}/api/v1/nothing", app.address)).bearer_auth(&app.api_key),
+            app.client
+                .get(format!("{}/api/v1/nothing", app.address))
+                .bearer_auth(&app.api_key),
             404,
             "route-not-found",
         ),
@@ -92,7 +143,11 @@ async fn bad_requests_get_stable_error_codes(backend: Backend) {
         assert_eq!(got, (status, code.to_owned()), "{what}");
     }
     let (_, page) = app.get_json("channels").await;
-    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "bad requests changed nothing");
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(1),
+        "bad requests changed nothing"
+    );
     assert!(app.telegram.requests() == 0, "nothing was sent");
 }
 
@@ -105,9 +160,15 @@ async fn registering_a_bot_checks_its_token(backend: Backend) {
     };
 
     // Act
-    let malformed = error_code(post(json!({"kind": "telegram", "name": "b", "bot_token": "hello"})).await).await;
-    let rejected = error_code(post(json!({"kind": "telegram", "name": "b", "bot_token": BOT_TOKEN})).await).await;
-    let kind = error_code(post(json!({"kind": "pigeon", "name": "b", "bot_token": BOT_TOKEN})).await).await;
+    let malformed =
+        error_code(post(json!({"kind": "telegram", "name": "b", "bot_token": "hello"})).await)
+            .await;
+    let rejected =
+        error_code(post(json!({"kind": "telegram", "name": "b", "bot_token": BOT_TOKEN})).await)
+            .await;
+    let kind =
+        error_code(post(json!({"kind": "pigeon", "name": "b", "bot_token": BOT_TOKEN})).await)
+            .await;
     app.telegram.add_bot(BOT_TOKEN, "good_bot");
     let created = post(json!({"kind": "telegram", "name": "b", "bot_token": BOT_TOKEN})).await;
 
@@ -120,9 +181,23 @@ async fn registering_a_bot_checks_its_token(backend: Backend) {
     assert!(!text.contains(BOT_TOKEN), "the token is never returned");
     let body: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(body["username"], "good_bot");
-    let stored = pregonero::channels::repo::all(&app.state.db).await.expect("rows");
-    assert!(!stored[0].credentials.contains(BOT_TOKEN), "the token is stored encrypted");
-    assert_eq!(app.state.cipher.decrypt(&stored[0].credentials).expect("decrypt"), BOT_TOKEN);
+    let stored = pregonero::channels::repo::all(&app.state.db)
+        .await
+        .expect("rows");
+    assert!(
+        !stored[0].credentials.contains(BOT_TOKEN),
+        "the token is stored encrypted"
+    );
+    assert_eq!(
+        app.state
+            .cipher
+            .decrypt(&stored[0].credentials)
+            .expect("decrypt"),
+        BOT_TOKEN
+    );
 }
 
-crate::on_both_databases!(bad_requests_get_stable_error_codes, registering_a_bot_checks_its_token);
+crate::on_both_databases!(
+    bad_requests_get_stable_error_codes,
+    registering_a_bot_checks_its_token
+);

@@ -20,7 +20,8 @@ pub enum Backend {
 
 /// Where PostgreSQL tests create their databases (any database on the server works as admin).
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 impl Backend {
@@ -43,7 +44,10 @@ impl Backend {
             .execute_unprepared(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
-        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin_url);
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(admin_url);
         Some(Backend::Postgres(format!("{base}/{name}")))
     }
 }
@@ -99,13 +103,15 @@ pub struct TestApp {
 
 /// Test settings: fast polling and backoff so retries happen in milliseconds.
 pub fn test_settings(backend: &Backend, data_dir: PathBuf, telegram_url: String) -> Settings {
-    let mut s = Settings::default();
-    s.port = 0;
-    s.data_dir = data_dir;
-    s.node_name = Some("test-node".into());
-    s.database_url = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres(url) => Some(url.clone()),
+    let mut s = Settings {
+        port: 0,
+        data_dir,
+        node_name: Some("test-node".into()),
+        database_url: match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(url) => Some(url.clone()),
+        },
+        ..Settings::default()
     };
     s.telegram.api_base_url = telegram_url;
     s.telegram.request_timeout_ms = 5_000;
@@ -128,7 +134,10 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let app = Application::build(settings.clone(), RunOptions::default())
         .await
         .expect("build app");
-    let api_key = app.bootstrap_key().expect("fresh database has a bootstrap key").to_owned();
+    let api_key = app
+        .bootstrap_key()
+        .expect("fresh database has a bootstrap key")
+        .to_owned();
     let running = app.spawn().expect("spawn app");
     TestApp {
         address: format!("http://127.0.0.1:{}", running.port),
@@ -188,7 +197,10 @@ impl TestApp {
     /// Queues a text message; returns the message id.
     pub async fn send_text(&self, channel_id: &str, to: i64, text: &str) -> String {
         let res = self
-            .post("messages", &json!({"channel_id": channel_id, "to": to.to_string(), "text": text}))
+            .post(
+                "messages",
+                &json!({"channel_id": channel_id, "to": to.to_string(), "text": text}),
+            )
             .await;
         assert_eq!(res.status().as_u16(), 202, "queue message");
         let body: Value = res.json().await.expect("json");
@@ -221,7 +233,9 @@ impl TestApp {
 
     /// A new connection to the test's database (the server's pools die with the server).
     pub async fn inspect_db(&self) -> sea_orm::DatabaseConnection {
-        sea_orm::Database::connect(self.settings.database_url()).await.expect("inspect db")
+        sea_orm::Database::connect(self.settings.database_url())
+            .await
+            .expect("inspect db")
     }
 
     /// Starts a server again on the same database and data folder.
@@ -229,7 +243,10 @@ impl TestApp {
         let app = Application::build(self.settings.clone(), RunOptions::default())
             .await
             .expect("rebuild app");
-        assert!(app.bootstrap_key().is_none(), "a restart must not create a new admin key");
+        assert!(
+            app.bootstrap_key().is_none(),
+            "a restart must not create a new admin key"
+        );
         let running = app.spawn().expect("respawn");
         self.address = format!("http://127.0.0.1:{}", running.port);
         self.state = running.state.clone();

@@ -12,14 +12,25 @@ async fn health_ready_and_metrics_describe_the_server(backend: Backend) {
     let channel = app.create_bot(None).await;
     app.telegram.add_chat(1);
     let id = app.send_text(&channel, 1, "ping").await;
-    app.wait_for_status(&id, "sent", Duration::from_secs(15)).await;
+    app.wait_for_status(&id, "sent", Duration::from_secs(15))
+        .await;
     let get = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
 
     // Act
     let live = get("/live").await.expect("live");
     let ready = get("/ready").await.expect("ready");
-    let health: Value = get("/health").await.expect("health").json().await.expect("json");
-    let metrics = get("/metrics").await.expect("metrics").text().await.expect("text");
+    let health: Value = get("/health")
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    let metrics = get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
 
     // Assert
     assert_eq!(live.status().as_u16(), 200);
@@ -48,7 +59,10 @@ async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Bac
     let mut ids = Vec::new();
     for chat in 1..=30 {
         app.telegram.add_chat(chat);
-        ids.push(app.send_text(&channel, chat, &format!("restart {chat}")).await);
+        ids.push(
+            app.send_text(&channel, chat, &format!("restart {chat}"))
+                .await,
+        );
     }
     assert!(app.telegram.wait_for_sent(3, Duration::from_secs(10)).await);
 
@@ -71,7 +85,8 @@ async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Bac
     assert_eq!(left_sending, 0, "a clean stop leaves nothing in `sending`");
     assert!(sent_before_restart < 30, "the restart happened mid-queue");
     for id in &ids {
-        app.wait_for_status(id, "sent", Duration::from_secs(30)).await;
+        app.wait_for_status(id, "sent", Duration::from_secs(30))
+            .await;
     }
     let mut counts: HashMap<String, usize> = HashMap::new();
     for m in app.telegram.sent() {

@@ -17,21 +17,32 @@ async fn a_429_storm_delays_messages_but_fails_none(backend: Backend) {
         bot_burst: 3,
         ..Limits::default()
     });
-    let channel = app.create_bot(Some(json!({"per_second": 500, "burst": 100}))).await;
+    let channel = app
+        .create_bot(Some(json!({"per_second": 500, "burst": 100})))
+        .await;
     let mut ids = Vec::new();
 
     // Act
     for chat in 1..=40 {
         app.telegram.add_chat(chat);
-        ids.push(app.send_text(&channel, chat, &format!("storm {chat}")).await);
+        ids.push(
+            app.send_text(&channel, chat, &format!("storm {chat}"))
+                .await,
+        );
     }
 
     // Assert
     for id in &ids {
         let msg = app.wait_for_status(id, "sent", WAIT).await;
-        assert!(msg["attempt_count"].as_i64().unwrap_or(99) <= 1, "429s must not use up attempts: {msg:#}");
+        assert!(
+            msg["attempt_count"].as_i64().unwrap_or(99) <= 1,
+            "429s must not use up attempts: {msg:#}"
+        );
     }
-    assert!(app.telegram.rate_limited() > 0, "the storm should have provoked 429s");
+    assert!(
+        app.telegram.rate_limited() > 0,
+        "the storm should have provoked 429s"
+    );
     assert_eq!(app.telegram.sent().len(), 40);
     let rate_limited_events = {
         let mut n = 0;
@@ -44,7 +55,10 @@ async fn a_429_storm_delays_messages_but_fails_none(backend: Backend) {
         }
         n
     };
-    assert!(rate_limited_events > 0, "rate-limited attempts are visible in the history");
+    assert!(
+        rate_limited_events > 0,
+        "rate-limited attempts are visible in the history"
+    );
 }
 
 async fn a_permanent_error_fails_the_message_without_retrying(backend: Backend) {
@@ -65,7 +79,11 @@ async fn a_permanent_error_fails_the_message_without_retrying(backend: Backend) 
     assert_eq!(msg["last_error_code"], "chat-not-found");
     assert_eq!(msg["attempt_count"], 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.telegram.requests(), 2, "no retries after a permanent error");
+    assert_eq!(
+        app.telegram.requests(),
+        2,
+        "no retries after a permanent error"
+    );
 }
 
 async fn server_errors_are_retried_with_backoff_until_success(backend: Backend) {
@@ -81,8 +99,20 @@ async fn server_errors_are_retried_with_backoff_until_success(backend: Backend) 
     // Assert
     let msg = app.wait_for_status(&id, "sent", WAIT).await;
     assert_eq!(msg["attempt_count"], 3);
-    let outcomes: Vec<_> = msg["attempts"].as_array().expect("attempts").iter().map(|a| a["outcome"].clone()).collect();
-    assert_eq!(outcomes, vec![json!("retryable_error"), json!("retryable_error"), json!("sent")]);
+    let outcomes: Vec<_> = msg["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["outcome"].clone())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            json!("retryable_error"),
+            json!("retryable_error"),
+            json!("sent")
+        ]
+    );
     assert_eq!(app.telegram.sent().len(), 1);
 }
 
@@ -100,7 +130,12 @@ async fn exhausted_retries_fail_with_the_last_error_visible(backend: Backend) {
     let msg = app.wait_for_status(&id, "failed", WAIT).await;
     assert_eq!(msg["attempt_count"], 3);
     assert_eq!(msg["last_error_code"], "provider-unavailable");
-    assert!(msg["last_error"].as_str().unwrap_or("").contains("gave up after 3 attempts"));
+    assert!(
+        msg["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gave up after 3 attempts")
+    );
 }
 
 async fn a_crashed_account_actor_is_restarted_and_keeps_delivering(backend: Backend) {
@@ -108,7 +143,13 @@ async fn a_crashed_account_actor_is_restarted_and_keeps_delivering(backend: Back
     let app = spawn_app(backend).await;
     let channel = app.create_bot(None).await;
     app.telegram.add_chat(8);
-    let actor = app.state.registry.send(Lookup(channel.clone())).await.expect("registry").expect("actor");
+    let actor = app
+        .state
+        .registry
+        .send(Lookup(channel.clone()))
+        .await
+        .expect("registry")
+        .expect("actor");
 
     // Act: the actor panics inside a handler.
     let crashed = actor.send(Crash).await;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Makes sure the real services the tests use are running on 127.0.0.1, starting or installing
+# them when possible. Prints what it did; prints a reason for anything it has to skip.
+# Sourced by scripts/test: exports TEST_POSTGRES_URL, or TEST_SKIP_POSTGRES=<reason>.
+set -uo pipefail
+
+PG_HOST=127.0.0.1
+PG_PORT=${TEST_POSTGRES_PORT:-5432}
+export TEST_POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@$PG_HOST:$PG_PORT/test}
+
+pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; }
+
+ensure_postgres() {
+  if command -v pg_isready >/dev/null && pg_up; then
+    echo "services: PostgreSQL is up on $PG_HOST:$PG_PORT"
+    return 0
+  fi
+  if ! ls /etc/postgresql >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "services: PostgreSQL is not installed; installing it with apt-get"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+        || echo "services: apt-get install postgresql failed"
+    fi
+  fi
+  if ls /etc/postgresql >/dev/null 2>&1; then
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n1)
+    echo "services: starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || true
+    for _ in $(seq 1 30); do pg_up && break; sleep 0.5; done
+  fi
+  if ! pg_up; then
+    export TEST_SKIP_POSTGRES="PostgreSQL is not running on $PG_HOST:$PG_PORT and could not be started or installed here"
+    echo "services: SKIPPING the PostgreSQL variants of the tests: $TEST_SKIP_POSTGRES"
+    return 0
+  fi
+  # Trust auth and a `test` database are what this machine kind provides; make sure of both.
+  if ! psql "$TEST_POSTGRES_URL" -qtAc 'select 1' >/dev/null 2>&1; then
+    su postgres -c "psql -qc \"ALTER USER postgres PASSWORD NULL\"" >/dev/null 2>&1 || true
+    su postgres -c "createdb test" >/dev/null 2>&1 || true
+  fi
+  if ! psql "$TEST_POSTGRES_URL" -qtAc 'select 1' >/dev/null 2>&1; then
+    export TEST_SKIP_POSTGRES="cannot log in to $TEST_POSTGRES_URL (the tests expect trust auth for user postgres)"
+    echo "services: SKIPPING the PostgreSQL variants of the tests: $TEST_SKIP_POSTGRES"
+    return 0
+  fi
+  # Databases left behind by earlier runs (each test creates its own).
+  local stale
+  stale=$(psql "$TEST_POSTGRES_URL" -qtAc "select datname from pg_database where datname like 'pregonero_test_%'")
+  if [ -n "$stale" ]; then
+    echo "services: dropping $(echo "$stale" | wc -l) test databases left by earlier runs"
+    for db in $stale; do psql "$TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; done
+  fi
+}
+
+ensure_postgres
