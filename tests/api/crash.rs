@@ -19,12 +19,18 @@ struct Server {
     api_key: Option<String>,
 }
 
-fn start_server(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Server {
+/// The binary with the test environment; its log is appended to `<data_dir>/server.log`.
+fn pregonero(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("server.log"))
+        .expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pregonero"));
-    cmd.arg("serve")
-        .env_clear()
+    cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
+        // Verbose on purpose: the test checks that no secret reaches the log.
+        .env("RUST_LOG", "debug")
         .env("PREGONERO_PORT", "0")
         .env("PREGONERO_DATA_DIR", data_dir)
         .env("PREGONERO_NODE_NAME", "crash-node")
@@ -35,11 +41,18 @@ fn start_server(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> 
         .env("PREGONERO_DELIVERY__BACKOFF_BASE_MS", "50")
         .env("PREGONERO_DELIVERY__BACKOFF_MAX_MS", "400")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::from(log));
     if let Backend::Postgres(url) = backend {
         cmd.env("DATABASE_URL", url);
     }
-    let mut child = cmd.spawn().expect("start pregonero");
+    cmd
+}
+
+fn start_server(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Server {
+    let mut child = pregonero(backend, data_dir, telegram)
+        .arg("serve")
+        .spawn()
+        .expect("start pregonero");
     let stdout = child.stdout.take().expect("stdout");
     let mut api_key = None;
     let mut address = None;
@@ -97,10 +110,11 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
     let data_dir = tempfile::tempdir().expect("tempdir");
     let client = reqwest::Client::new();
     let mut first = start_server(&backend, data_dir.path(), &telegram);
-    let key = first
+    let first_key = first
         .api_key
         .clone()
         .expect("first start prints the admin key");
+    let key = first_key.clone();
     let channel = post(
         &client,
         &first,
@@ -129,7 +143,21 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
     first.child.kill().expect("kill -9");
     let _ = first.child.wait();
     let sent_at_kill = telegram.sent().len();
+    let admin = pregonero(&backend, data_dir.path(), &telegram)
+        .args(["admin", "create-api-key", "--name", "ci"])
+        .output()
+        .expect("admin create-api-key");
+    assert!(admin.status.success(), "admin create-api-key failed");
+    let key = String::from_utf8(admin.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("prg_"), "a new key is printed: {key}");
     let mut second = start_server(&backend, data_dir.path(), &telegram);
+    assert!(
+        second.api_key.is_none(),
+        "a restart prints no new bootstrap key"
+    );
 
     // Assert: every accepted message is delivered; only in-flight ones may repeat.
     assert!(sent_at_kill < 60, "the kill happened mid-queue");
@@ -186,6 +214,11 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
         .await
         .expect("count");
     assert_eq!(sending, 0, "SIGTERM left messages in `sending`");
+    let log = std::fs::read_to_string(data_dir.path().join("server.log")).expect("server log");
+    assert!(log.contains("DEBUG"), "the server logged at debug level");
+    for secret in [BOT_TOKEN, &first_key, &key] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
 }
 
 crate::on_both_databases!(kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains);
