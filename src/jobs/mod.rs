@@ -79,7 +79,11 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let base = format!("deliver-{}-{}", state.node_name, &run_id[..8]);
     let monitor = Monitor::new()
-        .shutdown_timeout(grace)
+        // Not `shutdown_timeout`: its timer starts when the monitor is built, so after `grace` of
+        // uptime every shutdown skipped apalis's graceful close and left buffered jobs locked to a
+        // dead worker until heartbeat expiry. An async block starts counting when first polled,
+        // i.e. when shutdown begins.
+        .with_terminator(async move { tokio::time::sleep(grace).await })
         // A worker that lost its database restarts (after a pause) instead of ending deliveries.
         .should_restart(|worker, error| {
             tracing::error!(worker = %worker.name(), %error, restarts = worker.restarts(), "delivery worker failed; restarting");
@@ -131,6 +135,11 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
         Ok(0) => {}
         Ok(n) => tracing::info!(released = n, "handed back in-flight messages"),
         Err(e) => tracing::error!(error = ?e, "could not hand back in-flight messages"),
+    }
+    // Close the workers' pool now rather than when the runtime drops it, so no connection of a
+    // stopped process lingers (with SQLite, a lingering one can hold the write lock).
+    if let Err(e) = state.db.clone().close().await {
+        tracing::warn!(error = %e, "closing the workers' database pool");
     }
     tracing::info!("workers stopped");
 }

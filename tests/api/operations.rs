@@ -52,10 +52,15 @@ async fn health_ready_and_metrics_describe_the_server(backend: Backend) {
 }
 
 async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Backend) {
-    // Arrange: a slow provider so that the queue is still full when we stop.
-    let mut app = spawn_app_with(backend, |s| s.delivery.concurrency = 2).await;
+    // Arrange: a slow provider so that the queue is still full when we stop, and an uptime longer
+    // than the shutdown grace (a grace timer started at boot once skipped the graceful close).
+    let mut app = spawn_app_with(backend, |s| {
+        s.delivery.concurrency = 2;
+        s.delivery.shutdown_grace_secs = 1;
+    })
+    .await;
     let channel = app.create_bot(None).await;
-    app.telegram.set_latency(Duration::from_millis(100));
+    app.telegram.set_latency(Duration::from_millis(300));
     let mut ids = Vec::new();
     for chat in 1..=30 {
         app.telegram.add_chat(chat);
@@ -65,6 +70,7 @@ async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Bac
         );
     }
     assert!(app.telegram.wait_for_sent(3, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Act
     app.stop_server().await;
