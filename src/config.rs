@@ -20,6 +20,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; also read from `DATABASE_URL`. Default: `sqlite://<data_dir>/pregonero.db`.
     pub database_url: Option<String>,
+    /// Connections per database pool; a process has two (HTTP and workers).
+    pub database_max_connections: u32,
     /// Base64 of 32 bytes used to encrypt secrets at rest. Default: generated into `<data_dir>/secret.key`.
     #[serde(skip_serializing)]
     pub secret_key: Option<SecretString>,
@@ -100,6 +102,7 @@ impl Default for Settings {
             port: 8080,
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            database_max_connections: 10,
             secret_key: None,
             log_format: LogFormat::Text,
             node_name: None,
@@ -173,6 +176,9 @@ impl Settings {
         };
         if self.delivery.concurrency == 0 {
             return bad("delivery.concurrency", "must be at least 1");
+        }
+        if self.database_max_connections == 0 {
+            return bad("database_max_connections", "must be at least 1");
         }
         if self.delivery.max_attempts == 0 {
             return bad("delivery.max_attempts", "must be at least 1");

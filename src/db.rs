@@ -40,7 +40,7 @@ pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseC
     let heartbeat = heartbeat(settings);
     if settings.is_postgres() {
         let pool = PgPoolOptions::new()
-            .max_connections(20)
+            .max_connections(settings.database_max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect(&url)
             .await
@@ -78,7 +78,7 @@ pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseC
         setup_pool.close().await;
     }
     let pool = SqlitePoolOptions::new()
-        .max_connections(8)
+        .max_connections(settings.database_max_connections)
         .connect_with(options)
         .await
         .with_context(|| format!("could not open SQLite database {url}"))?;
