@@ -1,5 +1,8 @@
 //! Settings: built-in defaults < optional TOML file < `PREGONERO_*` environment.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use figment::{
     Figment,
@@ -35,6 +38,10 @@ pub struct Settings {
     pub telegram: TelegramSettings,
     /// Media uploads.
     pub media: MediaSettings,
+    /// Alerts API (Pingui-compatible integrations): quotas, plans, queue limit, token lifetimes.
+    pub alerts: AlertsSettings,
+    /// Jobs that run once per cluster at a time of day (UTC).
+    pub schedule: ScheduleSettings,
 }
 
 /// Log output format.
@@ -85,6 +92,70 @@ pub struct TelegramSettings {
     pub chat_rate_per_sec: u32,
     /// Default sends per minute to one group chat.
     pub group_rate_per_min: u32,
+    /// How bots receive updates (`/start`, `/stop`, blocks): `auto` (webhook when `public_url`
+    /// is set, else long polling), `polling`, `webhook` or `off`.
+    pub updates: UpdatesMode,
+    /// Public HTTPS base URL of this server; webhooks are registered at
+    /// `<public_url>/telegram/webhook/<channel id>`.
+    pub public_url: Option<String>,
+    /// Long-polling wait of one `getUpdates` call, in seconds (1 to 50).
+    pub poll_timeout_secs: u64,
+}
+
+/// How bots receive Telegram updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdatesMode {
+    /// Webhook when `telegram.public_url` is set, long polling otherwise.
+    Auto,
+    /// `getUpdates` long polling (one poller per bot across the cluster).
+    Polling,
+    /// `setWebhook` to `telegram.public_url`.
+    Webhook,
+    /// Do not read updates (send-only bots).
+    Off,
+}
+
+/// Alerts API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSettings {
+    /// Plan of users that have none.
+    pub default_plan: String,
+    /// Plans by name; an integration's daily quota comes from its owner's plan.
+    pub plans: BTreeMap<String, PlanSettings>,
+    /// Alerts waiting for delivery (all integrations) above which `POST /api/alert` answers 503.
+    pub max_pending: u64,
+    /// Lifetime of a deep-link code, in seconds.
+    pub link_ttl_secs: u64,
+    /// Lifetime of the setup token the bot hands out on `/start`, in seconds.
+    pub setup_token_ttl_secs: u64,
+    /// Lifetime of integration tokens, in days; 0 means they never expire.
+    pub token_ttl_days: u64,
+}
+
+/// One plan's limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    /// Alerts per integration per UTC day.
+    pub daily_quota: u32,
+}
+
+/// Times of day (UTC, `HH:MM`) of the scheduled jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Run scheduled jobs in this process (needs workers).
+    pub enabled: bool,
+    /// How often the scheduler looks for due jobs, in seconds.
+    pub tick_secs: u64,
+    /// When daily alert quotas reset.
+    pub quota_reset_at: String,
+    /// When the SQLite database is backed up (SQLite only; PostgreSQL has its own tools).
+    pub backup_at: String,
+    /// Backups kept in `<data_dir>/backups`; older ones are deleted.
+    pub backup_keep: usize,
 }
 
 /// Media upload settings.
@@ -123,9 +194,27 @@ impl Default for Settings {
                 bot_burst: 1,
                 chat_rate_per_sec: 1,
                 group_rate_per_min: 20,
+                updates: UpdatesMode::Auto,
+                public_url: None,
+                poll_timeout_secs: 25,
             },
             media: MediaSettings {
                 max_upload_bytes: 50 * 1024 * 1024,
+            },
+            alerts: AlertsSettings {
+                default_plan: "free".into(),
+                plans: BTreeMap::from([("free".into(), PlanSettings { daily_quota: 10 })]),
+                max_pending: 500,
+                link_ttl_secs: 3600,
+                setup_token_ttl_secs: 900,
+                token_ttl_days: 365,
+            },
+            schedule: ScheduleSettings {
+                enabled: true,
+                tick_secs: 30,
+                quota_reset_at: "00:00".into(),
+                backup_at: "03:00".into(),
+                backup_keep: 7,
             },
         }
     }
@@ -210,6 +299,43 @@ impl Settings {
                 "rates and bursts must be at least 1",
             );
         }
+        if let Some(url) = &self.telegram.public_url
+            && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return bad("telegram.public_url", "must be an absolute http(s) URL");
+        }
+        if self.telegram.updates == UpdatesMode::Webhook && self.telegram.public_url.is_none() {
+            return bad(
+                "telegram.updates",
+                "`webhook` needs telegram.public_url (or use `polling`)",
+            );
+        }
+        if !(1..=50).contains(&self.telegram.poll_timeout_secs) {
+            return bad("telegram.poll_timeout_secs", "must be between 1 and 50");
+        }
+        if !self.alerts.plans.contains_key(&self.alerts.default_plan) {
+            return bad(
+                "alerts.default_plan",
+                "must name a plan defined under alerts.plans",
+            );
+        }
+        if self.alerts.link_ttl_secs == 0 || self.alerts.setup_token_ttl_secs == 0 {
+            return bad(
+                "alerts.link_ttl_secs",
+                "lifetimes must be at least 1 second",
+            );
+        }
+        if self.schedule.tick_secs == 0 {
+            return bad("schedule.tick_secs", "must be at least 1");
+        }
+        for (key, value) in [
+            ("schedule.quota_reset_at", &self.schedule.quota_reset_at),
+            ("schedule.backup_at", &self.schedule.backup_at),
+        ] {
+            if chrono::NaiveTime::parse_from_str(value, "%H:%M").is_err() {
+                return bad(key, "must be a UTC time of day as HH:MM");
+            }
+        }
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -231,6 +357,22 @@ impl Settings {
                 self.data_dir.join("pregonero.db").display()
             )
         })
+    }
+
+    /// How this process reads Telegram updates, with `auto` resolved.
+    pub fn updates_mode(&self) -> UpdatesMode {
+        match (self.telegram.updates, &self.telegram.public_url) {
+            (UpdatesMode::Auto, Some(_)) => UpdatesMode::Webhook,
+            (UpdatesMode::Auto, None) => UpdatesMode::Polling,
+            (mode, _) => mode,
+        }
+    }
+
+    /// Daily alert quota of a plan (the default plan's when `plan` is unknown or unset).
+    pub fn plan_quota(&self, plan: Option<&str>) -> u32 {
+        plan.and_then(|p| self.alerts.plans.get(p))
+            .or_else(|| self.alerts.plans.get(&self.alerts.default_plan))
+            .map_or(10, |p| p.daily_quota)
     }
 
     /// Whether the configured database is PostgreSQL.

@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 pub struct Cipher {
     key_id: String,
     cipher: Aes256Gcm,
+    /// Master key, only used to derive purpose-bound subkeys (JWT signing, webhook secrets).
+    master: [u8; 32],
 }
 
 impl std::fmt::Debug for Cipher {
@@ -33,7 +35,24 @@ impl Cipher {
         }
         let key_id = hex::encode(Sha256::digest(key))[..8].to_owned();
         let cipher = Aes256Gcm::new_from_slice(key).map_err(|e| anyhow!("bad key: {e}"))?;
-        Ok(Self { key_id, cipher })
+        let mut master = [0u8; 32];
+        master.copy_from_slice(key);
+        Ok(Self {
+            key_id,
+            cipher,
+            master,
+        })
+    }
+
+    /// A 32-byte subkey for one purpose: HMAC-SHA256(master key, purpose). Different purposes
+    /// give independent keys, so a leaked webhook secret says nothing about the JWT key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&self.master) else {
+            unreachable!("HMAC takes keys of any length")
+        };
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Builds a cipher from the base64 form used in settings and key files.
@@ -92,6 +111,18 @@ impl Cipher {
 /// SHA-256 hex of a bearer token: what is stored and looked up.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Equality that takes the same time wherever the inputs differ (for secrets from requests).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `n` random bytes as base64url without padding (`A-Za-z0-9_-`).
+pub fn random_urlsafe(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A new random token with a readable prefix, e.g. `prg_…` (32 random bytes, base64url).

@@ -9,6 +9,24 @@ pub struct ErrorBody<'a> {
     pub error: &'a str,
     /// Human-readable explanation.
     pub message: String,
+    /// Seconds to wait before retrying (429 and 503 answers; also in `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// When an exhausted quota starts again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> ErrorBody<'a> {
+    /// A body with only a code and a message.
+    pub fn new(error: &'a str, message: impl Into<String>) -> Self {
+        Self {
+            error,
+            message: message.into(),
+            retry_after: None,
+            resets_at: None,
+        }
+    }
 }
 
 /// Writes an error and its chain of causes, one per line (for `Debug`).
@@ -34,6 +52,26 @@ pub enum ApiError {
     /// The key is unknown or revoked.
     #[error("invalid or revoked API key")]
     InvalidCredentials,
+    /// The credentials were recognised but cannot be used (expired, revoked, wrong kind).
+    #[error("{1}")]
+    Unauthorized(&'static str, String),
+    /// Authenticated, but not allowed to do this.
+    #[error("{1}")]
+    Forbidden(&'static str, String),
+    /// Over a limit: 429 (quota, rate) or 503 (server saturated), with `Retry-After`.
+    #[error("{message}")]
+    Limited {
+        /// 429 or 503.
+        status: StatusCode,
+        /// Stable code.
+        code: &'static str,
+        /// What happened and when to come back.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+        /// When a quota resets, if that is the limit.
+        resets_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Request body or parameters are not what the route takes.
     #[error("{1}")]
     BadRequest(&'static str, String),
@@ -69,7 +107,10 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials => "missing-credentials",
             ApiError::InvalidCredentials => "invalid-credentials",
-            ApiError::BadRequest(code, _)
+            ApiError::Unauthorized(code, _)
+            | ApiError::Forbidden(code, _)
+            | ApiError::Limited { code, .. }
+            | ApiError::BadRequest(code, _)
             | ApiError::Unprocessable(code, _)
             | ApiError::NotFound(code, _)
             | ApiError::Conflict(code, _)
@@ -89,7 +130,11 @@ impl From<sea_orm::DbErr> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::MissingCredentials
+            | ApiError::InvalidCredentials
+            | ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(..) => StatusCode::FORBIDDEN,
+            ApiError::Limited { status, .. } => *status,
             ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(..) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(..) => StatusCode::NOT_FOUND,
@@ -111,14 +156,24 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         if matches!(
             self,
-            ApiError::MissingCredentials | ApiError::InvalidCredentials
+            ApiError::MissingCredentials
+                | ApiError::InvalidCredentials
+                | ApiError::Unauthorized(..)
         ) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        res.json(ErrorBody {
-            error: self.code(),
-            message,
-        })
+        let mut body = ErrorBody::new(self.code(), message);
+        if let ApiError::Limited {
+            retry_after,
+            resets_at,
+            ..
+        } = self
+        {
+            res.insert_header(("Retry-After", retry_after.to_string()));
+            body.retry_after = Some(*retry_after);
+            body.resets_at = *resets_at;
+        }
+        res.json(body)
     }
 }
 

@@ -1,13 +1,16 @@
 //! Pregonero: a self-hosted multi-channel messaging server.
 pub mod auth;
 pub mod channels;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod entities;
 pub mod error;
+pub mod integrations;
 pub mod jobs;
+pub mod leases;
 pub mod media;
 pub mod messages;
 pub mod startup;

@@ -9,12 +9,14 @@ use tracing_actix_web::{RequestId, TracingLogger};
 use crate::{
     auth,
     channels::{
-        self, AccountSpec, ChannelRegistry, Register, routes::stored_limits,
-        telegram::TelegramClient,
+        self, AccountSpec, ChannelRegistry, EnableUpdates, Register, StopAll, UpdatesConfig,
+        routes::stored_limits, telegram::TelegramClient,
     },
-    config::Settings,
+    clock::Clock,
+    config::{Settings, UpdatesMode},
     crypto::Cipher,
     db, error,
+    integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
     jobs::Workers,
     media::LocalMediaStore,
     state::AppState,
@@ -82,6 +84,7 @@ impl Application {
             actix::Supervisor::start(move |_| ChannelRegistry::new(client))
         };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
+        let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"));
         let state = AppState {
             db,
             queue,
@@ -94,7 +97,23 @@ impl Application {
             started_at: Instant::now(),
             in_flight: Default::default(),
             workers_enabled: options.workers,
+            clock: Clock::system(),
+            tokens,
         };
+        // Only worker nodes read bot updates (API-only replicas still take webhook calls).
+        let mode = state.settings.updates_mode();
+        if options.workers && mode != UpdatesMode::Off {
+            let cfg = UpdatesConfig {
+                mode,
+                sink: Arc::new(BotUpdates::new(state.clone())),
+                db: state.db.clone(),
+                node: state.node_name.clone(),
+                poll_timeout: state.settings.telegram.poll_timeout_secs,
+                public_url: state.settings.telegram.public_url.clone(),
+                webhook_key: state.cipher.derive(WEBHOOK_KEY_PURPOSE),
+            };
+            state.registry.send(EnableUpdates(cfg)).await?;
+        }
         start_accounts(&state).await?;
         let bootstrap_key = auth::repo::bootstrap(&state.db).await?;
 
@@ -166,6 +185,8 @@ impl RunningApp {
         if let Some(workers) = self.workers.take() {
             workers.shutdown().await;
         }
+        // Last: deliveries still needed the actors. Pollers stop with them.
+        let _ = self.state.registry.send(StopAll).await;
         tracing::info!("pregonero stopped");
     }
 }
@@ -187,13 +208,48 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
             .default_service(web::to(routes::not_found))
             .wrap(middleware::from_fn(routes::metrics::track))
             .wrap(middleware::from_fn(request_id_header))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RouteSpan>::new())
     })
     .disable_signals()
     .shutdown_timeout(grace)
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Root span of a request that names the route pattern (`/api/integrations/{chat_id}`), never
+/// the concrete path or query: those carry chat ids and webhook tokens, which stay out of logs.
+struct RouteSpan;
+
+impl tracing_actix_web::RootSpanBuilder for RouteSpan {
+    fn on_request_start(req: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        use actix_web::HttpMessage;
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let route = req
+            .match_pattern()
+            .unwrap_or_else(|| "<unmatched>".to_owned());
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %req.method(),
+            http.route = %route,
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: actix_web::body::MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
+    ) {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
 }
 
 /// Echoes tracing-actix-web's request id as `X-Request-Id`.

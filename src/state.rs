@@ -6,8 +6,10 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     channels::{ChannelRegistry, telegram::TelegramClient},
+    clock::Clock,
     config::Settings,
     crypto::Cipher,
+    integrations::tokens::TokenSigner,
     jobs::{InFlight, Queue},
     media::LocalMediaStore,
 };
@@ -37,4 +39,8 @@ pub struct AppState {
     pub in_flight: InFlight,
     /// Whether this process runs delivery workers.
     pub workers_enabled: bool,
+    /// "Now" for quotas, expiries and the scheduler (the system clock; tests move it).
+    pub clock: Clock,
+    /// Signs and verifies integration tokens.
+    pub tokens: TokenSigner,
 }

@@ -60,6 +60,7 @@ pub async fn create_user(
         name: Set(name.to_owned()),
         role: Set(role.to_owned()),
         created_at: Set(Utc::now()),
+        plan: Set(None),
     }
     .insert(db)
     .await

@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Duration};
 use actix::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{ChannelError, OutboundMessage, Pacer, Receipt, telegram::TelegramClient};
+use super::{
+    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, telegram::TelegramClient, updates,
+};
 use crate::{domain::TelegramChat, telemetry::redact};
 
 /// How often idle recipient buckets are dropped.
@@ -42,16 +44,34 @@ pub struct AccountActor {
     token: SecretString,
     client: TelegramClient,
     pacer: Arc<Pacer>,
+    updates: Option<UpdatesConfig>,
+    updates_task: Option<actix::prelude::SpawnHandle>,
+    /// Set by [`Retire`]: a supervisor restart after it must not start anything again.
+    retired: bool,
 }
+
+/// Stops the actor for good (account deleted, process stopping): its update reader ends with it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
 
 impl AccountActor {
     /// An actor for account `id`; `pacer` outlives restarts so a restart cannot reset a freeze.
-    pub fn new(id: String, token: SecretString, client: TelegramClient, pacer: Arc<Pacer>) -> Self {
+    pub fn new(
+        id: String,
+        token: SecretString,
+        client: TelegramClient,
+        pacer: Arc<Pacer>,
+        updates: Option<UpdatesConfig>,
+    ) -> Self {
         Self {
             id,
             token,
             client,
             pacer,
+            updates,
+            updates_task: None,
+            retired: false,
         }
     }
 }
@@ -60,13 +80,43 @@ impl Actor for AccountActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.retired {
+            // Restarted by the supervisor because an address is still held: idle until it goes.
+            return;
+        }
         tracing::debug!(channel_id = %self.id, "account actor started");
         ctx.run_interval(FORGET_IDLE_EVERY, |act, _| act.pacer.forget_idle());
+        // The update reader is a future of this actor: it stops when the actor stops (deleted
+        // account, shutdown) and starts again when the supervisor restarts it.
+        if let Some(cfg) = self.updates.clone() {
+            let fut = updates::run(
+                self.id.clone(),
+                self.token.clone(),
+                self.client.clone(),
+                cfg,
+            );
+            self.updates_task = Some(ctx.spawn(actix::fut::wrap_future(fut)));
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(cfg) = self.updates.clone()
+            && self.updates_task.take().is_some()
+            && cfg.mode == crate::config::UpdatesMode::Polling
+        {
+            // Hand the polling lease back so another node takes over at once.
+            let (lease, node) = (updates::poll_lease(&self.id), cfg.node.clone());
+            actix::spawn(async move {
+                let _ = crate::leases::release(&cfg.db, &lease, &node).await;
+            });
+        }
+        tracing::debug!(channel_id = %self.id, "account actor stopped");
     }
 }
 
 impl Supervised for AccountActor {
     fn restarting(&mut self, _: &mut Self::Context) {
+        self.updates_task = None;
         tracing::warn!(channel_id = %self.id, "account actor restarting");
         metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
     }
@@ -102,6 +152,15 @@ impl Handler<Deliver> for AccountActor {
             tracing::debug!(%channel_id, to = %redact(&msg.recipient), outcome, "provider call");
             result
         })
+    }
+}
+
+impl Handler<Retire> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        self.retired = true;
+        ctx.stop();
     }
 }
 

@@ -6,13 +6,17 @@ mod registry;
 pub mod repo;
 pub mod routes;
 pub mod telegram;
+pub mod updates;
 
 use bytes::Bytes;
 
-pub use account::{AccountActor, AccountSnapshot, Crash, Deliver};
+pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Retire};
 pub use error::ChannelError;
 pub use pacing::{Pacer, PacingLimits};
-pub use registry::{AccountSpec, ChannelRegistry, Lookup, Register, Snapshot, Unregister};
+pub use registry::{
+    AccountSpec, ChannelRegistry, EnableUpdates, Lookup, Register, Snapshot, StopAll, Unregister,
+};
+pub use updates::{UpdateSink, UpdatesConfig};
 
 /// What an adapter sends: recipient, text (caption with media) and optional media bytes.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@ use actix::prelude::*;
 use secrecy::SecretString;
 
 use super::{
-    AccountActor, AccountSnapshot, Pacer, PacingLimits, account::GetSnapshot,
+    AccountActor, AccountSnapshot, Pacer, PacingLimits, UpdatesConfig,
+    account::{GetSnapshot, Retire},
     telegram::TelegramClient,
 };
 
@@ -32,6 +33,7 @@ struct Entry {
 pub struct ChannelRegistry {
     client: TelegramClient,
     accounts: HashMap<String, Entry>,
+    updates: Option<UpdatesConfig>,
 }
 
 impl ChannelRegistry {
@@ -40,12 +42,14 @@ impl ChannelRegistry {
         Self {
             client,
             accounts: HashMap::new(),
+            updates: None,
         }
     }
 
     fn spawn(&self, spec: &AccountSpec, pacer: Arc<Pacer>) -> Addr<AccountActor> {
         let (id, token, client) = (spec.id.clone(), spec.token.clone(), self.client.clone());
-        actix::Supervisor::start(move |_| AccountActor::new(id, token, client, pacer))
+        let updates = self.updates.clone();
+        actix::Supervisor::start(move |_| AccountActor::new(id, token, client, pacer, updates))
     }
 }
 
@@ -54,6 +58,36 @@ impl Actor for ChannelRegistry {
 }
 
 impl Supervised for ChannelRegistry {}
+
+/// From now on, actors read their bot's updates with `UpdatesConfig` (send before `Register`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EnableUpdates(pub UpdatesConfig);
+
+/// Stops every account actor (process shutdown): pollers end and hand back their leases.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAll;
+
+impl Handler<EnableUpdates> for ChannelRegistry {
+    type Result = ();
+
+    fn handle(&mut self, EnableUpdates(cfg): EnableUpdates, _: &mut Self::Context) {
+        self.updates = Some(cfg);
+    }
+}
+
+impl Handler<StopAll> for ChannelRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAll, _: &mut Self::Context) {
+        self.updates = None;
+        for (_, entry) in self.accounts.drain() {
+            entry.addr.do_send(Retire);
+        }
+        metrics::gauge!("pregonero_channel_accounts").set(0.0);
+    }
+}
 
 /// Starts (or replaces) the actor of an account.
 #[derive(Message)]
@@ -81,6 +115,9 @@ impl Handler<Register> for ChannelRegistry {
     fn handle(&mut self, Register(spec): Register, _: &mut Self::Context) {
         let pacer = Arc::new(Pacer::new(spec.limits));
         let addr = self.spawn(&spec, pacer.clone());
+        if let Some(old) = self.accounts.get(&spec.id) {
+            old.addr.do_send(Retire);
+        }
         self.accounts
             .insert(spec.id.clone(), Entry { spec, pacer, addr });
         metrics::gauge!("pregonero_channel_accounts").set(self.accounts.len() as f64);
@@ -91,8 +128,9 @@ impl Handler<Unregister> for ChannelRegistry {
     type Result = ();
 
     fn handle(&mut self, Unregister(id): Unregister, _: &mut Self::Context) {
-        // Dropping the last address stops the actor once its mailbox drains.
-        self.accounts.remove(&id);
+        if let Some(entry) = self.accounts.remove(&id) {
+            entry.addr.do_send(Retire);
+        }
         metrics::gauge!("pregonero_channel_accounts").set(self.accounts.len() as f64);
     }
 }

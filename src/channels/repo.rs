@@ -43,6 +43,7 @@ pub async fn insert(db: &DatabaseConnection, new: NewChannel<'_>) -> Result<Chan
         status_detail: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        update_offset: Set(None),
     }
     .insert(db)
     .await
@@ -109,5 +110,26 @@ pub async fn count_by_status(db: &DatabaseConnection) -> Result<Vec<(String, i64
         .group_by(channel_accounts::Column::Status)
         .into_tuple::<(String, i64)>()
         .all(db)
+        .await
+}
+
+/// Remembers the next `getUpdates` offset of a bot, so a restart neither replays nor skips updates.
+pub async fn set_update_offset(
+    db: &impl sea_orm::ConnectionTrait,
+    id: &str,
+    offset: i64,
+) -> Result<(), DbErr> {
+    channel_accounts::Entity::update_many()
+        .col_expr(channel_accounts::Column::UpdateOffset, Expr::value(offset))
+        .filter(channel_accounts::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// One account by id.
+pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<ChannelRow>, DbErr> {
+    channel_accounts::Entity::find_by_id(id.to_owned())
+        .one(db)
         .await
 }

@@ -1,7 +1,11 @@
 //! sea-orm entities, one per table; only `repo` modules use them.
 pub mod api_keys;
 pub mod channel_accounts;
+pub mod integration_tokens;
+pub mod integrations;
+pub mod leases;
 pub mod media;
 pub mod message_events;
 pub mod messages;
+pub mod scheduled_runs;
 pub mod users;

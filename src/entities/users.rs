@@ -10,6 +10,7 @@ pub struct Model {
     pub name: String,
     pub role: String,
     pub created_at: DateTimeUtc,
+    pub plan: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

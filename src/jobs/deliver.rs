@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     channels::{ChannelError, Deliver, Lookup, MediaPayload, OutboundMessage, Receipt},
-    media,
+    integrations, media,
     messages::repo::{self, MessageRow},
     state::AppState,
 };
@@ -138,6 +138,8 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 let code = Some("chat-migrated");
                 repo::record(&txn, id, "attempt", Some("migrated"), code, Some(&to)).await?;
                 repo::set_recipient(&txn, id, &to).await?;
+                integrations::repo::move_chat(&txn, &msg.channel_id, &outbound.recipient, &to)
+                    .await?;
                 txn.commit().await?;
                 outbound.recipient = to;
             }
@@ -199,10 +201,48 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                     .await?;
                     tracing::error!(channel_id = %msg.channel_id, "provider rejected the account's credentials");
                 }
-                return fail(state, id, &e, true).await;
+                fail(state, id, &e, true).await?;
+                return pause_unreachable_chat(state, &msg, &e).await;
             }
         }
     }
+}
+
+/// A chat the bot can no longer write to pauses its integrations (resumed by `/start` or an
+/// unblock), so their alerts are refused with a clear error instead of failing one by one.
+async fn pause_unreachable_chat(
+    state: &AppState,
+    msg: &MessageRow,
+    e: &ChannelError,
+) -> anyhow::Result<()> {
+    let code = e.code();
+    if !matches!(
+        code,
+        "bot-blocked" | "bot-kicked" | "user-deactivated" | "chat-not-found"
+    ) {
+        return Ok(());
+    }
+    let paused = integrations::repo::transition_chat(
+        &state.db,
+        &msg.channel_id,
+        &msg.recipient,
+        integrations::repo::ChatChange {
+            from: integrations::Status::Active,
+            only_detail: None,
+            to: integrations::Status::Paused,
+            detail: Some(if code == "chat-not-found" {
+                code
+            } else {
+                integrations::PAUSED_BOT_BLOCKED
+            }),
+        },
+        state.clock.now(),
+    )
+    .await?;
+    if paused > 0 {
+        tracing::info!(channel_id = %msg.channel_id, chat = %crate::telemetry::redact(&msg.recipient), paused, code, "integrations paused: chat unreachable");
+    }
+    Ok(())
 }
 
 /// `sending → failed` for a permanent error; `attempted` records the provider call that gave it.

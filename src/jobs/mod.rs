@@ -5,6 +5,7 @@
 pub mod deliver;
 mod in_flight;
 mod queue;
+pub mod scheduled;
 pub mod sweep;
 
 use std::time::Duration;
@@ -72,6 +73,11 @@ impl Workers {
 async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     let settings = state.settings.delivery.clone();
     let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
+    let scheduler = state
+        .settings
+        .schedule
+        .enabled
+        .then(|| tokio::spawn(scheduled::run_periodically(state.clone())));
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     // apalis refuses a worker name seen alive within the last heartbeats, so each run (and each
@@ -124,6 +130,9 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
         tracing::error!(error = %e, "job monitor stopped with an error");
     }
     sweeper.abort();
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
     // Spawned deliveries outlive the monitor; let them record their outcome before leases go back.
     if !state.in_flight.wait_idle(grace).await {
         tracing::warn!(

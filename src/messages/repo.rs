@@ -39,10 +39,88 @@ pub async fn insert(
 ) -> Result<MessageRow, DbErr> {
     use sea_orm::TransactionTrait;
     let txn = db.begin().await?;
-    let model = row.insert(&txn).await?;
-    record(&txn, &model.id, "queued", None, None, None).await?;
+    let model = insert_in(&txn, row).await?;
     txn.commit().await?;
     Ok(model)
+}
+
+/// Inserts a queued message and its `queued` event inside the caller's transaction.
+pub async fn insert_in<C: ConnectionTrait>(
+    txn: &C,
+    row: messages::ActiveModel,
+) -> Result<MessageRow, DbErr> {
+    let model = row.insert(txn).await?;
+    record(txn, &model.id, "queued", None, None, None).await?;
+    Ok(model)
+}
+
+/// What a producer (API, alert, bot reply) fills in for a new queued message.
+pub struct NewMessage {
+    /// Owner of the message.
+    pub owner_id: String,
+    /// Channel account that sends it.
+    pub channel_id: String,
+    /// Recipient (chat id).
+    pub recipient: String,
+    /// Text or caption.
+    pub body: String,
+    /// Telegram parse mode.
+    pub parse_mode: Option<String>,
+    /// Attached media.
+    pub media_id: Option<String>,
+    /// Producer's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Hash of the request that created it (idempotent replays compare it).
+    pub request_hash: Option<String>,
+    /// The integration it was sent through, for alerts.
+    pub integration_id: Option<String>,
+}
+
+impl NewMessage {
+    /// The row to insert: queued, due now.
+    pub fn into_row(self, now: DateTime<Utc>) -> messages::ActiveModel {
+        messages::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            owner_id: Set(self.owner_id),
+            channel_id: Set(self.channel_id),
+            recipient: Set(self.recipient),
+            body: Set(self.body),
+            parse_mode: Set(self.parse_mode),
+            media_id: Set(self.media_id),
+            idempotency_key: Set(self.idempotency_key),
+            request_hash: Set(self.request_hash),
+            status: Set(MessageStatus::Queued.as_str().into()),
+            attempts: Set(0),
+            provider_message_id: Set(None),
+            last_error_code: Set(None),
+            last_error: Set(None),
+            next_attempt_at: Set(now),
+            locked_until: Set(None),
+            locked_by: Set(None),
+            enqueued_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            sent_at: Set(None),
+            integration_id: Set(self.integration_id),
+        }
+    }
+}
+
+/// Alerts not delivered yet (queued or being sent), stopping the count at `cap` (so the check
+/// costs at most `cap` index reads however long the backlog is).
+pub async fn pending_alerts(db: &impl ConnectionTrait, cap: u64) -> Result<u64, DbErr> {
+    use sea_orm::{PaginatorTrait, QuerySelect};
+    messages::Entity::find()
+        .select_only()
+        .column(messages::Column::Id)
+        .filter(messages::Column::Status.is_in([
+            MessageStatus::Queued.as_str(),
+            MessageStatus::Sending.as_str(),
+        ]))
+        .filter(messages::Column::IntegrationId.is_not_null())
+        .limit(cap)
+        .count(db)
+        .await
 }
 
 /// Appends an event to a message's history.

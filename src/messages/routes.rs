@@ -1,7 +1,7 @@
 //! `POST /messages` (queue a send, idempotent by key) and `GET /messages/{id}`.
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use sea_orm::{EntityTrait, Set};
+use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -10,7 +10,7 @@ use crate::{
     auth::Caller,
     channels,
     domain::{MessageStatus, PARSE_MODES, TelegramChat},
-    entities::{media, messages},
+    entities::media,
     error::ApiError,
     state::AppState,
 };
@@ -125,7 +125,7 @@ fn view(m: MessageRow, events: Vec<EventRow>) -> MessageView {
     }
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -155,9 +155,27 @@ async fn validate(body: &CreateMessage, caller: &Caller, state: &AppState) -> Re
             )
         })?;
     TelegramChat::parse(&body.to).map_err(|e| ApiError::Unprocessable("invalid-recipient", e))?;
-    let len = body.text.chars().count();
-    match &body.media_id {
-        None if body.text.trim().is_empty() => {
+    validate_content(
+        state,
+        &caller.user_id,
+        &body.text,
+        body.parse_mode.as_deref(),
+        body.media_id.as_deref(),
+    )
+    .await
+}
+
+/// Checks text, caption, parse mode and media ownership against Telegram's limits.
+pub(crate) async fn validate_content(
+    state: &AppState,
+    owner_id: &str,
+    text: &str,
+    parse_mode: Option<&str>,
+    media_id: Option<&str>,
+) -> Result<(), ApiError> {
+    let len = text.chars().count();
+    match media_id {
+        None if text.trim().is_empty() => {
             return Err(ApiError::Unprocessable(
                 "text-empty",
                 "text is required when no media_id is given".into(),
@@ -179,19 +197,19 @@ async fn validate(body: &CreateMessage, caller: &Caller, state: &AppState) -> Re
         }
         _ => {}
     }
-    if let Some(mode) = &body.parse_mode
-        && !PARSE_MODES.contains(&mode.as_str())
+    if let Some(mode) = parse_mode
+        && !PARSE_MODES.contains(&mode)
     {
         return Err(ApiError::Unprocessable(
             "invalid-parse-mode",
             format!("parse_mode must be one of {}", PARSE_MODES.join(", ")),
         ));
     }
-    if let Some(media_id) = &body.media_id {
-        media::Entity::find_by_id(media_id.clone())
+    if let Some(media_id) = media_id {
+        media::Entity::find_by_id(media_id.to_owned())
             .one(&state.db)
             .await?
-            .filter(|m| m.owner_id == caller.user_id)
+            .filter(|m| m.owner_id == owner_id)
             .ok_or_else(|| {
                 ApiError::NotFound("media-not-found", format!("no media `{media_id}`"))
             })?;
@@ -238,30 +256,18 @@ async fn create_message(
     }
     validate(&body, &caller, &state).await?;
 
-    let now = Utc::now();
-    let row = messages::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
-        owner_id: Set(caller.user_id.clone()),
-        channel_id: Set(body.channel_id),
-        recipient: Set(body.to),
-        body: Set(body.text),
-        parse_mode: Set(body.parse_mode),
-        media_id: Set(body.media_id),
-        idempotency_key: Set(key.clone()),
-        request_hash: Set(Some(hash.clone())),
-        status: Set(MessageStatus::Queued.as_str().into()),
-        attempts: Set(0),
-        provider_message_id: Set(None),
-        last_error_code: Set(None),
-        last_error: Set(None),
-        next_attempt_at: Set(now),
-        locked_until: Set(None),
-        locked_by: Set(None),
-        enqueued_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        sent_at: Set(None),
-    };
+    let row = repo::NewMessage {
+        owner_id: caller.user_id.clone(),
+        channel_id: body.channel_id,
+        recipient: body.to,
+        body: body.text,
+        parse_mode: body.parse_mode,
+        media_id: body.media_id,
+        idempotency_key: key.clone(),
+        request_hash: Some(hash.clone()),
+        integration_id: None,
+    }
+    .into_row(chrono::Utc::now());
     let msg = match repo::insert(&state.db, row).await {
         Ok(msg) => msg,
         // Two requests raced with one key: the loser answers with the winner's message.
@@ -274,21 +280,14 @@ async fn create_message(
         }
         Err(e) => return Err(e.into()),
     };
-    // If this push fails the row stays queued without a job; the recovery sweep enqueues it.
-    match state.queue.push(&msg.id, std::time::Duration::ZERO).await {
-        Ok(()) => repo::mark_enqueued(&state.db, std::slice::from_ref(&msg.id)).await?,
-        Err(e) => {
-            tracing::warn!(message_id = %msg.id, error = ?e, "enqueue failed; the sweep will retry")
-        }
-    }
-    metrics::counter!("pregonero_messages_accepted_total").increment(1);
+    super::dispatch(&state.db, &state.queue, &msg.id).await;
     Ok(HttpResponse::Accepted().json(Accepted {
         id: &msg.id,
         status: &msg.status,
     }))
 }
 
-fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+pub(crate) fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
     matches!(
         e.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))

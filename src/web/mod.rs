@@ -4,7 +4,7 @@ pub mod metrics;
 
 use actix_web::{HttpResponse, web};
 
-use crate::{auth, channels, error::ErrorBody, media, messages};
+use crate::{auth, channels, error::ErrorBody, integrations, media, messages};
 
 /// Mounts every route: operations at the root, the API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -12,19 +12,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ready", web::get().to(health::ready))
         .route("/health", web::get().to(health::health))
         .route("/metrics", web::get().to(metrics::render))
+        .route(
+            "/telegram/webhook/{channel_id}",
+            web::post().to(integrations::telegram_webhook),
+        )
+        .configure(integrations::configure_pingui)
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::require_api_key))
                 .configure(channels::routes::configure)
                 .configure(messages::configure)
+                .configure(integrations::configure)
                 .configure(media::configure),
         );
 }
 
 /// JSON 404 for unknown routes.
 pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(ErrorBody {
-        error: "route-not-found",
-        message: "no such route; see docs/api.md".into(),
-    })
+    HttpResponse::NotFound().json(ErrorBody::new(
+        "route-not-found",
+        "no such route; see docs/api.md",
+    ))
 }

@@ -222,3 +222,136 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
 }
 
 crate::on_both_databases!(kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains);
+
+async fn get_json(client: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    let res = client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn chat_ids_and_tokens_never_reach_the_log(backend: Backend) {
+    // Arrange: the real binary at debug level, polling the fake for updates.
+    const CHAT: i64 = 731_904_582;
+    const OTHER_CHAT: i64 = 864_213_907;
+    let telegram = FakeTelegram::start().await.expect("fake");
+    telegram.add_bot(BOT_TOKEN, "privacy_bot");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let mut server = start_server(&backend, data_dir.path(), &telegram);
+    let key = server.api_key.clone().expect("admin key");
+    let channel = post(
+        &client,
+        &server,
+        &key,
+        "channels",
+        json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN}),
+    )
+    .await;
+    let channel = channel["id"].as_str().expect("id").to_owned();
+    let created = post(
+        &client,
+        &server,
+        &key,
+        "integrations",
+        json!({"channel_id": channel, "name": "private"}),
+    )
+    .await;
+    let id = created["integration"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let token = created["token"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let url = created["link"]["url"].as_str().expect("url");
+    let code = url.split("?start=").nth(1).expect("code").to_owned();
+
+    // Act: link, alert, read by chat id, and the chat-first flow from another chat.
+    telegram.user_sends(BOT_TOKEN, CHAT, &format!("/start {code}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, view) = get_json(
+            &client,
+            format!("{}/api/v1/integrations/{id}", server.address),
+            &key,
+        )
+        .await;
+        if view["status"] == "active" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not linked: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = client
+        .post(format!("{}/api/alert", server.address))
+        .bearer_auth(&token)
+        .json(&json!({"message": "secret-free alert"}))
+        .send()
+        .await
+        .expect("alert");
+    assert_eq!(res.status().as_u16(), 202);
+    let (status, _) = get_json(
+        &client,
+        format!("{}/api/integrations/{CHAT}", server.address),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    telegram.user_sends(BOT_TOKEN, OTHER_CHAT, "/start");
+    let delivered = telegram
+        .wait_until(Duration::from_secs(20), |t| {
+            let sent = t.sent();
+            sent.iter()
+                .any(|m| m.text.as_deref() == Some("secret-free alert"))
+                && sent.iter().any(|m| m.chat_id == OTHER_CHAT)
+        })
+        .await;
+    assert!(delivered, "alert and setup reply delivered");
+    let setup = telegram
+        .sent()
+        .into_iter()
+        .filter(|m| m.chat_id == OTHER_CHAT)
+        .filter_map(|m| m.text)
+        .find_map(|t| {
+            t.split("Bearer ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .expect("setup token");
+    let pid = server.child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let exit = server.child.wait().expect("wait");
+    assert!(exit.success());
+
+    // Assert
+    let log = std::fs::read_to_string(data_dir.path().join("server.log")).expect("server log");
+    assert!(log.contains("DEBUG"), "the server logged at debug level");
+    assert!(
+        log.contains("chat linked by deep link"),
+        "the link was logged (hashed)"
+    );
+    for (what, secret) in [
+        ("chat id", CHAT.to_string()),
+        ("other chat id", OTHER_CHAT.to_string()),
+        ("integration token", token),
+        ("link code", code),
+        ("setup token", setup),
+        ("bot token", BOT_TOKEN.to_owned()),
+        ("api key", key),
+    ] {
+        let line = log.lines().find(|l| l.contains(&secret));
+        assert!(line.is_none(), "the {what} reached the log: {line:?}");
+    }
+}
+
+crate::on_both_databases!(chat_ids_and_tokens_never_reach_the_log);

@@ -1,7 +1,7 @@
 //! `spawn_app`: a server per test with its own database, data folder and fake Telegram.
 use std::{path::PathBuf, sync::LazyLock, time::Duration};
 
-use fakes::telegram::FakeTelegram;
+use fakes::telegram::{FakeTelegram, FakeTelegramConfig};
 use pregonero::{
     config::Settings,
     startup::{Application, RunOptions, RunningApp},
@@ -121,13 +121,26 @@ pub fn test_settings(backend: &Backend, data_dir: PathBuf, telegram_url: String)
     s.delivery.sweep_interval_secs = 1;
     s.delivery.shutdown_grace_secs = 5;
     s.delivery.lease_secs = 30;
+    s.telegram.poll_timeout_secs = 5;
+    // Scheduled jobs run only where a test turns them on (they would back up every test's DB).
+    s.schedule.enabled = false;
+    s.schedule.tick_secs = 1;
     s
 }
 
 /// Starts a fake Telegram and a server on `backend`; `tweak` adjusts settings first.
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_custom(backend, FakeTelegramConfig::default(), tweak).await
+}
+
+/// Like [`spawn_app_with`], with a configured fake.
+pub async fn spawn_app_custom(
+    backend: Backend,
+    fake: FakeTelegramConfig,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     LazyLock::force(&TRACING);
-    let telegram = FakeTelegram::start().await.expect("fake telegram");
+    let telegram = FakeTelegram::start_with(fake).await.expect("fake telegram");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(&backend, data_dir.path().to_owned(), telegram.base_url());
     tweak(&mut settings);
@@ -251,5 +264,100 @@ impl TestApp {
         self.address = format!("http://127.0.0.1:{}", running.port);
         self.state = running.state.clone();
         self.app = Some(running);
+    }
+}
+
+/// The bot's @username in the fake.
+pub const BOT_USERNAME: &str = "pregonero_test_bot";
+
+/// An integration created through the API.
+pub struct Integration {
+    /// Its id.
+    pub id: String,
+    /// Its token (JWT).
+    pub token: String,
+    /// The deep-link code (`start` parameter).
+    pub code: String,
+}
+
+impl TestApp {
+    /// `POST /api/v1/integrations` on `channel`; returns id, token and link code.
+    pub async fn create_integration(&self, channel: &str, name: &str) -> Integration {
+        let res = self
+            .post(
+                "integrations",
+                &json!({"channel_id": channel, "name": name}),
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), 201, "create integration");
+        let body: Value = res.json().await.expect("json");
+        let url = body["link"]["url"].as_str().expect("link url");
+        let code = url.split("?start=").nth(1).expect("start param").to_owned();
+        Integration {
+            id: body["integration"]["id"].as_str().expect("id").to_owned(),
+            token: body["token"]["token"].as_str().expect("token").to_owned(),
+            code,
+        }
+    }
+
+    /// Polls `GET /api/v1/integrations/{id}` until its status is `status`.
+    pub async fn wait_integration(&self, id: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (code, body) = self.get_json(&format!("integrations/{id}")).await;
+            assert_eq!(code, 200, "get integration");
+            if body["status"] == status {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "integration {id} did not become `{status}`: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Creates an integration and links chat `chat_id` to it with its deep link (polling mode).
+    pub async fn linked_integration(&self, channel: &str, chat_id: i64) -> Integration {
+        let integration = self.create_integration(channel, "CI alerts").await;
+        self.telegram
+            .user_sends(BOT_TOKEN, chat_id, &format!("/start {}", integration.code));
+        self.wait_integration(&integration.id, "active").await;
+        integration
+    }
+
+    /// `POST /api/alert` with `token` as Bearer.
+    pub async fn alert(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/alert", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Waits until the fake accepted a send to `chat_id` whose text contains `needle`; returns it.
+    pub async fn wait_for_text(&self, chat_id: i64, needle: &str) -> String {
+        let found = self
+            .telegram
+            .wait_until(Duration::from_secs(15), |t| {
+                t.sent().iter().any(|m| {
+                    m.chat_id == chat_id && m.text.as_deref().is_some_and(|x| x.contains(needle))
+                })
+            })
+            .await;
+        assert!(
+            found,
+            "no message containing {needle:?} reached chat {chat_id}: {:#?}",
+            self.telegram.sent()
+        );
+        self.telegram
+            .sent()
+            .into_iter()
+            .filter(|m| m.chat_id == chat_id)
+            .filter_map(|m| m.text)
+            .rfind(|t| t.contains(needle))
+            .unwrap_or_default()
     }
 }

@@ -2,6 +2,7 @@
 //! PostgreSQL), and the stateful fake Telegram Bot API from the `fakes` crate.
 mod helpers;
 
+mod alerts;
 mod crash;
 mod delivery;
 mod errors;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pregonero-fakes telegram --port PORT --bot TOKEN:USERNAME [--bot ...] [--chat ID ...]
-//!                          [--accept-any-chat] [--latency-ms MS]
+//!                          [--accept-any-chat] [--allow-insecure-webhooks] [--latency-ms MS]
 //! ```
 //!
 //! `TOKEN:USERNAME` is split at its last `:` (bot tokens contain one themselves). Prints
@@ -16,7 +16,7 @@ use std::time::Duration;
 use fakes::{FakeTelegram, FakeTelegramConfig};
 
 const USAGE: &str = "usage: pregonero-fakes telegram --port PORT --bot TOKEN:USERNAME [--bot ...] \
-                     [--chat ID ...] [--accept-any-chat] [--latency-ms MS]";
+                     [--chat ID ...] [--accept-any-chat] [--allow-insecure-webhooks] [--latency-ms MS]";
 
 #[derive(Debug, Default)]
 struct Options {
@@ -24,6 +24,7 @@ struct Options {
     bots: Vec<(String, String)>,
     chats: Vec<i64>,
     accept_any_chat: bool,
+    allow_insecure_webhooks: bool,
     latency: Duration,
 }
 
@@ -66,6 +67,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 options.latency = Duration::from_millis(ms);
             }
             "--accept-any-chat" => options.accept_any_chat = true,
+            "--allow-insecure-webhooks" => options.allow_insecure_webhooks = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -89,6 +91,7 @@ async fn main() -> ExitCode {
 
     let config = FakeTelegramConfig {
         accept_any_chat: options.accept_any_chat,
+        allow_insecure_webhooks: options.allow_insecure_webhooks,
         ..FakeTelegramConfig::default()
     };
     let fake = match FakeTelegram::start_on(options.port, config).await {

@@ -6,8 +6,14 @@
 //! status equal to `error_code`). It keeps every accepted send, applies Telegram-like rate limits
 //! with `governor`, and lets tests inject failures, latency and blocked chats.
 //!
+//! It also keeps a queue of updates per bot, fed by the test ("a user sends `/start`", "a user
+//! blocks the bot") and served by `getUpdates` (long polling, offsets, 409 for a second poller or
+//! while a webhook is set) or pushed to a webhook set with `setWebhook` (with its secret token,
+//! retried until answered 2xx).
+//!
 //! Control endpoints for out-of-process use (benchmarks): `GET /__control/stats`,
-//! `GET /__control/sent`, `POST /__control/reset`.
+//! `GET /__control/sent`, `POST /__control/reset`, `POST /__control/updates`
+//! (`{"token","chat_id","text"}` or `{"token","chat_id","blocked":bool}`).
 
 mod error;
 mod markup;
@@ -16,6 +22,7 @@ mod routes;
 mod state;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 use std::fmt;
 use std::io;
@@ -26,6 +33,7 @@ use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use serde::Serialize;
 
 use state::State;
+pub use updates::Webhook;
 
 /// Largest accepted multipart photo upload (10 MiB); larger answers 413.
 pub const MAX_PHOTO_UPLOAD: usize = 10 * 1024 * 1024;
@@ -75,6 +83,9 @@ pub struct FakeTelegramConfig {
     /// When true, sends to chats never registered with [`FakeTelegram::add_chat`] are accepted
     /// (instead of `400 Bad Request: chat not found`).
     pub accept_any_chat: bool,
+    /// When true, `setWebhook` also takes `http://` URLs and any port (Telegram requires HTTPS
+    /// on 443, 80, 88 or 8443), so tests can point webhooks at a loopback server.
+    pub allow_insecure_webhooks: bool,
 }
 
 /// One accepted `send*` call, in acceptance order.
@@ -126,6 +137,7 @@ struct Inner {
     state: Arc<Mutex<State>>,
     port: u16,
     handle: ServerHandle,
+    pusher: actix_web::rt::task::JoinHandle<()>,
 }
 
 /// A running fake Telegram Bot API server. Cheap to clone; all clones share the same state.
@@ -179,11 +191,13 @@ impl FakeTelegram {
         let server = server.run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
+        let pusher = actix_web::rt::spawn(updates::push_webhooks(Arc::clone(&state)));
         Ok(FakeTelegram {
             inner: Arc::new(Inner {
                 state,
                 port,
                 handle,
+                pusher,
             }),
         })
     }
@@ -277,8 +291,64 @@ impl FakeTelegram {
         }
     }
 
+    /// A chat user sends `text` to the bot (`/start <code>`, `/stop`, …): the update is queued
+    /// for `getUpdates` or pushed to the bot's webhook. The chat becomes known. Returns the
+    /// `update_id`. Panics on an unknown token (a test bug).
+    pub fn user_sends(&self, token: &str, chat_id: i64, text: &str) -> i64 {
+        updates::user_sends(&mut self.state(), token, chat_id, text)
+            .unwrap_or_else(|e| panic!("user_sends: {e}"))
+    }
+
+    /// The chat user blocks the bot: sends to the chat answer 403 and a `my_chat_member` update
+    /// (`member` → `kicked`) is queued. Returns the `update_id`.
+    pub fn user_blocks(&self, token: &str, chat_id: i64) -> i64 {
+        updates::user_blocks(&mut self.state(), token, chat_id, true)
+            .unwrap_or_else(|e| panic!("user_blocks: {e}"))
+    }
+
+    /// The chat user unblocks the bot (`kicked` → `member`).
+    pub fn user_unblocks(&self, token: &str, chat_id: i64) -> i64 {
+        updates::user_blocks(&mut self.state(), token, chat_id, false)
+            .unwrap_or_else(|e| panic!("user_unblocks: {e}"))
+    }
+
+    /// Updates not yet confirmed by `getUpdates` nor accepted by the webhook.
+    pub fn pending_updates(&self, token: &str) -> usize {
+        self.state().pending_updates(token)
+    }
+
+    /// The bot's webhook, if one is set.
+    pub fn webhook(&self, token: &str) -> Option<Webhook> {
+        self.state().webhook(token)
+    }
+
+    /// Webhook calls answered 2xx and not, so far.
+    pub fn webhook_calls(&self) -> (usize, usize) {
+        let stats = self.state().webhook_stats;
+        (stats.delivered, stats.failed)
+    }
+
+    /// Polls every 10 ms until `cond` holds; false on timeout.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        cond: impl Fn(&FakeTelegram) -> bool,
+    ) -> bool {
+        let start = Instant::now();
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the server gracefully (in-flight requests get up to 1 s to finish).
     pub async fn stop(&self) {
+        self.inner.pusher.abort();
         self.inner.handle.stop(true).await;
     }
 }

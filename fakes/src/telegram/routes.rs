@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::markup::ParseMode;
 use super::params::{Params, read_params};
 use super::state::{Bot, State};
-use super::{FileRef, MAX_DOCUMENT_UPLOAD, MAX_PHOTO_UPLOAD, SentMessage, lock};
+use super::{FileRef, MAX_DOCUMENT_UPLOAD, MAX_PHOTO_UPLOAD, SentMessage, lock, updates};
 
 const MAX_TEXT_CHARS: usize = 4096;
 const MAX_CAPTION_CHARS: usize = 1024;
@@ -25,7 +25,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/__control/stats").route(web::get().to(control_stats)))
     .service(web::resource("/__control/sent").route(web::get().to(control_sent)))
-    .service(web::resource("/__control/reset").route(web::post().to(control_reset)));
+    .service(web::resource("/__control/reset").route(web::post().to(control_reset)))
+    .service(web::resource("/__control/updates").route(web::post().to(control_updates)));
 }
 
 /// Default service: Telegram's 404 envelope.
@@ -52,11 +53,39 @@ async fn control_reset(state: Shared) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
+#[derive(serde::Deserialize)]
+struct ControlUpdate {
+    token: String,
+    chat_id: i64,
+    text: Option<String>,
+    blocked: Option<bool>,
+}
+
+async fn control_updates(state: Shared, body: web::Json<ControlUpdate>) -> HttpResponse {
+    let body = body.into_inner();
+    let mut state = lock(&state);
+    let result = match (body.text, body.blocked) {
+        (Some(text), None) => updates::user_sends(&mut state, &body.token, body.chat_id, &text),
+        (None, Some(blocked)) => {
+            updates::user_blocks(&mut state, &body.token, body.chat_id, blocked)
+        }
+        _ => Err("give exactly one of `text` and `blocked`".into()),
+    };
+    match result {
+        Ok(id) => HttpResponse::Ok().json(json!({ "ok": true, "update_id": id })),
+        Err(e) => HttpResponse::BadRequest().json(json!({ "ok": false, "description": e })),
+    }
+}
+
 /// Methods the fake implements (names are case-insensitive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
     GetMe,
     Send(SendKind),
+    GetUpdates,
+    SetWebhook,
+    DeleteWebhook,
+    GetWebhookInfo,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +102,10 @@ impl Method {
             "sendmessage" => Some(Self::Send(SendKind::Message)),
             "sendphoto" => Some(Self::Send(SendKind::Photo)),
             "senddocument" => Some(Self::Send(SendKind::Document)),
+            "getupdates" => Some(Self::GetUpdates),
+            "setwebhook" => Some(Self::SetWebhook),
+            "deletewebhook" => Some(Self::DeleteWebhook),
+            "getwebhookinfo" => Some(Self::GetWebhookInfo),
             _ => None,
         }
     }
@@ -111,7 +144,21 @@ async fn bot_api(
     }
     // Always drain the body first so that early errors don't reset the connection mid-upload.
     let params = read_params(&req, payload).await;
-    let result = dispatch(&mut lock(&state), &token, Method::parse(&method), params);
+    let method = Method::parse(&method);
+    // getUpdates may wait (long polling), so it runs outside the state lock.
+    if method == Some(Method::GetUpdates) {
+        let known = lock(&state).bots.contains_key(&token);
+        let result = match (known, params) {
+            (false, _) => Err(ApiError::new(401, "Unauthorized")),
+            (true, Err(e)) => Err(e),
+            (true, Ok(params)) => updates::get_updates(&state, &token, &params).await,
+        };
+        return match result {
+            Ok(value) => HttpResponse::Ok().json(json!({ "ok": true, "result": value })),
+            Err(err) => err.respond(),
+        };
+    }
+    let result = dispatch(&mut lock(&state), &token, method, params);
     match result {
         Ok(value) => HttpResponse::Ok().json(json!({ "ok": true, "result": value })),
         Err(err) => err.respond(),
@@ -152,6 +199,10 @@ fn dispatch(
             "supports_inline_queries": false,
         })),
         Method::Send(kind) => send(state, token, &bot, kind, &params),
+        Method::SetWebhook => updates::set_webhook(state, token, &params),
+        Method::DeleteWebhook => updates::delete_webhook(state, token, &params),
+        Method::GetWebhookInfo => Ok(updates::webhook_info(state, token)),
+        Method::GetUpdates => Err(ApiError::new(500, "Internal Server Error")),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use super::updates::{self, BotUpdates, WebhookStats};
 use super::{FakeTelegramConfig, Limits, SentMessage};
 
 /// First user id given to bots (ids look like real bot ids).
@@ -35,6 +36,9 @@ pub(super) struct State {
     pub(super) rate_limited: usize,
     pub(super) requests: usize,
     limits: Limits,
+    pub(super) allow_insecure_webhooks: bool,
+    pub(super) updates: HashMap<String, BotUpdates>,
+    pub(super) webhook_stats: WebhookStats,
     bot_buckets: HashMap<String, DefaultDirectRateLimiter>,
     chat_buckets: HashMap<(String, i64), DefaultDirectRateLimiter>,
     file_seq: u64,
@@ -56,6 +60,9 @@ impl State {
             rate_limited: 0,
             requests: 0,
             limits: config.limits,
+            allow_insecure_webhooks: config.allow_insecure_webhooks,
+            updates: updates::empty(),
+            webhook_stats: WebhookStats::default(),
             bot_buckets: HashMap::new(),
             chat_buckets: HashMap::new(),
             file_seq: 0,

@@ -5,6 +5,7 @@ use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Update;
 use crate::channels::{ChannelError, OutboundMessage, Receipt};
 
 /// `getMe`'s answer, the parts we keep.
@@ -66,6 +67,59 @@ impl TelegramClient {
             code: "provider-bad-response",
             detail: format!("getMe result: {e}"),
         })
+    }
+
+    /// Long-polls for updates after `offset`, waiting up to `timeout` seconds for one.
+    pub async fn get_updates(
+        &self,
+        token: &str,
+        offset: Option<i64>,
+        timeout: u64,
+    ) -> Result<Vec<Update>, ChannelError> {
+        let mut body = json!({
+            "timeout": timeout,
+            "limit": 100,
+            "allowed_updates": ["message", "my_chat_member"],
+        });
+        if let Some(offset) = offset {
+            body["offset"] = json!(offset);
+        }
+        let req = self
+            .http
+            .post(self.url(token, "getUpdates"))
+            .timeout(Duration::from_secs(timeout + 15))
+            .json(&body);
+        let result = self.call(req).await?;
+        serde_json::from_value(result).map_err(|e| ChannelError::Transient {
+            code: "provider-bad-response",
+            detail: format!("getUpdates result: {e}"),
+        })
+    }
+
+    /// Registers `url` as the bot's webhook; Telegram echoes `secret` in
+    /// `X-Telegram-Bot-Api-Secret-Token` on every call.
+    pub async fn set_webhook(
+        &self,
+        token: &str,
+        url: &str,
+        secret: &str,
+    ) -> Result<(), ChannelError> {
+        let body = json!({
+            "url": url,
+            "secret_token": secret,
+            "allowed_updates": ["message", "my_chat_member"],
+        });
+        let req = self.http.post(self.url(token, "setWebhook")).json(&body);
+        self.call(req).await.map(|_| ())
+    }
+
+    /// Removes the bot's webhook (so `getUpdates` works); pending updates are kept.
+    pub async fn delete_webhook(&self, token: &str) -> Result<(), ChannelError> {
+        let req = self
+            .http
+            .post(self.url(token, "deleteWebhook"))
+            .json(&json!({"drop_pending_updates": false}));
+        self.call(req).await.map(|_| ())
     }
 
     /// Sends text, or a photo/document with caption when the message carries media.
@@ -189,6 +243,10 @@ fn classify(code: u16, description: &str, params: Option<&ResponseParameters>) -
             };
             ChannelError::Permanent { code, detail }
         }
+        409 => ChannelError::Permanent {
+            code: "conflict",
+            detail,
+        },
         413 => ChannelError::Permanent {
             code: "media-too-large",
             detail,

@@ -1,4 +1,7 @@
-//! Telegram Bot API adapter: a thin client over `reqwest` with error classification.
+//! Telegram Bot API adapter: a thin client over `reqwest` with error classification, and the
+//! incoming `Update` types.
 mod client;
+mod updates;
 
 pub use client::{BotUser, TelegramClient};
+pub use updates::{Chat, ChatMember, ChatMemberUpdated, IncomingMessage, Update};

@@ -1,0 +1,130 @@
+//! Alerts API: integrations link a Telegram chat to a bot; scoped tokens send alerts to that
+//! chat through the normal delivery pipeline, within a daily quota (drop-in for Pingui Alert).
+//!
+//! Lifecycle: `pending` (created, waiting for its chat) → `active` (linked) ⇄ `paused` (`/stop`
+//! in the chat, or the bot blocked) → `revoked` (final; every token stops working).
+mod auth;
+mod bot;
+mod pingui;
+pub mod repo;
+mod routes;
+pub mod tokens;
+
+use chrono::{DateTime, Duration, Utc};
+
+pub use auth::{AlertCaller, TokenCaller};
+pub use bot::{BotUpdates, telegram_webhook};
+
+/// Purpose string of the key Telegram webhook secrets are derived from.
+pub const WEBHOOK_KEY_PURPOSE: &str = "telegram-webhook/v1";
+pub use pingui::configure as configure_pingui;
+pub use routes::configure;
+
+use crate::{crypto, error::ApiError, state::AppState};
+
+/// Where an integration is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Created, not linked to a chat yet (or linked by `/start` but not confirmed by its owner).
+    Pending,
+    /// Alerts are delivered.
+    Active,
+    /// Alerts are refused until the chat sends `/start` again (or unblocks the bot).
+    Paused,
+    /// Final: its tokens no longer work.
+    Revoked,
+}
+
+impl Status {
+    /// Stored and shown form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Active => "active",
+            Status::Paused => "paused",
+            Status::Revoked => "revoked",
+        }
+    }
+}
+
+/// `status_detail` of an integration paused by `/stop` in its chat.
+pub const PAUSED_IN_CHAT: &str = "stopped-in-chat";
+/// `status_detail` of an integration paused because the bot was blocked or removed.
+pub const PAUSED_BOT_BLOCKED: &str = "bot-blocked";
+
+/// A deep link that binds the chat that opens it to an integration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeepLink {
+    /// `https://t.me/<bot>?start=<code>`.
+    pub url: String,
+    /// When the code stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A fresh one-time link code for `bot_username`: the link, the hash to store, and its expiry.
+pub fn new_link(bot_username: &str, ttl_secs: u64, now: DateTime<Utc>) -> (DeepLink, String) {
+    // 24 random bytes → 32 base64url characters: within Telegram's 64 `A-Za-z0-9_-`.
+    let code = crypto::random_urlsafe(24);
+    let hash = crypto::hash_token(&code);
+    let expires_at = now + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 1000));
+    let url = format!("https://t.me/{bot_username}?start={code}");
+    (DeepLink { url, expires_at }, hash)
+}
+
+/// A token handed to a client once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuedToken {
+    /// The JWT; only its `jti` hash is stored.
+    pub token: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// When it stops working (`null`: never).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Signs a token for `integration_id` and records the hash of its id.
+pub async fn issue_token(
+    state: &AppState,
+    integration_id: &str,
+    kind: &str,
+    scopes: &str,
+    ttl: Option<Duration>,
+) -> Result<IssuedToken, ApiError> {
+    let now = state.clock.now();
+    let claims = tokens::Claims::new(integration_id, kind, scopes, now, ttl);
+    let token = state.tokens.sign(&claims)?;
+    let expires_at = claims.expires_at();
+    repo::insert_token(
+        &state.db,
+        &claims.id_hash(),
+        integration_id,
+        kind,
+        scopes,
+        expires_at,
+        now,
+    )
+    .await?;
+    Ok(IssuedToken {
+        token,
+        scope: scopes.to_owned(),
+        expires_at,
+    })
+}
+
+/// Lifetime of a new access token (`alerts.token_ttl_days`; 0 = never expires).
+pub fn access_ttl(state: &AppState) -> Option<Duration> {
+    match state.settings.alerts.token_ttl_days {
+        0 => None,
+        days => Some(Duration::days(i64::try_from(days).unwrap_or(36_500))),
+    }
+}
+
+/// The daily quota an owner's new integrations get, from the owner's plan.
+pub async fn plan_quota(state: &AppState, owner_id: &str) -> Result<i32, ApiError> {
+    use sea_orm::EntityTrait;
+    let plan = crate::entities::users::Entity::find_by_id(owner_id.to_owned())
+        .one(&state.db)
+        .await?
+        .and_then(|u| u.plan);
+    Ok(i32::try_from(state.settings.plan_quota(plan.as_deref())).unwrap_or(i32::MAX))
+}

@@ -1,0 +1,496 @@
+//! Pingui Alert's routes, unchanged for its clients: `POST /api/alert`,
+//! `POST /api/createIntegration`, `GET /api/integrations/{chatId}`, `POST /api/revokeIntegration`
+//! (plus `GET /api/alert/{id}` to follow an alert).
+//!
+//! Credentials are checked before the body is read, so a request without valid credentials gets
+//! 401 whatever else is wrong with it.
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use sea_orm::TransactionTrait;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{
+    AlertCaller, Status, TokenCaller,
+    auth::authenticate,
+    repo::{self, IntegrationRow},
+    routes::{create_integration, resolve_channel},
+    tokens,
+};
+use crate::{
+    clock::next_midnight,
+    error::ApiError,
+    messages::{self, repo::NewMessage},
+    state::AppState,
+    telemetry::redact,
+};
+
+/// Mounts the Pingui-compatible routes under `/api`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/alert", web::post().to(send_alert))
+        .route("/api/alert/{id}", web::get().to(get_alert))
+        .route("/api/createIntegration", web::post().to(create))
+        .route("/api/integrations/{chat_id}", web::get().to(by_chat))
+        .route("/api/revokeIntegration", web::post().to(revoke));
+}
+
+/// Seconds a client is told to wait when the delivery backlog is full.
+const QUEUE_FULL_RETRY_SECS: u64 = 5;
+
+/// Parses a JSON body after authentication (empty bodies read as `{}`).
+fn parse<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::BadRequest(
+            "unsupported-media-type",
+            "expected Content-Type: application/json".into(),
+        ));
+    }
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Unprocessable("invalid-body", e.to_string())
+        } else {
+            ApiError::BadRequest("invalid-json", e.to_string())
+        }
+    })
+}
+
+/// A chat id given as a JSON number or string, compared as text.
+fn chat_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.trim().to_owned()),
+        _ => None,
+    }
+}
+
+/// Pingui's integration shape (camelCase; `rateLimit` is what is left of today's quota).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PinguiView {
+    id: String,
+    name: String,
+    chat_id: Option<Value>,
+    scope: String,
+    rate_limit: i32,
+    daily_quota: i32,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+pub(super) fn pingui_view(i: &IntegrationRow, state: &AppState) -> PinguiView {
+    PinguiView {
+        id: i.id.clone(),
+        name: i.name.clone(),
+        chat_id: i.chat_id.as_deref().map(|c| {
+            c.parse::<i64>()
+                .map_or_else(|_| Value::String(c.to_owned()), Value::from)
+        }),
+        scope: i.scopes.clone(),
+        rate_limit: remaining(i, state),
+        daily_quota: i.daily_quota,
+        status: i.status.clone(),
+        created_at: i.created_at,
+        updated_at: i.updated_at,
+    }
+}
+
+/// What is left of today's quota.
+pub(super) fn remaining(i: &IntegrationRow, state: &AppState) -> i32 {
+    let today = state.clock.today().to_string();
+    if i.quota_day.as_deref() == Some(today.as_str()) {
+        (i.daily_quota - i.used_today).max(0)
+    } else {
+        i.daily_quota
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct AlertBody {
+    #[serde(alias = "text")]
+    message: String,
+    #[serde(default)]
+    parse_mode: Option<String>,
+    #[serde(default)]
+    media_id: Option<String>,
+    #[serde(default, rename = "chatId", alias = "chat_id")]
+    chat_id: Option<Value>,
+}
+
+fn not_sendable(i: &IntegrationRow) -> Option<ApiError> {
+    match i.status.as_str() {
+        "active" => None,
+        "pending" => Some(ApiError::Conflict(
+            "integration-not-linked",
+            "this integration has no chat yet: open its deep link in Telegram and tap START".into(),
+        )),
+        "paused" => Some(ApiError::Conflict(
+            "integration-paused",
+            format!(
+                "this integration is paused ({}); send /start to the bot in its chat to resume",
+                i.status_detail.as_deref().unwrap_or("paused")
+            ),
+        )),
+        _ => Some(ApiError::Unauthorized(
+            "token-revoked",
+            "this integration was revoked".into(),
+        )),
+    }
+}
+
+fn token_only(caller: AlertCaller, what: &str) -> Result<TokenCaller, ApiError> {
+    match caller {
+        AlertCaller::Token(t) => Ok(*t),
+        AlertCaller::ApiKey(_) => Err(ApiError::Forbidden(
+            "integration-token-required",
+            format!("{what} takes an integration token, not an API key"),
+        )),
+    }
+}
+
+async fn send_alert(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = token_only(authenticate(&req, &state).await?, "POST /api/alert")?;
+    caller.require(tokens::ALERT_SEND)?;
+    let body: AlertBody = parse(&req, &body)?;
+    let integration = caller.integration;
+    if let Some(given) = &body.chat_id
+        && chat_text(given) != integration.chat_id
+    {
+        return Err(ApiError::Forbidden(
+            "chat-mismatch",
+            "this token only sends to the chat its integration is linked to".into(),
+        ));
+    }
+    if let Some(e) = not_sendable(&integration) {
+        return Err(e);
+    }
+    let Some(chat_id) = integration.chat_id.clone() else {
+        return Err(ApiError::Conflict(
+            "integration-not-linked",
+            "this integration has no chat yet".into(),
+        ));
+    };
+    messages::validate_content(
+        &state,
+        &integration.owner_id,
+        &body.message,
+        body.parse_mode.as_deref(),
+        body.media_id.as_deref(),
+    )
+    .await?;
+    let key = messages::idempotency_key(&req)?.map(|k| format!("alert:{}:{k}", integration.id));
+    let hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&body).map_err(anyhow::Error::from)?,
+    ));
+    if let Some(key) = &key
+        && let Some(existing) =
+            messages::repo::find_by_idempotency_key(&state.db, &integration.owner_id, key).await?
+    {
+        return replay(existing, &hash);
+    }
+
+    let max_pending = state.settings.alerts.max_pending;
+    if max_pending > 0
+        && messages::repo::pending_alerts(&state.db, max_pending).await? >= max_pending
+    {
+        metrics::counter!("pregonero_alerts_rejected_total", "reason" => "queue-full").increment(1);
+        return Err(ApiError::Limited {
+            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "queue-full",
+            message: format!(
+                "{max_pending} alerts are already waiting for delivery; try again shortly"
+            ),
+            retry_after: QUEUE_FULL_RETRY_SECS,
+            resets_at: None,
+        });
+    }
+
+    let now = state.clock.now();
+    let row = NewMessage {
+        owner_id: integration.owner_id.clone(),
+        channel_id: integration.channel_id.clone(),
+        recipient: chat_id.clone(),
+        body: body.message,
+        parse_mode: body.parse_mode,
+        media_id: body.media_id,
+        idempotency_key: key.clone(),
+        request_hash: Some(hash.clone()),
+        integration_id: Some(integration.id.clone()),
+    }
+    .into_row(chrono::Utc::now());
+    let txn = state.db.begin().await?;
+    if !repo::take_quota(&txn, &integration.id, now.date_naive()).await? {
+        txn.rollback().await?;
+        let current = repo::find(&state.db, &integration.id).await?;
+        if let Some(e) = current.as_ref().and_then(not_sendable) {
+            return Err(e);
+        }
+        let resets_at = next_midnight(now);
+        metrics::counter!("pregonero_alerts_rejected_total", "reason" => "quota").increment(1);
+        return Err(ApiError::Limited {
+            status: actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            code: "quota-exhausted",
+            message: format!(
+                "the daily quota of {} alerts is used up; it resets at {} (00:00 UTC)",
+                integration.daily_quota,
+                resets_at.to_rfc3339()
+            ),
+            retry_after: u64::try_from((resets_at - now).num_seconds().max(1)).unwrap_or(1),
+            resets_at: Some(resets_at),
+        });
+    }
+    let msg = match messages::repo::insert_in(&txn, row).await {
+        Ok(msg) => msg,
+        Err(e) if key.is_some() && messages::is_unique_violation(&e) => {
+            // Two requests raced with one key: the loser answers with the winner's alert.
+            txn.rollback().await?;
+            let existing = messages::repo::find_by_idempotency_key(
+                &state.db,
+                &integration.owner_id,
+                key.as_deref().unwrap_or_default(),
+            )
+            .await?
+            .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("idempotency row vanished")))?;
+            return replay(existing, &hash);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    txn.commit().await?;
+    messages::dispatch(&state.db, &state.queue, &msg.id).await;
+    tracing::debug!(integration_id = %integration.id, chat = %redact(&chat_id), alert_id = %msg.id, "alert accepted");
+    let used = if integration.quota_day.as_deref() == Some(now.date_naive().to_string().as_str()) {
+        integration.used_today + 1
+    } else {
+        1
+    };
+    Ok(HttpResponse::Accepted().json(json!({
+        "alert_id": msg.id,
+        "status": msg.status,
+        "quota": {
+            "limit": integration.daily_quota,
+            "remaining": (integration.daily_quota - used).max(0),
+            "resets_at": next_midnight(now),
+        },
+    })))
+}
+
+fn replay(existing: messages::repo::MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
+    if existing.request_hash.as_deref() != Some(hash) {
+        return Err(ApiError::Conflict(
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used with a different request body".into(),
+        ));
+    }
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Idempotent-Replayed", "true"))
+        .json(json!({ "alert_id": existing.id, "status": existing.status })))
+}
+
+async fn get_alert(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &state).await?;
+    let msg = messages::repo::find(&state.db, &path).await?;
+    let visible = match (&caller, &msg) {
+        (AlertCaller::Token(t), Some(m)) => {
+            m.integration_id.as_deref() == Some(t.integration.id.as_str())
+        }
+        (AlertCaller::ApiKey(c), Some(m)) => m.owner_id == c.user_id && m.integration_id.is_some(),
+        _ => false,
+    };
+    let msg = msg
+        .filter(|_| visible)
+        .ok_or_else(|| ApiError::NotFound("alert-not-found", "no such alert".into()))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "alert_id": msg.id,
+        "integration_id": msg.integration_id,
+        "status": msg.status,
+        "attempts": msg.attempts,
+        "last_error_code": msg.last_error_code,
+        "created_at": msg.created_at,
+        "sent_at": msg.sent_at,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default, alias = "channelId")]
+    channel_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match authenticate(&req, &state).await? {
+        // An owner creates a pending integration and gets its deep link.
+        AlertCaller::ApiKey(caller) => {
+            let body: CreateBody = parse(&req, &body)?;
+            let channel =
+                resolve_channel(&state, &caller.user_id, body.channel_id.as_deref()).await?;
+            let name = body.name.unwrap_or_else(|| "Pingui integration".into());
+            let created = create_integration(&state, &caller, &channel, &name, None, None).await?;
+            Ok(HttpResponse::Created().json(json!({
+                "integration": pingui_view(&created.integration, &state),
+                "token": created.token.token,
+                "expiresAt": created.token.expires_at,
+                "link": created.link,
+            })))
+        }
+        // The setup token the bot gave a chat on `/start` finishes that chat's integration.
+        AlertCaller::Token(caller) => {
+            caller.require(tokens::INTEGRATION_CREATE)?;
+            let now = state.clock.now();
+            let TokenCaller {
+                claims,
+                integration,
+            } = *caller;
+            if integration.status != Status::Pending.as_str() || integration.chat_id.is_none() {
+                return Err(ApiError::Conflict(
+                    "integration-not-pending",
+                    "this integration was already set up".into(),
+                ));
+            }
+            // One use only: whoever gets here first activates it.
+            if !repo::revoke_token(&state.db, &claims.id_hash(), now).await? {
+                return Err(ApiError::Unauthorized(
+                    "token-revoked",
+                    "this setup token was already used".into(),
+                ));
+            }
+            repo::transition(
+                &state.db,
+                &integration.id,
+                &[Status::Pending],
+                Status::Active,
+                None,
+                now,
+            )
+            .await?;
+            let token = super::issue_token(
+                &state,
+                &integration.id,
+                tokens::KIND_ACCESS,
+                &integration.scopes,
+                super::access_ttl(&state),
+            )
+            .await?;
+            let integration = repo::find(&state.db, &integration.id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("integration-not-found", "gone".into()))?;
+            tracing::info!(integration_id = %integration.id, "chat-started integration activated");
+            Ok(HttpResponse::Created().json(json!({
+                "integration": pingui_view(&integration, &state),
+                "token": token.token,
+                "expiresAt": token.expires_at,
+            })))
+        }
+    }
+}
+
+async fn by_chat(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &state).await?;
+    let chat_id = path.into_inner().trim().to_owned();
+    let rows = match caller {
+        AlertCaller::Token(t) => {
+            t.require(tokens::INTEGRATION_READ)?;
+            if t.integration.chat_id.as_deref() != Some(chat_id.as_str()) {
+                return Err(ApiError::Forbidden(
+                    "chat-mismatch",
+                    "this token only reads the chat its integration is linked to".into(),
+                ));
+            }
+            // Only the integrations of the token's owner, on the token's bot.
+            repo::in_chat(&state.db, &t.integration.channel_id, &chat_id)
+                .await?
+                .into_iter()
+                .filter(|i| i.owner_id == t.integration.owner_id)
+                .collect()
+        }
+        AlertCaller::ApiKey(c) => repo::list_for(&state.db, &c.user_id, Some(&chat_id)).await?,
+    };
+    let views: Vec<_> = rows.iter().map(|i| pingui_view(i, &state)).collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default, alias = "integration_id")]
+    #[serde(rename = "integrationId")]
+    integration_id: Option<String>,
+}
+
+async fn revoke(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &state).await?;
+    let body: RevokeBody = parse(&req, &body)?;
+    let integration = match caller {
+        AlertCaller::Token(t) => {
+            t.require(tokens::INTEGRATION_REVOKE)?;
+            if body
+                .integration_id
+                .as_deref()
+                .is_some_and(|id| id != t.integration.id)
+            {
+                return Err(ApiError::Forbidden(
+                    "integration-mismatch",
+                    "a token can only revoke its own integration".into(),
+                ));
+            }
+            t.integration.clone()
+        }
+        AlertCaller::ApiKey(c) => {
+            let id = body.integration_id.ok_or_else(|| {
+                ApiError::Unprocessable(
+                    "integration-id-required",
+                    "give `integrationId` to revoke".into(),
+                )
+            })?;
+            repo::find_owned(&state.db, &c.user_id, &id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::NotFound("integration-not-found", format!("no integration `{id}`"))
+                })?
+        }
+    };
+    revoke_integration(&state, &integration.id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": integration.id, "status": "revoked" })))
+}
+
+/// Revokes an integration and its tokens in one transaction.
+pub(super) async fn revoke_integration(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let txn = state.db.begin().await?;
+    repo::revoke(&txn, id, state.clock.now()).await?;
+    txn.commit().await?;
+    tracing::info!(integration_id = %id, "integration revoked");
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Named leases in the database: one holder at a time for a cluster-wide duty (polling a bot),
+//! taken over when the holder stops renewing it. Works the same on SQLite and PostgreSQL.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
+    sea_query::{Expr, ExprTrait, OnConflict},
+};
+
+use crate::entities::leases;
+
+/// Takes or renews lease `name` for `holder` until `until`. True when `holder` now holds it:
+/// it was free, expired at `now`, or already `holder`'s.
+pub async fn acquire(
+    db: &impl ConnectionTrait,
+    name: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let row = leases::ActiveModel {
+        name: Set(name.to_owned()),
+        holder: Set(holder.to_owned()),
+        expires_at: Set(until),
+    };
+    let on_conflict = OnConflict::column(leases::Column::Name)
+        .update_columns([leases::Column::Holder, leases::Column::ExpiresAt])
+        .action_and_where(
+            Expr::col((leases::Entity, leases::Column::Holder))
+                .eq(holder)
+                .or(Expr::col((leases::Entity, leases::Column::ExpiresAt)).lt(now)),
+        )
+        .to_owned();
+    let res = leases::Entity::insert(row)
+        .on_conflict(on_conflict)
+        .exec_without_returning(db)
+        .await?;
+    Ok(res == 1)
+}
+
+/// Gives lease `name` up if `holder` has it (clean shutdown), so another node takes over at once.
+pub async fn release(db: &impl ConnectionTrait, name: &str, holder: &str) -> Result<(), DbErr> {
+    leases::Entity::delete_many()
+        .filter(leases::Column::Name.eq(name))
+        .filter(leases::Column::Holder.eq(holder))
+        .exec(db)
+        .await?;
+    Ok(())
+}
