@@ -19,6 +19,7 @@ use crate::{
     integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
     jobs::Workers,
     media::LocalMediaStore,
+    messages::writer::LedgerWriter,
     state::AppState,
     web as routes,
 };
@@ -85,6 +86,7 @@ impl Application {
         };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"));
+        let ledger = LedgerWriter::start(db.clone(), queue.clone());
         let state = AppState {
             db,
             queue,
@@ -99,6 +101,8 @@ impl Application {
             workers_enabled: options.workers,
             clock: Clock::system(),
             tokens,
+            ledger,
+            token_cache: Default::default(),
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();

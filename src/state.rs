@@ -9,9 +9,10 @@ use crate::{
     clock::Clock,
     config::Settings,
     crypto::Cipher,
-    integrations::tokens::TokenSigner,
+    integrations::{TokenCache, tokens::TokenSigner},
     jobs::{InFlight, Queue},
     media::LocalMediaStore,
+    messages::writer::LedgerWriter,
 };
 
 /// Shared handles: database, queue, actors, clients, settings.
@@ -43,4 +44,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Signs and verifies integration tokens.
     pub tokens: TokenSigner,
+    /// Batched writes of new messages (alerts).
+    pub ledger: LedgerWriter,
+    /// Recently verified integration tokens.
+    pub token_cache: Arc<TokenCache>,
 }

@@ -1,4 +1,10 @@
 //! Who calls the alerts API: an integration token (JWT) or an owner's API key.
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use actix_web::HttpRequest;
 
 use super::{Status, repo, repo::IntegrationRow, tokens::Claims};
@@ -28,6 +34,45 @@ impl TokenCaller {
                 format!("this token lacks the `{scope}` scope"),
             ))
         }
+    }
+}
+
+/// How long a verified token of an active integration is trusted without reading the database.
+/// Safe for alerts: the quota UPDATE re-checks that the integration is still active, so a pause
+/// or revocation elsewhere is refused at once; it only saves the two reads per request.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most (the cache is cleared when full).
+const CACHE_MAX: usize = 10_000;
+
+/// Recently verified tokens of active integrations, by the hash of their `jti`.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<String, (Instant, TokenCaller)>>,
+}
+
+impl TokenCache {
+    fn get(&self, id_hash: &str) -> Option<TokenCaller> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(id_hash)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, id_hash: String, caller: &TokenCaller) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(id_hash, (Instant::now(), caller.clone()));
+    }
+
+    /// Forgets everything (after a revocation or status change made here).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -81,7 +126,11 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCa
             "this token has expired; issue a new one".into(),
         ));
     }
-    let row = repo::find_token(&state.db, &claims.id_hash())
+    let id_hash = claims.id_hash();
+    if let Some(cached) = state.token_cache.get(&id_hash) {
+        return Ok(AlertCaller::Token(Box::new(cached)));
+    }
+    let row = repo::find_token(&state.db, &id_hash)
         .await?
         .filter(|row| row.integration_id == claims.sub)
         .ok_or_else(invalid)?;
@@ -92,8 +141,12 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCa
         .await?
         .filter(|i| i.status != Status::Revoked.as_str())
         .ok_or_else(revoked)?;
-    Ok(AlertCaller::Token(Box::new(TokenCaller {
+    let caller = TokenCaller {
         claims,
         integration,
-    })))
+    };
+    if caller.integration.status == Status::Active.as_str() {
+        state.token_cache.put(id_hash, &caller);
+    }
+    Ok(AlertCaller::Token(Box::new(caller)))
 }

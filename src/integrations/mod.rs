@@ -12,7 +12,7 @@ pub mod tokens;
 
 use chrono::{DateTime, Duration, Utc};
 
-pub use auth::{AlertCaller, TokenCaller};
+pub use auth::{AlertCaller, TokenCache, TokenCaller};
 pub use bot::{BotUpdates, telegram_webhook};
 
 /// Purpose string of the key Telegram webhook secrets are derived from.

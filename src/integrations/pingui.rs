@@ -7,6 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use sea_orm::TransactionTrait;
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -21,7 +22,11 @@ use super::{
 use crate::{
     clock::next_midnight,
     error::ApiError,
-    messages::{self, repo::NewMessage},
+    messages::{
+        self,
+        repo::NewMessage,
+        writer::{Admission, Admitted},
+    },
     state::AppState,
     telemetry::redact,
 };
@@ -194,9 +199,13 @@ async fn send_alert(
     )
     .await?;
     let key = messages::idempotency_key(&req)?.map(|k| format!("alert:{}:{k}", integration.id));
-    let hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&body).map_err(anyhow::Error::from)?,
-    ));
+    // Only an idempotent replay compares bodies; skip the hash otherwise (hot path).
+    let hash = match &key {
+        Some(_) => hex::encode(Sha256::digest(
+            serde_json::to_vec(&body).map_err(anyhow::Error::from)?,
+        )),
+        None => String::new(),
+    };
     if let Some(key) = &key
         && let Some(existing) =
             messages::repo::find_by_idempotency_key(&state.db, &integration.owner_id, key).await?
@@ -229,49 +238,49 @@ async fn send_alert(
         parse_mode: body.parse_mode,
         media_id: body.media_id,
         idempotency_key: key.clone(),
-        request_hash: Some(hash.clone()),
+        request_hash: key.as_ref().map(|_| hash.clone()),
         integration_id: Some(integration.id.clone()),
     }
     .into_row(chrono::Utc::now());
-    let txn = state.db.begin().await?;
-    if !repo::take_quota(&txn, &integration.id, now.date_naive()).await? {
-        txn.rollback().await?;
-        let current = repo::find(&state.db, &integration.id).await?;
-        if let Some(e) = current.as_ref().and_then(not_sendable) {
-            return Err(e);
+    let today = now.date_naive();
+    let msg = if key.is_none() {
+        // The common case goes through the batching writer (one commit for many alerts).
+        let admission = Admission {
+            row,
+            quota: Some((integration.id.clone(), today)),
+        };
+        match state.ledger.admit(admission).await? {
+            Admitted::Accepted(msg) => *msg,
+            Admitted::Refused => return Err(refusal(&state, &integration, now).await),
         }
-        let resets_at = next_midnight(now);
-        metrics::counter!("pregonero_alerts_rejected_total", "reason" => "quota").increment(1);
-        return Err(ApiError::Limited {
-            status: actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-            code: "quota-exhausted",
-            message: format!(
-                "the daily quota of {} alerts is used up; it resets at {} (00:00 UTC)",
-                integration.daily_quota,
-                resets_at.to_rfc3339()
-            ),
-            retry_after: u64::try_from((resets_at - now).num_seconds().max(1)).unwrap_or(1),
-            resets_at: Some(resets_at),
-        });
-    }
-    let msg = match messages::repo::insert_in(&txn, row).await {
-        Ok(msg) => msg,
-        Err(e) if key.is_some() && messages::is_unique_violation(&e) => {
-            // Two requests raced with one key: the loser answers with the winner's alert.
+    } else {
+        // With an Idempotency-Key a unique violation must roll back only this alert.
+        let txn = state.db.begin().await?;
+        if !repo::take_quota(&txn, &integration.id, today).await? {
             txn.rollback().await?;
-            let existing = messages::repo::find_by_idempotency_key(
-                &state.db,
-                &integration.owner_id,
-                key.as_deref().unwrap_or_default(),
-            )
-            .await?
-            .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("idempotency row vanished")))?;
-            return replay(existing, &hash);
+            return Err(refusal(&state, &integration, now).await);
         }
-        Err(e) => return Err(e.into()),
+        match messages::repo::insert_in(&txn, row).await {
+            Ok(msg) => {
+                txn.commit().await?;
+                messages::dispatch(&state.db, &state.queue, &msg.id).await;
+                msg
+            }
+            Err(e) if messages::is_unique_violation(&e) => {
+                // Two requests raced with one key: the loser answers with the winner's alert.
+                txn.rollback().await?;
+                let existing = messages::repo::find_by_idempotency_key(
+                    &state.db,
+                    &integration.owner_id,
+                    key.as_deref().unwrap_or_default(),
+                )
+                .await?
+                .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("idempotency row vanished")))?;
+                return replay(existing, &hash);
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
-    txn.commit().await?;
-    messages::dispatch(&state.db, &state.queue, &msg.id).await;
     tracing::debug!(integration_id = %integration.id, chat = %redact(&chat_id), alert_id = %msg.id, "alert accepted");
     let used = if integration.quota_day.as_deref() == Some(now.date_naive().to_string().as_str()) {
         integration.used_today + 1
@@ -287,6 +296,32 @@ async fn send_alert(
             "resets_at": next_midnight(now),
         },
     })))
+}
+
+/// Why an alert was refused by the quota update: the integration stopped being active
+/// meanwhile, or today's quota is used up (429 until midnight UTC).
+async fn refusal(state: &AppState, integration: &IntegrationRow, now: DateTime<Utc>) -> ApiError {
+    match repo::find(&state.db, &integration.id).await {
+        Err(e) => return e.into(),
+        Ok(current) => {
+            if let Some(e) = current.as_ref().and_then(not_sendable) {
+                return e;
+            }
+        }
+    }
+    let resets_at = next_midnight(now);
+    metrics::counter!("pregonero_alerts_rejected_total", "reason" => "quota").increment(1);
+    ApiError::Limited {
+        status: actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+        code: "quota-exhausted",
+        message: format!(
+            "the daily quota of {} alerts is used up; it resets at {} (00:00 UTC)",
+            integration.daily_quota,
+            resets_at.to_rfc3339()
+        ),
+        retry_after: u64::try_from((resets_at - now).num_seconds().max(1)).unwrap_or(1),
+        resets_at: Some(resets_at),
+    }
 }
 
 fn replay(existing: messages::repo::MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
@@ -491,6 +526,7 @@ pub(super) async fn revoke_integration(state: &AppState, id: &str) -> Result<(),
     let txn = state.db.begin().await?;
     repo::revoke(&txn, id, state.clock.now()).await?;
     txn.commit().await?;
+    state.token_cache.clear();
     tracing::info!(integration_id = %id, "integration revoked");
     Ok(())
 }

@@ -308,6 +308,32 @@ pub async fn take_quota(
     Ok(res.rows_affected == 1)
 }
 
+/// Takes `n` alerts from today's quota at once, only if all of them fit (and the counter
+/// already counts today). False otherwise; the caller then takes them one by one.
+pub async fn take_quota_n(
+    db: &impl ConnectionTrait,
+    id: &str,
+    today: NaiveDate,
+    n: i32,
+) -> Result<bool, DbErr> {
+    let res = integrations::Entity::update_many()
+        .col_expr(
+            integrations::Column::UsedToday,
+            Expr::col(integrations::Column::UsedToday).add(n),
+        )
+        .filter(integrations::Column::Id.eq(id))
+        .filter(integrations::Column::Status.eq(Status::Active.as_str()))
+        .filter(integrations::Column::QuotaDay.eq(today.to_string()))
+        .filter(
+            Expr::col(integrations::Column::UsedToday)
+                .add(n)
+                .lte(Expr::col(integrations::Column::DailyQuota)),
+        )
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
 /// The daily reset: counters of earlier days go back to zero for `today`. Counters already
 /// counting `today` are left alone, so running it late (or twice) never gives back used alerts.
 pub async fn reset_quotas(db: &impl ConnectionTrait, today: NaiveDate) -> Result<u64, DbErr> {

@@ -44,6 +44,31 @@ impl Queue {
         .context("could not enqueue delivery job")
     }
 
+    /// Enqueues delivery of every message in `ids` now, in one transaction.
+    pub async fn push_many(&self, ids: &[String]) -> anyhow::Result<()> {
+        let tasks = ids.iter().map(|id| {
+            TaskBuilder::new(DeliverJob {
+                message_id: id.clone(),
+            })
+            .max_attempts(INFRA_RETRIES)
+            .build()
+        });
+        let tasks = futures::stream::iter(tasks.collect::<Vec<_>>());
+        match self {
+            Queue::Sqlite(s) => s
+                .clone()
+                .push_all(tasks)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}")),
+            Queue::Postgres(s) => s
+                .clone()
+                .push_all(tasks)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}")),
+        }
+        .context("could not enqueue delivery jobs")
+    }
+
     /// Checks the queue's tables answer (for `/ready`).
     pub async fn ping(&self) -> anyhow::Result<()> {
         match self {

@@ -1,6 +1,7 @@
 //! Messages: accept a send request, keep its ledger row and history, answer its status.
 pub mod repo;
 mod routes;
+pub mod writer;
 
 pub use routes::configure;
 pub(crate) use routes::{idempotency_key, is_unique_violation, validate_content};

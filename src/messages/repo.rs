@@ -54,6 +54,43 @@ pub async fn insert_in<C: ConnectionTrait>(
     Ok(model)
 }
 
+/// Inserts queued messages and their `queued` events with two multi-row statements; returns
+/// the rows in the order given.
+pub async fn insert_many_in<C: ConnectionTrait>(
+    txn: &C,
+    rows: Vec<messages::ActiveModel>,
+) -> Result<Vec<MessageRow>, DbErr> {
+    use sea_orm::TryIntoModel;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let models = rows
+        .iter()
+        .cloned()
+        .map(TryIntoModel::try_into_model)
+        .collect::<Result<Vec<MessageRow>, DbErr>>()?;
+    let now = Utc::now();
+    let events: Vec<_> = models
+        .iter()
+        .map(|m| message_events::ActiveModel {
+            message_id: Set(m.id.clone()),
+            at: Set(now),
+            kind: Set("queued".to_owned()),
+            outcome: Set(None),
+            error_code: Set(None),
+            detail: Set(None),
+            ..Default::default()
+        })
+        .collect();
+    messages::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
+    message_events::Entity::insert_many(events)
+        .exec_without_returning(txn)
+        .await?;
+    Ok(models)
+}
+
 /// What a producer (API, alert, bot reply) fills in for a new queued message.
 pub struct NewMessage {
     /// Owner of the message.

@@ -1,0 +1,26 @@
+-- wrk script: POST /api/alert with the integration token from $ALERT_TOKEN.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("ALERT_TOKEN")
+wrk.body = '{"message":"CPU 93% on web-1 (bench)"}'
+
+-- BENCH_DELAY_MS paces each connection (pause after each response): with C connections the
+-- offered rate is about C / (delay + latency), so a fixed rate can be measured instead of the
+-- saturation point. wrk's latency figures exclude the pause.
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause then
+  delay = function() return pause end
+end
+
+local codes = {}
+response = function(status, headers, body)
+  codes[status] = (codes[status] or 0) + 1
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d duration_s=%.2f rps=%.0f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f errors=%d\n",
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
+end

@@ -1,0 +1,173 @@
+//! Group commit for the ledger: requests hand their new message to one writer task, which
+//! writes whatever has queued up meanwhile in a single transaction (quota checks included),
+//! then pushes all their delivery jobs in one batch.
+//!
+//! Why: SQLite has one writer at a time, and concurrent write transactions from a connection
+//! pool spend their time in the busy handler's sleeps (measured: ~870 alerts/s, p99 ≈ 200 ms on
+//! 2 cores). One writer with batches turns N commits into one and removes the lock contention;
+//! on PostgreSQL it saves N-1 commits per batch.
+use chrono::NaiveDate;
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+
+use super::repo::{self, MessageRow};
+use crate::{entities::messages, integrations, jobs::Queue};
+
+/// Most messages written in one transaction.
+const MAX_BATCH: usize = 512;
+/// Job pushes running while the writer commits the next batches.
+const PARALLEL_PUSHES: usize = 4;
+/// Requests waiting for the writer before callers wait for room (backpressure).
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// A message to admit, with the daily quota it must fit in.
+pub struct Admission {
+    /// The queued message row.
+    pub row: messages::ActiveModel,
+    /// `(integration id, day)`: take one from this integration's quota first.
+    pub quota: Option<(String, NaiveDate)>,
+}
+
+/// What happened to an admission.
+#[derive(Debug)]
+pub enum Admitted {
+    /// Stored and queued for delivery.
+    Accepted(Box<MessageRow>),
+    /// The quota was used up or the integration is not active: nothing was stored.
+    Refused,
+}
+
+struct Request {
+    admission: Admission,
+    reply: oneshot::Sender<Result<Admitted, String>>,
+}
+
+/// Handle to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct LedgerWriter {
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for LedgerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LedgerWriter")
+    }
+}
+
+impl LedgerWriter {
+    /// Starts the writer on the current runtime; it ends when every handle is dropped.
+    pub fn start(db: DatabaseConnection, queue: Queue) -> Self {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        tokio::spawn(run(db, queue, rx));
+        Self { tx }
+    }
+
+    /// Admits one message; returns once it is committed (or refused).
+    pub async fn admit(&self, admission: Admission) -> anyhow::Result<Admitted> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { admission, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the ledger writer dropped the request"))?
+            .map_err(|e| anyhow::anyhow!("ledger write failed: {e}"))
+    }
+}
+
+async fn run(db: DatabaseConnection, queue: Queue, mut rx: mpsc::Receiver<Request>) {
+    let pushes = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_PUSHES));
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let size = batch.len();
+        let (requests, admissions): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|r| (r.reply, r.admission)).unzip();
+        metrics::histogram!("pregonero_ledger_batch_size").record(size as f64);
+        match write(&db, admissions).await {
+            Ok(outcomes) => {
+                let ids: Vec<String> = outcomes
+                    .iter()
+                    .filter_map(|o| match o {
+                        Admitted::Accepted(m) => Some(m.id.clone()),
+                        Admitted::Refused => None,
+                    })
+                    .collect();
+                // Committed: answer now. Jobs follow; if their push fails the sweep enqueues
+                // the rows, so nothing accepted is lost.
+                for (reply, outcome) in requests.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+                if !ids.is_empty() {
+                    // Pushing jobs overlaps with the next batch's commit (bounded, so a slow
+                    // queue slows admissions down instead of piling up tasks).
+                    let Ok(permit) = pushes.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (db, queue) = (db.clone(), queue.clone());
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let pushed = match queue.push_many(&ids).await {
+                            Ok(()) => repo::mark_enqueued(&db, &ids)
+                                .await
+                                .map_err(anyhow::Error::from),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = pushed {
+                            tracing::warn!(count = ids.len(), error = ?e, "batch enqueue failed; the sweep will retry");
+                        }
+                        metrics::counter!("pregonero_messages_accepted_total")
+                            .increment(ids.len() as u64);
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size, "ledger batch failed");
+                let msg = e.to_string();
+                for reply in requests {
+                    let _ = reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write(
+    db: &DatabaseConnection,
+    admissions: Vec<Admission>,
+) -> Result<Vec<Admitted>, sea_orm::DbErr> {
+    use std::collections::HashMap;
+    let txn = db.begin().await?;
+    // Quotas: one UPDATE per integration for all its alerts in the batch when they all fit,
+    // else one alert at a time so exactly the ones that fit get in.
+    let mut groups: HashMap<(String, NaiveDate), Vec<usize>> = HashMap::new();
+    for (i, a) in admissions.iter().enumerate() {
+        if let Some(key) = &a.quota {
+            groups.entry(key.clone()).or_default().push(i);
+        }
+    }
+    let mut admitted = vec![true; admissions.len()];
+    for ((integration_id, day), members) in groups {
+        let n = i32::try_from(members.len()).unwrap_or(i32::MAX);
+        if integrations::repo::take_quota_n(&txn, &integration_id, day, n).await? {
+            continue;
+        }
+        for i in members {
+            admitted[i] = integrations::repo::take_quota(&txn, &integration_id, day).await?;
+        }
+    }
+    let rows: Vec<_> = admissions
+        .into_iter()
+        .zip(&admitted)
+        .filter(|(_, ok)| **ok)
+        .map(|(a, _)| a.row)
+        .collect();
+    let mut inserted = repo::insert_many_in(&txn, rows).await?.into_iter();
+    txn.commit().await?;
+    Ok(admitted
+        .into_iter()
+        .map(|ok| match ok.then(|| inserted.next()).flatten() {
+            Some(m) => Admitted::Accepted(Box::new(m)),
+            None => Admitted::Refused,
+        })
+        .collect())
+}
