@@ -202,6 +202,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pruning_keeps_the_newest_backups_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for day in 1..=5 {
+            let name = format!("{BACKUP_PREFIX}2030010{day}T030000Z.db");
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"keep me").expect("write");
+        assert_eq!(prune_backups(dir.path(), 2).expect("prune"), 3);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                "notes.txt".to_owned(),
+                format!("{BACKUP_PREFIX}20300104T030000Z.db"),
+                format!("{BACKUP_PREFIX}20300105T030000Z.db"),
+            ]
+        );
+    }
+
+    #[test]
     fn slots_are_the_latest_due_day() {
         let three = NaiveTime::from_hms_opt(3, 0, 0).expect("time");
         let at = |s: &str| s.parse::<DateTime<Utc>>().expect("date");

@@ -92,6 +92,29 @@ async fn a_deep_link_links_a_chat_and_alerts_reach_it(backend: Backend) {
         .get_json(&format!("integrations/{}", integration.id))
         .await;
     assert_eq!(again["chat_id"], "5151");
+
+    // Act: a link opened after it expired (the clock two hours later).
+    let late = app.create_integration(&channel, "late").await;
+    app.state.clock.advance(chrono::Duration::hours(2));
+    app.telegram
+        .user_sends(BOT_TOKEN, 6363, &format!("/start {}", late.code));
+
+    // Assert: refused, still pending; a new link works.
+    app.wait_for_text(6363, "expired").await;
+    let (_, view) = app.get_json(&format!("integrations/{}", late.id)).await;
+    assert_eq!(view["status"], "pending");
+    let relink = app
+        .post(&format!("integrations/{}/link", late.id), &json!({}))
+        .await;
+    assert_eq!(relink.status().as_u16(), 200);
+    let relink: Value = relink.json().await.expect("json");
+    let code = relink["link"]["url"]
+        .as_str()
+        .and_then(|u| u.split("?start=").nth(1))
+        .expect("code");
+    app.telegram
+        .user_sends(BOT_TOKEN, 6363, &format!("/start {code}"));
+    app.wait_integration(&late.id, "active").await;
 }
 
 async fn start_without_a_code_follows_pinguis_chat_first_flow(backend: Backend) {
