@@ -154,6 +154,27 @@ pub async fn link_with_code(
     Ok(res.rows_affected == 1)
 }
 
+/// Renames an integration and/or changes its daily quota (not once revoked).
+pub async fn update(
+    db: &impl ConnectionTrait,
+    id: &str,
+    name: Option<&str>,
+    daily_quota: Option<i32>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let mut q = integrations::Entity::update_many()
+        .col_expr(integrations::Column::UpdatedAt, Expr::value(now))
+        .filter(integrations::Column::Id.eq(id))
+        .filter(integrations::Column::Status.ne(Status::Revoked.as_str()));
+    if let Some(name) = name {
+        q = q.col_expr(integrations::Column::Name, Expr::value(name));
+    }
+    if let Some(quota) = daily_quota {
+        q = q.col_expr(integrations::Column::DailyQuota, Expr::value(quota));
+    }
+    Ok(q.exec(db).await?.rows_affected == 1)
+}
+
 /// Replaces the deep-link code of a pending integration.
 pub async fn set_link(
     db: &impl ConnectionTrait,

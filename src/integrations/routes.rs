@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/integrations", web::post().to(create))
         .route("/integrations", web::get().to(list))
         .route("/integrations/{id}", web::get().to(get))
+        .route("/integrations/{id}", web::patch().to(update))
         .route("/integrations/{id}", web::delete().to(delete))
         .route("/integrations/{id}/link", web::post().to(relink));
 }
@@ -76,6 +77,15 @@ pub(super) fn view(i: &IntegrationRow, state: &AppState) -> IntegrationView {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateIntegration {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    daily_quota: Option<u32>,
+}
+
 /// A created integration with its one-time token and deep link.
 pub(super) struct Created {
     pub(super) integration: IntegrationRow,
@@ -122,6 +132,39 @@ pub(super) async fn resolve_channel(
     Ok(channel)
 }
 
+/// The quota asked for, or the plan's; above the plan only for admins.
+async fn checked_quota(
+    state: &AppState,
+    caller: &Caller,
+    asked: Option<u32>,
+) -> Result<i32, ApiError> {
+    let plan_quota = super::plan_quota(state, &caller.user_id).await?;
+    match asked {
+        None => Ok(plan_quota),
+        Some(q) => {
+            let q = i32::try_from(q).unwrap_or(i32::MAX);
+            if q > plan_quota && caller.role != "admin" {
+                return Err(ApiError::Unprocessable(
+                    "quota-above-plan",
+                    format!("your plan allows at most {plan_quota} alerts per day per integration"),
+                ));
+            }
+            Ok(q)
+        }
+    }
+}
+
+fn checked_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(ApiError::Unprocessable(
+            "invalid-name",
+            format!("name must be 1 to {MAX_NAME} characters"),
+        ));
+    }
+    Ok(name)
+}
+
 /// Creates a pending integration on `channel` with a token and a deep link.
 pub(super) async fn create_integration(
     state: &AppState,
@@ -131,13 +174,7 @@ pub(super) async fn create_integration(
     scopes: Option<&[String]>,
     daily_quota: Option<u32>,
 ) -> Result<Created, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err(ApiError::Unprocessable(
-            "invalid-name",
-            format!("name must be 1 to {MAX_NAME} characters"),
-        ));
-    }
+    let name = checked_name(name)?;
     let scopes = match scopes {
         None => tokens::INTEGRATION_SCOPES.join(" "),
         Some(list) => {
@@ -162,21 +199,8 @@ pub(super) async fn create_integration(
             list.join(" ")
         }
     };
-    let plan_quota = super::plan_quota(state, &caller.user_id).await?;
-    let daily_quota = match daily_quota {
-        None => plan_quota,
-        Some(q) => {
-            let q = i32::try_from(q).unwrap_or(i32::MAX);
-            if q > plan_quota && caller.role != "admin" {
-                return Err(ApiError::Unprocessable(
-                    "quota-above-plan",
-                    format!("your plan allows at most {plan_quota} alerts per day per integration"),
-                ));
-            }
-            q
-        }
-    };
     let now = state.clock.now();
+    let daily_quota = checked_quota(state, caller, daily_quota).await?;
     let username = channel.username.clone().unwrap_or_default();
     let (link, code_hash) = new_link(&username, state.settings.alerts.link_ttl_secs, now);
     let integration = repo::insert(
@@ -251,6 +275,31 @@ async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let i = owned(&state, &caller, &path).await?;
+    Ok(HttpResponse::Ok().json(view(&i, &state)))
+}
+
+/// Renames an integration or changes its daily quota.
+async fn update(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<UpdateIntegration>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let i = owned(&state, &caller, &path).await?;
+    let body = body.into_inner();
+    let name = body.name.as_deref().map(checked_name).transpose()?;
+    let quota = match body.daily_quota {
+        Some(q) => Some(checked_quota(&state, &caller, Some(q)).await?),
+        None => None,
+    };
+    if !repo::update(&state.db, &i.id, name, quota, state.clock.now()).await? {
+        return Err(ApiError::Conflict(
+            "integration-revoked",
+            "a revoked integration cannot be changed".into(),
+        ));
+    }
+    state.token_cache.clear();
     let i = owned(&state, &caller, &path).await?;
     Ok(HttpResponse::Ok().json(view(&i, &state)))
 }

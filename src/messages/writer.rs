@@ -98,26 +98,24 @@ async fn run(db: DatabaseConnection, queue: Queue, mut rx: mpsc::Receiver<Reques
                     let _ = reply.send(Ok(outcome));
                 }
                 if !ids.is_empty() {
-                    // Pushing jobs overlaps with the next batch's commit (bounded, so a slow
-                    // queue slows admissions down instead of piling up tasks).
-                    let Ok(permit) = pushes.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let (db, queue) = (db.clone(), queue.clone());
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let pushed = match queue.push_many(&ids).await {
-                            Ok(()) => repo::mark_enqueued(&db, &ids)
-                                .await
-                                .map_err(anyhow::Error::from),
-                            Err(e) => Err(e),
+                    metrics::counter!("pregonero_messages_accepted_total")
+                        .increment(ids.len() as u64);
+                    if matches!(queue, Queue::Sqlite(_)) {
+                        // SQLite has one writer: a push running beside the next batch's commit
+                        // would only make one of them wait in the busy handler.
+                        push_jobs(&db, &queue, &ids).await;
+                    } else {
+                        // PostgreSQL: the push overlaps the next batch's commit (bounded, so a
+                        // slow queue slows admissions instead of piling up tasks).
+                        let Ok(permit) = pushes.clone().acquire_owned().await else {
+                            return;
                         };
-                        if let Err(e) = pushed {
-                            tracing::warn!(count = ids.len(), error = ?e, "batch enqueue failed; the sweep will retry");
-                        }
-                        metrics::counter!("pregonero_messages_accepted_total")
-                            .increment(ids.len() as u64);
-                    });
+                        let (db, queue) = (db.clone(), queue.clone());
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            push_jobs(&db, &queue, &ids).await;
+                        });
+                    }
                 }
             }
             Err(e) => {
@@ -127,6 +125,18 @@ async fn run(db: DatabaseConnection, queue: Queue, mut rx: mpsc::Receiver<Reques
                     let _ = reply.send(Err(msg.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Pushes the delivery jobs of committed rows (stored with `enqueued_at` already set, which
+/// saves an UPDATE per batch). If the push fails, `enqueued_at` is cleared so the recovery
+/// sweep pushes them at its next pass.
+async fn push_jobs(db: &DatabaseConnection, queue: &Queue, ids: &[String]) {
+    if let Err(e) = queue.push_many(ids).await {
+        tracing::warn!(count = ids.len(), error = ?e, "batch enqueue failed; the sweep will retry");
+        if let Err(e) = repo::clear_enqueued(db, ids).await {
+            tracing::warn!(error = %e, "could not mark the batch for the sweep; it retries after two leases");
         }
     }
 }
@@ -155,11 +165,16 @@ async fn write(
             admitted[i] = integrations::repo::take_quota(&txn, &integration_id, day).await?;
         }
     }
+    let now = chrono::Utc::now();
     let rows: Vec<_> = admissions
         .into_iter()
         .zip(&admitted)
         .filter(|(_, ok)| **ok)
-        .map(|(a, _)| a.row)
+        .map(|(a, _)| {
+            let mut row = a.row;
+            row.enqueued_at = sea_orm::Set(Some(now));
+            row
+        })
         .collect();
     let mut inserted = repo::insert_many_in(&txn, rows).await?.into_iter();
     txn.commit().await?;

@@ -541,7 +541,74 @@ async fn a_full_queue_answers_503_with_retry_after(backend: Backend) {
     assert_eq!(BOT_USERNAME, "pregonero_test_bot");
 }
 
+async fn native_crud_validates_and_updates(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    let integration = app.create_integration(&channel, "first name").await;
+    let patch = |body: Value| {
+        app.client
+            .patch(format!(
+                "{}/api/v1/integrations/{}",
+                app.address, integration.id
+            ))
+            .bearer_auth(&app.api_key)
+            .json(&body)
+            .send()
+    };
+
+    // Act + Assert: bad input gets stable codes and changes nothing.
+    let res = app
+        .post(
+            "integrations",
+            &json!({"channel_id": channel, "name": "x", "scopes": ["alert:send", "root"]}),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 422);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"], "invalid-scope");
+    let res = app
+        .post("integrations", &json!({"channel_id": "nope", "name": "x"}))
+        .await;
+    assert_eq!(res.status().as_u16(), 404);
+    let res = patch(json!({"name": "  "})).await.expect("request");
+    assert_eq!(res.status().as_u16(), 422);
+    let res = patch(json!({"colour": "red"})).await.expect("request");
+    assert_eq!(res.status().as_u16(), 422);
+    let (_, list) = app.get_json("integrations").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["name"], "first name");
+
+    // Update.
+    let res = patch(json!({"name": "renamed", "daily_quota": 50}))
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    let view: Value = res.json().await.expect("json");
+    assert_eq!(view["name"], "renamed");
+    assert_eq!(view["daily_quota"], 50);
+    assert_eq!(view["remaining_today"], 50);
+
+    // Revoked integrations are final.
+    let res = app
+        .client
+        .delete(format!(
+            "{}/api/v1/integrations/{}",
+            app.address, integration.id
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    let res = patch(json!({"name": "again"})).await.expect("request");
+    assert_eq!(res.status().as_u16(), 409);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"], "integration-revoked");
+}
+
 crate::on_both_databases!(
+    native_crud_validates_and_updates,
     a_deep_link_links_a_chat_and_alerts_reach_it,
     start_without_a_code_follows_pinguis_chat_first_flow,
     stop_blocking_and_start_pause_and_resume,

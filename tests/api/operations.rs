@@ -69,7 +69,8 @@ async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Bac
                 .await,
         );
     }
-    assert!(app.telegram.wait_for_sent(3, Duration::from_secs(10)).await);
+    // Generous: the whole suite shares 2 cores; what is checked is exactly-once, not speed.
+    assert!(app.telegram.wait_for_sent(3, Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Act
@@ -135,6 +136,7 @@ async fn every_documented_operation_exists() {
                 "get" => app.client.get(&url),
                 "post" => app.client.post(&url).json(&serde_json::json!({})),
                 "delete" => app.client.delete(&url),
+                "patch" => app.client.patch(&url).json(&serde_json::json!({})),
                 other => panic!("unexpected method {other} in openapi.json"),
             };
             let res = req.bearer_auth(&app.api_key).send().await.expect("request");
