@@ -8,7 +8,8 @@ use sea_orm::{
 
 use crate::entities::leases;
 
-/// Takes or renews lease `name` for `holder` until `until`. True when `holder` now holds it:
+/// Takes or renews lease `name` for `holder` until `until` (give whole seconds: the value is
+/// compared again on release, and databases differ in sub-second precision). True when `holder` now holds it:
 /// it was free, expired at `now`, or already `holder`'s.
 pub async fn acquire(
     db: &impl ConnectionTrait,
@@ -37,11 +38,19 @@ pub async fn acquire(
     Ok(res == 1)
 }
 
-/// Gives lease `name` up if `holder` has it (clean shutdown), so another node takes over at once.
-pub async fn release(db: &impl ConnectionTrait, name: &str, holder: &str) -> Result<(), DbErr> {
+/// Gives lease `name` up (clean shutdown) so another node takes over at once, but only if it is
+/// still the term `holder` last set (`until`): a newer owner on the same node, which renewed it
+/// meanwhile, keeps it.
+pub async fn release(
+    db: &impl ConnectionTrait,
+    name: &str,
+    holder: &str,
+    until: DateTime<Utc>,
+) -> Result<(), DbErr> {
     leases::Entity::delete_many()
         .filter(leases::Column::Name.eq(name))
         .filter(leases::Column::Holder.eq(holder))
+        .filter(leases::Column::ExpiresAt.eq(until))
         .exec(db)
         .await?;
     Ok(())

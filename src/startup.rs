@@ -86,7 +86,9 @@ impl Application {
         };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"));
-        let ledger = LedgerWriter::start(db.clone(), queue.clone());
+        crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
+        let clock = Clock::system();
+        let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone());
         let state = AppState {
             db,
             queue,
@@ -99,7 +101,7 @@ impl Application {
             started_at: Instant::now(),
             in_flight: Default::default(),
             workers_enabled: options.workers,
-            clock: Clock::system(),
+            clock,
             tokens,
             ledger,
             token_cache: Default::default(),

@@ -25,8 +25,28 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// A short stable hash of a recipient (chat id, phone) so logs can correlate without revealing it.
+/// Key of [`redact`]; set once at start-up from the server key.
+static REDACTION_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Keys [`redact`] with a secret, so a logged hash of a small number (a chat id, a phone
+/// number) cannot be reversed by trying every candidate. The first key set in a process wins.
+pub fn set_redaction_key(key: [u8; 32]) {
+    let _ = REDACTION_KEY.set(key);
+}
+
+/// A short stable hash of a recipient (chat id, phone) so logs can correlate without revealing
+/// it: HMAC-SHA256 under the redaction key (plain SHA-256 before one is set).
 pub fn redact(value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    format!("h:{}", &hex::encode(digest)[..12])
+    use hmac::{Hmac, Mac};
+    let digest = match REDACTION_KEY
+        .get()
+        .and_then(|k| <Hmac<Sha256> as Mac>::new_from_slice(k).ok())
+    {
+        Some(mut mac) => {
+            mac.update(value.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        None => hex::encode(Sha256::digest(value.as_bytes())),
+    };
+    format!("h:{}", &digest[..12])
 }

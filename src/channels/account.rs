@@ -48,6 +48,8 @@ pub struct AccountActor {
     updates_task: Option<actix::prelude::SpawnHandle>,
     /// Set by [`Retire`]: a supervisor restart after it must not start anything again.
     retired: bool,
+    /// The polling lease term this actor's poller holds.
+    lease_term: updates::LeaseTerm,
 }
 
 /// Stops the actor for good (account deleted, process stopping): its update reader ends with it.
@@ -72,6 +74,7 @@ impl AccountActor {
             updates,
             updates_task: None,
             retired: false,
+            lease_term: Default::default(),
         }
     }
 }
@@ -94,6 +97,7 @@ impl Actor for AccountActor {
                 self.token.clone(),
                 self.client.clone(),
                 cfg,
+                self.lease_term.clone(),
             );
             self.updates_task = Some(ctx.spawn(actix::fut::wrap_future(fut)));
         }
@@ -104,11 +108,19 @@ impl Actor for AccountActor {
             && self.updates_task.take().is_some()
             && cfg.mode == crate::config::UpdatesMode::Polling
         {
-            // Hand the polling lease back so another node takes over at once.
-            let (lease, node) = (updates::poll_lease(&self.id), cfg.node.clone());
-            actix::spawn(async move {
-                let _ = crate::leases::release(&cfg.db, &lease, &node).await;
-            });
+            // Hand the polling lease back so another node takes over at once (only the term this
+            // actor set: a replacement actor on this node may already hold a newer one).
+            let term = self
+                .lease_term
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(until) = term {
+                let (lease, node) = (updates::poll_lease(&self.id), cfg.node.clone());
+                actix::spawn(async move {
+                    let _ = crate::leases::release(&cfg.db, &lease, &node, until).await;
+                });
+            }
         }
         tracing::debug!(channel_id = %self.id, "account actor stopped");
     }

@@ -52,16 +52,21 @@ pub fn poll_lease(channel_id: &str) -> String {
     format!("telegram-poll:{channel_id}")
 }
 
+/// The end of the polling lease term this poller last set, for a release that cannot take a
+/// newer term away.
+pub type LeaseTerm = Arc<std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>>;
+
 /// Runs until aborted: registers the webhook, or polls and hands updates to the sink.
 pub async fn run(
     channel_id: String,
     token: SecretString,
     client: TelegramClient,
     cfg: UpdatesConfig,
+    term: LeaseTerm,
 ) {
     match cfg.mode {
         UpdatesMode::Webhook => register_webhook(&channel_id, &token, &client, &cfg).await,
-        UpdatesMode::Polling => poll(&channel_id, &token, &client, &cfg).await,
+        UpdatesMode::Polling => poll(&channel_id, &token, &client, &cfg, &term).await,
         UpdatesMode::Auto | UpdatesMode::Off => {}
     }
 }
@@ -105,7 +110,9 @@ async fn poll(
     token: &SecretString,
     client: &TelegramClient,
     cfg: &UpdatesConfig,
+    term: &LeaseTerm,
 ) {
+    use chrono::SubsecRound;
     let lease = poll_lease(channel_id);
     let lease_for = chrono::Duration::seconds(i64::try_from(cfg.poll_timeout).unwrap_or(25) + 30);
     let mut offset = repo::find(&cfg.db, channel_id)
@@ -117,8 +124,11 @@ async fn poll(
     let mut backoff = Duration::from_secs(1);
     loop {
         let now = chrono::Utc::now();
-        match leases::acquire(&cfg.db, &lease, &cfg.node, now, now + lease_for).await {
-            Ok(true) => {}
+        let until = (now + lease_for).trunc_subsecs(0);
+        match leases::acquire(&cfg.db, &lease, &cfg.node, now, until).await {
+            Ok(true) => {
+                *term.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+            }
             Ok(false) => {
                 // Another node polls this bot; stand by in case it dies.
                 tokio::time::sleep(Duration::from_secs(5)).await;

@@ -66,7 +66,8 @@ pub fn new_link(bot_username: &str, ttl_secs: u64, now: DateTime<Utc>) -> (DeepL
     // 24 random bytes → 32 base64url characters: within Telegram's 64 `A-Za-z0-9_-`.
     let code = crypto::random_urlsafe(24);
     let hash = crypto::hash_token(&code);
-    let expires_at = now + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 1000));
+    // Settings validation bounds the lifetime, so this cannot overflow.
+    let expires_at = now + Duration::seconds(i64::try_from(ttl_secs).unwrap_or(3600));
     let url = format!("https://t.me/{bot_username}?start={code}");
     (DeepLink { url, expires_at }, hash)
 }
@@ -90,12 +91,24 @@ pub async fn issue_token(
     scopes: &str,
     ttl: Option<Duration>,
 ) -> Result<IssuedToken, ApiError> {
+    issue_token_in(&state.db, state, integration_id, kind, scopes, ttl).await
+}
+
+/// [`issue_token`] inside the caller's transaction.
+pub async fn issue_token_in(
+    db: &impl sea_orm::ConnectionTrait,
+    state: &AppState,
+    integration_id: &str,
+    kind: &str,
+    scopes: &str,
+    ttl: Option<Duration>,
+) -> Result<IssuedToken, ApiError> {
     let now = state.clock.now();
     let claims = tokens::Claims::new(integration_id, kind, scopes, now, ttl);
     let token = state.tokens.sign(&claims)?;
     let expires_at = claims.expires_at();
     repo::insert_token(
-        &state.db,
+        db,
         &claims.id_hash(),
         integration_id,
         kind,
@@ -115,7 +128,7 @@ pub async fn issue_token(
 pub fn access_ttl(state: &AppState) -> Option<Duration> {
     match state.settings.alerts.token_ttl_days {
         0 => None,
-        days => Some(Duration::days(i64::try_from(days).unwrap_or(36_500))),
+        days => Some(Duration::days(i64::try_from(days).unwrap_or(365))),
     }
 }
 

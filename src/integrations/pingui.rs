@@ -247,7 +247,7 @@ async fn send_alert(
         // The common case goes through the batching writer (one commit for many alerts).
         let admission = Admission {
             row,
-            quota: Some((integration.id.clone(), today)),
+            quota: Some(integration.id.clone()),
         };
         match state.ledger.admit(admission).await? {
             Admitted::Accepted(msg) => *msg,
@@ -407,23 +407,31 @@ async fn create(
                     "this integration was already set up".into(),
                 ));
             }
-            // One use only: whoever gets here first activates it.
-            if !repo::revoke_token(&state.db, &claims.id_hash(), now).await? {
+            // One use only, all or nothing: burn the setup token, activate, issue the token.
+            let txn = state.db.begin().await?;
+            if !repo::revoke_token(&txn, &claims.id_hash(), now).await? {
                 return Err(ApiError::Unauthorized(
                     "token-revoked",
                     "this setup token was already used".into(),
                 ));
             }
-            repo::transition(
-                &state.db,
+            if !repo::transition(
+                &txn,
                 &integration.id,
                 &[Status::Pending],
                 Status::Active,
                 None,
                 now,
             )
-            .await?;
-            let token = super::issue_token(
+            .await?
+            {
+                return Err(ApiError::Conflict(
+                    "integration-not-pending",
+                    "this integration was revoked or set up meanwhile".into(),
+                ));
+            }
+            let token = super::issue_token_in(
+                &txn,
                 &state,
                 &integration.id,
                 tokens::KIND_ACCESS,
@@ -431,6 +439,7 @@ async fn create(
                 super::access_ttl(&state),
             )
             .await?;
+            txn.commit().await?;
             let integration = repo::find(&state.db, &integration.id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound("integration-not-found", "gone".into()))?;

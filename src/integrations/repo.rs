@@ -294,33 +294,40 @@ pub async fn revoke(
     Ok(changed)
 }
 
-/// Takes one alert from today's quota. False when the integration is not active or today's
-/// quota is used up. A counter from an earlier day counts as zero, so a missed reset job never
-/// blocks anyone.
+/// Takes one alert from today's quota. False when the integration is not active, its quota is
+/// 0, or today's quota is used up. A counter from an earlier day counts as zero; a counter
+/// already on a *later* day (another replica's clock crossed midnight first) is never moved
+/// back, it is simply counted into.
 pub async fn take_quota(
     db: &impl ConnectionTrait,
     id: &str,
     today: NaiveDate,
 ) -> Result<bool, DbErr> {
     let today = today.to_string();
-    let is_today = Expr::col(integrations::Column::QuotaDay).eq(today.clone());
+    let current = Expr::col(integrations::Column::QuotaDay).gte(today.clone());
     let res = integrations::Entity::update_many()
         .col_expr(
             integrations::Column::UsedToday,
             Expr::case(
-                is_today.clone(),
+                current.clone(),
                 Expr::col(integrations::Column::UsedToday).add(1),
             )
             .finally(1)
             .into(),
         )
-        .col_expr(integrations::Column::QuotaDay, Expr::value(today.clone()))
+        .col_expr(
+            integrations::Column::QuotaDay,
+            Expr::case(current.clone(), Expr::col(integrations::Column::QuotaDay))
+                .finally(today.clone())
+                .into(),
+        )
         .filter(integrations::Column::Id.eq(id))
         .filter(integrations::Column::Status.eq(Status::Active.as_str()))
+        .filter(integrations::Column::DailyQuota.gt(0))
         .filter(
-            is_today
-                .not()
-                .or(Expr::col(integrations::Column::QuotaDay).is_null())
+            Expr::col(integrations::Column::QuotaDay)
+                .is_null()
+                .or(Expr::col(integrations::Column::QuotaDay).lt(today))
                 .or(Expr::col(integrations::Column::UsedToday)
                     .lt(Expr::col(integrations::Column::DailyQuota))),
         )

@@ -11,7 +11,7 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use super::repo::{self, MessageRow};
-use crate::{entities::messages, integrations, jobs::Queue};
+use crate::{clock::Clock, entities::messages, integrations, jobs::Queue};
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -24,8 +24,9 @@ const CHANNEL_CAPACITY: usize = 4096;
 pub struct Admission {
     /// The queued message row.
     pub row: messages::ActiveModel,
-    /// `(integration id, day)`: take one from this integration's quota first.
-    pub quota: Option<(String, NaiveDate)>,
+    /// Integration whose daily quota this message takes one from first. The day is read when
+    /// the batch is written, so an alert that waited across midnight counts on the new day.
+    pub quota: Option<String>,
 }
 
 /// What happened to an admission.
@@ -56,9 +57,9 @@ impl std::fmt::Debug for LedgerWriter {
 
 impl LedgerWriter {
     /// Starts the writer on the current runtime; it ends when every handle is dropped.
-    pub fn start(db: DatabaseConnection, queue: Queue) -> Self {
+    pub fn start(db: DatabaseConnection, queue: Queue, clock: Clock) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tokio::spawn(run(db, queue, rx));
+        tokio::spawn(run(db, queue, clock, rx));
         Self { tx }
     }
 
@@ -75,7 +76,7 @@ impl LedgerWriter {
     }
 }
 
-async fn run(db: DatabaseConnection, queue: Queue, mut rx: mpsc::Receiver<Request>) {
+async fn run(db: DatabaseConnection, queue: Queue, clock: Clock, mut rx: mpsc::Receiver<Request>) {
     let pushes = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_PUSHES));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -83,7 +84,7 @@ async fn run(db: DatabaseConnection, queue: Queue, mut rx: mpsc::Receiver<Reques
         let (requests, admissions): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| (r.reply, r.admission)).unzip();
         metrics::histogram!("pregonero_ledger_batch_size").record(size as f64);
-        match write(&db, admissions).await {
+        match write(&db, admissions, clock.today()).await {
             Ok(outcomes) => {
                 let ids: Vec<String> = outcomes
                     .iter()
@@ -144,19 +145,20 @@ async fn push_jobs(db: &DatabaseConnection, queue: &Queue, ids: &[String]) {
 async fn write(
     db: &DatabaseConnection,
     admissions: Vec<Admission>,
+    day: NaiveDate,
 ) -> Result<Vec<Admitted>, sea_orm::DbErr> {
     use std::collections::HashMap;
     let txn = db.begin().await?;
     // Quotas: one UPDATE per integration for all its alerts in the batch when they all fit,
     // else one alert at a time so exactly the ones that fit get in.
-    let mut groups: HashMap<(String, NaiveDate), Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, a) in admissions.iter().enumerate() {
-        if let Some(key) = &a.quota {
-            groups.entry(key.clone()).or_default().push(i);
+        if let Some(id) = &a.quota {
+            groups.entry(id.clone()).or_default().push(i);
         }
     }
     let mut admitted = vec![true; admissions.len()];
-    for ((integration_id, day), members) in groups {
+    for (integration_id, members) in groups {
         let n = i32::try_from(members.len()).unwrap_or(i32::MAX);
         if integrations::repo::take_quota_n(&txn, &integration_id, day, n).await? {
             continue;

@@ -358,6 +358,25 @@ async fn quota_runs_out_and_the_scheduled_reset_restores_it(backend: Backend) {
     assert_eq!(res.status().as_u16(), 202);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["quota"]["remaining"], 2);
+
+    // A quota of 0 allows nothing, not even the first alert of a day.
+    let res = app
+        .client
+        .patch(format!(
+            "{}/api/v1/integrations/{}",
+            app.address, integration.id
+        ))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"daily_quota": 0}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    app.state.clock.advance(chrono::Duration::days(1));
+    let res = app
+        .alert(&integration.token, &json!({"message": "none"}))
+        .await;
+    assert_eq!(res.status().as_u16(), 429);
 }
 
 async fn scheduled_jobs_run_once_per_cluster(backend: Backend) {
