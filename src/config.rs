@@ -42,6 +42,27 @@ pub struct Settings {
     pub alerts: AlertsSettings,
     /// Jobs that run once per cluster at a time of day (UTC).
     pub schedule: ScheduleSettings,
+    /// Event ingestion (`POST /events`).
+    pub events: EventsSettings,
+}
+
+/// Event ingestion settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    /// Events accepted but not yet committed, across all requests; beyond it `POST /events`
+    /// answers 429 (backpressure, bounded memory).
+    pub buffer_capacity: u32,
+    /// Most events in one request (array body or `/events/batch`).
+    pub max_request_events: usize,
+    /// Longest `message`, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest `metadata` object, serialized, in bytes.
+    pub max_metadata_bytes: usize,
+    /// How far in the future a `timestamp` may be, in seconds.
+    pub max_future_skew_secs: u64,
+    /// Events older than this many days are refused and deleted by the retention job.
+    pub retention_days: u32,
 }
 
 /// Log output format.
@@ -156,6 +177,8 @@ pub struct ScheduleSettings {
     pub backup_at: String,
     /// Backups kept in `<data_dir>/backups`; older ones are deleted.
     pub backup_keep: usize,
+    /// When events older than `events.retention_days` are deleted.
+    pub events_retention_at: String,
 }
 
 /// Media upload settings.
@@ -215,6 +238,15 @@ impl Default for Settings {
                 quota_reset_at: "00:00".into(),
                 backup_at: "03:00".into(),
                 backup_keep: 7,
+                events_retention_at: "04:00".into(),
+            },
+            events: EventsSettings {
+                buffer_capacity: 50_000,
+                max_request_events: 1_000,
+                max_message_bytes: 8 * 1024,
+                max_metadata_bytes: 16 * 1024,
+                max_future_skew_secs: 300,
+                retention_days: 30,
             },
         }
     }
@@ -331,10 +363,29 @@ impl Settings {
         for (key, value) in [
             ("schedule.quota_reset_at", &self.schedule.quota_reset_at),
             ("schedule.backup_at", &self.schedule.backup_at),
+            (
+                "schedule.events_retention_at",
+                &self.schedule.events_retention_at,
+            ),
         ] {
             if chrono::NaiveTime::parse_from_str(value, "%H:%M").is_err() {
                 return bad(key, "must be a UTC time of day as HH:MM");
             }
+        }
+        if self.events.buffer_capacity == 0 || self.events.max_request_events == 0 {
+            return bad(
+                "events.buffer_capacity",
+                "buffer capacity and max_request_events must be at least 1",
+            );
+        }
+        if self.events.max_request_events > self.events.buffer_capacity as usize {
+            return bad(
+                "events.max_request_events",
+                "must not exceed events.buffer_capacity",
+            );
+        }
+        if !(1..=36_500).contains(&self.events.retention_days) {
+            return bad("events.retention_days", "must be between 1 and 36500");
         }
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:")

@@ -15,6 +15,21 @@ pub struct ErrorBody<'a> {
     /// When an exhausted quota starts again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Field-level problems (`validation-failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `service` or `[3].timestamp`.
+    pub field: String,
+    /// Stable code: `required`, `invalid-type`, `invalid-format`, `too-long`, `too-large`,
+    /// `invalid-characters`, `in-future`, `too-old`, `unknown-field`.
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
 }
 
 impl<'a> ErrorBody<'a> {
@@ -25,6 +40,7 @@ impl<'a> ErrorBody<'a> {
             message: message.into(),
             retry_after: None,
             resets_at: None,
+            errors: None,
         }
     }
 }
@@ -75,6 +91,9 @@ pub enum ApiError {
     /// Request body or parameters are not what the route takes.
     #[error("{1}")]
     BadRequest(&'static str, String),
+    /// Fields failed validation (400 `validation-failed` with the list).
+    #[error("{} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
     /// A well-formed request that fails a rule.
     #[error("{1}")]
     Unprocessable(&'static str, String),
@@ -116,6 +135,7 @@ impl ApiError {
             | ApiError::Conflict(code, _)
             | ApiError::BadGateway(code, _) => code,
             ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::Invalid(_) => "validation-failed",
             ApiError::Unexpected(_) => "internal-error",
         }
     }
@@ -135,7 +155,7 @@ impl ResponseError for ApiError {
             | ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(..) => StatusCode::FORBIDDEN,
             ApiError::Limited { status, .. } => *status,
-            ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(..) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(..) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(..) => StatusCode::NOT_FOUND,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
@@ -163,6 +183,9 @@ impl ResponseError for ApiError {
             res.insert_header(("WWW-Authenticate", "Bearer"));
         }
         let mut body = ErrorBody::new(self.code(), message);
+        if let ApiError::Invalid(errors) = self {
+            body.errors = Some(errors.clone());
+        }
         if let ApiError::Limited {
             retry_after,
             resets_at,

@@ -16,6 +16,7 @@ use crate::{
     config::{Settings, UpdatesMode},
     crypto::Cipher,
     db, error,
+    events::EventWriter,
     integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
     jobs::Workers,
     media::LocalMediaStore,
@@ -89,6 +90,7 @@ impl Application {
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
         let clock = Clock::system();
         let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone());
+        let events = EventWriter::start(db.clone(), settings.events.buffer_capacity);
         let state = AppState {
             db,
             queue,
@@ -105,6 +107,7 @@ impl Application {
             tokens,
             ledger,
             token_cache: Default::default(),
+            events,
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();

@@ -9,6 +9,7 @@ use crate::{
     clock::Clock,
     config::Settings,
     crypto::Cipher,
+    events::EventWriter,
     integrations::{TokenCache, tokens::TokenSigner},
     jobs::{InFlight, Queue},
     media::LocalMediaStore,
@@ -48,4 +49,6 @@ pub struct AppState {
     pub ledger: LedgerWriter,
     /// Recently verified integration tokens.
     pub token_cache: Arc<TokenCache>,
+    /// Group commit of ingested events.
+    pub events: EventWriter,
 }

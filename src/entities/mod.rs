@@ -1,6 +1,7 @@
 //! sea-orm entities, one per table; only `repo` modules use them.
 pub mod api_keys;
 pub mod channel_accounts;
+pub mod events;
 pub mod integration_tokens;
 pub mod integrations;
 pub mod leases;

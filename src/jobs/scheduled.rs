@@ -21,6 +21,8 @@ pub enum Job {
     QuotaReset,
     /// Copy of the SQLite database into `<data_dir>/backups`.
     Backup,
+    /// Deletes events older than `events.retention_days`.
+    EventsRetention,
 }
 
 impl Job {
@@ -29,6 +31,7 @@ impl Job {
         match self {
             Job::QuotaReset => "quota-reset",
             Job::Backup => "sqlite-backup",
+            Job::EventsRetention => "events-retention",
         }
     }
 }
@@ -48,7 +51,10 @@ pub async fn run_periodically(state: AppState) {
 /// Runs every job whose latest slot nobody has claimed yet.
 pub async fn run_due(state: &AppState) {
     let s = &state.settings.schedule;
-    let mut jobs = vec![(Job::QuotaReset, s.quota_reset_at.as_str())];
+    let mut jobs = vec![
+        (Job::QuotaReset, s.quota_reset_at.as_str()),
+        (Job::EventsRetention, s.events_retention_at.as_str()),
+    ];
     if !state.settings.is_postgres() {
         jobs.push((Job::Backup, s.backup_at.as_str()));
     }
@@ -149,6 +155,12 @@ async fn perform(state: &AppState, job: Job) -> anyhow::Result<String> {
         Job::QuotaReset => {
             let n = integrations::repo::reset_quotas(&state.db, state.clock.today()).await?;
             Ok(format!("{n} integration quotas reset"))
+        }
+        Job::EventsRetention => {
+            let days = i64::from(state.settings.events.retention_days);
+            let cutoff = state.clock.now() - chrono::Duration::days(days);
+            let n = crate::events::delete_older_than(&state.db, cutoff).await?;
+            Ok(format!("{n} events older than {cutoff} deleted"))
         }
         Job::Backup => {
             let dir = state.settings.data_dir.join("backups");

@@ -4,7 +4,7 @@ pub mod metrics;
 
 use actix_web::{HttpResponse, web};
 
-use crate::{auth, channels, error::ErrorBody, integrations, media, messages};
+use crate::{auth, channels, error::ErrorBody, events, integrations, media, messages};
 
 /// Mounts every route: operations at the root, the API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -17,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(integrations::telegram_webhook),
         )
         .configure(integrations::configure_pingui)
+        .configure(events::configure)
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::require_api_key))

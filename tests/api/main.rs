@@ -6,5 +6,6 @@ mod alerts;
 mod crash;
 mod delivery;
 mod errors;
+mod events;
 mod operations;
 mod resilience;

@@ -1,0 +1,299 @@
+//! Event ingestion: validation, durable acknowledgement, idempotency, keyset pagination under
+//! concurrent inserts, backpressure and retention.
+use std::{collections::HashSet, time::Duration};
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+
+async fn post(app: &TestApp, path: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.post(format!("{}{path}", app.address)).json(body);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    req.send().await.expect("request")
+}
+
+async fn list(app: &TestApp, query: &str) -> Value {
+    let res = app
+        .client
+        .get(format!("{}/events?{query}", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200, "GET /events?{query}");
+    res.json().await.expect("json")
+}
+
+fn event(service: &str, message: &str) -> Value {
+    json!({"timestamp": Utc::now().to_rfc3339(), "service": service, "message": message,
+           "metadata": {"level": "info"}})
+}
+
+async fn invalid_events_get_field_errors_and_store_nothing(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+
+    // Act
+    let res = post(
+        &app,
+        "/events",
+        &json!([event("api", "fine"), {"timestamp": "noon", "service": "", "message": 7}]),
+        None,
+    )
+    .await;
+
+    // Assert
+    assert_eq!(res.status().as_u16(), 400);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"], "validation-failed");
+    let fields: Vec<_> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap_or("").to_owned(),
+                e["code"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("[1].timestamp".to_owned(), json!("invalid-format")),
+            ("[1].service".to_owned(), json!("required")),
+            ("[1].message".to_owned(), json!("invalid-type")),
+        ]
+    );
+    assert_eq!(list(&app, "").await["data"], json!([]), "all or nothing");
+    let res = app
+        .client
+        .post(format!("{}/events", app.address))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 400);
+    let big = "x".repeat(9 * 1024);
+    let res = post(&app, "/events", &event("api", &big), None).await;
+    assert_eq!(res.status().as_u16(), 400, "message over the size limit");
+}
+
+async fn accepted_events_are_committed_and_queryable(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+
+    // Act: one event, an array, the batch route, and an idempotent replay.
+    let one = post(&app, "/events", &event("payments", "charged"), None).await;
+    assert_eq!(one.status().as_u16(), 202);
+    let one: Value = one.json().await.expect("json");
+    let many = post(
+        &app,
+        "/events",
+        &json!([event("payments", "a"), event("search", "b")]),
+        None,
+    )
+    .await;
+    assert_eq!(many.status().as_u16(), 202);
+    let many: Value = many.json().await.expect("json");
+    assert_eq!(many["count"], 2);
+    let batch = post(
+        &app,
+        "/events/batch",
+        &json!([event("payments", "c")]),
+        None,
+    )
+    .await;
+    assert_eq!(batch.status().as_u16(), 202);
+    let first = post(&app, "/events", &event("payments", "once"), Some("evt-1")).await;
+    let again = post(&app, "/events", &event("payments", "once"), Some("evt-1")).await;
+    let first: Value = first.json().await.expect("json");
+    let again: Value = again.json().await.expect("json");
+
+    // Assert: a 202 means it is already readable; the replay stored nothing new.
+    assert_eq!(first["event_id"], again["event_id"]);
+    let payments = list(&app, "service=payments&count=true").await;
+    assert_eq!(payments["total"], 4);
+    let data = payments["data"].as_array().expect("data");
+    assert_eq!(data[0]["event_id"], one["event_id"]);
+    assert_eq!(data[0]["metadata"]["level"], "info");
+    assert_eq!(
+        list(&app, "service=search").await["data"][0]["event_id"],
+        many["event_ids"][1]
+    );
+    let bad = app
+        .client
+        .get(format!("{}/events?cursor=garbage", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+async fn cursor_pages_are_stable_under_concurrent_inserts(backend: Backend) {
+    // Arrange: 300 events over 100 timestamps (3 share each: the seq breaks ties).
+    let app = spawn_app(backend).await;
+    let base = Utc::now() - chrono::Duration::hours(1);
+    let mut seeded = HashSet::new();
+    for chunk in 0..3 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| {
+                let t = base + chrono::Duration::seconds(i);
+                json!({"timestamp": t.to_rfc3339(), "service": "pages", "message": format!("{chunk}-{i}")})
+            })
+            .collect();
+        let res = post(&app, "/events", &json!(batch), None).await;
+        let body: Value = res.json().await.expect("json");
+        for id in body["event_ids"].as_array().expect("ids") {
+            seeded.insert(id.as_str().expect("id").to_owned());
+        }
+    }
+
+    // Act: page through 37 at a time while another client keeps inserting in the same range.
+    let writer = {
+        let (client, address) = (app.client.clone(), app.address.clone());
+        tokio::spawn(async move {
+            for i in 0..30 {
+                let t = base + chrono::Duration::seconds(i * 3);
+                let body =
+                    json!([{"timestamp": t.to_rfc3339(), "service": "pages", "message": "late"}]);
+                let _ = client
+                    .post(format!("{address}/events"))
+                    .json(&body)
+                    .send()
+                    .await;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("service=pages&limit=37&cursor={c}"),
+            None => "service=pages&limit=37".into(),
+        };
+        let page = list(&app, &query).await;
+        for e in page["data"].as_array().expect("data") {
+            seen.push((
+                e["timestamp"].as_str().expect("ts").to_owned(),
+                e["event_id"].as_str().expect("id").to_owned(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await.expect("writer");
+
+    // Assert: every seeded event exactly once, in time order, nothing twice.
+    let ids: Vec<_> = seen.iter().map(|(_, id)| id.clone()).collect();
+    let unique: HashSet<_> = ids.iter().cloned().collect();
+    assert_eq!(unique.len(), ids.len(), "an event appeared twice");
+    assert!(seeded.is_subset(&unique), "a seeded event was skipped");
+    let times: Vec<_> = seen
+        .iter()
+        .map(|(t, _)| t.parse::<chrono::DateTime<Utc>>().expect("time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "out of order");
+}
+
+async fn a_full_buffer_answers_429_and_recovers(backend: Backend) {
+    // Arrange: room for 5 uncommitted events.
+    let app = spawn_app_with(backend, |s| {
+        s.events.buffer_capacity = 5;
+        s.events.max_request_events = 5;
+    })
+    .await;
+    let batch: Vec<Value> = (0..5).map(|i| event("flood", &format!("e{i}"))).collect();
+    let batch = json!(batch);
+
+    // Act: many batches at once.
+    let requests = (0..60).map(|_| post(&app, "/events", &batch, None));
+    let answers = futures::future::join_all(requests).await;
+
+    // Assert: some refused with Retry-After, every accepted one stored, nothing else.
+    let mut accepted = 0;
+    let mut refused = 0;
+    for res in answers {
+        match res.status().as_u16() {
+            202 => accepted += 1,
+            429 => {
+                assert_eq!(
+                    res.headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+                let body: Value = res.json().await.expect("json");
+                assert_eq!(body["error"], "buffer-full");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused > 0, "the buffer never filled");
+    assert!(accepted > 0);
+    let stored = list(&app, "service=flood&count=true&limit=1").await;
+    assert_eq!(stored["total"], accepted * 5);
+    let res = post(&app, "/events", &event("flood", "after"), None).await;
+    assert_eq!(
+        res.status().as_u16(),
+        202,
+        "recovers once the buffer drains"
+    );
+}
+
+async fn retention_deletes_old_events_on_schedule(backend: Backend) {
+    // Arrange: events 20 days old and fresh ones; retention 30 days; scheduler on.
+    let app = spawn_app_with(backend, |s| s.schedule.enabled = false).await;
+    let old = Utc::now() - chrono::Duration::days(20);
+    let res = post(
+        &app,
+        "/events",
+        &json!([
+            {"timestamp": old.to_rfc3339(), "service": "ret", "message": "old"},
+            {"timestamp": Utc::now().to_rfc3339(), "service": "ret", "message": "new"}
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 202);
+
+    // Act: 15 days later the old ones are past retention; run the due jobs.
+    app.state.clock.advance(chrono::Duration::days(15));
+    pregonero::jobs::scheduled::run_due(&app.state).await;
+
+    // Assert
+    let left = list(&app, "service=ret").await;
+    let messages: Vec<_> = left["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| e["message"].clone())
+        .collect();
+    assert_eq!(messages, vec![json!("new")]);
+    let db = app.inspect_db().await;
+    use pregonero::entities::scheduled_runs;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let run = scheduled_runs::Entity::find()
+        .filter(scheduled_runs::Column::Job.eq("events-retention"))
+        .one(&db)
+        .await
+        .expect("query")
+        .expect("a retention run");
+    assert_eq!(run.outcome.as_deref(), Some("ok"));
+    assert!(run.detail.unwrap_or_default().starts_with("1 events"));
+}
+
+crate::on_both_databases!(
+    invalid_events_get_field_errors_and_store_nothing,
+    accepted_events_are_committed_and_queryable,
+    cursor_pages_are_stable_under_concurrent_inserts,
+    a_full_buffer_answers_429_and_recovers,
+    retention_deletes_old_events_on_schedule,
+);
