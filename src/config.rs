@@ -351,10 +351,22 @@ impl Settings {
                 "must name a plan defined under alerts.plans",
             );
         }
-        if self.alerts.link_ttl_secs == 0 || self.alerts.setup_token_ttl_secs == 0 {
+        if !(1..=30 * 86_400).contains(&self.alerts.link_ttl_secs) {
             return bad(
                 "alerts.link_ttl_secs",
-                "lifetimes must be at least 1 second",
+                "must be between 1 second and 30 days",
+            );
+        }
+        if !(1..=86_400).contains(&self.alerts.setup_token_ttl_secs) {
+            return bad(
+                "alerts.setup_token_ttl_secs",
+                "must be between 1 second and 1 day",
+            );
+        }
+        if self.alerts.token_ttl_days > 36_500 {
+            return bad(
+                "alerts.token_ttl_days",
+                "must be at most 36500 (use 0 for tokens that never expire)",
             );
         }
         if self.schedule.tick_secs == 0 {
@@ -439,6 +451,20 @@ mod tests {
     #[test]
     fn defaults_validate() {
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_so_expiry_arithmetic_cannot_overflow() {
+        let mut s = Settings::default();
+        s.alerts.token_ttl_days = 36_501;
+        assert!(s.validate().is_err());
+        let mut s = Settings::default();
+        s.alerts.link_ttl_secs = u64::MAX;
+        let err = s.validate().expect_err("must fail").to_string();
+        assert!(err.contains("PREGONERO_ALERTS__LINK_TTL_SECS"), "{err}");
+        let mut s = Settings::default();
+        s.alerts.setup_token_ttl_secs = 86_401;
+        assert!(s.validate().is_err());
     }
 
     #[test]
