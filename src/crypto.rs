@@ -47,12 +47,7 @@ impl Cipher {
     /// A 32-byte subkey for one purpose: HMAC-SHA256(master key, purpose). Different purposes
     /// give independent keys, so a leaked webhook secret says nothing about the JWT key.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&self.master) else {
-            unreachable!("HMAC takes keys of any length")
-        };
-        mac.update(purpose.as_bytes());
-        mac.finalize().into_bytes().into()
+        hmac_sha256(&self.master, purpose.as_bytes())
     }
 
     /// Builds a cipher from the base64 form used in settings and key files.
@@ -111,6 +106,16 @@ impl Cipher {
 /// SHA-256 hex of a bearer token: what is stored and looked up.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// Equality that takes the same time wherever the inputs differ (for secrets from requests).

@@ -37,16 +37,27 @@ pub fn set_redaction_key(key: [u8; 32]) {
 /// A short stable hash of a recipient (chat id, phone) so logs can correlate without revealing
 /// it: HMAC-SHA256 under the redaction key (plain SHA-256 before one is set).
 pub fn redact(value: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let digest = match REDACTION_KEY
-        .get()
-        .and_then(|k| <Hmac<Sha256> as Mac>::new_from_slice(k).ok())
-    {
-        Some(mut mac) => {
-            mac.update(value.as_bytes());
-            hex::encode(mac.finalize().into_bytes())
-        }
+    let digest = match REDACTION_KEY.get() {
+        Some(key) => hex::encode(crate::crypto::hmac_sha256(key, value.as_bytes())),
         None => hex::encode(Sha256::digest(value.as_bytes())),
     };
     format!("h:{}", &digest[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_is_keyed_once_a_key_is_set() {
+        let plain = format!("h:{}", &hex::encode(Sha256::digest(b"5151"))[..12]);
+        set_redaction_key([9; 32]);
+        let keyed = redact("5151");
+        assert_ne!(
+            keyed, plain,
+            "an unkeyed hash of a chat id can be brute-forced"
+        );
+        assert_eq!(keyed, redact("5151"), "stable, so logs still correlate");
+        assert!(!keyed.contains("5151"));
+    }
 }

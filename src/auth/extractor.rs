@@ -35,6 +35,20 @@ impl FromRequest for Caller {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header; 401 `missing-credentials` without one.
+pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::MissingCredentials)
+}
+
 /// Middleware for `/api/v1`: resolves the bearer key before any body is read, so a request
 /// without valid credentials gets 401 whatever else is wrong with it.
 pub async fn require_api_key(
@@ -45,17 +59,7 @@ pub async fn require_api_key(
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::MissingCredentials)?;
+    let token = bearer_token(req.headers())?.to_owned();
     let caller = repo::authenticate(&state.db, &token)
         .await
         .map_err(ApiError::from)?

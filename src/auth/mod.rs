@@ -2,4 +2,4 @@
 mod extractor;
 pub mod repo;
 
-pub use extractor::{Caller, require_api_key};
+pub use extractor::{Caller, bearer_token, require_api_key};

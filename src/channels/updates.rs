@@ -39,12 +39,7 @@ pub struct UpdatesConfig {
 /// The `secret_token` Telegram echoes for bot `channel_id`: hex HMAC of the id under the
 /// server's webhook key (64 chars of `0-9a-f`, allowed by `setWebhook`).
 pub fn webhook_secret(key: &[u8; 32], channel_id: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
-        unreachable!("HMAC takes keys of any length")
-    };
-    mac.update(channel_id.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(crate::crypto::hmac_sha256(key, channel_id.as_bytes()))
 }
 
 /// The lease that makes one node the poller of a bot.

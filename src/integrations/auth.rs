@@ -85,23 +85,10 @@ pub enum AlertCaller {
     ApiKey(Caller),
 }
 
-fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
-    req.headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::MissingCredentials)
-}
-
 /// Resolves the bearer credentials of `req`. Integration tokens must be signed by this server,
 /// unexpired by the server's clock, not revoked, and belong to a live integration.
 pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCaller, ApiError> {
-    let token = bearer(req)?;
+    let token = auth::bearer_token(req.headers())?;
     if token.starts_with("prg_") {
         return auth::repo::authenticate(&state.db, token)
             .await?

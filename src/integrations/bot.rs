@@ -256,35 +256,24 @@ impl BotUpdates {
     ) -> anyhow::Result<()> {
         let chat_id = chat.id.to_string();
         let now = self.state.clock.now();
-        let changed = if gone {
-            repo::transition_chat(
-                &self.state.db,
-                &channel.id,
-                &chat_id,
-                repo::ChatChange {
-                    from: Status::Active,
-                    only_detail: None,
-                    to: Status::Paused,
-                    detail: Some(PAUSED_BOT_BLOCKED),
-                },
-                now,
-            )
-            .await?
+        // Blocked: pause the active ones. Unblocked: resume only what the block paused.
+        let change = if gone {
+            repo::ChatChange {
+                from: Status::Active,
+                only_detail: None,
+                to: Status::Paused,
+                detail: Some(PAUSED_BOT_BLOCKED),
+            }
         } else {
-            repo::transition_chat(
-                &self.state.db,
-                &channel.id,
-                &chat_id,
-                repo::ChatChange {
-                    from: Status::Paused,
-                    only_detail: Some(PAUSED_BOT_BLOCKED),
-                    to: Status::Active,
-                    detail: None,
-                },
-                now,
-            )
-            .await?
+            repo::ChatChange {
+                from: Status::Paused,
+                only_detail: Some(PAUSED_BOT_BLOCKED),
+                to: Status::Active,
+                detail: None,
+            }
         };
+        let changed =
+            repo::transition_chat(&self.state.db, &channel.id, &chat_id, change, now).await?;
         tracing::info!(chat = %redact(&chat_id), gone, changed, "bot membership changed");
         Ok(())
     }

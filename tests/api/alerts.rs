@@ -47,8 +47,9 @@ async fn a_deep_link_links_a_chat_and_alerts_reach_it(backend: Backend) {
     assert_eq!(body["error"], "integration-not-linked");
 
     // Act: the chat user taps START (the bot reads the update by long polling).
-    app.telegram
-        .user_sends(BOT_TOKEN, 5151, &format!("/start {}", integration.code));
+    let link_update =
+        app.telegram
+            .user_sends(BOT_TOKEN, 5151, &format!("/start {}", integration.code));
 
     // Assert: bound to that chat, confirmed in the chat, update confirmed to Telegram.
     let linked = app.wait_integration(&integration.id, "active").await;
@@ -60,6 +61,13 @@ async fn a_deep_link_links_a_chat_and_alerts_reach_it(backend: Backend) {
             .await,
         "the poller confirms handled updates"
     );
+
+    // The next offset is stored, so a restart neither replays nor skips updates.
+    let channel_row = pregonero::channels::repo::find(&app.state.db, &channel)
+        .await
+        .expect("query")
+        .expect("channel");
+    assert_eq!(channel_row.update_offset, Some(link_update + 1));
 
     // Act: an alert.
     let res = app
@@ -626,7 +634,66 @@ async fn native_crud_validates_and_updates(backend: Backend) {
     assert_eq!(body["error"], "integration-revoked");
 }
 
+async fn a_polling_lease_has_one_holder_and_release_keeps_a_newer_term(backend: Backend) {
+    // Arrange
+    use pregonero::leases;
+    let app = spawn_app(backend).await;
+    let db = &app.state.db;
+    let now = chrono::Utc::now();
+    let secs = |s| now + chrono::Duration::seconds(s);
+    let name = "telegram-poll:test";
+
+    // Act + Assert: one holder at a time; renewals by the holder; takeover after expiry.
+    assert!(
+        leases::acquire(db, name, "node-a", now, secs(30))
+            .await
+            .expect("a")
+    );
+    assert!(
+        !leases::acquire(db, name, "node-b", now, secs(30))
+            .await
+            .expect("b")
+    );
+    assert!(
+        leases::acquire(db, name, "node-a", now, secs(60))
+            .await
+            .expect("renew")
+    );
+    assert!(
+        leases::acquire(db, name, "node-b", secs(61), secs(90))
+            .await
+            .expect("takeover")
+    );
+
+    // A release of an old term (node-a's) leaves node-b's lease alone; its own release frees it.
+    leases::release(db, name, "node-a", secs(60))
+        .await
+        .expect("stale release");
+    assert!(
+        !leases::acquire(db, name, "node-c", secs(62), secs(92))
+            .await
+            .expect("still b")
+    );
+    leases::release(db, name, "node-b", secs(89))
+        .await
+        .expect("wrong term");
+    assert!(
+        !leases::acquire(db, name, "node-c", secs(62), secs(92))
+            .await
+            .expect("still b")
+    );
+    leases::release(db, name, "node-b", secs(90))
+        .await
+        .expect("release");
+    assert!(
+        leases::acquire(db, name, "node-c", secs(62), secs(92))
+            .await
+            .expect("free")
+    );
+}
+
 crate::on_both_databases!(
+    a_polling_lease_has_one_holder_and_release_keeps_a_newer_term,
     native_crud_validates_and_updates,
     a_deep_link_links_a_chat_and_alerts_reach_it,
     start_without_a_code_follows_pinguis_chat_first_flow,
