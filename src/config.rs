@@ -63,6 +63,29 @@ pub struct EventsSettings {
     pub max_future_skew_secs: u64,
     /// Events older than this many days are refused and deleted by the retention job.
     pub retention_days: u32,
+    /// When `POST /events` answers: `durable` (after the commit) or `buffered` (once accepted
+    /// in memory; a crash loses what was not committed yet).
+    pub durability: Durability,
+    /// Write the events of many requests in one transaction (group commit). `false` writes each
+    /// request in its own transaction: only useful as a benchmark baseline.
+    pub group_commit: bool,
+    /// Consecutive failed commits that open the storage circuit breaker.
+    pub breaker_failures: u32,
+    /// Successful commits in a row, while half-open, that close it again.
+    pub breaker_successes: u32,
+    /// Seconds the breaker stays open (refusing at once with 503) before it lets a probe through.
+    pub breaker_open_secs: u64,
+}
+
+/// When an accepted event is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `202` once the event is committed: nothing acknowledged is ever lost.
+    Durable,
+    /// `202` once the event is in the writer's buffer; failed commits are retried, but a crash
+    /// loses the buffer (at most `events.buffer_capacity` events).
+    Buffered,
 }
 
 /// Log output format.
@@ -247,6 +270,11 @@ impl Default for Settings {
                 max_metadata_bytes: 16 * 1024,
                 max_future_skew_secs: 300,
                 retention_days: 30,
+                durability: Durability::Durable,
+                group_commit: true,
+                breaker_failures: 5,
+                breaker_successes: 2,
+                breaker_open_secs: 30,
             },
         }
     }
@@ -395,6 +423,15 @@ impl Settings {
                 "events.max_request_events",
                 "must not exceed events.buffer_capacity",
             );
+        }
+        if self.events.breaker_failures == 0 || self.events.breaker_successes == 0 {
+            return bad(
+                "events.breaker_failures",
+                "breaker_failures and breaker_successes must be at least 1",
+            );
+        }
+        if !(1..=3_600).contains(&self.events.breaker_open_secs) {
+            return bad("events.breaker_open_secs", "must be between 1 and 3600");
         }
         if !(1..=36_500).contains(&self.events.retention_days) {
             return bad("events.retention_days", "must be between 1 and 36500");

@@ -16,7 +16,7 @@ use crate::{
     config::{Settings, UpdatesMode},
     crypto::Cipher,
     db, error,
-    events::EventWriter,
+    events::{EventWriter, RuleEngine, WriterOptions, breaker::Breaker},
     integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
     jobs::Workers,
     media::LocalMediaStore,
@@ -90,7 +90,26 @@ impl Application {
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
         let clock = Clock::system();
         let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone());
-        let events = EventWriter::start(db.clone(), settings.events.buffer_capacity);
+        let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone());
+        rules.reload().await.context("could not load alert rules")?;
+        rules.start_refresh();
+        let breaker = Arc::new(Breaker::new(
+            clock.clone(),
+            settings.events.breaker_failures,
+            settings.events.breaker_successes,
+            settings.events.breaker_open_secs,
+        ));
+        let events = EventWriter::start(
+            db.clone(),
+            breaker,
+            rules.clone(),
+            WriterOptions {
+                capacity: settings.events.buffer_capacity,
+                durability: settings.events.durability,
+                group_commit: settings.events.group_commit,
+                shutdown_grace: Duration::from_secs(settings.delivery.shutdown_grace_secs),
+            },
+        );
         let state = AppState {
             db,
             queue,
@@ -108,6 +127,7 @@ impl Application {
             ledger,
             token_cache: Default::default(),
             events,
+            rules,
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();
@@ -191,6 +211,8 @@ impl RunningApp {
             handle.stop(true).await;
             let _ = task.await;
         }
+        // Accepted events are committed before anything else stops (buffered mode holds some).
+        self.state.events.shutdown().await;
         if let Some(workers) = self.workers.take() {
             workers.shutdown().await;
         }

@@ -9,7 +9,7 @@ use crate::{
     clock::Clock,
     config::Settings,
     crypto::Cipher,
-    events::EventWriter,
+    events::{EventWriter, RuleEngine},
     integrations::{TokenCache, tokens::TokenSigner},
     jobs::{InFlight, Queue},
     media::LocalMediaStore,
@@ -51,4 +51,6 @@ pub struct AppState {
     pub token_cache: Arc<TokenCache>,
     /// Group commit of ingested events.
     pub events: EventWriter,
+    /// Alert rules matched against committed events.
+    pub rules: std::sync::Arc<RuleEngine>,
 }

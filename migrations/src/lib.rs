@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_foundation;
 mod m20261123_000002_integrations;
 mod m20261123_000003_events;
+mod m20261123_000004_alert_rules;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_foundation::Migration),
             Box::new(m20261123_000002_integrations::Migration),
             Box::new(m20261123_000003_events::Migration),
+            Box::new(m20261123_000004_alert_rules::Migration),
         ]
     }
 }

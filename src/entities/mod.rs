@@ -1,4 +1,5 @@
 //! sea-orm entities, one per table; only `repo` modules use them.
+pub mod alert_rules;
 pub mod api_keys;
 pub mod channel_accounts;
 pub mod events;

@@ -2,7 +2,10 @@
 //! answers `202` only once the event is committed (group commit through [`EventWriter`]);
 //! `GET /events` reads by service and time with keyset pagination; a scheduled job enforces
 //! retention.
+pub mod breaker;
 mod routes;
+mod rule_routes;
+pub mod rules;
 mod validate;
 pub mod writer;
 
@@ -10,8 +13,10 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 pub use routes::configure;
+pub use rule_routes::configure as configure_rules;
+pub use rules::RuleEngine;
 pub use validate::{NewEvent, validate_body};
-pub use writer::EventWriter;
+pub use writer::{EventWriter, WriterOptions};
 
 use crate::entities::events;
 

@@ -158,7 +158,14 @@ async fn submit(state: &AppState, rows: Vec<events::ActiveModel>) -> Result<(), 
                 resets_at: None,
             })
         }
+        Err(SubmitError::CircuitOpen(retry_after)) => {
+            metrics::counter!("pregonero_events_rejected_total", "reason" => "circuit-open")
+                .increment(1);
+            Err(circuit_open(retry_after))
+        }
         Err(SubmitError::Failed(e)) => {
+            metrics::counter!("pregonero_events_rejected_total", "reason" => "storage-unavailable")
+                .increment(1);
             tracing::warn!(error = %e, "events not stored");
             Err(ApiError::Limited {
                 status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -168,6 +175,17 @@ async fn submit(state: &AppState, rows: Vec<events::ActiveModel>) -> Result<(), 
                 resets_at: None,
             })
         }
+    }
+}
+
+fn circuit_open(retry_after: u64) -> ApiError {
+    ApiError::Limited {
+        status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        code: "circuit-open",
+        message: "event storage failed repeatedly and is resting; nothing was kept, retry later"
+            .into(),
+        retry_after,
+        resets_at: None,
     }
 }
 
@@ -184,6 +202,7 @@ async fn idempotent(
     } else {
         vec![key.to_owned()]
     };
+    state.events.admit().map_err(circuit_open)?;
     let (_, rows) = rows(events, now, Some(key));
     let insert = events::Entity::insert_many(rows)
         .on_conflict(

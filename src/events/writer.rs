@@ -1,33 +1,84 @@
 //! Group commit for events: requests hand their validated events to one writer task, which
 //! commits whatever queued up meanwhile in one transaction (multi-row inserts) and then answers
-//! every request in it. A semaphore of `events.buffer_capacity` permits bounds the events
-//! accepted but not yet committed: when it is exhausted, requests are refused (429) instead of
-//! growing memory.
-use std::{sync::Arc, time::Instant};
+//! every request in it.
+//!
+//! - A semaphore of `events.buffer_capacity` permits bounds the events accepted but not yet
+//!   committed: when it is exhausted, requests are refused (429) instead of growing memory.
+//! - In `durable` mode a request is answered after its batch commits. In `buffered` mode it is
+//!   answered once queued; a failed batch is retried with backoff, holding its permits (so a
+//!   database outage turns into 429s, not lost events or unbounded memory), and on shutdown the
+//!   writer commits what it holds for up to the grace period.
+//! - A [`Breaker`] watches the commits and refuses requests at once while the database is down.
+//! - Committed batches go to the [`RuleEngine`].
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait, TransactionTrait};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
+    task::JoinHandle,
+};
 
-use crate::entities::events;
+use super::{
+    breaker::{Breaker, CircuitState},
+    rules::RuleEngine,
+};
+use crate::{config::Durability, entities::events};
 
 /// Requests taken per batch at most (their events all go in one transaction).
 const MAX_REQUESTS_PER_BATCH: usize = 512;
 /// Rows per INSERT statement (SQLite allows 32,766 bound values; an event row has 7).
 const ROWS_PER_STATEMENT: usize = 2_000;
+/// How long a batch waits for a database connection before it counts as failed (a pool that
+/// cannot connect would otherwise hold every request for its whole acquire timeout).
+const BEGIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Backoff between retries of a failed buffered batch.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Why a submission was not committed.
 #[derive(Debug)]
 pub enum SubmitError {
     /// The buffer is full: try again shortly.
     Full,
+    /// The circuit breaker is open: the database failed repeatedly; retry after these seconds.
+    CircuitOpen(u64),
     /// The database refused the batch (down, or a constraint).
     Failed(String),
 }
 
 struct Request {
     rows: Vec<events::ActiveModel>,
-    reply: oneshot::Sender<Result<(), String>>,
+    /// `None` in buffered mode: nobody waits, the writer retries until it commits.
+    reply: Option<oneshot::Sender<Result<(), String>>>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// How the writer behaves (from `events.*` settings).
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Uncommitted events held at most.
+    pub capacity: u32,
+    /// When requests are answered.
+    pub durability: Durability,
+    /// `false`: each request commits on its own (benchmark baseline).
+    pub group_commit: bool,
+    /// How long shutdown keeps retrying buffered events that failed to commit.
+    pub shutdown_grace: Duration,
+}
+
+struct Shared {
+    db: DatabaseConnection,
+    breaker: Arc<Breaker>,
+    rules: Arc<RuleEngine>,
+    committed: AtomicU64,
+    /// `(when, committed)` at the last throughput sample.
+    sample: Mutex<(Instant, u64, f64)>,
 }
 
 /// Handle to the event writer task. Cheap to clone.
@@ -35,97 +86,265 @@ struct Request {
 pub struct EventWriter {
     tx: mpsc::Sender<Request>,
     permits: Arc<Semaphore>,
-    capacity: u32,
+    options: WriterOptions,
+    shared: Arc<Shared>,
+    stop: Arc<watch::Sender<bool>>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for EventWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventWriter")
-            .field("capacity", &self.capacity)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
 impl EventWriter {
-    /// Starts the writer on the current runtime with room for `capacity` uncommitted events.
-    pub fn start(db: DatabaseConnection, capacity: u32) -> Self {
+    /// Starts the writer on the current runtime.
+    pub fn start(
+        db: DatabaseConnection,
+        breaker: Arc<Breaker>,
+        rules: Arc<RuleEngine>,
+        options: WriterOptions,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_REQUESTS_PER_BATCH * 4);
-        tokio::spawn(run(db, rx));
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            db,
+            breaker,
+            rules,
+            committed: AtomicU64::new(0),
+            sample: Mutex::new((Instant::now(), 0, 0.0)),
+        });
+        let task = tokio::spawn(run(shared.clone(), rx, stop_rx, options.shutdown_grace));
+        metrics::gauge!("pregonero_events_buffer_capacity").set(f64::from(options.capacity));
         Self {
             tx,
-            permits: Arc::new(Semaphore::new(capacity as usize)),
-            capacity,
+            permits: Arc::new(Semaphore::new(options.capacity as usize)),
+            options,
+            shared,
+            stop: Arc::new(stop),
+            task: Arc::new(Mutex::new(Some(task))),
         }
     }
 
     /// Events accepted and not committed yet.
     pub fn in_use(&self) -> u32 {
-        self.capacity
+        self.options
+            .capacity
             .saturating_sub(u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX))
     }
 
     /// Buffer size.
     pub fn capacity(&self) -> u32 {
-        self.capacity
+        self.options.capacity
     }
 
-    /// Commits `rows`; returns once they are durable.
+    /// When requests are answered.
+    pub fn durability(&self) -> Durability {
+        self.options.durability
+    }
+
+    /// The storage circuit breaker's state.
+    pub fn circuit(&self) -> CircuitState {
+        self.shared.breaker.state()
+    }
+
+    /// Events committed since start.
+    pub fn committed(&self) -> u64 {
+        self.shared.committed.load(Ordering::Relaxed)
+    }
+
+    /// Commits per second since the previous call at least a second ago (the throughput
+    /// between two `/metrics` scrapes).
+    pub fn throughput(&self) -> f64 {
+        let mut sample = self.shared.sample.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let committed = self.committed();
+        let elapsed = now.duration_since(sample.0).as_secs_f64();
+        if elapsed >= 1.0 {
+            sample.2 = committed.saturating_sub(sample.1) as f64 / elapsed;
+            sample.0 = now;
+            sample.1 = committed;
+        }
+        sample.2
+    }
+
+    /// Sets the buffer and circuit gauges (called when `/metrics` renders).
+    pub fn publish_gauges(&self) {
+        let size = f64::from(self.in_use());
+        let capacity = f64::from(self.capacity());
+        metrics::gauge!("pregonero_events_buffer_size").set(size);
+        metrics::gauge!("pregonero_events_buffer_capacity").set(capacity);
+        metrics::gauge!("pregonero_events_buffer_utilisation").set(size / capacity.max(1.0));
+        metrics::gauge!("pregonero_events_circuit_state").set(self.circuit().gauge());
+        metrics::gauge!("pregonero_events_throughput_per_second").set(self.throughput());
+    }
+
+    /// `Ok` unless the circuit breaker is open (then the seconds until it half-opens).
+    pub fn admit(&self) -> Result<(), u64> {
+        self.shared.breaker.admit()
+    }
+
+    /// Stores `rows`: durable mode returns once they are committed, buffered mode once they
+    /// are queued.
     pub async fn submit(&self, rows: Vec<events::ActiveModel>) -> Result<(), SubmitError> {
+        self.shared
+            .breaker
+            .admit()
+            .map_err(SubmitError::CircuitOpen)?;
         let n = u32::try_from(rows.len()).unwrap_or(u32::MAX);
         let permit = self
             .permits
             .clone()
             .try_acquire_many_owned(n)
             .map_err(|_| SubmitError::Full)?;
-        metrics::gauge!("pregonero_events_buffer_size").set(f64::from(self.in_use()));
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request {
-                rows,
-                reply,
-                _permit: permit,
-            })
-            .await
-            .map_err(|_| SubmitError::Failed("the event writer stopped".into()))?;
-        rx.await
-            .map_err(|_| SubmitError::Failed("the event writer dropped the request".into()))?
-            .map_err(SubmitError::Failed)
+        if !self.options.group_commit {
+            let refs: Vec<&events::ActiveModel> = rows.iter().collect();
+            let result = commit(&self.shared, &refs).await;
+            drop(permit);
+            return result.map_err(SubmitError::Failed);
+        }
+        let stopped = || SubmitError::Failed("the event writer is stopping".into());
+        match self.options.durability {
+            Durability::Durable => {
+                let (reply, rx) = oneshot::channel();
+                self.tx
+                    .send(Request {
+                        rows,
+                        reply: Some(reply),
+                        _permit: permit,
+                    })
+                    .await
+                    .map_err(|_| stopped())?;
+                rx.await
+                    .map_err(|_| {
+                        SubmitError::Failed("the event writer dropped the request".into())
+                    })?
+                    .map_err(SubmitError::Failed)
+            }
+            Durability::Buffered => self
+                .tx
+                .send(Request {
+                    rows,
+                    reply: None,
+                    _permit: permit,
+                })
+                .await
+                .map_err(|_| stopped()),
+        }
+    }
+
+    /// Stops taking events, commits what is queued (retrying buffered events for up to the
+    /// grace period) and waits for the writer to end.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Request>) {
+async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Request>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
-    while rx.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
-        let started = Instant::now();
-        let rows: Vec<_> = batch
-            .iter_mut()
-            .flat_map(|r| std::mem::take(&mut r.rows))
-            .collect();
-        let count = rows.len();
-        let result = insert(&db, rows).await.map_err(|e| e.to_string());
-        metrics::histogram!("pregonero_events_batch_size").record(count as f64);
-        metrics::histogram!("pregonero_events_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(()) => metrics::counter!("pregonero_events_committed_total").increment(count as u64),
-            Err(e) => {
-                tracing::error!(error = %e, count, "event batch not committed");
-                metrics::counter!("pregonero_events_failed_total").increment(count as u64);
+    // Buffered requests whose batch failed: retried until committed (or the grace ends).
+    let mut retry: Vec<Request> = Vec::new();
+    let mut backoff = RETRY_MIN;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if retry.is_empty() {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH) => if n == 0 { break },
+                _ = stop.changed(), if deadline.is_none() => {
+                    deadline = Some(Instant::now() + grace);
+                    rx.close();
+                    continue;
+                }
+            }
+        } else {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let lost: usize = retry.iter().map(|r| r.rows.len()).sum();
+                tracing::error!(
+                    lost,
+                    "stopping with buffered events the database would not take; they are lost"
+                );
+                metrics::counter!("pregonero_events_dropped_total").increment(lost as u64);
+                retry.clear();
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = stop.changed(), if deadline.is_none() => {
+                    deadline = Some(Instant::now() + grace);
+                    rx.close();
+                }
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+            batch.append(&mut retry);
+            while batch.len() < MAX_REQUESTS_PER_BATCH {
+                match rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
             }
         }
-        for request in batch.drain(..) {
-            let _ = request.reply.send(result.clone());
+        let rows: Vec<&events::ActiveModel> = batch.iter().flat_map(|r| r.rows.iter()).collect();
+        let result = commit(&shared, &rows).await;
+        drop(rows);
+        if result.is_ok() {
+            backoff = RETRY_MIN;
+        }
+        for mut request in batch.drain(..) {
+            match (request.reply.take(), &result) {
+                (Some(reply), _) => {
+                    let _ = reply.send(result.clone());
+                }
+                (None, Ok(())) => {}
+                (None, Err(_)) => retry.push(request),
+            }
         }
     }
 }
 
-async fn insert(
-    db: &DatabaseConnection,
-    rows: Vec<events::ActiveModel>,
-) -> Result<(), sea_orm::DbErr> {
-    let txn = db.begin().await?;
+/// Inserts `rows` in one transaction; records the outcome (metrics, breaker, rules).
+async fn commit(shared: &Arc<Shared>, rows: &[&events::ActiveModel]) -> Result<(), String> {
+    let started = Instant::now();
+    let result = insert(&shared.db, rows).await.map_err(|e| e.to_string());
+    let count = rows.len();
+    metrics::histogram!("pregonero_events_batch_size").record(count as f64);
+    metrics::histogram!("pregonero_events_commit_seconds").record(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(()) => {
+            shared.breaker.success();
+            shared.committed.fetch_add(count as u64, Ordering::Relaxed);
+            metrics::counter!("pregonero_events_committed_total").increment(count as u64);
+            shared.rules.observe(rows);
+        }
+        Err(e) => {
+            shared.breaker.failure();
+            tracing::error!(error = %e, count, "event batch not committed");
+            metrics::counter!("pregonero_events_failed_total").increment(count as u64);
+        }
+    }
+    result
+}
+
+async fn insert(db: &DatabaseConnection, rows: &[&events::ActiveModel]) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let txn = tokio::time::timeout(BEGIN_TIMEOUT, db.begin())
+        .await
+        .map_err(|_| DbErr::Custom("no database connection within 2 s".into()))??;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        events::Entity::insert_many(chunk.to_vec())
+        events::Entity::insert_many(chunk.iter().map(|r| (*r).clone()))
             .exec_without_returning(&txn)
             .await?;
     }

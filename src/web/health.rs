@@ -55,6 +55,16 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 "concurrency": state.settings.delivery.concurrency,
             }
         },
+        "events": {
+            "durability": state.events.durability(),
+            "buffer": {
+                "size": state.events.in_use(),
+                "capacity": state.events.capacity(),
+                "utilisation": f64::from(state.events.in_use()) / f64::from(state.events.capacity().max(1)),
+            },
+            "circuit": state.events.circuit().as_str(),
+            "committed": state.events.committed(),
+        },
         "channels": {
             "by_status": by_status,
             "running_actors": live.len(),

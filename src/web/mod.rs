@@ -24,7 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(channels::routes::configure)
                 .configure(messages::configure)
                 .configure(integrations::configure)
-                .configure(media::configure),
+                .configure(media::configure)
+                .configure(events::configure_rules),
         );
 }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use fakes::telegram::FakeTelegram;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 use serde_json::{Value, json};
 
 use crate::helpers::{BOT_TOKEN, Backend, test_settings};
@@ -222,6 +222,124 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
 }
 
 crate::on_both_databases!(kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains);
+
+/// One client of the load: posts single events and batches of 10 until the server dies;
+/// returns the `(event_id, message)` of every event that got a 202.
+async fn event_client(client: reqwest::Client, url: String, n: usize) -> Vec<(String, String)> {
+    let mut acked = Vec::new();
+    for round in 0.. {
+        let batch = round % 2 == 1;
+        let messages: Vec<String> = (0..if batch { 10 } else { 1 })
+            .map(|i| format!("c{n}-r{round}-{i}"))
+            .collect();
+        let events: Vec<Value> = messages
+            .iter()
+            .map(|m| json!({"timestamp": chrono::Utc::now().to_rfc3339(), "service": "crash", "message": m}))
+            .collect();
+        let body = if batch {
+            json!(events)
+        } else {
+            events[0].clone()
+        };
+        let Ok(res) = client.post(&url).json(&body).send().await else {
+            return acked;
+        };
+        if res.status().as_u16() != 202 {
+            continue;
+        }
+        let Ok(answer) = res.json::<Value>().await else {
+            return acked;
+        };
+        let ids: Vec<String> = if batch {
+            answer["event_ids"]
+                .as_array()
+                .expect("event_ids")
+                .iter()
+                .map(|v| v.as_str().expect("id").to_owned())
+                .collect()
+        } else {
+            vec![answer["event_id"].as_str().expect("event_id").to_owned()]
+        };
+        acked.extend(ids.into_iter().zip(messages));
+    }
+    acked
+}
+
+async fn kill_9_under_event_load_keeps_every_acknowledged_event_once(backend: Backend) {
+    // Arrange
+    let telegram = FakeTelegram::start().await.expect("fake");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut server = start_server(&backend, data_dir.path(), &telegram);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let url = format!("{}/events", server.address);
+
+    // Act: 16 clients ingest flat out; SIGKILL mid-stream; start again on the same data.
+    let clients: Vec<_> = (0..16)
+        .map(|n| tokio::spawn(event_client(client.clone(), url.clone(), n)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.child.kill().expect("kill -9");
+    let _ = server.child.wait();
+    let mut acked = Vec::new();
+    for c in clients {
+        acked.extend(c.await.expect("client task"));
+    }
+    let mut again = start_server(&backend, data_dir.path(), &telegram);
+
+    // Assert: every acknowledged event is stored exactly once, under the id it was given.
+    assert!(acked.len() > 100, "the load ran: {} events", acked.len());
+    let mut settings = test_settings(&backend, data_dir.path().to_owned(), telegram.base_url());
+    settings.node_name = Some("inspector".into());
+    let (db, _) = pregonero::db::connect(&settings).await.expect("db");
+    use pregonero::entities::events;
+    let stored: Vec<(String, String)> = events::Entity::find()
+        .select_only()
+        .column(events::Column::EventId)
+        .column(events::Column::Message)
+        .filter(events::Column::Service.eq("crash"))
+        .into_tuple()
+        .all(&db)
+        .await
+        .expect("events");
+    let mut by_message: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, message) in &stored {
+        by_message.entry(message).or_default().push(id);
+    }
+    let mut missing = 0;
+    for (id, message) in &acked {
+        match by_message.get(message.as_str()) {
+            Some(ids) => {
+                assert_eq!(ids.len(), 1, "{message} stored {} times", ids.len());
+                assert_eq!(ids[0], id, "{message} stored under another id");
+            }
+            None => missing += 1,
+        }
+    }
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged events were lost",
+        acked.len()
+    );
+    let res = client
+        .post(format!("{}/events", again.address))
+        .json(&json!({"timestamp": chrono::Utc::now().to_rfc3339(), "service": "crash", "message": "after"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        res.status().as_u16(),
+        202,
+        "ingests again after the restart"
+    );
+    again.child.kill().expect("kill");
+    let _ = again.child.wait();
+}
+
+crate::on_both_databases!(kill_9_under_event_load_keeps_every_acknowledged_event_once);
 
 async fn get_json(client: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
     let res = client

@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::Duration};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, StorageFault, TcpProxy, TestApp, spawn_app, spawn_app_with};
 
 async fn post(app: &TestApp, path: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
     let mut req = app.client.post(format!("{}{path}", app.address)).json(body);
@@ -289,6 +289,240 @@ async fn retention_deletes_old_events_on_schedule(backend: Backend) {
     assert_eq!(run.outcome.as_deref(), Some("ok"));
     assert!(run.detail.unwrap_or_default().starts_with("1 events"));
 }
+
+async fn health_events(app: &TestApp) -> Value {
+    let (code, body) = app.get_json_root("/health").await;
+    assert_eq!(code, 200);
+    body["events"].clone()
+}
+
+async fn error_of(res: reqwest::Response) -> (u16, Option<String>, String) {
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = res.json().await.expect("json");
+    (
+        status,
+        retry,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+async fn the_circuit_breaker_opens_on_failing_commits_and_closes_after_probes(backend: Backend) {
+    // Arrange: opens after 3 failures, closes after 2 good probes, rests 30 s.
+    let app = spawn_app_with(backend, |s| {
+        s.events.breaker_failures = 3;
+        s.events.breaker_successes = 2;
+        s.events.breaker_open_secs = 30;
+    })
+    .await;
+    let fault = StorageFault::install(&app).await;
+    fault.set(true).await;
+
+    // Act + Assert: three failed commits answer 503 storage-unavailable and open the circuit.
+    for i in 0..3 {
+        let res = post(&app, "/events", &event("cb", &format!("fail{i}")), None).await;
+        let (status, retry, code) = error_of(res).await;
+        assert_eq!((status, code.as_str()), (503, "storage-unavailable"));
+        assert!(retry.is_some(), "503 carries Retry-After");
+    }
+    assert_eq!(health_events(&app).await["circuit"], "open");
+    fault.set(false).await;
+    let (status, retry, code) =
+        error_of(post(&app, "/events", &event("cb", "refused"), None).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (503, "circuit-open"),
+        "open refuses without trying"
+    );
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!((1..=30).contains(&retry), "Retry-After {retry}");
+
+    // After the rest period the next requests are probes; two good ones close the circuit.
+    app.state.clock.advance(chrono::Duration::seconds(31));
+    assert_eq!(
+        post(&app, "/events", &event("cb", "probe1"), None)
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+    assert_eq!(health_events(&app).await["circuit"], "half-open");
+    assert_eq!(
+        post(&app, "/events", &event("cb", "probe2"), None)
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+    assert_eq!(health_events(&app).await["circuit"], "closed");
+
+    // A failed probe opens it again at once.
+    fault.set(true).await;
+    for i in 0..3 {
+        post(&app, "/events", &event("cb", &format!("again{i}")), None).await;
+    }
+    app.state.clock.advance(chrono::Duration::seconds(31));
+    let (status, _, code) =
+        error_of(post(&app, "/events", &event("cb", "bad probe"), None).await).await;
+    assert_eq!((status, code.as_str()), (503, "storage-unavailable"));
+    assert_eq!(health_events(&app).await["circuit"], "open");
+    fault.set(false).await;
+
+    // Only the accepted events were stored, and the metrics show the states.
+    let stored = list(&app, "service=cb&count=true").await;
+    assert_eq!(stored["total"], 2);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("pregonero_events_circuit_state 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"pregonero_events_rejected_total{reason="circuit-open"}"#));
+}
+
+async fn buffered_mode_answers_first_and_keeps_events_through_an_outage(backend: Backend) {
+    // Arrange
+    let app = spawn_app_with(backend, |s| {
+        s.events.durability = pregonero::config::Durability::Buffered;
+    })
+    .await;
+    let fault = StorageFault::install(&app).await;
+    fault.set(true).await;
+
+    // Act: events accepted while every commit fails.
+    for i in 0..3 {
+        let res = post(&app, "/events", &event("buf", &format!("e{i}")), None).await;
+        assert_eq!(
+            res.status().as_u16(),
+            202,
+            "buffered mode answers before the commit"
+        );
+    }
+    let held = health_events(&app).await;
+    assert_eq!(held["durability"], "buffered");
+    assert_eq!(held["buffer"]["size"], 3, "held in the buffer: {held}");
+    fault.set(false).await;
+
+    // Assert: the writer keeps retrying and stores all three once the database takes them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = list(&app, "service=buf&count=true").await;
+        if stored["total"] == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "buffered events were not written: {stored}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(health_events(&app).await["buffer"]["size"], 0);
+}
+
+async fn buffered_events_are_committed_on_shutdown(backend: Backend) {
+    // Arrange
+    let mut app = spawn_app_with(backend, |s| {
+        s.events.durability = pregonero::config::Durability::Buffered;
+    })
+    .await;
+    let batch: Vec<Value> = (0..200).map(|i| event("stop", &format!("s{i}"))).collect();
+    let batch = json!(batch);
+    let requests = (0..10).map(|_| post(&app, "/events", &batch, None));
+    for res in futures::future::join_all(requests).await {
+        assert_eq!(res.status().as_u16(), 202);
+    }
+
+    // Act: a clean stop right after the answers.
+    app.stop_server().await;
+    app.start_server().await;
+
+    // Assert
+    let stored = list(&app, "service=stop&count=true").await;
+    assert_eq!(stored["total"], 2_000);
+}
+
+/// PostgreSQL behind a proxy that is cut: 503 at once (not after the pool's acquire timeout),
+/// the breaker opens, and ingestion comes back when the database does.
+#[actix_web::test]
+async fn database_down_answers_503_and_recovers_postgres() {
+    let Some(Backend::Postgres(url)) = Backend::postgres().await else {
+        return;
+    };
+    if !url.contains("127.0.0.1:5432") {
+        println!("skipped: TEST_POSTGRES_URL is not on 127.0.0.1:5432");
+        return;
+    }
+    let proxy = TcpProxy::start("127.0.0.1:5432".into()).await;
+    let through = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    let app = spawn_app_with(Backend::Postgres(through), |s| {
+        s.events.breaker_failures = 2;
+    })
+    .await;
+    assert_eq!(
+        post(&app, "/events", &event("down", "before"), None)
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+
+    // Act: the database goes away.
+    proxy.cut();
+    let started = std::time::Instant::now();
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        let (status, retry, code) =
+            error_of(post(&app, "/events", &event("down", &format!("lost{i}")), None).await).await;
+        assert_eq!(status, 503);
+        assert!(retry.is_some());
+        codes.push(code);
+    }
+
+    // Assert: failures, then the open circuit; each answer within the 2 s connection bound.
+    assert_eq!(
+        codes,
+        ["storage-unavailable", "storage-unavailable", "circuit-open"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    app.state.clock.advance(chrono::Duration::seconds(31));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = post(&app, "/events", &event("down", "after"), None).await;
+        if res.status().as_u16() == 202 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingestion did not recover"
+        );
+        app.state.clock.advance(chrono::Duration::seconds(31));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = list(&app, "service=down&count=true").await;
+    assert!(stored["total"].as_u64() >= Some(2), "{stored}");
+}
+
+crate::on_both_databases!(
+    the_circuit_breaker_opens_on_failing_commits_and_closes_after_probes,
+    buffered_mode_answers_first_and_keeps_events_through_an_outage,
+    buffered_events_are_committed_on_shutdown,
+);
 
 crate::on_both_databases!(
     invalid_events_get_field_errors_and_store_nothing,

@@ -194,6 +194,18 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET` a path outside `/api/v1` (no credentials); status and JSON body.
+    pub async fn get_json_root(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     /// Registers the test bot with the fake and then with the server; returns the channel id.
     pub async fn create_bot(&self, limits: Option<Value>) -> String {
         self.telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
@@ -359,5 +371,111 @@ impl TestApp {
             .filter_map(|m| m.text)
             .rfind(|t| t.contains(needle))
             .unwrap_or_default()
+    }
+}
+
+/// Makes every insert into `events` fail while switched on: a trigger that raises, installed
+/// with SQL straight into the test's database (the server has no such switch).
+pub struct StorageFault {
+    db: sea_orm::DatabaseConnection,
+}
+
+impl StorageFault {
+    /// Installs the trigger (off).
+    pub async fn install(app: &TestApp) -> Self {
+        use sea_orm::ConnectionTrait;
+        let db = app.inspect_db().await;
+        let sql = if app.settings.is_postgres() {
+            "CREATE TABLE test_fault (down INTEGER NOT NULL);
+             INSERT INTO test_fault VALUES (0);
+             CREATE FUNCTION test_fault_fn() RETURNS trigger AS $$
+             BEGIN
+               IF (SELECT down FROM test_fault) = 1 THEN RAISE EXCEPTION 'injected storage fault'; END IF;
+               RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER test_fault_events BEFORE INSERT ON events
+               FOR EACH ROW EXECUTE FUNCTION test_fault_fn();"
+        } else {
+            "CREATE TABLE test_fault (down INTEGER NOT NULL);
+             INSERT INTO test_fault VALUES (0);
+             CREATE TRIGGER test_fault_events BEFORE INSERT ON events
+               WHEN (SELECT down FROM test_fault) = 1
+               BEGIN SELECT RAISE(ABORT, 'injected storage fault'); END;"
+        };
+        db.execute_unprepared(sql).await.expect("install fault");
+        Self { db }
+    }
+
+    /// Inserts into `events` fail (`true`) or work again.
+    pub async fn set(&self, down: bool) {
+        use sea_orm::ConnectionTrait;
+        self.db
+            .execute_unprepared(&format!("UPDATE test_fault SET down = {}", i32::from(down)))
+            .await
+            .expect("toggle fault");
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones, as a
+/// database that went away would.
+pub struct TcpProxy {
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    /// Proxies 127.0.0.1:<random> to `upstream`, on a thread and runtime of its own (the test's
+    /// runtime may be busy awaiting the very connection the proxy has to carry).
+    pub async fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, c) = (down.clone(), connections.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if d.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is closed at once
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    c.lock().expect("lock").push(task);
+                }
+            });
+        });
+        Self {
+            port,
+            down,
+            connections,
+        }
+    }
+
+    /// Closes every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

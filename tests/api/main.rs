@@ -9,3 +9,4 @@ mod errors;
 mod events;
 mod operations;
 mod resilience;
+mod rules;
