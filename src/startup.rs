@@ -107,6 +107,7 @@ impl Application {
                 capacity: settings.events.buffer_capacity,
                 durability: settings.events.durability,
                 group_commit: settings.events.group_commit,
+                writers: if settings.is_postgres() { 4 } else { 1 },
                 shutdown_grace: Duration::from_secs(settings.delivery.shutdown_grace_secs),
             },
         );

@@ -115,6 +115,13 @@ fn limiter(per_minute: i32) -> Arc<DefaultDirectRateLimiter> {
     Arc::new(RateLimiter::direct(Quota::per_minute(n)))
 }
 
+/// An event that matched a rule, waiting for its batch to commit.
+pub struct Match {
+    rule: Arc<Rule>,
+    text: String,
+    event_id: String,
+}
+
 /// What a rule firing produced.
 #[derive(Debug)]
 enum Outcome {
@@ -269,13 +276,14 @@ impl RuleEngine {
             .or_default() += 1;
     }
 
-    /// Matches committed events against the rules; each match within its rule's rate becomes
-    /// an alert (sent from a task of its own, so the writer never waits for it).
-    pub fn observe(self: &Arc<Self>, rows: &[&events::ActiveModel]) {
+    /// The rules `rows` match, before they are committed (only [`RuleEngine::fire`] after a
+    /// successful commit sends anything). Costs one atomic load when there are no rules.
+    pub fn matches(&self, rows: &[events::ActiveModel]) -> Vec<Match> {
         if !self.any.load(Ordering::Relaxed) {
-            return;
+            return Vec::new();
         }
         let rules = self.current();
+        let mut found = Vec::new();
         for row in rows {
             let (
                 ActiveValue::Set(service) | ActiveValue::Unchanged(service),
@@ -291,29 +299,45 @@ impl RuleEngine {
             };
             let mut parsed = None;
             for rule in rules.iter() {
-                if !rule.matches(service, &mut parsed, raw) {
-                    continue;
+                if rule.matches(service, &mut parsed, raw) {
+                    found.push(Match {
+                        text: alert_text(&rule.name, service, message),
+                        rule: rule.clone(),
+                        event_id: event_id.clone(),
+                    });
                 }
-                if rule.limiter.check().is_err() {
-                    self.suppress(rule, "rate-limited");
-                    continue;
-                }
-                let text = alert_text(&rule.name, service, message);
-                let (engine, rule, event_id) = (self.clone(), rule.clone(), event_id.clone());
-                tokio::spawn(async move {
-                    match engine.fire(&rule, text).await {
-                        Ok(Outcome::Fired) => {
-                            metrics::counter!("pregonero_alert_rules_fired_total").increment(1);
-                            tracing::debug!(rule_id = %rule.id, %event_id, "alert rule fired");
-                        }
-                        Ok(Outcome::Suppressed(reason)) => engine.suppress(&rule, reason),
-                        Err(e) => {
-                            tracing::warn!(rule_id = %rule.id, %event_id, error = %e, "alert rule could not fire");
-                            engine.suppress(&rule, "error");
-                        }
-                    }
-                });
             }
+        }
+        found
+    }
+
+    /// Sends the matches of a committed batch, each within its rule's rate (from tasks of their
+    /// own, so the writer never waits for them).
+    pub fn fire_all(self: &Arc<Self>, matches: Vec<Match>) {
+        for Match {
+            rule,
+            text,
+            event_id,
+        } in matches
+        {
+            if rule.limiter.check().is_err() {
+                self.suppress(&rule, "rate-limited");
+                continue;
+            }
+            let engine = self.clone();
+            tokio::spawn(async move {
+                match engine.fire(&rule, text).await {
+                    Ok(Outcome::Fired) => {
+                        metrics::counter!("pregonero_alert_rules_fired_total").increment(1);
+                        tracing::debug!(rule_id = %rule.id, %event_id, "alert rule fired");
+                    }
+                    Ok(Outcome::Suppressed(reason)) => engine.suppress(&rule, reason),
+                    Err(e) => {
+                        tracing::warn!(rule_id = %rule.id, %event_id, error = %e, "alert rule could not fire");
+                        engine.suppress(&rule, "error");
+                    }
+                }
+            });
         }
     }
 

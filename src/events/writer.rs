@@ -1,6 +1,7 @@
-//! Group commit for events: requests hand their validated events to one writer task, which
+//! Group commit for events: requests hand their validated events to a writer task, which
 //! commits whatever queued up meanwhile in one transaction (multi-row inserts) and then answers
-//! every request in it.
+//! every request in it. SQLite has one writer task; PostgreSQL has [`WriterOptions::writers`]
+//! of them, fed round-robin, so several batches commit in parallel.
 //!
 //! - A semaphore of `events.buffer_capacity` permits bounds the events accepted but not yet
 //!   committed: when it is exhausted, requests are refused (429) instead of growing memory.
@@ -13,7 +14,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -68,6 +69,9 @@ pub struct WriterOptions {
     pub durability: Durability,
     /// `false`: each request commits on its own (benchmark baseline).
     pub group_commit: bool,
+    /// Writer tasks committing side by side: 1 on SQLite (one writer at a time anyway), a few on
+    /// PostgreSQL, which runs concurrent transactions in parallel.
+    pub writers: usize,
     /// How long shutdown keeps retrying buffered events that failed to commit.
     pub shutdown_grace: Duration,
 }
@@ -84,12 +88,14 @@ struct Shared {
 /// Handle to the event writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct EventWriter {
-    tx: mpsc::Sender<Request>,
+    /// One channel per writer task; requests go round-robin.
+    txs: Arc<[mpsc::Sender<Request>]>,
+    next: Arc<AtomicUsize>,
     permits: Arc<Semaphore>,
     options: WriterOptions,
     shared: Arc<Shared>,
     stop: Arc<watch::Sender<bool>>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for EventWriter {
@@ -108,7 +114,6 @@ impl EventWriter {
         rules: Arc<RuleEngine>,
         options: WriterOptions,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(MAX_REQUESTS_PER_BATCH * 4);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             db,
@@ -117,16 +122,33 @@ impl EventWriter {
             committed: AtomicU64::new(0),
             sample: Mutex::new((Instant::now(), 0, 0.0)),
         });
-        let task = tokio::spawn(run(shared.clone(), rx, stop_rx, options.shutdown_grace));
+        let mut txs = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..options.writers.max(1) {
+            let (tx, rx) = mpsc::channel(MAX_REQUESTS_PER_BATCH * 4);
+            txs.push(tx);
+            tasks.push(tokio::spawn(run(
+                shared.clone(),
+                rx,
+                stop_rx.clone(),
+                options.shutdown_grace,
+            )));
+        }
         metrics::gauge!("pregonero_events_buffer_capacity").set(f64::from(options.capacity));
         Self {
-            tx,
+            txs: txs.into(),
+            next: Arc::new(AtomicUsize::new(0)),
             permits: Arc::new(Semaphore::new(options.capacity as usize)),
             options,
             shared,
             stop: Arc::new(stop),
-            task: Arc::new(Mutex::new(Some(task))),
+            tasks: Arc::new(Mutex::new(tasks)),
         }
+    }
+
+    fn writer(&self) -> &mpsc::Sender<Request> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.txs.len();
+        &self.txs[i]
     }
 
     /// Events accepted and not committed yet.
@@ -201,8 +223,7 @@ impl EventWriter {
             .try_acquire_many_owned(n)
             .map_err(|_| SubmitError::Full)?;
         if !self.options.group_commit {
-            let refs: Vec<&events::ActiveModel> = rows.iter().collect();
-            let result = commit(&self.shared, &refs).await;
+            let result = commit(&self.shared, rows).await;
             drop(permit);
             return result.map_err(SubmitError::Failed);
         }
@@ -210,7 +231,7 @@ impl EventWriter {
         match self.options.durability {
             Durability::Durable => {
                 let (reply, rx) = oneshot::channel();
-                self.tx
+                self.writer()
                     .send(Request {
                         rows,
                         reply: Some(reply),
@@ -225,7 +246,7 @@ impl EventWriter {
                     .map_err(SubmitError::Failed)
             }
             Durability::Buffered => self
-                .tx
+                .writer()
                 .send(Request {
                     rows,
                     reply: None,
@@ -240,8 +261,8 @@ impl EventWriter {
     /// grace period) and waits for the writer to end.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
             let _ = task.await;
         }
     }
@@ -295,9 +316,15 @@ async fn run(
                 }
             }
         }
-        let rows: Vec<&events::ActiveModel> = batch.iter().flat_map(|r| r.rows.iter()).collect();
-        let result = commit(&shared, &rows).await;
-        drop(rows);
+        // Durable requests hand their rows over; buffered ones keep theirs for a retry.
+        let rows: Vec<events::ActiveModel> = batch
+            .iter_mut()
+            .flat_map(|r| match r.reply {
+                Some(_) => std::mem::take(&mut r.rows),
+                None => r.rows.clone(),
+            })
+            .collect();
+        let result = commit(&shared, rows).await;
         if result.is_ok() {
             backoff = RETRY_MIN;
         }
@@ -313,11 +340,13 @@ async fn run(
     }
 }
 
-/// Inserts `rows` in one transaction; records the outcome (metrics, breaker, rules).
-async fn commit(shared: &Arc<Shared>, rows: &[&events::ActiveModel]) -> Result<(), String> {
+/// Inserts `rows` in one transaction; records the outcome (metrics, breaker) and hands the
+/// alert-rule matches of a committed batch to the rule engine.
+async fn commit(shared: &Arc<Shared>, rows: Vec<events::ActiveModel>) -> Result<(), String> {
     let started = Instant::now();
-    let result = insert(&shared.db, rows).await.map_err(|e| e.to_string());
     let count = rows.len();
+    let matches = shared.rules.matches(&rows);
+    let result = insert(&shared.db, rows).await.map_err(|e| e.to_string());
     metrics::histogram!("pregonero_events_batch_size").record(count as f64);
     metrics::histogram!("pregonero_events_commit_seconds").record(started.elapsed().as_secs_f64());
     match &result {
@@ -325,7 +354,9 @@ async fn commit(shared: &Arc<Shared>, rows: &[&events::ActiveModel]) -> Result<(
             shared.breaker.success();
             shared.committed.fetch_add(count as u64, Ordering::Relaxed);
             metrics::counter!("pregonero_events_committed_total").increment(count as u64);
-            shared.rules.observe(rows);
+            if !matches.is_empty() {
+                shared.rules.fire_all(matches);
+            }
         }
         Err(e) => {
             shared.breaker.failure();
@@ -336,15 +367,20 @@ async fn commit(shared: &Arc<Shared>, rows: &[&events::ActiveModel]) -> Result<(
     result
 }
 
-async fn insert(db: &DatabaseConnection, rows: &[&events::ActiveModel]) -> Result<(), DbErr> {
+async fn insert(db: &DatabaseConnection, rows: Vec<events::ActiveModel>) -> Result<(), DbErr> {
     if rows.is_empty() {
         return Ok(());
     }
     let txn = tokio::time::timeout(BEGIN_TIMEOUT, db.begin())
         .await
         .map_err(|_| DbErr::Custom("no database connection within 2 s".into()))??;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        events::Entity::insert_many(chunk.iter().map(|r| (*r).clone()))
+    let mut rows = rows.into_iter();
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        events::Entity::insert_many(chunk)
             .exec_without_returning(&txn)
             .await?;
     }

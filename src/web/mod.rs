@@ -8,7 +8,10 @@ use crate::{auth, channels, error::ErrorBody, events, integrations, media, messa
 
 /// Mounts every route: operations at the root, the API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/live", web::get().to(health::live))
+    // Routes are tried in order: the hottest one (`POST /events`, a static path) goes first so
+    // it does not pay for the dynamic patterns' regex matching below.
+    cfg.configure(events::configure)
+        .route("/live", web::get().to(health::live))
         .route("/ready", web::get().to(health::ready))
         .route("/health", web::get().to(health::health))
         .route("/metrics", web::get().to(metrics::render))
@@ -17,7 +20,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(integrations::telegram_webhook),
         )
         .configure(integrations::configure_pingui)
-        .configure(events::configure)
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::require_api_key))
