@@ -64,6 +64,19 @@ pub async fn require_api_key(
         .await
         .map_err(ApiError::from)?
         .ok_or(ApiError::InvalidCredentials)?;
+    // A viewer reads; anything that could change state is refused before any handler runs.
+    if caller.role == "viewer"
+        && !matches!(
+            *req.method(),
+            actix_web::http::Method::GET | actix_web::http::Method::HEAD
+        )
+    {
+        return Err(ApiError::Forbidden(
+            "read-only-role",
+            "this API key's user is a viewer: it can read but not change anything".into(),
+        )
+        .into());
+    }
     req.extensions_mut().insert(caller);
     next.call(req).await
 }

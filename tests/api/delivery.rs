@@ -167,7 +167,67 @@ async fn another_owner_cannot_see_or_use_my_resources(backend: Backend) {
     assert_eq!(send.status().as_u16(), 404);
 }
 
+async fn a_viewer_can_read_but_not_change_anything(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    let viewer = pregonero::auth::repo::create_user(&app.state.db, "vera", "viewer")
+        .await
+        .expect("user");
+    let key = pregonero::auth::repo::create_api_key(&app.state.db, &viewer.id, "vera")
+        .await
+        .expect("key");
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = app
+            .client
+            .request(method, format!("{}/api/v1/{path}", app.address))
+            .bearer_auth(&key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move { req.send().await.expect("request") }
+    };
+
+    // Act
+    let read = call(reqwest::Method::GET, "channels", None).await;
+    let writes = [
+        call(
+            reqwest::Method::POST,
+            "messages",
+            Some(json!({"channel_id": channel, "to": "9", "text": "hi"})),
+        )
+        .await,
+        call(
+            reqwest::Method::POST,
+            "alert-rules",
+            Some(json!({"name": "x", "service": "s", "channel_id": channel, "chat_id": 9})),
+        )
+        .await,
+        call(
+            reqwest::Method::DELETE,
+            &format!("channels/{channel}"),
+            None,
+        )
+        .await,
+    ];
+
+    // Assert
+    assert_eq!(read.status().as_u16(), 200);
+    for res in writes {
+        assert_eq!(res.status().as_u16(), 403);
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["error"], "read-only-role");
+    }
+    let (_, channels) = app.get_json("channels").await;
+    assert_eq!(
+        channels["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing changed"
+    );
+}
+
 crate::on_both_databases!(
+    a_viewer_can_read_but_not_change_anything,
     a_text_message_is_delivered_and_its_history_recorded,
     a_photo_is_uploaded_with_its_caption,
     resubmitting_with_the_same_idempotency_key_returns_the_same_message,
