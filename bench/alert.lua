@@ -4,16 +4,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("ALERT_TOKEN")
 wrk.body = '{"message":"CPU 93% on web-1 (bench)"}'
 
--- BENCH_DELAY_MS paces each connection (pause after each response): with C connections the
--- offered rate is about C / (delay + latency), so a fixed rate can be measured instead of the
--- saturation point. wrk's latency figures exclude the pause. The pause is drawn uniformly from
--- 0.5x to 1.5x (whole ms) so connections do not fall into lockstep bursts: a server that
--- answers a batch at once would otherwise see all C requests arrive together every cycle.
-local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
-if pause then
-  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-  delay = function() return math.random(math.floor(pause / 2), math.ceil(pause * 3 / 2)) end
-end
+dofile("bench/pace.lua") -- BENCH_DELAY_MS pacing (the scripts run from the repository root)
 
 local codes = {}
 response = function(status, headers, body)

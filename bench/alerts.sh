@@ -14,14 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pregonero-target}" SQLX_OFFLINE=true
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y wrk >/dev/null
-  else
-    echo "SKIPPED: wrk is not installed and cannot be installed here (apt-get install wrk)" >&2
-    exit 0
-  fi
-fi
+source bench/lib.sh
+ensure_wrk
 
 DURATION="${BENCH_DURATION:-15}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
@@ -38,7 +32,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 FAKE_PORT="$(free_port)"
 "$BIN/pregonero-fakes" telegram --port "$FAKE_PORT" --bot "$TOKEN_BOT:bench_bot" --accept-any-chat \
   >"$WORK/fake.log" 2>&1 &

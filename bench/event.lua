@@ -20,15 +20,7 @@ else
   wrk.body = "[" .. table.concat(parts, ",") .. "]"
 end
 
--- BENCH_DELAY_MS paces each connection (a pause after each answer, drawn from 0.5x to 1.5x so
--- connections do not fall into lockstep): with C connections the offered rate is about
--- C / (delay + latency), so latency can be measured at a fixed rate instead of at saturation.
--- wrk's latency figures exclude the pause.
-local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
-if pause then
-  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-  delay = function() return math.random(math.floor(pause / 2), math.ceil(pause * 3 / 2)) end
-end
+dofile("bench/pace.lua") -- BENCH_DELAY_MS pacing (the scripts run from the repository root)
 
 local threads = {}
 function setup(thread) table.insert(threads, thread) end

@@ -16,14 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pregonero-target}" SQLX_OFFLINE=true
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y wrk >/dev/null
-  else
-    echo "SKIPPED: wrk is not installed and cannot be installed here (apt-get install wrk)" >&2
-    exit 0
-  fi
-fi
+source bench/lib.sh
+ensure_wrk
 
 DURATION="${BENCH_DURATION:-10}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
@@ -45,8 +39,6 @@ stop_server() {
 }
 cleanup() { stop_server; rm -rf "$WORK"; }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # $1 = sqlite|postgres, $2 = true|false (group commit)
 start_server() {

@@ -56,13 +56,13 @@ pub enum Target {
 
 /// One metadata condition: the value at `path` (dot-separated keys) equals `value`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
+struct Condition {
     path: Vec<String>,
     value: Value,
 }
 
 /// Parses the stored `conditions` object.
-pub fn parse_conditions(json: &Map<String, Value>) -> Vec<Condition> {
+fn parse_conditions(json: &Map<String, Value>) -> Vec<Condition> {
     json.iter()
         .map(|(k, v)| Condition {
             path: k.split('.').map(str::to_owned).collect(),

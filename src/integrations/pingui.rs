@@ -325,15 +325,8 @@ async fn refusal(state: &AppState, integration: &IntegrationRow, now: DateTime<U
 }
 
 fn replay(existing: messages::repo::MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
-    if existing.request_hash.as_deref() != Some(hash) {
-        return Err(ApiError::Conflict(
-            "idempotency-key-reused",
-            "this Idempotency-Key was already used with a different request body".into(),
-        ));
-    }
-    Ok(HttpResponse::Accepted()
-        .insert_header(("Idempotent-Replayed", "true"))
-        .json(json!({ "alert_id": existing.id, "status": existing.status })))
+    let answer = json!({ "alert_id": existing.id, "status": existing.status });
+    messages::replayed(&existing, hash, answer)
 }
 
 async fn get_alert(

@@ -4,7 +4,7 @@ mod routes;
 pub mod writer;
 
 pub use routes::configure;
-pub(crate) use routes::{idempotency_key, is_unique_violation, validate_content};
+pub(crate) use routes::{idempotency_key, is_unique_violation, replayed, validate_content};
 
 use sea_orm::DatabaseConnection;
 

@@ -222,8 +222,14 @@ fn request_hash(body: &CreateMessage) -> Result<String, ApiError> {
     Ok(hex::encode(Sha256::digest(canonical)))
 }
 
-/// Answers a replayed request with the message the first one created, or 409 if the body differs.
-fn replay(existing: MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
+/// Answers a replayed request with `answer` (built from the message the first one created),
+/// or 409 if its body differs from the first one's (`hash`). Shared by every route that takes an
+/// `Idempotency-Key` for a message.
+pub(crate) fn replayed(
+    existing: &MessageRow,
+    hash: &str,
+    answer: impl serde::Serialize,
+) -> Result<HttpResponse, ApiError> {
     if existing.request_hash.as_deref() != Some(hash) {
         return Err(ApiError::Conflict(
             "idempotency-key-reused",
@@ -232,10 +238,15 @@ fn replay(existing: MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
     }
     Ok(HttpResponse::Accepted()
         .insert_header(("Idempotent-Replayed", "true"))
-        .json(Accepted {
-            id: &existing.id,
-            status: &existing.status,
-        }))
+        .json(answer))
+}
+
+fn replay(existing: MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
+    let answer = Accepted {
+        id: &existing.id,
+        status: &existing.status,
+    };
+    replayed(&existing, hash, answer)
 }
 
 async fn create_message(

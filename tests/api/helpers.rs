@@ -183,27 +183,16 @@ impl TestApp {
 
     /// `GET /api/v1/<path>` with the admin key, as JSON.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let res = self
+        let req = self
             .client
             .get(format!("{}/api/v1/{path}", self.address))
-            .bearer_auth(&self.api_key)
-            .send()
-            .await
-            .expect("request");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+            .bearer_auth(&self.api_key);
+        status_and_json(req).await
     }
 
     /// `GET` a path outside `/api/v1` (no credentials); status and JSON body.
     pub async fn get_json_root(&self, path: &str) -> (u16, Value) {
-        let res = self
-            .client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .expect("request");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        status_and_json(self.client.get(format!("{}{path}", self.address))).await
     }
 
     /// Registers the test bot with the fake and then with the server; returns the channel id.
@@ -478,4 +467,11 @@ impl TcpProxy {
     pub fn restore(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Sends `req`; its status and JSON body (`null` when the body is not JSON).
+async fn status_and_json(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }
