@@ -1,7 +1,10 @@
 //! Group commit for events: requests hand their validated events to a writer task, which
-//! commits whatever queued up meanwhile in one transaction (multi-row inserts) and then answers
-//! every request in it. SQLite has one writer task; PostgreSQL has [`WriterOptions::writers`]
-//! of them, fed round-robin, so several batches commit in parallel.
+//! commits whatever queued up meanwhile in one transaction and then answers every request in
+//! it. On SQLite that is one transaction of multi-row INSERTs; on PostgreSQL one
+//! `INSERT … SELECT FROM UNNEST` statement with a column array per field.
+//! SQLite has one writer task; PostgreSQL has [`WriterOptions::writers`] of them: requests fill
+//! the first writer and spill over to the next while it is behind, so single events share large
+//! batches and big request bodies commit in parallel.
 //!
 //! - A semaphore of `events.buffer_capacity` permits bounds the events accepted but not yet
 //!   committed: when it is exhausted, requests are refused (429) instead of growing memory.
@@ -19,7 +22,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait, TransactionTrait};
+use sea_orm::{
+    ActiveValue, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, TransactionTrait, sqlx,
+};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
     task::JoinHandle,
@@ -35,6 +40,8 @@ use crate::{config::Durability, entities::events};
 const MAX_REQUESTS_PER_BATCH: usize = 512;
 /// Rows per INSERT statement (SQLite allows 32,766 bound values; an event row has 7).
 const ROWS_PER_STATEMENT: usize = 2_000;
+/// Rows queued for a writer beyond which requests go to the next writer (PostgreSQL).
+const SPILL_ROWS: usize = 2_000;
 /// How long a batch waits for a database connection before it counts as failed (a pool that
 /// cannot connect would otherwise hold every request for its whole acquire timeout).
 const BEGIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,9 +95,10 @@ struct Shared {
 /// Handle to the event writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct EventWriter {
-    /// One channel per writer task; requests go round-robin.
+    /// One channel per writer task; see [`EventWriter::writer`] for which one a request takes.
     txs: Arc<[mpsc::Sender<Request>]>,
-    next: Arc<AtomicUsize>,
+    /// Rows sent to each writer and not taken into a batch yet.
+    queued: Arc<[Arc<AtomicUsize>]>,
     permits: Arc<Semaphore>,
     options: WriterOptions,
     shared: Arc<Shared>,
@@ -123,13 +131,17 @@ impl EventWriter {
             sample: Mutex::new((Instant::now(), 0, 0.0)),
         });
         let mut txs = Vec::new();
+        let mut queued = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..options.writers.max(1) {
             let (tx, rx) = mpsc::channel(MAX_REQUESTS_PER_BATCH * 4);
             txs.push(tx);
+            let rows = Arc::new(AtomicUsize::new(0));
+            queued.push(rows.clone());
             tasks.push(tokio::spawn(run(
                 shared.clone(),
                 rx,
+                rows,
                 stop_rx.clone(),
                 options.shutdown_grace,
             )));
@@ -137,7 +149,7 @@ impl EventWriter {
         metrics::gauge!("pregonero_events_buffer_capacity").set(f64::from(options.capacity));
         Self {
             txs: txs.into(),
-            next: Arc::new(AtomicUsize::new(0)),
+            queued: queued.into(),
             permits: Arc::new(Semaphore::new(options.capacity as usize)),
             options,
             shared,
@@ -146,8 +158,16 @@ impl EventWriter {
         }
     }
 
-    fn writer(&self) -> &mpsc::Sender<Request> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.txs.len();
+    /// The writer for `rows` more rows: the first one whose queue holds under
+    /// [`SPILL_ROWS`], else the least loaded. Filling one writer first keeps its batches large
+    /// (every batch costs a round trip and a commit), and the others only take over while it
+    /// is behind, as with batches of 100 events, where several statements in parallel pay off.
+    fn writer(&self, rows: usize) -> &mpsc::Sender<Request> {
+        let load = |i: usize| self.queued[i].load(Ordering::Relaxed);
+        let i = (0..self.txs.len())
+            .find(|&i| load(i) < SPILL_ROWS)
+            .unwrap_or_else(|| (0..self.txs.len()).min_by_key(|&i| load(i)).unwrap_or(0));
+        self.queued[i].fetch_add(rows, Ordering::Relaxed);
         &self.txs[i]
     }
 
@@ -231,7 +251,7 @@ impl EventWriter {
         match self.options.durability {
             Durability::Durable => {
                 let (reply, rx) = oneshot::channel();
-                self.writer()
+                self.writer(n as usize)
                     .send(Request {
                         rows,
                         reply: Some(reply),
@@ -246,7 +266,7 @@ impl EventWriter {
                     .map_err(SubmitError::Failed)
             }
             Durability::Buffered => self
-                .writer()
+                .writer(n as usize)
                 .send(Request {
                     rows,
                     reply: None,
@@ -271,6 +291,7 @@ impl EventWriter {
 async fn run(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Request>,
+    queued: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -282,7 +303,11 @@ async fn run(
     loop {
         if retry.is_empty() {
             tokio::select! {
-                n = rx.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH) => if n == 0 { break },
+                n = rx.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH) => {
+                    if n == 0 { break }
+                    let taken: usize = batch.iter().map(|r| r.rows.len()).sum();
+                    queued.fetch_sub(taken, Ordering::Relaxed);
+                },
                 _ = stop.changed(), if deadline.is_none() => {
                     deadline = Some(Instant::now() + grace);
                     rx.close();
@@ -311,7 +336,10 @@ async fn run(
             batch.append(&mut retry);
             while batch.len() < MAX_REQUESTS_PER_BATCH {
                 match rx.try_recv() {
-                    Ok(request) => batch.push(request),
+                    Ok(request) => {
+                        queued.fetch_sub(request.rows.len(), Ordering::Relaxed);
+                        batch.push(request);
+                    }
                     Err(_) => break,
                 }
             }
@@ -371,6 +399,9 @@ async fn insert(db: &DatabaseConnection, rows: Vec<events::ActiveModel>) -> Resu
     if rows.is_empty() {
         return Ok(());
     }
+    if let DatabaseBackend::Postgres = db.get_database_backend() {
+        return insert_unnest(db, rows).await;
+    }
     let txn = tokio::time::timeout(BEGIN_TIMEOUT, db.begin())
         .await
         .map_err(|_| DbErr::Custom("no database connection within 2 s".into()))??;
@@ -385,4 +416,71 @@ async fn insert(db: &DatabaseConnection, rows: Vec<events::ActiveModel>) -> Resu
             .await?;
     }
     txn.commit().await
+}
+
+/// PostgreSQL: the whole batch as one `INSERT … SELECT FROM UNNEST` of seven arrays. The
+/// statement text never changes, so it is prepared once per connection (a multi-row `VALUES`
+/// list with thousands of parameters is parsed and planned anew for every batch), and being a
+/// single statement it is atomic without a `BEGIN`/`COMMIT` round trip.
+async fn insert_unnest(
+    db: &DatabaseConnection,
+    rows: Vec<events::ActiveModel>,
+) -> Result<(), DbErr> {
+    const SQL: &str = "INSERT INTO events \
+        (event_id, \"timestamp\", service, message, metadata, ingested_at, idempotency_key) \
+        SELECT * FROM UNNEST($1::varchar[], $2::timestamptz[], $3::varchar[], $4::text[], \
+        $5::text[], $6::timestamptz[], $7::varchar[])";
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut stamps = Vec::with_capacity(n);
+    let mut services = Vec::with_capacity(n);
+    let mut messages = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    let mut ingested = Vec::with_capacity(n);
+    let mut keys = Vec::with_capacity(n);
+    for row in rows {
+        let (
+            ActiveValue::Set(id),
+            ActiveValue::Set(ts),
+            ActiveValue::Set(service),
+            ActiveValue::Set(message),
+            ActiveValue::Set(meta),
+            ActiveValue::Set(at),
+            ActiveValue::Set(key),
+        ) = (
+            row.event_id,
+            row.timestamp,
+            row.service,
+            row.message,
+            row.metadata,
+            row.ingested_at,
+            row.idempotency_key,
+        )
+        else {
+            return Err(DbErr::Custom("event row with a column not set".into()));
+        };
+        ids.push(id);
+        stamps.push(ts);
+        services.push(service);
+        messages.push(message);
+        metadata.push(meta);
+        ingested.push(at);
+        keys.push(key);
+    }
+    let mut conn = tokio::time::timeout(BEGIN_TIMEOUT, db.get_postgres_connection_pool().acquire())
+        .await
+        .map_err(|_| DbErr::Custom("no database connection within 2 s".into()))?
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
+    sqlx::query(SQL)
+        .bind(ids)
+        .bind(stamps)
+        .bind(services)
+        .bind(messages)
+        .bind(metadata)
+        .bind(ingested)
+        .bind(keys)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| DbErr::Custom(e.to_string()))
 }
