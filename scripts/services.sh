@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the real services the tests use are running on 127.0.0.1, starting or installing
 # them when possible. Prints what it did; prints a reason for anything it has to skip.
-# Sourced by scripts/test: exports TEST_POSTGRES_URL, or TEST_SKIP_POSTGRES=<reason>.
+# Sourced by scripts/test: exports TEST_POSTGRES_URL, or TEST_SKIP_POSTGRES=<reason>; and
+# TEST_OIDC_DIR (the OpenID provider's folder, npm packages installed), or TEST_SKIP_OIDC=<reason>.
 set -uo pipefail
 
 PG_HOST=127.0.0.1
@@ -53,4 +54,34 @@ ensure_postgres() {
   fi
 }
 
+# The OpenID provider the tests start (tests/oidc/provider.mjs: oidc-provider from npm, configured
+# like a Keycloak realm) needs Node.js and its locked npm packages.
+ensure_oidc() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/oidc" && pwd)"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "services: Node.js is not installed; installing nodejs and npm with apt-get"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) \
+        || echo "services: apt-get install nodejs npm failed"
+    fi
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    export TEST_SKIP_OIDC="Node.js and npm are not installed and could not be installed here"
+    echo "services: SKIPPING the OpenID Connect tests: $TEST_SKIP_OIDC"
+    return 0
+  fi
+  if [ ! -d "$dir/node_modules/oidc-provider" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "services: installing the test OpenID provider's npm packages (npm ci in tests/oidc)"
+    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+      export TEST_SKIP_OIDC="npm ci in tests/oidc failed (is the npm registry reachable?)"
+      echo "services: SKIPPING the OpenID Connect tests: $TEST_SKIP_OIDC"
+      return 0
+    fi
+  fi
+  export TEST_OIDC_DIR="$dir"
+  echo "services: OpenID provider ready to start from $dir (node $(node --version))"
+}
+
 ensure_postgres
+ensure_oidc

@@ -44,6 +44,55 @@ pub struct Settings {
     pub schedule: ScheduleSettings,
     /// Event ingestion (`POST /events`).
     pub events: EventsSettings,
+    /// Earlier values of `secret_key`, kept to decrypt what they encrypted (key rotation).
+    #[serde(skip_serializing, default)]
+    pub previous_secret_keys: Vec<SecretString>,
+    /// Local mode (no `oidc.issuer_url`): the admin's password, set at first start. Without it
+    /// a password is generated and printed once.
+    #[serde(skip_serializing)]
+    pub admin_password: Option<SecretString>,
+    /// Browser sign-in through an OpenID provider (Keycloak) and Keycloak bearer tokens.
+    pub oidc: OidcSettings,
+    /// Sessions, cookies and login throttling.
+    pub auth: AuthSettings,
+}
+
+/// OpenID Connect (Keycloak) settings. Without `issuer_url` the server runs in local mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// Issuer, e.g. `https://sso.example/realms/pregonero`; discovery reads
+    /// `<issuer_url>/.well-known/openid-configuration`.
+    pub issuer_url: Option<String>,
+    /// This server's client id in the realm.
+    pub client_id: String,
+    /// The client's secret (confidential client).
+    #[serde(skip_serializing)]
+    pub client_secret: Option<SecretString>,
+    /// Scopes asked for at login (`openid` is always added).
+    pub scopes: Vec<String>,
+    /// Where roles are read from in the ID and access tokens, as dot paths; `{client_id}` is
+    /// replaced by `client_id`. The strongest role found wins (admin > operator > viewer).
+    pub role_claims: Vec<String>,
+    /// Role of a user whose token carries none of ours; none (the default) refuses the login.
+    pub default_role: Option<String>,
+    /// Expected `aud` of bearer access tokens; default: `client_id`.
+    pub audience: Option<String>,
+}
+
+/// Session and login settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Base URL of this server as browsers reach it (for the OIDC redirect URI); default
+    /// `http://<host>:<port>`. An `https://` URL also marks the session cookie `Secure`.
+    pub public_url: Option<String>,
+    /// Idle lifetime of a browser session, in seconds.
+    pub session_ttl_secs: u64,
+    /// Failed local logins, per user name or per client IP, before logins are locked.
+    pub login_max_failures: u32,
+    /// How long a lock lasts, in seconds.
+    pub login_lockout_secs: u64,
 }
 
 /// Event ingestion settings.
@@ -276,6 +325,26 @@ impl Default for Settings {
                 breaker_successes: 2,
                 breaker_open_secs: 30,
             },
+            previous_secret_keys: Vec::new(),
+            admin_password: None,
+            oidc: OidcSettings {
+                issuer_url: None,
+                client_id: "pregonero".into(),
+                client_secret: None,
+                scopes: vec!["profile".into(), "email".into()],
+                role_claims: vec![
+                    "realm_access.roles".into(),
+                    "resource_access.{client_id}.roles".into(),
+                ],
+                default_role: None,
+                audience: None,
+            },
+            auth: AuthSettings {
+                public_url: None,
+                session_ttl_secs: 8 * 3600,
+                login_max_failures: 5,
+                login_lockout_secs: 900,
+            },
         }
     }
 }
@@ -446,7 +515,36 @@ impl Settings {
                 "must start with sqlite:, postgres:// or postgresql://",
             );
         }
+        if let Some(issuer) = &self.oidc.issuer_url {
+            if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                return bad("oidc.issuer_url", "must be an http(s) URL");
+            }
+            if self.oidc.client_secret.is_none() {
+                return bad(
+                    "oidc.client_secret",
+                    "is required when oidc.issuer_url is set",
+                );
+            }
+        }
+        if let Some(role) = &self.oidc.default_role
+            && !crate::auth::ROLES.contains(&role.as_str())
+        {
+            return bad("oidc.default_role", "must be admin, operator or viewer");
+        }
+        if self.auth.login_max_failures == 0 {
+            return bad("auth.login_max_failures", "must be at least 1");
+        }
         Ok(())
+    }
+
+    /// This server's base URL as browsers see it.
+    pub fn public_base_url(&self) -> String {
+        self.auth
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}", self.host, self.port))
+            .trim_end_matches('/')
+            .to_owned()
     }
 
     /// The database URL in effect (the SQLite file under `data_dir` unless configured).

@@ -10,13 +10,17 @@ use sha2::{Digest, Sha256};
 
 /// Encrypts and decrypts secrets; ciphertexts read `v1:<key id>:<base64(nonce ‖ ciphertext)>`.
 ///
-/// The key id (first 8 hex chars of SHA-256 of the key) lets a later rotation keep old keys for decryption.
+/// The key id (first 8 hex chars of SHA-256 of the key) names the key that encrypted a value, so
+/// after a rotation (`secret_key` replaced, the old one moved to `previous_secret_keys`) old
+/// values still decrypt, and [`Cipher::is_current`] tells which ones to re-encrypt.
 #[derive(Clone)]
 pub struct Cipher {
     key_id: String,
     cipher: Aes256Gcm,
     /// Master key, only used to derive purpose-bound subkeys (JWT signing, webhook secrets).
     master: [u8; 32],
+    /// Earlier keys, for decryption and for verifying what their subkeys signed.
+    previous: Vec<Cipher>,
 }
 
 impl std::fmt::Debug for Cipher {
@@ -41,7 +45,40 @@ impl Cipher {
             key_id,
             cipher,
             master,
+            previous: Vec::new(),
         })
+    }
+
+    /// Adds earlier keys (base64), still accepted for decryption after a rotation.
+    pub fn with_previous<'a>(
+        mut self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<Self> {
+        for key in keys {
+            let old = Self::from_base64(key).context("a previous secret key is invalid")?;
+            if old.key_id != self.key_id {
+                self.previous.push(old);
+            }
+        }
+        Ok(self)
+    }
+
+    /// The id of the key new values are encrypted with.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Whether `stored` was encrypted with the current key (else it should be re-encrypted).
+    pub fn is_current(&self, stored: &str) -> bool {
+        stored
+            .strip_prefix("v1:")
+            .and_then(|rest| rest.split(':').next())
+            .is_some_and(|id| id == self.key_id)
+    }
+
+    /// The same purpose's subkeys of the previous keys (to accept what they signed).
+    pub fn derive_previous(&self, purpose: &str) -> Vec<[u8; 32]> {
+        self.previous.iter().map(|c| c.derive(purpose)).collect()
     }
 
     /// A 32-byte subkey for one purpose: HMAC-SHA256(master key, purpose). Different purposes
@@ -85,10 +122,14 @@ impl Cipher {
             bail!("unrecognised ciphertext format");
         };
         if key_id != self.key_id {
-            bail!(
-                "secret was encrypted with key {key_id}, but the configured key is {}",
-                self.key_id
-            );
+            return match self.previous.iter().find(|c| c.key_id == key_id) {
+                Some(old) => old.decrypt(stored),
+                None => bail!(
+                    "secret was encrypted with key {key_id}, but the configured key is {} \
+                     (add the old key to previous_secret_keys)",
+                    self.key_id
+                ),
+            };
         }
         let blob = STANDARD.decode(body).context("ciphertext is not base64")?;
         if blob.len() < 12 {
@@ -153,5 +194,22 @@ mod tests {
         assert!(c.decrypt(&tampered).is_err());
         let other = Cipher::from_base64(&Cipher::generate_key()).expect("key");
         assert!(other.decrypt(&stored).is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_old_values_readable() {
+        let old_key = Cipher::generate_key();
+        let old = Cipher::from_base64(&old_key).expect("key");
+        let stored = old.encrypt("bot-token").expect("encrypt");
+        let new = Cipher::from_base64(&Cipher::generate_key())
+            .expect("key")
+            .with_previous([old_key.as_str()])
+            .expect("previous");
+        assert!(!new.is_current(&stored));
+        assert_eq!(new.decrypt(&stored).expect("decrypt"), "bot-token");
+        let again = new.encrypt("bot-token").expect("encrypt");
+        assert!(new.is_current(&again));
+        assert!(again.contains(new.key_id()));
+        assert_eq!(new.derive_previous("p"), vec![old.derive("p")]);
     }
 }

@@ -83,6 +83,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "\nFirst start: created the admin API key (shown once, stored hashed):\n\n    {key}\n"
                 );
             }
+            if let Some(password) = app.bootstrap_password() {
+                // Printed, never logged, and only this once; set PREGONERO_ADMIN_PASSWORD to choose it.
+                println!(
+                    "\nLocal mode: the admin signs in as `admin` with this password (shown once, stored with argon2):\n\n    {password}\n"
+                );
+            }
             if options.http {
                 println!(
                     "Pregonero listening on http://{}:{}",

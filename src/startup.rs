@@ -3,11 +3,11 @@ use std::{net::TcpListener, sync::Arc, time::Duration, time::Instant};
 
 use actix_web::{App, HttpServer, dev::Server, dev::ServerHandle, middleware, web};
 use anyhow::Context;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::{
-    auth,
+    auth::{self, lockout::Lockout, oidc::Oidc},
     channels::{
         self, AccountSpec, ChannelRegistry, EnableUpdates, Register, StopAll, UpdatesConfig,
         routes::stored_limits, telegram::TelegramClient,
@@ -48,7 +48,7 @@ pub struct Application {
     port: u16,
     state: AppState,
     server: Option<Server>,
-    bootstrap_key: Option<String>,
+    bootstrap: auth::repo::Bootstrap,
     options: RunOptions,
 }
 
@@ -70,8 +70,14 @@ impl Application {
     pub async fn build(settings: Settings, options: RunOptions) -> anyhow::Result<Self> {
         crate::web::metrics::install();
         let (db, queue) = db::connect(&settings).await?;
-        let cipher =
-            Cipher::from_base64(&db::secret_key(&settings)?).context("invalid secret_key")?;
+        let cipher = Cipher::from_base64(&db::secret_key(&settings)?)
+            .context("invalid secret_key")?
+            .with_previous(
+                settings
+                    .previous_secret_keys
+                    .iter()
+                    .map(ExposeSecret::expose_secret),
+            )?;
         let telegram = TelegramClient::new(
             &settings.telegram.api_base_url,
             Duration::from_millis(settings.telegram.request_timeout_ms),
@@ -86,7 +92,8 @@ impl Application {
             actix::Supervisor::start(move |_| ChannelRegistry::new(client))
         };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
-        let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"));
+        let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"))
+            .accepting(&cipher.derive_previous("integration-tokens/v1"));
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
         let clock = Clock::system();
         let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone());
@@ -111,6 +118,8 @@ impl Application {
                 shutdown_grace: Duration::from_secs(settings.delivery.shutdown_grace_secs),
             },
         );
+        let oidc = Oidc::new(&settings.oidc, &settings.public_base_url(), clock.clone())?;
+        let settings_auth = settings.auth.clone();
         let state = AppState {
             db,
             queue,
@@ -129,6 +138,12 @@ impl Application {
             token_cache: Default::default(),
             events,
             rules,
+            oidc,
+            lockout: Arc::new(Lockout::new(
+                settings_auth.login_max_failures,
+                Duration::from_secs(settings_auth.login_lockout_secs),
+            )),
+            refresh_lock: Default::default(),
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();
@@ -145,7 +160,16 @@ impl Application {
             state.registry.send(EnableUpdates(cfg)).await?;
         }
         start_accounts(&state).await?;
-        let bootstrap_key = auth::repo::bootstrap(&state.db).await?;
+        let bootstrap = auth::repo::bootstrap(
+            &state.db,
+            state.oidc.is_none(),
+            state
+                .settings
+                .admin_password
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+        )
+        .await?;
 
         let (port, server) = if options.http {
             let listener = TcpListener::bind((state.settings.host.as_str(), state.settings.port))
@@ -164,7 +188,7 @@ impl Application {
             port,
             state,
             server,
-            bootstrap_key,
+            bootstrap,
             options,
         })
     }
@@ -181,7 +205,12 @@ impl Application {
 
     /// The admin API key created on first start (only on an empty database).
     pub fn bootstrap_key(&self) -> Option<&str> {
-        self.bootstrap_key.as_deref()
+        self.bootstrap.api_key.as_deref()
+    }
+
+    /// The local admin's password, when it was generated at this start (local mode).
+    pub fn bootstrap_password(&self) -> Option<&str> {
+        self.bootstrap.password.as_deref()
     }
 
     /// Starts serving and working; returns at once.
@@ -307,7 +336,14 @@ async fn request_id_header(
 async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
     for row in channels::repo::all(&state.db).await? {
         let token = match state.cipher.decrypt(&row.credentials) {
-            Ok(token) => token,
+            Ok(token) if state.cipher.is_current(&row.credentials) => token,
+            Ok(token) => {
+                // Encrypted with a previous key: re-encrypt with the current one.
+                let fresh = state.cipher.encrypt(&token)?;
+                channels::repo::set_credentials(&state.db, &row.id, &fresh).await?;
+                tracing::info!(channel_id = %row.id, key_id = state.cipher.key_id(), "channel credentials re-encrypted with the current key");
+                token
+            }
             Err(e) => {
                 tracing::error!(channel_id = %row.id, error = %e, "cannot decrypt channel credentials");
                 channels::repo::set_status(

@@ -5,6 +5,7 @@ use actix::Addr;
 use sea_orm::DatabaseConnection;
 
 use crate::{
+    auth::{lockout::Lockout, oidc::Oidc},
     channels::{ChannelRegistry, telegram::TelegramClient},
     clock::Clock,
     config::Settings,
@@ -53,4 +54,10 @@ pub struct AppState {
     pub events: EventWriter,
     /// Alert rules matched against committed events.
     pub rules: std::sync::Arc<RuleEngine>,
+    /// The OpenID provider (Keycloak); `None` in local mode.
+    pub oidc: Option<Oidc>,
+    /// Failed local logins.
+    pub lockout: Arc<Lockout>,
+    /// Serialises refreshes of session tokens in this process.
+    pub refresh_lock: Arc<tokio::sync::Mutex<()>>,
 }

@@ -1,24 +1,70 @@
-//! `Caller`: the authenticated owner behind `Authorization: Bearer <api key>`.
+//! `Caller`: the authenticated user behind a request, from an API key, a Keycloak bearer token
+//! or a browser session cookie; and the `/api/v1` middleware that enforces roles, key scopes
+//! and CSRF before any handler runs.
 use std::future::{Ready, ready};
 
 use actix_web::{
     FromRequest, HttpMessage, HttpRequest,
     body::MessageBody,
     dev::{Payload, ServiceRequest, ServiceResponse},
+    http::Method,
     middleware::Next,
     web,
 };
 
-use super::repo;
-use crate::{error::ApiError, state::AppState};
+use super::{Role, audit::ActorSlot, oidc::OidcError, repo, session};
+use crate::{crypto, error::ApiError, state::AppState};
 
-/// The owner a request acts for.
+/// The user a request acts for.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// `users.id`.
     pub user_id: String,
     /// `admin`, `operator` or `viewer`.
     pub role: String,
+    /// How the caller proved who they are.
+    pub via: Via,
+}
+
+/// The credentials a request came with.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// An API key (`prg_…`).
+    ApiKey {
+        /// `api_keys.id`.
+        key_id: String,
+        /// The key has the `write` scope.
+        write: bool,
+    },
+    /// A browser session cookie.
+    Session {
+        /// The session's CSRF token, expected in `X-CSRF-Token` on mutating requests.
+        csrf: String,
+    },
+    /// A Keycloak access token.
+    Bearer,
+}
+
+impl Caller {
+    /// Whether the caller is an admin (sees and changes every owner's data).
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin.as_str()
+    }
+
+    /// Whether the caller may see a resource owned by `owner_id`. Routes answer 404, not 403,
+    /// when this is false, so a resource's existence does not leak to other owners.
+    pub fn can_access(&self, owner_id: &str) -> bool {
+        self.is_admin() || self.user_id == owner_id
+    }
+
+    /// `api_key`, `session` or `bearer` (for the audit log).
+    pub fn kind(&self) -> &'static str {
+        match self.via {
+            Via::ApiKey { .. } => "api_key",
+            Via::Session { .. } => "session",
+            Via::Bearer => "bearer",
+        }
+    }
 }
 
 impl FromRequest for Caller {
@@ -49,9 +95,71 @@ pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Result<&str
         .ok_or(ApiError::MissingCredentials)
 }
 
-/// Middleware for `/api/v1`: resolves the bearer key before any body is read, so a request
-/// without valid credentials gets 401 whatever else is wrong with it.
-pub async fn require_api_key(
+/// Who is calling: `Authorization: Bearer` (API key or Keycloak access token) first, else the
+/// session cookie.
+pub async fn resolve(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiError> {
+    if req.headers().contains_key("authorization") {
+        let token = bearer_token(req.headers())?;
+        if token.starts_with("prg_") {
+            return repo::authenticate(&state.db, token, state.clock.now()).await;
+        }
+        let Some(oidc) = &state.oidc else {
+            return Err(ApiError::InvalidCredentials);
+        };
+        let identity = oidc
+            .verify_access_token(token)
+            .await
+            .map_err(|e| bearer_error(&e))?;
+        let role = identity
+            .role
+            .or_else(|| {
+                state
+                    .settings
+                    .oidc
+                    .default_role
+                    .as_deref()
+                    .and_then(Role::parse)
+            })
+            .ok_or_else(no_role)?;
+        let user = repo::upsert_oidc_user(&state.db, &identity, role, state.clock.now(), false)
+            .await?;
+        return Ok(Caller {
+            user_id: user.id,
+            role: user.role,
+            via: Via::Bearer,
+        });
+    }
+    match req.cookie(session::COOKIE) {
+        Some(cookie) => session::load(state, cookie.value()).await,
+        None => Err(ApiError::MissingCredentials),
+    }
+}
+
+fn bearer_error(e: &OidcError) -> ApiError {
+    match e {
+        OidcError::Expired => {
+            ApiError::Unauthorized("token-expired", "the access token has expired".into())
+        }
+        OidcError::Unavailable(_) => ApiError::BadGateway(
+            "oidc-unavailable",
+            "the OpenID provider cannot be reached to check this token".into(),
+        ),
+        other => ApiError::Unauthorized("invalid-token", other.to_string()),
+    }
+}
+
+/// 403 for a Keycloak user with none of our roles.
+pub(super) fn no_role() -> ApiError {
+    ApiError::Forbidden(
+        "no-role",
+        "your account has none of the roles admin, operator or viewer; ask an administrator".into(),
+    )
+}
+
+/// Middleware for `/api/v1`: resolves the caller before any body is read (so a request without
+/// valid credentials gets 401 whatever else is wrong with it), then refuses changes by viewers,
+/// by read-only keys, and by session requests without the CSRF token.
+pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -59,24 +167,58 @@ pub async fn require_api_key(
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
-    let token = bearer_token(req.headers())?.to_owned();
-    let caller = repo::authenticate(&state.db, &token)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or(ApiError::InvalidCredentials)?;
-    // A viewer reads; anything that could change state is refused before any handler runs.
-    if caller.role == "viewer"
-        && !matches!(
-            *req.method(),
-            actix_web::http::Method::GET | actix_web::http::Method::HEAD
-        )
-    {
-        return Err(ApiError::Forbidden(
-            "read-only-role",
-            "this API key's user is a viewer: it can read but not change anything".into(),
-        )
-        .into());
+    let caller = resolve(&state, req.request()).await?;
+    // Named before the checks below, so the audit log shows whoever was refused.
+    let slot = req.extensions().get::<ActorSlot>().cloned();
+    if let Some(slot) = slot {
+        slot.set(&caller);
+    }
+    if is_mutating(req.method()) {
+        check_csrf(&caller, req.headers())?;
+        if caller.role == Role::Viewer.as_str() {
+            return Err(ApiError::Forbidden(
+                "read-only-role",
+                "you are a viewer: you can read but not change anything".into(),
+            )
+            .into());
+        }
+        if let Via::ApiKey { write: false, .. } = caller.via {
+            return Err(ApiError::Forbidden(
+                "insufficient-scope",
+                "this API key has only the `read` scope".into(),
+            )
+            .into());
+        }
     }
     req.extensions_mut().insert(caller);
     next.call(req).await
+}
+
+/// Anything but GET, HEAD and OPTIONS.
+pub fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Session requests that change something must echo the session's CSRF token in `X-CSRF-Token`
+/// (a cross-site form or script cannot read it). API keys and bearer tokens are not sent by
+/// browsers on their own, so they need none.
+pub fn check_csrf(
+    caller: &Caller,
+    headers: &actix_web::http::header::HeaderMap,
+) -> Result<(), ApiError> {
+    let Via::Session { csrf } = &caller.via else {
+        return Ok(());
+    };
+    let sent = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if crypto::constant_time_eq(sent.as_bytes(), csrf.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "csrf-failed",
+            "missing or wrong X-CSRF-Token header; read it from GET /auth/me".into(),
+        ))
+    }
 }

@@ -1,5 +1,46 @@
-//! Who is calling: API keys (hashed at rest) and the bootstrap admin.
+//! Who is calling and what they may do: API keys, Keycloak sessions and bearer tokens, the local
+//! admin's password, roles, CSRF, and the audit log.
+pub mod audit;
 mod extractor;
+pub mod lockout;
+pub mod oidc;
 pub mod repo;
+pub mod routes;
+pub mod session;
 
-pub use extractor::{Caller, bearer_token, require_api_key};
+pub use extractor::{Caller, Via, authenticate, bearer_token};
+
+/// Role names as stored and as they appear in Keycloak tokens.
+pub const ROLES: [&str; 3] = ["admin", "operator", "viewer"];
+
+/// What a user may do. Ordered: a user with several roles gets the strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Own data, read only.
+    Viewer,
+    /// Own data; can send and change.
+    Operator,
+    /// Everything, every owner's data, users and the audit log.
+    Admin,
+}
+
+impl Role {
+    /// From a role name (`admin`, `operator`, `viewer`); other names are not ours.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "operator" => Some(Self::Operator),
+            "viewer" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Viewer => "viewer",
+        }
+    }
+}

@@ -1,51 +1,77 @@
-//! Users and API keys in the database.
-use chrono::{Duration, Utc};
+//! Users, API keys and the local admin's password in the database.
+use argon2::{
+    Argon2,
+    password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
+};
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
 };
 
-use super::Caller;
+use super::{Caller, Role, Via, oidc::Identity};
 use crate::{
     crypto,
     entities::{api_keys, users},
+    error::ApiError,
 };
 
 /// `last_used_at` is written at most this often per key, to keep auth off the write path.
 const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
 
-/// Resolves a bearer token to its owner, if the key exists and is not revoked.
-pub async fn authenticate(db: &DatabaseConnection, token: &str) -> Result<Option<Caller>, DbErr> {
+/// API key scopes: `read` (GET) and `write` (everything else the role allows).
+pub const SCOPES: [&str; 2] = ["read", "write"];
+
+/// Resolves an API key to its owner: 401 if it is unknown, revoked or expired.
+pub async fn authenticate(
+    db: &DatabaseConnection,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Caller, ApiError> {
     let hash = crypto::hash_token(token);
     let Some(key) = api_keys::Entity::find()
         .filter(api_keys::Column::TokenHash.eq(hash))
-        .filter(api_keys::Column::RevokedAt.is_null())
         .one(db)
         .await?
     else {
-        return Ok(None);
+        return Err(ApiError::InvalidCredentials);
     };
+    if key.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized(
+            "api-key-revoked",
+            "this API key was revoked".into(),
+        ));
+    }
+    if key.expires_at.is_some_and(|t| t <= now) {
+        return Err(ApiError::Unauthorized(
+            "api-key-expired",
+            "this API key has expired; create a new one".into(),
+        ));
+    }
     let Some(user) = users::Entity::find_by_id(key.owner_id.clone())
         .one(db)
         .await?
     else {
-        return Ok(None);
+        return Err(ApiError::InvalidCredentials);
     };
-    let now = Utc::now();
     if key
         .last_used_at
         .is_none_or(|t| now - t > LAST_USED_RESOLUTION)
     {
         api_keys::Entity::update_many()
             .col_expr(api_keys::Column::LastUsedAt, Expr::value(now))
-            .filter(api_keys::Column::Id.eq(key.id))
+            .filter(api_keys::Column::Id.eq(key.id.clone()))
             .exec(db)
             .await?;
     }
-    Ok(Some(Caller {
+    Ok(Caller {
         user_id: user.id,
         role: user.role,
-    }))
+        via: Via::ApiKey {
+            write: key.scopes.split_whitespace().any(|s| s == "write"),
+            key_id: key.id,
+        },
+    })
 }
 
 /// Creates a user.
@@ -61,46 +87,217 @@ pub async fn create_user(
         role: Set(role.to_owned()),
         created_at: Set(Utc::now()),
         plan: Set(None),
+        email: Set(None),
+        password_hash: Set(None),
+        last_login_at: Set(None),
     }
     .insert(db)
     .await
+}
+
+/// The user behind a Keycloak subject, created on first sight; name, email and role follow the
+/// token. `login` also stamps `last_login_at`.
+pub async fn upsert_oidc_user(
+    db: &DatabaseConnection,
+    identity: &Identity,
+    role: Role,
+    now: DateTime<Utc>,
+    login: bool,
+) -> Result<users::Model, DbErr> {
+    let existing = users::Entity::find()
+        .filter(users::Column::Subject.eq(identity.subject.clone()))
+        .one(db)
+        .await?;
+    match existing {
+        Some(user)
+            if !login
+                && user.role == role.as_str()
+                && user.name == identity.name
+                && user.email == identity.email =>
+        {
+            Ok(user)
+        }
+        Some(user) => {
+            let mut active = user.into_active_model();
+            active.name = Set(identity.name.clone());
+            active.email = Set(identity.email.clone());
+            active.role = Set(role.as_str().to_owned());
+            if login {
+                active.last_login_at = Set(Some(now));
+            }
+            active.update(db).await
+        }
+        None => {
+            let inserted = users::ActiveModel {
+                id: Set(uuid::Uuid::now_v7().to_string()),
+                subject: Set(Some(identity.subject.clone())),
+                name: Set(identity.name.clone()),
+                role: Set(role.as_str().to_owned()),
+                created_at: Set(now),
+                plan: Set(None),
+                email: Set(identity.email.clone()),
+                password_hash: Set(None),
+                last_login_at: Set(login.then_some(now)),
+            }
+            .insert(db)
+            .await;
+            match inserted {
+                Ok(user) => {
+                    tracing::info!(user_id = %user.id, role = role.as_str(), "user created on first sign-in");
+                    Ok(user)
+                }
+                // Two first requests at once: the other one created it.
+                Err(e) => users::Entity::find()
+                    .filter(users::Column::Subject.eq(identity.subject.clone()))
+                    .one(db)
+                    .await?
+                    .ok_or(e),
+            }
+        }
+    }
 }
 
 /// The first admin user, if any.
 pub async fn first_admin(db: &DatabaseConnection) -> Result<Option<users::Model>, DbErr> {
     users::Entity::find()
         .filter(users::Column::Role.eq("admin"))
+        .filter(users::Column::Subject.is_null())
+        .order_by_asc(users::Column::CreatedAt)
         .one(db)
         .await
 }
 
-/// Creates an API key for `owner_id` and returns the token (shown once; only its hash is kept).
-pub async fn create_api_key(
+/// A new API key's settings.
+pub struct NewKey<'a> {
+    /// A name to recognise it by.
+    pub name: &'a str,
+    /// Subset of [`SCOPES`].
+    pub scopes: &'a [String],
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Creates an API key for `owner_id`; returns the row and the token (shown once; only its hash
+/// is kept).
+pub async fn create_key(
     db: &DatabaseConnection,
     owner_id: &str,
-    name: &str,
-) -> Result<String, DbErr> {
+    key: NewKey<'_>,
+) -> Result<(api_keys::Model, String), DbErr> {
     let token = crypto::new_token("prg");
-    api_keys::ActiveModel {
+    let row = api_keys::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
         owner_id: Set(owner_id.to_owned()),
-        name: Set(name.to_owned()),
+        name: Set(key.name.to_owned()),
         token_hash: Set(crypto::hash_token(&token)),
         prefix: Set(token.chars().take(8).collect()),
         created_at: Set(Utc::now()),
         last_used_at: Set(None),
         revoked_at: Set(None),
+        scopes: Set(key.scopes.join(" ")),
+        expires_at: Set(key.expires_at),
     }
     .insert(db)
     .await?;
-    Ok(token)
+    Ok((row, token))
 }
 
-/// On an empty database: creates the admin user and a first API key, returned to print once.
-pub async fn bootstrap(db: &DatabaseConnection) -> Result<Option<String>, DbErr> {
-    if users::Entity::find().count(db).await? > 0 {
-        return Ok(None);
+/// Creates a read-and-write API key that never expires (CLI and first start).
+pub async fn create_api_key(
+    db: &DatabaseConnection,
+    owner_id: &str,
+    name: &str,
+) -> Result<String, DbErr> {
+    let scopes = SCOPES.map(str::to_owned);
+    create_key(
+        db,
+        owner_id,
+        NewKey {
+            name,
+            scopes: &scopes,
+            expires_at: None,
+        },
+    )
+    .await
+    .map(|(_, token)| token)
+}
+
+/// What the first start created and must print once.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// The admin's first API key (empty database only).
+    pub api_key: Option<String>,
+    /// The local admin's generated password (local mode, when `admin_password` is not set).
+    pub password: Option<String>,
+}
+
+/// On an empty database: creates the admin user and a first API key. In local mode, also makes
+/// sure the admin has a password: `admin_password` when set (a changed value replaces the
+/// stored one), else a generated one, printed once.
+pub async fn bootstrap(
+    db: &DatabaseConnection,
+    local_mode: bool,
+    admin_password: Option<&str>,
+) -> anyhow::Result<Bootstrap> {
+    let mut out = Bootstrap::default();
+    if users::Entity::find().count(db).await? == 0 {
+        let admin = create_user(db, "admin", "admin").await?;
+        out.api_key = Some(create_api_key(db, &admin.id, "bootstrap").await?);
     }
-    let admin = create_user(db, "admin", "admin").await?;
-    create_api_key(db, &admin.id, "bootstrap").await.map(Some)
+    if !local_mode {
+        return Ok(out);
+    }
+    let admin = match first_admin(db).await? {
+        Some(a) => a,
+        None => create_user(db, "admin", "admin").await?,
+    };
+    let password = match (admin_password, admin.password_hash.as_deref()) {
+        (Some(p), Some(stored)) if verify_password(p, stored) => return Ok(out),
+        (Some(p), _) => p.to_owned(),
+        (None, Some(_)) => return Ok(out),
+        (None, None) => {
+            let generated = crypto::random_urlsafe(18);
+            out.password = Some(generated.clone());
+            generated
+        }
+    };
+    let hash = hash_password(&password)?;
+    let mut active = admin.into_active_model();
+    active.password_hash = Set(Some(hash));
+    active.update(db).await?;
+    Ok(out)
+}
+
+/// argon2id PHC string of `password` with a random salt.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("could not hash the password: {e}"))
+}
+
+/// Whether `password` matches an argon2 PHC string (constant time inside argon2).
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// The local user (no OIDC subject) called `name` that has a password.
+pub async fn local_user(db: &DatabaseConnection, name: &str) -> Result<Option<users::Model>, DbErr> {
+    users::Entity::find()
+        .filter(users::Column::Name.eq(name))
+        .filter(users::Column::Subject.is_null())
+        .filter(users::Column::PasswordHash.is_not_null())
+        .one(db)
+        .await
+}
+
+/// Stamps a successful login.
+pub async fn touch_login(db: &DatabaseConnection, user_id: &str, now: DateTime<Utc>) -> Result<(), DbErr> {
+    users::Entity::update_many()
+        .col_expr(users::Column::LastLoginAt, Expr::value(now))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await
+        .map(|_| ())
 }

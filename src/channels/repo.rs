@@ -75,6 +75,18 @@ pub async fn find_owned(
         .filter(|c| c.owner_id == owner_id))
 }
 
+/// One account if `caller` may see it (its owner, or an admin).
+pub async fn find_visible(
+    db: &DatabaseConnection,
+    caller: &crate::auth::Caller,
+    id: &str,
+) -> Result<Option<ChannelRow>, DbErr> {
+    Ok(channel_accounts::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .filter(|c| caller.can_access(&c.owner_id)))
+}
+
 /// Deletes an account.
 pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<(), DbErr> {
     channel_accounts::Entity::delete_by_id(id.to_owned())
@@ -94,6 +106,16 @@ pub async fn set_status(
         .col_expr(channel_accounts::Column::Status, Expr::value(status))
         .col_expr(channel_accounts::Column::StatusDetail, Expr::value(detail))
         .col_expr(channel_accounts::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(channel_accounts::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Replaces an account's encrypted credentials (re-encryption after a key rotation).
+pub async fn set_credentials(db: &DatabaseConnection, id: &str, credentials: &str) -> Result<(), DbErr> {
+    channel_accounts::Entity::update_many()
+        .col_expr(channel_accounts::Column::Credentials, Expr::value(credentials))
         .filter(channel_accounts::Column::Id.eq(id))
         .exec(db)
         .await?;

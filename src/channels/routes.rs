@@ -212,7 +212,7 @@ async fn get_channel(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = repo::find_owned(&state.db, &caller.user_id, &path)
+    let row = repo::find_visible(&state.db, &caller, &path)
         .await?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(view(row, &state.settings)))
@@ -223,7 +223,7 @@ async fn delete_channel(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = repo::find_owned(&state.db, &caller.user_id, &path)
+    let row = repo::find_visible(&state.db, &caller, &path)
         .await?
         .ok_or_else(not_found)?;
     repo::delete(&state.db, &row.id).await?;

@@ -11,6 +11,10 @@ pub struct Model {
     pub role: String,
     pub created_at: DateTimeUtc,
     pub plan: Option<String>,
+    pub email: Option<String>,
+    /// argon2 PHC string; only the local admin has one.
+    pub password_hash: Option<String>,
+    pub last_login_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

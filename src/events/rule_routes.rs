@@ -290,7 +290,7 @@ async fn owned(
     alert_rules::Entity::find_by_id(id.to_owned())
         .one(&state.db)
         .await?
-        .filter(|r| r.owner_id == caller.user_id)
+        .filter(|r| caller.can_access(&r.owner_id))
         .ok_or_else(|| ApiError::NotFound("rule-not-found", format!("no alert rule `{id}`")))
 }
 

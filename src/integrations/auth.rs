@@ -90,10 +90,9 @@ pub enum AlertCaller {
 pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCaller, ApiError> {
     let token = auth::bearer_token(req.headers())?;
     if token.starts_with("prg_") {
-        return auth::repo::authenticate(&state.db, token)
-            .await?
-            .map(AlertCaller::ApiKey)
-            .ok_or(ApiError::InvalidCredentials);
+        return auth::repo::authenticate(&state.db, token, state.clock.now())
+            .await
+            .map(AlertCaller::ApiKey);
     }
     let invalid =
         || ApiError::Unauthorized("invalid-token", "not a token issued by this server".into());

@@ -263,8 +263,9 @@ async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
 }
 
 async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<IntegrationRow, ApiError> {
-    repo::find_owned(&state.db, &caller.user_id, id)
+    repo::find(&state.db, id)
         .await?
+        .filter(|i| caller.can_access(&i.owner_id))
         .ok_or_else(|| {
             ApiError::NotFound("integration-not-found", format!("no integration `{id}`"))
         })

@@ -92,6 +92,8 @@ impl Claims {
 pub struct TokenSigner {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Keys derived from previous secret keys: tokens they signed stay valid after a rotation.
+    previous: Vec<DecodingKey>,
     validation: Validation,
 }
 
@@ -113,8 +115,15 @@ impl TokenSigner {
         Self {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
+            previous: Vec::new(),
             validation,
         }
+    }
+
+    /// Also accepts tokens signed with these (previous) keys.
+    pub fn accepting(mut self, keys: &[[u8; 32]]) -> Self {
+        self.previous = keys.iter().map(|k| DecodingKey::from_secret(k)).collect();
+        self
     }
 
     /// The compact JWT for `claims`.
@@ -129,8 +138,9 @@ impl TokenSigner {
     /// The claims of a token this server signed; `None` for anything else (bad signature, other
     /// algorithm, malformed).
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()
+        std::iter::once(&self.decoding)
+            .chain(&self.previous)
+            .find_map(|key| jsonwebtoken::decode::<Claims>(token, key, &self.validation).ok())
             .map(|data| data.claims)
     }
 }

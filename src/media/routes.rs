@@ -117,7 +117,7 @@ async fn get_media(
     let row = media::Entity::find_by_id(path.into_inner())
         .one(&state.db)
         .await?
-        .filter(|m| m.owner_id == caller.user_id)
+        .filter(|m| caller.can_access(&m.owner_id))
         .ok_or_else(|| ApiError::NotFound("media-not-found", "no such media".into()))?;
     Ok(HttpResponse::Ok().json(MediaView::from(row)))
 }

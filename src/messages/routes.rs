@@ -312,7 +312,7 @@ async fn get_message(
 ) -> Result<HttpResponse, ApiError> {
     let msg = repo::find(&state.db, &path)
         .await?
-        .filter(|m| m.owner_id == caller.user_id)
+        .filter(|m| caller.can_access(&m.owner_id))
         .ok_or_else(|| ApiError::NotFound("message-not-found", "no such message".into()))?;
     let events = repo::events(&state.db, &msg.id).await?;
     Ok(HttpResponse::Ok().json(view(msg, events)))

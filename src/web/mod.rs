@@ -20,9 +20,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(integrations::telegram_webhook),
         )
         .configure(integrations::configure_pingui)
+        .configure(auth::routes::configure_auth)
         .service(
             web::scope("/api/v1")
-                .wrap(actix_web::middleware::from_fn(auth::require_api_key))
+                .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                .wrap(actix_web::middleware::from_fn(auth::audit::middleware))
+                .configure(auth::routes::configure)
                 .configure(channels::routes::configure)
                 .configure(messages::configure)
                 .configure(integrations::configure)

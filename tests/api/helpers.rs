@@ -74,11 +74,43 @@ macro_rules! on_both_databases {
     };
 }
 
-static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        pregonero::telemetry::init(pregonero::config::LogFormat::Text);
+/// Everything the servers of this test binary logged (`info`, and `debug` for our crate), so a
+/// test can prove no secret ever reaches the logs. `TEST_LOG=1` also prints it.
+pub static LOGS: LazyLock<std::sync::Mutex<Vec<u8>>> = LazyLock::new(Default::default);
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
     }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+    let filter = EnvFilter::new("info,pregonero=debug,sqlx=warn,sea_orm=warn");
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(|| CaptureWriter),
+        )
+        .try_init();
 });
+
+/// Makes sure the log capture is installed (servers started by [`spawn_app`] do this).
+pub fn capture_logs() {
+    LazyLock::force(&TRACING);
+}
 
 /// A bot token in the shape @BotFather issues.
 pub const BOT_TOKEN: &str = "110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";

@@ -1,0 +1,202 @@
+//! The audit log: every request that changes something (any method but GET, HEAD and OPTIONS)
+//! under `/api/v1` and `/auth` is recorded with who made it, the route, its path parameters, the
+//! status, the client address and the request id. Bodies, headers and query strings are never
+//! recorded, so secrets cannot reach the log.
+use std::{cell::RefCell, rc::Rc};
+
+use actix_web::{
+    HttpMessage, HttpResponse,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use tracing_actix_web::RequestId;
+
+use super::{Caller, extractor::is_mutating};
+use crate::{entities::audit_log, error::ApiError, state::AppState};
+
+/// Where the authentication middleware leaves the caller for the audit middleware, which
+/// cannot keep a handle on the request while inner services run.
+#[derive(Clone, Default)]
+pub struct ActorSlot(Rc<RefCell<Option<Caller>>>);
+
+impl ActorSlot {
+    /// Records the caller of the current request.
+    pub fn set(&self, caller: &Caller) {
+        *self.0.borrow_mut() = Some(caller.clone());
+    }
+}
+
+/// One audit entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The acting user, if known.
+    pub actor_id: Option<String>,
+    /// `api_key`, `session`, `bearer` or `anonymous`.
+    pub actor_kind: &'static str,
+    /// `METHOD /route/{pattern}`.
+    pub action: String,
+    /// Path parameters or another non-secret description of the target, as JSON.
+    pub target: Option<serde_json::Value>,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Request id (also in the `X-Request-Id` header and the logs).
+    pub request_id: Option<String>,
+}
+
+/// Writes one entry; a failure is logged and does not fail the request.
+pub async fn record(db: &DatabaseConnection, at: DateTime<Utc>, entry: Entry) {
+    let row = audit_log::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        at: Set(at),
+        actor_id: Set(entry.actor_id),
+        actor_kind: Set(entry.actor_kind.to_owned()),
+        action: Set(entry.action),
+        target: Set(entry.target.map(|t| t.to_string())),
+        status: Set(i32::from(entry.status)),
+        ip: Set(entry.ip),
+        request_id: Set(entry.request_id),
+    };
+    if let Err(e) = row.insert(db).await {
+        tracing::error!(error = %e, "could not write the audit log");
+    }
+}
+
+/// The request id and client address of a request, for entries written by handlers.
+pub fn origin(req: &actix_web::HttpRequest) -> (Option<String>, Option<String>) {
+    (
+        req.extensions().get::<RequestId>().map(ToString::to_string),
+        req.peer_addr().map(|a| a.ip().to_string()),
+    )
+}
+
+/// Middleware: records every mutating request that passes through it, refused ones included.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if !is_mutating(req.method()) {
+        return next.call(req).await;
+    }
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(req).await;
+    };
+    let slot = ActorSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let action = format!(
+        "{} {}",
+        req.method(),
+        req.match_pattern().unwrap_or_else(|| "<unmatched>".into())
+    );
+    let (request_id, ip) = origin(req.request());
+    let result = next.call(req).await;
+    let (status, target) = match &result {
+        Ok(res) => {
+            let params: serde_json::Map<_, _> = res
+                .request()
+                .match_info()
+                .iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+                .collect();
+            (
+                res.status().as_u16(),
+                (!params.is_empty()).then_some(serde_json::Value::Object(params)),
+            )
+        }
+        Err(e) => (e.as_response_error().status_code().as_u16(), None),
+    };
+    let caller = slot.0.borrow().clone();
+    record(
+        &state.db,
+        state.clock.now(),
+        Entry {
+            actor_id: caller.as_ref().map(|c| c.user_id.clone()),
+            actor_kind: caller.as_ref().map_or("anonymous", Caller::kind),
+            action,
+            target,
+            status,
+            ip,
+            request_id,
+        },
+    )
+    .await;
+    result
+}
+
+/// Query of `GET /api/v1/audit-log`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Entries of this user only.
+    pub actor_id: Option<String>,
+    /// Entries before this time (for paging: pass the last `at` seen).
+    pub before: Option<DateTime<Utc>>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u64>,
+}
+
+/// One entry as listed.
+#[derive(Debug, Serialize)]
+pub struct EntryView {
+    id: String,
+    at: DateTime<Utc>,
+    actor_id: Option<String>,
+    actor_kind: String,
+    action: String,
+    target: Option<serde_json::Value>,
+    status: i32,
+    ip: Option<String>,
+    request_id: Option<String>,
+}
+
+/// `GET /api/v1/audit-log`: newest first; admins only.
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden(
+            "admin-only",
+            "only admins can read the audit log".into(),
+        ));
+    }
+    let query = query.into_inner();
+    let mut q = audit_log::Entity::find()
+        .order_by_desc(audit_log::Column::At)
+        .order_by_desc(audit_log::Column::Id);
+    if let Some(actor) = query.actor_id {
+        q = q.filter(audit_log::Column::ActorId.eq(actor));
+    }
+    if let Some(before) = query.before {
+        q = q.filter(audit_log::Column::At.lt(before));
+    }
+    let rows = q
+        .limit(query.limit.unwrap_or(100).clamp(1, 1000))
+        .all(&state.db)
+        .await?;
+    let entries: Vec<EntryView> = rows
+        .into_iter()
+        .map(|r| EntryView {
+            target: r.target.and_then(|t| serde_json::from_str(&t).ok()),
+            id: r.id,
+            at: r.at,
+            actor_id: r.actor_id,
+            actor_kind: r.actor_kind,
+            action: r.action,
+            status: r.status,
+            ip: r.ip,
+            request_id: r.request_id,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+}
