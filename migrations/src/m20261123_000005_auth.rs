@@ -79,7 +79,10 @@ impl MigrationTrait for Migration {
         // SQLite takes one column per ALTER TABLE.
         for col in [
             ColumnDef::new(Users::Email).string().null().to_owned(),
-            ColumnDef::new(Users::PasswordHash).string().null().to_owned(),
+            ColumnDef::new(Users::PasswordHash)
+                .string()
+                .null()
+                .to_owned(),
             ts_null(Users::LastLoginAt),
         ] {
             let mut col = col;
@@ -123,7 +126,11 @@ impl MigrationTrait for Migration {
                     )
                     .col(ColumnDef::new(Sessions::UserId).string_len(36).not_null())
                     .col(ColumnDef::new(Sessions::Kind).string_len(16).not_null())
-                    .col(ColumnDef::new(Sessions::CsrfToken).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(Sessions::CsrfToken)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Sessions::RefreshToken).text().null())
                     .col(ColumnDef::new(Sessions::IdToken).text().null())
                     .col(ts_null(Sessions::TokenExpiresAt))
@@ -173,7 +180,11 @@ impl MigrationTrait for Migration {
                     )
                     .col(ts(AuditLog::At))
                     .col(ColumnDef::new(AuditLog::ActorId).string_len(36).null())
-                    .col(ColumnDef::new(AuditLog::ActorKind).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(AuditLog::ActorKind)
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuditLog::Action).string().not_null())
                     .col(ColumnDef::new(AuditLog::Target).text().null())
                     .col(ColumnDef::new(AuditLog::Status).integer().not_null())

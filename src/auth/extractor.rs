@@ -121,8 +121,8 @@ pub async fn resolve(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiE
                     .and_then(Role::parse)
             })
             .ok_or_else(no_role)?;
-        let user = repo::upsert_oidc_user(&state.db, &identity, role, state.clock.now(), false)
-            .await?;
+        let user =
+            repo::upsert_oidc_user(&state.db, &identity, role, state.clock.now(), false).await?;
         return Ok(Caller {
             user_id: user.id,
             role: user.role,

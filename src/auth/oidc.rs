@@ -31,8 +31,14 @@ const JWKS_MIN_REFETCH: Duration = Duration::from_secs(2);
 /// Clock skew tolerated on `exp` of bearer tokens.
 const LEEWAY_SECS: i64 = 30;
 
-type Client =
-    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
 
 /// Why an OIDC step failed; each maps to a stable error code.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +134,11 @@ struct Inner {
 impl Oidc {
     /// A relying party for `settings`, or `None` in local mode (no issuer configured).
     /// Nothing is fetched until first use, so the server starts while the provider is down.
-    pub fn new(settings: &OidcSettings, public_base_url: &str, clock: Clock) -> anyhow::Result<Option<Self>> {
+    pub fn new(
+        settings: &OidcSettings,
+        public_base_url: &str,
+        clock: Clock,
+    ) -> anyhow::Result<Option<Self>> {
         let Some(issuer_url) = settings.issuer_url.clone() else {
             return Ok(None);
         };
@@ -235,7 +245,11 @@ impl Oidc {
                 .map_err(|e| OidcError::Unavailable(anyhow!("JWKS is not valid: {e}")))?,
             fetched: std::time::Instant::now(),
         });
-        tracing::info!(keys = keys.jwt.keys.len(), refetch, "OpenID provider keys fetched");
+        tracing::info!(
+            keys = keys.jwt.keys.len(),
+            refetch,
+            "OpenID provider keys fetched"
+        );
         *slot = Some(keys.clone());
         Ok(keys)
     }
@@ -346,7 +360,9 @@ impl Oidc {
                     .map(|_| ()),
                 // Refreshed ID tokens carry the original nonce or none; only the signature
                 // and claims are checked.
-                None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())).map(|_| ()),
+                None => id_token
+                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                    .map(|_| ()),
             };
             use openidconnect::{ClaimsVerificationError as C, SignatureVerificationError as S};
             match result {
@@ -454,7 +470,10 @@ impl Oidc {
             end,
             &[
                 ("client_id", self.inner.settings.client_id.as_str()),
-                ("post_logout_redirect_uri", self.inner.post_logout_url.as_str()),
+                (
+                    "post_logout_redirect_uri",
+                    self.inner.post_logout_url.as_str(),
+                ),
             ],
         )?;
         if let Some(hint) = id_token {

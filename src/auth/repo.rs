@@ -278,12 +278,18 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 
 /// Whether `password` matches an argon2 PHC string (constant time inside argon2).
 pub fn verify_password(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(stored).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// The local user (no OIDC subject) called `name` that has a password.
-pub async fn local_user(db: &DatabaseConnection, name: &str) -> Result<Option<users::Model>, DbErr> {
+pub async fn local_user(
+    db: &DatabaseConnection,
+    name: &str,
+) -> Result<Option<users::Model>, DbErr> {
     users::Entity::find()
         .filter(users::Column::Name.eq(name))
         .filter(users::Column::Subject.is_null())
@@ -293,7 +299,11 @@ pub async fn local_user(db: &DatabaseConnection, name: &str) -> Result<Option<us
 }
 
 /// Stamps a successful login.
-pub async fn touch_login(db: &DatabaseConnection, user_id: &str, now: DateTime<Utc>) -> Result<(), DbErr> {
+pub async fn touch_login(
+    db: &DatabaseConnection,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     users::Entity::update_many()
         .col_expr(users::Column::LastLoginAt, Expr::value(now))
         .filter(users::Column::Id.eq(user_id))

@@ -3,7 +3,7 @@
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, ActiveModelTrait, IntoActiveModel,
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -66,7 +66,8 @@ struct LoginQuery {
 fn oidc_disabled() -> ApiError {
     ApiError::NotFound(
         "oidc-not-configured",
-        "this server has no OpenID provider (oidc.issuer_url); sign in with POST /auth/login".into(),
+        "this server has no OpenID provider (oidc.issuer_url); sign in with POST /auth/login"
+            .into(),
     )
 }
 
@@ -167,7 +168,9 @@ async fn oidc_callback(
         .await?
         .ok_or_else(invalid_state)?;
     // Single use: whoever deletes the row owns the login, so a replayed callback gets nothing.
-    let deleted = oidc_logins::Entity::delete_by_id(id).exec(&state.db).await?;
+    let deleted = oidc_logins::Entity::delete_by_id(id)
+        .exec(&state.db)
+        .await?;
     if deleted.rows_affected != 1 || state.clock.now() - pending.created_at > LOGIN_TTL {
         return Err(invalid_state());
     }
@@ -243,7 +246,10 @@ async fn local_login(
         ));
     }
     let LocalLogin { username, password } = body.into_inner();
-    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let keys = [format!("user:{username}"), format!("ip:{ip}")];
     if let Some(secs) = state.lockout.locked(&keys) {
         return Err(ApiError::Limited {
@@ -265,10 +271,9 @@ async fn local_login(
         }
         None => {
             // Same work for an unknown name, so timing does not reveal which names exist.
-            let _ = tokio::task::spawn_blocking(move || {
-                repo::verify_password(&password, &DUMMY_HASH)
-            })
-            .await;
+            let _ =
+                tokio::task::spawn_blocking(move || repo::verify_password(&password, &DUMMY_HASH))
+                    .await;
             false
         }
     };
@@ -472,7 +477,11 @@ async fn list_keys(
     Ok(HttpResponse::Ok().json(json!({ "api_keys": keys })))
 }
 
-async fn find_key(state: &AppState, caller: &Caller, id: &str) -> Result<api_keys::Model, ApiError> {
+async fn find_key(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<api_keys::Model, ApiError> {
     api_keys::Entity::find_by_id(id.to_owned())
         .one(&state.db)
         .await?

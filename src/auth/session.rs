@@ -145,17 +145,14 @@ async fn refresh(
     let refresh_token = state.cipher.decrypt(stored).map_err(ApiError::Unexpected)?;
     match oidc.refresh(&refresh_token).await {
         Ok(tokens) => {
-            let role = tokens
-                .identity
-                .role
-                .or_else(|| {
-                    state
-                        .settings
-                        .oidc
-                        .default_role
-                        .as_deref()
-                        .and_then(Role::parse)
-                });
+            let role = tokens.identity.role.or_else(|| {
+                state
+                    .settings
+                    .oidc
+                    .default_role
+                    .as_deref()
+                    .and_then(Role::parse)
+            });
             let Some(role) = role else {
                 sessions::Entity::delete_by_id(row.id.clone())
                     .exec(&state.db)

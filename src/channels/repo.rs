@@ -113,9 +113,16 @@ pub async fn set_status(
 }
 
 /// Replaces an account's encrypted credentials (re-encryption after a key rotation).
-pub async fn set_credentials(db: &DatabaseConnection, id: &str, credentials: &str) -> Result<(), DbErr> {
+pub async fn set_credentials(
+    db: &DatabaseConnection,
+    id: &str,
+    credentials: &str,
+) -> Result<(), DbErr> {
     channel_accounts::Entity::update_many()
-        .col_expr(channel_accounts::Column::Credentials, Expr::value(credentials))
+        .col_expr(
+            channel_accounts::Column::Credentials,
+            Expr::value(credentials),
+        )
         .filter(channel_accounts::Column::Id.eq(id))
         .exec(db)
         .await?;

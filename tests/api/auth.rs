@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{BOT_TOKEN, Backend, LOGS, TestApp, spawn_app_with};
+use crate::helpers::{BOT_TOKEN, Backend, LOGS, TestApp, secret, spawn_app_with};
 
 const CLIENT_SECRET: &str = "test-client-secret-Kc9vQ2";
 const LOCAL_PASSWORD: &str = "correct horse battery staple 42";
@@ -142,7 +142,10 @@ impl Browser {
     async fn to_callback(&self, url: &str, login: &str) -> Url {
         let mut url = Url::parse(url).expect("url");
         for _ in 0..20 {
-            if url.as_str().starts_with(&format!("{}/auth/callback", self.app)) {
+            if url
+                .as_str()
+                .starts_with(&format!("{}/auth/callback", self.app))
+            {
                 return url;
             }
             let res = self.client.get(url.clone()).send().await.expect("get");
@@ -160,7 +163,11 @@ impl Browser {
                 .send()
                 .await
                 .expect("submit login");
-            assert!(res.status().is_redirection(), "login form answered {}", res.status());
+            assert!(
+                res.status().is_redirection(),
+                "login form answered {}",
+                res.status()
+            );
             url = url.join(location(&res)).expect("location");
         }
         panic!("no callback after 20 redirects");
@@ -172,7 +179,12 @@ impl Browser {
         assert_eq!(res.status(), StatusCode::FOUND);
         let callback = self.to_callback(location(&res), login).await;
         let res = self.client.get(callback).send().await.expect("callback");
-        assert_eq!(res.status(), StatusCode::SEE_OTHER, "callback answered {:?}", res.text().await);
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "callback answered {:?}",
+            res.text().await
+        );
         assert_eq!(location(&res), "/");
         let (status, me) = self.json("/auth/me").await;
         assert_eq!(status, 200, "{me}");
@@ -189,7 +201,10 @@ impl Browser {
 
     async fn json(&self, path: &str) -> (u16, Value) {
         let res = self.get(path).await;
-        (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(Value::Null),
+        )
     }
 
     async fn post(&self, path: &str, csrf: Option<&str>, body: &Value) -> (u16, Value) {
@@ -198,7 +213,10 @@ impl Browser {
             req = req.header("X-CSRF-Token", csrf);
         }
         let res = req.send().await.expect("post");
-        (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -260,7 +278,9 @@ async fn provider_tokens(app: &TestApp, provider: &Provider, login: &str) -> Val
 
 #[actix_web::test]
 async fn browser_login_with_code_and_pkce_then_csrf_and_logout() {
-    let Some((app, _provider)) = oidc_app().await else { return };
+    let Some((app, _provider)) = oidc_app().await else {
+        return;
+    };
     let browser = Browser::new(&app);
 
     // The login redirect carries PKCE S256, state and nonce.
@@ -319,7 +339,10 @@ async fn browser_login_with_code_and_pkce_then_csrf_and_logout() {
     let (status, body) = browser.post("/auth/logout", Some(&csrf), &json!({})).await;
     assert_eq!(status, 200, "{body}");
     let logout = Url::parse(body["logout_url"].as_str().expect("logout url")).expect("url");
-    assert!(logout.as_str().starts_with(&format!("{}/protocol/openid-connect/logout", app_issuer(&app))));
+    assert!(logout.as_str().starts_with(&format!(
+        "{}/protocol/openid-connect/logout",
+        app_issuer(&app)
+    )));
     let q: std::collections::HashMap<_, _> = logout.query_pairs().into_owned().collect();
     assert!(q.contains_key("id_token_hint"));
     assert_eq!(q["post_logout_redirect_uri"], format!("{}/", app.address));
@@ -328,7 +351,12 @@ async fn browser_login_with_code_and_pkce_then_csrf_and_logout() {
 
     // The provider signs the browser out too (its confirmation form, answered as a browser
     // would), so the next login asks for credentials again.
-    let res = browser.client.get(logout.clone()).send().await.expect("logout");
+    let res = browser
+        .client
+        .get(logout.clone())
+        .send()
+        .await
+        .expect("logout");
     assert_eq!(res.status(), StatusCode::OK);
     let html = res.text().await.expect("html");
     let action = attr_after(&html, "action=\"").expect("logout form");
@@ -353,7 +381,10 @@ async fn browser_login_with_code_and_pkce_then_csrf_and_logout() {
             break;
         }
         url = url.join(location(&res)).expect("location");
-        assert!(!url.as_str().starts_with(&app.address), "still signed in at the provider");
+        assert!(
+            !url.as_str().starts_with(&app.address),
+            "still signed in at the provider"
+        );
     }
 }
 
@@ -363,23 +394,39 @@ fn app_issuer(app: &TestApp) -> String {
 
 #[actix_web::test]
 async fn wrong_state_replayed_code_and_expired_id_token_are_refused() {
-    let Some((app, _provider)) = oidc_app().await else { return };
+    let Some((app, _provider)) = oidc_app().await else {
+        return;
+    };
     let browser = Browser::new(&app);
 
     let (status, body) = browser.json("/auth/callback?code=abc&state=forged").await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid-state")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid-state"))
+    );
     let (status, body) = browser
         .json("/auth/callback?error=access_denied&error_description=nope")
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("login-refused")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("login-refused"))
+    );
 
     // A callback works once; replayed, its state is gone.
     let res = browser.get("/auth/login").await;
     let first = browser.to_callback(location(&res), "bob").await;
-    let res = browser.client.get(first.clone()).send().await.expect("callback");
+    let res = browser
+        .client
+        .get(first.clone())
+        .send()
+        .await
+        .expect("callback");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (status, body) = browser.json(&path_and_query(&first)).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid-state")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid-state"))
+    );
 
     // The used code with a fresh state: the provider refuses the code.
     let res = browser.get("/auth/login").await;
@@ -389,7 +436,11 @@ async fn wrong_state_replayed_code_and_expired_id_token_are_refused() {
     let (status, body) = browser
         .json(&format!("/auth/callback?code={code}&state={state}"))
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("code-rejected")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("code-rejected")),
+        "{body}"
+    );
 
     // An ID token that has expired by the server's clock is refused.
     let res = browser.get("/auth/login").await;
@@ -397,7 +448,11 @@ async fn wrong_state_replayed_code_and_expired_id_token_are_refused() {
     // (8 minutes: past the ID token's 5, within the pending login's 10.)
     app.state.clock.advance(chrono::Duration::minutes(8));
     let (status, body) = browser.json(&path_and_query(&third)).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("id-token-expired")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("id-token-expired")),
+        "{body}"
+    );
 }
 
 fn param(url: &Url, name: &str) -> String {
@@ -413,7 +468,9 @@ fn path_and_query(url: &Url) -> String {
 
 #[actix_web::test]
 async fn roles_come_from_keycloak_claims() {
-    let Some((app, _provider)) = oidc_app().await else { return };
+    let Some((app, _provider)) = oidc_app().await else {
+        return;
+    };
 
     let admin = Browser::new(&app);
     admin.login("admin-carol").await;
@@ -424,11 +481,17 @@ async fn roles_come_from_keycloak_claims() {
     let viewer = Browser::new(&app);
     let csrf = viewer.login("viewer-dan").await;
     assert_eq!(viewer.json("/auth/me").await.1["role"], "viewer");
-    assert_eq!(viewer.get("/api/v1/channels").await.status(), StatusCode::OK);
+    assert_eq!(
+        viewer.get("/api/v1/channels").await.status(),
+        StatusCode::OK
+    );
     let (status, body) = viewer
         .post("/api/v1/api-keys", Some(&csrf), &json!({"name": "x"}))
         .await;
-    assert_eq!((status, body["error"].as_str()), (403, Some("read-only-role")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("read-only-role"))
+    );
     let (status, body) = viewer.json("/api/v1/audit-log").await;
     assert_eq!((status, body["error"].as_str()), (403, Some("admin-only")));
 
@@ -444,14 +507,25 @@ async fn roles_come_from_keycloak_claims() {
 
 #[actix_web::test]
 async fn keycloak_bearer_tokens_and_key_rotation() {
-    let Some((app, mut provider)) = oidc_app().await else { return };
+    let Some((app, mut provider)) = oidc_app().await else {
+        return;
+    };
     let tokens = provider_tokens(&app, &provider, "frank").await;
-    let access = tokens["access_token"].as_str().expect("access token").to_owned();
+    let access = tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    secret(&access);
     let call = |token: String| {
         let client = app.client.clone();
         let url = format!("{}/api/v1/channels", app.address);
         async move {
-            let res = client.get(url).bearer_auth(token).send().await.expect("get");
+            let res = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
             let status = res.status().as_u16();
             (status, res.json::<Value>().await.unwrap_or(Value::Null))
         }
@@ -459,8 +533,16 @@ async fn keycloak_bearer_tokens_and_key_rotation() {
     let (status, body) = call(access.clone()).await;
     assert_eq!(status, 200, "{body}");
     // The user exists now, created from the token.
-    let (_, me) = status_json(app.client.get(format!("{}/auth/me", app.address)).bearer_auth(&access)).await;
-    assert_eq!((me["via"].as_str(), me["role"].as_str()), (Some("bearer"), Some("operator")));
+    let (_, me) = status_json(
+        app.client
+            .get(format!("{}/auth/me", app.address))
+            .bearer_auth(&access),
+    )
+    .await;
+    assert_eq!(
+        (me["via"].as_str(), me["role"].as_str()),
+        (Some("bearer"), Some("operator"))
+    );
 
     // A tampered token fails the signature check.
     let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
@@ -469,7 +551,10 @@ async fn keycloak_bearer_tokens_and_key_rotation() {
     claims["realm_access"]["roles"] = json!(["admin"]);
     parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
     let (status, body) = call(parts.join(".")).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid-token")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid-token"))
+    );
 
     // The provider restarts with a new signing key: an unknown `kid` makes the server refetch
     // the JWKS, so both new bearer tokens and new browser logins work without a restart here.
@@ -477,10 +562,17 @@ async fn keycloak_bearer_tokens_and_key_rotation() {
     // Refetches on unknown key ids are at most one per 2 s; the first fetch was just now.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tokens = provider_tokens(&app, &provider, "frank").await;
-    let rotated = tokens["access_token"].as_str().expect("access token").to_owned();
+    let rotated = tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
     let header = |t: &str| -> Value {
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().expect("h")).expect("b64"))
-            .expect("json")
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.split('.').next().expect("h"))
+                .expect("b64"),
+        )
+        .expect("json")
     };
     assert_ne!(header(&access)["kid"], header(&rotated)["kid"]);
     let (status, body) = call(rotated.clone()).await;
@@ -493,17 +585,25 @@ async fn keycloak_bearer_tokens_and_key_rotation() {
     // Expired by the server's clock.
     app.state.clock.advance(chrono::Duration::hours(1));
     let (status, body) = call(rotated).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("token-expired")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("token-expired"))
+    );
 }
 
 async fn status_json(req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.send().await.expect("request");
-    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
 }
 
 #[actix_web::test]
 async fn sessions_refresh_tokens_before_they_expire() {
-    let Some((app, _provider)) = oidc_app().await else { return };
+    let Some((app, _provider)) = oidc_app().await else {
+        return;
+    };
     let browser = Browser::new(&app);
     browser.login("heidi").await;
     let db = app.inspect_db().await;
@@ -515,24 +615,32 @@ async fn sessions_refresh_tokens_before_they_expire() {
     assert_eq!(before.len(), 1);
     let expires = before[0].token_expires_at.expect("token expiry");
     // Within a minute of the access token's expiry, the next request refreshes it.
-    app.state
-        .clock
-        .set(expires - chrono::Duration::seconds(30));
+    app.state.clock.set(expires - chrono::Duration::seconds(30));
     let (status, me) = browser.json("/auth/me").await;
     assert_eq!(status, 200, "{me}");
     let after = pregonero::entities::sessions::Entity::find()
         .all(&db)
         .await
         .expect("sessions");
-    assert!(after[0].token_expires_at.expect("expiry") > expires, "tokens were refreshed");
-    assert_ne!(after[0].refresh_token, before[0].refresh_token, "rotated refresh token stored");
+    assert!(
+        after[0].token_expires_at.expect("expiry") > expires,
+        "tokens were refreshed"
+    );
+    assert_ne!(
+        after[0].refresh_token, before[0].refresh_token,
+        "rotated refresh token stored"
+    );
 }
 
 /// A user with an API key of their own (made by the admin's key through the CLI path).
 async fn user_with_key(app: &TestApp, name: &str, role: &str) -> (String, String) {
     let db = app.inspect_db().await;
-    let user = pregonero::auth::repo::create_user(&db, name, role).await.expect("user");
-    let key = pregonero::auth::repo::create_api_key(&db, &user.id, "test").await.expect("key");
+    let user = pregonero::auth::repo::create_user(&db, name, role)
+        .await
+        .expect("user");
+    let key = pregonero::auth::repo::create_api_key(&db, &user.id, "test")
+        .await
+        .expect("key");
     (user.id, key)
 }
 
@@ -558,7 +666,11 @@ async fn api_key_lifecycle_scopes_expiry_and_revocation() {
     )
     .await;
     assert_eq!(status, 201, "{created}");
-    let token = created["token"].as_str().expect("token shown once").to_owned();
+    let token = created["token"]
+        .as_str()
+        .expect("token shown once")
+        .to_owned();
+    secret(&token);
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["scopes"], json!(["read"]));
     assert!(token.starts_with(created["prefix"].as_str().expect("prefix")));
@@ -577,13 +689,28 @@ async fn api_key_lifecycle_scopes_expiry_and_revocation() {
     // Read scope: GET works and is recorded, a change is refused.
     let (status, _) = api(reqwest::Method::GET, "channels", &token, None).await;
     assert_eq!(status, 200);
-    let (status, body) = api(reqwest::Method::POST, "api-keys", &token, Some(json!({"name": "x"}))).await;
-    assert_eq!((status, body["error"].as_str()), (403, Some("insufficient-scope")));
+    let (status, body) = api(
+        reqwest::Method::POST,
+        "api-keys",
+        &token,
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("insufficient-scope"))
+    );
     let (_, list) = api(reqwest::Method::GET, "api-keys", &key, None).await;
     let listed = list["api_keys"].as_array().expect("list");
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|k| k.get("token").is_none()), "tokens are never listed");
-    let mine = listed.iter().find(|k| k["id"] == id.as_str()).expect("listed");
+    assert!(
+        listed.iter().all(|k| k.get("token").is_none()),
+        "tokens are never listed"
+    );
+    let mine = listed
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .expect("listed");
     assert!(mine["last_used_at"].is_string(), "{mine}");
 
     // Bad input.
@@ -600,11 +727,23 @@ async fn api_key_lifecycle_scopes_expiry_and_revocation() {
     // Expiry by the server's clock, then revocation.
     app.state.clock.advance(chrono::Duration::days(2));
     let (status, body) = api(reqwest::Method::GET, "channels", &token, None).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("api-key-expired")));
-    let (status, _) = api(reqwest::Method::DELETE, &format!("api-keys/{id}"), &key, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("api-key-expired"))
+    );
+    let (status, _) = api(
+        reqwest::Method::DELETE,
+        &format!("api-keys/{id}"),
+        &key,
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     let (status, body) = api(reqwest::Method::GET, "channels", &token, None).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("api-key-revoked")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("api-key-revoked"))
+    );
     let (_, shown) = api(reqwest::Method::GET, &format!("api-keys/{id}"), &key, None).await;
     assert!(shown["revoked_at"].is_string());
 }
@@ -620,11 +759,17 @@ async fn local_mode_password_login_lockout_csrf_and_audit() {
     let (status, cfg) = browser.json("/auth/config").await;
     assert_eq!((status, cfg["mode"].as_str()), (200, Some("local")));
     let (status, body) = browser.json("/auth/login").await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("oidc-not-configured")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("oidc-not-configured"))
+    );
 
     // Stored with argon2, never in clear.
     let db = app.inspect_db().await;
-    let admin = pregonero::auth::repo::first_admin(&db).await.expect("db").expect("admin");
+    let admin = pregonero::auth::repo::first_admin(&db)
+        .await
+        .expect("db")
+        .expect("admin");
     let hash = admin.password_hash.expect("hash");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
 
@@ -634,13 +779,22 @@ async fn local_mode_password_login_lockout_csrf_and_audit() {
         async move { browser.post("/auth/login", None, &body).await }
     };
     let (status, body) = login("admin", "wrong").await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid-login")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid-login"))
+    );
     let (status, body) = login("nobody", LOCAL_PASSWORD).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid-login")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid-login"))
+    );
     let (status, body) = login("admin", LOCAL_PASSWORD).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["role"], "admin");
     let csrf = body["csrf_token"].as_str().expect("csrf").to_owned();
+    secret(LOCAL_PASSWORD);
+    secret(&csrf);
+    secret(&browser.session_cookie().expect("session cookie"));
 
     // The session acts for the admin; CSRF is required for changes.
     let (status, body) = browser
@@ -658,7 +812,11 @@ async fn local_mode_password_login_lockout_csrf_and_audit() {
         assert_eq!(login("admin", "guess").await.0, 401);
     }
     let (status, body) = login("admin", LOCAL_PASSWORD).await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("too-many-attempts")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("too-many-attempts")),
+        "{body}"
+    );
     assert!(body["retry_after"].as_u64().is_some_and(|s| s > 0));
 
     // The audit log: who did what, from where, with the request id; no secret in it.
@@ -678,27 +836,40 @@ async fn local_mode_password_login_lockout_csrf_and_audit() {
     assert_eq!(created["actor_kind"], "session");
     assert_eq!(created["ip"], "127.0.0.1");
     assert!(created["request_id"].is_string());
-    assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/api-keys" && e["status"] == 403));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "POST /api/v1/api-keys" && e["status"] == 403)
+    );
     let failed = entries
         .iter()
         .filter(|e| e["action"] == "POST /auth/login" && e["status"] == 401)
         .count();
     assert_eq!(failed, 5, "every failed login is audited");
     let text = log.to_string();
-    for secret in [LOCAL_PASSWORD, key["token"].as_str().expect("token"), csrf.as_str()] {
+    for secret in [
+        LOCAL_PASSWORD,
+        key["token"].as_str().expect("token"),
+        csrf.as_str(),
+    ] {
         assert!(!text.contains(secret), "a secret is in the audit log");
     }
 
     // OIDC mode would refuse password logins; a generated password is printed once when none is set.
     let fresh = spawn_app_with(Backend::Sqlite, |_| {}).await;
     let db = fresh.inspect_db().await;
-    let admin = pregonero::auth::repo::first_admin(&db).await.expect("db").expect("admin");
+    let admin = pregonero::auth::repo::first_admin(&db)
+        .await
+        .expect("db")
+        .expect("admin");
     assert!(admin.password_hash.is_some(), "a password was generated");
 }
 
 #[actix_web::test]
 async fn secrets_never_reach_the_logs() {
-    let Some((app, _provider)) = oidc_app().await else { return };
+    let Some((app, _provider)) = oidc_app().await else {
+        return;
+    };
     crate::helpers::capture_logs();
     // Exercise every kind of secret: bot token, API keys, session cookie, OIDC tokens.
     app.create_bot(None).await;
@@ -710,7 +881,10 @@ async fn secrets_never_reach_the_logs() {
     let cookie = browser.session_cookie().expect("session cookie");
     let tokens = provider_tokens(&app, &_provider, "ivy").await;
     let access = tokens["access_token"].as_str().expect("at").to_owned();
-    let refresh = tokens["refresh_token"].as_str().unwrap_or_default().to_owned();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let (status, _) = status_json(
         app.client
             .get(format!("{}/api/v1/channels", app.address))
@@ -725,14 +899,22 @@ async fn secrets_never_reach_the_logs() {
         .await
         .expect("db")
         .expect("channel");
-    assert!(!channel.credentials.contains(BOT_TOKEN), "bot token encrypted at rest");
+    assert!(
+        !channel.credentials.contains(BOT_TOKEN),
+        "bot token encrypted at rest"
+    );
     assert!(channel.credentials.starts_with("v1:"), "with the key id");
     let session = pregonero::entities::sessions::Entity::find()
         .one(&db)
         .await
         .expect("db")
         .expect("session");
-    assert!(session.refresh_token.as_deref().is_some_and(|t| t.starts_with("v1:")));
+    assert!(
+        session
+            .refresh_token
+            .as_deref()
+            .is_some_and(|t| t.starts_with("v1:"))
+    );
 
     let logs = String::from_utf8_lossy(&LOGS.lock().expect("logs")).into_owned();
     assert!(!logs.is_empty(), "logs are captured");
@@ -749,8 +931,15 @@ async fn secrets_never_reach_the_logs() {
     if !refresh.is_empty() {
         secrets.push(refresh);
     }
+    for s in &secrets {
+        crate::helpers::secret(s);
+    }
     for secret in &secrets {
-        assert!(!logs.contains(secret.as_str()), "a secret ({}…) appears in the logs", &secret[..6]);
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret ({}…) appears in the logs",
+            &secret[..6]
+        );
     }
     // The bot token's secret half alone must not appear either.
     let (_, bot_secret) = BOT_TOKEN.split_once(':').expect("token shape");

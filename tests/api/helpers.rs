@@ -80,9 +80,28 @@ pub static LOGS: LazyLock<std::sync::Mutex<Vec<u8>>> = LazyLock::new(Default::de
 
 struct CaptureWriter;
 
+/// `TEST_LOG_FILE`: where scripts/test collects every test binary's logs, to check them for the
+/// secrets listed in `TEST_SECRETS_FILE` once the whole suite has run.
+static LOG_FILE: LazyLock<Option<std::sync::Mutex<std::fs::File>>> = LazyLock::new(|| {
+    let path = std::env::var_os("TEST_LOG_FILE")?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ok()?;
+    Some(std::sync::Mutex::new(file))
+});
+
 impl std::io::Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        if let Some(file) = LOG_FILE.as_ref() {
+            file.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_all(buf)?;
+        }
         if std::env::var_os("TEST_LOG").is_some() {
             std::io::stderr().write_all(buf)?;
         }
@@ -99,17 +118,31 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     let filter = EnvFilter::new("info,pregonero=debug,sqlx=warn,sea_orm=warn");
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(
-            fmt::layer()
-                .with_ansi(false)
-                .with_writer(|| CaptureWriter),
-        )
+        .with(fmt::layer().with_ansi(false).with_writer(|| CaptureWriter))
         .try_init();
 });
 
 /// Makes sure the log capture is installed (servers started by [`spawn_app`] do this).
 pub fn capture_logs() {
     LazyLock::force(&TRACING);
+}
+
+/// Notes a secret the suite used (token, key, password, cookie), one per line in
+/// `TEST_SECRETS_FILE`; scripts/test fails if any of them appears in the captured logs.
+pub fn secret(value: &str) {
+    use std::io::Write;
+    static FILE: LazyLock<Option<std::sync::Mutex<std::fs::File>>> = LazyLock::new(|| {
+        let path = std::env::var_os("TEST_SECRETS_FILE")?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()?;
+        Some(std::sync::Mutex::new(file))
+    });
+    if let Some(file) = FILE.as_ref() {
+        let _ = writeln!(file.lock().unwrap_or_else(|e| e.into_inner()), "{value}");
+    }
 }
 
 /// A bot token in the shape @BotFather issues.
@@ -183,6 +216,8 @@ pub async fn spawn_app_custom(
         .bootstrap_key()
         .expect("fresh database has a bootstrap key")
         .to_owned();
+    secret(&api_key);
+    secret(BOT_TOKEN);
     let running = app.spawn().expect("spawn app");
     TestApp {
         address: format!("http://127.0.0.1:{}", running.port),
@@ -326,9 +361,12 @@ impl TestApp {
         let body: Value = res.json().await.expect("json");
         let url = body["link"]["url"].as_str().expect("link url");
         let code = url.split("?start=").nth(1).expect("start param").to_owned();
+        let token = body["token"]["token"].as_str().expect("token").to_owned();
+        secret(&token);
+        secret(&code);
         Integration {
             id: body["integration"]["id"].as_str().expect("id").to_owned(),
-            token: body["token"]["token"].as_str().expect("token").to_owned(),
+            token,
             code,
         }
     }

@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod errors;
 mod events;
+mod isolation;
 mod operations;
 mod resilience;
 mod rules;

@@ -1,0 +1,375 @@
+//! Tenant isolation, walked over the whole route table: another owner gets 404 on each of a
+//! user's resources (existence does not leak), a viewer can change nothing, an admin sees all.
+//! The table is checked against `docs/openapi.json`, so a new route without a row here fails.
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{BOT_TOKEN, Backend, TestApp, spawn_app},
+    on_both_databases,
+};
+
+/// One route: method, path (`{id}` is replaced), body, and the owner-scoped id it takes.
+struct Route {
+    method: Method,
+    path: &'static str,
+    /// Which of the owner's resources `{id}` stands for; `None` for collection routes.
+    resource: Option<&'static str>,
+    body: fn(&Resources) -> Option<Value>,
+}
+
+/// The ids of what user A created.
+struct Resources {
+    channel: String,
+    message: String,
+    media: String,
+    integration: String,
+    rule: String,
+    api_key: String,
+}
+
+impl Resources {
+    fn id(&self, kind: &str) -> &str {
+        match kind {
+            "channel" => &self.channel,
+            "message" => &self.message,
+            "media" => &self.media,
+            "integration" => &self.integration,
+            "rule" => &self.rule,
+            "api_key" => &self.api_key,
+            other => panic!("unknown resource kind {other}"),
+        }
+    }
+}
+
+fn none(_: &Resources) -> Option<Value> {
+    None
+}
+
+/// Every route under `/api/v1`.
+fn routes() -> Vec<Route> {
+    use Method as M;
+    let r = |method: Method, path, resource, body| Route {
+        method,
+        path,
+        resource,
+        body,
+    };
+    vec![
+        r(M::POST, "/api/v1/channels", None, |_| {
+            Some(json!({"kind": "telegram", "name": "b", "bot_token": BOT_TOKEN}))
+        }),
+        r(M::GET, "/api/v1/channels", None, none),
+        r(M::GET, "/api/v1/channels/{id}", Some("channel"), none),
+        r(M::DELETE, "/api/v1/channels/{id}", Some("channel"), none),
+        r(M::POST, "/api/v1/messages", None, |res| {
+            Some(json!({"channel_id": res.channel, "to": "77", "text": "hi"}))
+        }),
+        r(M::GET, "/api/v1/messages/{id}", Some("message"), none),
+        r(M::POST, "/api/v1/media", None, none),
+        r(M::GET, "/api/v1/media/{id}", Some("media"), none),
+        r(M::POST, "/api/v1/integrations", None, |res| {
+            Some(json!({"channel_id": res.channel, "name": "x"}))
+        }),
+        r(M::GET, "/api/v1/integrations", None, none),
+        r(
+            M::GET,
+            "/api/v1/integrations/{id}",
+            Some("integration"),
+            none,
+        ),
+        r(
+            M::PATCH,
+            "/api/v1/integrations/{id}",
+            Some("integration"),
+            |_| Some(json!({"name": "renamed"})),
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/integrations/{id}",
+            Some("integration"),
+            none,
+        ),
+        r(
+            M::POST,
+            "/api/v1/integrations/{id}/link",
+            Some("integration"),
+            none,
+        ),
+        r(M::POST, "/api/v1/alert-rules", None, |res| {
+            Some(json!({"name": "r", "service": "s", "channel_id": res.channel, "chat_id": 77}))
+        }),
+        r(M::GET, "/api/v1/alert-rules", None, none),
+        r(M::GET, "/api/v1/alert-rules/{id}", Some("rule"), none),
+        r(M::PATCH, "/api/v1/alert-rules/{id}", Some("rule"), |_| {
+            Some(json!({"enabled": false}))
+        }),
+        r(M::DELETE, "/api/v1/alert-rules/{id}", Some("rule"), none),
+        r(M::POST, "/api/v1/api-keys", None, |_| {
+            Some(json!({"name": "k"}))
+        }),
+        r(M::GET, "/api/v1/api-keys", None, none),
+        r(M::GET, "/api/v1/api-keys/{id}", Some("api_key"), none),
+        r(M::DELETE, "/api/v1/api-keys/{id}", Some("api_key"), none),
+        r(M::GET, "/api/v1/audit-log", None, none),
+    ]
+}
+
+async fn call(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.address))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.expect("request");
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn user(app: &TestApp, name: &str, role: &str) -> String {
+    let db = app.inspect_db().await;
+    let user = pregonero::auth::repo::create_user(&db, name, role)
+        .await
+        .expect("user");
+    pregonero::auth::repo::create_api_key(&db, &user.id, "walk")
+        .await
+        .expect("key")
+}
+
+/// User A creates one of everything.
+async fn create_everything(app: &TestApp, a: &str) -> Resources {
+    app.telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
+    app.telegram.add_chat(77);
+    let created = |(status, body): (u16, Value)| {
+        assert!(status == 201 || status == 202, "{status} {body}");
+        body
+    };
+    let channel = created(
+        call(
+            app,
+            a,
+            Method::POST,
+            "/api/v1/channels",
+            Some(json!({"kind": "telegram", "name": "a", "bot_token": BOT_TOKEN})),
+        )
+        .await,
+    )["id"]
+        .as_str()
+        .expect("channel id")
+        .to_owned();
+    let message = created(
+        call(
+            app,
+            a,
+            Method::POST,
+            "/api/v1/messages",
+            Some(json!({"channel_id": channel, "to": "77", "text": "hello"})),
+        )
+        .await,
+    );
+    let message = message["id"].as_str().expect("message id").to_owned();
+    let res = app
+        .client
+        .post(format!("{}/api/v1/media?filename=a.png", app.address))
+        .bearer_auth(a)
+        .header("content-type", "image/png")
+        .body(vec![137u8, 80, 78, 71, 13, 10, 26, 10, 0, 0])
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status().as_u16(), 201);
+    let media = res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("media id")
+        .to_owned();
+    let integration = created(
+        call(
+            app,
+            a,
+            Method::POST,
+            "/api/v1/integrations",
+            Some(json!({"channel_id": channel, "name": "a"})),
+        )
+        .await,
+    )["integration"]["id"]
+        .as_str()
+        .expect("integration id")
+        .to_owned();
+    let rule = created(
+        call(
+            app,
+            a,
+            Method::POST,
+            "/api/v1/alert-rules",
+            Some(json!({"name": "a", "service": "payments", "channel_id": channel, "chat_id": 77})),
+        )
+        .await,
+    )["id"]
+        .as_str()
+        .expect("rule id")
+        .to_owned();
+    let api_key = created(
+        call(
+            app,
+            a,
+            Method::POST,
+            "/api/v1/api-keys",
+            Some(json!({"name": "a"})),
+        )
+        .await,
+    )["id"]
+        .as_str()
+        .expect("key id")
+        .to_owned();
+    Resources {
+        channel,
+        message,
+        media,
+        integration,
+        rule,
+        api_key,
+    }
+}
+
+async fn isolation_walk(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let a = user(&app, "alice", "operator").await;
+    let b = user(&app, "bob", "operator").await;
+    let viewer = user(&app, "victor", "viewer").await;
+    let res = create_everything(&app, &a).await;
+
+    // B: 404 on every one of A's resources, whatever the method; nothing of A's in B's lists.
+    for route in routes().iter().filter(|r| r.resource.is_some()) {
+        let id = res.id(route.resource.expect("resource"));
+        let path = route.path.replace("{id}", id);
+        let (status, body) = call(&app, &b, route.method.clone(), &path, (route.body)(&res)).await;
+        assert_eq!(
+            status, 404,
+            "{} {} as another owner: {body}",
+            route.method, route.path
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("-not-found")),
+            "{} {}: {body}",
+            route.method,
+            route.path
+        );
+    }
+    for route in routes()
+        .iter()
+        .filter(|r| r.method == Method::GET && r.resource.is_none())
+    {
+        let (status, body) = call(&app, &b, Method::GET, route.path, None).await;
+        if route.path == "/api/v1/audit-log" {
+            assert_eq!((status, body["error"].as_str()), (403, Some("admin-only")));
+            continue;
+        }
+        assert_eq!(status, 200, "{}: {body}", route.path);
+        let text = body.to_string();
+        for kind in [
+            "channel",
+            "message",
+            "media",
+            "integration",
+            "rule",
+            "api_key",
+        ] {
+            assert!(
+                !text.contains(res.id(kind)),
+                "{} lists A's {kind}",
+                route.path
+            );
+        }
+    }
+
+    // The viewer: every change refused before it runs, on any id.
+    for route in routes().iter().filter(|r| r.method != Method::GET) {
+        let path = match route.resource {
+            Some(kind) => route.path.replace("{id}", res.id(kind)),
+            None => route.path.to_owned(),
+        };
+        let (status, body) = call(
+            &app,
+            &viewer,
+            route.method.clone(),
+            &path,
+            (route.body)(&res),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("read-only-role")),
+            "{} {} as a viewer",
+            route.method,
+            route.path
+        );
+    }
+
+    // The admin sees every owner's resources by id.
+    for route in routes()
+        .iter()
+        .filter(|r| r.method == Method::GET && r.resource.is_some())
+    {
+        let path = route
+            .path
+            .replace("{id}", res.id(route.resource.expect("resource")));
+        let (status, body) = call(&app, &app.api_key, Method::GET, &path, None).await;
+        assert_eq!(status, 200, "admin GET {path}: {body}");
+    }
+
+    // Nothing above changed A's data: A still sees all of it.
+    for route in routes()
+        .iter()
+        .filter(|r| r.method == Method::GET && r.resource.is_some())
+    {
+        let path = route
+            .path
+            .replace("{id}", res.id(route.resource.expect("resource")));
+        assert_eq!(
+            call(&app, &a, Method::GET, &path, None).await.0,
+            200,
+            "A GET {path}"
+        );
+    }
+}
+
+on_both_databases!(isolation_walk);
+
+/// Every `/api/v1` operation in the OpenAPI document has a row in the walk.
+#[test]
+fn the_walk_covers_every_api_route() {
+    let doc: Value =
+        serde_json::from_str(include_str!("../../docs/openapi.json")).expect("openapi");
+    let table: Vec<(String, String)> = routes()
+        .iter()
+        .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
+        .collect();
+    let mut missing = Vec::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        for method in ops.as_object().expect("operations").keys() {
+            let op = (method.to_uppercase(), path.clone());
+            if !table.contains(&op) {
+                missing.push(format!("{} {}", op.0, op.1));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "routes without an isolation row: {missing:?}"
+    );
+}
