@@ -2,7 +2,8 @@
 # Makes sure the real services the tests use are running on 127.0.0.1, starting or installing
 # them when possible. Prints what it did; prints a reason for anything it has to skip.
 # Sourced by scripts/test: exports TEST_POSTGRES_URL, or TEST_SKIP_POSTGRES=<reason>; and
-# TEST_OIDC_DIR (the OpenID provider's folder, npm packages installed), or TEST_SKIP_OIDC=<reason>.
+# TEST_OIDC_DIR (the OpenID provider's folder, npm packages installed), or TEST_SKIP_OIDC=<reason>;
+# and TEST_E2E_DIR (browser tests: Debian's Chromium + playwright-core), or TEST_SKIP_BROWSER=<reason>.
 set -uo pipefail
 
 PG_HOST=127.0.0.1
@@ -83,5 +84,41 @@ ensure_oidc() {
   echo "services: OpenID provider ready to start from $dir (node $(node --version))"
 }
 
+# Browser tests drive Debian's Chromium with playwright-core (npm); nothing is downloaded by
+# playwright itself.
+ensure_browser() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/e2e" && pwd)"
+  if [ -n "${TEST_SKIP_OIDC:-}" ]; then
+    export TEST_SKIP_BROWSER="$TEST_SKIP_OIDC"
+    echo "services: SKIPPING the browser tests: $TEST_SKIP_BROWSER"
+    return 0
+  fi
+  local chromium=${CHROMIUM:-/usr/bin/chromium}
+  if [ ! -x "$chromium" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "services: Chromium is not installed; installing Debian's chromium with apt-get"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+        || echo "services: apt-get install chromium failed"
+    fi
+  fi
+  if [ ! -x "$chromium" ]; then
+    export TEST_SKIP_BROWSER="Chromium is not at $chromium and could not be installed here"
+    echo "services: SKIPPING the browser tests: $TEST_SKIP_BROWSER"
+    return 0
+  fi
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "services: installing playwright-core (npm ci in tests/e2e)"
+    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+      export TEST_SKIP_BROWSER="npm ci in tests/e2e failed (is the npm registry reachable?)"
+      echo "services: SKIPPING the browser tests: $TEST_SKIP_BROWSER"
+      return 0
+    fi
+  fi
+  export TEST_E2E_DIR="$dir" CHROMIUM="$chromium"
+  echo "services: browser tests use $("$chromium" --version 2>/dev/null | head -n1)"
+}
+
 ensure_postgres
 ensure_oidc
+ensure_browser

@@ -43,6 +43,8 @@ pub enum Via {
     },
     /// A Keycloak access token.
     Bearer,
+    /// An integration token (Pingui routes; acts for the integration's owner).
+    IntegrationToken,
 }
 
 impl Caller {
@@ -63,6 +65,32 @@ impl Caller {
             Via::ApiKey { .. } => "api_key",
             Via::Session { .. } => "session",
             Via::Bearer => "bearer",
+            Via::IntegrationToken => "integration_token",
+        }
+    }
+
+    /// 403 unless the caller may change things: viewers and read-only API keys may not.
+    pub fn ensure_can_write(&self) -> Result<(), ApiError> {
+        if self.role == Role::Viewer.as_str() {
+            return Err(ApiError::Forbidden(
+                "read-only-role",
+                "you are a viewer: you can read but not change anything".into(),
+            ));
+        }
+        if let Via::ApiKey { write: false, .. } = self.via {
+            return Err(ApiError::Forbidden(
+                "insufficient-scope",
+                "this API key has only the `read` scope".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Names this caller in the audit entry of the current request, if it is audited.
+    pub fn name_in_audit(&self, req: &HttpRequest) {
+        let slot = req.extensions().get::<ActorSlot>().cloned();
+        if let Some(slot) = slot {
+            slot.set(self);
         }
     }
 }
@@ -169,26 +197,10 @@ pub async fn authenticate(
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
     let caller = resolve(&state, req.request()).await?;
     // Named before the checks below, so the audit log shows whoever was refused.
-    let slot = req.extensions().get::<ActorSlot>().cloned();
-    if let Some(slot) = slot {
-        slot.set(&caller);
-    }
+    caller.name_in_audit(req.request());
     if is_mutating(req.method()) {
         check_csrf(&caller, req.headers())?;
-        if caller.role == Role::Viewer.as_str() {
-            return Err(ApiError::Forbidden(
-                "read-only-role",
-                "you are a viewer: you can read but not change anything".into(),
-            )
-            .into());
-        }
-        if let Via::ApiKey { write: false, .. } = caller.via {
-            return Err(ApiError::Forbidden(
-                "insufficient-scope",
-                "this API key has only the `read` scope".into(),
-            )
-            .into());
-        }
+        caller.ensure_can_write()?;
     }
     req.extensions_mut().insert(caller);
     next.call(req).await

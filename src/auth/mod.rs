@@ -1,7 +1,7 @@
 //! Who is calling and what they may do: API keys, Keycloak sessions and bearer tokens, the local
 //! admin's password, roles, CSRF, and the audit log.
 pub mod audit;
-mod extractor;
+pub mod extractor;
 pub mod lockout;
 pub mod oidc;
 pub mod repo;

@@ -1,6 +1,6 @@
 //! Sign-in routes (`/auth/*`: Keycloak login and callback, local password login, logout, who am
 //! I) and the API key and audit log routes under `/api/v1`.
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
@@ -10,7 +10,6 @@ use serde_json::json;
 
 use super::{
     Caller, Role, Via, audit,
-    audit::ActorSlot,
     extractor::{check_csrf, no_role, resolve},
     oidc::OidcError,
     repo::{self, NewKey, SCOPES},
@@ -208,14 +207,12 @@ async fn oidc_callback(
 
 /// Lets the audit middleware name a user who just signed in.
 fn name_actor(req: &HttpRequest, user: &users::Model, csrf: String) {
-    let slot = req.extensions().get::<ActorSlot>().cloned();
-    if let Some(slot) = slot {
-        slot.set(&Caller {
-            user_id: user.id.clone(),
-            role: user.role.clone(),
-            via: Via::Session { csrf },
-        });
+    Caller {
+        user_id: user.id.clone(),
+        role: user.role.clone(),
+        via: Via::Session { csrf },
     }
+    .name_in_audit(req);
 }
 
 #[derive(Deserialize)]
@@ -312,10 +309,7 @@ async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     };
     if let Ok(caller) = session::load(&state, cookie.value()).await {
         check_csrf(&caller, req.headers())?;
-        let slot = req.extensions().get::<ActorSlot>().cloned();
-        if let Some(slot) = slot {
-            slot.set(&caller);
-        }
+        caller.name_in_audit(&req);
     }
     let id_token = session::delete(&state, cookie.value()).await?;
     let logout_url = match &state.oidc {

@@ -90,9 +90,12 @@ pub enum AlertCaller {
 pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCaller, ApiError> {
     let token = auth::bearer_token(req.headers())?;
     if token.starts_with("prg_") {
-        return auth::repo::authenticate(&state.db, token, state.clock.now())
-            .await
-            .map(AlertCaller::ApiKey);
+        let caller = auth::repo::authenticate(&state.db, token, state.clock.now()).await?;
+        caller.name_in_audit(req);
+        if auth::extractor::is_mutating(req.method()) {
+            caller.ensure_can_write()?;
+        }
+        return Ok(AlertCaller::ApiKey(caller));
     }
     let invalid =
         || ApiError::Unauthorized("invalid-token", "not a token issued by this server".into());
@@ -114,7 +117,7 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCa
     }
     let id_hash = claims.id_hash();
     if let Some(cached) = state.token_cache.get(&id_hash) {
-        return Ok(AlertCaller::Token(Box::new(cached)));
+        return Ok(token_caller(req, cached));
     }
     let row = repo::find_token(&state.db, &id_hash)
         .await?
@@ -134,5 +137,16 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCa
     if caller.integration.status == Status::Active.as_str() {
         state.token_cache.put(id_hash, &caller);
     }
-    Ok(AlertCaller::Token(Box::new(caller)))
+    Ok(token_caller(req, caller))
+}
+
+/// An integration token acts for its integration's owner (as the audit log records it).
+fn token_caller(req: &HttpRequest, caller: TokenCaller) -> AlertCaller {
+    auth::Caller {
+        user_id: caller.integration.owner_id.clone(),
+        role: "operator".into(),
+        via: auth::Via::IntegrationToken,
+    }
+    .name_in_audit(req);
+    AlertCaller::Token(Box::new(caller))
 }

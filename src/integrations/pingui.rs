@@ -35,9 +35,23 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/alert", web::post().to(send_alert))
         .route("/api/alert/{id}", web::get().to(get_alert))
-        .route("/api/createIntegration", web::post().to(create))
         .route("/api/integrations/{chat_id}", web::get().to(by_chat))
-        .route("/api/revokeIntegration", web::post().to(revoke));
+        // Setting up and revoking integrations are audited; sending alerts is traffic, not an
+        // administrative change (its ledger is the record).
+        .service(
+            web::resource("/api/createIntegration")
+                .wrap(actix_web::middleware::from_fn(
+                    crate::auth::audit::middleware,
+                ))
+                .route(web::post().to(create)),
+        )
+        .service(
+            web::resource("/api/revokeIntegration")
+                .wrap(actix_web::middleware::from_fn(
+                    crate::auth::audit::middleware,
+                ))
+                .route(web::post().to(revoke)),
+        );
 }
 
 /// Seconds a client is told to wait when the delivery backlog is full.

@@ -1,6 +1,7 @@
 //! HTTP surface: route table, operational endpoints and cross-cutting middleware.
 mod health;
 pub mod metrics;
+mod spa;
 
 use actix_web::{HttpResponse, web};
 
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .configure(integrations::configure_pingui)
         .configure(auth::routes::configure_auth)
+        .configure(spa::configure)
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::authenticate))

@@ -11,7 +11,7 @@ use crate::helpers::{
     BOT_TOKEN, BOT_USERNAME, Backend, spawn_app, spawn_app_custom, spawn_app_with,
 };
 
-const WAIT: Duration = Duration::from_secs(15);
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn alert_status(app: &crate::helpers::TestApp, token: &str, id: &str) -> Value {
     let res = app

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::helpers::{BOT_TOKEN, Backend, LOGS, TestApp, secret, spawn_app_with};
 
 const CLIENT_SECRET: &str = "test-client-secret-Kc9vQ2";
-const LOCAL_PASSWORD: &str = "correct horse battery staple 42";
+pub const LOCAL_PASSWORD: &str = "correct horse battery staple 42";
 
 /// The OpenID provider process; killed when dropped.
 pub struct Provider {
@@ -50,7 +50,7 @@ impl Provider {
             });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(Duration::from_secs(20), async {
+        let port = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.expect("provider output") {
                 if let Some(p) = line.strip_prefix("ready ") {
                     return p.trim().parse::<u16>().expect("port");
@@ -59,7 +59,7 @@ impl Provider {
             panic!("the OpenID provider exited before it was ready (run `node tests/oidc/provider.mjs` to see why)");
         })
         .await
-        .expect("OpenID provider ready within 20 s");
+        .expect("OpenID provider ready within 60 s");
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Some(Self {
             child,
@@ -90,7 +90,7 @@ fn free_port() -> u16 {
 }
 
 /// A server whose browser login goes through a fresh provider.
-async fn oidc_app() -> Option<(TestApp, Provider)> {
+pub async fn oidc_app() -> Option<(TestApp, Provider)> {
     let app_port = free_port();
     let provider = Provider::start(0, app_port).await?;
     let issuer = provider.issuer.clone();

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, spawn_app};
 
-const WAIT: Duration = Duration::from_secs(15);
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn a_text_message_is_delivered_and_its_history_recorded(backend: Backend) {
     // Arrange

@@ -115,7 +115,10 @@ impl std::io::Write for CaptureWriter {
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     use tracing_subscriber::{EnvFilter, fmt, prelude::*};
-    let filter = EnvFilter::new("info,pregonero=debug,sqlx=warn,sea_orm=warn");
+    let filter = EnvFilter::new(
+        std::env::var("TEST_LOG_FILTER")
+            .unwrap_or_else(|_| "info,pregonero=debug,sqlx=warn,sea_orm=warn".into()),
+    );
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_ansi(false).with_writer(|| CaptureWriter))
@@ -373,7 +376,7 @@ impl TestApp {
 
     /// Polls `GET /api/v1/integrations/{id}` until its status is `status`.
     pub async fn wait_integration(&self, id: &str, status: &str) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let (code, body) = self.get_json(&format!("integrations/{id}")).await;
             assert_eq!(code, 200, "get integration");
@@ -412,7 +415,7 @@ impl TestApp {
     pub async fn wait_for_text(&self, chat_id: i64, needle: &str) -> String {
         let found = self
             .telegram
-            .wait_until(Duration::from_secs(15), |t| {
+            .wait_until(Duration::from_secs(30), |t| {
                 t.sent().iter().any(|m| {
                     m.chat_id == chat_id && m.text.as_deref().is_some_and(|x| x.contains(needle))
                 })

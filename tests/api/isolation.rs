@@ -317,6 +317,54 @@ async fn isolation_walk(backend: Backend) {
         );
     }
 
+    // The Pingui-compatible routes that take an API key follow the same rules.
+    for path in ["/api/createIntegration", "/api/revokeIntegration"] {
+        let body = json!({"integrationId": res.integration, "channelId": res.channel});
+        let (status, err) = call(&app, &viewer, Method::POST, path, Some(body)).await;
+        assert_eq!(
+            (status, err["error"].as_str()),
+            (403, Some("read-only-role")),
+            "{path}"
+        );
+    }
+    let (status, err) = call(
+        &app,
+        &b,
+        Method::POST,
+        "/api/revokeIntegration",
+        Some(json!({"integrationId": res.integration})),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("integration-not-found"))
+    );
+
+    // Every refusal above is in the audit log, with who was refused.
+    let (_, log) = call(
+        &app,
+        &app.api_key,
+        Method::GET,
+        "/api/v1/audit-log?limit=1000",
+        None,
+    )
+    .await;
+    let entries = log["entries"].as_array().expect("entries");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "POST /api/createIntegration"
+                && e["status"] == 403
+                && e["actor_kind"] == "api_key")
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "DELETE /api/v1/channels/{id}"
+                && e["status"] == 404
+                && e["target"]["id"] == res.channel.as_str())
+    );
+
     // The admin sees every owner's resources by id.
     for route in routes()
         .iter()

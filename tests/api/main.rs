@@ -5,6 +5,7 @@ mod helpers;
 mod alerts;
 mod auth;
 mod crash;
+mod dashboard;
 mod delivery;
 mod errors;
 mod events;

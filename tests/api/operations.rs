@@ -12,7 +12,7 @@ async fn health_ready_and_metrics_describe_the_server(backend: Backend) {
     let channel = app.create_bot(None).await;
     app.telegram.add_chat(1);
     let id = app.send_text(&channel, 1, "ping").await;
-    app.wait_for_status(&id, "sent", Duration::from_secs(15))
+    app.wait_for_status(&id, "sent", Duration::from_secs(30))
         .await;
     let get = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
 

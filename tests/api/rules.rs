@@ -94,7 +94,7 @@ async fn matching_events_become_alerts_within_the_rules_rate(backend: Backend) {
     };
     let both = app
         .telegram
-        .wait_until(Duration::from_secs(15), |_| alerts_in_77().len() >= 2)
+        .wait_until(Duration::from_secs(30), |_| alerts_in_77().len() >= 2)
         .await;
     let alerts = alerts_in_77();
     assert!(both, "{alerts:#?}");
