@@ -12,7 +12,12 @@ use actix_web::{
     web,
 };
 
-use super::{Role, audit::ActorSlot, oidc::OidcError, repo, session};
+use super::{
+    Role,
+    audit::ActorSlot,
+    oidc::{Identity, OidcError},
+    repo, session,
+};
 use crate::{crypto, error::ApiError, state::AppState};
 
 /// The user a request acts for.
@@ -138,17 +143,7 @@ pub async fn resolve(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiE
             .verify_access_token(token)
             .await
             .map_err(|e| bearer_error(&e))?;
-        let role = identity
-            .role
-            .or_else(|| {
-                state
-                    .settings
-                    .oidc
-                    .default_role
-                    .as_deref()
-                    .and_then(Role::parse)
-            })
-            .ok_or_else(no_role)?;
+        let role = role_of(state, &identity).ok_or_else(no_role)?;
         let user =
             repo::upsert_oidc_user(&state.db, &identity, role, state.clock.now(), false).await?;
         return Ok(Caller {
@@ -174,6 +169,18 @@ fn bearer_error(e: &OidcError) -> ApiError {
         ),
         other => ApiError::Unauthorized("invalid-token", other.to_string()),
     }
+}
+
+/// The role a Keycloak identity gets here: its strongest role of ours, else `oidc.default_role`.
+pub(super) fn role_of(state: &AppState, identity: &Identity) -> Option<Role> {
+    identity.role.or_else(|| {
+        state
+            .settings
+            .oidc
+            .default_role
+            .as_deref()
+            .and_then(Role::parse)
+    })
 }
 
 /// 403 for a Keycloak user with none of our roles.

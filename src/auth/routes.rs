@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    Caller, Role, Via, audit,
-    extractor::{check_csrf, no_role, resolve},
+    Caller, Via, audit,
+    extractor::{check_csrf, no_role, resolve, role_of},
     oidc::OidcError,
     repo::{self, NewKey, SCOPES},
     session,
@@ -181,18 +181,7 @@ async fn oidc_callback(
         .finish_login(code, verifier, &pending.nonce)
         .await
         .map_err(oidc_error)?;
-    let role = tokens
-        .identity
-        .role
-        .or_else(|| {
-            state
-                .settings
-                .oidc
-                .default_role
-                .as_deref()
-                .and_then(Role::parse)
-        })
-        .ok_or_else(no_role)?;
+    let role = role_of(&state, &tokens.identity).ok_or_else(no_role)?;
     let now = state.clock.now();
     let user = repo::upsert_oidc_user(&state.db, &tokens.identity, role, now, true).await?;
     let (value, csrf) = session::create(&state, &user.id, "oidc", Some(&tokens)).await?;

@@ -8,8 +8,8 @@ use sea_orm::{
 use secrecy::ExposeSecret;
 
 use super::{
-    Caller, Role, Via,
-    extractor::no_role,
+    Caller, Via,
+    extractor::{no_role, role_of},
     oidc::{OidcError, Tokens},
     repo,
 };
@@ -145,15 +145,7 @@ async fn refresh(
     let refresh_token = state.cipher.decrypt(stored).map_err(ApiError::Unexpected)?;
     match oidc.refresh(&refresh_token).await {
         Ok(tokens) => {
-            let role = tokens.identity.role.or_else(|| {
-                state
-                    .settings
-                    .oidc
-                    .default_role
-                    .as_deref()
-                    .and_then(Role::parse)
-            });
-            let Some(role) = role else {
+            let Some(role) = role_of(state, &tokens.identity) else {
                 sessions::Entity::delete_by_id(row.id.clone())
                     .exec(&state.db)
                     .await?;

@@ -82,15 +82,19 @@ struct CaptureWriter;
 
 /// `TEST_LOG_FILE`: where scripts/test collects every test binary's logs, to check them for the
 /// secrets listed in `TEST_SECRETS_FILE` once the whole suite has run.
-static LOG_FILE: LazyLock<Option<std::sync::Mutex<std::fs::File>>> = LazyLock::new(|| {
-    let path = std::env::var_os("TEST_LOG_FILE")?;
+static LOG_FILE: LazyLock<Option<std::sync::Mutex<std::fs::File>>> =
+    LazyLock::new(|| append_to("TEST_LOG_FILE"));
+
+/// The file named by environment variable `var`, opened for appending (shared by test binaries).
+fn append_to(var: &str) -> Option<std::sync::Mutex<std::fs::File>> {
+    let path = std::env::var_os(var)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .ok()?;
     Some(std::sync::Mutex::new(file))
-});
+}
 
 impl std::io::Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -123,7 +127,34 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
         .with(filter)
         .with(fmt::layer().with_ansi(false).with_writer(|| CaptureWriter))
         .try_init();
+    watch_for_stalls();
 });
+
+/// A thread that wakes every 100 ms and notes in the log file (not through the log capture, which
+/// a stall could block) whenever it woke much later than asked: then the whole process, or the
+/// machine, stood still. scripts/test prints these lines.
+fn watch_for_stalls() {
+    use std::io::Write;
+    let _ = std::thread::Builder::new()
+        .name("stall-watch".into())
+        .spawn(|| {
+            loop {
+                let before = std::time::Instant::now();
+                std::thread::sleep(Duration::from_millis(100));
+                let late = before.elapsed().saturating_sub(Duration::from_millis(100));
+                if late > Duration::from_secs(1)
+                    && let Some(file) = LOG_FILE.as_ref()
+                {
+                    let _ = writeln!(
+                        file.lock().unwrap_or_else(|e| e.into_inner()),
+                        "STALL {} test process woke {:.1} s late (the process or the machine stood still)",
+                        chrono::Utc::now().to_rfc3339(),
+                        late.as_secs_f64()
+                    );
+                }
+            }
+        });
+}
 
 /// Makes sure the log capture is installed (servers started by [`spawn_app`] do this).
 pub fn capture_logs() {
@@ -134,15 +165,8 @@ pub fn capture_logs() {
 /// `TEST_SECRETS_FILE`; scripts/test fails if any of them appears in the captured logs.
 pub fn secret(value: &str) {
     use std::io::Write;
-    static FILE: LazyLock<Option<std::sync::Mutex<std::fs::File>>> = LazyLock::new(|| {
-        let path = std::env::var_os("TEST_SECRETS_FILE")?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok()?;
-        Some(std::sync::Mutex::new(file))
-    });
+    static FILE: LazyLock<Option<std::sync::Mutex<std::fs::File>>> =
+        LazyLock::new(|| append_to("TEST_SECRETS_FILE"));
     if let Some(file) = FILE.as_ref() {
         let _ = writeln!(file.lock().unwrap_or_else(|e| e.into_inner()), "{value}");
     }
