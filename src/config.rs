@@ -55,6 +55,18 @@ pub struct Settings {
     pub oidc: OidcSettings,
     /// Sessions, cookies and login throttling.
     pub auth: AuthSettings,
+    /// Contacts and CSV imports.
+    pub contacts: ContactsSettings,
+}
+
+/// Contacts settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsSettings {
+    /// ISO 3166 region of phones written without `+country` (per import: `?default_region=`).
+    pub default_region: String,
+    /// Largest CSV import, in bytes (it streams to disk, not memory).
+    pub max_import_bytes: u64,
 }
 
 /// OpenID Connect (Keycloak) settings. Without `issuer_url` the server runs in local mode.
@@ -339,6 +351,10 @@ impl Default for Settings {
                 default_role: None,
                 audience: None,
             },
+            contacts: ContactsSettings {
+                default_region: "ES".into(),
+                max_import_bytes: 1024 * 1024 * 1024,
+            },
             auth: AuthSettings {
                 public_url: None,
                 session_ttl_secs: 8 * 3600,
@@ -530,6 +546,12 @@ impl Settings {
             && !crate::auth::ROLES.contains(&role.as_str())
         {
             return bad("oidc.default_role", "must be admin, operator or viewer");
+        }
+        if crate::contacts::csv_reader::region(&self.contacts.default_region).is_none() {
+            return bad(
+                "contacts.default_region",
+                "must be an ISO 3166 region code such as ES",
+            );
         }
         if self.auth.login_max_failures == 0 {
             return bad("auth.login_max_failures", "must be at least 1");

@@ -3,6 +3,7 @@ pub mod auth;
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod crypto;
 pub mod db;
 pub mod domain;

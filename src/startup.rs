@@ -224,6 +224,15 @@ impl Application {
             let handle = server.handle();
             (handle, actix_web::rt::spawn(server))
         });
+        if self.options.http {
+            // Uploads live on the node that took them; it finishes what a stop interrupted.
+            let state = self.state.clone();
+            actix_web::rt::spawn(async move {
+                if let Err(e) = crate::contacts::resume(&state).await {
+                    tracing::error!(error = %e, "could not resume contact imports");
+                }
+            });
+        }
         tracing::info!(port = self.port, node = %self.state.node_name, "pregonero started");
         Ok(RunningApp {
             port: self.port,

@@ -6,6 +6,7 @@ mod m20261123_000002_integrations;
 mod m20261123_000003_events;
 mod m20261123_000004_alert_rules;
 mod m20261123_000005_auth;
+mod m20261123_000006_contacts;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_events::Migration),
             Box::new(m20261123_000004_alert_rules::Migration),
             Box::new(m20261123_000005_auth::Migration),
+            Box::new(m20261123_000006_contacts::Migration),
         ]
     }
 }

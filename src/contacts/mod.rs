@@ -1,0 +1,122 @@
+//! Contacts: CRUD, and CSV imports that stream the upload to disk and then read it row by row on
+//! a blocking thread, writing batches of upserts with progress after each, so a file of millions
+//! of rows needs a few megabytes. An import interrupted by a restart starts over on the node
+//! that holds its file (upserts make that harmless).
+pub mod csv_reader;
+pub mod repo;
+pub mod routes;
+
+use std::path::{Path, PathBuf};
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use self::csv_reader::{ContactsCsv, Row};
+use crate::{entities::contact_imports, state::AppState};
+
+/// Batches in flight between the reading thread and the writer.
+const CHANNEL_BATCHES: usize = 4;
+
+pub use routes::configure;
+
+/// Where an import's upload is kept until it is done.
+pub fn upload_path(state: &AppState, import_id: &str) -> PathBuf {
+    state
+        .settings
+        .data_dir
+        .join("imports")
+        .join(format!("{import_id}.csv"))
+}
+
+/// Runs an import to its end (in the background); the file is deleted afterwards.
+pub fn spawn_import(state: AppState, import: contact_imports::Model) {
+    actix_web::rt::spawn(async move {
+        let path = upload_path(&state, &import.id);
+        let outcome = run(&state, &import, &path).await;
+        let error = match outcome {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(import_id = %import.id, error = %e, "contact import failed");
+                Some(e.to_string())
+            }
+        };
+        if let Err(e) = repo::finish(&state.db, &import.id, error, state.clock.now()).await {
+            tracing::error!(import_id = %import.id, error = %e, "could not record the end of a contact import");
+            return; // keep the file: the next start resumes the import
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+    });
+}
+
+async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> anyhow::Result<()> {
+    let region = csv_reader::region(&import.default_region)
+        .ok_or_else(|| anyhow::anyhow!("unknown region {}", import.default_region))?;
+    let file = std::fs::File::open(path)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Row>>(CHANNEL_BATCHES);
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let rows = ContactsCsv::new(file, region)?;
+        let mut batch = Vec::with_capacity(repo::BATCH_ROWS);
+        for row in rows {
+            batch.push(row);
+            if batch.len() == repo::BATCH_ROWS {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(repo::BATCH_ROWS));
+                if tx.blocking_send(full).is_err() {
+                    return Ok(()); // the writer stopped; it reports why
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok(())
+    });
+    let source = format!("import:{}", import.id);
+    while let Some(batch) = rx.recv().await {
+        let read = batch.len() as u64;
+        let mut contacts = Vec::with_capacity(batch.len());
+        let mut errors = Vec::new();
+        for (line, row) in batch {
+            match row {
+                Ok(c) => contacts.push(c),
+                Err(e) => errors.push((line, e)),
+            }
+        }
+        let now = state.clock.now();
+        repo::upsert(&state.db, &import.owner_id, &contacts, &source, now).await?;
+        repo::insert_errors(&state.db, &import.id, &errors).await?;
+        repo::add_progress(
+            &state.db,
+            &import.id,
+            read,
+            contacts.len() as u64,
+            errors.len() as u64,
+        )
+        .await?;
+    }
+    reader.await??;
+    Ok(())
+}
+
+/// Resumes this node's imports that a stop interrupted.
+pub async fn resume(state: &AppState) -> anyhow::Result<()> {
+    let running = contact_imports::Entity::find()
+        .filter(contact_imports::Column::Status.eq("running"))
+        .filter(contact_imports::Column::Node.eq(state.node_name.clone()))
+        .all(&state.db)
+        .await?;
+    for import in running {
+        if upload_path(state, &import.id).exists() {
+            tracing::info!(import_id = %import.id, "resuming an interrupted contact import");
+            repo::reset(&state.db, &import.id).await?;
+            spawn_import(state.clone(), import);
+        } else {
+            repo::finish(
+                &state.db,
+                &import.id,
+                Some("interrupted, and its file is gone; upload it again".into()),
+                state.clock.now(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Contacts: CRUD with E.164 normalisation, and CSV imports (seed headers, semicolons, BOM,
+//! Latin-1, bad rows, duplicates) with progress, a downloadable error report and upserts that
+//! never undo an opt-out.
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Backend, TestApp, spawn_app},
+    on_both_databases,
+};
+
+async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = app
+        .client
+        .request(method, format!("{}/api/v1/{path}", app.address))
+        .bearer_auth(&app.api_key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.expect("request");
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn upload(app: &TestApp, query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let res = app
+        .client
+        .post(format!("{}/api/v1/contacts/imports{query}", app.address))
+        .bearer_auth(&app.api_key)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("upload");
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Polls an import until it is no longer running.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = call(app, Method::GET, &format!("contacts/imports/{id}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        if body["status"] != "running" {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "import still running: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn contacts_crud(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, ana) = call(
+        &app,
+        Method::POST,
+        "contacts",
+        Some(
+            json!({"phone": "612 34 56 78", "name": "Ana", "noun": "Sra.", "group": "VIP",
+                    "attributes": {"ciudad": "Madrid"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{ana}");
+    assert_eq!(ana["phone"], "+34612345678", "default region ES");
+    assert_eq!(ana["attributes"]["ciudad"], "Madrid");
+    let id = ana["id"].as_str().expect("id").to_owned();
+
+    let (status, err) = call(
+        &app,
+        Method::POST,
+        "contacts",
+        Some(json!({"phone": "+34612345678"})),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (409, Some("contact-exists"))
+    );
+    let (status, err) = call(&app, Method::POST, "contacts", Some(json!({"phone": "12"}))).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("validation-failed")),
+        "{err}"
+    );
+    let (status, mx) = call(
+        &app,
+        Method::POST,
+        "contacts",
+        Some(json!({"phone": "55 1234 5678", "default_region": "MX", "group": "General"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{mx}");
+    assert_eq!(mx["phone"], "+525512345678");
+
+    let (status, list) = call(&app, Method::GET, "contacts?group=VIP", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["contacts"].as_array().map(Vec::len), Some(1));
+
+    let (status, patched) = call(
+        &app,
+        Method::PATCH,
+        &format!("contacts/{id}"),
+        Some(json!({"group": "General", "opted_out": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["opted_out"], true);
+    assert!(patched["opted_out_at"].is_string());
+    let (status, err) = call(
+        &app,
+        Method::PATCH,
+        &format!("contacts/{id}"),
+        Some(json!({"opted_out": false})),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("validation-failed"))
+    );
+
+    let (status, _) = call(&app, Method::DELETE, &format!("contacts/{id}"), None).await;
+    assert_eq!(status, 204);
+    let (status, err) = call(&app, Method::GET, &format!("contacts/{id}"), None).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (404, Some("contact-not-found"))
+    );
+}
+
+async fn csv_import_reports_bad_rows_and_upserts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // An opted-out contact the file mentions again must stay opted out.
+    let (_, existing) = call(
+        &app,
+        Method::POST,
+        "contacts",
+        Some(json!({"phone": "+34 699 111 222", "name": "Old name", "opted_out": true})),
+    )
+    .await;
+
+    // The seed's columns, semicolons, a BOM, a Latin-1 row, bad and duplicate rows.
+    let mut file = b"\xEF\xBB\xBFnombre;sustantivo;grupo;telefono;ciudad\r\n".to_vec();
+    file.extend_from_slice(b"Ana;Sra.;VIP;612 345 678;Madrid\r\n");
+    file.extend_from_slice(b"Jos\xe9;Sr.;General;+34 699 111 222;Sevilla\r\n");
+    file.extend_from_slice(b"Sin telefono;Sr.;General;;Bilbao\r\n");
+    file.extend_from_slice(b"Malo;Sr.;General;12;Vigo\r\n");
+    file.extend_from_slice(b"Ana otra vez;Sra.;VIP;0034612345678;Madrid\r\n");
+    file.extend_from_slice(b"Luis;Sr.;General;+1 202 555 0143;Boston\r\n");
+    let (status, started) = upload(&app, "?filename=clientes.csv", "text/csv", file).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["status"], "running");
+    let id = started["id"].as_str().expect("id").to_owned();
+
+    let done = finished(&app, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        (
+            done["total_rows"].as_i64(),
+            done["imported"].as_i64(),
+            done["failed"].as_i64()
+        ),
+        (Some(6), Some(3), Some(3)),
+        "{done}"
+    );
+    assert_eq!(done["filename"], "clientes.csv");
+
+    // The error report, as CSV.
+    let res = app
+        .client
+        .get(format!(
+            "{}/api/v1/contacts/imports/{id}/errors",
+            app.address
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("errors");
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/csv")
+    );
+    let report = res.text().await.expect("text");
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines[0], "row,phone,error,message");
+    assert!(lines[1].starts_with("4,,phone-missing,"), "{report}");
+    assert!(lines[2].starts_with("5,12,phone-invalid,"), "{report}");
+    assert!(
+        lines[3].starts_with("6,0034612345678,duplicate-in-file,"),
+        "{report}"
+    );
+    assert_eq!(lines.len(), 4);
+
+    // What was written: E.164, the seed's fields, attributes, Latin-1 decoded; the opt-out kept.
+    let (_, list) = call(&app, Method::GET, "contacts?limit=10", None).await;
+    let contacts = list["contacts"].as_array().expect("contacts");
+    assert_eq!(contacts.len(), 3);
+    let by_phone = |p: &str| contacts.iter().find(|c| c["phone"] == p).cloned().expect(p);
+    let ana = by_phone("+34612345678");
+    assert_eq!(
+        (
+            ana["name"].as_str(),
+            ana["noun"].as_str(),
+            ana["group"].as_str()
+        ),
+        (Some("Ana"), Some("Sra."), Some("VIP"))
+    );
+    assert_eq!(ana["attributes"]["ciudad"], "Madrid");
+    assert_eq!(ana["source"], format!("import:{id}"));
+    let jose = by_phone("+34699111222");
+    assert_eq!(jose["id"], existing["id"], "upserted, not duplicated");
+    assert_eq!(jose["name"], "José");
+    assert_eq!(jose["opted_out"], true, "an import never undoes an opt-out");
+    assert_eq!(by_phone("+12025550143")["name"], "Luis");
+}
+
+async fn unusable_uploads_are_refused_at_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, err) = upload(
+        &app,
+        "",
+        "text/csv",
+        b"nombre,ciudad\nAna,Madrid\n".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (422, Some("invalid-csv")),
+        "{err}"
+    );
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no phone column"))
+    );
+    let (status, err) = upload(&app, "", "text/csv", Vec::new()).await;
+    assert_eq!((status, err["error"].as_str()), (422, Some("empty-upload")));
+    let (status, err) = upload(&app, "", "application/json", b"{}".to_vec()).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("unsupported-media-type"))
+    );
+    let (status, err) = upload(
+        &app,
+        "?default_region=XX",
+        "text/csv",
+        b"phone\n1\n".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("validation-failed"))
+    );
+    let (_, list) = call(&app, Method::GET, "contacts/imports", None).await;
+    assert_eq!(
+        list["imports"].as_array().map(Vec::len),
+        Some(0),
+        "refused uploads leave nothing"
+    );
+}
+
+on_both_databases!(
+    contacts_crud,
+    csv_import_reports_bad_rows_and_upserts,
+    unusable_uploads_are_refused_at_once
+);
