@@ -26,6 +26,8 @@ struct Resources {
     integration: String,
     rule: String,
     api_key: String,
+    contact: String,
+    import: String,
 }
 
 impl Resources {
@@ -37,6 +39,8 @@ impl Resources {
             "integration" => &self.integration,
             "rule" => &self.rule,
             "api_key" => &self.api_key,
+            "contact" => &self.contact,
+            "import" => &self.import,
             other => panic!("unknown resource kind {other}"),
         }
     }
@@ -112,6 +116,29 @@ fn routes() -> Vec<Route> {
         r(M::GET, "/api/v1/api-keys/{id}", Some("api_key"), none),
         r(M::DELETE, "/api/v1/api-keys/{id}", Some("api_key"), none),
         r(M::GET, "/api/v1/audit-log", None, none),
+        r(M::POST, "/api/v1/contacts", None, |_| {
+            Some(json!({"phone": "+34 611 000 111"}))
+        }),
+        r(M::GET, "/api/v1/contacts", None, none),
+        r(M::GET, "/api/v1/contacts/{id}", Some("contact"), none),
+        r(M::PATCH, "/api/v1/contacts/{id}", Some("contact"), |_| {
+            Some(json!({"group": "stolen"}))
+        }),
+        r(M::DELETE, "/api/v1/contacts/{id}", Some("contact"), none),
+        r(M::POST, "/api/v1/contacts/imports", None, none),
+        r(M::GET, "/api/v1/contacts/imports", None, none),
+        r(
+            M::GET,
+            "/api/v1/contacts/imports/{id}",
+            Some("import"),
+            none,
+        ),
+        r(
+            M::GET,
+            "/api/v1/contacts/imports/{id}/errors",
+            Some("import"),
+            none,
+        ),
     ]
 }
 
@@ -231,7 +258,36 @@ async fn create_everything(app: &TestApp, a: &str) -> Resources {
         .as_str()
         .expect("key id")
         .to_owned();
+    let contact = created(
+        call(
+            app,
+            a,
+            Method::POST,
+            "/api/v1/contacts",
+            Some(json!({"phone": "+34 612 345 678", "name": "A's"})),
+        )
+        .await,
+    )["id"]
+        .as_str()
+        .expect("contact id")
+        .to_owned();
+    let res = app
+        .client
+        .post(format!("{}/api/v1/contacts/imports", app.address))
+        .bearer_auth(a)
+        .header("content-type", "text/csv")
+        .body("telefono,nombre\n+34 699 111 222,Import\n")
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(res.status().as_u16(), 202);
+    let import = res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("import id")
+        .to_owned();
     Resources {
+        contact,
+        import,
         channel,
         message,
         media,
