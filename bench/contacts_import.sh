@@ -99,7 +99,8 @@ for db in $DATABASES; do
 import json, sys
 s = json.load(sys.stdin)
 rows, total, t_upload, t_import = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-print(f"{sys.argv[5]:8s} status={s[\"status\"]} rows={s[\"total_rows\"]} imported={s[\"imported\"]} failed={s[\"failed\"]}"
+status, total_rows, imported, failed = s["status"], s["total_rows"], s["imported"], s["failed"]
+print(f"{sys.argv[5]:8s} status={status} rows={total_rows} imported={imported} failed={failed}"
       f"  upload {t_upload:.2f} s, import {t_import:.2f} s, total {total:.2f} s"
       f"  => {rows / total:,.0f} rows/s end to end ({rows / t_import:,.0f} rows/s after the upload)"
       f"  peak RSS {int(sys.argv[6]) / 1024:.0f} MB (at start {int(sys.argv[7]) / 1024:.0f} MB)")
