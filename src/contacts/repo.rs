@@ -1,8 +1,10 @@
 //! Contacts, imports and import errors in the database.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
+    sqlx,
 };
 
 use super::csv_reader::{ContactRow, RowError};
@@ -14,7 +16,7 @@ pub const BATCH_ROWS: usize = 1000;
 /// Inserts or updates contacts by (owner, phone). A value the row does not give keeps the stored
 /// one, and an opted-out contact stays opted out.
 pub async fn upsert(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     owner_id: &str,
     rows: &[ContactRow],
     source: &str,
@@ -22,6 +24,9 @@ pub async fn upsert(
 ) -> Result<(), DbErr> {
     if rows.is_empty() {
         return Ok(());
+    }
+    if let DatabaseBackend::Postgres = db.get_database_backend() {
+        return upsert_unnest(db, owner_id, rows, source, now).await;
     }
     use contacts::Column as C;
     let mut insert = Query::insert();
@@ -72,6 +77,66 @@ pub async fn upsert(
             .to_owned(),
     );
     db.execute(&insert).await.map(|_| ())
+}
+
+/// PostgreSQL: the batch as one `INSERT … SELECT FROM UNNEST` of column arrays. The statement
+/// text never changes, so it is prepared once per connection instead of parsing a statement with
+/// thousands of parameters for every batch (the event writer does the same).
+async fn upsert_unnest(
+    db: &DatabaseConnection,
+    owner_id: &str,
+    rows: &[ContactRow],
+    source: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    const SQL: &str = "INSERT INTO contacts \
+        (id, owner_id, phone, name, noun, group_name, telegram_chat_id, attributes, opted_out, \
+         source, created_at, updated_at) \
+        SELECT u.id, $2, u.phone, u.name, u.noun, u.grp, u.tg, u.attrs, false, $3, $4, $4 \
+        FROM UNNEST($1::varchar[], $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[], \
+                    $9::varchar[], $10::text[]) AS u(id, phone, name, noun, grp, tg, attrs) \
+        ON CONFLICT (owner_id, phone) DO UPDATE SET \
+          name = COALESCE(excluded.name, contacts.name), \
+          noun = COALESCE(excluded.noun, contacts.noun), \
+          group_name = COALESCE(excluded.group_name, contacts.group_name), \
+          telegram_chat_id = COALESCE(excluded.telegram_chat_id, contacts.telegram_chat_id), \
+          attributes = COALESCE(excluded.attributes, contacts.attributes), \
+          source = excluded.source, updated_at = excluded.updated_at";
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut phones = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut nouns = Vec::with_capacity(n);
+    let mut groups = Vec::with_capacity(n);
+    let mut chats = Vec::with_capacity(n);
+    let mut attributes = Vec::with_capacity(n);
+    for row in rows {
+        ids.push(uuid::Uuid::now_v7().to_string());
+        phones.push(row.phone.as_str());
+        names.push(row.name.as_deref());
+        nouns.push(row.noun.as_deref());
+        groups.push(row.group.as_deref());
+        chats.push(row.telegram_chat_id.as_deref());
+        attributes.push(
+            (!row.attributes.is_empty())
+                .then(|| serde_json::to_string(&row.attributes).unwrap_or_default()),
+        );
+    }
+    sqlx::query(SQL)
+        .bind(ids)
+        .bind(owner_id)
+        .bind(source)
+        .bind(now)
+        .bind(phones)
+        .bind(names)
+        .bind(nouns)
+        .bind(groups)
+        .bind(chats)
+        .bind(attributes)
+        .execute(db.get_postgres_connection_pool())
+        .await
+        .map(|_| ())
+        .map_err(|e| DbErr::Custom(e.to_string()))
 }
 
 /// Records refused rows.
