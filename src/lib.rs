@@ -18,4 +18,5 @@ pub mod messages;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod templates;
 pub mod web;

@@ -7,6 +7,7 @@ mod m20261123_000003_events;
 mod m20261123_000004_alert_rules;
 mod m20261123_000005_auth;
 mod m20261123_000006_contacts;
+mod m20261123_000007_templates;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_alert_rules::Migration),
             Box::new(m20261123_000005_auth::Migration),
             Box::new(m20261123_000006_contacts::Migration),
+            Box::new(m20261123_000007_templates::Migration),
         ]
     }
 }

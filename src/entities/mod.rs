@@ -16,4 +16,5 @@ pub mod messages;
 pub mod oidc_logins;
 pub mod scheduled_runs;
 pub mod sessions;
+pub mod templates;
 pub mod users;

@@ -5,7 +5,9 @@ mod spa;
 
 use actix_web::{HttpResponse, web};
 
-use crate::{auth, channels, contacts, error::ErrorBody, events, integrations, media, messages};
+use crate::{
+    auth, channels, contacts, error::ErrorBody, events, integrations, media, messages, templates,
+};
 
 /// Mounts every route: operations at the root, the API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -29,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(actix_web::middleware::from_fn(auth::audit::middleware))
                 .configure(auth::routes::configure)
                 .configure(contacts::configure)
+                .configure(templates::configure)
                 .configure(channels::routes::configure)
                 .configure(messages::configure)
                 .configure(integrations::configure)

@@ -28,6 +28,7 @@ struct Resources {
     api_key: String,
     contact: String,
     import: String,
+    template: String,
 }
 
 impl Resources {
@@ -41,6 +42,7 @@ impl Resources {
             "api_key" => &self.api_key,
             "contact" => &self.contact,
             "import" => &self.import,
+            "template" => &self.template,
             other => panic!("unknown resource kind {other}"),
         }
     }
@@ -138,6 +140,27 @@ fn routes() -> Vec<Route> {
             "/api/v1/contacts/imports/{id}/errors",
             Some("import"),
             none,
+        ),
+        r(M::POST, "/api/v1/templates", None, |_| {
+            Some(json!({"name": "t", "body": "Hola {{ nombre }}"}))
+        }),
+        r(M::GET, "/api/v1/templates", None, none),
+        r(M::GET, "/api/v1/templates/{id}", Some("template"), none),
+        r(M::PATCH, "/api/v1/templates/{id}", Some("template"), |_| {
+            Some(json!({"body": "stolen"}))
+        }),
+        r(M::DELETE, "/api/v1/templates/{id}", Some("template"), none),
+        r(
+            M::POST,
+            "/api/v1/templates/{id}/preview",
+            Some("template"),
+            |res| Some(json!({"contact_id": res.contact})),
+        ),
+        r(
+            M::POST,
+            "/api/v1/templates/{id}/check",
+            Some("template"),
+            |_| Some(json!({})),
         ),
     ]
 }
@@ -285,7 +308,21 @@ async fn create_everything(app: &TestApp, a: &str) -> Resources {
         .as_str()
         .expect("import id")
         .to_owned();
+    let template = created(
+        call(
+            app,
+            a,
+            Method::POST,
+            "/api/v1/templates",
+            Some(json!({"name": "a", "body": "Hola {{ nombre }}"})),
+        )
+        .await,
+    )["id"]
+        .as_str()
+        .expect("template id")
+        .to_owned();
     Resources {
+        template,
         contact,
         import,
         channel,
@@ -341,6 +378,9 @@ async fn isolation_walk(backend: Backend) {
             "integration",
             "rule",
             "api_key",
+            "contact",
+            "import",
+            "template",
         ] {
             assert!(
                 !text.contains(res.id(kind)),

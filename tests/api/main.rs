@@ -14,3 +14,4 @@ mod isolation;
 mod operations;
 mod resilience;
 mod rules;
+mod templates;
