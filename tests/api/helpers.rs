@@ -275,6 +275,23 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Any `/api/v1/<path>` call with the admin key and an optional JSON body; status and JSON.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}/api/v1/{path}", self.address))
+            .bearer_auth(&self.api_key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        status_and_json(req).await
+    }
+
     /// `GET /api/v1/<path>` with the admin key, as JSON.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let req = self
