@@ -11,10 +11,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, RefreshToken, Scope,
-    TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
+    RedirectUrl, RefreshToken, Scope, TokenResponse,
     core::{
         CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet,
     },
@@ -104,7 +104,7 @@ struct Discovered {
     client: Client,
     issuer: String,
     jwks_url: String,
-    end_session: Option<String>,
+    end_session: Option<EndSessionUrl>,
 }
 
 struct Keys {
@@ -190,11 +190,7 @@ impl Oidc {
             .await
             .map_err(|e| anyhow!("discovery at {} failed: {e}", self.inner.issuer_url))?;
         let jwks_url = metadata.jwks_uri().url().to_string();
-        let end_session = metadata
-            .additional_metadata()
-            .end_session_endpoint
-            .as_ref()
-            .map(|u| u.url().to_string());
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let issuer = metadata.issuer().to_string();
         let client = CoreClient::from_provider_metadata(
             metadata,
@@ -465,32 +461,16 @@ impl Oidc {
     /// The provider's logout URL for the browser (RP-initiated logout), if it has one.
     pub async fn logout_url(&self, id_token: Option<&str>) -> Option<String> {
         let d = self.discovered().await.ok()?;
-        let end = d.end_session.as_ref()?;
-        let mut url = url_with_params(
-            end,
-            &[
-                ("client_id", self.inner.settings.client_id.as_str()),
-                (
-                    "post_logout_redirect_uri",
-                    self.inner.post_logout_url.as_str(),
-                ),
-            ],
-        )?;
-        if let Some(hint) = id_token {
-            url.query_pairs_mut().append_pair("id_token_hint", hint);
+        let mut request = LogoutRequest::from(d.end_session.clone()?)
+            .set_client_id(ClientId::new(self.inner.settings.client_id.clone()))
+            .set_post_logout_redirect_uri(
+                PostLogoutRedirectUrl::new(self.inner.post_logout_url.clone()).ok()?,
+            );
+        if let Some(hint) = id_token.and_then(|t| t.parse::<CoreIdToken>().ok()) {
+            request = request.set_id_token_hint(&hint);
         }
-        // Checked the same way openidconnect's `LogoutRequest` would build it.
-        let _ = PostLogoutRedirectUrl::new(self.inner.post_logout_url.clone()).ok()?;
-        Some(url.to_string())
+        Some(request.http_get_url().to_string())
     }
-}
-
-fn url_with_params(base: &str, params: &[(&str, &str)]) -> Option<openidconnect::url::Url> {
-    let mut url = openidconnect::url::Url::parse(base).ok()?;
-    for (k, v) in params {
-        url.query_pairs_mut().append_pair(k, v);
-    }
-    Some(url)
 }
 
 /// The payload of a JWT whose signature was already checked.
