@@ -37,17 +37,81 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/templates/{id}/check", web::post().to(check));
 }
 
-fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env
+/// Name of the one template in a [`Compiled`]'s environment.
+const NAME: &str = "message";
+
+/// A template body parsed once: the variables it uses, and renders for any number of contacts
+/// (`check` renders an audience of thousands without parsing the body again).
+pub struct Compiled {
+    env: Environment<'static>,
+    variables: BTreeSet<String>,
 }
 
-/// The variables a template uses, or why it does not parse.
-pub fn variables(body: &str) -> Result<BTreeSet<String>, String> {
-    let env = environment();
-    let tmpl = env.template_from_str(body).map_err(|e| e.to_string())?;
-    Ok(tmpl.undeclared_variables(false).into_iter().collect())
+impl Compiled {
+    /// Parses `body`; the error says why it does not parse.
+    pub fn new(body: &str) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_template_owned(NAME, body.to_owned())
+            .map_err(|e| e.to_string())?;
+        let variables = env
+            .get_template(NAME)
+            .map_err(|e| e.to_string())?
+            .undeclared_variables(false)
+            .into_iter()
+            .collect();
+        Ok(Self { env, variables })
+    }
+
+    /// The variables the template uses.
+    pub fn variables(&self) -> &BTreeSet<String> {
+        &self.variables
+    }
+
+    /// Renders for one contact's variables.
+    pub fn render(&self, vars: &BTreeMap<String, String>) -> Result<String, String> {
+        self.env
+            .get_template(NAME)
+            .and_then(|t| t.render(minijinja::Value::from(vars.clone())))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The variables the template uses that `vars` has no value for.
+    pub fn missing(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        self.variables
+            .iter()
+            .filter(|v| !vars.contains_key(v.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// What stops the template from rendering for `vars`: the absent variables it needs (a
+    /// variable used only under `{% if x is defined %}` is not needed), or nothing when it
+    /// renders.
+    pub fn blocking(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        let absent = self.missing(vars);
+        if absent.is_empty() || self.render(vars).is_ok() {
+            return Vec::new();
+        }
+        // One absent variable at a time, with the others filled in: those whose absence alone
+        // breaks the render are the ones the contact must get.
+        let culprits: Vec<String> = absent
+            .iter()
+            .filter(|candidate| {
+                let mut filled = vars.clone();
+                for other in absent.iter().filter(|o| o != candidate) {
+                    filled.insert(other.clone(), "x".into());
+                }
+                self.render(&filled).is_err()
+            })
+            .cloned()
+            .collect();
+        if culprits.is_empty() {
+            absent
+        } else {
+            culprits
+        }
+    }
 }
 
 /// A contact's variables: the seed's Spanish names, their English twins, and its attributes.
@@ -71,53 +135,6 @@ pub fn context(c: &contacts::Model) -> BTreeMap<String, String> {
     vars
 }
 
-/// The variables of `needed` a contact has no value for.
-pub fn missing(needed: &BTreeSet<String>, vars: &BTreeMap<String, String>) -> Vec<String> {
-    needed
-        .iter()
-        .filter(|v| !vars.contains_key(v.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// What stops `body` from rendering for `vars`: the absent variables it needs (a variable used
-/// only under `{% if x is defined %}` is not needed), or nothing when it renders.
-pub fn blocking(
-    body: &str,
-    needed: &BTreeSet<String>,
-    vars: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let absent = missing(needed, vars);
-    if absent.is_empty() || render(body, vars).is_ok() {
-        return Vec::new();
-    }
-    // One absent variable at a time, with the others filled in: those whose absence alone
-    // breaks the render are the ones the contact must get.
-    let culprits: Vec<String> = absent
-        .iter()
-        .filter(|candidate| {
-            let mut filled = vars.clone();
-            for other in absent.iter().filter(|o| o != candidate) {
-                filled.insert(other.clone(), "x".into());
-            }
-            render(body, &filled).is_err()
-        })
-        .cloned()
-        .collect();
-    if culprits.is_empty() {
-        absent
-    } else {
-        culprits
-    }
-}
-/// Renders `body` for one contact's variables.
-pub fn render(body: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let env = environment();
-    let tmpl = env.template_from_str(body).map_err(|e| e.to_string())?;
-    tmpl.render(minijinja::Value::from(vars.clone()))
-        .map_err(|e| e.to_string())
-}
-
 #[derive(Debug, Serialize)]
 struct TemplateView {
     id: String,
@@ -132,7 +149,9 @@ struct TemplateView {
 impl From<templates::Model> for TemplateView {
     fn from(t: templates::Model) -> Self {
         Self {
-            variables: variables(&t.body).unwrap_or_default().into_iter().collect(),
+            variables: Compiled::new(&t.body)
+                .map(|c| c.variables().iter().cloned().collect())
+                .unwrap_or_default(),
             id: t.id,
             name: t.name,
             body: t.body,
@@ -173,7 +192,7 @@ async fn validate(state: &AppState, caller: &Caller, b: &TemplateBody) -> Result
                 "invalid-format",
                 format!("1 to {MAX_BODY_CHARS} characters"),
             ));
-        } else if let Err(e) = variables(body) {
+        } else if let Err(e) = Compiled::new(body) {
             errors.push(field("body", "invalid-template", e));
         }
     }
@@ -322,8 +341,9 @@ async fn preview(
             )
         })?;
     let vars = context(&contact);
-    let needed = variables(&t.body).map_err(|e| ApiError::Unprocessable("invalid-template", e))?;
-    let lacking = blocking(&t.body, &needed, &vars);
+    let compiled =
+        Compiled::new(&t.body).map_err(|e| ApiError::Unprocessable("invalid-template", e))?;
+    let lacking = compiled.blocking(&vars);
     if !lacking.is_empty() {
         return Err(ApiError::Unprocessable(
             "missing-variables",
@@ -334,7 +354,9 @@ async fn preview(
             ),
         ));
     }
-    let text = render(&t.body, &vars).map_err(|e| ApiError::Unprocessable("render-failed", e))?;
+    let text = compiled
+        .render(&vars)
+        .map_err(|e| ApiError::Unprocessable("render-failed", e))?;
     Ok(HttpResponse::Ok().json(json!({
         "template_id": t.id, "contact_id": contact.id, "text": text, "media_id": t.media_id,
     })))
@@ -356,7 +378,8 @@ async fn check(
     body: web::Json<CheckBody>,
 ) -> Result<HttpResponse, ApiError> {
     let t = find(&state, &caller, &id).await?;
-    let needed = variables(&t.body).map_err(|e| ApiError::Unprocessable("invalid-template", e))?;
+    let compiled =
+        Compiled::new(&t.body).map_err(|e| ApiError::Unprocessable("invalid-template", e))?;
     let mut checked = 0u64;
     let mut affected = 0u64;
     let mut listed = Vec::new();
@@ -377,7 +400,7 @@ async fn check(
         after = last.id.clone();
         for c in &page {
             checked += 1;
-            let lacking = blocking(&t.body, &needed, &context(c));
+            let lacking = compiled.blocking(&context(c));
             if !lacking.is_empty() {
                 affected += 1;
                 if listed.len() < CHECK_LIST {
@@ -388,7 +411,7 @@ async fn check(
     }
     Ok(HttpResponse::Ok().json(json!({
         "template_id": t.id,
-        "variables": needed,
+        "variables": compiled.variables(),
         "contacts_checked": checked,
         "contacts_missing_variables": affected,
         "contacts": listed,
@@ -403,7 +426,8 @@ mod tests {
     #[test]
     fn variables_missing_and_render() {
         let body = "Hola {{ sustantivo }} {{ nombre }}, {% if ciudad is defined %}en {{ ciudad }}{% endif %} tu grupo es {{ grupo }}";
-        let vars = variables(body).expect("parses");
+        let t = Compiled::new(body).expect("parses");
+        let vars = t.variables();
         assert_eq!(
             vars.iter().map(String::as_str).collect::<Vec<_>>(),
             ["ciudad", "grupo", "nombre", "sustantivo"]
@@ -414,29 +438,29 @@ mod tests {
             ("grupo".to_owned(), "VIP".to_owned()),
             ("ciudad".to_owned(), "Madrid".to_owned()),
         ]);
-        assert!(missing(&vars, &ctx).is_empty());
+        assert!(t.missing(&ctx).is_empty());
         assert_eq!(
-            render(body, &ctx).expect("renders"),
+            t.render(&ctx).expect("renders"),
             "Hola Sra. Ana, en Madrid tu grupo es VIP"
         );
         let mut partial = ctx.clone();
         partial.remove("grupo");
-        assert_eq!(missing(&vars, &partial), ["grupo"]);
+        assert_eq!(t.missing(&partial), ["grupo"]);
         assert!(
-            render(body, &partial).is_err(),
+            t.render(&partial).is_err(),
             "strict: a missing variable is an error"
         );
-        assert_eq!(blocking(body, &vars, &partial), ["grupo"]);
+        assert_eq!(t.blocking(&partial), ["grupo"]);
         let mut no_city = ctx.clone();
         no_city.remove("ciudad");
         assert!(
-            blocking(body, &vars, &no_city).is_empty(),
+            t.blocking(&no_city).is_empty(),
             "an optional variable is not needed"
         );
         assert_eq!(
-            render(body, &no_city).expect("renders"),
+            t.render(&no_city).expect("renders"),
             "Hola Sra. Ana,  tu grupo es VIP"
         );
-        assert!(variables("Hola {{ nombre").is_err());
+        assert!(Compiled::new("Hola {{ nombre").is_err());
     }
 }
