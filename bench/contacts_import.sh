@@ -16,21 +16,7 @@ source bench/lib.sh
 
 ROWS="${BENCH_ROWS:-1000000}"
 DATABASES="${BENCH_DATABASES:-sqlite postgres}"
-PG_ADMIN="${BENCH_POSTGRES_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
-
-cargo build --release --locked -q --bin pregonero -p pregonero
-BIN="$CARGO_TARGET_DIR/release/pregonero"
-
-WORK="$(mktemp -d)"
-SERVER_PID=""
-PG_DB=""
-psql_admin() { psql "$PG_ADMIN" -qAtc "$1" >/dev/null; }
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
-  if [ -n "$PG_DB" ]; then psql_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true; PG_DB=""; fi
-}
-cleanup() { stop_server; rm -rf "$WORK"; }
-trap cleanup EXIT
+bench_init
 
 # The file: nombre;sustantivo;grupo;telefono;ciudad with Spanish mobile numbers in mixed formats.
 python3 - "$ROWS" "$WORK/contacts.csv" <<'PY'
@@ -56,30 +42,15 @@ with open(path, "w", encoding="utf-8") as f:
 PY
 SIZE=$(stat -c %s "$WORK/contacts.csv")
 
-start_server() {
-  local db="$1" dbenv=()
-  rm -rf "$WORK/data"
-  if [ "$db" = postgres ]; then
-    PG_DB="bench_contacts_$$_$RANDOM"
-    psql_admin "CREATE DATABASE $PG_DB"
-    dbenv=("DATABASE_URL=${PG_ADMIN%/*}/$PG_DB")
-  fi
-  SERVER_PORT="$(free_port)"
-  env "${dbenv[@]}" PREGONERO_PORT="$SERVER_PORT" PREGONERO_DATA_DIR="$WORK/data" RUST_LOG=warn \
-    PREGONERO_SCHEDULE__ENABLED=false "$BIN" serve --no-workers >"$WORK/server.out" 2>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SERVER_PORT/ready" >/dev/null 2>&1 && break; sleep 0.1; done
-  KEY=$(grep -A2 "admin API key" "$WORK/server.out" | grep -o 'prg_[A-Za-z0-9_-]*' | head -n1)
-  [ -n "$KEY" ] || { echo "no admin key printed:"; cat "$WORK/server.out" "$WORK/server.log"; exit 1; }
-}
-
 echo "pregonero $(git rev-parse --short HEAD 2>/dev/null || echo '?')  $(nproc) cores  $ROWS rows, $((SIZE / 1024 / 1024)) MiB"
 for db in $DATABASES; do
-  if [ "$db" = postgres ] && ! { command -v psql >/dev/null && psql "$PG_ADMIN" -qAtc 'select 1' >/dev/null 2>&1; }; then
+  if [ "$db" = postgres ] && ! postgres_ok; then
     echo "SKIPPED postgres: no PostgreSQL at $PG_ADMIN"
     continue
   fi
-  start_server "$db"
+  start_server "$db" bench_contacts
+  KEY=$(grep -A2 "admin API key" "$WORK/server.out" | grep -o 'prg_[A-Za-z0-9_-]*' | head -n1)
+  [ -n "$KEY" ] || { echo "no admin key printed:"; cat "$WORK/server.out" "$WORK/server.log"; exit 1; }
   base="http://127.0.0.1:$SERVER_PORT/api/v1"
   rss_before=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
   t0=$(date +%s.%N)

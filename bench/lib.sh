@@ -13,3 +13,48 @@ ensure_wrk() {
 
 # A TCP port on 127.0.0.1 that nothing listens on right now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A fresh release server per scenario, on SQLite or on a fresh PostgreSQL database.
+# Call bench_init once; then start_server / stop_server per scenario. Sets BIN, WORK,
+# SERVER_PID, SERVER_PORT; the server's stdout is "$WORK/server.out", its log "$WORK/server.log".
+PG_ADMIN="${BENCH_POSTGRES_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+bench_init() {
+  cargo build --release --locked -q --bin pregonero -p pregonero
+  BIN="$CARGO_TARGET_DIR/release/pregonero"
+  WORK="$(mktemp -d)"
+  SERVER_PID=""
+  PG_DB=""
+  trap bench_cleanup EXIT
+}
+
+psql_admin() { psql "$PG_ADMIN" -qAtc "$1" >/dev/null; }
+
+postgres_ok() { command -v psql >/dev/null && psql "$PG_ADMIN" -qAtc 'select 1' >/dev/null 2>&1; }
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
+  if [ -n "$PG_DB" ]; then psql_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true; PG_DB=""; fi
+}
+
+bench_cleanup() { stop_server; rm -rf "$WORK"; }
+
+# $1 = sqlite|postgres, $2 = name prefix of the PostgreSQL database, then any VAR=value settings.
+# Starts `serve --no-workers` (an API replica) on a fresh data folder and waits until it is ready.
+start_server() {
+  local db="$1" prefix="$2" dbenv=()
+  shift 2
+  rm -rf "$WORK/data"
+  if [ "$db" = postgres ]; then
+    PG_DB="${prefix}_$$_$RANDOM"
+    psql_admin "CREATE DATABASE $PG_DB"
+    dbenv=("DATABASE_URL=${PG_ADMIN%/*}/$PG_DB")
+  fi
+  SERVER_PORT="$(free_port)"
+  env "${dbenv[@]}" PREGONERO_PORT="$SERVER_PORT" PREGONERO_DATA_DIR="$WORK/data" RUST_LOG=warn \
+    PREGONERO_SCHEDULE__ENABLED=false "$@" \
+    "$BIN" serve --no-workers >"$WORK/server.out" 2>"$WORK/server.log" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SERVER_PORT/ready" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "server did not start:"; cat "$WORK/server.log"; exit 1
+}
