@@ -55,6 +55,17 @@ ensure_postgres() {
   fi
 }
 
+# Installs the locked npm packages of folder $1 unless package $2 is there and the lock file has
+# not changed since.
+npm_ci() {
+  local dir="$1" package="$2"
+  if [ -d "$dir/node_modules/$package" ] && [ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    return 0
+  fi
+  echo "services: installing the locked npm packages of ${dir#"$PWD"/} (npm ci)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 # The OpenID provider the tests start (tests/oidc/provider.mjs: oidc-provider from npm, configured
 # like a Keycloak realm) needs Node.js and its locked npm packages.
 ensure_oidc() {
@@ -72,13 +83,10 @@ ensure_oidc() {
     echo "services: SKIPPING the OpenID Connect tests: $TEST_SKIP_OIDC"
     return 0
   fi
-  if [ ! -d "$dir/node_modules/oidc-provider" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    echo "services: installing the test OpenID provider's npm packages (npm ci in tests/oidc)"
-    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
-      export TEST_SKIP_OIDC="npm ci in tests/oidc failed (is the npm registry reachable?)"
-      echo "services: SKIPPING the OpenID Connect tests: $TEST_SKIP_OIDC"
-      return 0
-    fi
+  if ! npm_ci "$dir" oidc-provider; then
+    export TEST_SKIP_OIDC="npm ci in tests/oidc failed (is the npm registry reachable?)"
+    echo "services: SKIPPING the OpenID Connect tests: $TEST_SKIP_OIDC"
+    return 0
   fi
   export TEST_OIDC_DIR="$dir"
   echo "services: OpenID provider ready to start from $dir (node $(node --version))"
@@ -107,13 +115,10 @@ ensure_browser() {
     echo "services: SKIPPING the browser tests: $TEST_SKIP_BROWSER"
     return 0
   fi
-  if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    echo "services: installing playwright-core (npm ci in tests/e2e)"
-    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
-      export TEST_SKIP_BROWSER="npm ci in tests/e2e failed (is the npm registry reachable?)"
-      echo "services: SKIPPING the browser tests: $TEST_SKIP_BROWSER"
-      return 0
-    fi
+  if ! npm_ci "$dir" playwright-core; then
+    export TEST_SKIP_BROWSER="npm ci in tests/e2e failed (is the npm registry reachable?)"
+    echo "services: SKIPPING the browser tests: $TEST_SKIP_BROWSER"
+    return 0
   fi
   export TEST_E2E_DIR="$dir" CHROMIUM="$chromium"
   echo "services: browser tests use $("$chromium" --version 2>/dev/null | head -n1)"
