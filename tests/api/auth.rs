@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{BOT_TOKEN, Backend, LOGS, TestApp, secret, spawn_app_with};
+use crate::helpers::{BOT_TOKEN, Backend, LOGS, TestApp, secret, spawn_app_with, status_and_json};
 
 const CLIENT_SECRET: &str = "test-client-secret-Kc9vQ2";
 pub const LOCAL_PASSWORD: &str = "correct horse battery staple 42";
@@ -533,7 +533,7 @@ async fn keycloak_bearer_tokens_and_key_rotation() {
     let (status, body) = call(access.clone()).await;
     assert_eq!(status, 200, "{body}");
     // The user exists now, created from the token.
-    let (_, me) = status_json(
+    let (_, me) = status_and_json(
         app.client
             .get(format!("{}/auth/me", app.address))
             .bearer_auth(&access),
@@ -589,14 +589,6 @@ async fn keycloak_bearer_tokens_and_key_rotation() {
         (status, body["error"].as_str()),
         (401, Some("token-expired"))
     );
-}
-
-async fn status_json(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let res = req.send().await.expect("request");
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
 }
 
 #[actix_web::test]
@@ -656,7 +648,7 @@ async fn api_key_lifecycle_scopes_expiry_and_revocation() {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        status_json(req)
+        status_and_json(req)
     };
     let (status, created) = api(
         reqwest::Method::POST,
@@ -820,7 +812,7 @@ async fn local_mode_password_login_lockout_csrf_and_audit() {
     assert!(body["retry_after"].as_u64().is_some_and(|s| s > 0));
 
     // The audit log: who did what, from where, with the request id; no secret in it.
-    let (status, log) = status_json(
+    let (status, log) = status_and_json(
         app.client
             .get(format!("{}/api/v1/audit-log", app.address))
             .bearer_auth(&app.api_key),
@@ -885,7 +877,7 @@ async fn secrets_never_reach_the_logs() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let (status, _) = status_json(
+    let (status, _) = status_and_json(
         app.client
             .get(format!("{}/api/v1/channels", app.address))
             .bearer_auth(&access),

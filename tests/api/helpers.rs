@@ -584,7 +584,8 @@ impl TcpProxy {
 }
 
 /// Sends `req`; its status and JSON body (`null` when the body is not JSON).
-async fn status_and_json(req: reqwest::RequestBuilder) -> (u16, Value) {
+/// Sends `req`; its status and JSON body (`null` when the body is not JSON).
+pub async fn status_and_json(req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.send().await.expect("request");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))

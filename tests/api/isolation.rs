@@ -196,131 +196,120 @@ async fn user(app: &TestApp, name: &str, role: &str) -> String {
         .expect("key")
 }
 
+/// `POST` as `token` (JSON, or raw bytes with a content type); asserts it was accepted and
+/// returns the id found at `pointer` in the answer.
+async fn create(app: &TestApp, token: &str, path: &str, body: Body, pointer: &str) -> String {
+    let req = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(token);
+    let exact = match &body {
+        Body::Raw(_, _, status) => Some(*status),
+        Body::Json(_) => None,
+    };
+    let req = match body {
+        Body::Json(v) => req.json(&v),
+        Body::Raw(content_type, bytes, _) => req.header("content-type", content_type).body(bytes),
+    };
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let answer: Value = res.json().await.unwrap_or(Value::Null);
+    match exact {
+        Some(expected) => assert_eq!(status, expected, "{path}: {answer}"),
+        None => assert!(status == 201 || status == 202, "{path}: {status} {answer}"),
+    }
+    answer
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{path}: no {pointer} in {answer}"))
+        .to_owned()
+}
+
+enum Body {
+    Json(Value),
+    /// Content type, bytes, and the exact status expected.
+    Raw(&'static str, Vec<u8>, u16),
+}
+
 /// User A creates one of everything.
 async fn create_everything(app: &TestApp, a: &str) -> Resources {
+    use Body::{Json, Raw};
     app.telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
     app.telegram.add_chat(77);
-    let created = |(status, body): (u16, Value)| {
-        assert!(status == 201 || status == 202, "{status} {body}");
-        body
-    };
-    let channel = created(
-        call(
-            app,
-            a,
-            Method::POST,
-            "/api/v1/channels",
-            Some(json!({"kind": "telegram", "name": "a", "bot_token": BOT_TOKEN})),
-        )
-        .await,
-    )["id"]
-        .as_str()
-        .expect("channel id")
-        .to_owned();
-    let message = created(
-        call(
-            app,
-            a,
-            Method::POST,
-            "/api/v1/messages",
-            Some(json!({"channel_id": channel, "to": "77", "text": "hello"})),
-        )
-        .await,
-    );
-    let message = message["id"].as_str().expect("message id").to_owned();
-    let res = app
-        .client
-        .post(format!("{}/api/v1/media?filename=a.png", app.address))
-        .bearer_auth(a)
-        .header("content-type", "image/png")
-        .body(vec![137u8, 80, 78, 71, 13, 10, 26, 10, 0, 0])
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(res.status().as_u16(), 201);
-    let media = res.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("media id")
-        .to_owned();
-    let integration = created(
-        call(
-            app,
-            a,
-            Method::POST,
-            "/api/v1/integrations",
-            Some(json!({"channel_id": channel, "name": "a"})),
-        )
-        .await,
-    )["integration"]["id"]
-        .as_str()
-        .expect("integration id")
-        .to_owned();
-    let rule = created(
-        call(
-            app,
-            a,
-            Method::POST,
-            "/api/v1/alert-rules",
-            Some(json!({"name": "a", "service": "payments", "channel_id": channel, "chat_id": 77})),
-        )
-        .await,
-    )["id"]
-        .as_str()
-        .expect("rule id")
-        .to_owned();
-    let api_key = created(
-        call(
-            app,
-            a,
-            Method::POST,
-            "/api/v1/api-keys",
-            Some(json!({"name": "a"})),
-        )
-        .await,
-    )["id"]
-        .as_str()
-        .expect("key id")
-        .to_owned();
-    let contact = created(
-        call(
-            app,
-            a,
-            Method::POST,
-            "/api/v1/contacts",
-            Some(json!({"phone": "+34 612 345 678", "name": "A's"})),
-        )
-        .await,
-    )["id"]
-        .as_str()
-        .expect("contact id")
-        .to_owned();
-    let res = app
-        .client
-        .post(format!("{}/api/v1/contacts/imports", app.address))
-        .bearer_auth(a)
-        .header("content-type", "text/csv")
-        .body("telefono,nombre\n+34 699 111 222,Import\n")
-        .send()
-        .await
-        .expect("import");
-    assert_eq!(res.status().as_u16(), 202);
-    let import = res.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("import id")
-        .to_owned();
-    let template = created(
-        call(
-            app,
-            a,
-            Method::POST,
-            "/api/v1/templates",
-            Some(json!({"name": "a", "body": "Hola {{ nombre }}"})),
-        )
-        .await,
-    )["id"]
-        .as_str()
-        .expect("template id")
-        .to_owned();
+    let channel = create(
+        app,
+        a,
+        "/api/v1/channels",
+        Json(json!({"kind": "telegram", "name": "a", "bot_token": BOT_TOKEN})),
+        "/id",
+    )
+    .await;
+    let message = create(
+        app,
+        a,
+        "/api/v1/messages",
+        Json(json!({"channel_id": channel, "to": "77", "text": "hello"})),
+        "/id",
+    )
+    .await;
+    let png = vec![137u8, 80, 78, 71, 13, 10, 26, 10, 0, 0];
+    let media = create(
+        app,
+        a,
+        "/api/v1/media?filename=a.png",
+        Raw("image/png", png, 201),
+        "/id",
+    )
+    .await;
+    let integration = create(
+        app,
+        a,
+        "/api/v1/integrations",
+        Json(json!({"channel_id": channel, "name": "a"})),
+        "/integration/id",
+    )
+    .await;
+    let rule = create(
+        app,
+        a,
+        "/api/v1/alert-rules",
+        Json(json!({"name": "a", "service": "payments", "channel_id": channel, "chat_id": 77})),
+        "/id",
+    )
+    .await;
+    let api_key = create(
+        app,
+        a,
+        "/api/v1/api-keys",
+        Json(json!({"name": "a"})),
+        "/id",
+    )
+    .await;
+    let contact = create(
+        app,
+        a,
+        "/api/v1/contacts",
+        Json(json!({"phone": "+34 612 345 678", "name": "A's"})),
+        "/id",
+    )
+    .await;
+    let csv = b"telefono,nombre\n+34 699 111 222,Import\n".to_vec();
+    let import = create(
+        app,
+        a,
+        "/api/v1/contacts/imports",
+        Raw("text/csv", csv, 202),
+        "/id",
+    )
+    .await;
+    let template = create(
+        app,
+        a,
+        "/api/v1/templates",
+        Json(json!({"name": "a", "body": "Hola {{ nombre }}"})),
+        "/id",
+    )
+    .await;
     Resources {
         template,
         contact,
