@@ -36,7 +36,7 @@ impl ActorSlot {
 
 /// One audit entry.
 #[derive(Debug, Clone)]
-pub struct Entry {
+struct Entry {
     /// The acting user, if known.
     pub actor_id: Option<String>,
     /// `api_key`, `session`, `bearer` or `anonymous`.
@@ -54,7 +54,7 @@ pub struct Entry {
 }
 
 /// Writes one entry; a failure is logged and does not fail the request.
-pub async fn record(db: &DatabaseConnection, at: DateTime<Utc>, entry: Entry) {
+async fn record(db: &DatabaseConnection, at: DateTime<Utc>, entry: Entry) {
     let row = audit_log::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
         at: Set(at),
@@ -69,14 +69,6 @@ pub async fn record(db: &DatabaseConnection, at: DateTime<Utc>, entry: Entry) {
     if let Err(e) = row.insert(db).await {
         tracing::error!(error = %e, "could not write the audit log");
     }
-}
-
-/// The request id and client address of a request, for entries written by handlers.
-pub fn origin(req: &actix_web::HttpRequest) -> (Option<String>, Option<String>) {
-    (
-        req.extensions().get::<RequestId>().map(ToString::to_string),
-        req.peer_addr().map(|a| a.ip().to_string()),
-    )
 }
 
 /// Middleware: records every mutating request that passes through it, refused ones included.
@@ -97,7 +89,8 @@ pub async fn middleware(
         req.method(),
         req.match_pattern().unwrap_or_else(|| "<unmatched>".into())
     );
-    let (request_id, ip) = origin(req.request());
+    let request_id = req.extensions().get::<RequestId>().map(ToString::to_string);
+    let ip = req.peer_addr().map(|a| a.ip().to_string());
     let result = next.call(req).await;
     let (status, target) = match &result {
         Ok(res) => {
