@@ -57,6 +57,10 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Contacts and CSV imports.
     pub contacts: ContactsSettings,
+    /// WhatsApp Business Cloud API.
+    pub whatsapp: WhatsAppSettings,
+    /// Campaign execution.
+    pub campaigns: CampaignSettings,
 }
 
 /// Contacts settings.
@@ -207,6 +211,41 @@ pub struct TelegramSettings {
     pub poll_timeout_secs: u64,
 }
 
+/// WhatsApp Business Cloud API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppSettings {
+    /// Graph API base with its version; point it at a fake for tests and staging.
+    pub api_base_url: String,
+    /// Timeout of one Graph API call, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Default sends per second per number. Meta allows 80 in any one second (inbound messages
+    /// count too); pacing at 78 with no burst keeps every second under it.
+    pub number_rate_per_sec: u32,
+    /// Burst allowed above the number's rate.
+    pub number_burst: u32,
+    /// Seconds between two messages to one person (Meta's pair rate: about 1 per 6 s).
+    pub recipient_interval_secs: u64,
+    /// Pause of the whole number after a 130429 (throughput) answer, in milliseconds.
+    pub throughput_backoff_ms: u64,
+    /// Pause of the whole number after a 131048 (spam/quality limit), in seconds.
+    pub quality_backoff_secs: u64,
+    /// Inbound texts (case-insensitive, whole message) that opt a contact out.
+    pub opt_out_keywords: Vec<String>,
+}
+
+/// Campaign execution settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSettings {
+    /// How often a running campaign releases recipients and refreshes its counters, in ms.
+    pub tick_ms: u64,
+    /// Seconds of the account's rate a campaign keeps queued ahead of the sender.
+    pub lookahead_secs: u64,
+    /// How long a node owns a running campaign without renewing, in seconds.
+    pub lease_secs: u64,
+}
+
 /// How bots receive Telegram updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -351,6 +390,21 @@ impl Default for Settings {
                 default_role: None,
                 audience: None,
             },
+            whatsapp: WhatsAppSettings {
+                api_base_url: "https://graph.facebook.com/v21.0".into(),
+                request_timeout_ms: 30_000,
+                number_rate_per_sec: 78,
+                number_burst: 1,
+                recipient_interval_secs: 6,
+                throughput_backoff_ms: 1_000,
+                quality_backoff_secs: 60,
+                opt_out_keywords: vec!["STOP".into(), "BAJA".into()],
+            },
+            campaigns: CampaignSettings {
+                tick_ms: 250,
+                lookahead_secs: 2,
+                lease_secs: 30,
+            },
             contacts: ContactsSettings {
                 default_region: "ES".into(),
                 max_import_bytes: 1024 * 1024 * 1024,
@@ -454,6 +508,27 @@ impl Settings {
                 "telegram.updates",
                 "`webhook` needs telegram.public_url (or use `polling`)",
             );
+        }
+        if reqwest::Url::parse(&self.whatsapp.api_base_url).is_err() {
+            return bad("whatsapp.api_base_url", "must be an absolute URL");
+        }
+        if self.whatsapp.number_rate_per_sec == 0
+            || self.whatsapp.number_burst == 0
+            || self.whatsapp.recipient_interval_secs == 0
+        {
+            return bad(
+                "whatsapp.number_rate_per_sec",
+                "rates, bursts and intervals must be at least 1",
+            );
+        }
+        if self.campaigns.tick_ms == 0 || self.campaigns.lookahead_secs == 0 {
+            return bad(
+                "campaigns.tick_ms",
+                "tick_ms and lookahead_secs must be at least 1",
+            );
+        }
+        if self.campaigns.lease_secs < 5 {
+            return bad("campaigns.lease_secs", "must be at least 5");
         }
         if !(1..=50).contains(&self.telegram.poll_timeout_secs) {
             return bad("telegram.poll_timeout_secs", "must be between 1 and 50");

@@ -1,10 +1,12 @@
 //! Pregonero: a self-hosted multi-channel messaging server.
 pub mod auth;
+pub mod campaigns;
 pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod contacts;
 pub mod crypto;
+pub mod dashboard;
 pub mod db;
 pub mod domain;
 pub mod entities;

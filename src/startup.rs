@@ -8,14 +8,20 @@ use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::{
     auth::{self, lockout::Lockout, oidc::Oidc},
+    campaigns::{CampaignRunner, StopCampaigns},
     channels::{
-        self, AccountSpec, ChannelRegistry, EnableUpdates, Register, StopAll, UpdatesConfig,
-        routes::stored_limits, telegram::TelegramClient,
+        self, AccountSpec, ChannelRegistry, Credentials, EnableUpdates, Register, StopAll,
+        UpdatesConfig,
+        routes::{kind_of, stored_limits},
+        telegram::TelegramClient,
+        whatsapp::{WaCredentials, WhatsAppClient},
     },
     clock::Clock,
     config::{Settings, UpdatesMode},
     crypto::Cipher,
-    db, error,
+    db,
+    domain::ChannelKind,
+    error,
     events::{EventWriter, RuleEngine, WriterOptions, breaker::Breaker},
     integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
     jobs::Workers,
@@ -63,6 +69,7 @@ pub struct RunningApp {
         actix_web::rt::task::JoinHandle<std::io::Result<()>>,
     )>,
     workers: Option<Workers>,
+    campaigns: Option<actix::Addr<CampaignRunner>>,
 }
 
 impl Application {
@@ -89,7 +96,14 @@ impl Application {
                 &settings.telegram.api_base_url,
                 Duration::from_millis(settings.telegram.request_timeout_ms),
             )?;
-            actix::Supervisor::start(move |_| ChannelRegistry::new(client))
+            let w = &settings.whatsapp;
+            let whatsapp = WhatsAppClient::new(
+                &w.api_base_url,
+                Duration::from_millis(w.request_timeout_ms),
+                Duration::from_millis(w.throughput_backoff_ms),
+                Duration::from_secs(w.quality_backoff_secs),
+            )?;
+            actix::Supervisor::start(move |_| ChannelRegistry::new(client, whatsapp))
         };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"))
@@ -220,6 +234,11 @@ impl Application {
         } else {
             None
         };
+        // Worker nodes run campaigns (one node per campaign, by lease).
+        let campaigns = self.options.workers.then(|| {
+            let state = self.state.clone();
+            actix::Supervisor::start(move |_| CampaignRunner::new(state))
+        });
         let server = self.server.map(|server| {
             let handle = server.handle();
             (handle, actix_web::rt::spawn(server))
@@ -239,6 +258,7 @@ impl Application {
             state: self.state,
             server,
             workers,
+            campaigns,
         })
     }
 }
@@ -249,6 +269,10 @@ impl RunningApp {
         if let Some((handle, task)) = self.server.take() {
             handle.stop(true).await;
             let _ = task.await;
+        }
+        // Campaigns stop releasing recipients and hand their leases back.
+        if let Some(campaigns) = self.campaigns.take() {
+            let _ = campaigns.send(StopCampaigns).await;
         }
         // Accepted events are committed before anything else stops (buffered mode holds some).
         self.state.events.shutdown().await;
@@ -365,12 +389,23 @@ async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let limits = stored_limits(&row).resolve(&state.settings);
+        let kind = kind_of(&row);
+        let credentials = match kind {
+            ChannelKind::Telegram => Credentials::Telegram(SecretString::from(token)),
+            ChannelKind::WhatsappCloud => match WaCredentials::from_json(&token) {
+                Ok(creds) => Credentials::WhatsApp(Arc::new(creds)),
+                Err(e) => {
+                    tracing::error!(channel_id = %row.id, error = %e, "unreadable WhatsApp credentials");
+                    continue;
+                }
+            },
+        };
+        let limits = stored_limits(&row).resolve(kind, &state.settings);
         state
             .registry
             .send(Register(AccountSpec {
                 id: row.id,
-                token: SecretString::from(token),
+                credentials,
                 limits,
             }))
             .await?;

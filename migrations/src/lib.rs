@@ -8,6 +8,7 @@ mod m20261123_000004_alert_rules;
 mod m20261123_000005_auth;
 mod m20261123_000006_contacts;
 mod m20261123_000007_templates;
+mod m20261123_000008_campaigns;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_auth::Migration),
             Box::new(m20261123_000006_contacts::Migration),
             Box::new(m20261123_000007_templates::Migration),
+            Box::new(m20261123_000008_campaigns::Migration),
         ]
     }
 }

@@ -7,9 +7,78 @@ use actix::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, telegram::TelegramClient, updates,
+    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig,
+    telegram::TelegramClient,
+    updates,
+    whatsapp::{WaCredentials, WhatsAppClient},
 };
 use crate::{domain::TelegramChat, telemetry::redact};
+
+/// The provider an account talks to, with its secrets and client.
+#[derive(Clone)]
+pub enum Provider {
+    /// A Telegram bot.
+    Telegram {
+        /// Bot token.
+        token: SecretString,
+        /// Bot API client.
+        client: TelegramClient,
+    },
+    /// A WhatsApp Cloud API number.
+    WhatsApp {
+        /// The number's secrets.
+        creds: Arc<WaCredentials>,
+        /// Cloud API client.
+        client: WhatsAppClient,
+        /// Our media id → the number's uploaded media id (Meta keeps uploads 30 days; this map
+        /// lives as long as the actor's pacer, far less).
+        uploads: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    },
+}
+
+impl Provider {
+    fn channel(&self) -> &'static str {
+        match self {
+            Provider::Telegram { .. } => "telegram",
+            Provider::WhatsApp { .. } => "whatsapp",
+        }
+    }
+
+    /// One provider call, after pacing.
+    async fn send(&self, msg: &OutboundMessage) -> Result<Receipt, ChannelError> {
+        match self {
+            Provider::Telegram { token, client } => client.send(token.expose_secret(), msg).await,
+            Provider::WhatsApp {
+                creds,
+                client,
+                uploads,
+            } => {
+                let media_id = match &msg.media {
+                    None => None,
+                    Some(media) => {
+                        let cached = uploads
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&media.key)
+                            .cloned();
+                        match cached {
+                            Some(id) => Some(id),
+                            None => {
+                                let id = client.upload_media(creds, media).await?;
+                                uploads
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(media.key.clone(), id.clone());
+                                Some(id)
+                            }
+                        }
+                    }
+                };
+                client.send(creds, msg, media_id.as_deref()).await
+            }
+        }
+    }
+}
 
 /// How often idle recipient buckets are dropped.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
@@ -38,11 +107,10 @@ pub struct AccountSnapshot {
     pub frozen_for_secs: Option<f64>,
 }
 
-/// Owns one Telegram bot: token, HTTP client and pacing buckets.
+/// Owns one channel account (Telegram bot, WhatsApp number): secrets, client and pacing buckets.
 pub struct AccountActor {
     id: String,
-    token: SecretString,
-    client: TelegramClient,
+    provider: Provider,
     pacer: Arc<Pacer>,
     updates: Option<UpdatesConfig>,
     updates_task: Option<actix::prelude::SpawnHandle>,
@@ -61,15 +129,13 @@ impl AccountActor {
     /// An actor for account `id`; `pacer` outlives restarts so a restart cannot reset a freeze.
     pub fn new(
         id: String,
-        token: SecretString,
-        client: TelegramClient,
+        provider: Provider,
         pacer: Arc<Pacer>,
         updates: Option<UpdatesConfig>,
     ) -> Self {
         Self {
             id,
-            token,
-            client,
+            provider,
             pacer,
             updates,
             updates_task: None,
@@ -91,11 +157,13 @@ impl Actor for AccountActor {
         ctx.run_interval(FORGET_IDLE_EVERY, |act, _| act.pacer.forget_idle());
         // The update reader is a future of this actor: it stops when the actor stops (deleted
         // account, shutdown) and starts again when the supervisor restarts it.
-        if let Some(cfg) = self.updates.clone() {
+        if let (Some(cfg), Provider::Telegram { token, client }) =
+            (self.updates.clone(), &self.provider)
+        {
             let fut = updates::run(
                 self.id.clone(),
-                self.token.clone(),
-                self.client.clone(),
+                token.clone(),
+                client.clone(),
                 cfg,
                 self.lease_term.clone(),
             );
@@ -138,18 +206,19 @@ impl Handler<Deliver> for AccountActor {
     type Result = ResponseFuture<Result<Receipt, ChannelError>>;
 
     fn handle(&mut self, Deliver(msg): Deliver, _: &mut Self::Context) -> Self::Result {
-        let client = self.client.clone();
+        let provider = self.provider.clone();
         let pacer = self.pacer.clone();
-        let token = self.token.clone();
         let channel_id = self.id.clone();
         Box::pin(async move {
-            let is_group = TelegramChat::parse(&msg.recipient)
-                .map(|c| c.is_group())
-                .unwrap_or(false);
+            let channel = provider.channel();
+            let is_group = matches!(provider, Provider::Telegram { .. })
+                && TelegramChat::parse(&msg.recipient)
+                    .map(|c| c.is_group())
+                    .unwrap_or(false);
             let waited = pacer.wait_turn(&msg.recipient, is_group).await;
-            metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => "telegram")
+            metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => channel)
                 .record(waited.as_secs_f64());
-            let result = client.send(token.expose_secret(), &msg).await;
+            let result = provider.send(&msg).await;
             let outcome = match &result {
                 Ok(_) => "sent",
                 Err(ChannelError::RateLimited { retry_after }) => {
@@ -157,10 +226,17 @@ impl Handler<Deliver> for AccountActor {
                     pacer.freeze(*retry_after);
                     "rate_limited"
                 }
+                Err(ChannelError::Throttled { retry_after }) => {
+                    tracing::warn!(%channel_id, ?retry_after, "provider quality limit: slowing the account down");
+                    pacer.freeze(*retry_after);
+                    "throttled"
+                }
+                Err(ChannelError::RecipientLimited { .. }) => "recipient_rate_limited",
                 Err(e) if e.is_retryable() => "retryable_error",
                 Err(_) => "permanent_error",
             };
-            metrics::counter!("pregonero_sends_total", "channel" => "telegram", "outcome" => outcome).increment(1);
+            metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => outcome)
+                .increment(1);
             tracing::debug!(%channel_id, to = %redact(&msg.recipient), outcome, "provider call");
             result
         })

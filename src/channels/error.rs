@@ -10,6 +10,20 @@ pub enum ChannelError {
         /// Wait the provider asked for.
         retry_after: Duration,
     },
+    /// One recipient is over its pair rate (WhatsApp 131056): retry that message later; the
+    /// account goes on with others.
+    #[error("recipient rate limited; retry after {retry_after:?}")]
+    RecipientLimited {
+        /// Base of the back-off (the caller raises it per attempt).
+        retry_after: Duration,
+    },
+    /// The provider flagged the sender's quality (WhatsApp 131048): the account slows down for
+    /// `retry_after` and the message is retried.
+    #[error("sender throttled for quality; slowing down for {retry_after:?}")]
+    Throttled {
+        /// How long the account pauses.
+        retry_after: Duration,
+    },
     /// A Telegram group became a supergroup: resend to the new chat id.
     #[error("chat migrated to {new_chat_id}")]
     Migrated {
@@ -46,6 +60,8 @@ impl ChannelError {
         matches!(
             self,
             ChannelError::RateLimited { .. }
+                | ChannelError::RecipientLimited { .. }
+                | ChannelError::Throttled { .. }
                 | ChannelError::Migrated { .. }
                 | ChannelError::Transient { .. }
         )
@@ -55,6 +71,8 @@ impl ChannelError {
     pub fn code(&self) -> &'static str {
         match self {
             ChannelError::RateLimited { .. } => "rate-limited",
+            ChannelError::RecipientLimited { .. } => "recipient-rate-limited",
+            ChannelError::Throttled { .. } => "quality-throttled",
             ChannelError::Migrated { .. } => "chat-migrated",
             ChannelError::Permanent { code, .. } | ChannelError::Transient { code, .. } => code,
             ChannelError::Unauthorized { .. } => "account-unauthorized",

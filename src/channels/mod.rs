@@ -7,6 +7,7 @@ pub mod repo;
 pub mod routes;
 pub mod telegram;
 pub mod updates;
+pub mod whatsapp;
 
 use bytes::Bytes;
 
@@ -14,14 +15,15 @@ pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Retire};
 pub use error::ChannelError;
 pub use pacing::{Pacer, PacingLimits};
 pub use registry::{
-    AccountSpec, ChannelRegistry, EnableUpdates, Lookup, Register, Snapshot, StopAll, Unregister,
+    AccountSpec, ChannelRegistry, Credentials, EnableUpdates, Lookup, Register, Snapshot, StopAll,
+    Unregister,
 };
 pub use updates::{UpdateSink, UpdatesConfig};
 
 /// What an adapter sends: recipient, text (caption with media) and optional media bytes.
 #[derive(Debug, Clone)]
 pub struct OutboundMessage {
-    /// Chat id / username (Telegram).
+    /// Chat id / username (Telegram), E.164 phone (WhatsApp).
     pub recipient: String,
     /// Text, or caption when `media` is set.
     pub text: String,
@@ -29,11 +31,27 @@ pub struct OutboundMessage {
     pub parse_mode: Option<String>,
     /// Attached file.
     pub media: Option<MediaPayload>,
+    /// A WhatsApp approved template to send instead of the text.
+    pub template: Option<ProviderTemplate>,
+}
+
+/// A WhatsApp approved template with its body parameters, in order (CHANNELS.md [W-TPL]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProviderTemplate {
+    /// Template name as approved by Meta.
+    pub name: String,
+    /// Language code, e.g. `es` or `en_US`.
+    pub language: String,
+    /// Body parameters (`{{1}}`, `{{2}}`, …) in order.
+    #[serde(default)]
+    pub params: Vec<String>,
 }
 
 /// A file to upload with the message.
 #[derive(Debug, Clone)]
 pub struct MediaPayload {
+    /// Our media id (adapters cache provider-side uploads by it).
+    pub key: String,
     /// File contents.
     pub bytes: Bytes,
     /// MIME type; `image/*` goes as a photo, anything else as a document.

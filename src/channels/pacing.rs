@@ -14,8 +14,8 @@ pub struct PacingLimits {
     pub account_per_sec: u32,
     /// Burst above the account rate.
     pub account_burst: u32,
-    /// Sends per second to one private chat.
-    pub private_per_sec: u32,
+    /// Time between two sends to one private chat (Telegram 1 s, WhatsApp 6 s).
+    pub recipient_interval: Duration,
     /// Sends per minute to one group chat.
     pub group_per_min: u32,
 }
@@ -51,7 +51,9 @@ impl Pacer {
                 Quota::per_second(nz(limits.account_per_sec)).allow_burst(nz(limits.account_burst)),
             ),
             private: RateLimiter::keyed(
-                Quota::per_second(nz(limits.private_per_sec)).allow_burst(nz(1)),
+                Quota::with_period(limits.recipient_interval.max(Duration::from_millis(1)))
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                    .allow_burst(nz(1)),
             ),
             groups: RateLimiter::keyed(
                 Quota::per_minute(nz(limits.group_per_min)).allow_burst(nz(1)),
@@ -123,7 +125,7 @@ mod tests {
         let pacer = Pacer::new(PacingLimits {
             account_per_sec: 1000,
             account_burst: 1,
-            private_per_sec: 10,
+            recipient_interval: Duration::from_millis(100),
             group_per_min: 20,
         });
         pacer.wait_turn("1", false).await;
@@ -138,7 +140,7 @@ mod tests {
         let pacer = Pacer::new(PacingLimits {
             account_per_sec: 1000,
             account_burst: 10,
-            private_per_sec: 10,
+            recipient_interval: Duration::from_millis(100),
             group_per_min: 20,
         });
         pacer.freeze(Duration::from_millis(150));

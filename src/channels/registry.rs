@@ -8,17 +8,27 @@ use secrecy::SecretString;
 
 use super::{
     AccountActor, AccountSnapshot, Pacer, PacingLimits, UpdatesConfig,
-    account::{GetSnapshot, Retire},
+    account::{GetSnapshot, Provider, Retire},
     telegram::TelegramClient,
+    whatsapp::{WaCredentials, WhatsAppClient},
 };
+
+/// An account's decrypted secrets.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Telegram bot token.
+    Telegram(SecretString),
+    /// WhatsApp Cloud API number.
+    WhatsApp(Arc<WaCredentials>),
+}
 
 /// Everything needed to (re)start an account actor.
 #[derive(Clone)]
 pub struct AccountSpec {
     /// Channel account id.
     pub id: String,
-    /// Decrypted bot token (kept in memory only).
-    pub token: SecretString,
+    /// Decrypted secrets (kept in memory only).
+    pub credentials: Credentials,
     /// Pacing for this account.
     pub limits: PacingLimits,
 }
@@ -32,24 +42,43 @@ struct Entry {
 /// Owns the map from channel account id to its running actor.
 pub struct ChannelRegistry {
     client: TelegramClient,
+    whatsapp: WhatsAppClient,
     accounts: HashMap<String, Entry>,
     updates: Option<UpdatesConfig>,
 }
 
 impl ChannelRegistry {
-    /// An empty registry whose actors use `client`.
-    pub fn new(client: TelegramClient) -> Self {
+    /// An empty registry whose actors use these clients.
+    pub fn new(client: TelegramClient, whatsapp: WhatsAppClient) -> Self {
         Self {
             client,
+            whatsapp,
             accounts: HashMap::new(),
             updates: None,
         }
     }
 
     fn spawn(&self, spec: &AccountSpec, pacer: Arc<Pacer>) -> Addr<AccountActor> {
-        let (id, token, client) = (spec.id.clone(), spec.token.clone(), self.client.clone());
-        let updates = self.updates.clone();
-        actix::Supervisor::start(move |_| AccountActor::new(id, token, client, pacer, updates))
+        let id = spec.id.clone();
+        let (provider, updates) = match &spec.credentials {
+            Credentials::Telegram(token) => (
+                Provider::Telegram {
+                    token: token.clone(),
+                    client: self.client.clone(),
+                },
+                self.updates.clone(),
+            ),
+            // Cloud API numbers receive by webhook only: nothing to poll.
+            Credentials::WhatsApp(creds) => (
+                Provider::WhatsApp {
+                    creds: creds.clone(),
+                    client: self.whatsapp.clone(),
+                    uploads: Default::default(),
+                },
+                None,
+            ),
+        };
+        actix::Supervisor::start(move |_| AccountActor::new(id, provider, pacer, updates))
     }
 }
 

@@ -241,3 +241,36 @@ pub async fn reset(db: &DatabaseConnection, import_id: &str) -> Result<(), DbErr
         .await
         .map(|_| ())
 }
+
+/// A message from `phone` arrived at `at`: it opens the 24 h service window, and with `opt_out`
+/// the contact asked to receive nothing more. Returns whether the owner has such a contact.
+pub async fn record_inbound(
+    db: &DatabaseConnection,
+    owner_id: &str,
+    phone: &str,
+    at: DateTime<Utc>,
+    opt_out: bool,
+) -> Result<bool, DbErr> {
+    let mut update = contacts::Entity::update_many()
+        .col_expr(contacts::Column::LastInboundAt, Expr::value(at))
+        .col_expr(contacts::Column::UpdatedAt, Expr::value(Utc::now()));
+    if opt_out {
+        update = update
+            .col_expr(contacts::Column::OptedOut, Expr::value(true))
+            .col_expr(contacts::Column::OptedOutAt, Expr::value(at));
+    }
+    let res = update
+        .filter(contacts::Column::OwnerId.eq(owner_id))
+        .filter(contacts::Column::Phone.eq(phone))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected > 0)
+}
+
+/// Whether the contact asked to receive nothing more (a deleted contact counts as opted out).
+pub async fn is_opted_out(db: &DatabaseConnection, contact_id: &str) -> Result<bool, DbErr> {
+    Ok(contacts::Entity::find_by_id(contact_id.to_owned())
+        .one(db)
+        .await?
+        .is_none_or(|c| c.opted_out))
+}

@@ -202,6 +202,7 @@ async fn create(
         source: Set(Some("api".into())),
         created_at: Set(now),
         updated_at: Set(now),
+        last_inbound_at: Set(None),
     }
     .insert(&state.db)
     .await?;

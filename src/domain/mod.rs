@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub enum ChannelKind {
     /// A Telegram bot (Bot API token).
     Telegram,
+    /// A WhatsApp Business Cloud API number.
+    WhatsappCloud,
 }
 
 impl ChannelKind {
@@ -14,6 +16,7 @@ impl ChannelKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Telegram => "telegram",
+            ChannelKind::WhatsappCloud => "whatsapp_cloud",
         }
     }
 
@@ -21,15 +24,19 @@ impl ChannelKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "telegram" => Some(ChannelKind::Telegram),
+            "whatsapp_cloud" => Some(ChannelKind::WhatsappCloud),
             _ => None,
         }
     }
 }
 
-/// Where a message is in its life: `queued → sending → sent`, or `failed`, or `skipped`.
+/// Where a message is in its life: `(pending →) queued → sending → sent`, or `failed`, or
+/// `skipped`. `pending` is a campaign recipient its campaign has not released yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
+    /// A campaign recipient waiting for its campaign to release it (paused campaigns keep them).
+    Pending,
     /// Accepted and waiting for (another) delivery attempt.
     Queued,
     /// A worker holds it and is talking to the provider.
@@ -46,6 +53,7 @@ impl MessageStatus {
     /// The name stored in the database and used in the API.
     pub fn as_str(self) -> &'static str {
         match self {
+            MessageStatus::Pending => "pending",
             MessageStatus::Queued => "queued",
             MessageStatus::Sending => "sending",
             MessageStatus::Sent => "sent",

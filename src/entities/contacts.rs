@@ -24,6 +24,8 @@ pub struct Model {
     pub source: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Last message the contact sent us (opens WhatsApp's 24 h service window).
+    pub last_inbound_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -27,6 +27,16 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     pub sent_at: Option<DateTimeUtc>,
     pub integration_id: Option<String>,
+    /// The campaign this message belongs to (one per campaign and contact).
+    pub campaign_id: Option<String>,
+    /// The contact it goes to (campaigns).
+    pub contact_id: Option<String>,
+    /// WhatsApp approved template to send instead of `body`: JSON `{name, language, params}`.
+    pub provider_template: Option<String>,
+    /// When the provider reported it delivered (status webhook).
+    pub delivered_at: Option<DateTimeUtc>,
+    /// When the provider reported it read (status webhook).
+    pub read_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

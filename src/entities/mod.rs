@@ -2,6 +2,7 @@
 pub mod alert_rules;
 pub mod api_keys;
 pub mod audit_log;
+pub mod campaigns;
 pub mod channel_accounts;
 pub mod contact_import_errors;
 pub mod contact_imports;

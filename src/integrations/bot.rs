@@ -289,6 +289,7 @@ impl BotUpdates {
                 text,
                 parse_mode: None,
                 media: None,
+                template: None,
             };
             for attempt in 1..=REPLY_TRIES {
                 let Ok(Some(actor)) = registry.send(Lookup(channel_id.clone())).await else {

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     channels::{ChannelError, Deliver, Lookup, MediaPayload, OutboundMessage, Receipt},
     integrations, media,
-    messages::repo::{self, MessageRow},
+    messages::{
+        repo::{self, MessageRow},
+        stats,
+    },
     state::AppState,
 };
 
@@ -74,17 +77,27 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let attempt = u32::try_from(msg.attempts + 1).unwrap_or(u32::MAX);
+    // A campaign contact who opted out after the campaign started is never sent to.
+    if let Some(contact_id) = &msg.contact_id
+        && crate::contacts::repo::is_opted_out(&state.db, contact_id).await?
+    {
+        let txn = state.db.begin().await?;
+        repo::mark_skipped(&txn, id, "opted-out", "the contact opted out").await?;
+        repo::record(&txn, id, "skipped", None, Some("opted-out"), None).await?;
+        txn.commit().await?;
+        return Ok(());
+    }
 
     let mut outbound = match outbound(state, &msg).await {
         Ok(o) => o,
-        Err(e) => return fail(state, id, &e, false).await,
+        Err(e) => return fail(state, &msg, &e, false).await,
     };
     let Some(actor) = state.registry.send(Lookup(msg.channel_id.clone())).await? else {
         let e = ChannelError::Permanent {
             code: "channel-not-found",
             detail: "the channel account was deleted".into(),
         };
-        return fail(state, id, &e, false).await;
+        return fail(state, &msg, &e, false).await;
     };
 
     let mut rate_limits = 0;
@@ -105,6 +118,7 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
             }) => {
                 repo::mark_sent(&txn, id, &provider_message_id).await?;
                 repo::record(&txn, id, "attempt", Some("sent"), None, None).await?;
+                stats::bump(&txn, &msg, Utc::now(), 1, 0).await?;
                 txn.commit().await?;
                 metrics::counter!("pregonero_messages_total", "status" => "sent").increment(1);
                 return Ok(());
@@ -133,6 +147,35 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 repo::extend_lease(&txn, id, lease()).await?;
                 txn.commit().await?;
             }
+            Err(
+                e @ (ChannelError::RecipientLimited { retry_after }
+                | ChannelError::Throttled { retry_after }),
+            ) => {
+                // Only this message waits: 4^n × base for the n-th pair-rate hit in a row
+                // (CHANNELS.md), the account's pause for a quality limit. Not an attempt.
+                let hits = repo::count_outcomes(&txn, id, e.code()).await? as u32;
+                let delay = match e {
+                    ChannelError::RecipientLimited { .. } => {
+                        retry_after.saturating_mul(4u32.saturating_pow(hits.min(6)))
+                    }
+                    _ => retry_after,
+                };
+                let detail = format!("retry in {}s", delay.as_secs());
+                repo::record(
+                    &txn,
+                    id,
+                    "attempt",
+                    Some("rate_limited"),
+                    Some(e.code()),
+                    Some(&detail),
+                )
+                .await?;
+                let at = Utc::now() + chrono::Duration::from_std(delay)?;
+                repo::schedule_retry(&txn, id, at, e.code(), &detail, true).await?;
+                txn.commit().await?;
+                state.queue.push(id, delay).await?;
+                return Ok(());
+            }
             Err(ChannelError::Migrated { new_chat_id }) => {
                 let to = new_chat_id.to_string();
                 let code = Some("chat-migrated");
@@ -157,6 +200,7 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 if attempt >= state.settings.delivery.max_attempts {
                     let detail = format!("gave up after {attempt} attempts: {e}");
                     repo::mark_failed(&txn, id, e.code(), &detail).await?;
+                    stats::bump(&txn, &msg, Utc::now(), 0, 1).await?;
                     repo::record(
                         &txn,
                         id,
@@ -201,7 +245,7 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                     .await?;
                     tracing::error!(channel_id = %msg.channel_id, "provider rejected the account's credentials");
                 }
-                fail(state, id, &e, true).await?;
+                fail(state, &msg, &e, true).await?;
                 return pause_unreachable_chat(state, &msg, &e).await;
             }
         }
@@ -246,7 +290,13 @@ async fn pause_unreachable_chat(
 }
 
 /// `sending → failed` for a permanent error; `attempted` records the provider call that gave it.
-async fn fail(state: &AppState, id: &str, e: &ChannelError, attempted: bool) -> anyhow::Result<()> {
+async fn fail(
+    state: &AppState,
+    msg: &MessageRow,
+    e: &ChannelError,
+    attempted: bool,
+) -> anyhow::Result<()> {
+    let id = msg.id.as_str();
     let detail = e.to_string();
     let code = Some(e.code());
     let txn = state.db.begin().await?;
@@ -263,6 +313,7 @@ async fn fail(state: &AppState, id: &str, e: &ChannelError, attempted: bool) -> 
     }
     repo::mark_failed(&txn, id, e.code(), &detail).await?;
     repo::record(&txn, id, "failed", Some("permanent"), code, Some(&detail)).await?;
+    stats::bump(&txn, msg, Utc::now(), 0, 1).await?;
     txn.commit().await?;
     metrics::counter!("pregonero_messages_total", "status" => "failed").increment(1);
     Ok(())
@@ -280,17 +331,28 @@ async fn outbound(state: &AppState, msg: &MessageRow) -> Result<OutboundMessage,
                         detail: format!("{e:#}"),
                     })?;
             Some(MediaPayload {
+                key: meta.id,
                 bytes,
                 content_type: meta.content_type,
                 filename: meta.filename.unwrap_or_else(|| "file".into()),
             })
         }
     };
+    let template = match &msg.provider_template {
+        None => None,
+        Some(json) => Some(
+            serde_json::from_str(json).map_err(|e| ChannelError::Permanent {
+                code: "invalid-template",
+                detail: format!("stored provider template is unreadable: {e}"),
+            })?,
+        ),
+    };
     Ok(OutboundMessage {
         recipient: msg.recipient.clone(),
         text: msg.body.clone(),
         parse_mode: msg.parse_mode.clone(),
         media,
+        template,
     })
 }
 

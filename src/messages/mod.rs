@@ -1,6 +1,7 @@
 //! Messages: accept a send request, keep its ledger row and history, answer its status.
 pub mod repo;
 mod routes;
+pub mod stats;
 pub mod writer;
 
 pub use routes::configure;

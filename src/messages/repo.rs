@@ -139,6 +139,11 @@ impl NewMessage {
             updated_at: Set(now),
             sent_at: Set(None),
             integration_id: Set(self.integration_id),
+            campaign_id: Set(None),
+            contact_id: Set(None),
+            provider_template: Set(None),
+            delivered_at: Set(None),
+            read_at: Set(None),
         }
     }
 }
@@ -295,6 +300,41 @@ pub async fn mark_failed(
             .col_expr(messages::Column::LastError, Expr::value(detail)),
     )
     .await
+}
+
+/// `sending → skipped` (not sent on purpose, e.g. the contact opted out).
+pub async fn mark_skipped(
+    db: &impl ConnectionTrait,
+    id: &str,
+    code: &str,
+    detail: &str,
+) -> Result<(), DbErr> {
+    finish(
+        db,
+        id,
+        messages::Entity::update_many()
+            .col_expr(
+                messages::Column::Status,
+                Expr::value(MessageStatus::Skipped.as_str()),
+            )
+            .col_expr(messages::Column::LastErrorCode, Expr::value(code))
+            .col_expr(messages::Column::LastError, Expr::value(detail)),
+    )
+    .await
+}
+
+/// How many attempts of a message ended with `error_code` (for growing back-offs).
+pub async fn count_outcomes(
+    db: &impl ConnectionTrait,
+    message_id: &str,
+    error_code: &str,
+) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    message_events::Entity::find()
+        .filter(message_events::Column::MessageId.eq(message_id))
+        .filter(message_events::Column::ErrorCode.eq(error_code))
+        .count(db)
+        .await
 }
 
 /// `sending → queued` for another attempt at `at`; `refund` gives back the attempt (rate limits).
@@ -470,4 +510,90 @@ pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
         ]))
         .count(db)
         .await
+}
+
+/// Applies a provider's status callback (`sent`, `delivered`, `read`, `failed`) to the message
+/// it names. Idempotent (callbacks are retried): timestamps are set once, and `failed` moves a
+/// message only out of `sent`. Returns whether a message was found.
+pub async fn apply_provider_status(
+    db: &DatabaseConnection,
+    channel_id: &str,
+    provider_id: &str,
+    status: &str,
+    at: DateTime<Utc>,
+    error: Option<crate::channels::ChannelError>,
+) -> Result<bool, DbErr> {
+    use sea_orm::TransactionTrait;
+    let Some(msg) = messages::Entity::find()
+        .filter(messages::Column::ChannelId.eq(channel_id))
+        .filter(messages::Column::ProviderMessageId.eq(provider_id))
+        .one(db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let txn = db.begin().await?;
+    let stamp = |col: messages::Column| {
+        messages::Entity::update_many()
+            .col_expr(col, Expr::value(at))
+            .filter(messages::Column::Id.eq(msg.id.clone()))
+            .filter(col.is_null())
+    };
+    let changed = match status {
+        "delivered" => {
+            stamp(messages::Column::DeliveredAt)
+                .exec(&txn)
+                .await?
+                .rows_affected
+        }
+        "read" => {
+            stamp(messages::Column::ReadAt)
+                .exec(&txn)
+                .await?
+                .rows_affected
+        }
+        "failed" => {
+            let (code, detail) = match &error {
+                Some(e) => (e.code(), e.to_string()),
+                None => (
+                    "provider-failed",
+                    "the provider reported a failure".to_owned(),
+                ),
+            };
+            let n = messages::Entity::update_many()
+                .col_expr(
+                    messages::Column::Status,
+                    Expr::value(MessageStatus::Failed.as_str()),
+                )
+                .col_expr(messages::Column::LastErrorCode, Expr::value(code))
+                .col_expr(messages::Column::LastError, Expr::value(detail.clone()))
+                .col_expr(messages::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(messages::Column::Id.eq(msg.id.clone()))
+                .filter(status_is(MessageStatus::Sent))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if n > 0 {
+                // It was counted as sent when the provider accepted it.
+                super::stats::bump(&txn, &msg, msg.sent_at.unwrap_or(at), -1, 1).await?;
+                record(
+                    &txn,
+                    &msg.id,
+                    "failed",
+                    Some("provider"),
+                    Some(code),
+                    Some(&detail),
+                )
+                .await?;
+            }
+            n
+        }
+        _ => 0,
+    };
+    if changed > 0 && status != "failed" {
+        let detail = format!("at {}", at.to_rfc3339());
+        record(&txn, &msg.id, "status", Some(status), None, Some(&detail)).await?;
+    }
+    txn.commit().await?;
+    Ok(true)
 }

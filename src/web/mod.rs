@@ -6,7 +6,8 @@ mod spa;
 use actix_web::{HttpResponse, web};
 
 use crate::{
-    auth, channels, contacts, error::ErrorBody, events, integrations, media, messages, templates,
+    auth, campaigns, channels, contacts, dashboard, error::ErrorBody, events, integrations, media,
+    messages, templates,
 };
 
 /// Mounts every route: operations at the root, the API under `/api/v1`.
@@ -22,7 +23,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/telegram/webhook/{channel_id}",
             web::post().to(integrations::telegram_webhook),
         )
+        .route(
+            "/whatsapp/webhook/{channel_id}",
+            web::get().to(channels::whatsapp::webhook::verify),
+        )
+        .route(
+            "/whatsapp/webhook/{channel_id}",
+            web::post().to(channels::whatsapp::webhook::receive),
+        )
         .configure(integrations::configure_pingui)
+        .configure(dashboard::configure_seed)
         .configure(auth::routes::configure_auth)
         .configure(spa::configure)
         .service(
@@ -32,6 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(auth::routes::configure)
                 .configure(contacts::configure)
                 .configure(templates::configure)
+                .configure(campaigns::configure)
+                .configure(dashboard::configure)
                 .configure(channels::routes::configure)
                 .configure(messages::configure)
                 .configure(integrations::configure)

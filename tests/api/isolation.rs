@@ -29,6 +29,7 @@ struct Resources {
     contact: String,
     import: String,
     template: String,
+    campaign: String,
 }
 
 impl Resources {
@@ -43,6 +44,7 @@ impl Resources {
             "contact" => &self.contact,
             "import" => &self.import,
             "template" => &self.template,
+            "campaign" => &self.campaign,
             other => panic!("unknown resource kind {other}"),
         }
     }
@@ -162,6 +164,51 @@ fn routes() -> Vec<Route> {
             Some("template"),
             |_| Some(json!({})),
         ),
+        r(M::POST, "/api/v1/campaigns", None, |res| {
+            Some(json!({"name": "c", "channel_id": res.channel, "body": "Hola"}))
+        }),
+        r(M::GET, "/api/v1/campaigns", None, none),
+        r(M::GET, "/api/v1/campaigns/{id}", Some("campaign"), none),
+        r(
+            M::POST,
+            "/api/v1/campaigns/{id}/start",
+            Some("campaign"),
+            none,
+        ),
+        r(
+            M::POST,
+            "/api/v1/campaigns/{id}/pause",
+            Some("campaign"),
+            none,
+        ),
+        r(
+            M::POST,
+            "/api/v1/campaigns/{id}/resume",
+            Some("campaign"),
+            none,
+        ),
+        r(
+            M::POST,
+            "/api/v1/campaigns/{id}/cancel",
+            Some("campaign"),
+            none,
+        ),
+        r(
+            M::POST,
+            "/api/v1/campaigns/{id}/retry-failed",
+            Some("campaign"),
+            none,
+        ),
+        r(
+            M::GET,
+            "/api/v1/campaigns/{id}/recipients",
+            Some("campaign"),
+            none,
+        ),
+        r(M::GET, "/api/v1/dashboard/current-month", None, none),
+        r(M::GET, "/api/v1/dashboard/timeline", None, none),
+        r(M::GET, "/api/v1/dashboard/by-group", None, none),
+        r(M::GET, "/api/v1/dashboard/by-contact", None, none),
     ]
 }
 
@@ -310,7 +357,16 @@ async fn create_everything(app: &TestApp, a: &str) -> Resources {
         "/id",
     )
     .await;
+    let campaign = create(
+        app,
+        a,
+        "/api/v1/campaigns",
+        Json(json!({"name": "a", "channel_id": channel, "body": "Hola {{ nombre }}"})),
+        "/id",
+    )
+    .await;
     Resources {
+        campaign,
         template,
         contact,
         import,
@@ -370,6 +426,7 @@ async fn isolation_walk(backend: Backend) {
             "contact",
             "import",
             "template",
+            "campaign",
         ] {
             assert!(
                 !text.contains(res.id(kind)),

@@ -4,6 +4,7 @@ mod helpers;
 
 mod alerts;
 mod auth;
+mod campaigns;
 mod contacts;
 mod crash;
 mod dashboard;

@@ -1,0 +1,284 @@
+//! `CampaignRunner` starts one `CampaignActor` per running campaign this node holds the lease
+//! of; the actor releases recipients to the delivery queue at the pace the account absorbs,
+//! refreshes the counters, and ends the campaign when every recipient is final.
+//!
+//! Pacing itself is the account actor's (its buckets see every campaign and alert of the
+//! account); a campaign only keeps `lookahead` seconds of the account's rate queued, divided
+//! among the campaigns running on that account, so campaigns share an account fairly and a
+//! pause takes effect within that many seconds.
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::{
+    SendWindow,
+    repo::{self, status},
+};
+use crate::{channels::routes as channel_routes, leases, state::AppState};
+
+/// Which campaigns run on which account on this node (for fair shares).
+#[derive(Debug, Default)]
+pub struct Shares(Mutex<HashMap<String, BTreeSet<String>>>);
+
+impl Shares {
+    fn join(&self, channel: &str, campaign: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(campaign.to_owned());
+    }
+
+    fn leave(&self, channel: &str, campaign: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = map.get_mut(channel) {
+            set.remove(campaign);
+            if set.is_empty() {
+                map.remove(channel);
+            }
+        }
+    }
+
+    fn count(&self, channel: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .map_or(1, |s| s.len().max(1) as u64)
+    }
+}
+
+fn lease_name(campaign_id: &str) -> String {
+    format!("campaign:{campaign_id}")
+}
+
+/// Supervises the campaign actors of this node.
+pub struct CampaignRunner {
+    state: AppState,
+    actors: HashMap<String, Addr<CampaignActor>>,
+    shares: Arc<Shares>,
+    scanning: bool,
+}
+
+impl CampaignRunner {
+    /// A runner for `state` (start it on worker nodes only).
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state,
+            actors: HashMap::new(),
+            shares: Default::default(),
+            scanning: false,
+        }
+    }
+}
+
+/// How often the runner looks for campaigns to run.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+impl Actor for CampaignRunner {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SCAN_EVERY, |act, ctx| act.scan(ctx));
+    }
+}
+
+impl Supervised for CampaignRunner {}
+
+impl CampaignRunner {
+    fn scan(&mut self, ctx: &mut Context<Self>) {
+        if self.scanning {
+            return;
+        }
+        self.actors.retain(|_, addr| addr.connected());
+        self.scanning = true;
+        let state = self.state.clone();
+        let fut = async move { repo::due(&state.db, Utc::now()).await };
+        ctx.spawn(actix::fut::wrap_future(fut).map(|due, act: &mut Self, _| {
+            act.scanning = false;
+            match due {
+                Ok(due) => {
+                    for row in due {
+                        if !act.actors.contains_key(&row.id) {
+                            let actor = CampaignActor {
+                                id: row.id.clone(),
+                                channel_id: row.channel_id.clone(),
+                                state: act.state.clone(),
+                                shares: act.shares.clone(),
+                            };
+                            // Not supervised: an actor that stops is done (the campaign left
+                            // `running`); one that died is started again by the next scan.
+                            let addr = actor.start();
+                            act.actors.insert(row.id, addr);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list due campaigns"),
+            }
+        }));
+    }
+}
+
+/// Stops every campaign actor (shutdown): leases go back so another node continues at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopCampaigns;
+
+impl Handler<StopCampaigns> for CampaignRunner {
+    type Result = ();
+
+    fn handle(&mut self, _: StopCampaigns, ctx: &mut Self::Context) {
+        for (_, addr) in self.actors.drain() {
+            addr.do_send(Finish);
+        }
+        ctx.stop();
+    }
+}
+
+/// Owns one running campaign on this node while it holds the campaign's lease.
+pub struct CampaignActor {
+    id: String,
+    channel_id: String,
+    state: AppState,
+    shares: Arc<Shares>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Finish;
+
+impl Handler<Finish> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Finish, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Actor for CampaignActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.shares.join(&self.channel_id, &self.id);
+        let fut = drive(
+            self.state.clone(),
+            self.id.clone(),
+            self.channel_id.clone(),
+            self.shares.clone(),
+        );
+        ctx.spawn(actix::fut::wrap_future(fut).map(|result, act: &mut Self, ctx| {
+            if let Err(e) = result {
+                tracing::error!(campaign_id = %act.id, error = ?e, "campaign loop failed; the runner restarts it");
+            }
+            ctx.stop();
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.shares.leave(&self.channel_id, &self.id);
+        let (db, name, node) = (
+            self.state.db.clone(),
+            lease_name(&self.id),
+            self.state.node_name.clone(),
+        );
+        // Hand the lease back whatever term we hold: the campaign is not ours any more.
+        actix::spawn(async move {
+            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+            let _ = crate::entities::leases::Entity::delete_many()
+                .filter(crate::entities::leases::Column::Name.eq(name))
+                .filter(crate::entities::leases::Column::Holder.eq(node))
+                .exec(&db)
+                .await;
+        });
+        tracing::debug!(campaign_id = %self.id, "campaign actor stopped");
+    }
+}
+
+/// The campaign's loop: returns when it is no longer running here (paused, cancelled,
+/// completed, deleted, or its lease went to another node).
+async fn drive(
+    state: AppState,
+    id: String,
+    channel_id: String,
+    shares: Arc<Shares>,
+) -> anyhow::Result<()> {
+    let settings = state.settings.campaigns.clone();
+    let tick = Duration::from_millis(settings.tick_ms);
+    let lease_for = chrono::Duration::seconds(settings.lease_secs as i64);
+    let mut renewed: Option<Instant> = None;
+    let mut counted = Instant::now() - Duration::from_secs(60);
+    let rate = match crate::channels::repo::find(&state.db, &channel_id).await? {
+        Some(row) => {
+            channel_routes::stored_limits(&row)
+                .resolve(channel_routes::kind_of(&row), &state.settings)
+                .account_per_sec
+        }
+        None => 1,
+    };
+    loop {
+        if renewed.is_none_or(|r| r.elapsed() >= Duration::from_secs(settings.lease_secs / 3)) {
+            let now = Utc::now();
+            let until = now + lease_for;
+            if !leases::acquire(&state.db, &lease_name(&id), &state.node_name, now, until).await? {
+                tracing::debug!(campaign_id = %id, "another node runs this campaign");
+                return Ok(());
+            }
+            renewed = Some(Instant::now());
+        }
+        let Some(row) = repo::find(&state.db, &id).await? else {
+            return Ok(());
+        };
+        match row.status.as_str() {
+            status::RUNNING => {}
+            status::SCHEDULED => {
+                repo::transition(&state.db, &id, &[status::SCHEDULED], status::RUNNING, None)
+                    .await?;
+                tracing::info!(campaign_id = %id, "scheduled campaign started");
+            }
+            _ => {
+                let c = repo::count(&state.db, &id).await?;
+                repo::store_counters(&state.db, &id, &c).await?;
+                return Ok(());
+            }
+        }
+        let open = row
+            .send_window
+            .as_deref()
+            .and_then(|w| serde_json::from_str::<SendWindow>(w).ok())
+            .is_none_or(|w| w.contains(Utc::now()));
+        if open {
+            let in_flight = repo::in_flight(&state.db, &id).await?;
+            let budget = (u64::from(rate) * settings.lookahead_secs)
+                .div_ceil(shares.count(&channel_id))
+                .max(1);
+            let ids = repo::release(&state.db, &id, budget.saturating_sub(in_flight)).await?;
+            if !ids.is_empty() {
+                if let Err(e) = state.queue.push_many(&ids).await {
+                    // The rows are queued without a job: the recovery sweep pushes them.
+                    tracing::warn!(campaign_id = %id, error = ?e, "could not push campaign jobs; the sweep will");
+                } else {
+                    crate::messages::repo::mark_enqueued(&state.db, &ids).await?;
+                }
+            }
+        }
+        if counted.elapsed() >= Duration::from_secs(1) {
+            counted = Instant::now();
+            let c = repo::count(&state.db, &id).await?;
+            repo::store_counters(&state.db, &id, &c).await?;
+            if c.done()
+                && repo::transition(&state.db, &id, &[status::RUNNING], status::COMPLETED, None)
+                    .await?
+            {
+                tracing::info!(campaign_id = %id, sent = c.sent, failed = c.failed, skipped = c.skipped, "campaign completed");
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(tick).await;
+    }
+}

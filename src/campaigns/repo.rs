@@ -1,0 +1,300 @@
+//! Campaign rows, their recipients' ledger in `messages`, and the counters.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+    sea_query::{Expr, ExprTrait, OnConflict},
+};
+
+use crate::{
+    domain::MessageStatus,
+    entities::{campaigns, message_events, messages},
+};
+
+pub use campaigns::Model as CampaignRow;
+
+/// Lifecycle states of a campaign.
+pub mod status {
+    /// Created, not started.
+    pub const DRAFT: &str = "draft";
+    /// Started with a future `scheduled_at`.
+    pub const SCHEDULED: &str = "scheduled";
+    /// Releasing recipients.
+    pub const RUNNING: &str = "running";
+    /// Stopped by its owner; resumable.
+    pub const PAUSED: &str = "paused";
+    /// Every recipient reached a final state.
+    pub const COMPLETED: &str = "completed";
+    /// Stopped for good; unsent recipients are skipped.
+    pub const CANCELLED: &str = "cancelled";
+}
+
+/// One campaign by id.
+pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<CampaignRow>, DbErr> {
+    campaigns::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// Moves a campaign from one of `from` to `to` (with a detail); false if it was in none of them.
+pub async fn transition(
+    db: &impl ConnectionTrait,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    detail: Option<&str>,
+) -> Result<bool, DbErr> {
+    let now = Utc::now();
+    let mut update = campaigns::Entity::update_many()
+        .col_expr(campaigns::Column::Status, Expr::value(to))
+        .col_expr(campaigns::Column::StatusDetail, Expr::value(detail))
+        .col_expr(campaigns::Column::UpdatedAt, Expr::value(now));
+    if to == status::RUNNING {
+        update = update.col_expr(
+            campaigns::Column::StartedAt,
+            Expr::col(campaigns::Column::StartedAt).if_null(now),
+        );
+    }
+    if matches!(to, status::COMPLETED | status::CANCELLED) {
+        update = update.col_expr(campaigns::Column::FinishedAt, Expr::value(now));
+    }
+    let res = update
+        .filter(campaigns::Column::Id.eq(id))
+        .filter(campaigns::Column::Status.is_in(from.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected > 0)
+}
+
+/// Campaigns that should be running now: `running`, and `scheduled` ones that are due.
+pub async fn due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Vec<CampaignRow>, DbErr> {
+    use sea_orm::sea_query::Condition;
+    campaigns::Entity::find()
+        .filter(
+            Condition::any()
+                .add(campaigns::Column::Status.eq(status::RUNNING))
+                .add(
+                    Condition::all()
+                        .add(campaigns::Column::Status.eq(status::SCHEDULED))
+                        .add(campaigns::Column::ScheduledAt.lte(now)),
+                ),
+        )
+        .all(db)
+        .await
+}
+
+/// Inserts ledger rows (`pending`), skipping contacts the campaign already has: starting twice,
+/// or after a crash half-way, never creates a second message for a contact.
+pub async fn insert_recipients(
+    db: &impl ConnectionTrait,
+    rows: Vec<messages::ActiveModel>,
+) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    messages::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([messages::Column::CampaignId, messages::Column::ContactId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Releases up to `n` pending recipients for delivery (`pending → queued`), oldest first;
+/// returns their ids (the caller pushes their jobs).
+pub async fn release(
+    db: &DatabaseConnection,
+    campaign_id: &str,
+    n: u64,
+) -> Result<Vec<String>, DbErr> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let txn = db.begin().await?;
+    // Released only while running: a pause that landed meanwhile wins.
+    let running = campaigns::Entity::find_by_id(campaign_id.to_owned())
+        .one(&txn)
+        .await?
+        .is_some_and(|c| c.status == status::RUNNING);
+    if !running {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = messages::Entity::find()
+        .select_only()
+        .column(messages::Column::Id)
+        .filter(messages::Column::CampaignId.eq(campaign_id))
+        .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
+        .order_by_asc(messages::Column::Id)
+        .limit(n)
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    let now = Utc::now();
+    messages::Entity::update_many()
+        .col_expr(
+            messages::Column::Status,
+            Expr::value(MessageStatus::Queued.as_str()),
+        )
+        .col_expr(messages::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(messages::Column::EnqueuedAt, Expr::value(now))
+        .col_expr(messages::Column::UpdatedAt, Expr::value(now))
+        .filter(messages::Column::Id.is_in(ids.clone()))
+        .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
+        .exec(&txn)
+        .await?;
+    let events: Vec<_> = ids
+        .iter()
+        .map(|id| message_events::ActiveModel {
+            message_id: sea_orm::Set(id.clone()),
+            at: sea_orm::Set(now),
+            kind: sea_orm::Set("queued".to_owned()),
+            outcome: sea_orm::Set(None),
+            error_code: sea_orm::Set(None),
+            detail: sea_orm::Set(None),
+            ..Default::default()
+        })
+        .collect();
+    message_events::Entity::insert_many(events)
+        .exec_without_returning(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(ids)
+}
+
+/// Moves this campaign's messages in `from` to `to` (pause: queued → pending; cancel:
+/// pending/queued → skipped; retry: failed → pending). Messages being sent are left to finish.
+pub async fn move_messages(
+    db: &impl ConnectionTrait,
+    campaign_id: &str,
+    from: &[MessageStatus],
+    to: MessageStatus,
+    code: Option<&str>,
+) -> Result<u64, DbErr> {
+    let mut update = messages::Entity::update_many()
+        .col_expr(messages::Column::Status, Expr::value(to.as_str()))
+        .col_expr(messages::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(code) = code {
+        update = update.col_expr(messages::Column::LastErrorCode, Expr::value(code));
+    }
+    if to == MessageStatus::Pending {
+        // A retried message starts over: fresh attempts, no job, no error.
+        update = update
+            .col_expr(messages::Column::Attempts, Expr::value(0))
+            .col_expr(
+                messages::Column::EnqueuedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            );
+    }
+    let res = update
+        .filter(messages::Column::CampaignId.eq(campaign_id))
+        .filter(messages::Column::Status.is_in(from.iter().map(|s| s.as_str())))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Live counters of a campaign, from its ledger.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Recipients in the ledger.
+    pub total: i64,
+    /// Not released yet.
+    pub pending: i64,
+    /// Released and waiting for a send (or being sent).
+    pub queued: i64,
+    /// Accepted by the provider.
+    pub sent: i64,
+    /// Reported delivered (a subset of `sent`).
+    pub delivered: i64,
+    /// Reported read (a subset of `sent`).
+    pub read: i64,
+    /// Failed for good.
+    pub failed: i64,
+    /// Not sent on purpose (opted out, missing variables, cancelled).
+    pub skipped: i64,
+}
+
+impl Counters {
+    /// Whether every recipient reached a final state.
+    pub fn done(&self) -> bool {
+        self.pending == 0 && self.queued == 0
+    }
+}
+
+/// Counts the ledger by status (an index range scan on `(campaign_id, status)`).
+pub async fn count(db: &impl ConnectionTrait, campaign_id: &str) -> Result<Counters, DbErr> {
+    let by_status: Vec<(String, i64)> = messages::Entity::find()
+        .select_only()
+        .column(messages::Column::Status)
+        .column_as(messages::Column::Id.count(), "n")
+        .filter(messages::Column::CampaignId.eq(campaign_id))
+        .group_by(messages::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut c = Counters::default();
+    for (status, n) in by_status {
+        c.total += n;
+        match status.as_str() {
+            "pending" => c.pending += n,
+            "queued" | "sending" => c.queued += n,
+            "sent" => c.sent += n,
+            "failed" => c.failed += n,
+            _ => c.skipped += n,
+        }
+    }
+    if c.sent > 0 {
+        let (delivered, read): (Option<i64>, Option<i64>) = messages::Entity::find()
+            .select_only()
+            .column_as(messages::Column::DeliveredAt.count(), "d")
+            .column_as(messages::Column::ReadAt.count(), "r")
+            .filter(messages::Column::CampaignId.eq(campaign_id))
+            .filter(messages::Column::Status.eq(MessageStatus::Sent.as_str()))
+            .into_tuple()
+            .one(db)
+            .await?
+            .unwrap_or_default();
+        c.delivered = delivered.unwrap_or(0);
+        c.read = read.unwrap_or(0);
+    }
+    Ok(c)
+}
+
+/// Stores the counters on the campaign row (lists and dashboards read them from there).
+pub async fn store_counters(
+    db: &impl ConnectionTrait,
+    campaign_id: &str,
+    c: &Counters,
+) -> Result<(), DbErr> {
+    campaigns::Entity::update_many()
+        .col_expr(campaigns::Column::Total, Expr::value(c.total))
+        .col_expr(campaigns::Column::Pending, Expr::value(c.pending))
+        .col_expr(campaigns::Column::Queued, Expr::value(c.queued))
+        .col_expr(campaigns::Column::Sent, Expr::value(c.sent))
+        .col_expr(campaigns::Column::Delivered, Expr::value(c.delivered))
+        .col_expr(campaigns::Column::Read, Expr::value(c.read))
+        .col_expr(campaigns::Column::Failed, Expr::value(c.failed))
+        .col_expr(campaigns::Column::Skipped, Expr::value(c.skipped))
+        .col_expr(campaigns::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(campaigns::Column::Id.eq(campaign_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Recipients released and not final yet (queued or being sent).
+pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &str) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    messages::Entity::find()
+        .filter(messages::Column::CampaignId.eq(campaign_id))
+        .filter(messages::Column::Status.is_in([
+            MessageStatus::Queued.as_str(),
+            MessageStatus::Sending.as_str(),
+        ]))
+        .count(db)
+        .await
+}

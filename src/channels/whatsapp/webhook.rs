@@ -1,0 +1,209 @@
+//! `GET|POST /whatsapp/webhook/{channel_id}`: Meta's verification handshake and its signed
+//! callbacks — message statuses (which advance the ledger) and inbound messages (which open the
+//! 24 h service window and record opt-outs).
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::WaCredentials;
+use crate::{
+    channels::repo, crypto, domain::ChannelKind, error::ApiError, messages, state::AppState,
+    telemetry::redact,
+};
+
+#[derive(Deserialize)]
+/// Meta's verification query.
+pub struct Verify {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+async fn credentials(state: &AppState, channel_id: &str) -> Result<WaCredentials, ApiError> {
+    let not_found = || ApiError::NotFound("channel-not-found", "no such WhatsApp number".into());
+    let row = repo::find(&state.db, channel_id)
+        .await?
+        .filter(|r| r.kind == ChannelKind::WhatsappCloud.as_str())
+        .ok_or_else(not_found)?;
+    let plain = state.cipher.decrypt(&row.credentials)?;
+    Ok(WaCredentials::from_json(&plain)?)
+}
+
+/// Verification: echo `hub.challenge` when the verify token matches, else 403.
+pub async fn verify(
+    path: web::Path<String>,
+    query: web::Query<Verify>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let creds = credentials(&state, &path).await?;
+    let q = query.into_inner();
+    let token_ok = q.verify_token.as_deref().is_some_and(|t| {
+        crypto::constant_time_eq(t.as_bytes(), creds.verify_token.expose_secret().as_bytes())
+    });
+    match (q.mode.as_deref(), token_ok, q.challenge) {
+        (Some("subscribe"), true, Some(challenge)) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(challenge)),
+        _ => Err(ApiError::Forbidden(
+            "verification-failed",
+            "hub.mode must be `subscribe` and hub.verify_token must match the number's".into(),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Callback {
+    #[serde(default)]
+    entry: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entry {
+    #[serde(default)]
+    changes: Vec<Change>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Change {
+    value: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Value {
+    #[serde(default)]
+    statuses: Vec<Status>,
+    #[serde(default)]
+    messages: Vec<Inbound>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Status {
+    id: String,
+    status: String,
+    timestamp: Option<String>,
+    #[serde(default)]
+    errors: Vec<StatusError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StatusError {
+    code: Option<i64>,
+    title: Option<String>,
+    message: Option<String>,
+    error_data: Option<ErrorData>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorData {
+    details: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Inbound {
+    from: String,
+    timestamp: Option<String>,
+    text: Option<Text>,
+    button: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Text {
+    #[serde(alias = "text")]
+    body: Option<String>,
+}
+
+fn at(timestamp: Option<&str>) -> DateTime<Utc> {
+    timestamp
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
+        .unwrap_or_else(Utc::now)
+}
+
+/// A signed callback. Bad signature → 401 (nothing is read); a database error → 500 so Meta
+/// retries (it does for 7 days), which is why every change below is idempotent.
+pub async fn receive(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let channel_id = path.into_inner();
+    let creds = credentials(&state, &channel_id).await?;
+    let signature = req
+        .headers()
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|hex_sig| hex::decode(hex_sig).ok());
+    let expected = crypto::hmac_sha256(creds.app_secret.expose_secret().as_bytes(), &body);
+    if !signature.is_some_and(|s| crypto::constant_time_eq(&s, &expected)) {
+        metrics::counter!("pregonero_webhook_rejected_total", "channel" => "whatsapp").increment(1);
+        return Err(ApiError::Unauthorized(
+            "invalid-signature",
+            "X-Hub-Signature-256 does not match the body signed with the app secret".into(),
+        ));
+    }
+    let callback: Callback = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(
+            "invalid-json",
+            format!("callback body is not valid JSON: {e}"),
+        )
+    })?;
+    let owner = repo::find(&state.db, &channel_id)
+        .await?
+        .map(|r| r.owner_id)
+        .unwrap_or_default();
+    for value in callback
+        .entry
+        .into_iter()
+        .flat_map(|e| e.changes)
+        .filter_map(|c| c.value)
+    {
+        for status in value.statuses {
+            apply_status(&state, &channel_id, status).await?;
+        }
+        for inbound in value.messages {
+            apply_inbound(&state, &owner, inbound).await?;
+        }
+    }
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(), ApiError> {
+    let when = at(s.timestamp.as_deref());
+    let error = s.errors.into_iter().next().map(|e| {
+        let detail = [e.title, e.message, e.error_data.and_then(|d| d.details)]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        super::classify_status_error(e.code, detail)
+    });
+    let applied =
+        messages::repo::apply_provider_status(&state.db, channel_id, &s.id, &s.status, when, error)
+            .await?;
+    tracing::debug!(%channel_id, status = %s.status, applied, "WhatsApp status");
+    Ok(())
+}
+
+async fn apply_inbound(state: &AppState, owner: &str, m: Inbound) -> Result<(), ApiError> {
+    let phone = format!("+{}", m.from.trim_start_matches('+'));
+    let text = m.text.or(m.button).and_then(|t| t.body).unwrap_or_default();
+    let opt_out = state
+        .settings
+        .whatsapp
+        .opt_out_keywords
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(text.trim()));
+    let when = at(m.timestamp.as_deref());
+    let found =
+        crate::contacts::repo::record_inbound(&state.db, owner, &phone, when, opt_out).await?;
+    if opt_out {
+        tracing::info!(contact = %redact(&phone), found, "contact opted out by message");
+    }
+    Ok(())
+}

@@ -1,0 +1,511 @@
+//! Campaigns over the WhatsApp Cloud API against the stateful fake (CHANNELS.md §2): signed
+//! status webhooks, the 24 h window, opt-outs, pause/resume/cancel, restart without duplicates,
+//! missing variables, dashboards and the WhatsApp sender's `/send-messages`.
+use std::{collections::HashSet, time::Duration};
+
+use fakes::{FakeWhatsApp, FakeWhatsAppConfig, WindowMode};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Backend, TestApp, secret, spawn_app_with, status_and_json},
+    on_both_databases,
+};
+
+const NUMBER: &str = "106540352242922";
+const ACCESS_TOKEN: &str = "EAAGtest-access-token-0123456789";
+const APP_SECRET: &str = "wa-app-secret-0123456789";
+
+struct Wa {
+    app: TestApp,
+    fake: FakeWhatsApp,
+    channel: String,
+    webhook_path: String,
+    verify_token: String,
+}
+
+async fn wa_app(backend: Backend, mode: WindowMode, limits: Option<Value>) -> Wa {
+    let fake = FakeWhatsApp::start(FakeWhatsAppConfig {
+        window_mode: mode,
+        ..Default::default()
+    })
+    .await
+    .expect("fake whatsapp");
+    fake.add_number(NUMBER, ACCESS_TOKEN, APP_SECRET);
+    let base = format!("{}/v21.0", fake.base_url());
+    let app = spawn_app_with(backend, move |s| {
+        s.whatsapp.api_base_url = base;
+        s.whatsapp.throughput_backoff_ms = 200;
+        s.campaigns.tick_ms = 50;
+    })
+    .await;
+    secret(ACCESS_TOKEN);
+    secret(APP_SECRET);
+    let mut body = json!({"kind": "whatsapp_cloud", "name": "wa", "phone_number_id": NUMBER,
+                          "access_token": ACCESS_TOKEN, "app_secret": APP_SECRET});
+    if let Some(limits) = limits {
+        body["limits"] = limits;
+    }
+    let (status, ch) = app.api(Method::POST, "channels", Some(body)).await;
+    assert_eq!(status, 201, "{ch}");
+    assert!(ch.get("access_token").is_none() && ch.get("app_secret").is_none());
+    let webhook_path = ch["webhook_path"]
+        .as_str()
+        .expect("webhook path")
+        .to_owned();
+    let verify_token = ch["verify_token"]
+        .as_str()
+        .expect("verify token")
+        .to_owned();
+    secret(&verify_token);
+    fake.set_webhook(NUMBER, &format!("{}{webhook_path}", app.address));
+    Wa {
+        channel: ch["id"].as_str().expect("id").to_owned(),
+        app,
+        fake,
+        webhook_path,
+        verify_token,
+    }
+}
+
+async fn contact(app: &TestApp, body: Value) -> String {
+    let (status, c) = app.api(Method::POST, "contacts", Some(body)).await;
+    assert_eq!(status, 201, "{c}");
+    c["id"].as_str().expect("id").to_owned()
+}
+
+fn phone(i: usize) -> String {
+    format!("+34600{i:06}")
+}
+
+async fn campaign(app: &TestApp, body: Value) -> (u16, Value) {
+    app.api(Method::POST, "campaigns", Some(body)).await
+}
+
+/// Polls the campaign until `done` holds (panics after `timeout`).
+async fn wait_campaign(
+    app: &TestApp,
+    id: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (status, c) = app.get_json(&format!("campaigns/{id}")).await;
+        assert_eq!(status, 200, "{c}");
+        if done(&c) {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "campaign did not get there: {c:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn whatsapp_campaign_end_to_end(backend: Backend) {
+    let wa = wa_app(backend, WindowMode::Off, None).await;
+    let app = &wa.app;
+    for i in 1..=4 {
+        contact(app, json!({"phone": phone(i), "name": format!("N{i}"), "group": if i % 2 == 0 { "VIP" } else { "General" }})).await;
+    }
+    contact(
+        app,
+        json!({"phone": phone(5), "name": "Gone", "opted_out": true}),
+    )
+    .await;
+    wa.fake.set_undeliverable(&phone(4)[1..]);
+
+    let (status, c) = campaign(app, json!({"name": "Promo", "channel_id": wa.channel, "body": "Hola {{ nombre }}", "start": true})).await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(
+        c["counters"]["total"], 4,
+        "opted-out contacts are not in the audience: {c}"
+    );
+    let id = c["id"].as_str().expect("id");
+    let c = wait_campaign(app, id, Duration::from_secs(30), |c| {
+        c["status"] == "completed" && c["counters"]["read"] == 3 && c["counters"]["failed"] == 1
+    })
+    .await;
+    assert_eq!(c["counters"]["sent"], 3, "{c}");
+    assert_eq!(c["progress"], 100.0);
+
+    let sent = wa.fake.sent();
+    let texts: HashSet<_> = sent.iter().filter_map(|s| s.body.clone()).collect();
+    assert_eq!(sent.len(), 4, "one message per contact: {sent:?}");
+    assert!(
+        texts.contains("Hola N1") && texts.contains("Hola N3"),
+        "{texts:?}"
+    );
+    assert!(
+        !sent.iter().any(|s| s.to.ends_with("600000005")),
+        "opted out"
+    );
+
+    let (_, rec) = app
+        .get_json(&format!("campaigns/{id}/recipients?status=failed"))
+        .await;
+    assert_eq!(rec["items"][0]["error_code"], "undeliverable", "{rec}");
+    let (_, rec) = app
+        .get_json(&format!("campaigns/{id}/recipients?status=sent"))
+        .await;
+    assert!(
+        rec["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|r| !r["read_at"].is_null()
+                && r["provider_message_id"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("wamid."))),
+        "{rec}"
+    );
+
+    // Dashboards, from the rollups, through both the API and the WhatsApp sender's paths.
+    let (status, month) = app.get_json("dashboard/current-month").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (month["sent"].as_i64(), month["errors"].as_i64()),
+        (Some(3), Some(1)),
+        "{month}"
+    );
+    assert_eq!(month["success_rate"], 75.0);
+    let seed = app
+        .client
+        .get(format!("{}/dashboard/current-month", app.address))
+        .bearer_auth(&app.api_key);
+    let (status, seed) = status_and_json(seed).await;
+    assert_eq!((status, &seed["sent"]), (200, &json!(3)), "{seed}");
+    let (_, groups) = app.get_json("dashboard/by-group").await;
+    let vip = groups["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["group"] == "VIP")
+        .cloned()
+        .expect("VIP");
+    assert_eq!(
+        (vip["sent"].as_i64(), vip["errors"].as_i64()),
+        (Some(1), Some(1)),
+        "{groups}"
+    );
+    let (_, top) = app.get_json("dashboard/by-contact?limit=2").await;
+    assert_eq!(
+        top["contacts"].as_array().expect("contacts").len(),
+        2,
+        "{top}"
+    );
+    let (_, timeline) = app.get_json("dashboard/timeline?days=7").await;
+    let days = timeline["days"].as_array().expect("days");
+    assert_eq!(days.len(), 7);
+    assert_eq!(days[6]["sent"], 3, "{timeline}");
+    let clear = app
+        .client
+        .delete(format!("{}/cache/user", app.address))
+        .bearer_auth(&app.api_key);
+    let (status, cleared) = status_and_json(clear).await;
+    assert_eq!(
+        (status, &cleared["success"]),
+        (200, &json!(true)),
+        "{cleared}"
+    );
+    let (_, again) = app.get_json("dashboard/current-month").await;
+    assert_eq!(
+        (again["sent"].as_i64(), again["errors"].as_i64()),
+        (Some(3), Some(1)),
+        "rebuilt from the ledger: {again}"
+    );
+    let status_req = app
+        .client
+        .get(format!("{}/connection-status", app.address))
+        .bearer_auth(&app.api_key);
+    let (_, conn) = status_and_json(status_req).await;
+    assert_eq!(conn["connected"], true, "{conn}");
+}
+
+async fn webhooks_window_and_opt_out(backend: Backend) {
+    let wa = wa_app(backend, WindowMode::SyncError, None).await;
+    let app = &wa.app;
+    // Verification handshake.
+    let url = format!("{}{}", app.address, wa.webhook_path);
+    let ok = app
+        .client
+        .get(&url)
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", wa.verify_token.as_str()),
+            ("hub.challenge", "1158201444"),
+        ])
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(ok.text().await.expect("body"), "1158201444");
+    let bad = app
+        .client
+        .get(&url)
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", "nope"),
+            ("hub.challenge", "1"),
+        ])
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(bad.status().as_u16(), 403);
+    // A callback signed with another secret changes nothing.
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {"messages": [{"from": phone(1)[1..].to_owned(), "id": "wamid.x", "timestamp": "1750857384", "type": "text", "text": {"body": "STOP"}}]}}]}]});
+    let forged = app
+        .client
+        .post(&url)
+        .header("x-hub-signature-256", format!("sha256={}", "ab".repeat(32)))
+        .json(&body);
+    let (status, err) = status_and_json(forged).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid-signature"))
+    );
+
+    let inside = contact(app, json!({"phone": phone(1), "name": "Ana"})).await;
+    let outside = contact(app, json!({"phone": phone(2), "name": "Luis"})).await;
+    let (_, c) = app.get_json(&format!("contacts/{inside}")).await;
+    assert_eq!(c["opted_out"], false, "the forged STOP was ignored: {c}");
+    wa.fake
+        .inbound(NUMBER, &phone(1)[1..], "hola")
+        .await
+        .expect("inbound accepted");
+
+    let (status, c) = campaign(
+        app,
+        json!({"name": "W", "channel_id": wa.channel, "body": "Hola {{ nombre }}", "start": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_str().expect("id");
+    let c = wait_campaign(app, id, Duration::from_secs(30), |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    assert_eq!(
+        (
+            c["counters"]["sent"].as_i64(),
+            c["counters"]["failed"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{c}"
+    );
+    let (_, rec) = app
+        .get_json(&format!("campaigns/{id}/recipients?status=failed"))
+        .await;
+    assert_eq!(rec["items"][0]["contact_id"], outside.as_str());
+    assert_eq!(
+        rec["items"][0]["error_code"], "outside-service-window",
+        "{rec}"
+    );
+    assert!(
+        rec["items"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("24 h")),
+        "a clear reason: {rec}"
+    );
+
+    // "BAJA" from a contact opts them out; the next campaign skips them.
+    wa.fake
+        .inbound(NUMBER, &phone(1)[1..], "baja")
+        .await
+        .expect("inbound accepted");
+    let (_, c) = app.get_json(&format!("contacts/{inside}")).await;
+    assert_eq!(c["opted_out"], true, "{c}");
+
+    // A rejected token (190) stops the account.
+    wa.fake.fail_next(NUMBER, 190, 401, 1);
+    let (_, c) = campaign(app, json!({"name": "X", "channel_id": wa.channel, "body": "Hola", "audience": {"contact_ids": [outside]}, "start": true})).await;
+    let id = c["id"].as_str().expect("id");
+    wait_campaign(app, id, Duration::from_secs(30), |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    let (_, ch) = app.get_json(&format!("channels/{}", wa.channel)).await;
+    assert_eq!(ch["status"], "unauthorized", "{ch}");
+}
+
+async fn pause_resume_restart_cancel(backend: Backend) {
+    // 5 messages a second: slow enough to pause and restart in the middle.
+    let mut wa = wa_app(backend, WindowMode::Off, Some(json!({"per_second": 5}))).await;
+    for i in 1..=20 {
+        contact(&wa.app, json!({"phone": phone(i), "name": format!("N{i}")})).await;
+    }
+    let (_, c) = campaign(
+        &wa.app,
+        json!({"name": "P", "channel_id": wa.channel, "body": "Hola {{ nombre }}", "start": true}),
+    )
+    .await;
+    let id = c["id"].as_str().expect("id").to_owned();
+    wait_campaign(&wa.app, &id, Duration::from_secs(20), |c| {
+        c["counters"]["sent"].as_i64() >= Some(3)
+    })
+    .await;
+    let (status, c) = wa
+        .app
+        .api(Method::POST, &format!("campaigns/{id}/pause"), None)
+        .await;
+    assert_eq!((status, c["status"].as_str()), (200, Some("paused")), "{c}");
+    // Messages already with the sender (at most `lookahead_secs` = 2 s of the account's rate)
+    // finish; then nothing more goes out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let paused_at = wa.fake.sent().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        wa.fake.sent().len(),
+        paused_at,
+        "nothing is sent while paused"
+    );
+    assert!(paused_at < 20);
+    let (status, _) = wa
+        .app
+        .api(Method::POST, &format!("campaigns/{id}/pause"), None)
+        .await;
+    assert_eq!(status, 409, "pausing twice is a conflict");
+
+    let (status, _) = wa
+        .app
+        .api(Method::POST, &format!("campaigns/{id}/resume"), None)
+        .await;
+    assert_eq!(status, 200);
+    let target = paused_at + 4;
+    wait_campaign(&wa.app, &id, Duration::from_secs(20), |c| {
+        c["counters"]["sent"].as_i64() >= Some(target as i64)
+    })
+    .await;
+    // Restart mid-campaign: it continues where it was.
+    wa.app.stop_server().await;
+    wa.app.start_server().await;
+    wa.fake
+        .set_webhook(NUMBER, &format!("{}{}", wa.app.address, wa.webhook_path));
+    let c = wait_campaign(&wa.app, &id, Duration::from_secs(30), |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    assert_eq!(c["counters"]["sent"], 20, "{c}");
+    let sent = wa.fake.sent();
+    let unique: HashSet<_> = sent.iter().map(|s| s.to.clone()).collect();
+    assert_eq!(
+        (sent.len(), unique.len()),
+        (20, 20),
+        "no duplicates, no losses"
+    );
+
+    // Cancel: whatever was not sent is skipped.
+    let (_, c) = campaign(
+        &wa.app,
+        json!({"name": "C", "channel_id": wa.channel, "body": "Otra vez", "start": true}),
+    )
+    .await;
+    let id = c["id"].as_str().expect("id").to_owned();
+    let (status, c) = wa
+        .app
+        .api(Method::POST, &format!("campaigns/{id}/cancel"), None)
+        .await;
+    assert_eq!(
+        (status, c["status"].as_str()),
+        (200, Some("cancelled")),
+        "{c}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = wait_campaign(&wa.app, &id, Duration::from_secs(10), |c| {
+        c["counters"]["queued"] == 0
+    })
+    .await;
+    let (sent, skipped) = (
+        c["counters"]["sent"].as_i64().unwrap_or(0),
+        c["counters"]["skipped"].as_i64().unwrap_or(0),
+    );
+    assert_eq!(sent + skipped, 20, "{c}");
+    assert!(skipped > 0, "{c}");
+}
+
+async fn missing_variables_and_send_messages(backend: Backend) {
+    let wa = wa_app(backend, WindowMode::Off, None).await;
+    let app = &wa.app;
+    contact(
+        app,
+        json!({"phone": phone(1), "name": "Ana", "noun": "Sra."}),
+    )
+    .await;
+    let lacking = contact(app, json!({"phone": phone(2), "name": "Luis"})).await;
+    let (status, err) = campaign(app, json!({"name": "M", "channel_id": wa.channel, "body": "Hola {{ sustantivo }} {{ nombre }}", "start": true})).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (422, Some("missing-variables")),
+        "{err}"
+    );
+    assert_eq!(err["contacts"][0]["contact_id"], lacking.as_str());
+    assert_eq!(err["contacts"][0]["missing"], json!(["sustantivo"]));
+    let (_, list) = app.get_json("campaigns").await;
+    let draft = list["items"][0].clone();
+    assert_eq!(draft["status"], "draft", "nothing was sent: {list}");
+    let id = draft["id"].as_str().expect("id");
+    let (status, c) = app
+        .api(
+            Method::POST,
+            &format!("campaigns/{id}/start?skip_missing=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    let c = wait_campaign(app, id, Duration::from_secs(30), |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    assert_eq!(
+        (
+            c["counters"]["sent"].as_i64(),
+            c["counters"]["skipped"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{c}"
+    );
+
+    // The WhatsApp sender's form post: CSV (semicolons, Latin-1 is handled by the importer) + message.
+    let csv = "telefono;nombre;grupo\n600 000 003;Eva;VIP\nnot-a-phone;X;Y\n";
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.as_bytes().to_vec())
+                .file_name("c.csv")
+                .mime_str("text/csv")
+                .expect("mime"),
+        )
+        .text("message", "Hola {{ nombre }} ({{ grupo }})");
+    let req = app
+        .client
+        .post(format!("{}/send-messages", app.address))
+        .bearer_auth(&app.api_key)
+        .multipart(form);
+    let (status, out) = status_and_json(req).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        (out["queued"].as_i64(), out["invalidRows"].as_i64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    let id = out["campaignId"].as_str().expect("campaign id");
+    wait_campaign(app, id, Duration::from_secs(30), |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    assert!(
+        wa.fake
+            .sent()
+            .iter()
+            .any(|s| s.body.as_deref() == Some("Hola Eva (VIP)"))
+    );
+}
+
+on_both_databases!(
+    whatsapp_campaign_end_to_end,
+    webhooks_window_and_opt_out,
+    pause_resume_restart_cancel,
+    missing_variables_and_send_messages,
+);
