@@ -288,18 +288,7 @@ pub async fn mark_failed(
     code: &str,
     detail: &str,
 ) -> Result<(), DbErr> {
-    finish(
-        db,
-        id,
-        messages::Entity::update_many()
-            .col_expr(
-                messages::Column::Status,
-                Expr::value(MessageStatus::Failed.as_str()),
-            )
-            .col_expr(messages::Column::LastErrorCode, Expr::value(code))
-            .col_expr(messages::Column::LastError, Expr::value(detail)),
-    )
-    .await
+    end_unsent(db, id, MessageStatus::Failed, code, detail).await
 }
 
 /// `sending → skipped` (not sent on purpose, e.g. the contact opted out).
@@ -309,14 +298,21 @@ pub async fn mark_skipped(
     code: &str,
     detail: &str,
 ) -> Result<(), DbErr> {
+    end_unsent(db, id, MessageStatus::Skipped, code, detail).await
+}
+
+async fn end_unsent(
+    db: &impl ConnectionTrait,
+    id: &str,
+    status: MessageStatus,
+    code: &str,
+    detail: &str,
+) -> Result<(), DbErr> {
     finish(
         db,
         id,
         messages::Entity::update_many()
-            .col_expr(
-                messages::Column::Status,
-                Expr::value(MessageStatus::Skipped.as_str()),
-            )
+            .col_expr(messages::Column::Status, Expr::value(status.as_str()))
             .col_expr(messages::Column::LastErrorCode, Expr::value(code))
             .col_expr(messages::Column::LastError, Expr::value(detail)),
     )
