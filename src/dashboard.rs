@@ -7,7 +7,7 @@ use std::io::Read;
 use actix_web::{HttpResponse, web};
 use chrono::{Datelike, Duration, NaiveDate, Utc};
 use futures::StreamExt;
-use sea_orm::{DatabaseBackend, FromQueryResult, Statement};
+use sea_orm::FromQueryResult;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -98,27 +98,6 @@ struct TopContact {
     errors: i64,
 }
 
-fn sql(backend: DatabaseBackend, text: &str, values: Vec<sea_orm::Value>) -> Statement {
-    // Queries are written with `?`; PostgreSQL wants `$n`.
-    let text = match backend {
-        DatabaseBackend::Postgres => {
-            let mut out = String::with_capacity(text.len() + 8);
-            let mut n = 0;
-            for ch in text.chars() {
-                if ch == '?' {
-                    n += 1;
-                    out.push_str(&format!("${n}"));
-                } else {
-                    out.push(ch);
-                }
-            }
-            out
-        }
-        _ => text.to_owned(),
-    };
-    Statement::from_sql_and_values(backend, text, values)
-}
-
 fn rate(sent: i64, errors: i64) -> f64 {
     if sent + errors == 0 {
         0.0
@@ -148,7 +127,7 @@ async fn view(
     };
     match path.as_str() {
         "current-month" => {
-            let c = Counts::find_by_statement(sql(
+            let c = Counts::find_by_statement(crate::db::statement(
                 backend,
                 "SELECT sent, errors FROM monthly_stats WHERE owner_id = ? AND month = ?",
                 vec![owner.into(), month.clone().into()],
@@ -170,7 +149,7 @@ async fn view(
         "timeline" => {
             let days = q.days.unwrap_or(30).clamp(1, 366);
             let from = today - Duration::days(days - 1);
-            let rows = Day::find_by_statement(sql(
+            let rows = Day::find_by_statement(crate::db::statement(
                 backend,
                 "SELECT day, sent, errors FROM daily_stats WHERE owner_id = ? AND day >= ? ORDER BY day",
                 vec![owner.into(), from.format("%Y-%m-%d").to_string().into()],
@@ -191,7 +170,7 @@ async fn view(
             Ok(HttpResponse::Ok().json(json!({ "days": timeline })))
         }
         "by-group" => {
-            let rows = Group::find_by_statement(sql(
+            let rows = Group::find_by_statement(crate::db::statement(
                 backend,
                 "SELECT c.group_name AS group_name, CAST(SUM(s.sent) AS BIGINT) AS sent, \
                  CAST(SUM(s.errors) AS BIGINT) AS errors \
@@ -209,7 +188,7 @@ async fn view(
         }
         "by-contact" => {
             let limit = q.limit.unwrap_or(10).clamp(1, 100);
-            let rows = TopContact::find_by_statement(sql(
+            let rows = TopContact::find_by_statement(crate::db::statement(
                 backend,
                 &format!(
                     "SELECT s.contact_id AS contact_id, c.phone AS phone, c.name AS name, \

@@ -117,3 +117,29 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     }
     opts.open(path)?.write_all(contents.as_bytes())
 }
+
+/// A raw statement written with `?` placeholders, rewritten to `$1, $2, …` for PostgreSQL.
+pub fn statement(
+    backend: sea_orm::DatabaseBackend,
+    text: &str,
+    values: Vec<sea_orm::Value>,
+) -> sea_orm::Statement {
+    let text = match backend {
+        sea_orm::DatabaseBackend::Postgres => {
+            let mut out = String::with_capacity(text.len() + 8);
+            let mut n = 0;
+            for ch in text.chars() {
+                if ch == '?' {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
+                    out.push(ch);
+                }
+            }
+            out
+        }
+        _ => text.to_owned(),
+    };
+    sea_orm::Statement::from_sql_and_values(backend, text, values)
+}

@@ -55,3 +55,14 @@ pub async fn release(
         .await?;
     Ok(())
 }
+
+/// Gives lease `name` up whatever term `holder` set (the holder is done with the duty, e.g. a
+/// campaign that left `running`).
+pub async fn release_any(db: &impl ConnectionTrait, name: &str, holder: &str) -> Result<(), DbErr> {
+    leases::Entity::delete_many()
+        .filter(leases::Column::Name.eq(name))
+        .filter(leases::Column::Holder.eq(holder))
+        .exec(db)
+        .await?;
+    Ok(())
+}

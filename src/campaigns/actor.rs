@@ -189,12 +189,7 @@ impl Actor for CampaignActor {
         );
         // Hand the lease back whatever term we hold: the campaign is not ours any more.
         actix::spawn(async move {
-            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-            let _ = crate::entities::leases::Entity::delete_many()
-                .filter(crate::entities::leases::Column::Name.eq(name))
-                .filter(crate::entities::leases::Column::Holder.eq(node))
-                .exec(&db)
-                .await;
+            let _ = leases::release_any(&db, &name, &node).await;
         });
         tracing::debug!(campaign_id = %self.id, "campaign actor stopped");
     }

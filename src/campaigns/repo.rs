@@ -8,7 +8,7 @@ use sea_orm::{
 
 use crate::{
     domain::MessageStatus,
-    entities::{campaigns, message_events, messages},
+    entities::{campaigns, messages},
 };
 
 pub use campaigns::Model as CampaignRow;
@@ -146,21 +146,7 @@ pub async fn release(
         .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
         .exec(&txn)
         .await?;
-    let events: Vec<_> = ids
-        .iter()
-        .map(|id| message_events::ActiveModel {
-            message_id: sea_orm::Set(id.clone()),
-            at: sea_orm::Set(now),
-            kind: sea_orm::Set("queued".to_owned()),
-            outcome: sea_orm::Set(None),
-            error_code: sea_orm::Set(None),
-            detail: sea_orm::Set(None),
-            ..Default::default()
-        })
-        .collect();
-    message_events::Entity::insert_many(events)
-        .exec_without_returning(&txn)
-        .await?;
+    crate::messages::repo::record_queued(&txn, ids.iter().map(String::as_str)).await?;
     txn.commit().await?;
     Ok(ids)
 }

@@ -104,7 +104,7 @@ struct CampaignView {
 }
 
 fn view(c: CampaignRow) -> CampaignView {
-    let counters = Counters {
+    let stored = Counters {
         total: c.total,
         pending: c.pending,
         queued: c.queued,
@@ -114,11 +114,16 @@ fn view(c: CampaignRow) -> CampaignView {
         failed: c.failed,
         skipped: c.skipped,
     };
-    let done = c.sent + c.failed + c.skipped;
+    view_with(c, stored)
+}
+
+/// The campaign with `counters` (fresh from the ledger, or as stored on the row).
+fn view_with(c: CampaignRow, counters: Counters) -> CampaignView {
+    let done = counters.sent + counters.failed + counters.skipped;
     let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
     CampaignView {
-        progress: if c.total > 0 {
-            (done as f64 * 1000.0 / c.total as f64).round() / 10.0
+        progress: if counters.total > 0 {
+            (done as f64 * 1000.0 / counters.total as f64).round() / 10.0
         } else {
             0.0
         },
@@ -539,7 +544,7 @@ async fn get(
     let c = find(&state, &caller, &id).await?;
     let counters = repo::count(&state.db, &c.id).await?;
     repo::store_counters(&state.db, &c.id, &counters).await?;
-    Ok(HttpResponse::Ok().json(view(find(&state, &caller, &id).await?)))
+    Ok(HttpResponse::Ok().json(view_with(c, counters)))
 }
 
 #[derive(Deserialize, Default)]
@@ -588,7 +593,8 @@ async fn change(
     let counters = repo::count(&state.db, &c.id).await?;
     repo::store_counters(&state.db, &c.id, &counters).await?;
     tracing::info!(campaign_id = %c.id, status = to, "campaign state changed");
-    Ok(HttpResponse::Ok().json(view(find(state, caller, id).await?)))
+    let c = find(state, caller, id).await?;
+    Ok(HttpResponse::Ok().json(view_with(c, counters)))
 }
 
 async fn pause(

@@ -69,11 +69,22 @@ pub async fn insert_many_in<C: ConnectionTrait>(
         .cloned()
         .map(TryIntoModel::try_into_model)
         .collect::<Result<Vec<MessageRow>, DbErr>>()?;
+    messages::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
+    record_queued(txn, models.iter().map(|m| m.id.as_str())).await?;
+    Ok(models)
+}
+
+/// Appends a `queued` event to each message, in one statement.
+pub async fn record_queued<'a, C: ConnectionTrait>(
+    txn: &C,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<(), DbErr> {
     let now = Utc::now();
-    let events: Vec<_> = models
-        .iter()
-        .map(|m| message_events::ActiveModel {
-            message_id: Set(m.id.clone()),
+    let events: Vec<_> = ids
+        .map(|id| message_events::ActiveModel {
+            message_id: Set(id.to_owned()),
             at: Set(now),
             kind: Set("queued".to_owned()),
             outcome: Set(None),
@@ -82,13 +93,13 @@ pub async fn insert_many_in<C: ConnectionTrait>(
             ..Default::default()
         })
         .collect();
-    messages::Entity::insert_many(rows)
-        .exec_without_returning(txn)
-        .await?;
+    if events.is_empty() {
+        return Ok(());
+    }
     message_events::Entity::insert_many(events)
         .exec_without_returning(txn)
         .await?;
-    Ok(models)
+    Ok(())
 }
 
 /// What a producer (API, alert, bot reply) fills in for a new queued message.

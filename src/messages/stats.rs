@@ -3,7 +3,7 @@
 //! (and `rebuild` recomputes them from it when asked).
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DbErr, Statement,
+    ConnectionTrait, DbErr,
     sea_query::{Alias, Expr, OnConflict, Query},
 };
 
@@ -100,32 +100,26 @@ pub async fn rebuild<C: ConnectionTrait>(db: &C, owner_id: &str) -> Result<u64, 
     let backend = db.get_database_backend();
     let mut removed = 0;
     for table in ["daily_stats", "monthly_stats", "contact_stats"] {
+        let delete = format!("DELETE FROM {table} WHERE owner_id = ?");
         removed += db
-            .execute_raw(Statement::from_sql_and_values(
+            .execute_raw(crate::db::statement(
                 backend,
-                match backend {
-                    sea_orm::DatabaseBackend::Postgres => {
-                        format!("DELETE FROM {table} WHERE owner_id = $1")
-                    }
-                    _ => format!("DELETE FROM {table} WHERE owner_id = ?"),
-                },
-                [owner_id.into()],
+                &delete,
+                vec![owner_id.into()],
             ))
             .await?
             .rows_affected();
     }
     // Day and month keys from sent_at (or updated_at for failures), in SQL on both backends.
-    let (day, month, p) = match backend {
+    let (day, month) = match backend {
         sea_orm::DatabaseBackend::Postgres => (
             "to_char(COALESCE(sent_at, updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
             "to_char(COALESCE(sent_at, updated_at) AT TIME ZONE 'UTC', 'YYYY-MM')",
-            "$1",
         ),
         _ => (
             // Stored as ISO 8601 text in UTC: the key is a prefix.
             "substr(COALESCE(sent_at, updated_at), 1, 10)",
             "substr(COALESCE(sent_at, updated_at), 1, 7)",
-            "?",
         ),
     };
     let sent = "SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END)";
@@ -138,24 +132,20 @@ pub async fn rebuild<C: ConnectionTrait>(db: &C, owner_id: &str) -> Result<u64, 
     for sql in [
         format!(
             "INSERT INTO daily_stats (owner_id, day, sent, errors) SELECT owner_id, {day}, {sent}, {errors} \
-             FROM messages WHERE owner_id = {p} AND {done} GROUP BY owner_id, {day}"
+             FROM messages WHERE owner_id = ? AND {done} GROUP BY owner_id, {day}"
         ),
         format!(
             "INSERT INTO monthly_stats (owner_id, month, sent, errors, updated_at) SELECT owner_id, {month}, \
-             {sent}, {errors}, {now} FROM messages WHERE owner_id = {p} AND {done} GROUP BY owner_id, {month}"
+             {sent}, {errors}, {now} FROM messages WHERE owner_id = ? AND {done} GROUP BY owner_id, {month}"
         ),
         format!(
             "INSERT INTO contact_stats (contact_id, month, owner_id, sent, errors, updated_at) SELECT contact_id, \
-             {month}, owner_id, {sent}, {errors}, {now} FROM messages WHERE owner_id = {p} AND {done} \
+             {month}, owner_id, {sent}, {errors}, {now} FROM messages WHERE owner_id = ? AND {done} \
              AND contact_id IS NOT NULL GROUP BY contact_id, owner_id, {month}"
         ),
     ] {
-        db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [owner_id.into()],
-        ))
-        .await?;
+        db.execute_raw(crate::db::statement(backend, &sql, vec![owner_id.into()]))
+            .await?;
     }
     Ok(removed)
 }

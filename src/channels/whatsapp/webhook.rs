@@ -23,14 +23,18 @@ pub struct Verify {
     challenge: Option<String>,
 }
 
-async fn credentials(state: &AppState, channel_id: &str) -> Result<WaCredentials, ApiError> {
+/// The number's owner and secrets.
+async fn credentials(
+    state: &AppState,
+    channel_id: &str,
+) -> Result<(String, WaCredentials), ApiError> {
     let not_found = || ApiError::NotFound("channel-not-found", "no such WhatsApp number".into());
     let row = repo::find(&state.db, channel_id)
         .await?
         .filter(|r| r.kind == ChannelKind::WhatsappCloud.as_str())
         .ok_or_else(not_found)?;
     let plain = state.cipher.decrypt(&row.credentials)?;
-    Ok(WaCredentials::from_json(&plain)?)
+    Ok((row.owner_id, WaCredentials::from_json(&plain)?))
 }
 
 /// Verification: echo `hub.challenge` when the verify token matches, else 403.
@@ -39,7 +43,7 @@ pub async fn verify(
     query: web::Query<Verify>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let creds = credentials(&state, &path).await?;
+    let (_, creds) = credentials(&state, &path).await?;
     let q = query.into_inner();
     let token_ok = q.verify_token.as_deref().is_some_and(|t| {
         crypto::constant_time_eq(t.as_bytes(), creds.verify_token.expose_secret().as_bytes())
@@ -132,7 +136,7 @@ pub async fn receive(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.into_inner();
-    let creds = credentials(&state, &channel_id).await?;
+    let (owner, creds) = credentials(&state, &channel_id).await?;
     let signature = req
         .headers()
         .get("x-hub-signature-256")
@@ -153,10 +157,6 @@ pub async fn receive(
             format!("callback body is not valid JSON: {e}"),
         )
     })?;
-    let owner = repo::find(&state.db, &channel_id)
-        .await?
-        .map(|r| r.owner_id)
-        .unwrap_or_default();
     for value in callback
         .entry
         .into_iter()
