@@ -3,7 +3,8 @@
 # them when possible. Prints what it did; prints a reason for anything it has to skip.
 # Sourced by scripts/test: exports TEST_POSTGRES_URL, or TEST_SKIP_POSTGRES=<reason>; and
 # TEST_OIDC_DIR (the OpenID provider's folder, npm packages installed), or TEST_SKIP_OIDC=<reason>;
-# and TEST_E2E_DIR (browser tests: Debian's Chromium + playwright-core), or TEST_SKIP_BROWSER=<reason>.
+# and TEST_E2E_DIR (browser tests: Debian's Chromium + playwright-core), or TEST_SKIP_BROWSER=<reason>;
+# and TEST_S3FS_BIN (s3s-fs, the S3-compatible server of the S3 media store tests), or TEST_SKIP_S3=<reason>.
 set -uo pipefail
 
 PG_HOST=127.0.0.1
@@ -124,6 +125,28 @@ ensure_browser() {
   echo "services: browser tests use $("$chromium" --version 2>/dev/null | head -n1)"
 }
 
+# The S3 media store tests run against s3s-fs (crates.io): SigV4 is checked, multipart uploads
+# and presigned URLs work. Built once (about 8 minutes) into a folder outside the clone.
+S3FS_VERSION=0.14.1
+ensure_s3() {
+  local root="${PREGONERO_TOOLS_DIR:-/var/tmp/pregonero-tools}/s3s-fs-$S3FS_VERSION"
+  local bin="$root/bin/s3s-fs"
+  if [ ! -x "$bin" ]; then
+    echo "services: building s3s-fs $S3FS_VERSION into $root (once; about 8 minutes on 2 cores)"
+    # Its own target dir: the project's must not be shared with an unrelated lock file.
+    if ! CARGO_TARGET_DIR="$root/target" cargo install "s3s-fs@$S3FS_VERSION" --features binary \
+        --locked --root "$root" --quiet; then
+      export TEST_SKIP_S3="cargo install s3s-fs@$S3FS_VERSION failed (is crates.io reachable?)"
+      echo "services: SKIPPING the S3 media store tests: $TEST_SKIP_S3"
+      return 0
+    fi
+    rm -rf "$root/target"
+  fi
+  export TEST_S3FS_BIN="$bin"
+  echo "services: S3 media store tests use s3s-fs $S3FS_VERSION ($bin)"
+}
+
 ensure_postgres
 ensure_oidc
 ensure_browser
+ensure_s3

@@ -232,6 +232,20 @@ pub struct WhatsAppSettings {
     pub quality_backoff_secs: u64,
     /// Inbound texts (case-insensitive, whole message) that opt a contact out.
     pub opt_out_keywords: Vec<String>,
+    /// How media reaches Meta: `upload` (to the number's media endpoint once, then by id) or
+    /// `link` (a presigned S3 URL, or a signed link to this server's `auth.public_url`, which
+    /// Meta must be able to reach).
+    pub send_media_as: MediaDelivery,
+}
+
+/// How WhatsApp messages carry their media (CHANNELS.md [W-MEDIA]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaDelivery {
+    /// Upload once per number, then send by media id.
+    Upload,
+    /// Send a link Meta fetches.
+    Link,
 }
 
 /// Campaign execution settings.
@@ -304,12 +318,59 @@ pub struct ScheduleSettings {
     pub events_retention_at: String,
 }
 
-/// Media upload settings.
+/// Media: uploads, where they are stored, and the links handed out for them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaSettings {
-    /// Largest accepted upload, in bytes.
+    /// Largest accepted upload, in bytes (channel limits may be lower: see `docs/api.md`).
     pub max_upload_bytes: usize,
+    /// `local` (a folder, the default) or `s3`.
+    pub store: MediaStoreKind,
+    /// Folder of the local store; `<data_dir>/media` when unset.
+    pub local_dir: Option<PathBuf>,
+    /// The S3 bucket, when `store = "s3"`.
+    pub s3: S3Settings,
+    /// Lifetime of the links handed out for media (presigned S3 URLs, signed links to this
+    /// server), in seconds. At most 7 days (S3's limit).
+    pub link_ttl_secs: u64,
+    /// Memory kept for recently sent files, so a campaign reads its image once, in bytes.
+    pub cache_bytes: usize,
+}
+
+/// Where media bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaStoreKind {
+    /// `media.local_dir` (default `<data_dir>/media`).
+    Local,
+    /// An S3 bucket (AWS, or MinIO/Garage/Ceph with `endpoint` and `force_path_style`).
+    S3,
+}
+
+/// The S3 media store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region (S3-compatible servers usually accept any).
+    pub region: String,
+    /// Endpoint of an S3-compatible server (`http://minio:9000`); AWS when unset.
+    pub endpoint: Option<String>,
+    /// Path-style URLs (`<endpoint>/<bucket>/<key>`), needed by MinIO and most self-hosted servers.
+    pub force_path_style: bool,
+    /// Static credentials; without them the AWS default chain is used (environment, profile,
+    /// web identity, container or instance role).
+    pub access_key_id: Option<String>,
+    /// Secret of `access_key_id`.
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<SecretString>,
+    /// Prefix of every object key, e.g. `pregonero/`.
+    pub prefix: String,
+    /// Size of the parts of a multipart upload (at least 5 MiB); smaller files go in one PUT.
+    pub part_size_bytes: usize,
+    /// Create the bucket at start-up when it is missing.
+    pub create_bucket: bool,
 }
 
 impl Default for Settings {
@@ -345,7 +406,22 @@ impl Default for Settings {
                 poll_timeout_secs: 25,
             },
             media: MediaSettings {
-                max_upload_bytes: 50 * 1024 * 1024,
+                max_upload_bytes: 100 * 1024 * 1024,
+                store: MediaStoreKind::Local,
+                local_dir: None,
+                s3: S3Settings {
+                    bucket: String::new(),
+                    region: "us-east-1".into(),
+                    endpoint: None,
+                    force_path_style: false,
+                    access_key_id: None,
+                    secret_access_key: None,
+                    prefix: String::new(),
+                    part_size_bytes: 8 * 1024 * 1024,
+                    create_bucket: false,
+                },
+                link_ttl_secs: 3600,
+                cache_bytes: 32 * 1024 * 1024,
             },
             alerts: AlertsSettings {
                 default_plan: "free".into(),
@@ -399,6 +475,7 @@ impl Default for Settings {
                 throughput_backoff_ms: 1_000,
                 quality_backoff_secs: 60,
                 opt_out_keywords: vec!["STOP".into(), "BAJA".into()],
+                send_media_as: MediaDelivery::Upload,
             },
             campaigns: CampaignSettings {
                 tick_ms: 250,
@@ -464,6 +541,24 @@ impl Settings {
         };
         if self.delivery.concurrency == 0 {
             return bad("delivery.concurrency", "must be at least 1");
+        }
+        if self.media.store == MediaStoreKind::S3 && self.media.s3.bucket.is_empty() {
+            return bad("media.s3.bucket", "is required when media.store is \"s3\"");
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.media.link_ttl_secs) {
+            return bad(
+                "media.link_ttl_secs",
+                "must be between 1 and 604800 (7 days)",
+            );
+        }
+        if self.whatsapp.send_media_as == MediaDelivery::Link
+            && self.media.store == MediaStoreKind::Local
+            && self.auth.public_url.is_none()
+        {
+            return bad(
+                "whatsapp.send_media_as",
+                "\"link\" with the local media store needs auth.public_url, the address Meta fetches media from",
+            );
         }
         if self.database_max_connections == 0 {
             return bad("database_max_connections", "must be at least 1");

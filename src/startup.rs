@@ -25,7 +25,7 @@ use crate::{
     events::{EventWriter, RuleEngine, WriterOptions, breaker::Breaker},
     integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
     jobs::Workers,
-    media::LocalMediaStore,
+    media::MediaStore,
     messages::writer::LedgerWriter,
     state::AppState,
     web as routes,
@@ -133,6 +133,10 @@ impl Application {
             },
         );
         let oidc = Oidc::new(&settings.oidc, &settings.public_base_url(), clock.clone())?;
+        let media = MediaStore::from_settings(&settings.media, &settings.data_dir)
+            .await
+            .context("could not open the media store")?;
+        tracing::info!(store = media.kind(), "media store ready");
         let settings_auth = settings.auth.clone();
         let state = AppState {
             db,
@@ -140,7 +144,7 @@ impl Application {
             registry,
             telegram,
             cipher,
-            media: Arc::new(LocalMediaStore::new(settings.data_dir.join("media"))?),
+            media: Arc::new(media),
             settings: Arc::new(settings),
             node_name,
             started_at: Instant::now(),

@@ -13,7 +13,7 @@ use crate::{
     events::{EventWriter, RuleEngine},
     integrations::{TokenCache, tokens::TokenSigner},
     jobs::{InFlight, Queue},
-    media::LocalMediaStore,
+    media::MediaStore,
     messages::writer::LedgerWriter,
 };
 
@@ -31,7 +31,7 @@ pub struct AppState {
     /// Encrypts secrets at rest.
     pub cipher: Cipher,
     /// Where uploaded media lives.
-    pub media: Arc<LocalMediaStore>,
+    pub media: Arc<MediaStore>,
     /// Settings in force.
     pub settings: Arc<Settings>,
     /// Name of this process for leases and worker names (hostname-pid unless `PREGONERO_NODE_NAME`).

@@ -7,10 +7,10 @@ use actix::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig,
+    ChannelError, MediaPayload, OutboundMessage, Pacer, Receipt, UpdatesConfig,
     telegram::TelegramClient,
     updates,
-    whatsapp::{WaCredentials, WhatsAppClient},
+    whatsapp::{MediaRef, WaCredentials, WhatsAppClient},
 };
 use crate::{domain::TelegramChat, telemetry::redact};
 
@@ -53,9 +53,8 @@ impl Provider {
                 client,
                 uploads,
             } => {
-                let media_id = match &msg.media {
-                    None => None,
-                    Some(media) => {
+                let uploaded = match &msg.media {
+                    Some(media) if media.link.is_none() => {
                         let cached = uploads
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -73,8 +72,19 @@ impl Provider {
                             }
                         }
                     }
+                    _ => None,
                 };
-                client.send(creds, msg, media_id.as_deref()).await
+                let media_ref = match (&msg.media, &uploaded) {
+                    (
+                        Some(MediaPayload {
+                            link: Some(link), ..
+                        }),
+                        _,
+                    ) => Some(MediaRef::Link(link)),
+                    (_, Some(id)) => Some(MediaRef::Id(id)),
+                    _ => None,
+                };
+                client.send(creds, msg, media_ref).await
             }
         }
     }

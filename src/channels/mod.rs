@@ -58,6 +58,8 @@ pub struct MediaPayload {
     pub content_type: String,
     /// Name shown to the recipient.
     pub filename: String,
+    /// A URL the provider can fetch the file from (WhatsApp `send_media_as = "link"`).
+    pub link: Option<String>,
 }
 
 /// The provider's acknowledgement of a send.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     channels::{ChannelError, Deliver, Lookup, MediaPayload, OutboundMessage, Receipt},
+    config::MediaDelivery,
     integrations, media,
     messages::{
         repo::{self, MessageRow},
@@ -90,6 +91,9 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
 
     let mut outbound = match outbound(state, &msg).await {
         Ok(o) => o,
+        Err(e @ ChannelError::Transient { .. }) => {
+            return retry_later(state, &msg, attempt, &e).await;
+        }
         Err(e) => return fail(state, &msg, &e, false).await,
     };
     let Some(actor) = state.registry.send(Lookup(msg.channel_id.clone())).await? else {
@@ -187,51 +191,8 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 outbound.recipient = to;
             }
             Err(e @ ChannelError::Transient { .. }) => {
-                let detail = e.to_string();
-                repo::record(
-                    &txn,
-                    id,
-                    "attempt",
-                    Some("retryable_error"),
-                    Some(e.code()),
-                    Some(&detail),
-                )
-                .await?;
-                if attempt >= state.settings.delivery.max_attempts {
-                    let detail = format!("gave up after {attempt} attempts: {e}");
-                    repo::mark_failed(&txn, id, e.code(), &detail).await?;
-                    stats::bump(&txn, &msg, Utc::now(), 0, 1).await?;
-                    repo::record(
-                        &txn,
-                        id,
-                        "failed",
-                        Some("exhausted"),
-                        Some(e.code()),
-                        Some(&detail),
-                    )
-                    .await?;
-                    txn.commit().await?;
-                    metrics::counter!("pregonero_messages_total", "status" => "failed")
-                        .increment(1);
-                    return Ok(());
-                }
-                let d = &state.settings.delivery;
-                let delay = backoff(attempt, d.backoff_base_ms, d.backoff_max_ms);
-                let at = Utc::now() + chrono::Duration::from_std(delay)?;
-                repo::schedule_retry(&txn, id, at, e.code(), &detail, false).await?;
-                let when = format!("in {delay:?}");
-                repo::record(
-                    &txn,
-                    id,
-                    "retry_scheduled",
-                    None,
-                    Some(e.code()),
-                    Some(&when),
-                )
-                .await?;
-                txn.commit().await?;
-                state.queue.push(id, delay).await?;
-                return Ok(());
+                drop(txn);
+                return retry_later(state, &msg, attempt, &e).await;
             }
             Err(e) => {
                 drop(txn);
@@ -250,6 +211,61 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// A retryable failure: back off and re-queue, or give up after `delivery.max_attempts`.
+async fn retry_later(
+    state: &AppState,
+    msg: &MessageRow,
+    attempt: u32,
+    e: &ChannelError,
+) -> anyhow::Result<()> {
+    let id = msg.id.as_str();
+    let detail = e.to_string();
+    let txn = state.db.begin().await?;
+    repo::record(
+        &txn,
+        id,
+        "attempt",
+        Some("retryable_error"),
+        Some(e.code()),
+        Some(&detail),
+    )
+    .await?;
+    if attempt >= state.settings.delivery.max_attempts {
+        let detail = format!("gave up after {attempt} attempts: {e}");
+        repo::mark_failed(&txn, id, e.code(), &detail).await?;
+        stats::bump(&txn, msg, Utc::now(), 0, 1).await?;
+        repo::record(
+            &txn,
+            id,
+            "failed",
+            Some("exhausted"),
+            Some(e.code()),
+            Some(&detail),
+        )
+        .await?;
+        txn.commit().await?;
+        metrics::counter!("pregonero_messages_total", "status" => "failed").increment(1);
+        return Ok(());
+    }
+    let d = &state.settings.delivery;
+    let delay = backoff(attempt, d.backoff_base_ms, d.backoff_max_ms);
+    let at = Utc::now() + chrono::Duration::from_std(delay)?;
+    repo::schedule_retry(&txn, id, at, e.code(), &detail, false).await?;
+    let when = format!("in {delay:?}");
+    repo::record(
+        &txn,
+        id,
+        "retry_scheduled",
+        None,
+        Some(e.code()),
+        Some(&when),
+    )
+    .await?;
+    txn.commit().await?;
+    state.queue.push(id, delay).await?;
+    Ok(())
 }
 
 /// A chat the bot can no longer write to pauses its integrations (resumed by `/start` or an
@@ -323,18 +339,26 @@ async fn outbound(state: &AppState, msg: &MessageRow) -> Result<OutboundMessage,
     let media = match &msg.media_id {
         None => None,
         Some(media_id) => {
-            let (meta, bytes) =
-                media::load(state, media_id)
+            let (meta, bytes) = media::load(state, media_id).await?;
+            // Only WhatsApp reads the link; Telegram always gets the bytes.
+            let link = if state.settings.whatsapp.send_media_as == MediaDelivery::Link {
+                // Settings validation makes sure `auth.public_url` is set for the local store.
+                let (url, _) = media::link(state, &meta, &state.settings.public_base_url())
                     .await
-                    .map_err(|e| ChannelError::Permanent {
-                        code: "media-unavailable",
+                    .map_err(|e| ChannelError::Transient {
+                        code: "media-store-unavailable",
                         detail: format!("{e:#}"),
                     })?;
+                Some(url)
+            } else {
+                None
+            };
             Some(MediaPayload {
                 key: meta.id,
                 bytes,
                 content_type: meta.content_type,
                 filename: meta.filename.unwrap_or_else(|| "file".into()),
+                link,
             })
         }
     };

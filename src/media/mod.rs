@@ -1,22 +1,185 @@
-//! Media: uploads stored in a local folder (embedded default), metadata in `media`.
+//! Media: uploads checked against the channel they are meant for, stored in a [`MediaStore`]
+//! (a local folder by default, or S3), metadata in `media`, and links for the dashboard and for
+//! providers that fetch by URL (presigned S3 URLs, or links to this server signed with HMAC).
+mod local;
 mod routes;
+mod s3;
 mod store;
 
-use anyhow::Context;
+use std::time::Duration;
+
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use sea_orm::EntityTrait;
 
-pub use routes::configure;
-pub use store::LocalMediaStore;
+pub use local::LocalMediaStore;
+pub use routes::{configure, configure_public};
+pub use s3::S3MediaStore;
+pub use store::{ByteStream, GetError, MediaStore, PutError, Stored};
 
-use crate::{entities::media, state::AppState};
+use crate::{
+    channels::{ChannelError, whatsapp::media_limit},
+    crypto::{Cipher, constant_time_eq, hmac_sha256},
+    entities::media,
+    state::AppState,
+};
 
-/// Loads a media row and its bytes (for delivery).
-pub async fn load(state: &AppState, id: &str) -> anyhow::Result<(media::Model, Bytes)> {
+const MB: u64 = 1024 * 1024;
+
+/// The channel an upload is meant for; its limits are checked on upload (CHANNELS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Telegram multipart uploads: 10 MB photos, 50 MB anything else.
+    Telegram,
+    /// WhatsApp Cloud API [W-MTYPES]: 5 MB images, 16 MB video and audio, 100 MB documents.
+    #[serde(alias = "whatsapp_cloud")]
+    Whatsapp,
+}
+
+impl Target {
+    /// The largest file of `content_type` the channel takes, or why it takes none.
+    pub fn limit(self, content_type: &str) -> Result<u64, String> {
+        match self {
+            Target::Telegram if content_type.starts_with("image/") => Ok(10 * MB),
+            Target::Telegram => Ok(50 * MB),
+            Target::Whatsapp => media_limit(content_type)
+                .map(|(_, max)| max as u64)
+                .ok_or_else(|| {
+                    format!(
+                        "WhatsApp cannot send {content_type}: images must be JPEG or PNG, videos MP4 or 3GPP"
+                    )
+                }),
+        }
+    }
+}
+
+/// Whether the first bytes of a file agree with its declared type, for the types whose
+/// signature is well known (others pass).
+pub fn content_matches(content_type: &str, head: &[u8]) -> bool {
+    match content_type {
+        "image/jpeg" => head.starts_with(&[0xFF, 0xD8, 0xFF]),
+        "image/png" => head.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "image/gif" => head.starts_with(b"GIF87a") || head.starts_with(b"GIF89a"),
+        "image/webp" => head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP",
+        "application/pdf" => head.starts_with(b"%PDF-"),
+        "video/mp4" | "video/3gpp" => head.len() >= 8 && &head[4..8] == b"ftyp",
+        _ => true,
+    }
+}
+
+/// Bytes needed by [`content_matches`].
+pub const SNIFF_BYTES: usize = 12;
+
+/// Loads a media row and its bytes for delivery. A file that is gone fails the message; a
+/// store that does not answer is worth retrying.
+pub async fn load(state: &AppState, id: &str) -> Result<(media::Model, Bytes), ChannelError> {
+    let unavailable = |detail: String| ChannelError::Transient {
+        code: "media-store-unavailable",
+        detail,
+    };
+    let gone = |detail: String| ChannelError::Permanent {
+        code: "media-unavailable",
+        detail,
+    };
     let meta = media::Entity::find_by_id(id.to_owned())
         .one(&state.db)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .ok_or_else(|| gone(format!("media {id} was deleted")))?;
+    match state.media.get(&meta.storage_key).await {
+        Ok(bytes) => Ok((meta, bytes)),
+        Err(GetError::NotFound(_)) => Err(gone(format!("the file of media {id} is missing"))),
+        Err(GetError::Store(e)) => Err(unavailable(format!("{e:#}"))),
+    }
+}
+
+/// A URL for `meta` valid for `media.link_ttl_secs`: presigned by S3, or a link to this
+/// server's `/media/{id}/content` (at `base`) signed with HMAC.
+pub async fn link(
+    state: &AppState,
+    meta: &media::Model,
+    base: &str,
+) -> anyhow::Result<(String, DateTime<Utc>)> {
+    let ttl = Duration::from_secs(state.settings.media.link_ttl_secs);
+    let expires = Utc::now() + chrono::Duration::from_std(ttl)?;
+    if let Some(url) = state
+        .media
+        .presigned_get(&meta.storage_key, ttl, &meta.content_type)
         .await?
-        .with_context(|| format!("media {id} does not exist"))?;
-    let bytes = state.media.get(&meta.storage_key).await?;
-    Ok((meta, bytes))
+    {
+        return Ok((url, expires));
+    }
+    let expires_ts = expires.timestamp();
+    let signature = sign_link(&state.cipher, &meta.id, expires_ts);
+    Ok((
+        format!(
+            "{}/media/{}/content?expires={expires_ts}&signature={signature}",
+            base.trim_end_matches('/'),
+            meta.id
+        ),
+        expires,
+    ))
+}
+
+fn sign_link(cipher: &Cipher, id: &str, expires: i64) -> String {
+    let key = cipher.derive("media-links/v1");
+    hex::encode(hmac_sha256(&key, format!("{id}\n{expires}").as_bytes()))
+}
+
+/// Whether a signed link is authentic and not expired.
+pub fn verify_link(
+    cipher: &Cipher,
+    id: &str,
+    expires: i64,
+    signature: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    expires >= now.timestamp()
+        && constant_time_eq(
+            sign_link(cipher, id, expires).as_bytes(),
+            signature.as_bytes(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_limits_follow_channels_md() {
+        assert_eq!(Target::Whatsapp.limit("image/png"), Ok(5 * MB));
+        assert_eq!(Target::Whatsapp.limit("application/pdf"), Ok(100 * MB));
+        assert_eq!(Target::Whatsapp.limit("video/mp4"), Ok(16 * MB));
+        assert!(Target::Whatsapp.limit("image/gif").is_err());
+        assert_eq!(Target::Telegram.limit("image/gif"), Ok(10 * MB));
+        assert_eq!(Target::Telegram.limit("application/zip"), Ok(50 * MB));
+    }
+
+    #[test]
+    fn sniffing_catches_a_mislabelled_file() {
+        assert!(content_matches("image/png", b"\x89PNG\r\n\x1a\n...."));
+        assert!(!content_matches("image/png", b"%PDF-1.7"));
+        assert!(content_matches("application/pdf", b"%PDF-1.7"));
+        assert!(!content_matches("image/jpeg", b"GIF89a"));
+        assert!(content_matches("text/csv", b"a,b"));
+    }
+
+    #[test]
+    fn signed_links_expire_and_bind_the_id() {
+        let cipher = Cipher::new(&[7; 32]).expect("32-byte key");
+        let now = Utc::now();
+        let exp = now.timestamp() + 60;
+        let sig = sign_link(&cipher, "m1", exp);
+        assert!(verify_link(&cipher, "m1", exp, &sig, now));
+        assert!(!verify_link(&cipher, "m2", exp, &sig, now));
+        assert!(!verify_link(&cipher, "m1", exp + 1, &sig, now));
+        assert!(!verify_link(
+            &cipher,
+            "m1",
+            exp,
+            &sig,
+            now + chrono::Duration::seconds(61)
+        ));
+    }
 }

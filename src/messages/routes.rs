@@ -9,7 +9,7 @@ use super::repo::{self, EventRow, MessageRow};
 use crate::{
     auth::Caller,
     channels,
-    domain::{MessageStatus, PARSE_MODES, TelegramChat},
+    domain::{ChannelKind, MessageStatus, PARSE_MODES, TelegramChat},
     entities::media,
     error::ApiError,
     state::AppState,
@@ -145,8 +145,14 @@ pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiEr
     Ok(Some(key.to_owned()))
 }
 
-async fn validate(body: &CreateMessage, caller: &Caller, state: &AppState) -> Result<(), ApiError> {
-    channels::repo::find_owned(&state.db, &caller.user_id, &body.channel_id)
+/// Checks the message; returns the recipient in the channel's canonical form (a Telegram chat
+/// as given, a WhatsApp phone in E.164 read with `contacts.default_region`).
+async fn validate(
+    body: &CreateMessage,
+    caller: &Caller,
+    state: &AppState,
+) -> Result<String, ApiError> {
+    let channel = channels::repo::find_owned(&state.db, &caller.user_id, &body.channel_id)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(
@@ -154,7 +160,18 @@ async fn validate(body: &CreateMessage, caller: &Caller, state: &AppState) -> Re
                 format!("no channel account `{}`", body.channel_id),
             )
         })?;
-    TelegramChat::parse(&body.to).map_err(|e| ApiError::Unprocessable("invalid-recipient", e))?;
+    let recipient = if channel.kind == ChannelKind::WhatsappCloud.as_str() {
+        let region = crate::contacts::csv_reader::region(&state.settings.contacts.default_region)
+            .ok_or_else(|| {
+            ApiError::Unexpected(anyhow::anyhow!("contacts.default_region is not a region"))
+        })?;
+        crate::contacts::csv_reader::normalise_phone(&body.to, region)
+            .map_err(|e| ApiError::Unprocessable("invalid-recipient", e.message))?
+    } else {
+        TelegramChat::parse(&body.to)
+            .map_err(|e| ApiError::Unprocessable("invalid-recipient", e))?;
+        body.to.clone()
+    };
     validate_content(
         state,
         &caller.user_id,
@@ -162,7 +179,8 @@ async fn validate(body: &CreateMessage, caller: &Caller, state: &AppState) -> Re
         body.parse_mode.as_deref(),
         body.media_id.as_deref(),
     )
-    .await
+    .await?;
+    Ok(recipient)
 }
 
 /// Checks text, caption, parse mode and media ownership against Telegram's limits.
@@ -265,12 +283,12 @@ async fn create_message(
     {
         return replay(existing, &hash);
     }
-    validate(&body, &caller, &state).await?;
+    let recipient = validate(&body, &caller, &state).await?;
 
     let row = repo::NewMessage {
         owner_id: caller.user_id.clone(),
         channel_id: body.channel_id,
-        recipient: body.to,
+        recipient,
         body: body.text,
         parse_mode: body.parse_mode,
         media_id: body.media_id,

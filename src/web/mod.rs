@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/whatsapp/webhook/{channel_id}",
             web::post().to(channels::whatsapp::webhook::receive),
         )
+        .configure(media::configure_public)
         .configure(integrations::configure_pingui)
         .configure(dashboard::configure_seed)
         .configure(auth::routes::configure_auth)

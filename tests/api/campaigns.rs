@@ -16,15 +16,25 @@ const NUMBER: &str = "106540352242922";
 const ACCESS_TOKEN: &str = "EAAGtest-access-token-0123456789";
 const APP_SECRET: &str = "wa-app-secret-0123456789";
 
-struct Wa {
-    app: TestApp,
-    fake: FakeWhatsApp,
-    channel: String,
+pub struct Wa {
+    pub app: TestApp,
+    pub fake: FakeWhatsApp,
+    pub channel: String,
     webhook_path: String,
     verify_token: String,
 }
 
 async fn wa_app(backend: Backend, mode: WindowMode, limits: Option<Value>) -> Wa {
+    wa_app_with(backend, mode, limits, |_| {}).await
+}
+
+/// A server with one WhatsApp number registered on a fresh fake; `tweak` adjusts settings.
+pub async fn wa_app_with(
+    backend: Backend,
+    mode: WindowMode,
+    limits: Option<Value>,
+    tweak: impl FnOnce(&mut pregonero::config::Settings),
+) -> Wa {
     let fake = FakeWhatsApp::start(FakeWhatsAppConfig {
         window_mode: mode,
         ..Default::default()
@@ -37,6 +47,7 @@ async fn wa_app(backend: Backend, mode: WindowMode, limits: Option<Value>) -> Wa
         s.whatsapp.api_base_url = base;
         s.whatsapp.throughput_backoff_ms = 200;
         s.campaigns.tick_ms = 50;
+        tweak(s);
     })
     .await;
     secret(ACCESS_TOKEN);

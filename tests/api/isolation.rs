@@ -75,7 +75,11 @@ fn routes() -> Vec<Route> {
         }),
         r(M::GET, "/api/v1/messages/{id}", Some("message"), none),
         r(M::POST, "/api/v1/media", None, none),
+        r(M::GET, "/api/v1/media", None, none),
         r(M::GET, "/api/v1/media/{id}", Some("media"), none),
+        r(M::GET, "/api/v1/media/{id}/content", Some("media"), none),
+        r(M::GET, "/api/v1/media/{id}/url", Some("media"), none),
+        r(M::DELETE, "/api/v1/media/{id}", Some("media"), none),
         r(M::POST, "/api/v1/integrations", None, |res| {
             Some(json!({"channel_id": res.channel, "name": "x"}))
         }),

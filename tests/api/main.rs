@@ -12,6 +12,7 @@ mod delivery;
 mod errors;
 mod events;
 mod isolation;
+mod media;
 mod operations;
 mod resilience;
 mod rules;

@@ -107,14 +107,15 @@ impl WhatsAppClient {
             })
     }
 
-    /// Sends text, an approved template, or media (by a media id from [`Self::upload_media`]).
+    /// Sends text, an approved template, or media (by a media id from [`Self::upload_media`],
+    /// or by a link Meta fetches).
     pub async fn send(
         &self,
         creds: &WaCredentials,
         msg: &OutboundMessage,
-        media_id: Option<&str>,
+        media: Option<MediaRef<'_>>,
     ) -> Result<Receipt, ChannelError> {
-        let body = message_body(msg, media_id);
+        let body = message_body(msg, media);
         let req = self
             .http
             .post(self.url(creds, "messages"))
@@ -179,7 +180,25 @@ impl WhatsAppClient {
     }
 }
 
-fn message_body(msg: &OutboundMessage, media_id: Option<&str>) -> Value {
+/// How a message names its media (CHANNELS.md [W-MEDIA]: exactly one of `id` and `link`).
+#[derive(Debug, Clone, Copy)]
+pub enum MediaRef<'a> {
+    /// Uploaded to the number's `/media` endpoint.
+    Id(&'a str),
+    /// A URL Meta downloads.
+    Link(&'a str),
+}
+
+impl MediaRef<'_> {
+    fn object(self) -> Value {
+        match self {
+            MediaRef::Id(id) => json!({ "id": id }),
+            MediaRef::Link(link) => json!({ "link": link }),
+        }
+    }
+}
+
+fn message_body(msg: &OutboundMessage, media_ref: Option<MediaRef<'_>>) -> Value {
     let mut body = json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -192,12 +211,12 @@ fn message_body(msg: &OutboundMessage, media_id: Option<&str>) -> Value {
     }) = &msg.template
     {
         let mut components = Vec::new();
-        if let Some(id) = media_id
+        if let Some(media_ref) = media_ref
             && let Some(media) = &msg.media
             && let Some((kind, _)) = media_limit(&media.content_type)
         {
             components.push(json!({"type": "header", "parameters": [
-                {"type": kind, kind: {"id": id}}
+                {"type": kind, kind: media_ref.object()}
             ]}));
         }
         if !params.is_empty() {
@@ -215,11 +234,11 @@ fn message_body(msg: &OutboundMessage, media_id: Option<&str>) -> Value {
         });
         return body;
     }
-    match (media_id, &msg.media) {
-        (Some(id), Some(media)) => {
+    match (media_ref, &msg.media) {
+        (Some(media_ref), Some(media)) => {
             let kind = media_limit(&media.content_type).map_or("document", |(k, _)| k);
             let kind = if kind == "sticker" { "image" } else { kind };
-            let mut object = json!({"id": id});
+            let mut object = media_ref.object();
             if !msg.text.is_empty() && kind != "audio" {
                 object["caption"] = json!(msg.text);
             }
@@ -358,8 +377,9 @@ mod tests {
             bytes: bytes::Bytes::from_static(b"x"),
             content_type: "image/png".into(),
             filename: "a.png".into(),
+            link: None,
         });
-        let image = message_body(&msg, Some("MID"));
+        let image = message_body(&msg, Some(MediaRef::Id("MID")));
         assert_eq!(image["image"]["id"], "MID");
         assert_eq!(image["image"]["caption"], "Hola");
         msg.template = Some(ProviderTemplate {
@@ -367,7 +387,16 @@ mod tests {
             language: "es".into(),
             params: vec!["Ana".into()],
         });
-        let tpl = message_body(&msg, Some("MID"));
+        let linked = message_body(
+            &msg,
+            Some(MediaRef::Link("https://s3.example/a.png?X-Amz-Signature=1")),
+        );
+        assert_eq!(
+            linked["image"]["link"],
+            "https://s3.example/a.png?X-Amz-Signature=1"
+        );
+        assert!(linked["image"].get("id").is_none());
+        let tpl = message_body(&msg, Some(MediaRef::Id("MID")));
         assert_eq!(
             tpl["template"]["components"][1]["parameters"][0]["text"],
             "Ana"

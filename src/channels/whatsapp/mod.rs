@@ -5,7 +5,7 @@ pub mod webhook;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-pub use client::{WhatsAppClient, classify_status_error, media_limit};
+pub use client::{MediaRef, WhatsAppClient, classify_status_error, media_limit};
 
 /// A Cloud API number's secrets, kept encrypted at rest as one JSON document.
 #[derive(Clone)]
