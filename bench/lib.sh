@@ -40,7 +40,8 @@ stop_server() {
 bench_cleanup() { stop_server; rm -rf "$WORK"; }
 
 # $1 = sqlite|postgres, $2 = name prefix of the PostgreSQL database, then any VAR=value settings.
-# Starts `serve --no-workers` (an API replica) on a fresh data folder and waits until it is ready.
+# Starts `serve --no-workers` (an API replica; set SERVE_FLAGS="" for a node with workers) on a
+# fresh data folder and waits until it is ready.
 start_server() {
   local db="$1" prefix="$2" dbenv=()
   shift 2
@@ -53,7 +54,7 @@ start_server() {
   SERVER_PORT="$(free_port)"
   env "${dbenv[@]}" PREGONERO_PORT="$SERVER_PORT" PREGONERO_DATA_DIR="$WORK/data" RUST_LOG=warn \
     PREGONERO_SCHEDULE__ENABLED=false "$@" \
-    "$BIN" serve --no-workers >"$WORK/server.out" 2>"$WORK/server.log" &
+    "$BIN" serve ${SERVE_FLAGS---no-workers} >"$WORK/server.out" 2>"$WORK/server.log" &
   SERVER_PID=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SERVER_PORT/ready" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "server did not start:"; cat "$WORK/server.log"; exit 1

@@ -426,6 +426,7 @@ async fn launch(
                 "message": format!("{affected} contact(s) lack a variable the message uses; fill them in or start with skip_missing"),
                 "contacts_missing_variables": affected,
                 "contacts": listed,
+                "campaign_id": c.id,
             }))));
         }
     }

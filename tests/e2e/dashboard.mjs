@@ -42,9 +42,11 @@ try {
     await page.fill('input[name=password]', 'any');
     await page.click('button[type=submit]');
   }
-  await page.waitForSelector('#new-key');
+  await page.waitForSelector('#kpi-sent');
   const who = await page.textContent('#who');
-  step(`signed in as ${who}`);
+  step(`signed in as ${who}; the dashboard shows this month's KPIs`);
+  await page.click('a[href="#/api-keys"]');
+  await page.waitForSelector('#new-key');
 
   step('create a read-only key');
   await page.fill('#new-key input[name=name]', 'from the browser');

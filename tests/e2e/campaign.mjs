@@ -1,0 +1,101 @@
+// Drives Debian's Chromium through a whole WhatsApp campaign in the dashboard: connect a number
+// (and point the fake Cloud API's webhook at the URL the page shows), import contacts from a CSV
+// with a bad row, write a template with an image, preview it, start a campaign (one contact lacks
+// a variable: the page lists them and sends to the others), and watch the counters and the
+// per-recipient ledger reach `read`. Exits non-zero with a message on the first surprise.
+//
+// Environment: APP_URL, PASSWORD (local admin), FAKE_URL (the fake WhatsApp), WA_NUMBER,
+// WA_TOKEN, WA_SECRET, CSV_PATH, IMAGE_PATH, CHROMIUM (default /usr/bin/chromium).
+import { chromium } from 'playwright-core';
+
+const env = process.env;
+const step = (what) => console.log(`step: ${what}`);
+const fail = (why) => {
+  console.error(`FAILED: ${why}`);
+  process.exit(1);
+};
+
+const browser = await chromium.launch({
+  executablePath: env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+const timer = setTimeout(() => fail('took more than 120 s'), 120_000);
+let page;
+try {
+  page = await browser.newPage();
+  page.setDefaultTimeout(30_000);
+  page.on('pageerror', (e) => fail(`page error: ${e.message}`));
+  const text = async (selector) => (await page.textContent(selector)).trim();
+
+  step('sign in');
+  await page.goto(env.APP_URL);
+  await page.fill('#login input[name=password]', env.PASSWORD);
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#kpi-sent');
+
+  step('connect the WhatsApp number');
+  await page.click('a[href="#/channels"]');
+  await page.fill('#new-whatsapp input[name=name]', 'Ventas');
+  await page.fill('#new-whatsapp input[name=phone_number_id]', env.WA_NUMBER);
+  await page.fill('#new-whatsapp input[name=access_token]', env.WA_TOKEN);
+  await page.fill('#new-whatsapp input[name=app_secret]', env.WA_SECRET);
+  await page.click('#new-whatsapp button[type=submit]');
+  const webhook = await text('#webhook-url');
+  if (!webhook.startsWith(`${env.APP_URL}/whatsapp/webhook/`)) fail(`unexpected webhook URL ${webhook}`);
+  if ((await text('#verify-token')).length < 16) fail('no verify token shown');
+  await page.locator('#channels tr', { hasText: 'Ventas' }).waitFor();
+  const set = await fetch(`${env.FAKE_URL}/__control/numbers`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ phone_number_id: env.WA_NUMBER, access_token: env.WA_TOKEN, app_secret: env.WA_SECRET, webhook_url: webhook }),
+  });
+  if (!set.ok) fail('could not point the fake at the webhook');
+
+  step('import contacts from a CSV with a bad row');
+  await page.click('a[href="#/contacts"]');
+  await page.setInputFiles('#import input[name=file]', env.CSV_PATH);
+  await page.click('#import button[type=submit]');
+  await page.waitForSelector('#import-progress [data-status=completed]');
+  const progress = await text('#import-progress');
+  if (!progress.includes('3 imported, 1 refused')) fail(`import progress says: ${progress}`);
+  await page.waitForSelector('#import-errors');
+  await page.locator('#contacts tr', { hasText: '+34600000002' }).waitFor();
+
+  step('write a template with an image and preview it');
+  await page.click('a[href="#/templates"]');
+  await page.fill('#new-template input[name=name]', 'promo');
+  await page.fill('#new-template textarea[name=body]', 'Hola {{ sustantivo }} {{ nombre }}');
+  await page.setInputFiles('#new-template input[name=media]', env.IMAGE_PATH);
+  await page.click('#new-template button[type=submit]');
+  const row = page.locator('#templates tr', { hasText: 'promo' });
+  await row.waitFor();
+  if (!(await row.textContent()).includes('nombre')) fail('the template row does not list its variables');
+  await row.locator('button.preview').click();
+  await page.locator('#preview q').waitFor();
+  const preview = await text('#preview q');
+  if (!/^Hola Sr?a?\. /.test(preview)) fail(`preview: ${preview}`);
+
+  step('start a campaign: one contact lacks a variable');
+  await page.click('a[href="#/campaigns"]');
+  await page.fill('#new-campaign input[name=name]', 'Oferta');
+  await page.click('#new-campaign button[type=submit]');
+  await page.waitForSelector('#missing');
+  if (!(await text('#missing')).includes('+34600000003')) fail('the contact missing a variable is not listed');
+  await page.click('#skip-missing');
+
+  step('watch it complete and reach read');
+  await page.waitForFunction(() => document.querySelector('#campaign-status')?.textContent === 'completed');
+  await page.waitForFunction(() => document.querySelector('#count-read strong')?.textContent === '2', null, { timeout: 30_000 });
+  if ((await text('#count-skipped strong')) !== '1') fail('the contact without the variable is not skipped');
+  await page.waitForFunction(() => document.querySelectorAll('#recipients tr[data-status=read]').length === 2);
+
+  step('the dashboard counts them');
+  await page.click('a[href="#/dashboard"]');
+  await page.waitForFunction(() => document.querySelector('#kpi-sent strong')?.textContent === '2');
+  console.log('ok');
+} catch (e) {
+  const shown = await page?.innerText('main').catch(() => '');
+  fail(`${e.message}\nthe page shows:\n${shown}`);
+} finally {
+  clearTimeout(timer);
+  await browser.close();
+}
