@@ -38,6 +38,9 @@ pub struct LimitsInput {
     pub per_recipient_interval_secs: Option<u64>,
 }
 
+/// Added to WhatsApp's per-recipient interval (see [`LimitsInput::resolve`]).
+pub const PAIR_RATE_MARGIN: Duration = Duration::from_millis(250);
+
 impl LimitsInput {
     /// Resolves against the server defaults for `kind`.
     pub fn resolve(&self, kind: ChannelKind, s: &Settings) -> PacingLimits {
@@ -57,10 +60,12 @@ impl LimitsInput {
             ChannelKind::WhatsappCloud => PacingLimits {
                 account_per_sec: self.per_second.unwrap_or(s.whatsapp.number_rate_per_sec),
                 account_burst: self.burst.unwrap_or(s.whatsapp.number_burst),
+                // The recipient's turn is taken before the number's, and the request then
+                // travels: a margin keeps jitter from landing two sends under Meta's period.
                 recipient_interval: Duration::from_secs(
                     self.per_recipient_interval_secs
                         .unwrap_or(s.whatsapp.recipient_interval_secs),
-                ),
+                ) + PAIR_RATE_MARGIN,
                 group_per_min: 1,
             },
         }

@@ -70,6 +70,45 @@ impl Workers {
     }
 }
 
+/// Wakes an idle worker every `delivery.poll_interval_ms` to look for due jobs.
+///
+/// apalis-core 1.0's `IntervalStrategy` re-arms its timer without polling it, so after its first
+/// tick nothing woke an idle worker until something else did (a heartbeat, another job's
+/// completion): a job pushed to an idle queue waited 10 s or more. This strategy leaves a timer
+/// armed after every tick.
+struct PollEvery {
+    every: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl PollEvery {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            sleep: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+}
+
+impl PollStrategy for PollEvery {
+    fn poll_drive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _: &PollSnapshot,
+    ) -> std::task::Poll<Option<()>> {
+        use std::future::Future;
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.every);
+        // Polling the re-armed timer registers this waker for the next tick.
+        let _ = self.sleep.as_mut().poll(cx);
+        std::task::Poll::Ready(Some(()))
+    }
+}
+
 async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     let settings = state.settings.delivery.clone();
     let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
@@ -102,7 +141,7 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
             let base = base.clone();
             monitor.register(move |restarts| {
                 WorkerBuilder::new(format!("{base}-{restarts}"))
-                    .backend(storage.clone().poll_with_interval(poll))
+                    .backend(storage.clone().poll_with_strategy(PollEvery::new(poll)))
                     .concurrency(settings.concurrency)
                     .parallelize(tokio::spawn)
                     .data(state.clone())
@@ -114,7 +153,7 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
             let base = base.clone();
             monitor.register(move |restarts| {
                 WorkerBuilder::new(format!("{base}-{restarts}"))
-                    .backend(storage.clone().poll_with_interval(poll))
+                    .backend(storage.clone().poll_with_strategy(PollEvery::new(poll)))
                     .concurrency(settings.concurrency)
                     .parallelize(tokio::spawn)
                     .data(state.clone())

@@ -514,7 +514,123 @@ async fn missing_variables_and_send_messages(backend: Backend) {
     );
 }
 
+/// Polls a message until `done` holds (panics after `timeout`).
+async fn wait_message(
+    app: &TestApp,
+    id: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (status, m) = app.get_json(&format!("messages/{id}")).await;
+        assert_eq!(status, 200, "{m}");
+        if done(&m) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message did not get there: {m:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// CHANNELS.md §2 error scopes against the fake: 131056 holds back one message (its attempt
+/// refunded) while the number goes on; 131048 pauses the whole number; and the pair rate is
+/// kept by pacing, so two messages to one person go out six seconds apart without a 131056.
+async fn errors_by_scope_and_pair_pacing(backend: Backend) {
+    let wa = wa_app_with(backend, WindowMode::Off, None, |s| {
+        s.whatsapp.quality_backoff_secs = 1;
+    })
+    .await;
+    let app = &wa.app;
+    let channel = wa.channel.as_str();
+    let send = |to: String, text: &'static str| async move {
+        let (status, m) = app
+            .api(
+                Method::POST,
+                "messages",
+                Some(json!({"channel_id": channel, "to": to, "text": text})),
+            )
+            .await;
+        assert_eq!(status, 202, "{m}");
+        m["id"].as_str().expect("id").to_owned()
+    };
+    let sent_at = |text: &str| {
+        wa.fake
+            .sent()
+            .into_iter()
+            .find(|s| s.body.as_deref() == Some(text))
+            .map(|s| s.at)
+    };
+
+    // 131056: that message waits (4 s), the number does not.
+    wa.fake.fail_next(NUMBER, 131056, 400, 1);
+    let held = send(phone(1), "uno").await;
+    wait_message(app, &held, Duration::from_secs(10), |m| {
+        m["last_error_code"] == "recipient-rate-limited"
+    })
+    .await;
+    let other = send(phone(2), "dos").await;
+    wait_message(app, &other, Duration::from_secs(3), |m| {
+        m["status"] == "sent"
+    })
+    .await;
+    let (_, m) = app.get_json(&format!("messages/{held}")).await;
+    assert_eq!(m["status"], "queued", "still waiting its turn: {m}");
+    let m = wait_message(app, &held, Duration::from_secs(15), |m| {
+        m["status"] == "sent"
+    })
+    .await;
+    assert_eq!(
+        m["attempt_count"], 1,
+        "the pair-rate hit is not an attempt: {m}"
+    );
+
+    // 131048: the whole number pauses for whatsapp.quality_backoff_secs.
+    let before = std::time::Instant::now();
+    wa.fake.fail_next(NUMBER, 131048, 400, 1);
+    let throttled = send(phone(3), "tres").await;
+    wait_message(app, &throttled, Duration::from_secs(10), |m| {
+        m["last_error_code"] == "quality-throttled"
+    })
+    .await;
+    let next = send(phone(4), "cuatro").await;
+    for id in [&throttled, &next] {
+        wait_message(app, id, Duration::from_secs(10), |m| m["status"] == "sent").await;
+    }
+    for text in ["tres", "cuatro"] {
+        let at = sent_at(text).expect("sent");
+        assert!(
+            at.duration_since(before) >= Duration::from_millis(950),
+            "{text} went out {:?} after the 131048, inside the pause",
+            at.duration_since(before)
+        );
+    }
+
+    // The pair rate (1 per 6 s per person) is kept by pacing, not discovered by errors.
+    let first = send(phone(5), "a").await;
+    let second = send(phone(5), "b").await;
+    for id in [&first, &second] {
+        wait_message(app, id, Duration::from_secs(20), |m| m["status"] == "sent").await;
+    }
+    let (a, b) = (sent_at("a").expect("a"), sent_at("b").expect("b"));
+    let gap = a.max(b).duration_since(a.min(b));
+    assert!(
+        gap >= Duration::from_millis(5_900),
+        "two messages to one person {gap:?} apart"
+    );
+    let stats = wa.fake.stats();
+    assert_eq!(
+        (stats.rejected_131056, stats.rejected_130429),
+        (1, 0),
+        "only the injected 131056: {stats:?}"
+    );
+}
+
 on_both_databases!(
+    errors_by_scope_and_pair_pacing,
     whatsapp_campaign_end_to_end,
     webhooks_window_and_opt_out,
     pause_resume_restart_cancel,
