@@ -88,11 +88,18 @@ for i, t in enumerate(at):
         j += 1
     peak = max(peak, i - j + 1)
 recipients = {s["to"] for s in sent}
+gaps = sorted(((b - a), a) for a, b in zip(at, at[1:]))[-3:]
+per_second = {}
+for t in at:
+    per_second[(t - at[0]) // 1000] = per_second.get((t - at[0]) // 1000, 0) + 1
+slow = sorted(k for k, v in per_second.items() if v < mps * 0.9)
 print(f"accepted {len(at)} sends to {len(recipients)} recipients in {span:.1f} s"
       f" => {rate:.2f} msg/s = {rate / mps:.3f} of the {mps} msg/s limit")
 print(f"busiest one-second window: {peak} sends;"
       f" 130429 answers: {stats['rejected_130429']}; 131056 answers: {stats['rejected_131056']};"
       f" other errors: {stats['rejected_other']}")
+print(f"longest pauses between two sends: {', '.join(f'{g} ms at +{(a - at[0]) / 1000:.1f} s' for g, a in reversed(gaps))};"
+      f" seconds under 90 % of the limit: {len(slow)} of {len(per_second)}")
 print(f"campaign {campaign['status']}: {campaign.get('counters')}")
 print(f"server peak RSS {rss / 1024:.0f} MB")
 assert len(at) == n and len(recipients) == n, "every recipient exactly once"

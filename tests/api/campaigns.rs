@@ -93,6 +93,28 @@ async fn campaign(app: &TestApp, body: Value) -> (u16, Value) {
     app.api(Method::POST, "campaigns", Some(body)).await
 }
 
+/// Polls `GET /api/v1/<path>` until `done` holds (panics after `timeout`).
+async fn wait_for(
+    app: &TestApp,
+    path: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (status, v) = app.get_json(path).await;
+        assert_eq!(status, 200, "{v}");
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} did not get there: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Polls the campaign until `done` holds (panics after `timeout`).
 async fn wait_campaign(
     app: &TestApp,
@@ -100,19 +122,7 @@ async fn wait_campaign(
     timeout: Duration,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let (status, c) = app.get_json(&format!("campaigns/{id}")).await;
-        assert_eq!(status, 200, "{c}");
-        if done(&c) {
-            return c;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "campaign did not get there: {c:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(app, &format!("campaigns/{id}"), timeout, done).await
 }
 
 async fn whatsapp_campaign_end_to_end(backend: Backend) {
@@ -521,19 +531,7 @@ async fn wait_message(
     timeout: Duration,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let (status, m) = app.get_json(&format!("messages/{id}")).await;
-        assert_eq!(status, 200, "{m}");
-        if done(&m) {
-            return m;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "message did not get there: {m:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for(app, &format!("messages/{id}"), timeout, done).await
 }
 
 /// CHANNELS.md §2 error scopes against the fake: 131056 holds back one message (its attempt

@@ -16,19 +16,8 @@ async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) ->
 }
 
 async fn upload(app: &TestApp, query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let res = app
-        .client
-        .post(format!("{}/api/v1/contacts/imports{query}", app.address))
-        .bearer_auth(&app.api_key)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
+    app.post_raw(&format!("contacts/imports{query}"), content_type, body)
         .await
-        .expect("upload");
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
 }
 
 /// Polls an import until it is no longer running.

@@ -301,6 +301,17 @@ impl TestApp {
         status_and_json(req).await
     }
 
+    /// `POST /api/v1/<path>` with a raw body of `content_type` (uploads), as JSON.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let req = self
+            .client
+            .post(format!("{}/api/v1/{path}", self.address))
+            .bearer_auth(&self.api_key)
+            .header("content-type", content_type)
+            .body(body);
+        status_and_json(req).await
+    }
+
     /// `GET` a path outside `/api/v1` (no credentials); status and JSON body.
     pub async fn get_json_root(&self, path: &str) -> (u16, Value) {
         status_and_json(self.client.get(format!("{}{path}", self.address))).await

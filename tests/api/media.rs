@@ -162,17 +162,8 @@ fn pdf(len: usize) -> Vec<u8> {
 }
 
 async fn upload_raw(app: &TestApp, query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let res = app
-        .client
-        .post(format!("{}/api/v1/media{query}", app.address))
-        .bearer_auth(&app.api_key)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
+    app.post_raw(&format!("media{query}"), content_type, body)
         .await
-        .expect("upload");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 async fn download(app: &TestApp, url: &str, auth: bool) -> (u16, Vec<u8>) {
