@@ -1,7 +1,12 @@
-//! A campaign releases its next recipients with `WHERE campaign_id = ? AND status = 'pending'
-//! ORDER BY id LIMIT n`, several times a second. On `(campaign_id, status)` that read every
-//! pending row and sorted them (a 100,000-recipient campaign slowed to 61 msg/s); with `id` in
-//! the index the rows come out in order and the query stops after `n`.
+//! Indexes for the two queries a running campaign makes most.
+//!
+//! - Its next recipients: `WHERE campaign_id = ? AND status = 'pending' ORDER BY id LIMIT n`,
+//!   several times a second. On `(campaign_id, status)` that read every pending row and sorted
+//!   them; with `id` in the index the rows come out in order and the query stops after `n`.
+//! - Each status webhook (three per message): `WHERE channel_id = ? AND provider_message_id = ?`.
+//!   With one index per column, PostgreSQL's planner (statistics lagging a fast-growing table)
+//!   ANDed a bitmap of the channel's every message with the provider id's: 59 ms per webhook at
+//!   100,000 messages, which saturated the machine at 64 msg/s. One index on both is exact.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -13,6 +18,8 @@ enum Messages {
     Id,
     CampaignId,
     Status,
+    ProviderMessageId,
+    ChannelId,
 }
 
 #[async_trait::async_trait]
@@ -29,18 +36,35 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // Its prefix serves every query the old index served.
         manager
-            .drop_index(
-                Index::drop()
-                    .name("ix_messages_campaign_status")
+            .create_index(
+                Index::create()
+                    .name("ix_messages_provider_channel")
                     .table(Messages::Table)
+                    .col(Messages::ProviderMessageId)
+                    .col(Messages::ChannelId)
                     .to_owned(),
             )
-            .await
+            .await?;
+        // Their prefixes serve every query the old indexes served.
+        for old in ["ix_messages_campaign_status", "ix_messages_provider_id"] {
+            manager
+                .drop_index(Index::drop().name(old).table(Messages::Table).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_messages_provider_id")
+                    .table(Messages::Table)
+                    .col(Messages::ProviderMessageId)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_index(
                 Index::create()
@@ -51,13 +75,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("ix_messages_campaign_status_id")
-                    .table(Messages::Table)
-                    .to_owned(),
-            )
-            .await
+        for new in [
+            "ix_messages_campaign_status_id",
+            "ix_messages_provider_channel",
+        ] {
+            manager
+                .drop_index(Index::drop().name(new).table(Messages::Table).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }
