@@ -391,11 +391,9 @@ mod tests {
             &msg,
             Some(MediaRef::Link("https://s3.example/a.png?X-Amz-Signature=1")),
         );
-        assert_eq!(
-            linked["image"]["link"],
-            "https://s3.example/a.png?X-Amz-Signature=1"
-        );
-        assert!(linked["image"].get("id").is_none());
+        let header = &linked["template"]["components"][0]["parameters"][0]["image"];
+        assert_eq!(header["link"], "https://s3.example/a.png?X-Amz-Signature=1");
+        assert!(header.get("id").is_none());
         let tpl = message_body(&msg, Some(MediaRef::Id("MID")));
         assert_eq!(
             tpl["template"]["components"][1]["parameters"][0]["text"],
