@@ -120,6 +120,9 @@ struct Text {
     body: Option<String>,
 }
 
+/// How long a status for an unknown message id is answered 503 (so Meta sends it again).
+const STATUS_RETRY_MINUTES: i64 = 10;
+
 fn at(timestamp: Option<&str>) -> DateTime<Utc> {
     timestamp
         .and_then(|t| t.parse::<i64>().ok())
@@ -187,6 +190,18 @@ async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(
         messages::repo::apply_provider_status(&state.db, channel_id, &s.id, &s.status, when, error)
             .await?;
     tracing::debug!(%channel_id, status = %s.status, applied, "WhatsApp status");
+    // Meta can report a status before the answer to our send is recorded (the provider id is
+    // stored when that answer's transaction commits): ask for the webhook again. After a few
+    // minutes an unknown id is someone else's message on this number, and is ignored.
+    if !applied && Utc::now() - when < chrono::Duration::minutes(STATUS_RETRY_MINUTES) {
+        return Err(ApiError::Limited {
+            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "message-not-recorded-yet",
+            message: "no message with this id yet; send the status again".into(),
+            retry_after: 1,
+            resets_at: None,
+        });
+    }
     Ok(())
 }
 
