@@ -41,7 +41,9 @@ const when = (t) => (t ? new Date(t).toLocaleString() : '—');
 let refreshTimer = null;
 const every = (ms, fn) => { clearInterval(refreshTimer); refreshTimer = setInterval(() => fn().catch(() => clearInterval(refreshTimer)), ms); };
 const canWrite = () => me.role !== 'viewer';
-const table = (id, headers, rows) => el('table', { id }, el('thead', {}, el('tr', {}, ...headers.map((h) => el('th', {}, h)))), el('tbody', {}, ...rows));
+// `body`: rows, or a <tbody> the page refreshes itself.
+const table = (id, headers, body) => el('table', { id }, el('thead', {}, el('tr', {}, ...headers.map((h) => el('th', {}, h)))),
+  body instanceof Node ? body : el('tbody', {}, ...body));
 const kpi = (label, value, id) => el('div', { class: 'kpi', id }, el('span', { class: 'muted' }, label), el('strong', {}, String(value)));
 const errorBox = (e) => el('p', { class: 'error', role: 'alert' }, e.message);
 
@@ -172,8 +174,7 @@ async function showChannels() {
   main.replaceChildren(el('h1', {}, 'Channels'),
     el('p', { class: 'muted' }, 'WhatsApp Cloud API numbers and Telegram bots. Secrets are stored encrypted and never shown again.'),
     canWrite() ? el('div', {}, el('h2', {}, 'Connect a WhatsApp number'), form) : '', created, message,
-    table('channels', ['Name', 'Kind', 'Status', 'Webhook', 'Added'], []));
-  main.querySelector('#channels tbody').replaceWith(list);
+    table('channels', ['Name', 'Kind', 'Status', 'Webhook', 'Added'], list));
   await refresh();
 }
 
@@ -212,8 +213,7 @@ async function showContacts() {
     } catch (e) { message.replaceChildren(errorBox(e)); }
   });
   main.replaceChildren(el('h1', {}, 'Contacts'), canWrite() ? form : '', progress, message,
-    table('contacts', ['Name', 'Sustantivo', 'Phone', 'Group', ''], []));
-  main.querySelector('#contacts tbody').replaceWith(list);
+    table('contacts', ['Name', 'Sustantivo', 'Phone', 'Group', ''], list));
   await refresh();
 }
 
@@ -252,8 +252,7 @@ async function showTemplates() {
     } catch (e) { message.replaceChildren(errorBox(e)); }
   });
   main.replaceChildren(el('h1', {}, 'Templates'), canWrite() ? form : '', message, preview,
-    table('templates', ['Name', 'Text', 'Variables', 'Media', ''], []));
-  main.querySelector('#templates tbody').replaceWith(list);
+    table('templates', ['Name', 'Text', 'Variables', 'Media', ''], list));
   await refresh();
 }
 
@@ -334,8 +333,7 @@ async function showCampaign(id) {
     if (['completed', 'cancelled'].includes(c.status)) clearInterval(refreshTimer);
   };
   main.replaceChildren(head, bar, counters, actions, message, el('h2', {}, 'Recipients'),
-    table('recipients', ['Recipient', 'Status', 'Attempts', 'Error', 'Sent', 'Delivered', 'Read'], []));
-  main.querySelector('#recipients tbody').replaceWith(list);
+    table('recipients', ['Recipient', 'Status', 'Attempts', 'Error', 'Sent', 'Delivered', 'Read'], list));
   await refresh();
   every(1000, refresh);
 }

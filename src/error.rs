@@ -121,6 +121,18 @@ impl std::fmt::Debug for ApiError {
 }
 
 impl ApiError {
+    /// `503` with `Retry-After`: the server cannot take the request now (a backend down, a queue
+    /// full); nothing was kept, and the same request may succeed after `retry_after` seconds.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError::Limited {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: message.into(),
+            retry_after,
+            resets_at: None,
+        }
+    }
+
     /// The stable code sent as `error`.
     pub fn code(&self) -> &'static str {
         match self {

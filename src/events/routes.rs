@@ -167,26 +167,21 @@ async fn submit(state: &AppState, rows: Vec<events::ActiveModel>) -> Result<(), 
             metrics::counter!("pregonero_events_rejected_total", "reason" => "storage-unavailable")
                 .increment(1);
             tracing::warn!(error = %e, "events not stored");
-            Err(ApiError::Limited {
-                status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                code: "storage-unavailable",
-                message: "the events could not be stored; nothing was kept, retry later".into(),
-                retry_after: 5,
-                resets_at: None,
-            })
+            Err(ApiError::unavailable(
+                "storage-unavailable",
+                "the events could not be stored; nothing was kept, retry later",
+                5,
+            ))
         }
     }
 }
 
 fn circuit_open(retry_after: u64) -> ApiError {
-    ApiError::Limited {
-        status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-        code: "circuit-open",
-        message: "event storage failed repeatedly and is resting; nothing was kept, retry later"
-            .into(),
+    ApiError::unavailable(
+        "circuit-open",
+        "event storage failed repeatedly and is resting; nothing was kept, retry later",
         retry_after,
-        resets_at: None,
-    }
+    )
 }
 
 /// With an `Idempotency-Key`: insert what is new (the key, or `key#i` per event of a batch),

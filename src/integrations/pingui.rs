@@ -232,15 +232,11 @@ async fn send_alert(
         && messages::repo::pending_alerts(&state.db, max_pending).await? >= max_pending
     {
         metrics::counter!("pregonero_alerts_rejected_total", "reason" => "queue-full").increment(1);
-        return Err(ApiError::Limited {
-            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            code: "queue-full",
-            message: format!(
-                "{max_pending} alerts are already waiting for delivery; try again shortly"
-            ),
-            retry_after: QUEUE_FULL_RETRY_SECS,
-            resets_at: None,
-        });
+        return Err(ApiError::unavailable(
+            "queue-full",
+            format!("{max_pending} alerts are already waiting for delivery; try again shortly"),
+            QUEUE_FULL_RETRY_SECS,
+        ));
     }
 
     let now = state.clock.now();

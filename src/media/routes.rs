@@ -156,13 +156,11 @@ async fn upload_media(
 /// 503 with `Retry-After`; the store's own message is logged, not returned.
 fn store_unavailable(e: &anyhow::Error) -> ApiError {
     tracing::error!(error = %format!("{e:#}"), "media store failed");
-    ApiError::Limited {
-        status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-        code: "media-store-unavailable",
-        message: "the media store did not answer; try again shortly".into(),
-        retry_after: 5,
-        resets_at: None,
-    }
+    ApiError::unavailable(
+        "media-store-unavailable",
+        "the media store did not answer; try again shortly",
+        5,
+    )
 }
 
 fn too_large(limit: u64, target: Option<Target>) -> ApiError {

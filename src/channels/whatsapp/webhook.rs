@@ -194,13 +194,11 @@ async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(
     // stored when that answer's transaction commits): ask for the webhook again. After a few
     // minutes an unknown id is someone else's message on this number, and is ignored.
     if !applied && Utc::now() - when < chrono::Duration::minutes(STATUS_RETRY_MINUTES) {
-        return Err(ApiError::Limited {
-            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            code: "message-not-recorded-yet",
-            message: "no message with this id yet; send the status again".into(),
-            retry_after: 1,
-            resets_at: None,
-        });
+        return Err(ApiError::unavailable(
+            "message-not-recorded-yet",
+            "no message with this id yet; send the status again",
+            1,
+        ));
     }
     Ok(())
 }
