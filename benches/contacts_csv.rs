@@ -2,10 +2,18 @@
 //! (`normalise_phone`), and whole rows (`ContactsCsv`: decode, map, normalise, duplicate check).
 //!
 //! `cargo bench --bench contacts_csv` prints rows per second for 200,000 generated rows in the
-//! seed's shape (`nombre;sustantivo;grupo;telefono;ciudad`, phones in mixed formats).
+//! seed's shape (`nombre;sustantivo;grupo;telefono;ciudad`, phones in mixed formats), and then
+//! the write side alone: the same rows upserted in the import's batches into a fresh SQLite file
+//! with the server's settings (WAL, `synchronous=NORMAL`, migrations applied).
 use std::{hint::black_box, time::Instant};
 
-use pregonero::contacts::csv_reader::{ContactsCsv, normalise_phone, region};
+use pregonero::{
+    config::Settings,
+    contacts::{
+        csv_reader::{ContactRow, ContactsCsv, normalise_phone, region},
+        repo,
+    },
+};
 
 const ROWS: usize = 200_000;
 
@@ -42,15 +50,42 @@ fn main() {
         );
     }
     let started = Instant::now();
-    let rows = ContactsCsv::new(&file[..], es)
+    let rows: Vec<ContactRow> = ContactsCsv::new(&file[..], es)
         .expect("header")
-        .filter(|(_, r)| black_box(r).is_ok())
-        .count();
+        .filter_map(|(_, r)| black_box(r).ok())
+        .collect();
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(rows, ROWS);
+    assert_eq!(rows.len(), ROWS);
     println!(
         "ContactsCsv rows:     {:>9.0} rows/s ({:.2} µs each)",
         ROWS as f64 / secs,
         secs * 1e6 / ROWS as f64
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let secs = runtime.block_on(async {
+        let (db, _queue) = pregonero::db::connect(&settings).await.expect("database");
+        let now = chrono::Utc::now();
+        let started = Instant::now();
+        for batch in rows.chunks(repo::BATCH_ROWS) {
+            repo::upsert(&db, "owner", batch, "bench", now)
+                .await
+                .expect("upsert");
+        }
+        started.elapsed().as_secs_f64()
+    });
+    println!(
+        "SQLite upsert:        {:>9.0} rows/s ({:.2} µs each, batches of {})",
+        ROWS as f64 / secs,
+        secs * 1e6 / ROWS as f64,
+        repo::BATCH_ROWS
     );
 }

@@ -272,6 +272,20 @@ pub async fn store_counters(
     Ok(())
 }
 
+/// Whether the campaign has a recipient not released yet (one index probe).
+pub async fn has_pending(db: &impl ConnectionTrait, campaign_id: &str) -> Result<bool, DbErr> {
+    let one: Option<String> = messages::Entity::find()
+        .select_only()
+        .column(messages::Column::Id)
+        .filter(messages::Column::CampaignId.eq(campaign_id))
+        .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(one.is_some())
+}
+
 /// Recipients released and not final yet (queued or being sent).
 pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &str) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
