@@ -244,8 +244,9 @@ pub async fn count(db: &impl ConnectionTrait, campaign_id: &str) -> Result<Count
             .one(db)
             .await?
             .unwrap_or_default();
-        c.delivered = delivered.unwrap_or(0);
-        c.read = read.unwrap_or(0);
+        // Two statements: a receipt can land between them; never show more than were sent.
+        c.delivered = Ord::min(delivered.unwrap_or(0), c.sent);
+        c.read = Ord::min(read.unwrap_or(0), c.sent);
     }
     Ok(c)
 }

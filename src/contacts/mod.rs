@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use self::csv_reader::{ContactsCsv, Row};
+use self::csv_reader::ContactsCsv;
 use crate::{entities::contact_imports, state::AppState};
 
 /// Batches in flight between the reading thread and the writer.
@@ -51,49 +51,68 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
     let region = csv_reader::region(&import.default_region)
         .ok_or_else(|| anyhow::anyhow!("unknown region {}", import.default_region))?;
     let file = std::fs::File::open(path)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Row>>(CHANNEL_BATCHES);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
+    let backend = state.db.get_database_backend();
+    let (owner_id, source, clock) = (
+        import.owner_id.clone(),
+        format!("import:{}", import.id),
+        state.clock.clone(),
+    );
+    // The reading thread parses, normalises and builds each batch's statement; the writer only
+    // runs them, so reading batch k+1 overlaps writing batch k.
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let rows = ContactsCsv::new(file, region)?;
-        let mut batch = Vec::with_capacity(repo::BATCH_ROWS);
-        for row in rows {
-            batch.push(row);
-            if batch.len() == repo::BATCH_ROWS {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(repo::BATCH_ROWS));
-                if tx.blocking_send(full).is_err() {
-                    return Ok(()); // the writer stopped; it reports why
+        let mut rows = ContactsCsv::new(file, region)?.peekable();
+        while rows.peek().is_some() {
+            let mut batch = Batch::default();
+            let mut contacts = Vec::with_capacity(repo::BATCH_ROWS);
+            for (line, row) in rows.by_ref().take(repo::BATCH_ROWS) {
+                batch.read += 1;
+                match row {
+                    Ok(c) => contacts.push(c),
+                    Err(e) => batch.errors.push((line, e)),
                 }
             }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(batch);
+            batch.imported = contacts.len() as u64;
+            batch.upsert = Some(repo::prepare_upsert(
+                backend,
+                &owner_id,
+                contacts,
+                &source,
+                clock.now(),
+            )?);
+            if tx.blocking_send(batch).is_err() {
+                return Ok(()); // the writer stopped; it reports why
+            }
         }
         Ok(())
     });
-    let source = format!("import:{}", import.id);
     while let Some(batch) = rx.recv().await {
-        let read = batch.len() as u64;
-        let mut contacts = Vec::with_capacity(batch.len());
-        let mut errors = Vec::new();
-        for (line, row) in batch {
-            match row {
-                Ok(c) => contacts.push(c),
-                Err(e) => errors.push((line, e)),
-            }
+        if let Some(upsert) = batch.upsert {
+            repo::execute_upsert(&state.db, upsert).await?;
         }
-        let now = state.clock.now();
-        repo::upsert(&state.db, &import.owner_id, &contacts, &source, now).await?;
-        repo::insert_errors(&state.db, &import.id, &errors).await?;
+        repo::insert_errors(&state.db, &import.id, &batch.errors).await?;
         repo::add_progress(
             &state.db,
             &import.id,
-            read,
-            contacts.len() as u64,
-            errors.len() as u64,
+            batch.read,
+            batch.imported,
+            batch.errors.len() as u64,
         )
         .await?;
     }
     reader.await??;
     Ok(())
+}
+
+/// Up to [`repo::BATCH_ROWS`] rows of a file, ready to write.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Data rows read.
+    read: u64,
+    /// Rows in the upsert.
+    imported: u64,
+    upsert: Option<repo::PreparedUpsert>,
+    errors: Vec<(u64, csv_reader::RowError)>,
 }
 
 /// Resumes this node's imports that a stop interrupted.

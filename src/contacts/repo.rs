@@ -22,11 +22,83 @@ pub async fn upsert(
     source: &str,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
+    let prepared = prepare_upsert(
+        db.get_database_backend(),
+        owner_id,
+        rows.to_vec(),
+        source,
+        now,
+    )?;
+    execute_upsert(db, prepared).await
+}
+
+/// An upsert built and ready to run. Building it (a statement of a thousand rows for SQLite,
+/// column arrays for PostgreSQL) is a good part of the cost of a batch, so an import builds
+/// batch k+1 on its reading thread while batch k is being written.
+#[derive(Debug)]
+pub struct PreparedUpsert(Prepared);
+
+#[derive(Debug)]
+enum Prepared {
+    Empty,
+    Statement(sea_orm::Statement),
+    Unnest(Box<UnnestArgs>),
+}
+
+/// PostgreSQL's upsert as column arrays.
+#[derive(Debug)]
+struct UnnestArgs {
+    owner_id: String,
+    source: String,
+    now: DateTime<Utc>,
+    ids: Vec<String>,
+    phones: Vec<String>,
+    names: Vec<Option<String>>,
+    nouns: Vec<Option<String>>,
+    groups: Vec<Option<String>>,
+    chats: Vec<Option<String>>,
+    attributes: Vec<Option<String>>,
+}
+
+fn attributes_json(row: &ContactRow) -> Option<String> {
+    (!row.attributes.is_empty()).then(|| serde_json::to_string(&row.attributes).unwrap_or_default())
+}
+
+/// Builds the upsert of `rows` (at most [`BATCH_ROWS`]) for `backend`; no I/O.
+pub fn prepare_upsert(
+    backend: DatabaseBackend,
+    owner_id: &str,
+    rows: Vec<ContactRow>,
+    source: &str,
+    now: DateTime<Utc>,
+) -> Result<PreparedUpsert, DbErr> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(PreparedUpsert(Prepared::Empty));
     }
-    if let DatabaseBackend::Postgres = db.get_database_backend() {
-        return upsert_unnest(db, owner_id, rows, source, now).await;
+    if let DatabaseBackend::Postgres = backend {
+        let n = rows.len();
+        let mut args = UnnestArgs {
+            owner_id: owner_id.to_owned(),
+            source: source.to_owned(),
+            now,
+            ids: Vec::with_capacity(n),
+            phones: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            nouns: Vec::with_capacity(n),
+            groups: Vec::with_capacity(n),
+            chats: Vec::with_capacity(n),
+            attributes: Vec::with_capacity(n),
+        };
+        for row in rows {
+            args.ids.push(uuid::Uuid::now_v7().to_string());
+            args.attributes.push(attributes_json(&row));
+            args.phones.push(row.phone);
+            args.names.push(row.name);
+            args.nouns.push(row.noun);
+            args.groups.push(row.group);
+            args.chats.push(row.telegram_chat_id);
+        }
+        return Ok(PreparedUpsert(Prepared::Unnest(Box::new(args))));
     }
     use contacts::Column as C;
     let mut insert = Query::insert();
@@ -45,17 +117,16 @@ pub async fn upsert(
         C::UpdatedAt,
     ]);
     for row in rows {
-        let attributes = (!row.attributes.is_empty())
-            .then(|| serde_json::to_string(&row.attributes).unwrap_or_default());
+        let attributes = attributes_json(&row);
         insert
             .values([
                 uuid::Uuid::now_v7().to_string().into(),
                 owner_id.into(),
-                row.phone.clone().into(),
-                row.name.clone().into(),
-                row.noun.clone().into(),
-                row.group.clone().into(),
-                row.telegram_chat_id.clone().into(),
+                row.phone.into(),
+                row.name.into(),
+                row.noun.into(),
+                row.group.into(),
+                row.telegram_chat_id.into(),
                 attributes.into(),
                 false.into(),
                 source.into(),
@@ -76,19 +147,22 @@ pub async fn upsert(
             .value(C::UpdatedAt, Expr::cust("excluded.updated_at"))
             .to_owned(),
     );
-    db.execute(&insert).await.map(|_| ())
+    Ok(PreparedUpsert(Prepared::Statement(backend.build(&insert))))
+}
+
+/// Runs an upsert built by [`prepare_upsert`].
+pub async fn execute_upsert(db: &DatabaseConnection, upsert: PreparedUpsert) -> Result<(), DbErr> {
+    match upsert.0 {
+        Prepared::Empty => Ok(()),
+        Prepared::Statement(statement) => db.execute_raw(statement).await.map(|_| ()),
+        Prepared::Unnest(args) => upsert_unnest(db, *args).await,
+    }
 }
 
 /// PostgreSQL: the batch as one `INSERT … SELECT FROM UNNEST` of column arrays. The statement
 /// text never changes, so it is prepared once per connection instead of parsing a statement with
 /// thousands of parameters for every batch (the event writer does the same).
-async fn upsert_unnest(
-    db: &DatabaseConnection,
-    owner_id: &str,
-    rows: &[ContactRow],
-    source: &str,
-    now: DateTime<Utc>,
-) -> Result<(), DbErr> {
+async fn upsert_unnest(db: &DatabaseConnection, args: UnnestArgs) -> Result<(), DbErr> {
     const SQL: &str = "INSERT INTO contacts \
         (id, owner_id, phone, name, noun, group_name, telegram_chat_id, attributes, opted_out, \
          source, created_at, updated_at) \
@@ -102,37 +176,17 @@ async fn upsert_unnest(
           telegram_chat_id = COALESCE(excluded.telegram_chat_id, contacts.telegram_chat_id), \
           attributes = COALESCE(excluded.attributes, contacts.attributes), \
           source = excluded.source, updated_at = excluded.updated_at";
-    let n = rows.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut phones = Vec::with_capacity(n);
-    let mut names = Vec::with_capacity(n);
-    let mut nouns = Vec::with_capacity(n);
-    let mut groups = Vec::with_capacity(n);
-    let mut chats = Vec::with_capacity(n);
-    let mut attributes = Vec::with_capacity(n);
-    for row in rows {
-        ids.push(uuid::Uuid::now_v7().to_string());
-        phones.push(row.phone.as_str());
-        names.push(row.name.as_deref());
-        nouns.push(row.noun.as_deref());
-        groups.push(row.group.as_deref());
-        chats.push(row.telegram_chat_id.as_deref());
-        attributes.push(
-            (!row.attributes.is_empty())
-                .then(|| serde_json::to_string(&row.attributes).unwrap_or_default()),
-        );
-    }
     sqlx::query(SQL)
-        .bind(ids)
-        .bind(owner_id)
-        .bind(source)
-        .bind(now)
-        .bind(phones)
-        .bind(names)
-        .bind(nouns)
-        .bind(groups)
-        .bind(chats)
-        .bind(attributes)
+        .bind(args.ids)
+        .bind(args.owner_id)
+        .bind(args.source)
+        .bind(args.now)
+        .bind(args.phones)
+        .bind(args.names)
+        .bind(args.nouns)
+        .bind(args.groups)
+        .bind(args.chats)
+        .bind(args.attributes)
         .execute(db.get_postgres_connection_pool())
         .await
         .map(|_| ())
