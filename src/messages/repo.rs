@@ -539,6 +539,18 @@ pub async fn apply_provider_status(
     else {
         return Ok(false);
     };
+    // `sent` (already known from the send's answer) and statuses we do not track change
+    // nothing, and a receipt already stamped is a redelivery: no transaction for either (a
+    // third of a campaign's webhooks are `sent`).
+    let nothing_to_do = match status {
+        "delivered" => msg.delivered_at.is_some(),
+        "read" => msg.read_at.is_some(),
+        "failed" => false,
+        _ => true,
+    };
+    if nothing_to_do {
+        return Ok(true);
+    }
     let txn = db.begin().await?;
     let stamp = |col: messages::Column| {
         messages::Entity::update_many()
