@@ -248,6 +248,30 @@ async fn a_full_buffer_answers_429_and_recovers(backend: Backend) {
     );
 }
 
+async fn a_body_over_the_limit_answers_413_and_stores_nothing(backend: Backend) {
+    // Arrange: at most 5 events a request, so the body limit is 5 × (message + metadata + 512)
+    // bytes, 125,440 here.
+    let app = spawn_app_with(backend, |s| s.events.max_request_events = 5).await;
+    let big = "x".repeat(40 * 1024);
+    let batch = json!(
+        (0..5)
+            .map(|i| event("oversize", &format!("{i}{big}")))
+            .collect::<Vec<_>>()
+    );
+
+    // Act
+    let res = post(&app, "/events", &batch, None).await;
+
+    // Assert: refused before parsing, with the stable code; nothing stored; a normal body is fine.
+    assert_eq!(res.status().as_u16(), 413);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"], "payload-too-large");
+    let res = post(&app, "/events", &event("oversize", "small"), None).await;
+    assert_eq!(res.status().as_u16(), 202);
+    let stored = list(&app, "service=oversize&count=true&limit=10").await;
+    assert_eq!(stored["total"], 1);
+}
+
 async fn retention_deletes_old_events_on_schedule(backend: Backend) {
     // Arrange: events 20 days old and fresh ones; retention 30 days; scheduler on.
     let app = spawn_app_with(backend, |s| s.schedule.enabled = false).await;
@@ -529,5 +553,6 @@ crate::on_both_databases!(
     accepted_events_are_committed_and_queryable,
     cursor_pages_are_stable_under_concurrent_inserts,
     a_full_buffer_answers_429_and_recovers,
+    a_body_over_the_limit_answers_413_and_stores_nothing,
     retention_deletes_old_events_on_schedule,
 );
