@@ -63,23 +63,19 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut rows = ContactsCsv::new(file, region)?.peekable();
         while rows.peek().is_some() {
-            let mut batch = Batch::default();
             let mut contacts = Vec::with_capacity(repo::BATCH_ROWS);
+            let mut errors = Vec::new();
             for (line, row) in rows.by_ref().take(repo::BATCH_ROWS) {
-                batch.read += 1;
                 match row {
                     Ok(c) => contacts.push(c),
-                    Err(e) => batch.errors.push((line, e)),
+                    Err(e) => errors.push((line, e)),
                 }
             }
-            batch.imported = contacts.len() as u64;
-            batch.upsert = Some(repo::prepare_upsert(
-                backend,
-                &owner_id,
-                contacts,
-                &source,
-                clock.now(),
-            )?);
+            let batch = Batch {
+                imported: contacts.len() as u64,
+                upsert: repo::prepare_upsert(backend, &owner_id, contacts, &source, clock.now())?,
+                errors,
+            };
             if tx.blocking_send(batch).is_err() {
                 return Ok(()); // the writer stopped; it reports why
             }
@@ -87,16 +83,15 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
         Ok(())
     });
     while let Some(batch) = rx.recv().await {
-        if let Some(upsert) = batch.upsert {
-            repo::execute_upsert(&state.db, upsert).await?;
-        }
+        let failed = batch.errors.len() as u64;
+        repo::execute_upsert(&state.db, batch.upsert).await?;
         repo::insert_errors(&state.db, &import.id, &batch.errors).await?;
         repo::add_progress(
             &state.db,
             &import.id,
-            batch.read,
+            batch.imported + failed,
             batch.imported,
-            batch.errors.len() as u64,
+            failed,
         )
         .await?;
     }
@@ -104,14 +99,13 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
     Ok(())
 }
 
-/// Up to [`repo::BATCH_ROWS`] rows of a file, ready to write.
-#[derive(Debug, Default)]
+/// Up to [`repo::BATCH_ROWS`] rows of a file, ready to write: every row is either in the upsert
+/// or in `errors`.
+#[derive(Debug)]
 struct Batch {
-    /// Data rows read.
-    read: u64,
     /// Rows in the upsert.
     imported: u64,
-    upsert: Option<repo::PreparedUpsert>,
+    upsert: repo::PreparedUpsert,
     errors: Vec<(u64, csv_reader::RowError)>,
 }
 

@@ -115,6 +115,15 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                     detail: e.to_string(),
                 })
             });
+        // A pair-rate or quality limit waits longer for each such answer in a row; read that
+        // count before the transaction: in SQLite a transaction that reads and then writes fails
+        // at once (no busy wait) if another connection wrote in between.
+        let hits = match &result {
+            Err(e @ (ChannelError::RecipientLimited { .. } | ChannelError::Throttled { .. })) => {
+                repo::count_outcomes(&state.db, id, e.code()).await? as u32
+            }
+            _ => 0,
+        };
         let txn = state.db.begin().await?;
         match result {
             Ok(Receipt {
@@ -157,12 +166,6 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
             ) => {
                 // Only this message waits: 4^n × base for the n-th pair-rate hit in a row
                 // (CHANNELS.md), the account's pause for a quality limit. Not an attempt.
-                // Read before the transaction: in SQLite a transaction that reads and then
-                // writes fails at once (no busy wait) if another connection wrote in between,
-                // which left the message `sending` until its lease expired.
-                drop(txn);
-                let hits = repo::count_outcomes(&state.db, id, e.code()).await? as u32;
-                let txn = state.db.begin().await?;
                 let delay = match e {
                     ChannelError::RecipientLimited { .. } => {
                         retry_after.saturating_mul(4u32.saturating_pow(hits.min(6)))
