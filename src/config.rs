@@ -181,6 +181,9 @@ pub struct DeliverySettings {
     pub lease_secs: u64,
     /// How often the recovery sweep re-enqueues stranded messages, in seconds.
     pub sweep_interval_secs: u64,
+    /// How long a finished delivery job stays in the queue's table before it is deleted, in
+    /// seconds (the message ledger keeps the history; the queue only needs unfinished jobs).
+    pub keep_finished_jobs_secs: u64,
     /// How long a clean shutdown waits for in-flight deliveries, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -394,6 +397,7 @@ impl Default for Settings {
                 poll_interval_ms: 100,
                 lease_secs: 300,
                 sweep_interval_secs: 30,
+                keep_finished_jobs_secs: 60,
                 shutdown_grace_secs: 25,
             },
             telegram: TelegramSettings {

@@ -112,6 +112,7 @@ impl PollStrategy for PollEvery {
 async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     let settings = state.settings.delivery.clone();
     let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
+    let purger = tokio::spawn(sweep::purge_periodically(state.clone()));
     let scheduler = state
         .settings
         .schedule
@@ -169,6 +170,7 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
         tracing::error!(error = %e, "job monitor stopped with an error");
     }
     sweeper.abort();
+    purger.abort();
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }

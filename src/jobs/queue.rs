@@ -69,6 +69,39 @@ impl Queue {
         .context("could not enqueue delivery jobs")
     }
 
+    /// Deletes up to `limit` jobs that finished (done, killed, or failed for good) more than
+    /// `older_than` ago; returns how many. apalis keeps every finished job, and its ack statement
+    /// reads all the jobs a worker ever locked, so without this each ack grows with the queue's
+    /// history (at 30,000 sent messages an ack took 17 ms on PostgreSQL).
+    pub async fn purge_finished(&self, older_than: Duration, limit: u64) -> anyhow::Result<u64> {
+        let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let deleted = match self {
+            // `done_at` is in Unix seconds here.
+            Queue::Sqlite(s) => sea_orm::sqlx::query(
+                "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs \
+                 WHERE (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts)) \
+                 AND done_at < CAST(strftime('%s', 'now') AS INTEGER) - ?1 LIMIT ?2)",
+            )
+            .bind(secs)
+            .bind(limit)
+            .execute(s.pool())
+            .await
+            .map(|r| r.rows_affected()),
+            Queue::Postgres(s) => sea_orm::sqlx::query(
+                "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM apalis.jobs \
+                 WHERE (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts)) \
+                 AND done_at < now() - make_interval(secs => $1) LIMIT $2)",
+            )
+            .bind(secs as f64)
+            .bind(limit)
+            .execute(s.pool())
+            .await
+            .map(|r| r.rows_affected()),
+        };
+        deleted.context("could not delete finished delivery jobs")
+    }
+
     /// Checks the queue's tables answer (for `/ready`).
     pub async fn ping(&self) -> anyhow::Result<()> {
         match self {

@@ -1,4 +1,5 @@
-//! Recovery sweep: re-enqueues messages whose job was lost and takes back expired leases.
+//! Recovery sweep: re-enqueues messages whose job was lost and takes back expired leases; and
+//! the purge of finished jobs from the queue's table.
 //!
 //! A message row is written before its job is pushed, so a crash in between leaves a queued row
 //! with no job; a worker killed mid-send leaves a `sending` row with a lease. Both are found here.
@@ -51,4 +52,36 @@ pub async fn run_periodically(state: AppState) {
 /// Hands back what this node was sending (clean shutdown).
 pub async fn release_leases(state: &AppState) -> anyhow::Result<u64> {
     Ok(repo::release_node(&state.db, &state.node_name).await?)
+}
+
+/// Finished jobs deleted per statement (a first pass over a long history runs in chunks).
+const PURGE_CHUNK: u64 = 5000;
+
+/// Deletes the queue's finished jobs older than `delivery.keep_finished_jobs_secs`; returns
+/// how many.
+pub async fn purge_once(state: &AppState) -> anyhow::Result<u64> {
+    let keep = Duration::from_secs(state.settings.delivery.keep_finished_jobs_secs);
+    let mut total = 0;
+    loop {
+        let n = state.queue.purge_finished(keep, PURGE_CHUNK).await?;
+        total += n;
+        if n < PURGE_CHUNK {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs [`purge_once`] every half of the retention (between 1 and 30 s), so the queue's table
+/// holds about one retention's worth of finished jobs.
+pub async fn purge_periodically(state: AppState) {
+    let keep = state.settings.delivery.keep_finished_jobs_secs;
+    let every = Duration::from_secs((keep / 2).clamp(1, 30));
+    loop {
+        tokio::time::sleep(every).await;
+        match purge_once(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "deleted finished delivery jobs"),
+            Err(e) => tracing::warn!(error = ?e, "could not delete finished delivery jobs"),
+        }
+    }
 }

@@ -109,9 +109,70 @@ async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Bac
     assert!(counts.values().all(|&n| n == 1), "duplicates: {counts:?}");
 }
 
+/// Delivery jobs in the queue's table by state: (finished, waiting).
+async fn queue_jobs(app: &crate::helpers::TestApp) -> (i64, i64) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = app.inspect_db().await;
+    let table = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "apalis.jobs",
+        _ => "Jobs",
+    };
+    let sql = format!(
+        "SELECT COALESCE(SUM(CASE WHEN status = 'Done' THEN 1 ELSE 0 END), 0), \
+                COALESCE(SUM(CASE WHEN status = 'Pending' THEN 1 ELSE 0 END), 0) FROM {table}"
+    );
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .expect("count jobs")
+        .expect("one row");
+    (
+        row.try_get_by_index::<i64>(0).expect("finished"),
+        row.try_get_by_index::<i64>(1).expect("waiting"),
+    )
+}
+
+async fn finished_jobs_leave_the_queue_and_waiting_ones_stay(backend: Backend) {
+    // Arrange: finished jobs are kept one second.
+    let app = spawn_app_with(backend, |s| s.delivery.keep_finished_jobs_secs = 1).await;
+    let channel = app.create_bot(None).await;
+    app.telegram.add_chat(1);
+    // A job due in an hour (its message does not exist: it would do nothing when it ran).
+    app.state
+        .queue
+        .push("not-a-message", Duration::from_secs(3600))
+        .await
+        .expect("push a future job");
+
+    // Act
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(app.send_text(&channel, 1, &format!("m{i}")).await);
+    }
+    for id in &ids {
+        app.wait_for_status(id, "sent", Duration::from_secs(30))
+            .await;
+    }
+
+    // Assert: the five finished jobs go within a few seconds; the waiting one and the ledger stay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (mut finished, mut waiting) = queue_jobs(&app).await;
+    while finished > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        (finished, waiting) = queue_jobs(&app).await;
+    }
+    assert_eq!(finished, 0, "finished jobs were not deleted");
+    assert_eq!(waiting, 1, "the job due later must stay");
+    for id in &ids {
+        let (_, msg) = app.get_json(&format!("messages/{id}")).await;
+        assert_eq!(msg["status"], "sent");
+    }
+}
+
 crate::on_both_databases!(
     health_ready_and_metrics_describe_the_server,
     a_clean_restart_mid_queue_delivers_everything_exactly_once,
+    finished_jobs_leave_the_queue_and_waiting_ones_stay,
 );
 
 /// Every operation in docs/openapi.json is routed by the server (none answers `route-not-found`).
