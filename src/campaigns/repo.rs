@@ -112,11 +112,20 @@ pub async fn release(
         return Ok(Vec::new());
     }
     let txn = db.begin().await?;
-    // Released only while running: a pause that landed meanwhile wins.
-    let running = campaigns::Entity::find_by_id(campaign_id.to_owned())
-        .one(&txn)
+    // Released only while running: a pause that landed meanwhile wins. The check is a write (it
+    // touches the campaign row) so that the transaction holds the write lock from its first
+    // statement: in SQLite a transaction that reads and then writes fails at once
+    // (SQLITE_BUSY_SNAPSHOT, no busy wait) if another connection wrote in between, which stopped
+    // the campaign actor every few seconds and paused the campaign for a second each time. In
+    // PostgreSQL the row lock also orders this release with a concurrent pause.
+    let running = campaigns::Entity::update_many()
+        .col_expr(campaigns::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(campaigns::Column::Id.eq(campaign_id))
+        .filter(campaigns::Column::Status.eq(status::RUNNING))
+        .exec(&txn)
         .await?
-        .is_some_and(|c| c.status == status::RUNNING);
+        .rows_affected
+        > 0;
     if !running {
         return Ok(Vec::new());
     }
