@@ -625,7 +625,65 @@ async fn errors_by_scope_and_pair_pacing(backend: Backend) {
     );
 }
 
+/// Posts a status callback signed with the number's app secret; returns the status and body.
+async fn post_status(wa: &Wa, wamid: &str, status: &str, at: i64) -> (u16, Value, Option<String>) {
+    use hmac::Mac;
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"statuses": [{"id": wamid, "status": status, "timestamp": at.to_string(), "recipient_id": "34600000001"}]}}]}]});
+    let bytes = serde_json::to_vec(&body).expect("json");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(APP_SECRET.as_bytes()).expect("hmac key");
+    mac.update(&bytes);
+    let res = wa
+        .app
+        .client
+        .post(format!("{}{}", wa.app.address, wa.webhook_path))
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+        )
+        .body(bytes)
+        .send()
+        .await
+        .expect("webhook");
+    let code = res.status().as_u16();
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (code, res.json().await.unwrap_or(Value::Null), retry_after)
+}
+
+async fn a_status_for_a_message_not_recorded_yet_is_asked_again(backend: Backend) {
+    // Arrange
+    let wa = wa_app(backend, WindowMode::SyncError, None).await;
+    let now = chrono::Utc::now().timestamp();
+
+    // Act: a fresh status for an id we never sent, and a stale one.
+    let started = std::time::Instant::now();
+    let fresh = post_status(&wa, "wamid.not-ours-yet", "delivered", now).await;
+    let waited = started.elapsed();
+    let stale = post_status(&wa, "wamid.someone-elses", "delivered", now - 3600).await;
+
+    // Assert: the fresh one is looked up again for a moment, then asked for again (503 with
+    // Retry-After); the stale one is someone else's message and is acknowledged.
+    assert_eq!(
+        (fresh.0, fresh.1["error"].as_str(), fresh.2.as_deref()),
+        (503, Some("message-not-recorded-yet"), Some("1")),
+        "{:?}",
+        fresh.1
+    );
+    assert!(
+        waited >= Duration::from_millis(150),
+        "looked again before answering: {waited:?}"
+    );
+    assert_eq!(stale.0, 200, "{:?}", stale.1);
+}
+
 on_both_databases!(
+    a_status_for_a_message_not_recorded_yet_is_asked_again,
     errors_by_scope_and_pair_pacing,
     whatsapp_campaign_end_to_end,
     webhooks_window_and_opt_out,
