@@ -122,10 +122,12 @@ struct Text {
 
 /// How long a status for an unknown message id is answered 503 (so Meta sends it again).
 const STATUS_RETRY_MINUTES: i64 = 10;
-/// Pauses between looks for a status's message before answering 503 (the last look, no pause).
-/// On SQLite about one status in forty outran its send's commit during a campaign, and each
-/// cost a 503 and a redelivery.
-const RECORDED_WAITS_MS: [u64; 4] = [20, 50, 100, 0];
+/// Pauses before looking again for a fresh status's message, before answering 503. On SQLite
+/// about one status in forty outran its send's commit during a campaign, and each cost a 503
+/// and a redelivery.
+const RECORDED_WAITS_MS: [u64; 3] = [20, 50, 100];
+/// A status this recent may be waiting for its send's commit; an older one is a redelivery.
+const FRESH_STATUS_SECS: i64 = 10;
 
 fn at(timestamp: Option<&str>) -> DateTime<Utc> {
     timestamp
@@ -193,9 +195,8 @@ async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(
     // Meta can report a status before the answer to our send is recorded (the provider id is
     // stored when that answer's transaction commits, usually a few milliseconds later): look
     // again a few times before asking for the webhook again.
-    let mut applied = false;
-    for pause_ms in RECORDED_WAITS_MS {
-        applied = messages::repo::apply_provider_status(
+    let apply = || {
+        messages::repo::apply_provider_status(
             &state.db,
             channel_id,
             &s.id,
@@ -203,13 +204,15 @@ async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(
             when,
             error.clone(),
         )
-        .await?;
-        if applied || Utc::now() - when > chrono::Duration::seconds(10) {
+    };
+    let fresh = Utc::now() - when < chrono::Duration::seconds(FRESH_STATUS_SECS);
+    let mut applied = apply().await?;
+    for pause_ms in RECORDED_WAITS_MS {
+        if applied || !fresh {
             break;
         }
-        if pause_ms > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
-        }
+        tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        applied = apply().await?;
     }
     tracing::debug!(%channel_id, status = %s.status, applied, "WhatsApp status");
     // Still unknown: ask for the webhook again. After a few minutes an unknown id is someone
