@@ -308,6 +308,7 @@ async function showCampaign(id) {
   const bar = el('progress', { max: 100, value: 0, id: 'progress' });
   const actions = el('div', { id: 'actions' });
   const list = el('tbody');
+  let pace = 0;
   const act = (label, action) => el('button', { 'data-action': action, onclick: async () => {
     try { await api('POST', `/api/v1/campaigns/${id}/${action}`, {}); await refresh(); } catch (e) { message.replaceChildren(errorBox(e)); }
   } }, label);
@@ -330,12 +331,14 @@ async function showCampaign(id) {
     list.replaceChildren(...ledger.items.map((r) => el('tr', { 'data-status': shown(r) },
       el('td', {}, r.recipient), el('td', {}, shown(r)), el('td', {}, r.attempts), el('td', {}, r.error_code ?? ''),
       el('td', {}, when(r.sent_at)), el('td', {}, when(r.delivered_at)), el('td', {}, when(r.read_at)))));
-    if (['completed', 'cancelled'].includes(c.status)) clearInterval(refreshTimer);
+    // Receipts (delivered, read) keep coming after the last send: a finished campaign is still
+    // refreshed, less often. A refresh that lands after the view was left sets no timer.
+    const next = ['completed', 'cancelled'].includes(c.status) ? 5000 : 1000;
+    if (next !== pace && counters.isConnected) { pace = next; every(pace, refresh); }
   };
   main.replaceChildren(head, bar, counters, actions, message, el('h2', {}, 'Recipients'),
     table('recipients', ['Recipient', 'Status', 'Attempts', 'Error', 'Sent', 'Delivered', 'Read'], list));
   await refresh();
-  every(1000, refresh);
 }
 
 async function route() {
