@@ -205,6 +205,89 @@ async fn csv_import_reports_bad_rows_and_upserts(backend: Backend) {
     assert_eq!(by_phone("+12025550143")["name"], "Luis");
 }
 
+/// A file of several batches: 3,000 good rows around a run of 1,500 bad ones, so batches end on
+/// good rows (1,000 a batch) and on refused ones (1,000 at most). Every row is counted once,
+/// every good one is stored and listable, every bad one is in the report with its line.
+async fn a_file_of_many_batches_loses_no_row(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut file = b"nombre;grupo;telefono\n".to_vec();
+    let mut good = 0;
+    for i in 0..4_500u32 {
+        let phone = if (1_200..2_700).contains(&i) {
+            "12".to_owned()
+        } else {
+            good += 1;
+            format!("6{:08}", 10_000_000 + i)
+        };
+        file.extend_from_slice(format!("P{i};G{};{phone}\n", i % 3).as_bytes());
+    }
+    let (status, started) = upload(&app, "", "text/csv", file).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().expect("id").to_owned();
+    let done = finished(&app, &id).await;
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["total_rows"].as_i64(),
+            done["imported"].as_i64(),
+            done["failed"].as_i64()
+        ),
+        (Some("completed"), Some(4_500), Some(good), Some(1_500)),
+        "{done}"
+    );
+
+    let mut listed = 0;
+    let mut after = String::new();
+    loop {
+        let (status, page) = call(
+            &app,
+            Method::GET,
+            &format!("contacts?limit=1000&after={after}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let contacts = page["contacts"].as_array().expect("contacts");
+        for c in contacts {
+            assert!(c["created_at"].is_string(), "{c}");
+            assert_eq!(c["source"], format!("import:{id}"));
+        }
+        listed += contacts.len();
+        match page["next_after"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(listed, 3_000);
+
+    let report = app
+        .client
+        .get(format!(
+            "{}/api/v1/contacts/imports/{id}/errors",
+            app.address
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("errors")
+        .text()
+        .await
+        .expect("text");
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 1 + 1_500);
+    // Line 1 is the header: data row i is on line i + 2.
+    assert!(
+        lines[1].starts_with("1202,12,phone-invalid,"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1_500].starts_with("2701,12,phone-invalid,"),
+        "{}",
+        lines[1_500]
+    );
+}
+
 async fn unusable_uploads_are_refused_at_once(backend: Backend) {
     let app = spawn_app(backend).await;
     let (status, err) = upload(
@@ -253,5 +336,6 @@ async fn unusable_uploads_are_refused_at_once(backend: Backend) {
 on_both_databases!(
     contacts_crud,
     csv_import_reports_bad_rows_and_upserts,
+    a_file_of_many_batches_loses_no_row,
     unusable_uploads_are_refused_at_once
 );
