@@ -37,6 +37,19 @@ async fn finished(app: &TestApp, id: &str) -> Value {
     }
 }
 
+/// `GET …/imports/{id}/errors`: the refused rows as a CSV response.
+async fn error_report(app: &TestApp, id: &str) -> reqwest::Response {
+    app.client
+        .get(format!(
+            "{}/api/v1/contacts/imports/{id}/errors",
+            app.address
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("errors")
+}
+
 async fn contacts_crud(backend: Backend) {
     let app = spawn_app(backend).await;
     let (status, ana) = call(
@@ -154,16 +167,7 @@ async fn csv_import_reports_bad_rows_and_upserts(backend: Backend) {
     assert_eq!(done["filename"], "clientes.csv");
 
     // The error report, as CSV.
-    let res = app
-        .client
-        .get(format!(
-            "{}/api/v1/contacts/imports/{id}/errors",
-            app.address
-        ))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("errors");
+    let res = error_report(&app, &id).await;
     assert_eq!(res.status().as_u16(), 200);
     assert!(
         res.headers()["content-type"]
@@ -260,19 +264,7 @@ async fn a_file_of_many_batches_loses_no_row(backend: Backend) {
     }
     assert_eq!(listed, 3_000);
 
-    let report = app
-        .client
-        .get(format!(
-            "{}/api/v1/contacts/imports/{id}/errors",
-            app.address
-        ))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("errors")
-        .text()
-        .await
-        .expect("text");
+    let report = error_report(&app, &id).await.text().await.expect("text");
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(lines.len(), 1 + 1_500);
     // Line 1 is the header: data row i is on line i + 2.
