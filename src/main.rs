@@ -52,7 +52,7 @@ enum AdminCommand {
 /// mimalloc: a contact import allocates a dozen strings per row on one thread and frees them on
 /// SQLite's; with glibc's allocator a million-row import took 8.4-9.7 s and 10-12 s of CPU, with
 /// mimalloc 5.7 s and 7.5 s (`bench/contacts_import.sh`). Built without transparent huge pages
-/// (`no_thp`), which cost 47 MB of peak RSS in a 30,000-recipient campaign.
+/// (`no_thp`), which cost 37 MB of peak RSS in a 30,000-recipient campaign.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
