@@ -14,6 +14,11 @@ use crate::helpers::{BOT_TOKEN, Backend, LOGS, TestApp, secret, spawn_app_with, 
 const CLIENT_SECRET: &str = "test-client-secret-Kc9vQ2";
 pub const LOCAL_PASSWORD: &str = "correct horse battery staple 42";
 
+/// How long one start of the provider may take to listen (it takes about a second).
+const START_WAIT: Duration = Duration::from_secs(30);
+/// Starts tried before a test fails.
+const START_TRIES: u32 = 3;
+
 /// The OpenID provider process; killed when dropped.
 pub struct Provider {
     child: tokio::process::Child,
@@ -26,14 +31,38 @@ pub struct Provider {
 impl Provider {
     /// Starts the provider (`port` 0 picks one), with the app's callback registered; `None`
     /// with a printed reason when the test script could not install it.
+    ///
+    /// A start that is not ready within [`START_WAIT`] is killed and tried again (up to
+    /// [`START_TRIES`] times), printing what the provider wrote to stderr: once in CI a node
+    /// process printed nothing for 60 s while the other tests kept running, and its stderr was
+    /// thrown away, so why is unknown. A provider that never starts still fails the test, with
+    /// every try's stderr.
     pub async fn start(port: u16, app_port: u16) -> Option<Self> {
         if let Ok(reason) = std::env::var("TEST_SKIP_OIDC") {
             eprintln!("SKIPPED OpenID Connect test: {reason}");
             return None;
         }
+        let mut failures = Vec::new();
+        for attempt in 1..=START_TRIES {
+            match Self::start_once(port, app_port).await {
+                Ok(provider) => return Some(provider),
+                Err(why) => {
+                    eprintln!("OpenID provider start {attempt}/{START_TRIES} failed: {why}");
+                    failures.push(why);
+                }
+            }
+        }
+        panic!(
+            "the OpenID provider did not start in {START_TRIES} tries (run `node tests/oidc/provider.mjs` to see why):\n{}",
+            failures.join("\n")
+        );
+    }
+
+    async fn start_once(port: u16, app_port: u16) -> Result<Self, String> {
         let dir = std::env::var("TEST_OIDC_DIR")
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc").to_owned());
         let app = format!("http://127.0.0.1:{app_port}");
+        let started = std::time::Instant::now();
         let mut child = tokio::process::Command::new("node")
             .arg("provider.mjs")
             .current_dir(&dir)
@@ -41,27 +70,60 @@ impl Provider {
             .env("OIDC_CLIENT_SECRET", CLIENT_SECRET)
             .env("OIDC_REDIRECT_URIS", format!("{app}/auth/callback"))
             .env("OIDC_POST_LOGOUT_URIS", format!("{app}/"))
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run node in {dir} ({e}); scripts/services.sh installs it, or set TEST_SKIP_OIDC=<reason>")
             });
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.expect("provider output") {
+        // The last lines of stderr, kept for a failed start's message.
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut err_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let kept = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() == 40 {
+                    kept.remove(0);
+                }
+                kept.push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = tokio::time::timeout(START_WAIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(p) = line.strip_prefix("ready ") {
-                    return p.trim().parse::<u16>().expect("port");
+                    return p.trim().parse::<u16>().ok();
                 }
             }
-            panic!("the OpenID provider exited before it was ready (run `node tests/oidc/provider.mjs` to see why)");
+            None
         })
-        .await
-        .expect("OpenID provider ready within 60 s");
+        .await;
+        let port = match ready {
+            Ok(Some(port)) => port,
+            outcome => {
+                let _ = child.kill().await;
+                let status = child
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                let what = if outcome.is_err() {
+                    "not ready"
+                } else {
+                    "exited"
+                };
+                return Err(format!(
+                    "{what} after {:.1} s ({status}); stderr:\n{}",
+                    started.elapsed().as_secs_f64(),
+                    stderr.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+                ));
+            }
+        };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Some(Self {
+        Ok(Self {
             child,
             port,
             app_port,
