@@ -11,6 +11,8 @@ use std::{
 
 use phonenumber::country;
 
+use super::phone::{self, Outcome, PhoneNormaliser};
+
 /// Longest accepted value of one field, in characters.
 pub const MAX_FIELD_CHARS: usize = 200;
 
@@ -115,26 +117,23 @@ fn decode(bytes: &[u8]) -> String {
 
 /// Normalises a phone to E.164: `+` or `00` means international, else `region` applies.
 pub fn normalise_phone(raw: &str, region: country::Id) -> Result<String, RowError> {
-    let cleaned: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{a0}'))
-        .collect();
-    let cleaned = match cleaned.strip_prefix("00") {
-        Some(rest) => format!("+{rest}"),
-        None => cleaned,
-    };
-    let invalid = |why: &str| RowError {
+    phone_result(raw, region, phone::with_crate(region, &phone::clean(raw)))
+}
+
+/// A phone's outcome as a row's result.
+fn phone_result(raw: &str, region: country::Id, outcome: Outcome) -> Result<String, RowError> {
+    let invalid = |why: String| RowError {
         phone: Some(raw.to_owned()),
         code: "phone-invalid",
         message: format!("`{raw}` is not a valid phone number{why}"),
     };
-    let number = phonenumber::parse(Some(region), &cleaned).map_err(|_| invalid(""))?;
-    if !phonenumber::is_valid(&number) {
-        return Err(invalid(&format!(
+    match outcome {
+        Outcome::E164(phone) => Ok(phone),
+        Outcome::Unparsable => Err(invalid(String::new())),
+        Outcome::Invalid => Err(invalid(format!(
             " (read as {region:?} when it has no +country)"
-        )));
+        ))),
     }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// Parses an ISO 3166 region code (`ES`, `mx`).
@@ -156,6 +155,7 @@ pub struct ContactsCsv<R: Read> {
     reader: csv::Reader<BufReader<R>>,
     columns: Vec<Column>,
     region: country::Id,
+    phones: PhoneNormaliser,
     record: csv::ByteRecord,
     seen: HashSet<u64>,
     /// Data records read so far.
@@ -195,6 +195,7 @@ impl<R: Read> ContactsCsv<R> {
             reader,
             columns,
             region,
+            phones: PhoneNormaliser::new(region),
             record: csv::ByteRecord::new(),
             seen: HashSet::new(),
             records: 0,
@@ -249,7 +250,8 @@ impl<R: Read> ContactsCsv<R> {
                 message: "the row has no phone".into(),
             });
         };
-        row.phone = normalise_phone(&raw, self.region)?;
+        let outcome = self.phones.normalise(&phone::clean(&raw));
+        row.phone = phone_result(&raw, self.region, outcome)?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         row.phone.hash(&mut hasher);
         if !self.seen.insert(hasher.finish()) {
