@@ -1,5 +1,6 @@
 //! The CPU cost of reading a contacts CSV, without the database: phone normalisation alone
-//! (`normalise_phone`), and whole rows (`ContactsCsv`: decode, map, normalise, duplicate check).
+//! (`normalise_phone`, the `phonenumber` crate; `PhoneNormaliser`, what an import uses), and whole
+//! rows (`ContactsCsv`: decode, map, normalise, duplicate check).
 //!
 //! `cargo bench --bench contacts_csv` prints rows per second for 200,000 generated rows in the
 //! seed's shape (`nombre;sustantivo;grupo;telefono;ciudad`, phones in mixed formats), and then
@@ -11,6 +12,7 @@ use pregonero::{
     config::Settings,
     contacts::{
         csv_reader::{ContactRow, ContactsCsv, normalise_phone, region},
+        phone::{PhoneNormaliser, clean},
         repo,
     },
 };
@@ -39,6 +41,25 @@ fn main() {
     assert_eq!(ok, ROWS);
     println!(
         "normalise_phone:      {:>9.0} phones/s ({:.2} µs each)",
+        ROWS as f64 / secs,
+        secs * 1e6 / ROWS as f64
+    );
+
+    let started = Instant::now();
+    let mut normaliser = PhoneNormaliser::new(es);
+    let ok = phones
+        .iter()
+        .filter(|p| {
+            matches!(
+                black_box(normaliser.normalise(&clean(p))),
+                pregonero::contacts::phone::Outcome::E164(_)
+            )
+        })
+        .count();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(ok, ROWS);
+    println!(
+        "PhoneNormaliser:      {:>9.0} phones/s ({:.2} µs each)",
         ROWS as f64 / secs,
         secs * 1e6 / ROWS as f64
     );
@@ -75,18 +96,12 @@ fn main() {
         let (db, _queue) = pregonero::db::connect(&settings).await.expect("database");
         let now = chrono::Utc::now();
         let started = Instant::now();
+        let mut upserts =
+            repo::UpsertBuilder::new(db.get_database_backend(), "owner", "bench", now)
+                .expect("builder");
         let prepared = rows
             .chunks(repo::BATCH_ROWS)
-            .map(|batch| {
-                repo::prepare_upsert(
-                    db.get_database_backend(),
-                    "owner",
-                    batch.to_vec(),
-                    "bench",
-                    now,
-                )
-                .expect("statement")
-            })
+            .map(|batch| upserts.prepare(batch.to_vec()).expect("statement"))
             .collect::<Vec<_>>();
         let build = started.elapsed().as_secs_f64();
         let started = Instant::now();

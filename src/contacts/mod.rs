@@ -3,6 +3,7 @@
 //! of rows needs a few megabytes. An import interrupted by a restart starts over on the node
 //! that holds its file (upserts make that harmless).
 pub mod csv_reader;
+pub mod phone;
 pub mod repo;
 pub mod routes;
 
@@ -52,12 +53,12 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
         .ok_or_else(|| anyhow::anyhow!("unknown region {}", import.default_region))?;
     let file = std::fs::File::open(path)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
-    let backend = state.db.get_database_backend();
-    let (owner_id, source, clock) = (
-        import.owner_id.clone(),
-        format!("import:{}", import.id),
-        state.clock.clone(),
-    );
+    let mut upserts = repo::UpsertBuilder::new(
+        state.db.get_database_backend(),
+        &import.owner_id,
+        &format!("import:{}", import.id),
+        state.clock.now(),
+    )?;
     // The reading thread parses, normalises and builds each batch's statement; the writer only
     // runs them, so reading batch k+1 overlaps writing batch k.
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -81,7 +82,7 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
             }
             let batch = Batch {
                 imported: contacts.len() as u64,
-                upsert: repo::prepare_upsert(backend, &owner_id, contacts, &source, clock.now())?,
+                upsert: upserts.prepare(contacts)?,
                 errors,
             };
             if tx.blocking_send(batch).is_err() {
