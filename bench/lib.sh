@@ -21,7 +21,8 @@ PG_ADMIN="${BENCH_POSTGRES_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 bench_init() {
   cargo build --release --locked -q --bin pregonero -p pregonero
-  BIN="$CARGO_TARGET_DIR/release/pregonero"
+  # BENCH_BIN: another build of the server to run instead (A/B comparisons).
+  BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/pregonero}"
   WORK="$(mktemp -d)"
   SERVER_PID=""
   PG_DB=""
