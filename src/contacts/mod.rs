@@ -93,15 +93,12 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
     });
     let writer = crate::db::dedicated_writer(&state.settings, &state.db).await?;
     while let Some(batch) = rx.recv().await {
-        let failed = batch.errors.len() as u64;
-        repo::execute_upsert(&writer, batch.upsert).await?;
-        repo::insert_errors(&writer, &import.id, &batch.errors).await?;
-        repo::add_progress(
+        repo::write_batch(
             &writer,
             &import.id,
-            batch.imported + failed,
+            batch.upsert,
+            &batch.errors,
             batch.imported,
-            failed,
         )
         .await?;
     }

@@ -245,14 +245,14 @@ pub async fn execute_upsert(db: &DatabaseConnection, upsert: PreparedUpsert) -> 
             .await
             .map(|_| ())
             .map_err(|e| DbErr::Custom(e.to_string())),
-        Prepared::Unnest(args) => upsert_unnest(db, *args).await,
+        Prepared::Unnest(args) => upsert_unnest(db.get_postgres_connection_pool(), *args).await,
     }
 }
 
 /// PostgreSQL: the batch as one `INSERT … SELECT FROM UNNEST` of column arrays. The statement
 /// text never changes, so it is prepared once per connection instead of parsing a statement with
 /// thousands of parameters for every batch (the event writer does the same).
-async fn upsert_unnest(db: &DatabaseConnection, args: UnnestArgs) -> Result<(), DbErr> {
+async fn upsert_unnest(executor: impl sqlx::PgExecutor<'_>, args: UnnestArgs) -> Result<(), DbErr> {
     const SQL: &str = concat!(
         "INSERT INTO contacts \
          (id, owner_id, phone, name, noun, group_name, telegram_chat_id, attributes, opted_out, \
@@ -273,10 +273,83 @@ async fn upsert_unnest(db: &DatabaseConnection, args: UnnestArgs) -> Result<(), 
         .bind(args.groups)
         .bind(args.chats)
         .bind(args.attributes)
-        .execute(db.get_postgres_connection_pool())
+        .execute(executor)
         .await
         .map(|_| ())
         .map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+/// Writes one batch of an import: its upsert, its refused rows and the import's counters.
+///
+/// On PostgreSQL the three go in one transaction, so a batch's rows and the counters that report
+/// them commit or vanish together. (Fewer commits did not make it faster: 44.6 s against 47.6 s
+/// for 1,000,000 rows, and `synchronous_commit = off` changed nothing either. The time went to
+/// the missing `TCP_NODELAY`, see `db::tcp_nodelay_to`.)
+///
+/// SQLite runs the three statements as they are, on the import's own connection.
+pub async fn write_batch(
+    db: &DatabaseConnection,
+    import_id: &str,
+    upsert: PreparedUpsert,
+    errors: &[(u64, RowError)],
+    imported: u64,
+) -> Result<(), DbErr> {
+    let failed = errors.len() as u64;
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        execute_upsert(db, upsert).await?;
+        insert_errors(db, import_id, errors).await?;
+        return add_progress(db, import_id, imported + failed, imported, failed).await;
+    }
+    let sql_err = |e: sqlx::Error| DbErr::Custom(e.to_string());
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut tx = db
+        .get_postgres_connection_pool()
+        .begin()
+        .await
+        .map_err(sql_err)?;
+    if let Prepared::Unnest(args) = upsert.0 {
+        upsert_unnest(&mut *tx, *args).await?;
+    }
+    if !errors.is_empty() {
+        let mut rows = Vec::with_capacity(errors.len());
+        let mut phones = Vec::with_capacity(errors.len());
+        let mut codes = Vec::with_capacity(errors.len());
+        let mut messages = Vec::with_capacity(errors.len());
+        for (line, e) in errors {
+            rows.push(n(*line));
+            phones.push(e.phone.as_deref());
+            codes.push(e.code);
+            messages.push(e.message.as_str());
+        }
+        // A resumed import writes its rows' errors again.
+        sqlx::query(
+            "INSERT INTO contact_import_errors (import_id, row_number, phone, code, message) \
+             SELECT $1, u.row_number, u.phone, u.code, u.message \
+             FROM UNNEST($2::int8[], $3::varchar[], $4::varchar[], $5::text[]) \
+                  AS u(row_number, phone, code, message) \
+             ON CONFLICT (import_id, row_number) DO NOTHING",
+        )
+        .bind(import_id)
+        .bind(rows)
+        .bind(phones)
+        .bind(codes)
+        .bind(messages)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+    }
+    sqlx::query(
+        "UPDATE contact_imports SET total_rows = total_rows + $2, imported = imported + $3, \
+         failed = failed + $4 WHERE id = $1",
+    )
+    .bind(import_id)
+    .bind(n(imported + failed))
+    .bind(n(imported))
+    .bind(n(failed))
+    .execute(&mut *tx)
+    .await
+    .map_err(sql_err)?;
+    tx.commit().await.map_err(sql_err)
 }
 
 /// Records refused rows.
