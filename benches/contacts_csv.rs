@@ -12,7 +12,7 @@ use pregonero::{
     config::Settings,
     contacts::{
         csv_reader::{ContactRow, ContactsCsv, normalise_phone, region},
-        phone::{PhoneNormaliser, clean},
+        phone::{Outcome, PhoneNormaliser, clean},
         repo,
     },
 };
@@ -29,6 +29,16 @@ fn phone(i: usize) -> String {
     }
 }
 
+/// Prints the rate of normalising [`ROWS`] phones since `started`.
+fn phones_per_second(label: &str, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{label:<21} {:>9.0} phones/s ({:.2} µs each)",
+        ROWS as f64 / secs,
+        secs * 1e6 / ROWS as f64
+    );
+}
+
 fn main() {
     let es = region("ES").expect("ES");
     let phones: Vec<String> = (0..ROWS).map(phone).collect();
@@ -37,32 +47,17 @@ fn main() {
         .iter()
         .filter(|p| black_box(normalise_phone(p, es)).is_ok())
         .count();
-    let secs = started.elapsed().as_secs_f64();
     assert_eq!(ok, ROWS);
-    println!(
-        "normalise_phone:      {:>9.0} phones/s ({:.2} µs each)",
-        ROWS as f64 / secs,
-        secs * 1e6 / ROWS as f64
-    );
+    phones_per_second("normalise_phone:", started);
 
     let started = Instant::now();
     let mut normaliser = PhoneNormaliser::new(es);
     let ok = phones
         .iter()
-        .filter(|p| {
-            matches!(
-                black_box(normaliser.normalise(&clean(p))),
-                pregonero::contacts::phone::Outcome::E164(_)
-            )
-        })
+        .filter(|p| matches!(black_box(normaliser.normalise(&clean(p))), Outcome::E164(_)))
         .count();
-    let secs = started.elapsed().as_secs_f64();
     assert_eq!(ok, ROWS);
-    println!(
-        "PhoneNormaliser:      {:>9.0} phones/s ({:.2} µs each)",
-        ROWS as f64 / secs,
-        secs * 1e6 / ROWS as f64
-    );
+    phones_per_second("PhoneNormaliser:", started);
 
     let mut file = b"nombre;sustantivo;grupo;telefono;ciudad\n".to_vec();
     for (i, p) in phones.iter().enumerate() {
