@@ -90,7 +90,7 @@ fn sqlite_upsert_sql(rows: usize, shared: &SqliteShared) -> Arc<str> {
 
 /// What every row of one SQLite upsert shares, as SQL string literals.
 #[derive(Debug)]
-struct SqliteShared {
+pub struct SqliteShared {
     owner: String,
     source: String,
     now: String,
@@ -131,14 +131,17 @@ fn attributes_json(row: &ContactRow) -> Option<String> {
 /// statement text, which the connection keeps prepared. An import's rows all get the time it
 /// started.
 #[derive(Debug)]
-pub struct UpsertBuilder {
-    backend: DatabaseBackend,
-    owner_id: String,
-    source: String,
-    now: DateTime<Utc>,
-    sqlite: Option<SqliteShared>,
-    /// SQLite: the statement of a full batch, built on first use.
-    full_batch: Option<Arc<str>>,
+pub enum UpsertBuilder {
+    Sqlite {
+        shared: SqliteShared,
+        /// The statement of a full batch, built on first use.
+        full_batch: Option<Arc<str>>,
+    },
+    Postgres {
+        owner_id: String,
+        source: String,
+        now: DateTime<Utc>,
+    },
 }
 
 impl UpsertBuilder {
@@ -148,22 +151,21 @@ impl UpsertBuilder {
         source: &str,
         now: DateTime<Utc>,
     ) -> Result<Self, DbErr> {
-        let sqlite = match backend {
-            DatabaseBackend::Sqlite => Some(SqliteShared {
-                owner: sqlite_literal(owner_id)?,
-                source: sqlite_literal(source)?,
-                // What sqlx (so sea-orm) stores for a `DateTime<Utc>` on SQLite.
-                now: sqlite_literal(&now.to_rfc3339_opts(SecondsFormat::AutoSi, false))?,
-            }),
-            _ => None,
-        };
-        Ok(Self {
-            backend,
-            owner_id: owner_id.to_owned(),
-            source: source.to_owned(),
-            now,
-            sqlite,
-            full_batch: None,
+        Ok(match backend {
+            DatabaseBackend::Postgres => Self::Postgres {
+                owner_id: owner_id.to_owned(),
+                source: source.to_owned(),
+                now,
+            },
+            _ => Self::Sqlite {
+                shared: SqliteShared {
+                    owner: sqlite_literal(owner_id)?,
+                    source: sqlite_literal(source)?,
+                    // What sqlx (so sea-orm) stores for a `DateTime<Utc>` on SQLite.
+                    now: sqlite_literal(&now.to_rfc3339_opts(SecondsFormat::AutoSi, false))?,
+                },
+                full_batch: None,
+            },
         })
     }
 
@@ -172,8 +174,13 @@ impl UpsertBuilder {
         if rows.is_empty() {
             return Ok(PreparedUpsert(Prepared::Empty));
         }
-        let Some(shared) = &self.sqlite else {
-            return Ok(self.prepare_unnest(rows));
+        let (shared, full_batch) = match self {
+            Self::Sqlite { shared, full_batch } => (shared, full_batch),
+            Self::Postgres {
+                owner_id,
+                source,
+                now,
+            } => return Ok(prepare_unnest(owner_id, source, *now, rows)),
         };
         let n = rows.len();
         let mut args = SqliteArguments::default();
@@ -193,10 +200,7 @@ impl UpsertBuilder {
         }
         let full = n == BATCH_ROWS;
         let sql = if full {
-            Arc::clone(
-                self.full_batch
-                    .get_or_insert_with(|| sqlite_upsert_sql(BATCH_ROWS, shared)),
-            )
+            Arc::clone(full_batch.get_or_insert_with(|| sqlite_upsert_sql(BATCH_ROWS, shared)))
         } else {
             sqlite_upsert_sql(n, shared)
         };
@@ -206,33 +210,38 @@ impl UpsertBuilder {
             args,
         })))
     }
+}
 
-    fn prepare_unnest(&self, rows: Vec<ContactRow>) -> PreparedUpsert {
-        debug_assert_eq!(self.backend, DatabaseBackend::Postgres);
-        let n = rows.len();
-        let mut args = UnnestArgs {
-            owner_id: self.owner_id.clone(),
-            source: self.source.clone(),
-            now: self.now,
-            ids: Vec::with_capacity(n),
-            phones: Vec::with_capacity(n),
-            names: Vec::with_capacity(n),
-            nouns: Vec::with_capacity(n),
-            groups: Vec::with_capacity(n),
-            chats: Vec::with_capacity(n),
-            attributes: Vec::with_capacity(n),
-        };
-        for row in rows {
-            args.ids.push(uuid::Uuid::now_v7().to_string());
-            args.attributes.push(attributes_json(&row));
-            args.phones.push(row.phone);
-            args.names.push(row.name);
-            args.nouns.push(row.noun);
-            args.groups.push(row.group);
-            args.chats.push(row.telegram_chat_id);
-        }
-        PreparedUpsert(Prepared::Unnest(Box::new(args)))
+/// PostgreSQL's upsert of `rows` as column arrays.
+fn prepare_unnest(
+    owner_id: &str,
+    source: &str,
+    now: DateTime<Utc>,
+    rows: Vec<ContactRow>,
+) -> PreparedUpsert {
+    let n = rows.len();
+    let mut args = UnnestArgs {
+        owner_id: owner_id.to_owned(),
+        source: source.to_owned(),
+        now,
+        ids: Vec::with_capacity(n),
+        phones: Vec::with_capacity(n),
+        names: Vec::with_capacity(n),
+        nouns: Vec::with_capacity(n),
+        groups: Vec::with_capacity(n),
+        chats: Vec::with_capacity(n),
+        attributes: Vec::with_capacity(n),
+    };
+    for row in rows {
+        args.ids.push(uuid::Uuid::now_v7().to_string());
+        args.attributes.push(attributes_json(&row));
+        args.phones.push(row.phone);
+        args.names.push(row.name);
+        args.nouns.push(row.noun);
+        args.groups.push(row.group);
+        args.chats.push(row.telegram_chat_id);
     }
+    PreparedUpsert(Prepared::Unnest(Box::new(args)))
 }
 
 /// Runs an upsert built by [`UpsertBuilder::prepare`].
@@ -245,14 +254,14 @@ pub async fn execute_upsert(db: &DatabaseConnection, upsert: PreparedUpsert) -> 
             .await
             .map(|_| ())
             .map_err(|e| DbErr::Custom(e.to_string())),
-        Prepared::Unnest(args) => upsert_unnest(db.get_postgres_connection_pool(), *args).await,
+        Prepared::Unnest(args) => upsert_unnest(db, *args).await,
     }
 }
 
 /// PostgreSQL: the batch as one `INSERT … SELECT FROM UNNEST` of column arrays. The statement
 /// text never changes, so it is prepared once per connection instead of parsing a statement with
 /// thousands of parameters for every batch (the event writer does the same).
-async fn upsert_unnest(executor: impl sqlx::PgExecutor<'_>, args: UnnestArgs) -> Result<(), DbErr> {
+async fn upsert_unnest(db: &DatabaseConnection, args: UnnestArgs) -> Result<(), DbErr> {
     const SQL: &str = concat!(
         "INSERT INTO contacts \
          (id, owner_id, phone, name, noun, group_name, telegram_chat_id, attributes, opted_out, \
@@ -273,20 +282,13 @@ async fn upsert_unnest(executor: impl sqlx::PgExecutor<'_>, args: UnnestArgs) ->
         .bind(args.groups)
         .bind(args.chats)
         .bind(args.attributes)
-        .execute(executor)
+        .execute(db.get_postgres_connection_pool())
         .await
         .map(|_| ())
         .map_err(|e| DbErr::Custom(e.to_string()))
 }
 
 /// Writes one batch of an import: its upsert, its refused rows and the import's counters.
-///
-/// On PostgreSQL the three go in one transaction, so a batch's rows and the counters that report
-/// them commit or vanish together. (Fewer commits did not make it faster: 44.6 s against 47.6 s
-/// for 1,000,000 rows, and `synchronous_commit = off` changed nothing either. The time went to
-/// the missing `TCP_NODELAY`, see `db::tcp_nodelay_to`.)
-///
-/// SQLite runs the three statements as they are, on the import's own connection.
 pub async fn write_batch(
     db: &DatabaseConnection,
     import_id: &str,
@@ -295,61 +297,9 @@ pub async fn write_batch(
     imported: u64,
 ) -> Result<(), DbErr> {
     let failed = errors.len() as u64;
-    if db.get_database_backend() != DatabaseBackend::Postgres {
-        execute_upsert(db, upsert).await?;
-        insert_errors(db, import_id, errors).await?;
-        return add_progress(db, import_id, imported + failed, imported, failed).await;
-    }
-    let sql_err = |e: sqlx::Error| DbErr::Custom(e.to_string());
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let mut tx = db
-        .get_postgres_connection_pool()
-        .begin()
-        .await
-        .map_err(sql_err)?;
-    if let Prepared::Unnest(args) = upsert.0 {
-        upsert_unnest(&mut *tx, *args).await?;
-    }
-    if !errors.is_empty() {
-        let mut rows = Vec::with_capacity(errors.len());
-        let mut phones = Vec::with_capacity(errors.len());
-        let mut codes = Vec::with_capacity(errors.len());
-        let mut messages = Vec::with_capacity(errors.len());
-        for (line, e) in errors {
-            rows.push(n(*line));
-            phones.push(e.phone.as_deref());
-            codes.push(e.code);
-            messages.push(e.message.as_str());
-        }
-        // A resumed import writes its rows' errors again.
-        sqlx::query(
-            "INSERT INTO contact_import_errors (import_id, row_number, phone, code, message) \
-             SELECT $1, u.row_number, u.phone, u.code, u.message \
-             FROM UNNEST($2::int8[], $3::varchar[], $4::varchar[], $5::text[]) \
-                  AS u(row_number, phone, code, message) \
-             ON CONFLICT (import_id, row_number) DO NOTHING",
-        )
-        .bind(import_id)
-        .bind(rows)
-        .bind(phones)
-        .bind(codes)
-        .bind(messages)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_err)?;
-    }
-    sqlx::query(
-        "UPDATE contact_imports SET total_rows = total_rows + $2, imported = imported + $3, \
-         failed = failed + $4 WHERE id = $1",
-    )
-    .bind(import_id)
-    .bind(n(imported + failed))
-    .bind(n(imported))
-    .bind(n(failed))
-    .execute(&mut *tx)
-    .await
-    .map_err(sql_err)?;
-    tx.commit().await.map_err(sql_err)
+    execute_upsert(db, upsert).await?;
+    insert_errors(db, import_id, errors).await?;
+    add_progress(db, import_id, imported + failed, imported, failed).await
 }
 
 /// Records refused rows.
