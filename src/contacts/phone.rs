@@ -65,17 +65,21 @@ static KNOWN_CODES: LazyLock<Vec<bool>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Compiles a metadata pattern the way the crate does.
+/// Compiles a metadata pattern the way the crate does, anchored at the start: the crate runs
+/// every pattern as `regex.find(value)` and keeps only a match that starts at 0, which is the
+/// match an anchored search finds (the leftmost match starts at 0 whenever one does), without
+/// scanning the rest of the value for one and then searching backwards for its start. The
+/// newline ends a `#` comment of the pattern (the crate compiles them with `x`).
 fn compile(pattern: &str) -> Option<Regex> {
-    RegexBuilder::new(pattern)
+    RegexBuilder::new(&format!("^(?:{pattern}\n)"))
         .ignore_whitespace(true)
         .build()
         .ok()
 }
 
-/// `regex.find(value)` starts at the beginning: the crate's test for every pattern.
+/// The crate's test for every pattern: a match that starts at the beginning.
 fn matches_at_start(regex: &Regex, value: &str) -> bool {
-    regex.find(value).is_some_and(|m| m.start() == 0)
+    regex.is_match(value)
 }
 
 /// A number descriptor (`Descriptor::is_match`).
@@ -260,9 +264,6 @@ impl Home {
             return national;
         };
         let whole = captures.get(0).expect("group 0");
-        if whole.start() != 0 {
-            return national;
-        }
         let viable = self.general.is_match(&national);
         let last_matched = captures.get(captures.len() - 1).is_some();
         match &self.transform {
@@ -334,7 +335,6 @@ impl PhoneNormaliser {
         let mut national = digits;
         let mut international = plus;
         if let Some(m) = home.idd.as_ref().and_then(|re| re.find(national))
-            && m.start() == 0
             && !national[m.end()..].starts_with('0')
         {
             national = &national[m.end()..];
