@@ -6,7 +6,9 @@
 #
 # Knobs: BENCH_ROWS (default 1000000), BENCH_DATABASES ("sqlite postgres"),
 # BENCH_POSTGRES_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/test; a fresh database per
-# run, dropped afterwards). Each run starts a fresh release server, uploads the file with curl,
+# run, dropped afterwards), BENCH_PG_FLOOR (default 1: after the PostgreSQL import, time a plain
+# COPY of the same rows into the same table, what PostgreSQL needs on this machine to store them at
+# all). Each run starts a fresh release server, uploads the file with curl,
 # polls the import until it ends, and reads the server's peak RSS (VmHWM) from /proc.
 # Targets (issue 5): >= 200,000 rows/s, peak RSS <= 150 MB.
 set -euo pipefail
@@ -77,5 +79,17 @@ print(f"{sys.argv[5]:8s} status={status} rows={total_rows} imported={imported} f
       f"  peak RSS {int(sys.argv[6]) / 1024:.0f} MB (at start {int(sys.argv[7]) / 1024:.0f} MB)")
 assert s["status"] == "completed" and s["total_rows"] == rows, s
 ' "$ROWS" "$(echo "$t1 - $t0" | bc)" "$(echo "$t_upload - $t0" | bc)" "$(echo "$t1 - $t_upload" | bc)" "$db" "$rss_peak" "$rss_before"
+  if [ "$db" = postgres ] && [ "${BENCH_PG_FLOOR:-1}" = 1 ]; then
+    # What writing these rows costs PostgreSQL at all on this machine: the imported rows copied
+    # out, the table emptied, and the same rows loaded back with COPY (one backend, no upsert).
+    url="${PG_ADMIN%/*}/$PG_DB"
+    psql "$url" -qAtc "\copy contacts to '$WORK/contacts.tsv'"
+    psql "$url" -qAtc "TRUNCATE contacts CASCADE"
+    c0=$(date +%s.%N)
+    psql "$url" -qAtc "\copy contacts from '$WORK/contacts.tsv'"
+    c1=$(date +%s.%N)
+    n=$(psql "$url" -qAtc "SELECT count(*) FROM contacts")
+    python3 -c 'import sys; n, s = int(sys.argv[1]), float(sys.argv[2]); print(f"postgres COPY of the same {n:,} rows into the same table and indexes (psql, one backend): {s:.2f} s => {n / s:,.0f} rows/s")' "$n" "$(echo "$c1 - $c0" | bc)"
+  fi
   stop_server
 done

@@ -4,8 +4,9 @@
 //!
 //! `cargo bench --bench contacts_csv` prints rows per second for 200,000 generated rows in the
 //! seed's shape (`nombre;sustantivo;grupo;telefono;ciudad`, phones in mixed formats), and then
-//! the write side alone: the same rows upserted in the import's batches into a fresh SQLite file
-//! with the server's settings (WAL, `synchronous=NORMAL`, migrations applied).
+//! the write side alone: the same rows laid out in the import's batches (ids, attributes as JSON),
+//! then upserted through the import's bulk connection into a fresh SQLite file with the server's
+//! settings (WAL, `synchronous=NORMAL`, migrations applied, checkpoints beside the writer).
 use std::{hint::black_box, time::Instant};
 
 use pregonero::{
@@ -15,6 +16,7 @@ use pregonero::{
         phone::{Outcome, PhoneNormaliser, clean},
         repo,
     },
+    db::SqliteBulk,
 };
 
 const ROWS: usize = 200_000;
@@ -87,24 +89,25 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (build, write) = runtime.block_on(async {
+    let db = runtime.block_on(async {
         let (db, _queue) = pregonero::db::connect(&settings).await.expect("database");
-        let now = chrono::Utc::now();
-        let started = Instant::now();
-        let mut upserts =
-            repo::UpsertBuilder::new(db.get_database_backend(), "owner", "bench", now)
-                .expect("builder");
-        let prepared = rows
-            .chunks(repo::BATCH_ROWS)
-            .map(|batch| upserts.prepare(batch.to_vec()).expect("statement"))
-            .collect::<Vec<_>>();
-        let build = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        for upsert in prepared {
-            repo::execute_upsert(&db, upsert).await.expect("upsert");
-        }
-        (build, started.elapsed().as_secs_f64())
+        db
     });
+    let path = SqliteBulk::path(&db).expect("SQLite");
+    let upsert = repo::Upsert::new("owner", "bench", chrono::Utc::now());
+    let started = Instant::now();
+    let batches = rows
+        .chunks(repo::BATCH_ROWS)
+        .map(|batch| repo::ContactColumns::new(batch.to_vec()))
+        .collect::<Vec<_>>();
+    let build = started.elapsed().as_secs_f64();
+    let bulk = SqliteBulk::open(&path).expect("bulk connection");
+    let mut sqlite = repo::SqliteUpsert::new(bulk.connection(), &upsert).expect("upsert");
+    let started = Instant::now();
+    for columns in batches {
+        bulk.write(|_| sqlite.run(columns)).expect("upsert");
+    }
+    let write = started.elapsed().as_secs_f64();
     for (what, secs) in [
         ("SQLite upsert, build:", build),
         ("SQLite upsert, run:", write),

@@ -154,28 +154,125 @@ fn tcp_nodelay_to(port: u16) {
 #[cfg(not(target_os = "linux"))]
 fn tcp_nodelay_to(_port: u16) {}
 
-/// Page cache of a [`dedicated_writer`] connection, in KiB (SQLite's default is 2,000).
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Page cache of a [`SqliteBulk`] connection, in KiB (SQLite's default is 2,000).
+const BULK_CACHE_KIB: i64 = 16 * 1024;
 
-/// A connection of its own for a long run of writes (a contact import), closed when dropped.
-/// On SQLite a connection's page cache is thrown away whenever another connection wrote, so
-/// batches spread over the pool's connections read their pages again every time (an import of a
-/// million rows made 168,000 page reads); one connection keeps them. PostgreSQL keeps pages on
-/// the server: the shared pool.
-pub async fn dedicated_writer(
-    settings: &Settings,
-    db: &DatabaseConnection,
-) -> anyhow::Result<DatabaseConnection> {
-    if settings.is_postgres() {
-        return Ok(db.clone());
+/// WAL size, in pages, at which a [`SqliteBulk`] commit copies what its checkpointer has not
+/// copied yet, so that the WAL starts over (64 MiB of 4 KiB pages; SQLite's default is 1,000).
+const BULK_WAL_PAGES: u32 = 16_384;
+
+/// A SQLite connection of its own, used on the calling (blocking) thread, for a long run of
+/// writes (a contact import), with a checkpointer thread beside it.
+///
+/// - Its own connection: SQLite drops a connection's page cache whenever another one wrote, so
+///   batches spread over the pool's connections read their pages again each time (an import of a
+///   million rows made 168,000 page reads).
+/// - On the calling thread, through rusqlite: sqlx runs each statement on a worker thread of the
+///   connection's and copies every bound value into arguments of its own first.
+/// - Its own checkpoints: the commit that takes the WAL past SQLite's limit copies the WAL into
+///   the database and waits for two fsyncs, inside the writer's time (a million-row import spent
+///   1.5 s of its 6 s doing that; 4.6 s with no checkpoint at all, `bench/contacts_import.sh`).
+///   Here another connection checkpoints after every commit on a thread of its own, concurrently
+///   with the writer (PASSIVE never blocks it), and the writer's own checkpoint only runs every
+///   [`BULK_WAL_PAGES`] pages, with little left to copy, to let the WAL start over.
+pub struct SqliteBulk {
+    connection: rusqlite::Connection,
+    /// Wakes the checkpointer; dropping it stops the checkpointer.
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SqliteBulk {
+    /// The file of `db`'s pool (`None` on PostgreSQL), to [`open`](Self::open).
+    pub fn path(db: &DatabaseConnection) -> Option<std::path::PathBuf> {
+        match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Sqlite => Some(
+                db.get_sqlite_connection_pool()
+                    .connect_options()
+                    .get_filename()
+                    .to_path_buf(),
+            ),
+            _ => None,
+        }
     }
-    let options = sqlite_options(settings)?.pragma("cache_size", (-WRITER_CACHE_KIB).to_string());
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .context("could not open a SQLite connection for writing")?;
-    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+
+    /// Opens the connection and starts its checkpointer. Blocking (call from a blocking thread).
+    pub fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
+            // Another connection would open another, empty database.
+            anyhow::bail!("bulk writes need the SQLite database in a file, not in memory");
+        }
+        let open = |extra: &str| -> anyhow::Result<rusqlite::Connection> {
+            let connection = rusqlite::Connection::open(path)
+                .with_context(|| format!("could not open SQLite database {}", path.display()))?;
+            // The pool's settings (sqlite_options), and the writer's own.
+            connection.busy_timeout(Duration::from_secs(10))?;
+            connection.execute_batch(&format!(
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {extra}"
+            ))?;
+            Ok(connection)
+        };
+        let connection = open(&format!(
+            "PRAGMA cache_size = -{BULK_CACHE_KIB}; PRAGMA wal_autocheckpoint = {BULK_WAL_PAGES};"
+        ))?;
+        let checkpoints = open("")?;
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    if let Err(e) =
+                        checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "background WAL checkpoint failed");
+                    }
+                }
+            })
+            .context("could not start the checkpoint thread")?;
+        Ok(Self {
+            connection,
+            wake: Some(wake),
+            checkpointer: Some(checkpointer),
+        })
+    }
+
+    /// The connection, to prepare statements on that outlive one [`write`](Self::write).
+    pub fn connection(&self) -> &rusqlite::Connection {
+        &self.connection
+    }
+
+    /// Runs `write` in one transaction that holds the write lock from its start (so it never has
+    /// to upgrade a read snapshot, which SQLite refuses when another connection wrote meanwhile),
+    /// commits it, and has the checkpointer copy it into the database.
+    pub fn write<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.connection.execute_batch("BEGIN IMMEDIATE")?;
+        let out = write(&self.connection).and_then(|out| {
+            self.connection.execute_batch("COMMIT")?;
+            Ok(out)
+        });
+        if out.is_err() && !self.connection.is_autocommit() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+        if out.is_ok()
+            && let Some(wake) = &self.wake
+        {
+            // Full means a checkpoint is due already, and it will include this commit.
+            let _ = wake.try_send(());
+        }
+        out
+    }
+}
+
+impl Drop for SqliteBulk {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
+        }
+    }
 }
 
 /// The secret-at-rest key: from settings, else `<data_dir>/secret.key`, created on first start.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use self::csv_reader::ContactsCsv;
-use crate::{entities::contact_imports, state::AppState};
+use crate::{db::SqliteBulk, entities::contact_imports, state::AppState};
 
 /// Batches in flight between the reading thread and the writer.
 const CHANNEL_BATCHES: usize = 4;
@@ -53,56 +53,79 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
         .ok_or_else(|| anyhow::anyhow!("unknown region {}", import.default_region))?;
     let file = std::fs::File::open(path)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
-    let mut upserts = repo::UpsertBuilder::new(
-        state.db.get_database_backend(),
+    let upsert = repo::Upsert::new(
         &import.owner_id,
         &format!("import:{}", import.id),
         state.clock.now(),
-    )?;
-    // The reading thread parses, normalises and builds each batch's statement; the writer only
-    // runs them, so reading batch k+1 overlaps writing batch k.
-    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut rows = ContactsCsv::new(file, region)?.peekable();
-        while rows.peek().is_some() {
-            // A batch is BATCH_ROWS good rows, plus the refused ones met on the way (up to as
-            // many): every batch but the last then has the same statement, which SQLite keeps
-            // prepared. Batches of BATCH_ROWS lines had a different number of good rows each
-            // time: a fresh 12,000-parameter statement to parse per batch (1,072 prepares per
-            // million rows, now 72).
-            let mut contacts = Vec::with_capacity(repo::BATCH_ROWS);
-            let mut errors = Vec::new();
-            for (line, row) in rows.by_ref() {
-                match row {
-                    Ok(c) => contacts.push(c),
-                    Err(e) => errors.push((line, e)),
-                }
-                if contacts.len() == repo::BATCH_ROWS || errors.len() == repo::BATCH_ROWS {
-                    break;
-                }
-            }
-            let batch = Batch {
-                imported: contacts.len() as u64,
-                upsert: upserts.prepare(contacts)?,
-                errors,
-            };
-            if tx.blocking_send(batch).is_err() {
-                return Ok(()); // the writer stopped; it reports why
+    );
+    // The reading thread parses, normalises and lays out each batch; the writer only writes
+    // them, so reading batch k+1 overlaps writing batch k.
+    let reader = tokio::task::spawn_blocking(move || read_batches(file, region, tx));
+    match SqliteBulk::path(&state.db) {
+        Some(db_path) => {
+            let import_id = import.id.clone();
+            tokio::task::spawn_blocking(move || write_sqlite(&db_path, &import_id, &upsert, rx))
+                .await??
+        }
+        None => {
+            while let Some(batch) = rx.recv().await {
+                repo::write_batch(&state.db, &import.id, &upsert, batch.columns, batch.errors)
+                    .await?;
             }
         }
-        Ok(())
-    });
-    let writer = crate::db::dedicated_writer(&state.settings, &state.db).await?;
-    while let Some(batch) = rx.recv().await {
-        repo::write_batch(
-            &writer,
-            &import.id,
-            batch.upsert,
-            &batch.errors,
-            batch.imported,
-        )
-        .await?;
     }
-    reader.await??;
+    reader.await?
+}
+
+/// Reads the file into batches for the writer, until the end or until the writer stops.
+fn read_batches(
+    file: std::fs::File,
+    region: phonenumber::country::Id,
+    tx: tokio::sync::mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
+    let mut rows = ContactsCsv::new(file, region)?.peekable();
+    while rows.peek().is_some() {
+        // A batch is BATCH_ROWS good rows, plus the refused ones met on the way (up to as many):
+        // every batch but the last then has the same statement, which SQLite keeps prepared.
+        // Batches of BATCH_ROWS lines had a different number of good rows each time: a fresh
+        // 7,000-parameter statement to parse per batch (1,072 prepares per million rows, now 72).
+        let mut contacts = Vec::with_capacity(repo::BATCH_ROWS);
+        let mut errors = Vec::new();
+        for (line, row) in rows.by_ref() {
+            match row {
+                Ok(c) => contacts.push(c),
+                Err(e) => errors.push((line, e)),
+            }
+            if contacts.len() == repo::BATCH_ROWS || errors.len() == repo::BATCH_ROWS {
+                break;
+            }
+        }
+        let batch = Batch {
+            columns: repo::ContactColumns::new(contacts),
+            errors,
+        };
+        if tx.blocking_send(batch).is_err() {
+            return Ok(()); // the writer stopped; it reports why
+        }
+    }
+    Ok(())
+}
+
+/// SQLite's writer: each batch in one transaction on a connection of its own (see
+/// [`SqliteBulk`]), on this blocking thread.
+fn write_sqlite(
+    db_path: &Path,
+    import_id: &str,
+    upsert: &repo::Upsert,
+    mut rx: tokio::sync::mpsc::Receiver<Batch>,
+) -> anyhow::Result<()> {
+    let bulk = SqliteBulk::open(db_path)?;
+    let mut sqlite = repo::SqliteUpsert::new(bulk.connection(), upsert)?;
+    while let Some(batch) = rx.blocking_recv() {
+        bulk.write(|_| {
+            repo::write_batch_sqlite(&mut sqlite, import_id, batch.columns, &batch.errors)
+        })?;
+    }
     Ok(())
 }
 
@@ -110,9 +133,7 @@ async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> 
 /// or in `errors`.
 #[derive(Debug)]
 struct Batch {
-    /// Rows in the upsert.
-    imported: u64,
-    upsert: repo::PreparedUpsert,
+    columns: repo::ContactColumns,
     errors: Vec<(u64, csv_reader::RowError)>,
 }
 

@@ -1,18 +1,18 @@
 //! Contacts, imports and import errors in the database.
-use std::sync::Arc;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
-    sqlx::{self, Arguments, sqlite::SqliteArguments},
+    sqlx,
 };
 
 use super::csv_reader::{ContactRow, RowError};
-use crate::entities::{contact_import_errors, contact_imports, contacts};
+use crate::{
+    db::SqliteBulk,
+    entities::{contact_import_errors, contact_imports, contacts},
+};
 
-/// Rows per statement: 11 parameters each stays under SQLite's 32,766.
+/// Rows per statement: 7 values bound per row stays under SQLite's 32,766.
 pub const BATCH_ROWS: usize = 1000;
 
 /// Inserts or updates contacts by (owner, phone). A value the row does not give keeps the stored
@@ -24,35 +24,88 @@ pub async fn upsert(
     source: &str,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let prepared = UpsertBuilder::new(db.get_database_backend(), owner_id, source, now)?
-        .prepare(rows.to_vec())?;
-    execute_upsert(db, prepared).await
+    let upsert = Upsert::new(owner_id, source, now);
+    let columns = ContactColumns::new(rows.to_vec());
+    let Some(path) = SqliteBulk::path(db) else {
+        return upsert_postgres(db, &upsert, columns).await;
+    };
+    tokio::task::spawn_blocking(move || {
+        let bulk = SqliteBulk::open(&path).map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+        let mut sqlite = SqliteUpsert::new(bulk.connection(), &upsert)?;
+        bulk.write(|_| sqlite.run(columns)).map_err(sqlite_err)
+    })
+    .await
+    .map_err(|e| DbErr::Custom(e.to_string()))?
 }
 
-/// An upsert built and ready to run. Building it (a thousand rows' values for SQLite, column
-/// arrays for PostgreSQL) is a good part of the cost of a batch, so an import builds batch k+1 on
-/// its reading thread while batch k is being written.
-#[derive(Debug)]
-pub struct PreparedUpsert(Prepared);
-
-#[derive(Debug)]
-enum Prepared {
-    Empty,
-    Sqlite(SqliteBatch),
-    Unnest(Box<UnnestArgs>),
+/// What every row of one owner's upserts shares: the owner, where they came from, and when
+/// (all rows of an import get the time it started).
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    pub owner_id: String,
+    pub source: String,
+    pub now: DateTime<Utc>,
 }
 
-/// SQLite's upsert: the rows' values already bound in sqlx's own form, so the writer only hands
-/// them to the connection (through sea-query they were built as `Value`s, then copied into
-/// sqlx's arguments on the writer: a fifth of an import's CPU). What all rows share is written
-/// into the statement (see [`UpsertBuilder`]).
-#[derive(Debug)]
-struct SqliteBatch {
-    sql: Arc<str>,
-    /// Full batches share one statement text, prepared once per connection; the last, shorter
-    /// batch of each file is not kept in the connection's statement cache.
-    full: bool,
-    args: SqliteArguments,
+impl Upsert {
+    pub fn new(owner_id: &str, source: &str, now: DateTime<Utc>) -> Self {
+        Self {
+            owner_id: owner_id.to_owned(),
+            source: source.to_owned(),
+            now,
+        }
+    }
+}
+
+/// Up to [`BATCH_ROWS`] contacts as columns, with their new ids and attributes as JSON: the part
+/// of an upsert that needs no database, built on an import's reading thread while the previous
+/// batch is written. PostgreSQL binds each column as one array; SQLite binds the values row by
+/// row.
+#[derive(Debug, Default)]
+pub struct ContactColumns {
+    ids: Vec<String>,
+    phones: Vec<String>,
+    names: Vec<Option<String>>,
+    nouns: Vec<Option<String>>,
+    groups: Vec<Option<String>>,
+    chats: Vec<Option<String>>,
+    attributes: Vec<Option<String>>,
+}
+
+impl ContactColumns {
+    pub fn new(rows: Vec<ContactRow>) -> Self {
+        let n = rows.len();
+        let mut columns = Self {
+            ids: Vec::with_capacity(n),
+            phones: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            nouns: Vec::with_capacity(n),
+            groups: Vec::with_capacity(n),
+            chats: Vec::with_capacity(n),
+            attributes: Vec::with_capacity(n),
+        };
+        for row in rows {
+            columns.ids.push(uuid::Uuid::now_v7().to_string());
+            columns.attributes.push(
+                (!row.attributes.is_empty())
+                    .then(|| serde_json::to_string(&row.attributes).unwrap_or_default()),
+            );
+            columns.phones.push(row.phone);
+            columns.names.push(row.name);
+            columns.nouns.push(row.noun);
+            columns.groups.push(row.group);
+            columns.chats.push(row.telegram_chat_id);
+        }
+        columns
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 /// The upsert's conflict clause, shared by both databases: a value the row does not give keeps
@@ -69,31 +122,123 @@ macro_rules! on_conflict_keep {
     };
 }
 
+/// PostgreSQL: the batch as one `INSERT … SELECT FROM UNNEST` of column arrays. The statement
+/// text never changes, so it is prepared once per connection instead of parsing a statement with
+/// thousands of parameters for every batch (the event writer does the same).
+pub async fn upsert_postgres(
+    db: &DatabaseConnection,
+    upsert: &Upsert,
+    columns: ContactColumns,
+) -> Result<(), DbErr> {
+    const SQL: &str = concat!(
+        "INSERT INTO contacts \
+         (id, owner_id, phone, name, noun, group_name, telegram_chat_id, attributes, opted_out, \
+          source, created_at, updated_at) \
+         SELECT u.id, $2, u.phone, u.name, u.noun, u.grp, u.tg, u.attrs, false, $3, $4, $4 \
+         FROM UNNEST($1::varchar[], $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[], \
+                     $9::varchar[], $10::text[]) AS u(id, phone, name, noun, grp, tg, attrs)",
+        on_conflict_keep!()
+    );
+    if columns.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(SQL)
+        .bind(columns.ids)
+        .bind(&upsert.owner_id)
+        .bind(&upsert.source)
+        .bind(upsert.now)
+        .bind(columns.phones)
+        .bind(columns.names)
+        .bind(columns.nouns)
+        .bind(columns.groups)
+        .bind(columns.chats)
+        .bind(columns.attributes)
+        .execute(db.get_postgres_connection_pool())
+        .await
+        .map(|_| ())
+        .map_err(|e| DbErr::Custom(e.to_string()))
+}
+
 /// Values bound per row of SQLite's upsert; the owner, `opted_out`, the source and the times are
 /// in the statement's text.
 const SQLITE_COLUMNS: usize = 7;
 
-/// SQLite's upsert of `rows` rows, with plain `?` placeholders (sqlx looks up a numbered
-/// parameter's name by walking a list, which made 7,000 of them ten times slower) and `shared`,
-/// the quoted owner, source and time, written out in every row.
-fn sqlite_upsert_sql(rows: usize, shared: &SqliteShared) -> Arc<str> {
-    let SqliteShared { owner, source, now } = shared;
-    let row = format!("(?,{owner},?,?,?,?,?,?,0,{source},{now},{now})");
-    format!(
-        "INSERT INTO contacts (id, owner_id, phone, name, noun, group_name, telegram_chat_id, \
-         attributes, opted_out, source, created_at, updated_at) VALUES {}{}",
-        vec![row; rows].join(","),
-        on_conflict_keep!()
-    )
-    .into()
+/// SQLite's upserts of one [`Upsert`] on one connection (a [`SqliteBulk`]'s).
+///
+/// The owner, the source and the time are written into the statement as literals instead of
+/// being bound in every row: 7 values per row instead of 12, each of which SQLite copies on
+/// binding. Placeholders are plain `?` (numbered ones made a statement of 7,000 ten times slower
+/// under sqlx, which looks up each one's name). Full batches run one statement, prepared on first
+/// use and kept: a batch of another size is a statement of its own to parse.
+pub struct SqliteUpsert<'c> {
+    connection: &'c rusqlite::Connection,
+    /// The row of values, with the shared literals in it.
+    row: String,
+    full_batch: Option<rusqlite::Statement<'c>>,
 }
 
-/// What every row of one SQLite upsert shares, as SQL string literals.
-#[derive(Debug)]
-pub struct SqliteShared {
-    owner: String,
-    source: String,
-    now: String,
+impl<'c> SqliteUpsert<'c> {
+    pub fn new(connection: &'c rusqlite::Connection, upsert: &Upsert) -> Result<Self, DbErr> {
+        let owner = sqlite_literal(&upsert.owner_id)?;
+        let source = sqlite_literal(&upsert.source)?;
+        // What sqlx (so sea-orm) stores for a `DateTime<Utc>` on SQLite.
+        let now = sqlite_literal(&upsert.now.to_rfc3339_opts(SecondsFormat::AutoSi, false))?;
+        Ok(Self {
+            connection,
+            row: format!("(?,{owner},?,?,?,?,?,?,0,{source},{now},{now})"),
+            full_batch: None,
+        })
+    }
+
+    fn prepare(&self, rows: usize) -> rusqlite::Result<rusqlite::Statement<'c>> {
+        self.connection.prepare(&format!(
+            "INSERT INTO contacts (id, owner_id, phone, name, noun, group_name, telegram_chat_id, \
+             attributes, opted_out, source, created_at, updated_at) VALUES {}{}",
+            vec![self.row.as_str(); rows].join(","),
+            on_conflict_keep!()
+        ))
+    }
+
+    /// Upserts `columns` (at most [`BATCH_ROWS`] rows), in the connection's open transaction.
+    pub fn run(&mut self, columns: ContactColumns) -> rusqlite::Result<()> {
+        let n = columns.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut other;
+        let statement = if n == BATCH_ROWS {
+            if self.full_batch.is_none() {
+                self.full_batch = Some(self.prepare(BATCH_ROWS)?);
+            }
+            self.full_batch
+                .as_mut()
+                .ok_or(rusqlite::Error::InvalidQuery)?
+        } else {
+            other = self.prepare(n)?;
+            &mut other
+        };
+        let ContactColumns {
+            ids,
+            phones,
+            names,
+            nouns,
+            groups,
+            chats,
+            attributes,
+        } = &columns;
+        for (i, id) in ids.iter().enumerate() {
+            let at = i * SQLITE_COLUMNS;
+            statement.raw_bind_parameter(at + 1, id)?;
+            statement.raw_bind_parameter(at + 2, &phones[i])?;
+            statement.raw_bind_parameter(at + 3, &names[i])?;
+            statement.raw_bind_parameter(at + 4, &nouns[i])?;
+            statement.raw_bind_parameter(at + 5, &groups[i])?;
+            statement.raw_bind_parameter(at + 6, &chats[i])?;
+            statement.raw_bind_parameter(at + 7, &attributes[i])?;
+        }
+        statement.raw_execute()?;
+        Ok(())
+    }
 }
 
 /// `value` as an SQLite string literal.
@@ -104,202 +249,65 @@ fn sqlite_literal(value: &str) -> Result<String, DbErr> {
     Ok(format!("'{}'", value.replace('\'', "''")))
 }
 
-/// PostgreSQL's upsert as column arrays.
-#[derive(Debug)]
-struct UnnestArgs {
-    owner_id: String,
-    source: String,
-    now: DateTime<Utc>,
-    ids: Vec<String>,
-    phones: Vec<String>,
-    names: Vec<Option<String>>,
-    nouns: Vec<Option<String>>,
-    groups: Vec<Option<String>>,
-    chats: Vec<Option<String>>,
-    attributes: Vec<Option<String>>,
+fn sqlite_err(e: rusqlite::Error) -> DbErr {
+    DbErr::Custom(format!("SQLite: {e}"))
 }
 
-fn attributes_json(row: &ContactRow) -> Option<String> {
-    (!row.attributes.is_empty()).then(|| serde_json::to_string(&row.attributes).unwrap_or_default())
-}
-
-/// Builds the upserts of one owner's rows from one source at one time (an import's batches).
-///
-/// On SQLite the owner, the source and the time are written into the statement instead of being
-/// bound in every row: 7 values per row instead of 12, each of which SQLite copies on binding.
-/// That made the writer, an import's slower stage, about a tenth faster. Full batches share one
-/// statement text, which the connection keeps prepared. An import's rows all get the time it
-/// started.
-#[derive(Debug)]
-pub enum UpsertBuilder {
-    Sqlite {
-        shared: SqliteShared,
-        /// The statement of a full batch, built on first use.
-        full_batch: Option<Arc<str>>,
-    },
-    Postgres {
-        owner_id: String,
-        source: String,
-        now: DateTime<Utc>,
-    },
-}
-
-impl UpsertBuilder {
-    pub fn new(
-        backend: DatabaseBackend,
-        owner_id: &str,
-        source: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Self, DbErr> {
-        Ok(match backend {
-            DatabaseBackend::Postgres => Self::Postgres {
-                owner_id: owner_id.to_owned(),
-                source: source.to_owned(),
-                now,
-            },
-            _ => Self::Sqlite {
-                shared: SqliteShared {
-                    owner: sqlite_literal(owner_id)?,
-                    source: sqlite_literal(source)?,
-                    // What sqlx (so sea-orm) stores for a `DateTime<Utc>` on SQLite.
-                    now: sqlite_literal(&now.to_rfc3339_opts(SecondsFormat::AutoSi, false))?,
-                },
-                full_batch: None,
-            },
-        })
-    }
-
-    /// The upsert of `rows` (at most [`BATCH_ROWS`]); no I/O.
-    pub fn prepare(&mut self, rows: Vec<ContactRow>) -> Result<PreparedUpsert, DbErr> {
-        if rows.is_empty() {
-            return Ok(PreparedUpsert(Prepared::Empty));
-        }
-        let (shared, full_batch) = match self {
-            Self::Sqlite { shared, full_batch } => (shared, full_batch),
-            Self::Postgres {
-                owner_id,
-                source,
-                now,
-            } => return Ok(prepare_unnest(owner_id, source, *now, rows)),
-        };
-        let n = rows.len();
-        let mut args = SqliteArguments::default();
-        args.reserve(n * SQLITE_COLUMNS, 0);
-        let mut bind = |row: ContactRow| -> Result<(), sqlx::error::BoxDynError> {
-            let attributes = attributes_json(&row);
-            args.add(uuid::Uuid::now_v7().to_string())?;
-            args.add(row.phone)?;
-            args.add(row.name)?;
-            args.add(row.noun)?;
-            args.add(row.group)?;
-            args.add(row.telegram_chat_id)?;
-            args.add(attributes)
-        };
-        for row in rows {
-            bind(row).map_err(|e| DbErr::Custom(format!("cannot bind a contact: {e}")))?;
-        }
-        let full = n == BATCH_ROWS;
-        let sql = if full {
-            Arc::clone(full_batch.get_or_insert_with(|| sqlite_upsert_sql(BATCH_ROWS, shared)))
-        } else {
-            sqlite_upsert_sql(n, shared)
-        };
-        Ok(PreparedUpsert(Prepared::Sqlite(SqliteBatch {
-            sql,
-            full,
-            args,
-        })))
-    }
-}
-
-/// PostgreSQL's upsert of `rows` as column arrays.
-fn prepare_unnest(
-    owner_id: &str,
-    source: &str,
-    now: DateTime<Utc>,
-    rows: Vec<ContactRow>,
-) -> PreparedUpsert {
-    let n = rows.len();
-    let mut args = UnnestArgs {
-        owner_id: owner_id.to_owned(),
-        source: source.to_owned(),
-        now,
-        ids: Vec::with_capacity(n),
-        phones: Vec::with_capacity(n),
-        names: Vec::with_capacity(n),
-        nouns: Vec::with_capacity(n),
-        groups: Vec::with_capacity(n),
-        chats: Vec::with_capacity(n),
-        attributes: Vec::with_capacity(n),
-    };
-    for row in rows {
-        args.ids.push(uuid::Uuid::now_v7().to_string());
-        args.attributes.push(attributes_json(&row));
-        args.phones.push(row.phone);
-        args.names.push(row.name);
-        args.nouns.push(row.noun);
-        args.groups.push(row.group);
-        args.chats.push(row.telegram_chat_id);
-    }
-    PreparedUpsert(Prepared::Unnest(Box::new(args)))
-}
-
-/// Runs an upsert built by [`UpsertBuilder::prepare`].
-pub async fn execute_upsert(db: &DatabaseConnection, upsert: PreparedUpsert) -> Result<(), DbErr> {
-    match upsert.0 {
-        Prepared::Empty => Ok(()),
-        Prepared::Sqlite(batch) => sqlx::query_with(sqlx::AssertSqlSafe(batch.sql), batch.args)
-            .persistent(batch.full)
-            .execute(db.get_sqlite_connection_pool())
-            .await
-            .map(|_| ())
-            .map_err(|e| DbErr::Custom(e.to_string())),
-        Prepared::Unnest(args) => upsert_unnest(db, *args).await,
-    }
-}
-
-/// PostgreSQL: the batch as one `INSERT … SELECT FROM UNNEST` of column arrays. The statement
-/// text never changes, so it is prepared once per connection instead of parsing a statement with
-/// thousands of parameters for every batch (the event writer does the same).
-async fn upsert_unnest(db: &DatabaseConnection, args: UnnestArgs) -> Result<(), DbErr> {
-    const SQL: &str = concat!(
-        "INSERT INTO contacts \
-         (id, owner_id, phone, name, noun, group_name, telegram_chat_id, attributes, opted_out, \
-          source, created_at, updated_at) \
-         SELECT u.id, $2, u.phone, u.name, u.noun, u.grp, u.tg, u.attrs, false, $3, $4, $4 \
-         FROM UNNEST($1::varchar[], $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[], \
-                     $9::varchar[], $10::text[]) AS u(id, phone, name, noun, grp, tg, attrs)",
-        on_conflict_keep!()
-    );
-    sqlx::query(SQL)
-        .bind(args.ids)
-        .bind(args.owner_id)
-        .bind(args.source)
-        .bind(args.now)
-        .bind(args.phones)
-        .bind(args.names)
-        .bind(args.nouns)
-        .bind(args.groups)
-        .bind(args.chats)
-        .bind(args.attributes)
-        .execute(db.get_postgres_connection_pool())
-        .await
-        .map(|_| ())
-        .map_err(|e| DbErr::Custom(e.to_string()))
-}
-
-/// Writes one batch of an import: its upsert, its refused rows and the import's counters.
+/// Writes one batch of an import on PostgreSQL: its upsert, its refused rows and the import's
+/// counters.
 pub async fn write_batch(
     db: &DatabaseConnection,
     import_id: &str,
-    upsert: PreparedUpsert,
-    errors: &[(u64, RowError)],
-    imported: u64,
+    upsert: &Upsert,
+    columns: ContactColumns,
+    errors: Vec<(u64, RowError)>,
 ) -> Result<(), DbErr> {
+    let imported = columns.len() as u64;
     let failed = errors.len() as u64;
-    execute_upsert(db, upsert).await?;
-    insert_errors(db, import_id, errors).await?;
+    upsert_postgres(db, upsert, columns).await?;
+    insert_errors(db, import_id, &errors).await?;
     add_progress(db, import_id, imported + failed, imported, failed).await
+}
+
+/// Writes one batch of an import on SQLite, in the upsert's connection's open transaction: its
+/// upsert, its refused rows and the import's counters.
+pub fn write_batch_sqlite(
+    upsert: &mut SqliteUpsert<'_>,
+    import_id: &str,
+    columns: ContactColumns,
+    errors: &[(u64, RowError)],
+) -> rusqlite::Result<()> {
+    let imported = columns.len() as i64;
+    let failed = errors.len() as i64;
+    upsert.run(columns)?;
+    let tx = upsert.connection;
+    if !errors.is_empty() {
+        // A resumed import writes its rows' errors again.
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO contact_import_errors (import_id, row_number, phone, code, message) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (import_id, row_number) DO NOTHING",
+        )?;
+        for (line, e) in errors {
+            insert.execute(rusqlite::params![
+                import_id,
+                i64::try_from(*line).unwrap_or(i64::MAX),
+                e.phone,
+                e.code,
+                e.message
+            ])?;
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE contact_imports SET total_rows = total_rows + ?, imported = imported + ?, \
+         failed = failed + ? WHERE id = ?",
+    )?
+    .execute(rusqlite::params![
+        imported + failed,
+        imported,
+        failed,
+        import_id
+    ])?;
+    Ok(())
 }
 
 /// Records refused rows.
@@ -440,38 +448,48 @@ pub async fn is_opted_out(db: &DatabaseConnection, contact_id: &str) -> Result<b
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::QueryOrder;
+    use sea_orm::{PaginatorTrait, QueryOrder};
 
     use super::*;
 
-    /// The owner, source and time are written into SQLite's statement: quotes in them must
-    /// neither break it nor change what is stored.
-    #[tokio::test]
-    async fn shared_values_with_quotes_are_stored_as_given() {
+    fn row(phone: &str, name: &str) -> ContactRow {
+        ContactRow {
+            phone: phone.into(),
+            name: Some(name.into()),
+            noun: None,
+            group: None,
+            telegram_chat_id: None,
+            attributes: Default::default(),
+        }
+    }
+
+    async fn sqlite() -> (tempfile::TempDir, DatabaseConnection) {
         let dir = tempfile::tempdir().expect("temp dir");
         let settings = crate::config::Settings {
             data_dir: dir.path().to_path_buf(),
             ..crate::config::Settings::default()
         };
         let (db, _queue) = crate::db::connect(&settings).await.expect("database");
-        let row = |phone: &str| ContactRow {
-            phone: phone.into(),
-            name: Some("O'Brien".into()),
-            noun: None,
-            group: None,
-            telegram_chat_id: None,
-            attributes: Default::default(),
-        };
+        (dir, db)
+    }
+
+    /// The owner, source and time are written into SQLite's statement: quotes in them must
+    /// neither break it nor change what is stored.
+    #[tokio::test]
+    async fn shared_values_with_quotes_are_stored_as_given() {
+        let (_dir, db) = sqlite().await;
         let owner = "owner'); DROP TABLE contacts; --";
         let now = Utc::now();
-        let mut upserts = UpsertBuilder::new(db.get_database_backend(), owner, "import:'x'", now)
-            .expect("builder");
         for rows in [
-            vec![row("+34600000001"), row("+34600000002")],
-            vec![row("+34600000001")],
+            vec![
+                row("+34600000001", "O'Brien"),
+                row("+34600000002", "O'Brien"),
+            ],
+            vec![row("+34600000001", "O'Brien")],
         ] {
-            let upsert = upserts.prepare(rows).expect("prepare");
-            execute_upsert(&db, upsert).await.expect("upsert");
+            upsert(&db, owner, &rows, "import:'x'", now)
+                .await
+                .expect("upsert");
         }
         let stored = contacts::Entity::find()
             .order_by_asc(contacts::Column::Phone)
@@ -485,6 +503,53 @@ mod tests {
             assert_eq!(contact.name.as_deref(), Some("O'Brien"));
             assert_eq!(contact.created_at, now);
         }
-        assert!(UpsertBuilder::new(db.get_database_backend(), "a\0b", "s", now).is_err());
+        let nul = upsert(&db, "a\0b", &[row("+34600000003", "A")], "s", now).await;
+        assert!(nul.is_err());
+    }
+
+    /// An import's batches on one bulk connection: full batches reuse one prepared statement,
+    /// a short one has its own, a second pass updates instead of inserting, and a failed write
+    /// leaves nothing behind. The checkpointer runs beside it throughout.
+    #[tokio::test]
+    async fn bulk_batches_insert_update_and_roll_back() {
+        let (_dir, db) = sqlite().await;
+        let path = crate::db::SqliteBulk::path(&db).expect("SQLite");
+        let phones: Vec<String> = (0..3 * BATCH_ROWS + 5)
+            .map(|i| format!("+346{:08}", i))
+            .collect();
+        let pass = |name: &'static str, fail: bool| {
+            let path = path.clone();
+            let phones = phones.clone();
+            tokio::task::spawn_blocking(move || {
+                let bulk = crate::db::SqliteBulk::open(&path).expect("open");
+                let mut sqlite =
+                    SqliteUpsert::new(bulk.connection(), &Upsert::new("o", "s", Utc::now()))
+                        .expect("upsert");
+                for chunk in phones.chunks(BATCH_ROWS) {
+                    let rows = chunk.iter().map(|p| row(p, name)).collect();
+                    let written = bulk.write(|_| {
+                        sqlite.run(ContactColumns::new(rows))?;
+                        if fail {
+                            return Err(rusqlite::Error::InvalidQuery);
+                        }
+                        Ok(())
+                    });
+                    assert_eq!(written.is_err(), fail);
+                }
+            })
+        };
+        pass("first", false).await.expect("first pass");
+        pass("second", false).await.expect("second pass");
+        pass("never stored", true).await.expect("failed pass");
+        let count = contacts::Entity::find().count(&db).await.expect("count");
+        assert_eq!(count, phones.len() as u64);
+        let names: Vec<Option<String>> = contacts::Entity::find()
+            .all(&db)
+            .await
+            .expect("contacts")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(names.iter().all(|n| n.as_deref() == Some("second")));
     }
 }
