@@ -42,6 +42,8 @@ fn phones_per_second(label: &str, started: Instant) {
 }
 
 fn main() {
+    // SQLite allocates through mimalloc, as in the server.
+    pregonero::allocator::configure();
     let es = region("ES").expect("ES");
     let phones: Vec<String> = (0..ROWS).map(phone).collect();
     let started = Instant::now();

@@ -1,4 +1,5 @@
 //! Pregonero: a self-hosted multi-channel messaging server.
+pub mod allocator;
 pub mod auth;
 pub mod campaigns;
 pub mod channels;

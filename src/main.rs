@@ -57,7 +57,7 @@ enum AdminCommand {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    pregonero::allocator::configure();
     actix_web::rt::System::new().block_on(async {
         match run(Cli::parse()).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -69,26 +69,6 @@ fn main() -> std::process::ExitCode {
         }
     })
 }
-
-/// SQLite's own allocations still go to glibc's malloc, which gives a thread that finds the heap
-/// busy an arena of its own, up to eight per core, and gives little of it back. sqlx runs each
-/// SQLite connection on a thread of its own, so a long campaign on SQLite held a dozen arenas of
-/// about 12 MB each (157 MB peak RSS at 100,000 recipients). Four arenas keep that memory; two
-/// made a contact import twice as slow (its threads queued on the arena locks).
-/// `MALLOC_ARENA_MAX` in the environment still wins.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    const ARENAS: libc::c_int = 4;
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only tunes the allocator and is called before any other thread starts.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
