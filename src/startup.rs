@@ -162,6 +162,7 @@ impl Application {
                 Duration::from_secs(settings_auth.login_lockout_secs),
             )),
             refresh_lock: Default::default(),
+            imports: Default::default(),
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();
@@ -274,6 +275,8 @@ impl RunningApp {
             handle.stop(true).await;
             let _ = task.await;
         }
+        // Imports stop between two batches and resume at the next start.
+        self.state.imports.stop().await;
         // Campaigns stop releasing recipients and hand their leases back.
         if let Some(campaigns) = self.campaigns.take() {
             let _ = campaigns.send(StopCampaigns).await;

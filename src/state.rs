@@ -60,4 +60,6 @@ pub struct AppState {
     pub lockout: Arc<Lockout>,
     /// Serialises refreshes of session tokens in this process.
     pub refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Contact imports running in this process.
+    pub imports: crate::contacts::Imports,
 }

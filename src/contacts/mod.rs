@@ -1,7 +1,7 @@
 //! Contacts: CRUD, and CSV imports that stream the upload to disk and then read it row by row on
 //! a blocking thread, writing batches of upserts with progress after each, so a file of millions
-//! of rows needs a few megabytes. An import interrupted by a restart starts over on the node
-//! that holds its file (upserts make that harmless).
+//! of rows needs a few megabytes. An import interrupted by a stop or a crash starts over on the
+//! node that holds its file (upserts make that harmless).
 pub mod csv_reader;
 pub mod phone;
 pub mod repo;
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::csv_reader::ContactsCsv;
 use crate::{db::SqliteBulk, entities::contact_imports, state::AppState};
@@ -36,13 +37,41 @@ pub fn upload_path(state: &AppState, import_id: &str) -> PathBuf {
         .join(format!("{import_id}.csv"))
 }
 
+/// This process's running imports. A stop ends them after the batch each is writing; they stay
+/// `running` with their file kept, and the next start runs them again ([`resume`]).
+#[derive(Clone, Default)]
+pub struct Imports {
+    stop: CancellationToken,
+    running: TaskTracker,
+}
+
+impl Imports {
+    /// Stops every running import between two batches; returns once they have stopped.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.running.close();
+        self.running.wait().await;
+    }
+}
+
+/// How an import's run ended, short of an error.
+enum Ended {
+    Completed,
+    /// The process is stopping: the import is left for the next start.
+    Stopped,
+}
+
 /// Runs an import to its end (in the background); the file is deleted afterwards.
 pub fn spawn_import(state: AppState, import: contact_imports::Model) {
-    actix_web::rt::spawn(async move {
+    let running = state.imports.running.clone();
+    actix_web::rt::spawn(running.track_future(async move {
         let path = upload_path(&state, &import.id);
-        let outcome = run(&state, &import, &path).await;
-        let error = match outcome {
-            Ok(()) => None,
+        let error = match run(&state, &import, &path).await {
+            Ok(Ended::Completed) => None,
+            Ok(Ended::Stopped) => {
+                tracing::info!(import_id = %import.id, "contact import stopped; the next start resumes it");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(import_id = %import.id, error = %e, "contact import failed");
                 Some(e.to_string())
@@ -53,39 +82,40 @@ pub fn spawn_import(state: AppState, import: contact_imports::Model) {
             return; // keep the file: the next start resumes the import
         }
         let _ = tokio::fs::remove_file(&path).await;
-    });
+    }));
 }
 
-async fn run(state: &AppState, import: &contact_imports::Model, path: &Path) -> anyhow::Result<()> {
+async fn run(
+    state: &AppState,
+    import: &contact_imports::Model,
+    path: &Path,
+) -> anyhow::Result<Ended> {
     let region = csv_reader::region(&import.default_region)
         .ok_or_else(|| anyhow::anyhow!("unknown region {}", import.default_region))?;
     let file = std::fs::File::open(path)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let upsert = repo::Upsert::new(
         &import.owner_id,
         &format!("import:{}", import.id),
         state.clock.now(),
     );
     // The reading thread parses, normalises and lays out each batch; the writer only writes
-    // them, so reading batch k+1 overlaps writing batch k.
+    // them, so reading batch k+1 overlaps writing batch k. A writer that stops drops its end of
+    // the channel, which stops the reader.
     let reader = tokio::task::spawn_blocking(move || read_batches(file, region, tx));
-    match SqliteBulk::path(&state.db) {
+    let stop = state.imports.stop.clone();
+    let ended = match SqliteBulk::path(&state.db) {
         Some(db_path) => {
             let import_id = import.id.clone();
-            tokio::task::spawn_blocking(move || write_sqlite(&db_path, &import_id, &upsert, rx))
-                .await??
+            tokio::task::spawn_blocking(move || {
+                write_sqlite(&db_path, &import_id, &upsert, rx, &stop)
+            })
+            .await??
         }
-        None => {
-            futures::stream::poll_fn(|cx| rx.poll_recv(cx))
-                .map(|batch| {
-                    repo::write_batch(&state.db, &import.id, &upsert, batch.columns, batch.errors)
-                })
-                .buffer_unordered(POSTGRES_WRITERS)
-                .try_collect::<()>()
-                .await?;
-        }
-    }
-    reader.await?
+        None => write_postgres(state, &import.id, &upsert, rx, &stop).await?,
+    };
+    reader.await??;
+    Ok(ended)
 }
 
 /// Reads the file into batches for the writer, until the end or until the writer stops.
@@ -129,15 +159,40 @@ fn write_sqlite(
     import_id: &str,
     upsert: &repo::Upsert,
     mut rx: tokio::sync::mpsc::Receiver<Batch>,
-) -> anyhow::Result<()> {
+    stop: &CancellationToken,
+) -> anyhow::Result<Ended> {
     let bulk = SqliteBulk::open(db_path)?;
     let mut sqlite = repo::SqliteUpsert::new(bulk.connection(), upsert)?;
     while let Some(batch) = rx.blocking_recv() {
+        if stop.is_cancelled() {
+            return Ok(Ended::Stopped);
+        }
         bulk.write(|_| {
             repo::write_batch_sqlite(&mut sqlite, import_id, batch.columns, &batch.errors)
         })?;
     }
-    Ok(())
+    Ok(Ended::Completed)
+}
+
+/// PostgreSQL's writer: [`POSTGRES_WRITERS`] batches at a time through the pool.
+async fn write_postgres(
+    state: &AppState,
+    import_id: &str,
+    upsert: &repo::Upsert,
+    mut rx: tokio::sync::mpsc::Receiver<Batch>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Ended> {
+    futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+        .take_until(stop.cancelled())
+        .map(|batch| repo::write_batch(&state.db, import_id, upsert, batch.columns, batch.errors))
+        .buffer_unordered(POSTGRES_WRITERS)
+        .try_collect::<()>()
+        .await?;
+    Ok(if stop.is_cancelled() {
+        Ended::Stopped
+    } else {
+        Ended::Completed
+    })
 }
 
 /// Up to [`repo::BATCH_ROWS`] rows of a file, ready to write: every row is either in the upsert

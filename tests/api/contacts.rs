@@ -325,8 +325,78 @@ async fn unusable_uploads_are_refused_at_once(backend: Backend) {
     );
 }
 
+/// A stop in the middle of an import leaves it `running` with its file kept; the next start runs
+/// it again from the top (upserts make that harmless) and it completes with every row counted
+/// once and every contact stored once.
+async fn an_import_cut_by_a_stop_resumes_at_the_next_start(backend: Backend) {
+    use pregonero::entities::{contact_imports, contacts};
+    use sea_orm::{EntityTrait, PaginatorTrait};
+
+    let mut app = spawn_app(backend).await;
+    const ROWS: i64 = 60_000;
+    let mut file = b"nombre;telefono\n".to_vec();
+    for i in 0..ROWS {
+        file.extend_from_slice(format!("P{i};6{:08}\n", 10_000_000 + i).as_bytes());
+    }
+    let (status, started) = upload(&app, "", "text/csv", file).await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().expect("id").to_owned();
+    // Stop as soon as the first batch is written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = call(&app, Method::GET, &format!("contacts/imports/{id}"), None).await;
+        if body["total_rows"].as_i64() > Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing written: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.stop_server().await;
+
+    let db = app.inspect_db().await;
+    let cut = contact_imports::Entity::find_by_id(id.clone())
+        .one(&db)
+        .await
+        .expect("query")
+        .expect("import");
+    assert_eq!(cut.status, "running", "{cut:?}");
+    assert!(
+        cut.total_rows < ROWS,
+        "the stop came too late to test: {cut:?}"
+    );
+    let upload_file = app
+        .settings
+        .data_dir
+        .join("imports")
+        .join(format!("{id}.csv"));
+    assert!(
+        upload_file.exists(),
+        "the upload is kept for the next start"
+    );
+
+    app.start_server().await;
+    let done = finished(&app, &id).await;
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["total_rows"].as_i64(),
+            done["imported"].as_i64(),
+            done["failed"].as_i64()
+        ),
+        (Some("completed"), Some(ROWS), Some(ROWS), Some(0)),
+        "{done}"
+    );
+    let stored = contacts::Entity::find().count(&db).await.expect("count");
+    assert_eq!(stored, ROWS as u64);
+    assert!(!upload_file.exists(), "a finished import's file is deleted");
+}
+
 on_both_databases!(
     contacts_crud,
+    an_import_cut_by_a_stop_resumes_at_the_next_start,
     csv_import_reports_bad_rows_and_upserts,
     a_file_of_many_batches_loses_no_row,
     unusable_uploads_are_refused_at_once
