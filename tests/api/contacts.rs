@@ -37,6 +37,16 @@ async fn finished(app: &TestApp, id: &str) -> Value {
     }
 }
 
+/// An import's status and counters: rows read, imported, refused.
+fn outcome(import: &Value) -> (Option<&str>, Option<i64>, Option<i64>, Option<i64>) {
+    (
+        import["status"].as_str(),
+        import["total_rows"].as_i64(),
+        import["imported"].as_i64(),
+        import["failed"].as_i64(),
+    )
+}
+
 /// `GET …/imports/{id}/errors`: the refused rows as a CSV response.
 async fn error_report(app: &TestApp, id: &str) -> reqwest::Response {
     app.client
@@ -230,12 +240,7 @@ async fn a_file_of_many_batches_loses_no_row(backend: Backend) {
     let id = started["id"].as_str().expect("id").to_owned();
     let done = finished(&app, &id).await;
     assert_eq!(
-        (
-            done["status"].as_str(),
-            done["total_rows"].as_i64(),
-            done["imported"].as_i64(),
-            done["failed"].as_i64()
-        ),
+        outcome(&done),
         (Some("completed"), Some(4_500), Some(good), Some(1_500)),
         "{done}"
     );
@@ -380,12 +385,7 @@ async fn an_import_cut_by_a_stop_resumes_at_the_next_start(backend: Backend) {
     app.start_server().await;
     let done = finished(&app, &id).await;
     assert_eq!(
-        (
-            done["status"].as_str(),
-            done["total_rows"].as_i64(),
-            done["imported"].as_i64(),
-            done["failed"].as_i64()
-        ),
+        outcome(&done),
         (Some("completed"), Some(ROWS), Some(ROWS), Some(0)),
         "{done}"
     );
