@@ -20,21 +20,31 @@ async fn upload(app: &TestApp, query: &str, content_type: &str, body: Vec<u8>) -
         .await
 }
 
-/// Polls an import until it is no longer running.
-async fn finished(app: &TestApp, id: &str) -> Value {
+/// Polls an import (every 5 ms, for up to 30 s) until `reached` holds of it.
+async fn poll_import(
+    app: &TestApp,
+    id: &str,
+    what: &str,
+    reached: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = call(app, Method::GET, &format!("contacts/imports/{id}"), None).await;
         assert_eq!(status, 200, "{body}");
-        if body["status"] != "running" {
+        if reached(&body) {
             return body;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "import still running: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(std::time::Instant::now() < deadline, "{what}: {body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Polls an import until it is no longer running.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    poll_import(app, id, "import still running", |i| {
+        i["status"] != "running"
+    })
+    .await
 }
 
 /// An import's status and counters: rows read, imported, refused.
@@ -347,18 +357,10 @@ async fn an_import_cut_by_a_stop_resumes_at_the_next_start(backend: Backend) {
     assert_eq!(status, 202, "{started}");
     let id = started["id"].as_str().expect("id").to_owned();
     // Stop as soon as the first batch is written.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = call(&app, Method::GET, &format!("contacts/imports/{id}"), None).await;
-        if body["total_rows"].as_i64() > Some(0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing written: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    poll_import(&app, &id, "nothing written", |i| {
+        i["total_rows"].as_i64() > Some(0)
+    })
+    .await;
     app.stop_server().await;
 
     let db = app.inspect_db().await;
