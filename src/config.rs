@@ -186,6 +186,15 @@ pub struct DeliverySettings {
     pub keep_finished_jobs_secs: u64,
     /// How long a clean shutdown waits for in-flight deliveries, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Added to each account's one-second window, in milliseconds: an account allowed N sends
+    /// per second sends N in every `1 s + margin`, so network and timer jitter up to the margin
+    /// cannot put N + 1 into one second at the provider.
+    pub pacing_margin_ms: u64,
+    /// Added to every per-recipient interval (chat, group, WhatsApp pair), in milliseconds.
+    pub recipient_margin_ms: u64,
+    /// A send whose pacing turn is further away than this goes back to the queue until then
+    /// instead of holding a delivery slot, in milliseconds.
+    pub pacing_horizon_ms: u64,
 }
 
 /// Telegram Bot API settings.
@@ -398,6 +407,9 @@ impl Default for Settings {
                 lease_secs: 300,
                 sweep_interval_secs: 30,
                 keep_finished_jobs_secs: 60,
+                pacing_margin_ms: 50,
+                recipient_margin_ms: 100,
+                pacing_horizon_ms: 5_000,
                 shutdown_grace_secs: 25,
             },
             telegram: TelegramSettings {
@@ -545,6 +557,15 @@ impl Settings {
             let env = format!("PREGONERO_{}", key.to_uppercase().replace('.', "__"));
             Err(ConfigError(format!("setting `{key}` ({env}): {why}")))
         };
+        if self.delivery.pacing_margin_ms > 500 {
+            return bad(
+                "delivery.pacing_margin_ms",
+                "must be at most 500 (it widens every account's one-second window)",
+            );
+        }
+        if self.delivery.pacing_horizon_ms < 1000 {
+            return bad("delivery.pacing_horizon_ms", "must be at least 1000");
+        }
         if self.delivery.concurrency == 0 {
             return bad("delivery.concurrency", "must be at least 1");
         }

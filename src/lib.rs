@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod leases;
 pub mod media;
 pub mod messages;
+pub mod pacing;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

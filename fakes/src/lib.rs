@@ -6,7 +6,7 @@ pub mod telegram;
 pub mod whatsapp;
 
 pub use telegram::{
-    FakeTelegram, FakeTelegramConfig, FileRef, Limits, MAX_DOCUMENT_UPLOAD, MAX_PHOTO_UPLOAD,
-    SentMessage,
+    Counting, FakeTelegram, FakeTelegramConfig, FileRef, Limits, MAX_DOCUMENT_UPLOAD,
+    MAX_PHOTO_UPLOAD, SentMessage,
 };
 pub use whatsapp::{FakeWhatsApp, FakeWhatsAppConfig, WaLimits, WaSent, WaStats, WindowMode};

@@ -12,7 +12,11 @@ use super::{
     updates,
     whatsapp::{MediaRef, WaCredentials, WhatsAppClient},
 };
-use crate::{domain::TelegramChat, telemetry::redact};
+use crate::{
+    domain::TelegramChat,
+    pacing::{LimitScope, RecipientKind},
+    telemetry::redact,
+};
 
 /// The provider an account talks to, with its secrets and client.
 #[derive(Clone)]
@@ -93,10 +97,11 @@ impl Provider {
 /// How often idle recipient buckets are dropped.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 
-/// Sends one message, waiting for the account's and the recipient's turn first.
+/// Sends one message, waiting for the account's and the recipient's turn first; a turn further
+/// away than the duration (the horizon) answers [`ChannelError::Deferred`] without sending.
 #[derive(Message)]
 #[rtype(result = "Result<Receipt, ChannelError>")]
-pub struct Deliver(pub OutboundMessage);
+pub struct Deliver(pub OutboundMessage, pub Duration);
 
 /// Fault injection for tests and chaos drills: the actor panics while handling it.
 #[derive(Message)]
@@ -115,13 +120,15 @@ pub struct AccountSnapshot {
     pub id: String,
     /// Seconds left of a 429 freeze, if any.
     pub frozen_for_secs: Option<f64>,
+    /// Sends per second the account is paced at now (lower than its limit after 429s).
+    pub rate_per_sec: Option<f64>,
 }
 
 /// Owns one channel account (Telegram bot, WhatsApp number): secrets, client and pacing buckets.
 pub struct AccountActor {
     id: String,
     provider: Provider,
-    pacer: Arc<Pacer>,
+    pacer: Arc<dyn Pacer>,
     updates: Option<UpdatesConfig>,
     updates_task: Option<actix::prelude::SpawnHandle>,
     /// Set by [`Retire`]: a supervisor restart after it must not start anything again.
@@ -140,7 +147,7 @@ impl AccountActor {
     pub fn new(
         id: String,
         provider: Provider,
-        pacer: Arc<Pacer>,
+        pacer: Arc<dyn Pacer>,
         updates: Option<UpdatesConfig>,
     ) -> Self {
         Self {
@@ -215,33 +222,55 @@ impl Supervised for AccountActor {
 impl Handler<Deliver> for AccountActor {
     type Result = ResponseFuture<Result<Receipt, ChannelError>>;
 
-    fn handle(&mut self, Deliver(msg): Deliver, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, Deliver(msg, horizon): Deliver, _: &mut Self::Context) -> Self::Result {
         let provider = self.provider.clone();
         let pacer = self.pacer.clone();
         let channel_id = self.id.clone();
         Box::pin(async move {
             let channel = provider.channel();
-            let is_group = matches!(provider, Provider::Telegram { .. })
-                && TelegramChat::parse(&msg.recipient)
-                    .map(|c| c.is_group())
-                    .unwrap_or(false);
-            let waited = pacer.wait_turn(&msg.recipient, is_group).await;
+            let kind = match provider {
+                Provider::Telegram { .. }
+                    if TelegramChat::parse(&msg.recipient).is_ok_and(|c| c.is_group()) =>
+                {
+                    RecipientKind::Group
+                }
+                _ => RecipientKind::Private,
+            };
+            let permit = match pacer.acquire(&msg.recipient, kind, horizon).await {
+                Ok(permit) => permit,
+                Err(deferred) => {
+                    metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => "deferred")
+                        .increment(1);
+                    return Err(ChannelError::Deferred {
+                        wait: deferred.wait,
+                    });
+                }
+            };
             metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => channel)
-                .record(waited.as_secs_f64());
+                .record(permit.waited.as_secs_f64());
             let result = provider.send(&msg).await;
+            pacer.answered(&permit);
+            // Telegram's 429 does not say which limit was hit; WhatsApp's codes do.
+            let scope = match provider {
+                Provider::Telegram { .. } => LimitScope::Unknown,
+                Provider::WhatsApp { .. } => LimitScope::Account,
+            };
             let outcome = match &result {
                 Ok(_) => "sent",
                 Err(ChannelError::RateLimited { retry_after }) => {
-                    tracing::warn!(%channel_id, ?retry_after, "provider rate limit: freezing account");
-                    pacer.freeze(*retry_after);
+                    tracing::warn!(%channel_id, ?retry_after, ?scope, "provider rate limit");
+                    pacer.rate_limited(&msg.recipient, kind, *retry_after, scope);
                     "rate_limited"
                 }
                 Err(ChannelError::Throttled { retry_after }) => {
                     tracing::warn!(%channel_id, ?retry_after, "provider quality limit: slowing the account down");
-                    pacer.freeze(*retry_after);
+                    pacer.rate_limited(&msg.recipient, kind, *retry_after, LimitScope::Quality);
                     "throttled"
                 }
-                Err(ChannelError::RecipientLimited { .. }) => "recipient_rate_limited",
+                Err(ChannelError::RecipientLimited { retry_after }) => {
+                    pacer.rate_limited(&msg.recipient, kind, *retry_after, LimitScope::Recipient);
+                    "recipient_rate_limited"
+                }
                 Err(e) if e.is_retryable() => "retryable_error",
                 Err(_) => "permanent_error",
             };
@@ -274,7 +303,8 @@ impl Handler<GetSnapshot> for AccountActor {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
-        let frozen_for_secs = self.pacer.frozen_until().map(|until| {
+        let pacing = self.pacer.state();
+        let frozen_for_secs = pacing.frozen_until.map(|until| {
             until
                 .saturating_duration_since(std::time::Instant::now())
                 .as_secs_f64()
@@ -282,6 +312,7 @@ impl Handler<GetSnapshot> for AccountActor {
         MessageResult(AccountSnapshot {
             id: self.id.clone(),
             frozen_for_secs,
+            rate_per_sec: Some(pacing.rate),
         })
     }
 }

@@ -24,6 +24,13 @@ pub enum ChannelError {
         /// How long the account pauses.
         retry_after: Duration,
     },
+    /// Not sent: the send's pacing turn is further away than the caller would wait. Queue it for
+    /// then; nothing reached the provider (not an attempt).
+    #[error("paced: its turn is in {wait:?}")]
+    Deferred {
+        /// Time until the turn.
+        wait: Duration,
+    },
     /// A Telegram group became a supergroup: resend to the new chat id.
     #[error("chat migrated to {new_chat_id}")]
     Migrated {
@@ -60,6 +67,7 @@ impl ChannelError {
         matches!(
             self,
             ChannelError::RateLimited { .. }
+                | ChannelError::Deferred { .. }
                 | ChannelError::RecipientLimited { .. }
                 | ChannelError::Throttled { .. }
                 | ChannelError::Migrated { .. }
@@ -71,6 +79,7 @@ impl ChannelError {
     pub fn code(&self) -> &'static str {
         match self {
             ChannelError::RateLimited { .. } => "rate-limited",
+            ChannelError::Deferred { .. } => "paced",
             ChannelError::RecipientLimited { .. } => "recipient-rate-limited",
             ChannelError::Throttled { .. } => "quality-throttled",
             ChannelError::Migrated { .. } => "chat-migrated",

@@ -1,7 +1,6 @@
 //! Channel accounts: the supervised actors that own each bot/number, pace its sends and talk to the provider.
 mod account;
 mod error;
-mod pacing;
 mod registry;
 pub mod repo;
 pub mod routes;
@@ -11,9 +10,9 @@ pub mod whatsapp;
 
 use bytes::Bytes;
 
+pub use crate::pacing::{Pacer, PacingLimits};
 pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Retire};
 pub use error::ChannelError;
-pub use pacing::{Pacer, PacingLimits};
 pub use registry::{
     AccountSpec, ChannelRegistry, Credentials, EnableUpdates, Lookup, Register, Snapshot, StopAll,
     Unregister,

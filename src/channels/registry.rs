@@ -35,7 +35,7 @@ pub struct AccountSpec {
 
 struct Entry {
     spec: AccountSpec,
-    pacer: Arc<Pacer>,
+    pacer: Arc<dyn Pacer>,
     addr: Addr<AccountActor>,
 }
 
@@ -58,7 +58,7 @@ impl ChannelRegistry {
         }
     }
 
-    fn spawn(&self, spec: &AccountSpec, pacer: Arc<Pacer>) -> Addr<AccountActor> {
+    fn spawn(&self, spec: &AccountSpec, pacer: Arc<dyn Pacer>) -> Addr<AccountActor> {
         let id = spec.id.clone();
         let (provider, updates) = match &spec.credentials {
             Credentials::Telegram(token) => (
@@ -142,7 +142,7 @@ impl Handler<Register> for ChannelRegistry {
     type Result = ();
 
     fn handle(&mut self, Register(spec): Register, _: &mut Self::Context) {
-        let pacer = Arc::new(Pacer::new(spec.limits));
+        let pacer: Arc<dyn Pacer> = Arc::new(crate::pacing::LocalPacer::new(spec.limits));
         let addr = self.spawn(&spec, pacer.clone());
         if let Some(old) = self.accounts.get(&spec.id) {
             old.addr.do_send(Retire);
@@ -197,6 +197,7 @@ impl Handler<Snapshot> for ChannelRegistry {
                 let snap = addr.send(GetSnapshot).await.unwrap_or(AccountSnapshot {
                     id,
                     frozen_for_secs: None,
+                    rate_per_sec: None,
                 });
                 out.push(snap);
             }

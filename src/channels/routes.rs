@@ -38,12 +38,15 @@ pub struct LimitsInput {
     pub per_recipient_interval_secs: Option<u64>,
 }
 
-/// Added to WhatsApp's per-recipient interval (see [`LimitsInput::resolve`]).
+/// WhatsApp's per-recipient margin: Meta's pair rate is approximate ("about 1 per 6 s"), so it
+/// gets more room than `delivery.recipient_margin_ms` alone.
 pub const PAIR_RATE_MARGIN: Duration = Duration::from_millis(250);
 
 impl LimitsInput {
     /// Resolves against the server defaults for `kind`.
     pub fn resolve(&self, kind: ChannelKind, s: &Settings) -> PacingLimits {
+        let margin = Duration::from_millis(s.delivery.pacing_margin_ms);
+        let recipient_margin = Duration::from_millis(s.delivery.recipient_margin_ms);
         match kind {
             ChannelKind::Telegram => PacingLimits {
                 account_per_sec: self.per_second.unwrap_or(s.telegram.bot_rate_per_sec),
@@ -56,17 +59,19 @@ impl LimitsInput {
                 group_per_min: self
                     .per_group_per_minute
                     .unwrap_or(s.telegram.group_rate_per_min),
+                margin,
+                recipient_margin,
             },
             ChannelKind::WhatsappCloud => PacingLimits {
                 account_per_sec: self.per_second.unwrap_or(s.whatsapp.number_rate_per_sec),
                 account_burst: self.burst.unwrap_or(s.whatsapp.number_burst),
-                // The recipient's turn is taken before the number's, and the request then
-                // travels: a margin keeps jitter from landing two sends under Meta's period.
                 recipient_interval: Duration::from_secs(
                     self.per_recipient_interval_secs
                         .unwrap_or(s.whatsapp.recipient_interval_secs),
-                ) + PAIR_RATE_MARGIN,
+                ),
                 group_per_min: 1,
+                margin,
+                recipient_margin: recipient_margin.max(PAIR_RATE_MARGIN),
             },
         }
     }

@@ -27,6 +27,8 @@ use crate::{
 
 /// Tries of a bot reply on retryable errors.
 const REPLY_TRIES: u32 = 3;
+/// A reply waits this long at most for its pacing turn before it counts as a failed try.
+const REPLY_HORIZON: Duration = Duration::from_secs(30);
 
 /// Handles the updates of every bot; shared by the pollers and the webhook route.
 #[derive(Clone)]
@@ -295,12 +297,15 @@ impl BotUpdates {
                 let Ok(Some(actor)) = registry.send(Lookup(channel_id.clone())).await else {
                     return;
                 };
-                let result = actor.send(Deliver(msg.clone())).await.unwrap_or_else(|e| {
-                    Err(ChannelError::Transient {
-                        code: "actor-unavailable",
-                        detail: e.to_string(),
-                    })
-                });
+                let result = actor
+                    .send(Deliver(msg.clone(), REPLY_HORIZON))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ChannelError::Transient {
+                            code: "actor-unavailable",
+                            detail: e.to_string(),
+                        })
+                    });
                 match result {
                     Ok(_) => return,
                     Err(e) if e.is_retryable() && attempt < REPLY_TRIES => {

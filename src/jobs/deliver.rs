@@ -104,10 +104,11 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
         return fail(state, &msg, &e, false).await;
     };
 
+    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms);
     let mut rate_limits = 0;
     loop {
         let result = actor
-            .send(Deliver(outbound.clone()))
+            .send(Deliver(outbound.clone(), horizon))
             .await
             .unwrap_or_else(|e| {
                 Err(ChannelError::Transient {
@@ -115,6 +116,19 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                     detail: e.to_string(),
                 })
             });
+        if let Err(ChannelError::Deferred { wait }) = result {
+            // Its turn is far off (a busy group, a frozen account): free the delivery slot and
+            // come back a little before the turn. Nothing was sent: not an attempt.
+            let delay = wait.saturating_sub(horizon / 2);
+            repo::defer(
+                &state.db,
+                id,
+                Utc::now() + chrono::Duration::from_std(delay)?,
+            )
+            .await?;
+            state.queue.push(id, delay).await?;
+            return Ok(());
+        }
         // A pair-rate or quality limit waits longer for each such answer in a row; read that
         // count before the transaction: in SQLite a transaction that reads and then writes fails
         // at once (no busy wait) if another connection wrote in between.

@@ -371,6 +371,23 @@ pub async fn schedule_retry(
     finish(db, id, update).await
 }
 
+/// `sending → queued` for a send that was not made (its pacing turn is at `at`): the attempt
+/// is given back and the last error is kept.
+pub async fn defer(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
+    let update = messages::Entity::update_many()
+        .col_expr(
+            messages::Column::Status,
+            Expr::value(MessageStatus::Queued.as_str()),
+        )
+        .col_expr(messages::Column::NextAttemptAt, Expr::value(at))
+        .col_expr(messages::Column::EnqueuedAt, Expr::value(Utc::now()))
+        .col_expr(
+            messages::Column::Attempts,
+            Expr::col(messages::Column::Attempts).sub(1),
+        );
+    finish(db, id, update).await
+}
+
 async fn finish(
     db: &impl ConnectionTrait,
     id: &str,

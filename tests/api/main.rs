@@ -14,6 +14,7 @@ mod events;
 mod isolation;
 mod media;
 mod operations;
+mod pacing;
 mod resilience;
 mod rules;
 mod templates;

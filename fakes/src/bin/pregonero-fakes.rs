@@ -3,11 +3,15 @@
 //! ```text
 //! pregonero-fakes telegram --port PORT --bot TOKEN:USERNAME [--bot ...] [--chat ID ...]
 //!                          [--accept-any-chat] [--allow-insecure-webhooks] [--latency-ms MS]
+//!                          [--jitter-ms MS] [--at-arrival]
 //! pregonero-fakes whatsapp --port PORT [--number ID:TOKEN:SECRET ...] [--webhook ID=URL ...]
 //!                          [--template NAME:LANG:PARAMS ...] [--mps N] [--pair-period-ms N]
 //!                          [--pair-burst N] [--window sync|async|off] [--latency-ms MS]
-//!                          [--status-delay-ms MS] [--no-read] [--shuffle-statuses]
+//!                          [--status-delay-ms MS] [--no-read] [--shuffle-statuses] [--jitter-ms MS]
 //! ```
+//!
+//! `--jitter-ms MS` delays each request by a random 0..MS before it is counted (the network);
+//! `--at-arrival` counts Telegram's limits in sliding windows with no burst (`Limits::at_arrival`).
 //!
 //! Telegram's `TOKEN:USERNAME` is split at its last `:` (bot tokens contain one themselves).
 //! WhatsApp's `ID:TOKEN:SECRET` is split at its first and last `:`. Prints
@@ -21,11 +25,12 @@ use std::time::Duration;
 use fakes::{FakeTelegram, FakeTelegramConfig, FakeWhatsApp, FakeWhatsAppConfig, WindowMode};
 
 const USAGE: &str = "usage: pregonero-fakes telegram --port PORT --bot TOKEN:USERNAME [--bot ...] \
-                     [--chat ID ...] [--accept-any-chat] [--allow-insecure-webhooks] [--latency-ms MS]
+                     [--chat ID ...] [--accept-any-chat] [--allow-insecure-webhooks] [--latency-ms MS] \
+                     [--jitter-ms MS] [--at-arrival]
        pregonero-fakes whatsapp --port PORT [--number ID:TOKEN:SECRET ...] [--webhook ID=URL ...] \
                      [--template NAME:LANG:PARAMS ...] [--mps N] [--pair-period-ms N] [--pair-burst N] \
                      [--window sync|async|off] [--latency-ms MS] [--status-delay-ms MS] [--no-read] \
-                     [--shuffle-statuses]";
+                     [--shuffle-statuses] [--jitter-ms MS]";
 
 /// Which fake to run, with its options.
 #[derive(Debug)]
@@ -42,6 +47,8 @@ struct Options {
     accept_any_chat: bool,
     allow_insecure_webhooks: bool,
     latency: Duration,
+    jitter: Duration,
+    at_arrival: bool,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +62,7 @@ struct WhatsAppOptions {
     templates: Vec<(String, String, usize)>,
     config: FakeWhatsAppConfig,
     latency: Duration,
+    jitter: Duration,
 }
 
 /// The value after flag `name`.
@@ -110,6 +118,12 @@ fn parse_telegram<'a>(mut args: impl Iterator<Item = &'a String>) -> Result<Opti
                 let ms: u64 = v.parse().map_err(|_| format!("bad latency {v:?}"))?;
                 options.latency = Duration::from_millis(ms);
             }
+            "--jitter-ms" => {
+                let v = value(&mut args, "--jitter-ms")?;
+                let ms: u64 = v.parse().map_err(|_| format!("bad jitter {v:?}"))?;
+                options.jitter = Duration::from_millis(ms);
+            }
+            "--at-arrival" => options.at_arrival = true,
             "--accept-any-chat" => options.accept_any_chat = true,
             "--allow-insecure-webhooks" => options.allow_insecure_webhooks = true,
             other => return Err(format!("unknown argument {other:?}")),
@@ -181,6 +195,10 @@ fn parse_whatsapp<'a>(
                 let ms: u64 = number(&mut args, "--latency-ms")?;
                 options.latency = Duration::from_millis(ms);
             }
+            "--jitter-ms" => {
+                let ms: u64 = number(&mut args, "--jitter-ms")?;
+                options.jitter = Duration::from_millis(ms);
+            }
             "--status-delay-ms" => {
                 let ms: u64 = number(&mut args, "--status-delay-ms")?;
                 options.config.status_delay = Duration::from_millis(ms);
@@ -210,6 +228,10 @@ async fn start_telegram(options: Options) -> Result<(FakeTelegram, String), Stri
         fake.add_chat(*chat);
     }
     fake.set_latency(options.latency);
+    fake.set_jitter(options.jitter);
+    if options.at_arrival {
+        fake.set_limits(fakes::telegram::Limits::at_arrival());
+    }
     let url = fake.base_url();
     Ok((fake, url))
 }
@@ -229,6 +251,7 @@ async fn start_whatsapp(options: WhatsAppOptions) -> Result<(FakeWhatsApp, Strin
         fake.add_template(name, language, *params);
     }
     fake.set_latency(options.latency);
+    fake.set_jitter(options.jitter);
     let url = fake.base_url();
     Ok((fake, url))
 }

@@ -60,6 +60,33 @@ pub struct Limits {
     pub group_per_min: u32,
     /// Burst size of the per-group bucket.
     pub group_burst: u32,
+    /// How the limits are counted: token buckets with the bursts above (the default), or
+    /// sliding windows at arrival with no burst at all (see [`Counting::Windows`]).
+    pub counting: Counting,
+}
+
+/// How [`Limits`] are counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counting {
+    /// GCRA buckets (`governor`) with the configured bursts: Telegram's "bursts are tolerated".
+    #[default]
+    Buckets,
+    /// The strictest reading of Telegram's FAQ, counted when a request arrives (accepted sends
+    /// only): at most `bot_per_sec` sends of one bot in any 1 s window, at least
+    /// `1 / chat_per_sec` s between two sends to one private chat, at most `group_per_min` sends
+    /// to one group in any 60 s window. Bursts are ignored.
+    Windows,
+}
+
+impl Limits {
+    /// Telegram's documented limits counted in sliding windows at arrival (30 per bot per
+    /// second, 1 s between two sends to a private chat, 20 per group per minute).
+    pub fn at_arrival() -> Self {
+        Self {
+            counting: Counting::Windows,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Limits {
@@ -71,6 +98,7 @@ impl Default for Limits {
             chat_burst: 2,
             group_per_min: 20,
             group_burst: 3,
+            counting: Counting::Buckets,
         }
     }
 }
@@ -110,6 +138,17 @@ pub struct SentMessage {
     /// When the fake accepted it.
     #[serde(skip)]
     pub at: Instant,
+}
+
+/// A send refused by the rate limits (injected failures are not listed).
+#[derive(Clone, Copy, Debug)]
+pub struct Refusal {
+    /// When it arrived.
+    pub at: Instant,
+    /// Its chat.
+    pub chat_id: i64,
+    /// How long the refusing limit had left.
+    pub wait: Duration,
 }
 
 /// How a file was given to `sendPhoto` / `sendDocument`.
@@ -251,6 +290,13 @@ impl FakeTelegram {
         self.state().latency = d;
     }
 
+    /// Every API call first waits a random time from zero to `max` (the network between the
+    /// client and Telegram), then is counted against the limits: two sends that left in order
+    /// can arrive closer together than they left, or swapped.
+    pub fn set_jitter(&self, max: Duration) {
+        self.state().jitter = max;
+    }
+
     /// Replaces the rate limits; all buckets start full again.
     pub fn set_limits(&self, limits: Limits) {
         self.state().set_limits(limits);
@@ -264,6 +310,11 @@ impl FakeTelegram {
     /// Number of `429 Too Many Requests` answers given.
     pub fn rate_limited(&self) -> usize {
         self.state().rate_limited
+    }
+
+    /// Sends refused by the rate limits, in order.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.state().refusals.clone()
     }
 
     /// Number of `send*` requests received, whatever their outcome.

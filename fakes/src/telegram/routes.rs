@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::markup::ParseMode;
 use super::params::{Params, read_params};
 use super::state::{Bot, State};
-use super::{FileRef, MAX_DOCUMENT_UPLOAD, MAX_PHOTO_UPLOAD, SentMessage, lock, updates};
+use super::{FileRef, MAX_DOCUMENT_UPLOAD, MAX_PHOTO_UPLOAD, Refusal, SentMessage, lock, updates};
 
 const MAX_TEXT_CHARS: usize = 4096;
 const MAX_CAPTION_CHARS: usize = 1024;
@@ -138,9 +138,13 @@ async fn bot_api(
     state: Shared,
 ) -> HttpResponse {
     let (token, method) = path.into_inner();
-    let latency = lock(&state).latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    let (latency, jitter) = {
+        let state = lock(&state);
+        (state.latency, state.jitter)
+    };
+    let delay = latency + jitter.mul_f64(rand::random::<f64>());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     // Always drain the body first so that early errors don't reset the connection mid-upload.
     let params = read_params(&req, payload).await;
@@ -231,6 +235,11 @@ fn send(
     let content = validate(kind, params)?;
     if let Err(wait) = state.check_rate(token, chat_id) {
         state.rate_limited += 1;
+        state.refusals.push(Refusal {
+            at: Instant::now(),
+            chat_id,
+            wait,
+        });
         return Err(ApiError::too_many_requests(wait));
     }
 

@@ -153,6 +153,42 @@ async fn burst_beyond_chat_limit_is_429() {
 }
 
 #[actix_web::test]
+async fn windows_at_arrival_allow_no_burst() {
+    let fake = fake_with_bot().await;
+    fake.set_limits(Limits::at_arrival());
+
+    // One private chat: a second send within a second is refused, whatever the burst says.
+    fake.add_chat(PRIVATE_CHAT);
+    assert_eq!(send_text(&fake, PRIVATE_CHAT, "first").await.0, 200);
+    let (status, body) = send_text(&fake, PRIVATE_CHAT, "too soon").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["parameters"]["retry_after"], json!(1));
+
+    // One group: 20 in a minute, then refused.
+    fake.add_chat(-100);
+    for i in 0..20 {
+        assert_eq!(send_text(&fake, -100, &format!("g{i}")).await.0, 200);
+    }
+    let (status, body) = send_text(&fake, -100, "21st").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["parameters"]["retry_after"].as_u64() > Some(50),
+        "{body}"
+    );
+
+    // The bot: 30 accepted sends in any second (21 so far), then refused.
+    for chat in 1..=9 {
+        fake.add_chat(chat);
+        assert_eq!(send_text(&fake, chat, "x").await.0, 200, "chat {chat}");
+    }
+    fake.add_chat(10);
+    assert_eq!(send_text(&fake, 10, "31st").await.0, 429);
+    assert_eq!(fake.sent().len(), 30);
+    assert_eq!(fake.rate_limited(), 3);
+    fake.stop().await;
+}
+
+#[actix_web::test]
 async fn blocked_chat_is_403() {
     let fake = fake_with_bot().await;
     fake.block_chat(PRIVATE_CHAT);

@@ -389,6 +389,12 @@ impl FakeWhatsApp {
         self.state().latency = d;
     }
 
+    /// Every API call first waits a random time from zero to `max` (the network), then is
+    /// counted against the limits.
+    pub fn set_jitter(&self, max: Duration) {
+        self.state().jitter = max;
+    }
+
     /// Clears sent messages, counters, webhook failures, injected failures, throughput windows
     /// and pair buckets, and drops status webhooks not yet posted. Keeps numbers, webhooks,
     /// templates, open windows, undeliverable recipients, uploaded media, limits and latency.

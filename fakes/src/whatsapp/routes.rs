@@ -58,9 +58,13 @@ fn authorization(req: &HttpRequest) -> Option<&str> {
 }
 
 async fn sleep_latency(data: &Data) {
-    let latency = data.state().latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    let (latency, jitter) = {
+        let state = data.state();
+        (state.latency, state.jitter)
+    };
+    let delay = latency + jitter.mul_f64(rand::random::<f64>());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -47,6 +47,7 @@ pub(super) struct State {
     limits: WaLimits,
     pub(super) window_mode: WindowMode,
     pub(super) latency: Duration,
+    pub(super) jitter: Duration,
     /// Accepted sends and inbound messages of the last second, per number.
     throughput: HashMap<String, VecDeque<Instant>>,
     /// GCRA theoretical arrival time per pair.
@@ -72,6 +73,7 @@ impl State {
             limits: config.limits,
             window_mode: config.window_mode,
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
             throughput: HashMap::new(),
             pair_tat: HashMap::new(),
             injected: HashMap::new(),

@@ -1,0 +1,127 @@
+//! Pacing: when each send of a channel account may leave, so that the provider, counting at
+//! arrival, never sees more than the account's and the recipient's limits.
+//!
+//! [`Pacer`] is the seam; [`LocalPacer`] is the in-process scheduler (one per account, in the
+//! account's actor). A shared implementation for several replicas must keep the same semantics:
+//! a send is given a departure time that honours the account and its recipient together, is held
+//! to it when it leaves, and is moved (never released early) by a freeze or a hold.
+mod local;
+
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+
+pub use local::LocalPacer;
+
+/// The limits one account must stay under, as the provider counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacingLimits {
+    /// Sends per second for the whole account (Telegram 30, WhatsApp Cloud 80 less inbound).
+    pub account_per_sec: u32,
+    /// Kept for the API's `burst` field; the scheduler spaces sends evenly and has no burst.
+    pub account_burst: u32,
+    /// Time between two sends to one private chat / person (Telegram 1 s, WhatsApp 6 s).
+    pub recipient_interval: Duration,
+    /// Sends per minute to one group chat (Telegram 20).
+    pub group_per_min: u32,
+    /// The longest a send may take to reach the provider, assumed until the provider's answer
+    /// shows it arrived sooner: a send leaves a whole second after the provider counted the
+    /// send `account_per_sec` departures before it, so network and timer jitter cannot put more
+    /// than `account_per_sec` into any second at the provider.
+    pub margin: Duration,
+    /// Added to every recipient interval, for the same reason.
+    pub recipient_margin: Duration,
+}
+
+impl PacingLimits {
+    /// Least time between two departures to one recipient of `kind`, with the margin.
+    pub fn interval(&self, kind: RecipientKind) -> Duration {
+        let base = match kind {
+            RecipientKind::Private => self.recipient_interval,
+            RecipientKind::Group => Duration::from_secs(60) / self.group_per_min.max(1),
+        };
+        base + self.recipient_margin
+    }
+}
+
+/// Which per-recipient limit applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientKind {
+    /// A private chat or a phone number.
+    Private,
+    /// A group chat (Telegram: 20 per minute).
+    Group,
+}
+
+/// What a rate-limit answer says was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The recipient's limit (WhatsApp 131056): hold that recipient only.
+    Recipient,
+    /// The account's throughput (WhatsApp 130429): freeze the account and slow it down.
+    Account,
+    /// The sender's quality (WhatsApp 131048): freeze the account and halve its rate.
+    Quality,
+    /// The answer does not say (Telegram's 429): hold the recipient; freeze the account when
+    /// two recipients are refused within one window, which a per-chat limit cannot explain.
+    Unknown,
+}
+
+/// Leave to send now.
+#[derive(Debug, Clone, Copy)]
+pub struct Permit {
+    /// How long the send waited for its turn.
+    pub waited: Duration,
+    /// The departure's number, for [`Pacer::answered`].
+    pub seq: u64,
+}
+
+/// The send's turn is further away than the caller wants to wait: queue it for then.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred {
+    /// Time from now until the turn it would have had.
+    pub wait: Duration,
+}
+
+/// Live state of a pacer, for `/health` and the dashboard.
+#[derive(Debug, Clone, Copy)]
+pub struct PacingState {
+    /// When the current freeze ends, if one is in force.
+    pub frozen_until: Option<Instant>,
+    /// Sends per second the account is held to now (below the limit after rate-limit answers).
+    pub rate: f64,
+    /// Sends holding a departure time.
+    pub waiting: usize,
+}
+
+/// One account's pacing.
+pub trait Pacer: Send + Sync + std::fmt::Debug {
+    /// Waits for the turn of a send to `recipient` and returns when it may leave; gives up
+    /// with [`Deferred`] when that turn is more than `horizon` away. A future dropped before
+    /// it returns gives its turn back.
+    fn acquire<'a>(
+        &'a self,
+        recipient: &'a str,
+        kind: RecipientKind,
+        horizon: Duration,
+    ) -> BoxFuture<'a, Result<Permit, Deferred>>;
+
+    /// The provider refused a send to `recipient` with a rate limit: hold the recipient or the
+    /// account for `retry_after` as `scope` says, and move every turn not yet taken after it.
+    fn rate_limited(
+        &self,
+        recipient: &str,
+        kind: RecipientKind,
+        retry_after: Duration,
+        scope: LimitScope,
+    );
+
+    /// The provider answered the send of `permit` (whatever it said): it was counted by now.
+    fn answered(&self, permit: &Permit);
+
+    /// Live state.
+    fn state(&self) -> PacingState;
+
+    /// Forgets recipients idle long enough to be back at full capacity.
+    fn forget_idle(&self);
+}

@@ -1,0 +1,144 @@
+//! Pacing against a fake Telegram that counts its limits in sliding windows when each request
+//! arrives, after a random network delay: 30 per bot in any second, 1 s between two sends to a
+//! private chat, 20 per group in any minute, no burst.
+use std::time::{Duration, Instant};
+
+use fakes::telegram::{FakeTelegramConfig, Limits};
+use futures::{StreamExt, stream};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, spawn_app_custom};
+
+const WAIT: Duration = Duration::from_secs(150);
+const GROUP: i64 = -1_001_234;
+const BUSY_CHAT: i64 = 777;
+
+/// Queues `(chat, text)` pairs 16 at a time, as fast as the server takes them.
+async fn post_all(app: &TestApp, channel: &str, batch: Vec<(i64, String)>) -> Vec<String> {
+    stream::iter(batch)
+        .map(|(chat, text)| async move {
+            let res = app
+                .post(
+                    "messages",
+                    &json!({"channel_id": channel, "to": chat.to_string(), "text": text}),
+                )
+                .await;
+            assert_eq!(res.status().as_u16(), 202, "queue message");
+            let body: serde_json::Value = res.json().await.expect("json");
+            body["id"].as_str().expect("id").to_owned()
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+async fn contention_at_arrival_gives_no_429_and_no_burst_after_a_freeze(backend: Backend) {
+    // Arrange
+    let app = spawn_app_custom(
+        backend,
+        FakeTelegramConfig {
+            accept_any_chat: true,
+            limits: Limits::at_arrival(),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    app.telegram.set_jitter(Duration::from_millis(30));
+    let channel = app.create_bot(None).await;
+    let wave = |round: usize| -> Vec<(i64, String)> {
+        (1..=150)
+            .map(|chat| (chat, format!("wave {round} to {chat}")))
+            .collect()
+    };
+
+    // Act: a first wave to 150 chats; while it waits, a busy chat and a group; then a second
+    // wave to the same 150 chats. A 429 is injected mid-run.
+    let mut ids = post_all(&app, &channel, wave(1)).await;
+    let extra: Vec<_> = (0..15)
+        .map(|i| (BUSY_CHAT, format!("busy {i}")))
+        .chain((0..25).map(|i| (GROUP, format!("group {i}"))))
+        .collect();
+    ids.extend(post_all(&app, &channel, extra).await);
+    ids.extend(post_all(&app, &channel, wave(2)).await);
+    assert!(
+        app.telegram
+            .wait_until(WAIT, |t| t.sent().len() >= 100)
+            .await
+    );
+    app.telegram.fail_next(1, 429);
+    let injected_at = Instant::now();
+
+    // Assert: everything is sent once, with no 429 but the injected one.
+    for id in &ids {
+        let msg = app.wait_for_status(id, "sent", WAIT).await;
+        assert!(msg["attempt_count"].as_i64() <= Some(1), "{msg:#}");
+    }
+    let sent = app.telegram.sent();
+    let refusals: Vec<_> = app
+        .telegram
+        .refusals()
+        .iter()
+        .map(|r| {
+            let last = sent
+                .iter()
+                .rev()
+                .find(|m| m.chat_id == r.chat_id && m.at < r.at)
+                .map(|m| r.at.duration_since(m.at));
+            format!("chat {} (its last send {last:?} before)", r.chat_id)
+        })
+        .collect();
+    assert_eq!(
+        app.telegram.rate_limited(),
+        1,
+        "only the injected 429; refused: {refusals:?}"
+    );
+    assert_eq!(sent.len(), 340, "every message exactly once");
+    let mut texts: Vec<_> = sent.iter().filter_map(|m| m.text.clone()).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 340, "no message twice");
+
+    // No burst after the freeze: sends leave at least 80 % of a slot (34 ms at 30/s) apart, so
+    // even with 30 ms of jitter no 100 ms after it holds more than 5.
+    let after: Vec<Instant> = sent
+        .iter()
+        .map(|m| m.at)
+        .filter(|at| *at >= injected_at)
+        .collect();
+    for (i, at) in after.iter().enumerate() {
+        let within = after[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*at) < Duration::from_millis(100))
+            .count();
+        let gaps: Vec<_> = after[i..]
+            .windows(2)
+            .take(within)
+            .map(|w| w[1].duration_since(w[0]).as_millis())
+            .collect();
+        assert!(
+            within <= 5,
+            "{within} sends within 100 ms after the 429, gaps in ms: {gaps:?}"
+        );
+    }
+    // The busy chat and the group got theirs spaced as their limits say.
+    let spaced = |chat: i64, least: Duration| {
+        let times: Vec<Instant> = sent
+            .iter()
+            .filter(|m| m.chat_id == chat)
+            .map(|m| m.at)
+            .collect();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1].duration_since(pair[0]) >= least,
+                "chat {chat}: {:?} between two sends",
+                pair[1].duration_since(pair[0])
+            );
+        }
+        times.len()
+    };
+    assert_eq!(spaced(BUSY_CHAT, Duration::from_millis(1000)), 15);
+    assert_eq!(spaced(GROUP, Duration::from_millis(2900)), 25);
+}
+
+crate::on_both_databases!(contention_at_arrival_gives_no_429_and_no_burst_after_a_freeze);
