@@ -41,6 +41,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             .collect();
     let live = state.registry.send(Snapshot).await.unwrap_or_default();
     let frozen = live.iter().filter(|a| a.frozen_for_secs.is_some()).count();
+    // Each account's paced rate: below its limit for a while after rate-limit answers (AIMD).
+    let pacing: Vec<_> = live
+        .iter()
+        .filter_map(|a| {
+            a.rate_per_sec.filter(|r| r.is_finite()).map(
+                |r| json!({"id": a.id, "rate_per_sec": r, "frozen_for_secs": a.frozen_for_secs}),
+            )
+        })
+        .collect();
     let status = if depth.is_some() { "ok" } else { "degraded" };
     HttpResponse::Ok().json(json!({
         "status": status,
@@ -69,6 +78,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "by_status": by_status,
             "running_actors": live.len(),
             "frozen": frozen,
+            "pacing": pacing,
         },
     }))
 }
