@@ -16,7 +16,6 @@ use crate::{
     campaigns::{self, Audience, NewCampaign},
     channels,
     contacts::csv_reader,
-    domain::ChannelKind,
     error::ApiError,
     messages::stats,
     state::AppState,
@@ -221,9 +220,7 @@ async fn connection_status(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let rows = channels::repo::list_for(&state.db, &caller.user_id).await?;
-    let number = rows
-        .into_iter()
-        .find(|r| r.kind == ChannelKind::WhatsappCloud.as_str());
+    let number = rows.into_iter().find(|r| is_phone_channel(&state, &r.kind));
     Ok(HttpResponse::Ok().json(match number {
         Some(n) => json!({
             "connected": n.status == "active", "state": n.status, "detail": n.status_detail,
@@ -288,7 +285,7 @@ async fn send_messages(
         None => channels::repo::list_for(&state.db, &caller.user_id)
             .await?
             .into_iter()
-            .find(|r| r.kind == ChannelKind::WhatsappCloud.as_str())
+            .find(|r| is_phone_channel(&state, &r.kind))
             .map(|r| r.id)
             .ok_or_else(|| {
                 ApiError::Unprocessable(
@@ -372,4 +369,12 @@ fn read_csv(
         }
     }
     Ok((rows, refused))
+}
+
+/// Whether accounts of `kind` send to phone numbers (the seed sender's "WhatsApp number").
+fn is_phone_channel(state: &AppState, kind: &str) -> bool {
+    state
+        .adapters
+        .get(kind)
+        .is_some_and(|a| a.address() == crate::channels::Address::Phone)
 }

@@ -3,25 +3,22 @@ use std::{net::TcpListener, sync::Arc, time::Duration, time::Instant};
 
 use actix_web::{App, HttpServer, dev::Server, dev::ServerHandle, middleware, web};
 use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::{
     auth::{self, lockout::Lockout, oidc::Oidc},
     campaigns::{CampaignRunner, StopCampaigns},
     channels::{
-        self, AccountSpec, ChannelRegistry, Credentials, EnableUpdates, Register, StopAll,
+        self, AccountSpec, Adapters, ChannelRegistry, EnableUpdates, Register, StopAll,
         UpdatesConfig,
-        routes::{kind_of, stored_limits},
-        telegram::TelegramClient,
-        whatsapp::{WaCredentials, WhatsAppClient},
+        telegram::{TelegramAdapter, TelegramClient},
+        whatsapp::{WhatsAppClient, WhatsAppCloudAdapter},
     },
     clock::Clock,
     config::{Settings, UpdatesMode},
     crypto::Cipher,
-    db,
-    domain::ChannelKind,
-    error,
+    db, error,
     events::{EventWriter, RuleEngine, WriterOptions, breaker::Breaker},
     integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
     jobs::Workers,
@@ -89,22 +86,25 @@ impl Application {
             &settings.telegram.api_base_url,
             Duration::from_millis(settings.telegram.request_timeout_ms),
         )?;
-        // The actors get their own client: pooled connections run on the runtime that opened them,
-        // and the HTTP workers' runtimes end before deliveries do on shutdown.
-        let registry = {
-            let client = TelegramClient::new(
-                &settings.telegram.api_base_url,
-                Duration::from_millis(settings.telegram.request_timeout_ms),
-            )?;
-            let w = &settings.whatsapp;
-            let whatsapp = WhatsAppClient::new(
+        let w = &settings.whatsapp;
+        // The actors get their own clients: pooled connections run on the runtime that opened
+        // them, and the HTTP workers' runtimes end before deliveries do on shutdown.
+        // Every channel kind is one line here.
+        let adapters = Adapters::default()
+            .with(TelegramAdapter::new(
+                telegram.clone(),
+                TelegramClient::new(
+                    &settings.telegram.api_base_url,
+                    Duration::from_millis(settings.telegram.request_timeout_ms),
+                )?,
+            ))
+            .with(WhatsAppCloudAdapter::new(WhatsAppClient::new(
                 &w.api_base_url,
                 Duration::from_millis(w.request_timeout_ms),
                 Duration::from_millis(w.throughput_backoff_ms),
                 Duration::from_secs(w.quality_backoff_secs),
-            )?;
-            actix::Supervisor::start(move |_| ChannelRegistry::new(client, whatsapp))
-        };
+            )?));
+        let registry = actix::Supervisor::start(|_| ChannelRegistry::new());
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"))
             .accepting(&cipher.derive_previous("integration-tokens/v1"));
@@ -143,6 +143,7 @@ impl Application {
             queue,
             registry,
             telegram,
+            adapters,
             cipher,
             media: Arc::new(media),
             settings: Arc::new(settings),
@@ -396,23 +397,25 @@ async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let kind = kind_of(&row);
-        let credentials = match kind {
-            ChannelKind::Telegram => Credentials::Telegram(SecretString::from(token)),
-            ChannelKind::WhatsappCloud => match WaCredentials::from_json(&token) {
-                Ok(creds) => Credentials::WhatsApp(Arc::new(creds)),
-                Err(e) => {
-                    tracing::error!(channel_id = %row.id, error = %e, "unreadable WhatsApp credentials");
-                    continue;
-                }
-            },
+        let Some(adapter) = state.adapters.get(&row.kind) else {
+            tracing::error!(channel_id = %row.id, kind = %row.kind, "unknown channel kind");
+            channels::repo::set_status(&state.db, &row.id, "error", "unknown channel kind").await?;
+            continue;
         };
-        let limits = stored_limits(&row).resolve(kind, &state.settings);
+        let connection = match adapter.connect(&token) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(channel_id = %row.id, error = %e, "unreadable channel credentials");
+                continue;
+            }
+        };
+        let limits = adapter.limits(&channels::repo::stored_limits(&row), &state.settings);
         state
             .registry
             .send(Register(AccountSpec {
                 id: row.id,
-                credentials,
+                kind: adapter.kind(),
+                connection,
                 limits,
             }))
             .await?;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub registry: Addr<ChannelRegistry>,
     /// Telegram Bot API client.
     pub telegram: TelegramClient,
+    /// The channel kinds (one adapter each).
+    pub adapters: crate::channels::Adapters,
     /// Encrypts secrets at rest.
     pub cipher: Cipher,
     /// Where uploaded media lives.

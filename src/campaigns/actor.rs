@@ -19,7 +19,7 @@ use super::{
     SendWindow,
     repo::{self, status},
 };
-use crate::{channels::routes as channel_routes, leases, state::AppState};
+use crate::{leases, state::AppState};
 
 /// Which campaigns run on which account on this node (for fair shares).
 #[derive(Debug, Default)]
@@ -222,11 +222,8 @@ async fn drive(
     let mut counted = Instant::now() - Duration::from_secs(60);
     let mut count_every = COUNT_EVERY_MIN;
     let rate = match crate::channels::repo::find(&state.db, &channel_id).await? {
-        Some(row) => {
-            channel_routes::stored_limits(&row)
-                .resolve(channel_routes::kind_of(&row), &state.settings)
-                .account_per_sec
-        }
+        Some(row) => crate::channels::account_limits(&state.adapters, &row, &state.settings)
+            .map_or(1, |l| l.account_per_sec),
         None => 1,
     };
     loop {

@@ -17,8 +17,8 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    channels::{ProviderTemplate, routes::kind_of, whatsapp::media_limit},
-    domain::{ChannelKind, MessageStatus},
+    channels::{ChannelAdapter, ProviderTemplate, repo::ChannelRow},
+    domain::MessageStatus,
     entities::{campaigns, contacts, media, messages, templates},
     error::ApiError,
     messages::repo::NewMessage,
@@ -204,12 +204,12 @@ pub async fn create_and_start(
         ));
     }
     Compiled::new(&body).map_err(|e| invalid("invalid-template", e))?;
-    let kind = kind_of(&channel);
+    let adapter = channel_adapter(state, &channel)?;
     if let Some(pt) = &b.provider_template {
-        if kind != ChannelKind::WhatsappCloud {
+        if !adapter.provider_templates() {
             return Err(invalid(
                 "provider-template-unsupported",
-                "provider templates are a WhatsApp Cloud API feature",
+                "provider templates are a WhatsApp Cloud API feature; this channel cannot send them",
             ));
         }
         if pt.name.trim().is_empty() || pt.language.trim().is_empty() {
@@ -231,23 +231,9 @@ pub async fn create_and_start(
             .await?
             .filter(|m| m.owner_id == owner)
             .ok_or_else(|| ApiError::NotFound("media-not-found", format!("no media `{mid}`")))?;
-        if kind == ChannelKind::WhatsappCloud {
-            match media_limit(&m.content_type) {
-                Some((_, max)) if (m.size as usize) <= max => {}
-                Some((kind, max)) => {
-                    return Err(invalid(
-                        "media-too-large",
-                        format!("WhatsApp sends a {kind} of at most {max} bytes"),
-                    ));
-                }
-                None => {
-                    return Err(invalid(
-                        "media-type-unsupported",
-                        format!("WhatsApp cannot send {}", m.content_type),
-                    ));
-                }
-            }
-        }
+        adapter
+            .check_media(&m.content_type, u64::try_from(m.size).unwrap_or(u64::MAX))
+            .map_err(|(code, why)| invalid(code, why))?;
     }
     if let Some(w) = &b.send_window {
         w.validate()
@@ -397,7 +383,7 @@ async fn launch(
     let channel = crate::channels::repo::find(&state.db, &c.channel_id)
         .await?
         .ok_or_else(|| ApiError::Conflict("channel-not-found", "the channel was deleted".into()))?;
-    let kind = kind_of(&channel);
+    let adapter = channel_adapter(state, &channel)?;
     let audience: Audience = serde_json::from_str(&c.audience).unwrap_or_default();
     let renderer = Renderer::new(c)?;
 
@@ -443,15 +429,13 @@ async fn launch(
         let rows = page
             .iter()
             .map(|contact| {
-                let recipient = match kind {
-                    ChannelKind::WhatsappCloud => Some(contact.phone.clone()),
-                    ChannelKind::Telegram => contact.telegram_chat_id.clone(),
-                };
+                let recipient =
+                    adapter.contact_address(&contact.phone, contact.telegram_chat_id.as_deref());
                 let rendered = renderer.render(&context(contact));
                 let (body, template, skip) = match (&recipient, rendered) {
-                    (None, _) => (String::new(), None, Some("no-telegram-chat")),
-                    (Some(_), Err(_)) => (String::new(), None, Some("missing-variables")),
-                    (Some(_), Ok((body, template))) => (body, template, None),
+                    (Err(reason), _) => (String::new(), None, Some(*reason)),
+                    (Ok(_), Err(_)) => (String::new(), None, Some("missing-variables")),
+                    (Ok(_), Ok((body, template))) => (body, template, None),
                 };
                 let mut row = NewMessage {
                     owner_id: c.owner_id.clone(),
@@ -720,4 +704,17 @@ async fn recipients(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_after": next })))
+}
+
+/// The adapter of a campaign's channel.
+fn channel_adapter<'a>(
+    state: &'a AppState,
+    channel: &ChannelRow,
+) -> Result<&'a std::sync::Arc<dyn ChannelAdapter>, ApiError> {
+    state.adapters.get(&channel.kind).ok_or_else(|| {
+        ApiError::Unprocessable(
+            "unsupported-channel-kind",
+            format!("channel `{}` is of an unknown kind", channel.id),
+        )
+    })
 }

@@ -1,98 +1,15 @@
-//! `AccountActor`: one per channel account; owns its credentials, client and pacer.
+//! `AccountActor`: one per channel account; owns its connection (credentials and client) and
+//! its pacer.
 //!
 //! Durability is not its job: a message it loses in a crash is retried by its delivery job.
 use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
-use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    ChannelError, MediaPayload, OutboundMessage, Pacer, Receipt, UpdatesConfig,
-    telegram::TelegramClient,
-    updates,
-    whatsapp::{MediaRef, WaCredentials, WhatsAppClient},
+    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, adapter::Connection, updates,
 };
-use crate::{
-    domain::TelegramChat,
-    pacing::{LimitScope, RecipientKind},
-    telemetry::redact,
-};
-
-/// The provider an account talks to, with its secrets and client.
-#[derive(Clone)]
-pub enum Provider {
-    /// A Telegram bot.
-    Telegram {
-        /// Bot token.
-        token: SecretString,
-        /// Bot API client.
-        client: TelegramClient,
-    },
-    /// A WhatsApp Cloud API number.
-    WhatsApp {
-        /// The number's secrets.
-        creds: Arc<WaCredentials>,
-        /// Cloud API client.
-        client: WhatsAppClient,
-        /// Our media id → the number's uploaded media id (Meta keeps uploads 30 days; this map
-        /// lives as long as the actor's pacer, far less).
-        uploads: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
-    },
-}
-
-impl Provider {
-    fn channel(&self) -> &'static str {
-        match self {
-            Provider::Telegram { .. } => "telegram",
-            Provider::WhatsApp { .. } => "whatsapp",
-        }
-    }
-
-    /// One provider call, after pacing.
-    async fn send(&self, msg: &OutboundMessage) -> Result<Receipt, ChannelError> {
-        match self {
-            Provider::Telegram { token, client } => client.send(token.expose_secret(), msg).await,
-            Provider::WhatsApp {
-                creds,
-                client,
-                uploads,
-            } => {
-                let uploaded = match &msg.media {
-                    Some(media) if media.link.is_none() => {
-                        let cached = uploads
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&media.key)
-                            .cloned();
-                        match cached {
-                            Some(id) => Some(id),
-                            None => {
-                                let id = client.upload_media(creds, media).await?;
-                                uploads
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .insert(media.key.clone(), id.clone());
-                                Some(id)
-                            }
-                        }
-                    }
-                    _ => None,
-                };
-                let media_ref = match (&msg.media, &uploaded) {
-                    (
-                        Some(MediaPayload {
-                            link: Some(link), ..
-                        }),
-                        _,
-                    ) => Some(MediaRef::Link(link)),
-                    (_, Some(id)) => Some(MediaRef::Id(id)),
-                    _ => None,
-                };
-                client.send(creds, msg, media_ref).await
-            }
-        }
-    }
-}
+use crate::{pacing::LimitScope, telemetry::redact};
 
 /// How often idle recipient buckets are dropped.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
@@ -124,10 +41,11 @@ pub struct AccountSnapshot {
     pub rate_per_sec: Option<f64>,
 }
 
-/// Owns one channel account (Telegram bot, WhatsApp number): secrets, client and pacing buckets.
+/// Owns one channel account (Telegram bot, WhatsApp number): its connection and its pacer.
 pub struct AccountActor {
     id: String,
-    provider: Provider,
+    kind: &'static str,
+    connection: Arc<dyn Connection>,
     pacer: Arc<dyn Pacer>,
     updates: Option<UpdatesConfig>,
     updates_task: Option<actix::prelude::SpawnHandle>,
@@ -146,13 +64,15 @@ impl AccountActor {
     /// An actor for account `id`; `pacer` outlives restarts so a restart cannot reset a freeze.
     pub fn new(
         id: String,
-        provider: Provider,
+        kind: &'static str,
+        connection: Arc<dyn Connection>,
         pacer: Arc<dyn Pacer>,
         updates: Option<UpdatesConfig>,
     ) -> Self {
         Self {
             id,
-            provider,
+            kind,
+            connection,
             pacer,
             updates,
             updates_task: None,
@@ -172,18 +92,13 @@ impl Actor for AccountActor {
         }
         tracing::debug!(channel_id = %self.id, "account actor started");
         ctx.run_interval(FORGET_IDLE_EVERY, |act, _| act.pacer.forget_idle());
-        // The update reader is a future of this actor: it stops when the actor stops (deleted
-        // account, shutdown) and starts again when the supervisor restarts it.
-        if let (Some(cfg), Provider::Telegram { token, client }) =
-            (self.updates.clone(), &self.provider)
+        // The connection's background task (a bot's update reader) is a future of this actor:
+        // it stops when the actor stops (deleted account, shutdown) and starts again when the
+        // supervisor restarts it.
+        if let Some(fut) =
+            self.connection
+                .background(&self.id, self.updates.clone(), self.lease_term.clone())
         {
-            let fut = updates::run(
-                self.id.clone(),
-                token.clone(),
-                client.clone(),
-                cfg,
-                self.lease_term.clone(),
-            );
             self.updates_task = Some(ctx.spawn(actix::fut::wrap_future(fut)));
         }
     }
@@ -223,19 +138,12 @@ impl Handler<Deliver> for AccountActor {
     type Result = ResponseFuture<Result<Receipt, ChannelError>>;
 
     fn handle(&mut self, Deliver(msg, horizon): Deliver, _: &mut Self::Context) -> Self::Result {
-        let provider = self.provider.clone();
+        let connection = self.connection.clone();
         let pacer = self.pacer.clone();
         let channel_id = self.id.clone();
+        let channel = self.kind;
         Box::pin(async move {
-            let channel = provider.channel();
-            let kind = match provider {
-                Provider::Telegram { .. }
-                    if TelegramChat::parse(&msg.recipient).is_ok_and(|c| c.is_group()) =>
-                {
-                    RecipientKind::Group
-                }
-                _ => RecipientKind::Private,
-            };
+            let kind = connection.recipient_kind(&msg.recipient);
             let permit = match pacer.acquire(&msg.recipient, kind, horizon).await {
                 Ok(permit) => permit,
                 Err(deferred) => {
@@ -248,13 +156,9 @@ impl Handler<Deliver> for AccountActor {
             };
             metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => channel)
                 .record(permit.waited.as_secs_f64());
-            let result = provider.send(&msg).await;
+            let result = connection.send(&msg).await;
             pacer.answered(&permit);
-            // Telegram's 429 does not say which limit was hit; WhatsApp's codes do.
-            let scope = match provider {
-                Provider::Telegram { .. } => LimitScope::Unknown,
-                Provider::WhatsApp { .. } => LimitScope::Account,
-            };
+            let scope = connection.rate_limit_scope();
             let outcome = match &result {
                 Ok(_) => "sent",
                 Err(ChannelError::RateLimited { retry_after }) => {

@@ -1,5 +1,6 @@
 //! Channel accounts: the supervised actors that own each bot/number, pace its sends and talk to the provider.
 mod account;
+pub mod adapter;
 mod error;
 mod registry;
 pub mod repo;
@@ -12,10 +13,10 @@ use bytes::Bytes;
 
 pub use crate::pacing::{Pacer, PacingLimits};
 pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Retire};
+pub use adapter::{Adapters, Address, ChannelAdapter};
 pub use error::ChannelError;
 pub use registry::{
-    AccountSpec, ChannelRegistry, Credentials, EnableUpdates, Lookup, Register, Snapshot, StopAll,
-    Unregister,
+    AccountSpec, ChannelRegistry, EnableUpdates, Lookup, Register, Snapshot, StopAll, Unregister,
 };
 pub use updates::{UpdateSink, UpdatesConfig};
 
@@ -66,4 +67,16 @@ pub struct MediaPayload {
 pub struct Receipt {
     /// The provider's id for the message (Telegram `message_id`).
     pub provider_message_id: String,
+}
+
+/// The pacing limits of a stored account: its overrides over its kind's defaults (`None` for a
+/// kind this server does not know).
+pub fn account_limits(
+    adapters: &Adapters,
+    row: &repo::ChannelRow,
+    settings: &crate::config::Settings,
+) -> Option<PacingLimits> {
+    adapters
+        .get(&row.kind)
+        .map(|a| a.limits(&repo::stored_limits(row), settings))
 }

@@ -4,31 +4,22 @@
 use std::{collections::HashMap, sync::Arc};
 
 use actix::prelude::*;
-use secrecy::SecretString;
 
 use super::{
     AccountActor, AccountSnapshot, Pacer, PacingLimits, UpdatesConfig,
-    account::{GetSnapshot, Provider, Retire},
-    telegram::TelegramClient,
-    whatsapp::{WaCredentials, WhatsAppClient},
+    account::{GetSnapshot, Retire},
+    adapter::Connection,
 };
-
-/// An account's decrypted secrets.
-#[derive(Clone)]
-pub enum Credentials {
-    /// Telegram bot token.
-    Telegram(SecretString),
-    /// WhatsApp Cloud API number.
-    WhatsApp(Arc<WaCredentials>),
-}
 
 /// Everything needed to (re)start an account actor.
 #[derive(Clone)]
 pub struct AccountSpec {
     /// Channel account id.
     pub id: String,
-    /// Decrypted secrets (kept in memory only).
-    pub credentials: Credentials,
+    /// Its kind's name (for metrics and logs).
+    pub kind: &'static str,
+    /// The live connection (decrypted secrets, kept in memory only).
+    pub connection: Arc<dyn Connection>,
     /// Pacing for this account.
     pub limits: PacingLimits,
 }
@@ -40,45 +31,22 @@ struct Entry {
 }
 
 /// Owns the map from channel account id to its running actor.
+#[derive(Default)]
 pub struct ChannelRegistry {
-    client: TelegramClient,
-    whatsapp: WhatsAppClient,
     accounts: HashMap<String, Entry>,
     updates: Option<UpdatesConfig>,
 }
 
 impl ChannelRegistry {
-    /// An empty registry whose actors use these clients.
-    pub fn new(client: TelegramClient, whatsapp: WhatsAppClient) -> Self {
-        Self {
-            client,
-            whatsapp,
-            accounts: HashMap::new(),
-            updates: None,
-        }
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     fn spawn(&self, spec: &AccountSpec, pacer: Arc<dyn Pacer>) -> Addr<AccountActor> {
-        let id = spec.id.clone();
-        let (provider, updates) = match &spec.credentials {
-            Credentials::Telegram(token) => (
-                Provider::Telegram {
-                    token: token.clone(),
-                    client: self.client.clone(),
-                },
-                self.updates.clone(),
-            ),
-            // Cloud API numbers receive by webhook only: nothing to poll.
-            Credentials::WhatsApp(creds) => (
-                Provider::WhatsApp {
-                    creds: creds.clone(),
-                    client: self.whatsapp.clone(),
-                    uploads: Default::default(),
-                },
-                None,
-            ),
-        };
-        actix::Supervisor::start(move |_| AccountActor::new(id, provider, pacer, updates))
+        let (id, kind, connection) = (spec.id.clone(), spec.kind, spec.connection.clone());
+        let updates = self.updates.clone();
+        actix::Supervisor::start(move |_| AccountActor::new(id, kind, connection, pacer, updates))
     }
 }
 

@@ -162,3 +162,11 @@ pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<ChannelRow
         .one(db)
         .await
 }
+
+/// The pacing overrides stored with an account (none if absent or unreadable).
+pub fn stored_limits(row: &ChannelRow) -> super::adapter::LimitsInput {
+    row.limits
+        .as_deref()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default()
+}

@@ -1,35 +1,6 @@
 //! Shared domain types: channel kinds, message states, validated recipients.
 use serde::{Deserialize, Serialize};
 
-/// Kinds of channel account Pregonero can send through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelKind {
-    /// A Telegram bot (Bot API token).
-    Telegram,
-    /// A WhatsApp Business Cloud API number.
-    WhatsappCloud,
-}
-
-impl ChannelKind {
-    /// The name stored in the database and used in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelKind::Telegram => "telegram",
-            ChannelKind::WhatsappCloud => "whatsapp_cloud",
-        }
-    }
-
-    /// Parses the stored or requested name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "telegram" => Some(ChannelKind::Telegram),
-            "whatsapp_cloud" => Some(ChannelKind::WhatsappCloud),
-            _ => None,
-        }
-    }
-}
-
 /// Where a message is in its life: `(pending →) queued → sending → sent`, or `failed`, or
 /// `skipped`. `pending` is a campaign recipient its campaign has not released yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

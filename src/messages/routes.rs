@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use super::repo::{self, EventRow, MessageRow};
 use crate::{
     auth::Caller,
-    channels,
-    domain::{ChannelKind, MessageStatus, PARSE_MODES, TelegramChat},
+    channels::{self, Address},
+    domain::{MessageStatus, PARSE_MODES},
     entities::media,
     error::ApiError,
     state::AppState,
@@ -160,18 +160,30 @@ async fn validate(
                 format!("no channel account `{}`", body.channel_id),
             )
         })?;
-    let recipient = if channel.kind == ChannelKind::WhatsappCloud.as_str() {
-        let region = crate::contacts::csv_reader::region(&state.settings.contacts.default_region)
-            .ok_or_else(|| {
-            ApiError::Unexpected(anyhow::anyhow!("contacts.default_region is not a region"))
-        })?;
-        crate::contacts::csv_reader::normalise_phone(&body.to, region)
-            .map_err(|e| ApiError::Unprocessable("invalid-recipient", e.message))?
-    } else {
-        TelegramChat::parse(&body.to)
-            .map_err(|e| ApiError::Unprocessable("invalid-recipient", e))?;
-        body.to.clone()
+    let adapter = state.adapters.get(&channel.kind).ok_or_else(|| {
+        ApiError::Unprocessable(
+            "unsupported-channel-kind",
+            format!("channel `{}` is of an unknown kind", channel.id),
+        )
+    })?;
+    let to = match adapter.address() {
+        // Phones are normalised to E.164 with the default region first.
+        Address::Phone => {
+            let region =
+                crate::contacts::csv_reader::region(&state.settings.contacts.default_region)
+                    .ok_or_else(|| {
+                        ApiError::Unexpected(anyhow::anyhow!(
+                            "contacts.default_region is not a region"
+                        ))
+                    })?;
+            crate::contacts::csv_reader::normalise_phone(&body.to, region)
+                .map_err(|e| ApiError::Unprocessable("invalid-recipient", e.message))?
+        }
+        Address::Chat => body.to.clone(),
     };
+    let recipient = adapter
+        .recipient(&to)
+        .map_err(|e| ApiError::Unprocessable("invalid-recipient", e))?;
     validate_content(
         state,
         &caller.user_id,

@@ -1,10 +1,12 @@
 //! WhatsApp Business Cloud API adapter: credentials, the client and the webhook receiver.
+mod adapter;
 mod client;
 pub mod webhook;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+pub use adapter::{KIND, WhatsAppCloudAdapter};
 pub use client::{MediaRef, WhatsAppClient, classify_status_error, media_limit};
 
 /// A Cloud API number's secrets, kept encrypted at rest as one JSON document.

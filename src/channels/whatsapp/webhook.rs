@@ -8,8 +8,7 @@ use serde::Deserialize;
 
 use super::WaCredentials;
 use crate::{
-    channels::repo, crypto, domain::ChannelKind, error::ApiError, messages, state::AppState,
-    telemetry::redact,
+    channels::repo, crypto, error::ApiError, messages, state::AppState, telemetry::redact,
 };
 
 #[derive(Deserialize)]
@@ -31,7 +30,7 @@ async fn credentials(
     let not_found = || ApiError::NotFound("channel-not-found", "no such WhatsApp number".into());
     let row = repo::find(&state.db, channel_id)
         .await?
-        .filter(|r| r.kind == ChannelKind::WhatsappCloud.as_str())
+        .filter(|r| r.kind == super::KIND)
         .ok_or_else(not_found)?;
     let plain = state.cipher.decrypt(&row.credentials)?;
     Ok((row.owner_id, WaCredentials::from_json(&plain)?))
