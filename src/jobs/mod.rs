@@ -111,6 +111,20 @@ impl PollStrategy for PollEvery {
 
 async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     let settings = state.settings.delivery.clone();
+    // Workers of every run of this node are named `deliver-<node>~<run>-<restarts>` (`~` never
+    // appears in a host name, so no other node's workers share the prefix).
+    let own_workers = format!("deliver-{}~", state.node_name);
+    match sweep::recover_own(&state, &own_workers).await {
+        Ok((0, 0)) => {}
+        Ok((messages, jobs)) => {
+            tracing::warn!(
+                messages,
+                jobs,
+                "took back what this node's earlier run held when it stopped"
+            )
+        }
+        Err(e) => tracing::error!(error = ?e, "could not take back this node's earlier claims"),
+    }
     let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
     let purger = tokio::spawn(sweep::purge_periodically(state.clone()));
     let scheduler = state
@@ -123,7 +137,7 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     // apalis refuses a worker name seen alive within the last heartbeats, so each run (and each
     // restart) gets its own; a dead run's jobs are re-enqueued by surviving workers and our sweep.
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let base = format!("deliver-{}-{}", state.node_name, &run_id[..8]);
+    let base = format!("{own_workers}{}", &run_id[..8]);
     let monitor = Monitor::new()
         // Not `shutdown_timeout`: its timer starts when the monitor is built, so after `grace` of
         // uptime every shutdown skipped apalis's graceful close and left buffered jobs locked to a

@@ -102,6 +102,39 @@ impl Queue {
         deleted.context("could not delete finished delivery jobs")
     }
 
+    /// Unlocks the jobs that workers named `<prefix>…` had taken and not finished: at start, the
+    /// workers of this node's earlier runs, dead since (otherwise their jobs wait for apalis's
+    /// heartbeat timeout, half a lease). Returns how many.
+    pub async fn release_locked_by(&self, prefix: &str) -> anyhow::Result<u64> {
+        // LIKE's wildcards in a node name are literal.
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let released = match self {
+            Queue::Sqlite(s) => sea_orm::sqlx::query(
+                "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+                 WHERE status IN ('Running', 'Queued') AND lock_by LIKE ?1 ESCAPE '\\'",
+            )
+            .bind(pattern)
+            .execute(s.pool())
+            .await
+            .map(|r| r.rows_affected()),
+            Queue::Postgres(s) => sea_orm::sqlx::query(
+                "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
+                 WHERE status IN ('Running', 'Queued') AND lock_by LIKE $1 ESCAPE '\\'",
+            )
+            .bind(pattern)
+            .execute(s.pool())
+            .await
+            .map(|r| r.rows_affected()),
+        };
+        released.context("could not release the jobs of this node's earlier runs")
+    }
+
     /// Checks the queue's tables answer (for `/ready`).
     pub async fn ping(&self) -> anyhow::Result<()> {
         match self {

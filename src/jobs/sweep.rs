@@ -49,6 +49,16 @@ pub async fn run_periodically(state: AppState) {
     }
 }
 
+/// At start, before this run's workers: what this node's earlier runs held is void (they are
+/// dead: a node runs one process). Messages they were sending go back to the queue and the jobs
+/// their workers had locked are unlocked, so work cut by a crash resumes within seconds instead
+/// of waiting for leases and heartbeats to expire. Returns (messages, jobs).
+pub async fn recover_own(state: &AppState, worker_prefix: &str) -> anyhow::Result<(u64, u64)> {
+    let messages = repo::release_node(&state.db, &state.node_name).await?;
+    let jobs = state.queue.release_locked_by(worker_prefix).await?;
+    Ok((messages, jobs))
+}
+
 /// Hands back what this node was sending (clean shutdown).
 pub async fn release_leases(state: &AppState) -> anyhow::Result<u64> {
     Ok(repo::release_node(&state.db, &state.node_name).await?)

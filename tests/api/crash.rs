@@ -49,7 +49,18 @@ fn pregonero(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Com
 }
 
 fn start_server(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Server {
+    start_server_with(backend, data_dir, telegram, &[])
+}
+
+/// [`start_server`] with more settings (they override the test environment's).
+fn start_server_with(
+    backend: &Backend,
+    data_dir: &Path,
+    telegram: &FakeTelegram,
+    env: &[(&str, &str)],
+) -> Server {
     let mut child = pregonero(backend, data_dir, telegram)
+        .envs(env.iter().copied())
         .arg("serve")
         .spawn()
         .expect("start pregonero");
@@ -222,6 +233,66 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
 }
 
 crate::on_both_databases!(kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains);
+
+async fn a_node_restarted_after_kill_9_resumes_at_once_despite_the_default_lease(backend: Backend) {
+    // Arrange: the production lease (300 s) and sweep period (30 s): only taking back its own
+    // earlier claims at start lets the node resume in seconds.
+    let production = [
+        ("PREGONERO_DELIVERY__LEASE_SECS", "300"),
+        ("PREGONERO_DELIVERY__SWEEP_INTERVAL_SECS", "30"),
+    ];
+    let telegram = FakeTelegram::start().await.expect("fake");
+    telegram.add_bot(BOT_TOKEN, "crash_bot");
+    telegram.set_latency(Duration::from_millis(300));
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let mut first = start_server_with(&backend, data_dir.path(), &telegram, &production);
+    let key = first.api_key.clone().expect("admin key");
+    let channel = post(
+        &client,
+        &first,
+        &key,
+        "channels",
+        json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN}),
+    )
+    .await;
+    let channel = channel["id"].as_str().expect("id").to_owned();
+    let mut ids = Vec::new();
+    for chat in 1..=60 {
+        telegram.add_chat(chat);
+        let m = post(
+            &client,
+            &first,
+            &key,
+            "messages",
+            json!({"channel_id": channel, "to": chat.to_string(), "text": format!("m{chat}")}),
+        )
+        .await;
+        ids.push(m["id"].as_str().expect("id").to_owned());
+    }
+    assert!(telegram.wait_for_sent(5, Duration::from_secs(20)).await);
+
+    // Act: SIGKILL with sends in flight (300 ms each), then start again on the same data.
+    first.child.kill().expect("kill -9");
+    let _ = first.child.wait();
+    assert!(telegram.sent().len() < 60, "the kill happened mid-queue");
+    let second = start_server_with(&backend, data_dir.path(), &telegram, &production);
+    let restarted = std::time::Instant::now();
+
+    // Assert: everything is delivered within seconds of the restart, not after a lease.
+    let deadline = restarted + Duration::from_secs(20);
+    for id in &ids {
+        while status_of(&client, &second, &key, id).await != "sent" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "message {id} still not sent 20 s after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+crate::on_both_databases!(a_node_restarted_after_kill_9_resumes_at_once_despite_the_default_lease);
 
 /// One client of the load: posts single events and batches of 10 until the server dies;
 /// returns the `(event_id, message)` of every event that got a 202.
