@@ -13,6 +13,7 @@ use crate::{
         self, AccountSpec, Adapters, ChannelRegistry, EnableUpdates, Register, StopAll,
         UpdatesConfig,
         telegram::{TelegramAdapter, TelegramClient},
+        webhook::WebhookAdapter,
         whatsapp::{WhatsAppClient, WhatsAppCloudAdapter},
     },
     clock::Clock,
@@ -103,7 +104,8 @@ impl Application {
                 Duration::from_millis(w.request_timeout_ms),
                 Duration::from_millis(w.throughput_backoff_ms),
                 Duration::from_secs(w.quality_backoff_secs),
-            )?));
+            )?))
+            .with(WebhookAdapter::new()?);
         let registry = actix::Supervisor::start(|_| ChannelRegistry::new());
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"))

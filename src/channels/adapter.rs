@@ -20,6 +20,8 @@ pub enum Address {
     Phone,
     /// Chat ids and `@usernames` linked through the bot (Telegram).
     Chat,
+    /// Any string the receiving end understands (outgoing webhooks).
+    Any,
 }
 
 /// Pacing overrides for one account; unset fields use the server defaults.

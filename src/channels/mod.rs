@@ -7,6 +7,7 @@ pub mod repo;
 pub mod routes;
 pub mod telegram;
 pub mod updates;
+pub mod webhook;
 pub mod whatsapp;
 
 use bytes::Bytes;
@@ -23,6 +24,8 @@ pub use updates::{UpdateSink, UpdatesConfig};
 /// What an adapter sends: recipient, text (caption with media) and optional media bytes.
 #[derive(Debug, Clone)]
 pub struct OutboundMessage {
+    /// The ledger's message id (kinds that pass one on, for the receiver's deduplication).
+    pub id: Option<String>,
     /// Chat id / username (Telegram), E.164 phone (WhatsApp).
     pub recipient: String,
     /// Text, or caption when `media` is set.

@@ -287,6 +287,7 @@ impl BotUpdates {
         let chat_id = chat_id.to_owned();
         actix::spawn(async move {
             let msg = OutboundMessage {
+                id: None,
                 recipient: chat_id.clone(),
                 text,
                 parse_mode: None,

@@ -394,6 +394,7 @@ async fn outbound(state: &AppState, msg: &MessageRow) -> Result<OutboundMessage,
         ),
     };
     Ok(OutboundMessage {
+        id: Some(msg.id.clone()),
         recipient: msg.recipient.clone(),
         text: msg.body.clone(),
         parse_mode: msg.parse_mode.clone(),

@@ -167,7 +167,8 @@ async fn validate(
         )
     })?;
     let to = match adapter.address() {
-        // Phones are normalised to E.164 with the default region first.
+        // Phones are normalised to E.164 with the default region first; other addresses are
+        // the adapter's to check.
         Address::Phone => {
             let region =
                 crate::contacts::csv_reader::region(&state.settings.contacts.default_region)
@@ -179,7 +180,7 @@ async fn validate(
             crate::contacts::csv_reader::normalise_phone(&body.to, region)
                 .map_err(|e| ApiError::Unprocessable("invalid-recipient", e.message))?
         }
-        Address::Chat => body.to.clone(),
+        _ => body.to.clone(),
     };
     let recipient = adapter
         .recipient(&to)

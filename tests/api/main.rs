@@ -18,3 +18,4 @@ mod pacing;
 mod resilience;
 mod rules;
 mod templates;
+mod webhook_channel;

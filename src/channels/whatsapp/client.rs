@@ -363,6 +363,7 @@ mod tests {
     #[test]
     fn text_template_and_media_bodies() {
         let mut msg = OutboundMessage {
+            id: None,
             recipient: "+34600111222".into(),
             text: "Hola".into(),
             parse_mode: None,
