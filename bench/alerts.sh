@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# POST /api/alert throughput and latency on loopback, bounded in time.
+# POST /api/alert (or POST /api/v1/messages) throughput and latency on loopback, bounded in time.
 #
 #   bench/alerts.sh                      # SQLite (embedded default)
+#   BENCH_ROUTE=messages bench/alerts.sh # POST /api/v1/messages, a bot allowed 5,000 msg/s
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/<empty db> bench/alerts.sh
 #
 # Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (default 32), BENCH_THREADS (1),
@@ -21,6 +22,7 @@ DURATION="${BENCH_DURATION:-15}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-1}"
 MODE="${BENCH_MODE:-serve}"
+ROUTE="${BENCH_ROUTE:-alert}"
 TOKEN_BOT="110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 
 cargo build --release --locked -q --bin pregonero -p pregonero
@@ -76,10 +78,17 @@ if [ "$MODE" = http ]; then
 fi
 
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$SERVER_PID/status"; }
-echo "database: $([ -n "${BENCH_DATABASE_URL:-}" ] && echo postgresql || echo sqlite)  mode: $MODE  connections: $CONNECTIONS  threads: $THREADS  duration: ${DURATION}s  pause: ${BENCH_DELAY_MS:-none} ms"
+if [ "$ROUTE" = messages ]; then
+  # A bot allowed 5,000 msg/s, so that pacing does not hold the deliveries back.
+  export API_KEY="$KEY" CHANNEL_ID="$(api -d "{\"kind\":\"telegram\",\"name\":\"fast\",\"bot_token\":\"$TOKEN_BOT\",\"limits\":{\"per_second\":5000}}" "$BASE/api/v1/channels" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+  SCRIPT=bench/message.lua URL="$BASE/api/v1/messages"
+else
+  SCRIPT=bench/alert.lua URL="$BASE/api/alert"
+fi
+echo "route: $ROUTE  database: $([ -n "${BENCH_DATABASE_URL:-}" ] && echo postgresql || echo sqlite)  mode: $MODE  connections: $CONNECTIONS  threads: $THREADS  duration: ${DURATION}s  pause: ${BENCH_DELAY_MS:-none} ms"
 echo "RSS before: $(rss)"
-BENCH_DELAY_MS= wrk -t1 -c8 -d2s -s bench/alert.lua "$BASE/api/alert" >/dev/null   # warm-up
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/alert.lua "$BASE/api/alert" | grep RESULT
+BENCH_DELAY_MS= wrk -t1 -c8 -d2s -s "$SCRIPT" "$URL" >/dev/null   # warm-up
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$SCRIPT" "$URL" | grep RESULT
 echo "RSS after: $(rss)  VmHWM: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$SERVER_PID/status")"
 ACCEPTED="$(api "$BASE/health" | python3 -c 'import json,sys; h=json.load(sys.stdin); print(h["queue"]["depth"])')"
 echo "queue depth after: $ACCEPTED"

@@ -22,11 +22,7 @@ use super::{
 use crate::{
     clock::next_midnight,
     error::ApiError,
-    messages::{
-        self,
-        repo::NewMessage,
-        writer::{Admission, Admitted},
-    },
+    messages::{self, repo::NewMessage},
     state::AppState,
     telemetry::redact,
 };
@@ -220,9 +216,8 @@ async fn send_alert(
         )),
         None => String::new(),
     };
-    if let Some(key) = &key
-        && let Some(existing) =
-            messages::repo::find_by_idempotency_key(&state.db, &integration.owner_id, key).await?
+    if let Some(existing) =
+        messages::outbox::earlier(&state, &integration.owner_id, key.as_deref()).await?
     {
         return replay(existing, &hash);
     }
@@ -240,7 +235,7 @@ async fn send_alert(
     }
 
     let now = state.clock.now();
-    let row = NewMessage {
+    let message = NewMessage {
         owner_id: integration.owner_id.clone(),
         channel_id: integration.channel_id.clone(),
         recipient: chat_id.clone(),
@@ -250,46 +245,15 @@ async fn send_alert(
         idempotency_key: key.clone(),
         request_hash: key.as_ref().map(|_| hash.clone()),
         integration_id: Some(integration.id.clone()),
-    }
-    .into_row(chrono::Utc::now());
-    let today = now.date_naive();
-    let msg = if key.is_none() {
-        // The common case goes through the batching writer (one commit for many alerts).
-        let admission = Admission {
-            row,
-            quota: Some(integration.id.clone()),
-        };
-        match state.ledger.admit(admission).await? {
-            Admitted::Accepted(msg) => *msg,
-            Admitted::Refused => return Err(refusal(&state, &integration, now).await),
-        }
-    } else {
-        // With an Idempotency-Key a unique violation must roll back only this alert.
-        let txn = state.db.begin().await?;
-        if !repo::take_quota(&txn, &integration.id, today).await? {
-            txn.rollback().await?;
-            return Err(refusal(&state, &integration, now).await);
-        }
-        match messages::repo::insert_in(&txn, row).await {
-            Ok(msg) => {
-                txn.commit().await?;
-                messages::dispatch(&state.db, &state.queue, &msg.id).await;
-                msg
-            }
-            Err(e) if messages::is_unique_violation(&e) => {
-                // Two requests raced with one key: the loser answers with the winner's alert.
-                txn.rollback().await?;
-                let existing = messages::repo::find_by_idempotency_key(
-                    &state.db,
-                    &integration.owner_id,
-                    key.as_deref().unwrap_or_default(),
-                )
-                .await?
-                .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("idempotency row vanished")))?;
-                return replay(existing, &hash);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    };
+    let pending = messages::outbox::Pending {
+        message,
+        quota: Some(integration.id.clone()),
+    };
+    let msg = match messages::outbox::admit(&state, pending).await? {
+        messages::outbox::Admit::Accepted(msg) => msg,
+        messages::outbox::Admit::Replayed(existing) => return replay(existing, &hash),
+        messages::outbox::Admit::Refused => return Err(refusal(&state, &integration, now).await),
     };
     tracing::debug!(integration_id = %integration.id, chat = %redact(&chat_id), alert_id = %msg.id, "alert accepted");
     let used = if integration.quota_day.as_deref() == Some(now.date_naive().to_string().as_str()) {

@@ -1,4 +1,5 @@
 //! Messages: accept a send request, keep its ledger row and history, answer its status.
+pub mod outbox;
 pub mod repo;
 mod routes;
 pub mod stats;

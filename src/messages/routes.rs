@@ -5,7 +5,10 @@ use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::repo::{self, EventRow, MessageRow};
+use super::{
+    outbox,
+    repo::{self, EventRow, MessageRow},
+};
 use crate::{
     auth::Caller,
     channels::{self, Address},
@@ -290,43 +293,35 @@ async fn create_message(
     body.to = body.to.trim().to_owned();
     let key = idempotency_key(&req)?;
     let hash = request_hash(&body)?;
-    if let Some(key) = &key
-        && let Some(existing) =
-            repo::find_by_idempotency_key(&state.db, &caller.user_id, key).await?
-    {
+    if let Some(existing) = outbox::earlier(&state, &caller.user_id, key.as_deref()).await? {
         return replay(existing, &hash);
     }
     let recipient = validate(&body, &caller, &state).await?;
-
-    let row = repo::NewMessage {
+    let message = repo::NewMessage {
         owner_id: caller.user_id.clone(),
         channel_id: body.channel_id,
         recipient,
         body: body.text,
         parse_mode: body.parse_mode,
         media_id: body.media_id,
-        idempotency_key: key.clone(),
+        idempotency_key: key,
         request_hash: Some(hash.clone()),
         integration_id: None,
-    }
-    .into_row(chrono::Utc::now());
-    let msg = match repo::insert(&state.db, row).await {
-        Ok(msg) => msg,
-        // Two requests raced with one key: the loser answers with the winner's message.
-        Err(e) if key.is_some() && is_unique_violation(&e) => {
-            let key = key.unwrap_or_default();
-            let existing = repo::find_by_idempotency_key(&state.db, &caller.user_id, &key)
-                .await?
-                .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("idempotency row vanished")))?;
-            return replay(existing, &hash);
-        }
-        Err(e) => return Err(e.into()),
     };
-    super::dispatch(&state.db, &state.queue, &msg.id).await;
-    Ok(HttpResponse::Accepted().json(Accepted {
-        id: &msg.id,
-        status: &msg.status,
-    }))
+    let pending = outbox::Pending {
+        message,
+        quota: None,
+    };
+    match outbox::admit(&state, pending).await? {
+        outbox::Admit::Accepted(msg) => Ok(HttpResponse::Accepted().json(Accepted {
+            id: &msg.id,
+            status: &msg.status,
+        })),
+        outbox::Admit::Replayed(existing) => replay(existing, &hash),
+        outbox::Admit::Refused => Err(ApiError::Unexpected(anyhow::anyhow!(
+            "a message without a quota was refused"
+        ))),
+    }
 }
 
 pub(crate) fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
