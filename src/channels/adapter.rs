@@ -63,6 +63,12 @@ pub enum SetupError {
     Unreachable(String),
 }
 
+/// Reads a kind's own fields of `POST /channels` (its struct refuses unknown ones).
+pub fn fields<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T, SetupError> {
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| SetupError::Invalid("invalid-channel-fields", e.to_string()))
+}
+
 /// One channel kind.
 pub trait ChannelAdapter: Send + Sync {
     /// The kind's name in the database and the API (`telegram`).

@@ -102,6 +102,38 @@ async fn post(
     res.json().await.expect("json")
 }
 
+/// Registers the test bot and queues `m1`…`m60` to chats 1…60; returns the channel and the ids.
+async fn queue_sixty(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    telegram: &FakeTelegram,
+) -> (String, Vec<String>) {
+    let channel = post(
+        client,
+        server,
+        key,
+        "channels",
+        json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN}),
+    )
+    .await;
+    let channel = channel["id"].as_str().expect("id").to_owned();
+    let mut ids = Vec::new();
+    for chat in 1..=60 {
+        telegram.add_chat(chat);
+        let m = post(
+            client,
+            server,
+            key,
+            "messages",
+            json!({"channel_id": channel, "to": chat.to_string(), "text": format!("m{chat}")}),
+        )
+        .await;
+        ids.push(m["id"].as_str().expect("id").to_owned());
+    }
+    (channel, ids)
+}
+
 async fn status_of(client: &reqwest::Client, server: &Server, key: &str, id: &str) -> String {
     let res = client
         .get(format!("{}/api/v1/messages/{id}", server.address))
@@ -126,28 +158,7 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
         .clone()
         .expect("first start prints the admin key");
     let key = first_key.clone();
-    let channel = post(
-        &client,
-        &first,
-        &key,
-        "channels",
-        json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN}),
-    )
-    .await;
-    let channel = channel["id"].as_str().expect("id").to_owned();
-    let mut ids = Vec::new();
-    for chat in 1..=60 {
-        telegram.add_chat(chat);
-        let m = post(
-            &client,
-            &first,
-            &key,
-            "messages",
-            json!({"channel_id": channel, "to": chat.to_string(), "text": format!("m{chat}")}),
-        )
-        .await;
-        ids.push(m["id"].as_str().expect("id").to_owned());
-    }
+    let (channel, ids) = queue_sixty(&client, &first, &key, &telegram).await;
     assert!(telegram.wait_for_sent(10, Duration::from_secs(20)).await);
 
     // Act: SIGKILL, then start again on the same data.
@@ -248,28 +259,7 @@ async fn a_node_restarted_after_kill_9_resumes_at_once_despite_the_default_lease
     let client = reqwest::Client::new();
     let mut first = start_server_with(&backend, data_dir.path(), &telegram, &production);
     let key = first.api_key.clone().expect("admin key");
-    let channel = post(
-        &client,
-        &first,
-        &key,
-        "channels",
-        json!({"kind": "telegram", "name": "c", "bot_token": BOT_TOKEN}),
-    )
-    .await;
-    let channel = channel["id"].as_str().expect("id").to_owned();
-    let mut ids = Vec::new();
-    for chat in 1..=60 {
-        telegram.add_chat(chat);
-        let m = post(
-            &client,
-            &first,
-            &key,
-            "messages",
-            json!({"channel_id": channel, "to": chat.to_string(), "text": format!("m{chat}")}),
-        )
-        .await;
-        ids.push(m["id"].as_str().expect("id").to_owned());
-    }
+    let (_, ids) = queue_sixty(&client, &first, &key, &telegram).await;
     assert!(telegram.wait_for_sent(5, Duration::from_secs(20)).await);
 
     // Act: SIGKILL with sends in flight (300 ms each), then start again on the same data.

@@ -11,7 +11,7 @@ use super::TelegramClient;
 use crate::{
     channels::{
         ChannelError, OutboundMessage, Receipt, UpdatesConfig,
-        adapter::{Address, ChannelAdapter, Connection, LimitsInput, NewAccount, SetupError},
+        adapter::{self, Address, ChannelAdapter, Connection, LimitsInput, NewAccount, SetupError},
         updates::{self, LeaseTerm},
     },
     config::Settings,
@@ -71,8 +71,7 @@ impl ChannelAdapter for TelegramAdapter {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<NewAccount, SetupError>> {
         Box::pin(async move {
-            let fields: Fields = serde_json::from_value(Value::Object(fields))
-                .map_err(|e| SetupError::Invalid("invalid-channel-fields", e.to_string()))?;
+            let fields: Fields = adapter::fields(fields)?;
             let token = fields.bot_token.unwrap_or_default();
             if !valid_bot_token(&token) {
                 return Err(SetupError::Invalid(

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     channels::{
         ChannelError, OutboundMessage, Receipt,
-        adapter::{Address, ChannelAdapter, Connection, LimitsInput, NewAccount, SetupError},
+        adapter::{self, Address, ChannelAdapter, Connection, LimitsInput, NewAccount, SetupError},
     },
     config::Settings,
     pacing::{LimitScope, PacingLimits},
@@ -100,8 +100,7 @@ impl ChannelAdapter for WebhookAdapter {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<NewAccount, SetupError>> {
         Box::pin(async move {
-            let f: Fields = serde_json::from_value(Value::Object(fields))
-                .map_err(|e| SetupError::Invalid("invalid-channel-fields", e.to_string()))?;
+            let f: Fields = adapter::fields(fields)?;
             let allow = f.allow_private_network.unwrap_or(false);
             let raw = f.url.unwrap_or_default();
             let url = Url::parse(&raw)

@@ -15,7 +15,7 @@ use super::{MediaRef, WaCredentials, WhatsAppClient, media_limit};
 use crate::{
     channels::{
         ChannelError, MediaPayload, OutboundMessage, Receipt,
-        adapter::{Address, ChannelAdapter, Connection, LimitsInput, NewAccount, SetupError},
+        adapter::{self, Address, ChannelAdapter, Connection, LimitsInput, NewAccount, SetupError},
     },
     config::Settings,
     pacing::{LimitScope, PacingLimits},
@@ -63,8 +63,7 @@ impl ChannelAdapter for WhatsAppCloudAdapter {
         fields: Map<String, Value>,
     ) -> BoxFuture<'a, Result<NewAccount, SetupError>> {
         Box::pin(async move {
-            let f: Fields = serde_json::from_value(Value::Object(fields))
-                .map_err(|e| SetupError::Invalid("invalid-channel-fields", e.to_string()))?;
+            let f: Fields = adapter::fields(fields)?;
             let creds = whatsapp_credentials(
                 f.phone_number_id,
                 f.access_token,

@@ -16,7 +16,17 @@ fn limits(per_sec: u32, interval_ms: u64) -> PacingLimits {
 const MS: Duration = Duration::from_millis(1);
 
 /// Runs every reserved send at its turn, as the waiting futures would, and returns when each left.
-fn drain(t: &mut Timeline, ids: &[u64], mut now: Instant) -> Vec<(u64, Instant)> {
+fn drain(t: &mut Timeline, ids: &[u64], now: Instant) -> Vec<(u64, Instant)> {
+    drain_late(t, ids, now, Duration::ZERO)
+}
+
+/// [`drain`] with every wake-up `late`.
+fn drain_late(
+    t: &mut Timeline,
+    ids: &[u64],
+    mut now: Instant,
+    late: Duration,
+) -> Vec<(u64, Instant)> {
     let mut left = Vec::new();
     let mut waiting: Vec<u64> = ids.to_vec();
     while !waiting.is_empty() {
@@ -32,7 +42,7 @@ fn drain(t: &mut Timeline, ids: &[u64], mut now: Instant) -> Vec<(u64, Instant)>
             }
         });
         if let Some(at) = next {
-            now = now.max(at);
+            now = now.max(at + late);
         }
     }
     left
@@ -74,25 +84,10 @@ fn every_window_holds_at_most_the_rate_even_when_timers_are_late() {
         .map(|i| t.reserve(&i.to_string(), RecipientKind::Private, start).0)
         .collect();
     // Every wake-up is 3 ms late.
-    let mut left = Vec::new();
-    let mut now = start;
-    let mut waiting = ids.clone();
-    while !waiting.is_empty() {
-        let mut next = None::<Instant>;
-        waiting.retain(|id| match t.try_depart(*id, now) {
-            Ok(_) => {
-                left.push(now);
-                false
-            }
-            Err(at) => {
-                next = Some(next.map_or(at, |n| n.min(at)));
-                true
-            }
-        });
-        if let Some(at) = next {
-            now = at + 3 * MS;
-        }
-    }
+    let mut left: Vec<Instant> = drain_late(&mut t, &ids, start, 3 * MS)
+        .into_iter()
+        .map(|(_, at)| at)
+        .collect();
     left.sort();
     for (i, d) in left.iter().enumerate().skip(30) {
         assert!(*d - left[i - 30] >= Duration::from_secs(1), "send {i}");
