@@ -1,6 +1,7 @@
 //! Pregonero: a self-hosted multi-channel messaging server.
 pub mod allocator;
 pub mod auth;
+pub mod cache;
 pub mod campaigns;
 pub mod channels;
 pub mod clock;

@@ -113,6 +113,7 @@ impl Application {
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
         let clock = Clock::system();
         let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone());
+        let audit = auth::audit::AuditWriter::start(db.clone());
         let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone());
         rules.reload().await.context("could not load alert rules")?;
         rules.start_refresh();
@@ -156,6 +157,9 @@ impl Application {
             clock,
             tokens,
             ledger,
+            audit,
+            api_keys: Arc::new(crate::cache::TtlCache::new(HOT_CACHE_TTL, HOT_CACHE_MAX)),
+            channel_rows: Arc::new(crate::cache::TtlCache::new(HOT_CACHE_TTL, HOT_CACHE_MAX)),
             token_cache: Default::default(),
             events,
             rules,
@@ -424,6 +428,11 @@ async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How long API key checks and channel lookups are reused on the request path.
+const HOT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Entries of each such cache before it starts over.
+const HOT_CACHE_MAX: usize = 10_000;
 
 fn hostname() -> String {
     std::env::var("HOSTNAME")

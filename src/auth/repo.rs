@@ -22,12 +22,13 @@ const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
 /// API key scopes: `read` (GET) and `write` (everything else the role allows).
 pub const SCOPES: [&str; 2] = ["read", "write"];
 
-/// Resolves an API key to its owner: 401 if it is unknown, revoked or expired.
+/// Resolves an API key to its owner and the key's expiry: 401 if it is unknown, revoked or
+/// expired.
 pub async fn authenticate(
     db: &DatabaseConnection,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<Caller, ApiError> {
+) -> Result<(Caller, Option<DateTime<Utc>>), ApiError> {
     let hash = crypto::hash_token(token);
     let Some(key) = api_keys::Entity::find()
         .filter(api_keys::Column::TokenHash.eq(hash))
@@ -64,14 +65,15 @@ pub async fn authenticate(
             .exec(db)
             .await?;
     }
-    Ok(Caller {
+    let caller = Caller {
         user_id: user.id,
         role: user.role,
         via: Via::ApiKey {
             write: key.scopes.split_whitespace().any(|s| s == "write"),
             key_id: key.id,
         },
-    })
+    };
+    Ok((caller, key.expires_at))
 }
 
 /// Creates a user.

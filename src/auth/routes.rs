@@ -493,6 +493,7 @@ async fn revoke_key(
         let mut active = key.into_active_model();
         active.revoked_at = Set(Some(state.clock.now()));
         active.update(&state.db).await?;
+        state.api_keys.clear();
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -184,6 +184,7 @@ async fn delete_channel(
         .await?
         .ok_or_else(not_found)?;
     repo::delete(&state.db, &row.id).await?;
+    state.channel_rows.clear();
     let _ = state.registry.send(Unregister(row.id)).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -90,7 +90,7 @@ pub enum AlertCaller {
 pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCaller, ApiError> {
     let token = auth::bearer_token(req.headers())?;
     if token.starts_with("prg_") {
-        let caller = auth::repo::authenticate(&state.db, token, state.clock.now()).await?;
+        let caller = auth::extractor::api_key(state, token).await?;
         caller.name_in_audit(req);
         if auth::extractor::is_mutating(req.method()) {
             caller.ensure_can_write()?;

@@ -155,7 +155,7 @@ async fn validate(
     caller: &Caller,
     state: &AppState,
 ) -> Result<String, ApiError> {
-    let channel = channels::repo::find_owned(&state.db, &caller.user_id, &body.channel_id)
+    let channel = channels::find_owned_cached(state, &caller.user_id, &body.channel_id)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(
