@@ -5,6 +5,7 @@ pub mod cache;
 pub mod campaigns;
 pub mod channels;
 pub mod clock;
+pub mod compat;
 pub mod config;
 pub mod contacts;
 pub mod crypto;

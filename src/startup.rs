@@ -113,7 +113,7 @@ impl Application {
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
         let clock = Clock::system();
         let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone());
-        let audit = auth::audit::AuditWriter::start(db.clone());
+        let audit = auth::audit_writer::AuditWriter::start(db.clone());
         let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone());
         rules.reload().await.context("could not load alert rules")?;
         rules.start_refresh();

@@ -50,18 +50,13 @@ pub struct AppState {
     pub tokens: TokenSigner,
     /// Batched writes of new messages (alerts).
     pub ledger: LedgerWriter,
-    /// API key → its caller and expiry, for a second (revoking a key here clears it).
-    pub api_keys: Arc<
-        crate::cache::TtlCache<
-            String,
-            (crate::auth::Caller, Option<chrono::DateTime<chrono::Utc>>),
-        >,
-    >,
+    /// API key hash → what its check found, for a second (revoking a key here clears it).
+    pub api_keys: Arc<crate::cache::TtlCache<String, crate::cache::KeyCheck>>,
     /// (owner, channel id) → the account's row, for a second (deleting one here clears it).
     pub channel_rows:
         Arc<crate::cache::TtlCache<(String, String), crate::channels::repo::ChannelRow>>,
     /// Batching writer of the audit log.
-    pub audit: crate::auth::audit::AuditWriter,
+    pub audit: crate::auth::audit_writer::AuditWriter,
     /// Recently verified integration tokens.
     pub token_cache: Arc<TokenCache>,
     /// Group commit of ingested events.

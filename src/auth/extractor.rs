@@ -133,13 +133,29 @@ pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Result<&str
 pub async fn api_key(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let hash = crate::crypto::hash_token(token);
     let now = state.clock.now();
-    if let Some((caller, expires)) = state.api_keys.get(&hash)
-        && expires.is_none_or(|t| t > now)
+    if let Some(k) = state.api_keys.get(&hash)
+        && k.expires_at.is_none_or(|t| t > now)
     {
-        return Ok(caller);
+        return Ok(Caller {
+            user_id: k.user_id,
+            role: k.role,
+            via: Via::ApiKey {
+                key_id: k.key_id,
+                write: k.write,
+            },
+        });
     }
-    let (caller, expires) = repo::authenticate(&state.db, token, now).await?;
-    state.api_keys.put(hash, (caller.clone(), expires));
+    let (caller, expires_at) = repo::authenticate(&state.db, token, now).await?;
+    if let Via::ApiKey { key_id, write } = &caller.via {
+        let check = crate::cache::KeyCheck {
+            user_id: caller.user_id.clone(),
+            role: caller.role.clone(),
+            key_id: key_id.clone(),
+            write: *write,
+            expires_at,
+        };
+        state.api_keys.put(hash, check);
+    }
     Ok(caller)
 }
 

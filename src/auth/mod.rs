@@ -1,6 +1,7 @@
 //! Who is calling and what they may do: API keys, Keycloak sessions and bearer tokens, the local
 //! admin's password, roles, CSRF, and the audit log.
 pub mod audit;
+pub mod audit_writer;
 pub mod extractor;
 pub mod lockout;
 pub mod oidc;

@@ -83,21 +83,3 @@ pub fn account_limits(
         .get(&row.kind)
         .map(|a| a.limits(&repo::stored_limits(row), settings))
 }
-
-/// The caller's account `id`, reused for a second on the request path (deleting an account on
-/// this node clears the cache).
-pub async fn find_owned_cached(
-    state: &crate::state::AppState,
-    owner_id: &str,
-    id: &str,
-) -> Result<Option<repo::ChannelRow>, sea_orm::DbErr> {
-    let key = (owner_id.to_owned(), id.to_owned());
-    if let Some(row) = state.channel_rows.get(&key) {
-        return Ok(Some(row));
-    }
-    let row = repo::find_owned(&state.db, owner_id, id).await?;
-    if let Some(row) = &row {
-        state.channel_rows.put(key, row.clone());
-    }
-    Ok(row)
-}

@@ -5,19 +5,18 @@
 //! in the chat, or the bot blocked) → `revoked` (final; every token stops working).
 mod auth;
 mod bot;
-mod pingui;
 pub mod repo;
 mod routes;
 pub mod tokens;
 
 use chrono::{DateTime, Duration, Utc};
 
-pub use auth::{AlertCaller, TokenCache, TokenCaller};
+pub use auth::{AlertCaller, TokenCache, TokenCaller, authenticate};
 pub use bot::{BotUpdates, telegram_webhook};
+pub use routes::{create_integration, resolve_channel};
 
 /// Purpose string of the key Telegram webhook secrets are derived from.
 pub const WEBHOOK_KEY_PURPOSE: &str = "telegram-webhook/v1";
-pub use pingui::configure as configure_pingui;
 pub use routes::configure;
 
 use crate::{crypto, error::ApiError, state::AppState};
@@ -140,4 +139,24 @@ pub async fn plan_quota(state: &AppState, owner_id: &str) -> Result<i32, ApiErro
         .await?
         .and_then(|u| u.plan);
     Ok(i32::try_from(state.settings.plan_quota(plan.as_deref())).unwrap_or(i32::MAX))
+}
+
+/// What is left of today's quota.
+pub fn remaining(i: &repo::IntegrationRow, state: &AppState) -> i32 {
+    let today = state.clock.today().to_string();
+    if i.quota_day.as_deref() == Some(today.as_str()) {
+        (i.daily_quota - i.used_today).max(0)
+    } else {
+        i.daily_quota
+    }
+}
+
+/// Revokes an integration and its tokens in one transaction.
+pub async fn revoke_integration(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
+    repo::revoke(&txn, id, state.clock.now()).await?;
+    txn.commit().await?;
+    state.token_cache.clear();
+    tracing::info!(integration_id = %id, "integration revoked");
+    Ok(())
 }

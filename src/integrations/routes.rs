@@ -4,10 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DeepLink, IssuedToken, Status, new_link,
-    pingui::{remaining, revoke_integration},
+    DeepLink, IssuedToken, Status, new_link, remaining,
     repo::{self, IntegrationRow, NewIntegration},
-    tokens,
+    revoke_integration, tokens,
 };
 use crate::{
     auth::Caller,
@@ -87,14 +86,17 @@ struct UpdateIntegration {
 }
 
 /// A created integration with its one-time token and deep link.
-pub(super) struct Created {
-    pub(super) integration: IntegrationRow,
-    pub(super) token: IssuedToken,
-    pub(super) link: DeepLink,
+pub struct Created {
+    /// The integration, pending until its chat is linked.
+    pub integration: IntegrationRow,
+    /// Its first token (shown once).
+    pub token: IssuedToken,
+    /// The one-time deep link that links a chat.
+    pub link: DeepLink,
 }
 
 /// The Telegram bot `owner_id` names, or their only one when `channel_id` is not given.
-pub(super) async fn resolve_channel(
+pub async fn resolve_channel(
     state: &AppState,
     owner_id: &str,
     channel_id: Option<&str>,
@@ -166,7 +168,7 @@ fn checked_name(name: &str) -> Result<&str, ApiError> {
 }
 
 /// Creates a pending integration on `channel` with a token and a deep link.
-pub(super) async fn create_integration(
+pub async fn create_integration(
     state: &AppState,
     caller: &Caller,
     channel: &ChannelRow,

@@ -155,7 +155,7 @@ async fn validate(
     caller: &Caller,
     state: &AppState,
 ) -> Result<String, ApiError> {
-    let channel = channels::find_owned_cached(state, &caller.user_id, &body.channel_id)
+    let channel = find_owned_cached(state, &caller.user_id, &body.channel_id)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(
@@ -342,4 +342,22 @@ async fn get_message(
         .ok_or_else(|| ApiError::NotFound("message-not-found", "no such message".into()))?;
     let events = repo::events(&state.db, &msg.id).await?;
     Ok(HttpResponse::Ok().json(view(msg, events)))
+}
+
+/// The caller's account `id`, reused for a second on the request path (deleting an account on
+/// this node clears the cache).
+async fn find_owned_cached(
+    state: &AppState,
+    owner_id: &str,
+    id: &str,
+) -> Result<Option<channels::repo::ChannelRow>, sea_orm::DbErr> {
+    let key = (owner_id.to_owned(), id.to_owned());
+    if let Some(row) = state.channel_rows.get(&key) {
+        return Ok(Some(row));
+    }
+    let row = channels::repo::find_owned(&state.db, owner_id, id).await?;
+    if let Some(row) = &row {
+        state.channel_rows.put(key, row.clone());
+    }
+    Ok(row)
 }

@@ -32,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(channels::whatsapp::webhook::receive),
         )
         .configure(media::configure_public)
-        .configure(integrations::configure_pingui)
+        .configure(crate::compat::pingui::configure)
         .configure(dashboard::configure_seed)
         .configure(auth::routes::configure_auth)
         .configure(spa::configure)

@@ -12,12 +12,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{
-    AlertCaller, Status, TokenCaller,
-    auth::authenticate,
+use crate::integrations::{
+    AlertCaller, Status, TokenCaller, authenticate, create_integration, remaining,
     repo::{self, IntegrationRow},
-    routes::{create_integration, resolve_channel},
-    tokens,
+    resolve_channel, revoke_integration, tokens,
 };
 use crate::{
     clock::next_midnight,
@@ -118,16 +116,6 @@ pub(super) fn pingui_view(i: &IntegrationRow, state: &AppState) -> PinguiView {
         status: i.status.clone(),
         created_at: i.created_at,
         updated_at: i.updated_at,
-    }
-}
-
-/// What is left of today's quota.
-pub(super) fn remaining(i: &IntegrationRow, state: &AppState) -> i32 {
-    let today = state.clock.today().to_string();
-    if i.quota_day.as_deref() == Some(today.as_str()) {
-        (i.daily_quota - i.used_today).max(0)
-    } else {
-        i.daily_quota
     }
 }
 
@@ -397,13 +385,13 @@ async fn create(
                     "this integration was revoked or set up meanwhile".into(),
                 ));
             }
-            let token = super::issue_token_in(
+            let token = crate::integrations::issue_token_in(
                 &txn,
                 &state,
                 &integration.id,
                 tokens::KIND_ACCESS,
                 &integration.scopes,
-                super::access_ttl(&state),
+                crate::integrations::access_ttl(&state),
             )
             .await?;
             txn.commit().await?;
@@ -495,14 +483,4 @@ async fn revoke(
     };
     revoke_integration(&state, &integration.id).await?;
     Ok(HttpResponse::Ok().json(json!({ "id": integration.id, "status": "revoked" })))
-}
-
-/// Revokes an integration and its tokens in one transaction.
-pub(super) async fn revoke_integration(state: &AppState, id: &str) -> Result<(), ApiError> {
-    let txn = state.db.begin().await?;
-    repo::revoke(&txn, id, state.clock.now()).await?;
-    txn.commit().await?;
-    state.token_cache.clear();
-    tracing::info!(integration_id = %id, "integration revoked");
-    Ok(())
 }
