@@ -1,6 +1,6 @@
 //! The outgoing-webhook channel against a receiving server in the test: signed JSON, retried
-//! on 503, failed at once on 410, paced per account, fed by `/api/v1/messages` and by alert
-//! rules; and refused for this server's own networks unless the account allows them.
+//! on 503, failed at once on 410, paced per account, fed by `/api/v1/messages`, alert rules and
+//! campaigns; and refused for this server's own networks unless the account allows them.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -271,7 +271,80 @@ async fn a_webhook_into_this_servers_own_network_is_refused_without_the_flag(bac
     assert_eq!(code, 201, "the flag allows it: {body}");
 }
 
+async fn a_campaign_over_a_webhook_channel_posts_one_call_per_contact(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let (url, receiver) = start_receiver().await;
+    let (code, channel) = create_hook(
+        &app,
+        json!({"kind": "webhook", "name": "crm", "url": url, "allow_private_network": true}),
+    )
+    .await;
+    assert_eq!(code, 201, "{channel}");
+    crate::helpers::secret(channel["signing_secret"].as_str().expect("secret"));
+    for i in 1..=3 {
+        let (code, c) = app
+            .api(
+                reqwest::Method::POST,
+                "contacts",
+                Some(json!({"phone": format!("+3460000000{i}"), "name": format!("N{i}")})),
+            )
+            .await;
+        assert_eq!(code, 201, "{c}");
+    }
+
+    // Act
+    let (code, c) = app
+        .api(
+            reqwest::Method::POST,
+            "campaigns",
+            Some(
+                json!({"name": "promo", "channel_id": channel["id"], "body": "Hola {{ nombre }}",
+                        "start": true}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 201, "{c}");
+    let id = c["id"].as_str().expect("id").to_owned();
+
+    // Assert: the campaign completes with one signed post per contact, addressed to its phone.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, c) = app.get_json(&format!("campaigns/{id}")).await;
+        if c["status"] == "completed" {
+            assert_eq!(c["counters"]["sent"], 3, "{c}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "campaign did not complete: {c:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut posted: Vec<(String, String)> = receiver
+        .got
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| {
+            let b: Value = serde_json::from_slice(&r.body).expect("json");
+            (
+                b["to"].as_str().unwrap_or_default().to_owned(),
+                b["text"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    posted.sort();
+    assert_eq!(
+        posted,
+        (1..=3)
+            .map(|i| (format!("+3460000000{i}"), format!("Hola N{i}")))
+            .collect::<Vec<_>>()
+    );
+}
+
 crate::on_both_databases!(
+    a_campaign_over_a_webhook_channel_posts_one_call_per_contact,
     a_webhook_channel_posts_signed_json_retries_503_and_fails_on_410,
     a_webhook_into_this_servers_own_network_is_refused_without_the_flag,
 );
