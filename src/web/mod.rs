@@ -33,7 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .configure(media::configure_public)
         .configure(crate::compat::pingui::configure)
-        .configure(dashboard::configure_seed)
+        .configure(crate::compat::wa_sender::configure)
         .configure(auth::routes::configure_auth)
         .configure(spa::configure)
         .service(

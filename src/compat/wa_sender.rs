@@ -1,0 +1,214 @@
+//! The WhatsApp Message Sender's paths, unchanged for its dashboard: `/dashboard/*` (the native
+//! dashboard's views), `POST /send-messages` (a CSV and a text become contacts and a campaign),
+//! `GET /connection-status` and `DELETE /cache/user`, authenticated like the API.
+use std::io::Read;
+
+use actix_web::{HttpResponse, web};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::{
+    auth::{Caller, authenticate},
+    campaigns::{self, Audience, NewCampaign},
+    channels,
+    contacts::csv_reader,
+    dashboard::view,
+    error::ApiError,
+    messages::stats,
+    state::AppState,
+};
+
+/// Rows `/send-messages` takes in one CSV; bigger lists go through contact imports and campaigns.
+const SEND_MESSAGES_MAX_ROWS: usize = 10_000;
+
+/// Mounts the WhatsApp sender's paths at the root, authenticated like the API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/dashboard/{view}")
+            .wrap(actix_web::middleware::from_fn(authenticate))
+            .route(web::get().to(view)),
+    )
+    .service(
+        web::resource("/send-messages")
+            .wrap(actix_web::middleware::from_fn(
+                crate::auth::audit::middleware,
+            ))
+            .wrap(actix_web::middleware::from_fn(authenticate))
+            .route(web::post().to(send_messages)),
+    )
+    .service(
+        web::resource("/connection-status")
+            .wrap(actix_web::middleware::from_fn(authenticate))
+            .route(web::get().to(connection_status)),
+    )
+    .service(
+        web::resource("/cache/user")
+            .wrap(actix_web::middleware::from_fn(authenticate))
+            .route(web::delete().to(clear_cache)),
+    );
+}
+
+/// `GET /connection-status`: the caller's WhatsApp number, if one is connected.
+async fn connection_status(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let rows = channels::repo::list_for(&state.db, &caller.user_id).await?;
+    let number = rows.into_iter().find(|r| is_phone_channel(&state, &r.kind));
+    Ok(HttpResponse::Ok().json(match number {
+        Some(n) => json!({
+            "connected": n.status == "active", "state": n.status, "detail": n.status_detail,
+            "channel_id": n.id, "phone_number_id": n.external_id, "qrUrl": null,
+        }),
+        None => json!({
+            "connected": false, "state": "not-configured", "qrUrl": null,
+            "detail": "register a WhatsApp Cloud API number with POST /api/v1/channels",
+        }),
+    }))
+}
+
+/// `DELETE /cache/user`: rebuilds the caller's dashboard rollups from the ledger.
+async fn clear_cache(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    let replaced = stats::rebuild(&state.db, &caller.user_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "success": true, "deletedKeys": replaced })))
+}
+
+/// `POST /send-messages` (multipart: `file` = contacts CSV, `message` = text with variables,
+/// optional `channel_id` and `name`): upserts the contacts and starts a campaign to them.
+async fn send_messages(
+    state: web::Data<AppState>,
+    caller: Caller,
+    mut payload: actix_multipart::Multipart,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    let max = state.settings.media.max_upload_bytes;
+    let (mut csv, mut message, mut channel_id, mut name) = (None, None, None, None);
+    while let Some(field) = payload.next().await {
+        let mut field =
+            field.map_err(|e| ApiError::BadRequest("invalid-multipart", e.to_string()))?;
+        let field_name = field.name().unwrap_or_default().to_owned();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::BadRequest("invalid-multipart", e.to_string()))?;
+            if bytes.len() + chunk.len() > max {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "a field may have at most {max} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = || String::from_utf8_lossy(&bytes).trim().to_owned();
+        match field_name.as_str() {
+            "file" | "csv" => csv = Some(bytes),
+            "message" => message = Some(text()),
+            "channel_id" => channel_id = Some(text()),
+            "name" => name = Some(text()),
+            _ => {}
+        }
+    }
+    let csv = csv.ok_or_else(|| {
+        ApiError::BadRequest("file-required", "send the contacts CSV as `file`".into())
+    })?;
+    let message = message.filter(|m| !m.is_empty()).ok_or_else(|| {
+        ApiError::BadRequest("message-required", "send the text as `message`".into())
+    })?;
+    let channel_id = match channel_id {
+        Some(id) => id,
+        None => channels::repo::list_for(&state.db, &caller.user_id)
+            .await?
+            .into_iter()
+            .find(|r| is_phone_channel(&state, &r.kind))
+            .map(|r| r.id)
+            .ok_or_else(|| {
+                ApiError::Unprocessable(
+                    "channel-not-found",
+                    "connect a WhatsApp number first (POST /api/v1/channels)".into(),
+                )
+            })?,
+    };
+    let region = csv_reader::region(&state.settings.contacts.default_region).ok_or_else(|| {
+        ApiError::Unexpected(anyhow::anyhow!("contacts.default_region is invalid"))
+    })?;
+    let (rows, refused) = read_csv(&csv, region)?;
+    if rows.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "no-valid-rows",
+            format!("no row of the CSV has a valid phone ({refused} refused)"),
+        ));
+    }
+    let now = state.clock.now();
+    let source = "send-messages";
+    for chunk in rows.chunks(crate::contacts::repo::BATCH_ROWS) {
+        crate::contacts::repo::upsert(&state.db, &caller.user_id, chunk, source, now).await?;
+    }
+    let phones: Vec<String> = rows.iter().map(|r| r.phone.clone()).collect();
+    let mut ids = Vec::with_capacity(phones.len());
+    for chunk in phones.chunks(crate::contacts::repo::BATCH_ROWS) {
+        use crate::entities::contacts;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+        let found: Vec<String> = contacts::Entity::find()
+            .select_only()
+            .column(contacts::Column::Id)
+            .filter(contacts::Column::OwnerId.eq(caller.user_id.clone()))
+            .filter(contacts::Column::Phone.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(&state.db)
+            .await?;
+        ids.extend(found);
+    }
+    let campaign = NewCampaign {
+        name: name.unwrap_or_else(|| format!("Envío {}", now.format("%Y-%m-%d %H:%M"))),
+        channel_id,
+        template_id: None,
+        body: Some(message),
+        media_id: None,
+        provider_template: None,
+        audience: Audience {
+            groups: Vec::new(),
+            contact_ids: ids,
+        },
+        scheduled_at: None,
+        send_window: None,
+        start: true,
+        skip_missing: true,
+    };
+    match campaigns::create_and_start(&state, &caller, campaign).await? {
+        Ok(row) => Ok(HttpResponse::Ok().json(json!({
+            "success": true, "campaignId": row.id, "queued": row.pending + row.queued,
+            "skipped": row.skipped, "invalidRows": refused,
+        }))),
+        Err(refusal) => Ok(refusal),
+    }
+}
+
+fn read_csv(
+    mut bytes: &[u8],
+    region: phonenumber::country::Id,
+) -> Result<(Vec<csv_reader::ContactRow>, usize), ApiError> {
+    let reader = csv_reader::ContactsCsv::new(bytes.by_ref(), region)
+        .map_err(|e| ApiError::Unprocessable("invalid-csv", e.to_string()))?;
+    let (mut rows, mut refused) = (Vec::new(), 0);
+    for (_, row) in reader {
+        match row {
+            Ok(r) => rows.push(r),
+            Err(_) => refused += 1,
+        }
+        if rows.len() + refused > SEND_MESSAGES_MAX_ROWS {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "/send-messages takes at most {SEND_MESSAGES_MAX_ROWS} rows; import bigger lists with \
+                 POST /api/v1/contacts/imports and send a campaign to their group"
+            )));
+        }
+    }
+    Ok((rows, refused))
+}
+
+/// Whether accounts of `kind` send to phone numbers (the seed sender's "WhatsApp number").
+fn is_phone_channel(state: &AppState, kind: &str) -> bool {
+    state
+        .adapters
+        .get(kind)
+        .is_some_and(|a| a.address() == crate::channels::Address::Phone)
+}
