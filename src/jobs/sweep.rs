@@ -17,6 +17,11 @@ const FRESH_SECS: i64 = 5;
 
 /// One pass; returns how many messages were re-enqueued.
 pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
+    sweep_pass(state, chrono::Duration::seconds(FRESH_SECS)).await
+}
+
+/// A pass that leaves alone rows without a job younger than `fresh`.
+async fn sweep_pass(state: &AppState, fresh: chrono::Duration) -> anyhow::Result<usize> {
     let now = Utc::now();
     let requeued = repo::requeue_expired(&state.db, now).await?;
     if requeued > 0 {
@@ -24,7 +29,7 @@ pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
     }
     let stale_before =
         now - chrono::Duration::seconds(state.settings.delivery.lease_secs as i64 * 2);
-    let fresh_before = now - chrono::Duration::seconds(FRESH_SECS);
+    let fresh_before = now - fresh;
     let stranded = repo::stranded(&state.db, fresh_before, stale_before, BATCH).await?;
     let mut ids = Vec::with_capacity(stranded.len());
     for (id, next_attempt_at) in stranded {
@@ -56,6 +61,9 @@ pub async fn run_periodically(state: AppState) {
 pub async fn recover_own(state: &AppState, worker_prefix: &str) -> anyhow::Result<(u64, u64)> {
     let messages = repo::release_node(&state.db, &state.node_name).await?;
     let jobs = state.queue.release_locked_by(worker_prefix).await?;
+    // Rows committed but not yet pushed when the process died have no job: push them now,
+    // however young (a row another node is pushing right now only gets a harmless duplicate).
+    while sweep_pass(state, chrono::Duration::zero()).await? == BATCH as usize {}
     Ok((messages, jobs))
 }
 

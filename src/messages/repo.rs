@@ -423,20 +423,6 @@ pub async fn mark_enqueued(db: &impl ConnectionTrait, ids: &[String]) -> Result<
     Ok(())
 }
 
-/// Marks queued messages as having no job (a push failed), so the sweep pushes one soon.
-pub async fn clear_enqueued(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
-    messages::Entity::update_many()
-        .col_expr(
-            messages::Column::EnqueuedAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .filter(messages::Column::Id.is_in(ids.iter().cloned()))
-        .filter(status_is(MessageStatus::Queued))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 /// Queued messages whose job was never pushed (and not touched since `fresh_before`), or was
 /// pushed before `stale_before`.
 pub async fn stranded(

@@ -130,14 +130,19 @@ async fn run(db: DatabaseConnection, queue: Queue, clock: Clock, mut rx: mpsc::R
     }
 }
 
-/// Pushes the delivery jobs of committed rows (stored with `enqueued_at` already set, which
-/// saves an UPDATE per batch). If the push fails, `enqueued_at` is cleared so the recovery
-/// sweep pushes them at its next pass.
+/// Pushes the delivery jobs of committed rows, then marks them enqueued. Rows are stored
+/// without `enqueued_at`: a process killed between the commit and the push leaves them for the
+/// recovery sweep's "no job yet" pass (seconds, and at once at the next start), where a row
+/// marked enqueued before its push would have waited two leases.
 async fn push_jobs(db: &DatabaseConnection, queue: &Queue, ids: &[String]) {
-    if let Err(e) = queue.push_many(ids).await {
-        tracing::warn!(count = ids.len(), error = ?e, "batch enqueue failed; the sweep will retry");
-        if let Err(e) = repo::clear_enqueued(db, ids).await {
-            tracing::warn!(error = %e, "could not mark the batch for the sweep; it retries after two leases");
+    match queue.push_many(ids).await {
+        Ok(()) => {
+            if let Err(e) = repo::mark_enqueued(db, ids).await {
+                tracing::warn!(error = %e, "could not mark a pushed batch; the sweep may push it again");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(count = ids.len(), error = ?e, "batch enqueue failed; the sweep will retry");
         }
     }
 }
@@ -167,16 +172,11 @@ async fn write(
             admitted[i] = integrations::repo::take_quota(&txn, &integration_id, day).await?;
         }
     }
-    let now = chrono::Utc::now();
     let rows: Vec<_> = admissions
         .into_iter()
         .zip(&admitted)
         .filter(|(_, ok)| **ok)
-        .map(|(a, _)| {
-            let mut row = a.row;
-            row.enqueued_at = sea_orm::Set(Some(now));
-            row
-        })
+        .map(|(a, _)| a.row)
         .collect();
     let mut inserted = repo::insert_many_in(&txn, rows).await?.into_iter();
     txn.commit().await?;
