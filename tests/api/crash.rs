@@ -19,6 +19,15 @@ struct Server {
     api_key: Option<String>,
 }
 
+impl Drop for Server {
+    // A test that ends, or fails, with its server up must not leave it running: it would hold
+    // database connections and CPU for every test after it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The binary with the test environment; its log is appended to `<data_dir>/server.log`.
 fn pregonero(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Command {
     let log = std::fs::OpenOptions::new()
