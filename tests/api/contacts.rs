@@ -348,7 +348,9 @@ async fn an_import_cut_by_a_stop_resumes_at_the_next_start(backend: Backend) {
     use sea_orm::{EntityTrait, PaginatorTrait};
 
     let mut app = spawn_app(backend).await;
-    const ROWS: i64 = 60_000;
+    // Large enough that the stop lands mid-import even on a fast hour (60,000 rows once finished
+    // in 0.55 s, before the stop took effect).
+    const ROWS: i64 = 300_000;
     let mut file = b"nombre;telefono\n".to_vec();
     for i in 0..ROWS {
         file.extend_from_slice(format!("P{i};6{:08}\n", 10_000_000 + i).as_bytes());
