@@ -91,10 +91,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let db = runtime.block_on(async {
-        let (db, _queue) = pregonero::db::connect(&settings).await.expect("database");
-        db
-    });
+    let db = runtime.block_on(async { pregonero::db::connect(&settings).await.expect("database") });
     let path = SqliteBulk::path(&db).expect("SQLite");
     let upsert = repo::Upsert::new("owner", "bench", chrono::Utc::now());
     let started = Instant::now();

@@ -740,11 +740,11 @@ impl Settings {
             }
         }
         if let Some(role) = &self.oidc.default_role
-            && !crate::auth::ROLES.contains(&role.as_str())
+            && !crate::domain::ROLES.contains(&role.as_str())
         {
             return bad("oidc.default_role", "must be admin, operator or viewer");
         }
-        if crate::contacts::csv_reader::region(&self.contacts.default_region).is_none() {
+        if crate::domain::region(&self.contacts.default_region).is_none() {
             return bad(
                 "contacts.default_region",
                 "must be an ISO 3166 region code such as ES",

@@ -1,9 +1,7 @@
-//! Connects the database (SQLite by default, PostgreSQL by URL), runs migrations and sets up the queue.
+//! Connects the database (SQLite by default, PostgreSQL by URL) and runs migrations.
 use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
-use apalis_postgres::PostgresStorage;
-use apalis_sqlite::SqliteStorage;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector,
@@ -13,31 +11,21 @@ use sea_orm::{
     },
 };
 
-use crate::{config::Settings, jobs::Queue};
+use crate::config::Settings;
 
-/// The apalis queue delivery jobs live in.
-const QUEUE_NAME: &str = "pregonero::deliver";
-
-/// Worker heartbeat: a dead process's claimed jobs go back to the queue after two missed beats,
-/// so it follows the message lease.
-fn heartbeat(settings: &Settings) -> Duration {
-    Duration::from_secs((settings.delivery.lease_secs / 2).clamp(1, 30))
-}
-
-/// Opens the pools, applies our migrations and apalis's, and returns both handles.
-pub async fn connect(settings: &Settings) -> anyhow::Result<(DatabaseConnection, Queue)> {
-    let (db, queue) = open(settings, true).await?;
+/// Opens the pool and applies our migrations (the job queue's tables are the queue's own:
+/// `jobs::Queue::attach`).
+pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let db = open(settings).await?;
     Migrator::up(&db, None)
         .await
         .context("database migration failed")?;
-    Ok((db, queue))
+    Ok(db)
 }
 
-/// Opens a pool on the current runtime (sqlx connections belong to the runtime that opened them);
-/// `setup` also creates the queue tables.
-pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseConnection, Queue)> {
+/// Opens a pool on the current runtime (sqlx connections belong to the runtime that opened them).
+pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database_url();
-    let heartbeat = heartbeat(settings);
     if settings.is_postgres() {
         let options = PgConnectOptions::from_str(&url).context("bad PostgreSQL URL")?;
         let port = options.get_port();
@@ -53,41 +41,17 @@ pub async fn open(settings: &Settings, setup: bool) -> anyhow::Result<(DatabaseC
             .connect_with(options)
             .await
             .context("could not connect to PostgreSQL (check DATABASE_URL)")?;
-        if setup {
-            PostgresStorage::setup(&pool)
-                .await
-                .context("could not set up the apalis queue tables")?;
-        }
-        let config = apalis_postgres::Config::default()
-            .queue(QUEUE_NAME)
-            .heartbeat_interval(heartbeat);
-        let queue = Queue::Postgres(PostgresStorage::new(&pool).with_config(config));
-        return Ok((SqlxPostgresConnector::from_sqlx_postgres_pool(pool), queue));
+        return Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool));
     }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("could not create data dir {}", settings.data_dir.display()))?;
     let options = sqlite_options(settings)?;
-    if setup {
-        // apalis's setup switches its connection to `synchronous=OFF`; give it a throwaway pool.
-        let setup_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        SqliteStorage::setup(&setup_pool)
-            .await
-            .context("could not set up the apalis queue tables")?;
-        setup_pool.close().await;
-    }
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.database_max_connections)
         .connect_with(options)
         .await
         .with_context(|| format!("could not open SQLite database {url}"))?;
-    let config = apalis_sqlite::Config::default()
-        .queue(QUEUE_NAME)
-        .heartbeat_interval(heartbeat);
-    let queue = Queue::Sqlite(SqliteStorage::new(&pool).with_config(config));
-    Ok((SqlxSqliteConnector::from_sqlx_sqlite_pool(pool), queue))
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
 fn sqlite_options(settings: &Settings) -> anyhow::Result<SqliteConnectOptions> {
@@ -348,4 +312,12 @@ mod tests {
             "only sockets to that port"
         );
     }
+}
+
+/// Whether `e` is a unique-constraint violation (an idempotency key or a natural key taken).
+pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }

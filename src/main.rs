@@ -110,11 +110,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.stop().await;
         }
         Command::Migrate => {
-            db::connect(&settings).await?;
+            let db = db::connect(&settings).await?;
+            pregonero::outbox::Queue::attach(&db, &settings, true).await?;
             println!("migrations applied");
         }
         Command::Admin(AdminCommand::CreateApiKey { name }) => {
-            let (conn, _) = db::connect(&settings).await?;
+            let conn = db::connect(&settings).await?;
             let admin = match auth::repo::first_admin(&conn).await? {
                 Some(admin) => admin,
                 None => auth::repo::create_user(&conn, "admin", "admin").await?,

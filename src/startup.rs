@@ -18,14 +18,17 @@ use crate::{
     },
     clock::Clock,
     config::{Settings, UpdatesMode},
+    contacts::ContactsListener,
     crypto::Cipher,
     db, error,
     events::{EventWriter, RuleEngine, WriterOptions, breaker::Breaker},
-    integrations::{BotUpdates, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner},
-    jobs::Workers,
-    media::MediaStore,
-    messages::writer::LedgerWriter,
+    integrations::{
+        AlertQuotas, BotUpdates, IntegrationsListener, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner,
+    },
+    media::{Library, MediaStore},
+    outbox::{Outbox, Workers, hooks::Listeners, writer::LedgerWriter},
     state::AppState,
+    subscriptions::SubscriptionsListener,
     web as routes,
 };
 
@@ -74,7 +77,8 @@ impl Application {
     /// Connects everything, starts the channel actors and binds the listener.
     pub async fn build(settings: Settings, options: RunOptions) -> anyhow::Result<Self> {
         crate::web::metrics::install();
-        let (db, queue) = db::connect(&settings).await?;
+        let db = db::connect(&settings).await?;
+        let queue = crate::outbox::Queue::attach(&db, &settings, true).await?;
         let cipher = Cipher::from_base64(&db::secret_key(&settings)?)
             .context("invalid secret_key")?
             .with_previous(
@@ -112,7 +116,8 @@ impl Application {
             .accepting(&cipher.derive_previous("integration-tokens/v1"));
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
         let clock = Clock::system();
-        let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone());
+        let quotas: Arc<dyn crate::outbox::hooks::Quotas> = Arc::new(AlertQuotas);
+        let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone(), quotas.clone());
         let audit = auth::audit_writer::AuditWriter::start(db.clone());
         let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone());
         rules.reload().await.context("could not load alert rules")?;
@@ -141,6 +146,40 @@ impl Application {
             .context("could not open the media store")?;
         tracing::info!(store = media.kind(), "media store ready");
         let settings_auth = settings.auth.clone();
+        let settings = Arc::new(settings);
+        let media = Arc::new(media);
+        let in_flight = crate::outbox::InFlight::default();
+        let subscriptions = SubscriptionsListener::default();
+        // Every feature that takes part in a message's life is one line here.
+        let listeners = Listeners::new(vec![
+            Arc::new(ContactsListener {
+                opt_out_keywords: settings.whatsapp.opt_out_keywords.clone(),
+            }),
+            Arc::new(IntegrationsListener {
+                clock: clock.clone(),
+            }),
+            Arc::new(subscriptions.clone()),
+        ]);
+        let outbox = Outbox {
+            db: db.clone(),
+            queue: queue.clone(),
+            registry: registry.clone(),
+            adapters: adapters.clone(),
+            cipher: cipher.clone(),
+            settings: settings.clone(),
+            node_name: node_name.clone(),
+            in_flight: in_flight.clone(),
+            clock: clock.clone(),
+            ledger: ledger.clone(),
+            quotas,
+            listeners,
+            attachments: Arc::new(Library {
+                db: db.clone(),
+                store: media.clone(),
+                cipher: cipher.clone(),
+                settings: settings.clone(),
+            }),
+        };
         let state = AppState {
             db,
             queue,
@@ -148,11 +187,12 @@ impl Application {
             telegram,
             adapters,
             cipher,
-            media: Arc::new(media),
-            settings: Arc::new(settings),
+            media,
+            settings,
             node_name,
             started_at: Instant::now(),
-            in_flight: Default::default(),
+            in_flight,
+            outbox,
             workers_enabled: options.workers,
             clock,
             tokens,
@@ -170,6 +210,7 @@ impl Application {
             )),
             refresh_lock: Default::default(),
             imports: Default::default(),
+            subscriptions,
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();
@@ -242,7 +283,16 @@ impl Application {
     /// Starts serving and working; returns at once.
     pub fn spawn(self) -> anyhow::Result<RunningApp> {
         let workers = if self.options.workers {
-            Some(Workers::start(self.state.clone())?)
+            let state = self.state.clone();
+            let periodic: crate::outbox::Periodic = Box::new(move |db, queue| {
+                let state = AppState { db, queue, ..state };
+                let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+                if state.settings.schedule.enabled {
+                    tasks.push(Box::pin(crate::scheduled::run_periodically(state)));
+                }
+                tasks
+            });
+            Some(Workers::start(self.state.outbox.clone(), periodic)?)
         } else {
             None
         };
@@ -301,10 +351,14 @@ impl RunningApp {
 
 fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let grace = state.settings.delivery.shutdown_grace_secs;
+    let outbox = web::Data::new(state.outbox.clone());
+    let subscriptions = web::Data::new(state.subscriptions.clone());
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(outbox.clone())
+            .app_data(subscriptions.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(256 * 1024)

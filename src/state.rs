@@ -11,10 +11,10 @@ use crate::{
     config::Settings,
     crypto::Cipher,
     events::{EventWriter, RuleEngine},
-    integrations::{TokenCache, tokens::TokenSigner},
-    jobs::{InFlight, Queue},
-    media::MediaStore,
-    messages::writer::LedgerWriter,
+    integrations::{token_cache::TokenCache, tokens::TokenSigner},
+    media::store::MediaStore,
+    outbox::writer::LedgerWriter,
+    outbox::{InFlight, Queue},
 };
 
 /// Shared handles: database, queue, actors, clients, settings.
@@ -42,6 +42,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// Deliveries running in this process.
     pub in_flight: InFlight,
+    /// The delivery core's handles (the same database, queue and registry as above).
+    pub outbox: crate::outbox::Outbox,
     /// Whether this process runs delivery workers.
     pub workers_enabled: bool,
     /// "Now" for quotas, expiries and the scheduler (the system clock; tests move it).
@@ -69,6 +71,8 @@ pub struct AppState {
     pub lockout: Arc<Lockout>,
     /// Serialises refreshes of session tokens in this process.
     pub refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Status-event subscriptions (its cache is cleared when one changes here).
+    pub subscriptions: crate::subscriptions::SubscriptionsListener,
     /// Contact imports running in this process.
-    pub imports: crate::contacts::Imports,
+    pub imports: crate::contacts::imports::Imports,
 }

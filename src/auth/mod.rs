@@ -12,7 +12,7 @@ pub mod session;
 pub use extractor::{Caller, Via, authenticate, bearer_token};
 
 /// Role names as stored and as they appear in Keycloak tokens.
-pub const ROLES: [&str; 3] = ["admin", "operator", "viewer"];
+pub use crate::domain::ROLES;
 
 /// What a user may do. Ordered: a user with several roles gets the strongest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

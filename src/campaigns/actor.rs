@@ -268,7 +268,7 @@ async fn drive(
                     // The rows are queued without a job: the recovery sweep pushes them.
                     tracing::warn!(campaign_id = %id, error = ?e, "could not push campaign jobs; the sweep will");
                 } else {
-                    crate::messages::repo::mark_enqueued(&state.db, &ids).await?;
+                    crate::outbox::repo::mark_enqueued(&state.db, &ids).await?;
                 }
             }
         }

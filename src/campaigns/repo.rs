@@ -155,7 +155,7 @@ pub async fn release(
         .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
         .exec(&txn)
         .await?;
-    crate::messages::repo::record_queued(&txn, ids.iter().map(String::as_str)).await?;
+    crate::outbox::repo::record_queued(&txn, ids.iter().map(String::as_str)).await?;
     txn.commit().await?;
     Ok(ids)
 }

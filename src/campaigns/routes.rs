@@ -21,7 +21,7 @@ use crate::{
     domain::MessageStatus,
     entities::{campaigns, contacts, media, messages, templates},
     error::ApiError,
-    messages::repo::NewMessage,
+    outbox::repo::NewMessage,
     state::AppState,
     templates::{Compiled, context},
 };
@@ -162,14 +162,15 @@ pub async fn create_and_start(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(invalid("invalid-name", "name must be 1 to 200 characters"));
     }
-    let channel = crate::channels::repo::find_visible(&state.db, caller, &b.channel_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(
-                "channel-not-found",
-                format!("no channel `{}`", b.channel_id),
-            )
-        })?;
+    let channel =
+        crate::channels::repo::find_visible(&state.db, &b.channel_id, |o| caller.can_access(o))
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(
+                    "channel-not-found",
+                    format!("no channel `{}`", b.channel_id),
+                )
+            })?;
     let owner = channel.owner_id.clone();
     let (body, mut media_id) = match (&b.template_id, &b.body) {
         (Some(_), Some(_)) => {

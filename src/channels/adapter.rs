@@ -38,6 +38,8 @@ pub struct LimitsInput {
     pub per_group_per_minute: Option<u32>,
     /// Seconds between two messages to one WhatsApp recipient.
     pub per_recipient_interval_secs: Option<u64>,
+    /// Sends in any 24 hours (none by default).
+    pub per_day: Option<u32>,
 }
 
 /// A new account checked by its adapter, ready to be stored and started.
@@ -107,8 +109,26 @@ pub trait ChannelAdapter: Send + Sync {
     }
 
     /// Whether a file of this type and size can be sent, or the stable code and why not.
-    fn check_media(&self, _content_type: &str, _size: u64) -> Result<(), (&'static str, String)> {
-        Ok(())
+    fn check_media(&self, content_type: &str, size: u64) -> Result<(), (&'static str, String)> {
+        match self.media_limit(content_type) {
+            Ok(Some(max)) if size > max => Err((
+                "media-too-large",
+                format!("this channel sends a file of this type of at most {max} bytes"),
+            )),
+            Ok(_) => Ok(()),
+            Err(why) => Err(("media-type-unsupported", why)),
+        }
+    }
+
+    /// The largest file of `content_type` the kind sends (`None`: only the server's upload
+    /// limit applies), or why it sends no such file. Uploads made for the kind are held to it.
+    fn media_limit(&self, _content_type: &str) -> Result<Option<u64>, String> {
+        Ok(None)
+    }
+
+    /// Other names users may give the kind (`?channel=whatsapp` for `whatsapp_cloud`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// The path under this server where the provider calls back, if the kind has one.
@@ -152,6 +172,12 @@ impl Adapters {
     pub fn with(mut self, adapter: impl ChannelAdapter + 'static) -> Self {
         self.0.insert(adapter.kind(), Arc::new(adapter));
         self
+    }
+
+    /// The adapter a user means by `name`: its kind or one of its aliases.
+    pub fn named(&self, name: &str) -> Option<&Arc<dyn ChannelAdapter>> {
+        self.get(name)
+            .or_else(|| self.0.values().find(|a| a.aliases().contains(&name)))
     }
 
     /// The adapter of `kind`.

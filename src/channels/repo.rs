@@ -75,16 +75,16 @@ pub async fn find_owned(
         .filter(|c| c.owner_id == owner_id))
 }
 
-/// One account if `caller` may see it (its owner, or an admin).
+/// One account if its owner is one `may_see` accepts (the caller, or anyone for an admin).
 pub async fn find_visible(
     db: &DatabaseConnection,
-    caller: &crate::auth::Caller,
     id: &str,
+    may_see: impl FnOnce(&str) -> bool,
 ) -> Result<Option<ChannelRow>, DbErr> {
     Ok(channel_accounts::Entity::find_by_id(id.to_owned())
         .one(db)
         .await?
-        .filter(|c| caller.can_access(&c.owner_id)))
+        .filter(|c| may_see(&c.owner_id)))
 }
 
 /// Deletes an account.

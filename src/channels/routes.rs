@@ -56,6 +56,9 @@ struct PacingView {
     burst: u32,
     recipient_interval_ms: u128,
     per_group_per_minute: u32,
+    /// Sends in any 24 hours, when capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_day: Option<u32>,
 }
 
 fn view(row: ChannelRow, adapters: &Adapters, settings: &Settings) -> ChannelView {
@@ -76,6 +79,7 @@ fn view(row: ChannelRow, adapters: &Adapters, settings: &Settings) -> ChannelVie
             burst: limits.account_burst,
             recipient_interval_ms: limits.recipient_interval.as_millis(),
             per_group_per_minute: limits.group_per_min,
+            per_day: (limits.daily_cap > 0).then_some(limits.daily_cap),
         }),
         created_at: row.created_at,
     }
@@ -110,6 +114,7 @@ async fn create_channel(
         limits.burst,
         limits.per_chat_per_second,
         limits.per_group_per_minute,
+        limits.per_day,
     ]
     .contains(&Some(0))
         || limits.per_recipient_interval_secs == Some(0)
@@ -169,7 +174,7 @@ async fn get_channel(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = repo::find_visible(&state.db, &caller, &path)
+    let row = repo::find_visible(&state.db, &path, |o| caller.can_access(o))
         .await?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(view(row, &state.adapters, &state.settings)))
@@ -180,7 +185,7 @@ async fn delete_channel(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = repo::find_visible(&state.db, &caller, &path)
+    let row = repo::find_visible(&state.db, &path, |o| caller.can_access(o))
         .await?
         .ok_or_else(not_found)?;
     repo::delete(&state.db, &row.id).await?;

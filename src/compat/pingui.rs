@@ -20,7 +20,8 @@ use crate::integrations::{
 use crate::{
     clock::next_midnight,
     error::ApiError,
-    messages::{self, repo::NewMessage},
+    messages,
+    outbox::{self, repo::NewMessage},
     state::AppState,
     telemetry::redact,
 };
@@ -205,14 +206,13 @@ async fn send_alert(
         None => String::new(),
     };
     if let Some(existing) =
-        messages::outbox::earlier(&state, &integration.owner_id, key.as_deref()).await?
+        outbox::earlier(&state.outbox, &integration.owner_id, key.as_deref()).await?
     {
         return replay(existing, &hash);
     }
 
     let max_pending = state.settings.alerts.max_pending;
-    if max_pending > 0
-        && messages::repo::pending_alerts(&state.db, max_pending).await? >= max_pending
+    if max_pending > 0 && outbox::repo::pending_alerts(&state.db, max_pending).await? >= max_pending
     {
         metrics::counter!("pregonero_alerts_rejected_total", "reason" => "queue-full").increment(1);
         return Err(ApiError::unavailable(
@@ -234,14 +234,14 @@ async fn send_alert(
         request_hash: key.as_ref().map(|_| hash.clone()),
         integration_id: Some(integration.id.clone()),
     };
-    let pending = messages::outbox::Pending {
+    let pending = outbox::Pending {
         message,
         quota: Some(integration.id.clone()),
     };
-    let msg = match messages::outbox::admit(&state, pending).await? {
-        messages::outbox::Admit::Accepted(msg) => msg,
-        messages::outbox::Admit::Replayed(existing) => return replay(existing, &hash),
-        messages::outbox::Admit::Refused => return Err(refusal(&state, &integration, now).await),
+    let msg = match outbox::admit(&state.outbox, pending).await? {
+        outbox::Admit::Accepted(msg) => msg,
+        outbox::Admit::Replayed(existing) => return replay(existing, &hash),
+        outbox::Admit::Refused => return Err(refusal(&state, &integration, now).await),
     };
     tracing::debug!(integration_id = %integration.id, chat = %redact(&chat_id), alert_id = %msg.id, "alert accepted");
     let used = if integration.quota_day.as_deref() == Some(now.date_naive().to_string().as_str()) {
@@ -286,7 +286,7 @@ async fn refusal(state: &AppState, integration: &IntegrationRow, now: DateTime<U
     }
 }
 
-fn replay(existing: messages::repo::MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
+fn replay(existing: outbox::repo::MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
     let answer = json!({ "alert_id": existing.id, "status": existing.status });
     messages::replayed(&existing, hash, answer)
 }
@@ -297,7 +297,7 @@ async fn get_alert(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state).await?;
-    let msg = messages::repo::find(&state.db, &path).await?;
+    let msg = outbox::repo::find(&state.db, &path).await?;
     let visible = match (&caller, &msg) {
         (AlertCaller::Token(t), Some(m)) => {
             m.integration_id.as_deref() == Some(t.integration.id.as_str())

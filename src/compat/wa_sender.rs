@@ -14,7 +14,7 @@ use crate::{
     contacts::csv_reader,
     dashboard::view,
     error::ApiError,
-    messages::stats,
+    outbox::stats,
     state::AppState,
 };
 

@@ -136,10 +136,7 @@ fn phone_result(raw: &str, region: country::Id, outcome: Outcome) -> Result<Stri
     }
 }
 
-/// Parses an ISO 3166 region code (`ES`, `mx`).
-pub fn region(code: &str) -> Option<country::Id> {
-    code.trim().to_ascii_uppercase().parse().ok()
-}
+pub use crate::domain::region;
 
 /// Picks the separator the header line uses most: `,`, `;` or tab.
 fn sniff_delimiter(first_line: &[u8]) -> u8 {

@@ -3,6 +3,8 @@
 //! of rows needs a few megabytes. An import interrupted by a stop or a crash starts over on the
 //! node that holds its file (upserts make that harmless).
 pub mod csv_reader;
+pub mod imports;
+mod listener;
 pub mod phone;
 pub mod repo;
 pub mod routes;
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use self::csv_reader::ContactsCsv;
 use crate::{db::SqliteBulk, entities::contact_imports, state::AppState};
@@ -26,6 +28,8 @@ const CHANNEL_BATCHES: usize = 4;
 /// reader refuses a phone it has seen), and batches commit in any order: counters only add.
 const POSTGRES_WRITERS: usize = 2;
 
+pub use imports::Imports;
+pub use listener::ContactsListener;
 pub use routes::configure;
 
 /// Where an import's upload is kept until it is done.
@@ -35,23 +39,6 @@ pub fn upload_path(state: &AppState, import_id: &str) -> PathBuf {
         .data_dir
         .join("imports")
         .join(format!("{import_id}.csv"))
-}
-
-/// This process's running imports. A stop ends them after the batch each is writing; they stay
-/// `running` with their file kept, and the next start runs them again ([`resume`]).
-#[derive(Clone, Default)]
-pub struct Imports {
-    stop: CancellationToken,
-    running: TaskTracker,
-}
-
-impl Imports {
-    /// Stops every running import between two batches; returns once they have stopped.
-    pub async fn stop(&self) {
-        self.stop.cancel();
-        self.running.close();
-        self.running.wait().await;
-    }
 }
 
 /// How an import's run ended, short of an error.

@@ -469,7 +469,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             ..crate::config::Settings::default()
         };
-        let (db, _queue) = crate::db::connect(&settings).await.expect("database");
+        let db = crate::db::connect(&settings).await.expect("database");
         (dir, db)
     }
 

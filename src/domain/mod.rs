@@ -73,6 +73,14 @@ impl AsRef<str> for TelegramChat {
     }
 }
 
+/// The roles a user can hold, strongest first.
+pub const ROLES: [&str; 3] = ["admin", "operator", "viewer"];
+
+/// Parses an ISO 3166 region code (`ES`, `mx`).
+pub fn region(code: &str) -> Option<phonenumber::country::Id> {
+    code.trim().to_ascii_uppercase().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

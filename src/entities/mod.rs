@@ -17,5 +17,6 @@ pub mod messages;
 pub mod oidc_logins;
 pub mod scheduled_runs;
 pub mod sessions;
+pub mod subscriptions;
 pub mod templates;
 pub mod users;

@@ -29,7 +29,7 @@ use crate::{
     clock::Clock,
     entities::{alert_rules, events},
     integrations::{Status, repo as integrations_repo},
-    messages::{
+    outbox::{
         repo::NewMessage,
         writer::{Admission, Admitted, LedgerWriter},
     },

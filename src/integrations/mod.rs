@@ -5,51 +5,27 @@
 //! in the chat, or the bot blocked) → `revoked` (final; every token stops working).
 mod auth;
 mod bot;
+mod listener;
 pub mod repo;
 mod routes;
+mod status;
+pub mod token_cache;
 pub mod tokens;
 
 use chrono::{DateTime, Duration, Utc};
 
-pub use auth::{AlertCaller, TokenCache, TokenCaller, authenticate};
+pub use auth::{AlertCaller, authenticate};
 pub use bot::{BotUpdates, telegram_webhook};
+pub use listener::{AlertQuotas, IntegrationsListener};
 pub use routes::{create_integration, resolve_channel};
+pub use status::{PAUSED_BOT_BLOCKED, PAUSED_IN_CHAT, Status};
+pub use token_cache::{TokenCache, TokenCaller};
 
 /// Purpose string of the key Telegram webhook secrets are derived from.
 pub const WEBHOOK_KEY_PURPOSE: &str = "telegram-webhook/v1";
 pub use routes::configure;
 
 use crate::{crypto, error::ApiError, state::AppState};
-
-/// Where an integration is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// Created, not linked to a chat yet (or linked by `/start` but not confirmed by its owner).
-    Pending,
-    /// Alerts are delivered.
-    Active,
-    /// Alerts are refused until the chat sends `/start` again (or unblocks the bot).
-    Paused,
-    /// Final: its tokens no longer work.
-    Revoked,
-}
-
-impl Status {
-    /// Stored and shown form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Active => "active",
-            Status::Paused => "paused",
-            Status::Revoked => "revoked",
-        }
-    }
-}
-
-/// `status_detail` of an integration paused by `/stop` in its chat.
-pub const PAUSED_IN_CHAT: &str = "stopped-in-chat";
-/// `status_detail` of an integration paused because the bot was blocked or removed.
-pub const PAUSED_BOT_BLOCKED: &str = "bot-blocked";
 
 /// A deep link that binds the chat that opens it to an integration.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -7,7 +7,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use super::Status;
+use super::status::Status;
 use crate::entities::{integration_tokens, integrations};
 
 pub use integration_tokens::Model as TokenRow;

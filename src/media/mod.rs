@@ -4,7 +4,7 @@
 mod local;
 mod routes;
 mod s3;
-mod store;
+pub mod store;
 
 use std::time::Duration;
 
@@ -18,41 +18,13 @@ pub use s3::S3MediaStore;
 pub use store::{ByteStream, GetError, MediaStore, PutError, Stored};
 
 use crate::{
-    channels::{ChannelError, whatsapp::media_limit},
+    channels::{ChannelError, MediaPayload},
+    config::MediaDelivery,
     crypto::{Cipher, constant_time_eq, hmac_sha256},
     entities::media,
+    outbox::hooks::Attachments,
     state::AppState,
 };
-
-const MB: u64 = 1024 * 1024;
-
-/// The channel an upload is meant for; its limits are checked on upload (CHANNELS.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    /// Telegram multipart uploads: 10 MB photos, 50 MB anything else.
-    Telegram,
-    /// WhatsApp Cloud API [W-MTYPES]: 5 MB images, 16 MB video and audio, 100 MB documents.
-    #[serde(alias = "whatsapp_cloud")]
-    Whatsapp,
-}
-
-impl Target {
-    /// The largest file of `content_type` the channel takes, or why it takes none.
-    pub fn limit(self, content_type: &str) -> Result<u64, String> {
-        match self {
-            Target::Telegram if content_type.starts_with("image/") => Ok(10 * MB),
-            Target::Telegram => Ok(50 * MB),
-            Target::Whatsapp => media_limit(content_type)
-                .map(|(_, max)| max as u64)
-                .ok_or_else(|| {
-                    format!(
-                        "WhatsApp cannot send {content_type}: images must be JPEG or PNG, videos MP4 or 3GPP"
-                    )
-                }),
-        }
-    }
-}
 
 /// Whether the first bytes of a file agree with its declared type, for the types whose
 /// signature is well known (others pass).
@@ -71,55 +43,112 @@ pub fn content_matches(content_type: &str, head: &[u8]) -> bool {
 /// Bytes needed by [`content_matches`].
 pub const SNIFF_BYTES: usize = 12;
 
-/// Loads a media row and its bytes for delivery. A file that is gone fails the message; a
-/// store that does not answer is worth retrying.
-pub async fn load(state: &AppState, id: &str) -> Result<(media::Model, Bytes), ChannelError> {
-    let unavailable = |detail: String| ChannelError::Transient {
-        code: "media-store-unavailable",
-        detail,
-    };
-    let gone = |detail: String| ChannelError::Permanent {
-        code: "media-unavailable",
-        detail,
-    };
-    let meta = media::Entity::find_by_id(id.to_owned())
-        .one(&state.db)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .ok_or_else(|| gone(format!("media {id} was deleted")))?;
-    match state.media.get(&meta.storage_key).await {
-        Ok(bytes) => Ok((meta, bytes)),
-        Err(GetError::NotFound(_)) => Err(gone(format!("the file of media {id} is missing"))),
-        Err(GetError::Store(e)) => Err(unavailable(format!("{e:#}"))),
+/// The media library as the delivery core sees it: rows, files and links.
+#[derive(Clone)]
+pub struct Library {
+    /// Where `media` rows live.
+    pub db: sea_orm::DatabaseConnection,
+    /// Where the files live.
+    pub store: std::sync::Arc<MediaStore>,
+    /// Signs links to this server.
+    pub cipher: Cipher,
+    /// `media.link_ttl_secs`, `whatsapp.send_media_as`, the public URL.
+    pub settings: std::sync::Arc<crate::config::Settings>,
+}
+
+impl Library {
+    /// The library of `state`.
+    pub fn of(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            store: state.media.clone(),
+            cipher: state.cipher.clone(),
+            settings: state.settings.clone(),
+        }
+    }
+
+    /// Loads a media row and its bytes for delivery. A file that is gone fails the message; a
+    /// store that does not answer is worth retrying.
+    pub async fn load(&self, id: &str) -> Result<(media::Model, Bytes), ChannelError> {
+        let unavailable = |detail: String| ChannelError::Transient {
+            code: "media-store-unavailable",
+            detail,
+        };
+        let gone = |detail: String| ChannelError::Permanent {
+            code: "media-unavailable",
+            detail,
+        };
+        let meta = media::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .ok_or_else(|| gone(format!("media {id} was deleted")))?;
+        match self.store.get(&meta.storage_key).await {
+            Ok(bytes) => Ok((meta, bytes)),
+            Err(GetError::NotFound(_)) => Err(gone(format!("the file of media {id} is missing"))),
+            Err(GetError::Store(e)) => Err(unavailable(format!("{e:#}"))),
+        }
+    }
+
+    /// A URL for `meta` valid for `media.link_ttl_secs`: presigned by S3, or a link to this
+    /// server's `/media/{id}/content` (at `base`) signed with HMAC.
+    pub async fn link(
+        &self,
+        meta: &media::Model,
+        base: &str,
+    ) -> anyhow::Result<(String, DateTime<Utc>)> {
+        let ttl = Duration::from_secs(self.settings.media.link_ttl_secs);
+        let expires = Utc::now() + chrono::Duration::from_std(ttl)?;
+        if let Some(url) = self
+            .store
+            .presigned_get(&meta.storage_key, ttl, &meta.content_type)
+            .await?
+        {
+            return Ok((url, expires));
+        }
+        let expires_ts = expires.timestamp();
+        let signature = sign_link(&self.cipher, &meta.id, expires_ts);
+        Ok((
+            format!(
+                "{}/media/{}/content?expires={expires_ts}&signature={signature}",
+                base.trim_end_matches('/'),
+                meta.id
+            ),
+            expires,
+        ))
     }
 }
 
-/// A URL for `meta` valid for `media.link_ttl_secs`: presigned by S3, or a link to this
-/// server's `/media/{id}/content` (at `base`) signed with HMAC.
-pub async fn link(
-    state: &AppState,
-    meta: &media::Model,
-    base: &str,
-) -> anyhow::Result<(String, DateTime<Utc>)> {
-    let ttl = Duration::from_secs(state.settings.media.link_ttl_secs);
-    let expires = Utc::now() + chrono::Duration::from_std(ttl)?;
-    if let Some(url) = state
-        .media
-        .presigned_get(&meta.storage_key, ttl, &meta.content_type)
-        .await?
-    {
-        return Ok((url, expires));
+impl Attachments for Library {
+    fn payload<'a>(
+        &'a self,
+        media_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<MediaPayload, ChannelError>> {
+        Box::pin(async move {
+            let (meta, bytes) = self.load(media_id).await?;
+            // Only WhatsApp reads the link; Telegram always gets the bytes.
+            let link = if self.settings.whatsapp.send_media_as == MediaDelivery::Link {
+                // Settings validation makes sure `auth.public_url` is set for the local store.
+                let (url, _) = self
+                    .link(&meta, &self.settings.public_base_url())
+                    .await
+                    .map_err(|e| ChannelError::Transient {
+                        code: "media-store-unavailable",
+                        detail: format!("{e:#}"),
+                    })?;
+                Some(url)
+            } else {
+                None
+            };
+            Ok(MediaPayload {
+                key: meta.id,
+                bytes,
+                content_type: meta.content_type,
+                filename: meta.filename.unwrap_or_else(|| "file".into()),
+                link,
+            })
+        })
     }
-    let expires_ts = expires.timestamp();
-    let signature = sign_link(&state.cipher, &meta.id, expires_ts);
-    Ok((
-        format!(
-            "{}/media/{}/content?expires={expires_ts}&signature={signature}",
-            base.trim_end_matches('/'),
-            meta.id
-        ),
-        expires,
-    ))
 }
 
 fn sign_link(cipher: &Cipher, id: &str, expires: i64) -> String {
@@ -145,16 +174,6 @@ pub fn verify_link(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn channel_limits_follow_channels_md() {
-        assert_eq!(Target::Whatsapp.limit("image/png"), Ok(5 * MB));
-        assert_eq!(Target::Whatsapp.limit("application/pdf"), Ok(100 * MB));
-        assert_eq!(Target::Whatsapp.limit("video/mp4"), Ok(16 * MB));
-        assert!(Target::Whatsapp.limit("image/gif").is_err());
-        assert_eq!(Target::Telegram.limit("image/gif"), Ok(10 * MB));
-        assert_eq!(Target::Telegram.limit("application/zip"), Ok(50 * MB));
-    }
 
     #[test]
     fn sniffing_catches_a_mislabelled_file() {

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{GetError, PutError, SNIFF_BYTES, Target, content_matches};
+use super::{GetError, PutError, SNIFF_BYTES, content_matches};
 use crate::{
     auth::Caller,
     entities::{campaigns, media, messages, templates},
@@ -36,8 +36,8 @@ pub fn configure_public(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize)]
 struct UploadQuery {
     filename: Option<String>,
-    /// Check the file against this channel's limits (`whatsapp` or `telegram`).
-    channel: Option<Target>,
+    /// Check the file against this channel kind's limits (`whatsapp`, `telegram`, any kind).
+    channel: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -163,11 +163,10 @@ fn store_unavailable(e: &anyhow::Error) -> ApiError {
     )
 }
 
-fn too_large(limit: u64, target: Option<Target>) -> ApiError {
-    let scope = match target {
-        Some(Target::Whatsapp) => "WhatsApp's limit for this type",
-        Some(Target::Telegram) => "Telegram's limit for this type",
-        None => "media.max_upload_bytes",
+fn too_large(limit: u64, channel: Option<&str>) -> ApiError {
+    let scope = match channel {
+        Some(kind) => format!("{kind}'s limit for this type"),
+        None => "media.max_upload_bytes".to_owned(),
     };
     ApiError::PayloadTooLarge(format!("the file is larger than {limit} bytes ({scope})"))
 }
@@ -188,11 +187,20 @@ where
     }
     let content_type = content_type.essence_str().to_owned();
     let mut limit = state.settings.media.max_upload_bytes as u64;
-    if let Some(target) = query.channel {
-        let channel_limit = target
-            .limit(&content_type)
+    if let Some(name) = &query.channel {
+        let adapter = state.adapters.named(name).ok_or_else(|| {
+            ApiError::BadRequest(
+                "invalid-query",
+                format!(
+                    "channel must be one of: whatsapp, {}",
+                    state.adapters.kinds().join(", ")
+                ),
+            )
+        })?;
+        let channel_limit = adapter
+            .media_limit(&content_type)
             .map_err(|why| ApiError::Unprocessable("unsupported-media-type-for-channel", why))?;
-        limit = limit.min(channel_limit);
+        limit = limit.min(channel_limit.unwrap_or(u64::MAX));
     }
     // The first bytes decide whether the declared type is believable.
     let mut head = BytesMut::new();
@@ -223,7 +231,7 @@ where
         .put(&id, &content_type, limit, body)
         .await
         .map_err(|e| match e {
-            PutError::TooLarge(limit) => too_large(limit, query.channel),
+            PutError::TooLarge(limit) => too_large(limit, query.channel.as_deref()),
             PutError::Body(e) => ApiError::BadRequest("invalid-body", e),
             PutError::Store(e) => store_unavailable(&e),
         })?;
@@ -388,7 +396,8 @@ async fn media_url(
             format!("{}://{}", info.scheme(), info.host())
         }
     };
-    let (url, expires_at) = super::link(&state, &row, &base)
+    let (url, expires_at) = super::Library::of(&state)
+        .link(&row, &base)
         .await
         .map_err(|e| store_unavailable(&e))?;
     Ok(HttpResponse::Ok().json(LinkView { url, expires_at }))

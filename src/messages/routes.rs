@@ -5,16 +5,16 @@ use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{
-    outbox,
-    repo::{self, EventRow, MessageRow},
-};
 use crate::{
     auth::Caller,
     channels::{self, Address},
     domain::{MessageStatus, PARSE_MODES},
     entities::media,
     error::ApiError,
+    outbox::{
+        self,
+        repo::{self, EventRow, MessageRow},
+    },
     state::AppState,
 };
 
@@ -293,7 +293,7 @@ async fn create_message(
     body.to = body.to.trim().to_owned();
     let key = idempotency_key(&req)?;
     let hash = request_hash(&body)?;
-    if let Some(existing) = outbox::earlier(&state, &caller.user_id, key.as_deref()).await? {
+    if let Some(existing) = outbox::earlier(&state.outbox, &caller.user_id, key.as_deref()).await? {
         return replay(existing, &hash);
     }
     let recipient = validate(&body, &caller, &state).await?;
@@ -312,7 +312,7 @@ async fn create_message(
         message,
         quota: None,
     };
-    match outbox::admit(&state, pending).await? {
+    match outbox::admit(&state.outbox, pending).await? {
         outbox::Admit::Accepted(msg) => Ok(HttpResponse::Accepted().json(Accepted {
             id: &msg.id,
             status: &msg.status,
@@ -322,13 +322,6 @@ async fn create_message(
             "a message without a quota was refused"
         ))),
     }
-}
-
-pub(crate) fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
-    matches!(
-        e.sql_err(),
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-    )
 }
 
 async fn get_message(

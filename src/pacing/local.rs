@@ -18,7 +18,9 @@ use std::{
 
 use futures::future::BoxFuture;
 
-use super::{Deferred, LimitScope, Pacer, PacingLimits, PacingState, Permit, RecipientKind};
+use super::{
+    Deferred, LimitScope, Pacer, PacingLimits, PacingState, Permit, RecipientKind, daily::DailyCap,
+};
 
 /// Multiplier of the account's rate after a refusal whose scope is unknown.
 const DECREASE_UNKNOWN: f64 = 0.9;
@@ -385,6 +387,7 @@ impl Timeline {
 #[derive(Debug)]
 pub struct LocalPacer {
     timeline: Mutex<Timeline>,
+    daily: Mutex<DailyCap>,
 }
 
 impl LocalPacer {
@@ -392,11 +395,16 @@ impl LocalPacer {
     pub fn new(limits: PacingLimits) -> Self {
         Self {
             timeline: Mutex::new(Timeline::new(limits)),
+            daily: Mutex::new(DailyCap::new(limits.daily_cap, Instant::now())),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Timeline> {
         self.timeline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn day(&self) -> MutexGuard<'_, DailyCap> {
+        self.daily.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -411,6 +419,7 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.pacer.lock().cancel(self.id);
+            self.pacer.day().give_back();
         }
     }
 }
@@ -424,6 +433,10 @@ impl Pacer for LocalPacer {
     ) -> BoxFuture<'a, Result<Permit, Deferred>> {
         Box::pin(async move {
             let start = Instant::now();
+            // The day's place first: a send past the cap waits for the day to roll.
+            if let Err(wait) = self.day().take(start) {
+                return Err(Deferred { wait });
+            }
             let (id, _) = self.lock().reserve(recipient, kind, start);
             let mut turn = Turn {
                 pacer: self,
@@ -475,6 +488,7 @@ impl Pacer for LocalPacer {
             frozen_until: t.frozen_until.filter(|f| *f > now),
             rate: t.rate / (Duration::from_secs(1) + t.delay).as_secs_f64(),
             waiting: t.tickets.len(),
+            sent_today: (t.limits.daily_cap > 0).then(|| self.day().used(now)),
         }
     }
 

@@ -5,6 +5,7 @@
 //! account's actor). A shared implementation for several replicas must keep the same semantics:
 //! a send is given a departure time that honours the account and its recipient together, is held
 //! to it when it leaves, and is moved (never released early) by a freeze or a hold.
+mod daily;
 mod local;
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use futures::future::BoxFuture;
 
 pub use local::LocalPacer;
 
-/// The limits one account must stay under, as the provider counts them.
+/// The limits one account must stay under, as the provider counts them. Keys: the account, the
+/// (account, recipient) pair, and the account's day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacingLimits {
     /// Sends per second for the whole account (Telegram 30, WhatsApp Cloud 80 less inbound).
@@ -31,6 +33,9 @@ pub struct PacingLimits {
     pub margin: Duration,
     /// Added to every recipient interval, for the same reason.
     pub recipient_margin: Duration,
+    /// Sends in any 24 hours (0: no cap). A send past it is deferred until the oldest of the
+    /// day's sends is a day old.
+    pub daily_cap: u32,
 }
 
 impl PacingLimits {
@@ -92,6 +97,8 @@ pub struct PacingState {
     pub rate: f64,
     /// Sends holding a departure time.
     pub waiting: usize,
+    /// Sends of the last 24 hours, when a daily cap is set.
+    pub sent_today: Option<u32>,
 }
 
 /// One account's pacing.

@@ -2,7 +2,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::{channels::Snapshot, messages::repo, state::AppState};
+use crate::{channels::Snapshot, outbox::repo, state::AppState};
 
 /// The process is up.
 pub async fn live() -> HttpResponse {

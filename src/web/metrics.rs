@@ -53,7 +53,7 @@ pub async fn track(
 /// `GET /metrics`: refreshes the queue gauge, then renders the text format.
 pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     state.events.publish_gauges();
-    if let Ok(depth) = crate::messages::repo::backlog(&state.db).await {
+    if let Ok(depth) = crate::outbox::repo::backlog(&state.db).await {
         metrics::gauge!("pregonero_queue_depth").set(depth as f64);
     }
     match install() {

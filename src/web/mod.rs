@@ -49,7 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(messages::configure)
                 .configure(integrations::configure)
                 .configure(media::configure)
-                .configure(events::configure_rules),
+                .configure(events::configure_rules)
+                .configure(crate::subscriptions::configure),
         );
 }
 

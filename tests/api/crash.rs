@@ -237,7 +237,7 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
     assert!(exit.success(), "SIGTERM exits cleanly: {exit:?}");
     let mut settings = test_settings(&backend, data_dir.path().to_owned(), telegram.base_url());
     settings.node_name = Some("inspector".into());
-    let (db, _) = pregonero::db::connect(&settings).await.expect("db");
+    let db = pregonero::db::connect(&settings).await.expect("db");
     use pregonero::entities::messages;
     let sending = messages::Entity::find()
         .filter(messages::Column::Status.eq("sending"))
@@ -363,7 +363,7 @@ async fn kill_9_under_event_load_keeps_every_acknowledged_event_once(backend: Ba
     assert!(acked.len() > 100, "the load ran: {} events", acked.len());
     let mut settings = test_settings(&backend, data_dir.path().to_owned(), telegram.base_url());
     settings.node_name = Some("inspector".into());
-    let (db, _) = pregonero::db::connect(&settings).await.expect("db");
+    let db = pregonero::db::connect(&settings).await.expect("db");
     use pregonero::entities::events;
     let stored: Vec<(String, String)> = events::Entity::find()
         .select_only()

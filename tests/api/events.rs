@@ -290,7 +290,7 @@ async fn retention_deletes_old_events_on_schedule(backend: Backend) {
 
     // Act: 15 days later the old ones are past retention; run the due jobs.
     app.state.clock.advance(chrono::Duration::days(15));
-    pregonero::jobs::scheduled::run_due(&app.state).await;
+    pregonero::scheduled::run_due(&app.state).await;
 
     // Assert
     let left = list(&app, "service=ret").await;

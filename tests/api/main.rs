@@ -17,5 +17,6 @@ mod operations;
 mod pacing;
 mod resilience;
 mod rules;
+mod subscriptions;
 mod templates;
 mod webhook_channel;

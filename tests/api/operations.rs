@@ -1,7 +1,7 @@
 //! Operating the server: health endpoints, metrics, clean restarts.
 use std::{collections::HashMap, time::Duration};
 
-use pregonero::messages::repo;
+use pregonero::outbox::repo;
 use serde_json::Value;
 
 use crate::helpers::{Backend, spawn_app, spawn_app_with};

@@ -17,17 +17,19 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// One POST the receiver got.
 #[derive(Clone)]
-struct Received {
-    at: Instant,
-    signature: String,
-    body: Vec<u8>,
+pub(crate) struct Received {
+    pub at: Instant,
+    pub signature: String,
+    pub body: Vec<u8>,
 }
 
 #[derive(Default)]
-struct Receiver {
-    got: Mutex<Vec<Received>>,
+pub(crate) struct Receiver {
+    pub got: Mutex<Vec<Received>>,
     /// POSTs seen per `to`.
     tries: Mutex<HashMap<String, usize>>,
+    /// When set, the status every POST is answered with.
+    pub answer: std::sync::atomic::AtomicU16,
 }
 
 /// `to: "flaky"` answers 503 the first time; `to: "gone"` answers 410; anything else 204.
@@ -53,6 +55,11 @@ async fn receive(req: HttpRequest, body: web::Bytes, r: web::Data<Receiver>) -> 
         *n += 1;
         *n
     };
+    let forced = r.answer.load(std::sync::atomic::Ordering::SeqCst);
+    if forced != 0 {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(forced).expect("status"))
+            .finish();
+    }
     match (to.as_str(), tries) {
         ("flaky", 1) => HttpResponse::ServiceUnavailable().finish(),
         ("gone", _) => HttpResponse::Gone().finish(),
@@ -60,7 +67,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, r: web::Data<Receiver>) -> 
     }
 }
 
-async fn start_receiver() -> (String, Arc<Receiver>) {
+pub(crate) async fn start_receiver() -> (String, Arc<Receiver>) {
     let data = web::Data::new(Receiver::default());
     let shared = data.clone().into_inner();
     let server = HttpServer::new(move || {
@@ -78,7 +85,7 @@ async fn start_receiver() -> (String, Arc<Receiver>) {
 }
 
 /// The documented check: `v1` is the hex HMAC-SHA256 of `"<t>.<raw body>"` under the secret.
-fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+pub(crate) fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
@@ -99,7 +106,7 @@ fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     fresh && hex::encode(pregonero::crypto::hmac_sha256(secret.as_bytes(), &signed)) == v1
 }
 
-async fn create_hook(app: &TestApp, body: Value) -> (u16, Value) {
+pub(crate) async fn create_hook(app: &TestApp, body: Value) -> (u16, Value) {
     let res = app.post("channels", &body).await;
     (res.status().as_u16(), res.json().await.expect("json"))
 }
@@ -343,7 +350,66 @@ async fn a_campaign_over_a_webhook_channel_posts_one_call_per_contact(backend: B
     );
 }
 
+async fn a_daily_cap_defers_the_sends_past_it_by_a_day(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let (url, receiver) = start_receiver().await;
+    let (code, channel) = create_hook(
+        &app,
+        json!({"kind": "webhook", "name": "capped", "url": url, "allow_private_network": true,
+               "limits": {"per_second": 50, "per_day": 2}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{channel}");
+    assert_eq!(channel["limits"]["per_day"], 2, "{channel}");
+    crate::helpers::secret(channel["signing_secret"].as_str().expect("secret"));
+
+    // Act
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let res = app
+            .post(
+                "messages",
+                &json!({"channel_id": channel["id"], "to": format!("r{i}"), "text": "hi"}),
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), 202);
+        let body: Value = res.json().await.expect("json");
+        ids.push(body["id"].as_str().expect("id").to_owned());
+    }
+
+    // Assert: two leave; the third waits for the day to roll, without using an attempt.
+    let deadline = Instant::now() + WAIT;
+    let mut statuses;
+    loop {
+        statuses = Vec::new();
+        for id in &ids {
+            let (_, m) = app.get_json(&format!("messages/{id}")).await;
+            statuses.push(m);
+        }
+        let sent = statuses.iter().filter(|m| m["status"] == "sent").count();
+        let deferred = statuses.iter().find(|m| {
+            m["status"] == "queued"
+                && m["next_attempt_at"].as_str().is_some_and(|at| {
+                    chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|at| {
+                        at.with_timezone(&Utc) > Utc::now() + chrono::Duration::hours(23)
+                    })
+                })
+        });
+        if let Some(deferred) = deferred
+            && sent == 2
+        {
+            assert_eq!(deferred["attempt_count"], 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{statuses:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.got.lock().expect("lock").len(), 2);
+}
+
 crate::on_both_databases!(
+    a_daily_cap_defers_the_sends_past_it_by_a_day,
     a_campaign_over_a_webhook_channel_posts_one_call_per_contact,
     a_webhook_channel_posts_signed_json_retries_503_and_fails_on_410,
     a_webhook_into_this_servers_own_network_is_refused_without_the_flag,

@@ -122,7 +122,18 @@ impl ChannelAdapter for TelegramAdapter {
                 .unwrap_or(s.telegram.group_rate_per_min),
             margin: Duration::from_millis(s.delivery.pacing_margin_ms),
             recipient_margin: Duration::from_millis(s.delivery.recipient_margin_ms),
+            daily_cap: o.per_day.unwrap_or(0),
         }
+    }
+
+    /// Multipart uploads: 10 MB photos, 50 MB anything else.
+    fn media_limit(&self, content_type: &str) -> Result<Option<u64>, String> {
+        const MB: u64 = 1024 * 1024;
+        Ok(Some(if content_type.starts_with("image/") {
+            10 * MB
+        } else {
+            50 * MB
+        }))
     }
 
     fn recipient(&self, to: &str) -> Result<String, String> {

@@ -182,6 +182,7 @@ impl ChannelAdapter for WebhookAdapter {
             group_per_min: 60,
             margin: Duration::from_millis(s.delivery.pacing_margin_ms),
             recipient_margin: Duration::ZERO,
+            daily_cap: o.per_day.unwrap_or(0),
         }
     }
 
@@ -206,8 +207,17 @@ struct Hook {
     secret: String,
 }
 
+/// The `parse_mode` of a message whose text is a JSON document to post as it is (status
+/// events are made so).
+pub const RAW_JSON: &str = "application/json";
+
 /// The JSON each message is posted as.
 fn payload(msg: &OutboundMessage) -> Value {
+    if msg.parse_mode.as_deref() == Some(RAW_JSON)
+        && let Ok(doc) = serde_json::from_str::<Value>(&msg.text)
+    {
+        return doc;
+    }
     json!({
         "type": "message",
         "id": msg.id,

@@ -8,5 +8,5 @@ mod adapter;
 mod guard;
 mod sign;
 
-pub use adapter::{KIND, WebhookAdapter};
+pub use adapter::{KIND, RAW_JSON, WebhookAdapter};
 pub use sign::{SIGNATURE_HEADER, signature};

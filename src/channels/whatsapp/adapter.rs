@@ -103,6 +103,7 @@ impl ChannelAdapter for WhatsAppCloudAdapter {
             margin: Duration::from_millis(s.delivery.pacing_margin_ms),
             recipient_margin: Duration::from_millis(s.delivery.recipient_margin_ms)
                 .max(PAIR_RATE_MARGIN),
+            daily_cap: o.per_day.unwrap_or(0),
         }
     }
 
@@ -121,6 +122,21 @@ impl ChannelAdapter for WhatsAppCloudAdapter {
 
     fn provider_templates(&self) -> bool {
         true
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["whatsapp"]
+    }
+
+    /// [W-MTYPES]: 5 MB images, 16 MB video and audio, 100 MB documents.
+    fn media_limit(&self, content_type: &str) -> Result<Option<u64>, String> {
+        media_limit(content_type)
+            .map(|(_, max)| Some(max as u64))
+            .ok_or_else(|| {
+                format!(
+                    "WhatsApp cannot send {content_type}: images must be JPEG or PNG, videos MP4 or 3GPP"
+                )
+            })
     }
 
     fn check_media(&self, content_type: &str, size: u64) -> Result<(), (&'static str, String)> {

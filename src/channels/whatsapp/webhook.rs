@@ -8,7 +8,10 @@ use serde::Deserialize;
 
 use super::WaCredentials;
 use crate::{
-    channels::repo, crypto, error::ApiError, messages, state::AppState, telemetry::redact,
+    channels::repo,
+    crypto,
+    error::ApiError,
+    outbox::{self, Outbox, hooks::Inbound as InboundMessage, repo::StatusApplied},
 };
 
 #[derive(Deserialize)]
@@ -24,7 +27,7 @@ pub struct Verify {
 
 /// The number's owner and secrets.
 async fn credentials(
-    state: &AppState,
+    state: &Outbox,
     channel_id: &str,
 ) -> Result<(String, WaCredentials), ApiError> {
     let not_found = || ApiError::NotFound("channel-not-found", "no such WhatsApp number".into());
@@ -40,7 +43,7 @@ async fn credentials(
 pub async fn verify(
     path: web::Path<String>,
     query: web::Query<Verify>,
-    state: web::Data<AppState>,
+    state: web::Data<Outbox>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, creds) = credentials(&state, &path).await?;
     let q = query.into_inner();
@@ -141,7 +144,7 @@ pub async fn receive(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
-    state: web::Data<AppState>,
+    state: web::Data<Outbox>,
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.into_inner();
     let (owner, creds) = credentials(&state, &channel_id).await?;
@@ -175,13 +178,13 @@ pub async fn receive(
             apply_status(&state, &channel_id, status).await?;
         }
         for inbound in value.messages {
-            apply_inbound(&state, &owner, inbound).await?;
+            apply_inbound(&state, &owner, &channel_id, inbound).await?;
         }
     }
     Ok(HttpResponse::Ok().finish())
 }
 
-async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(), ApiError> {
+async fn apply_status(state: &Outbox, channel_id: &str, s: Status) -> Result<(), ApiError> {
     let when = at(s.timestamp.as_deref());
     let error = s.errors.into_iter().next().map(|e| {
         let detail = [e.title, e.message, e.error_data.and_then(|d| d.details)]
@@ -195,8 +198,9 @@ async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(
     // stored when that answer's transaction commits, usually a few milliseconds later): look
     // again a few times before asking for the webhook again.
     let apply = || {
-        messages::repo::apply_provider_status(
+        outbox::repo::apply_provider_status(
             &state.db,
+            &state.listeners,
             channel_id,
             &s.id,
             &s.status,
@@ -205,13 +209,18 @@ async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(
         )
     };
     let fresh = Utc::now() - when < chrono::Duration::seconds(FRESH_STATUS_SECS);
-    let mut applied = apply().await?;
+    let mut result = apply().await?;
     for pause_ms in RECORDED_WAITS_MS {
-        if applied || !fresh {
+        if matches!(result, StatusApplied::Known(_)) || !fresh {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
-        applied = apply().await?;
+        result = apply().await?;
+    }
+    let applied = matches!(result, StatusApplied::Known(_));
+    if let StatusApplied::Known(Some(heard)) = &result {
+        let (msg, outcome) = heard.as_ref();
+        state.listeners.after(state, msg, outcome).await;
     }
     tracing::debug!(%channel_id, status = %s.status, applied, "WhatsApp status");
     // Still unknown: ask for the webhook again. After a few minutes an unknown id is someone
@@ -226,20 +235,21 @@ async fn apply_status(state: &AppState, channel_id: &str, s: Status) -> Result<(
     Ok(())
 }
 
-async fn apply_inbound(state: &AppState, owner: &str, m: Inbound) -> Result<(), ApiError> {
+async fn apply_inbound(
+    state: &Outbox,
+    owner: &str,
+    channel_id: &str,
+    m: Inbound,
+) -> Result<(), ApiError> {
     let phone = format!("+{}", m.from.trim_start_matches('+'));
     let text = m.text.or(m.button).and_then(|t| t.body).unwrap_or_default();
-    let opt_out = state
-        .settings
-        .whatsapp
-        .opt_out_keywords
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(text.trim()));
-    let when = at(m.timestamp.as_deref());
-    let found =
-        crate::contacts::repo::record_inbound(&state.db, owner, &phone, when, opt_out).await?;
-    if opt_out {
-        tracing::info!(contact = %redact(&phone), found, "contact opted out by message");
-    }
+    let message = InboundMessage {
+        owner_id: owner,
+        channel_id,
+        from: &phone,
+        text: &text,
+        at: at(m.timestamp.as_deref()),
+    };
+    state.listeners.inbound(&state.db, &message).await?;
     Ok(())
 }

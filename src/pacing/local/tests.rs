@@ -10,6 +10,7 @@ fn limits(per_sec: u32, interval_ms: u64) -> PacingLimits {
         group_per_min: 20,
         margin: Duration::ZERO,
         recipient_margin: Duration::ZERO,
+        daily_cap: 0,
     }
 }
 

@@ -129,7 +129,7 @@ async fn claim(
     };
     match row.insert(db).await {
         Ok(model) => Ok(Some(model.id)),
-        Err(e) if crate::messages::is_unique_violation(&e) => Ok(None),
+        Err(e) if crate::db::is_unique_violation(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -10,8 +10,10 @@ use chrono::NaiveDate;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
+use super::Queue;
+use super::hooks::Quotas;
 use super::repo::{self, MessageRow};
-use crate::{clock::Clock, entities::messages, integrations, jobs::Queue};
+use crate::{clock::Clock, entities::messages};
 
 /// Most messages written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -57,9 +59,14 @@ impl std::fmt::Debug for LedgerWriter {
 
 impl LedgerWriter {
     /// Starts the writer on the current runtime; it ends when every handle is dropped.
-    pub fn start(db: DatabaseConnection, queue: Queue, clock: Clock) -> Self {
+    pub fn start(
+        db: DatabaseConnection,
+        queue: Queue,
+        clock: Clock,
+        quotas: std::sync::Arc<dyn Quotas>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tokio::spawn(run(db, queue, clock, rx));
+        tokio::spawn(run(db, queue, clock, quotas, rx));
         Self { tx }
     }
 
@@ -76,7 +83,13 @@ impl LedgerWriter {
     }
 }
 
-async fn run(db: DatabaseConnection, queue: Queue, clock: Clock, mut rx: mpsc::Receiver<Request>) {
+async fn run(
+    db: DatabaseConnection,
+    queue: Queue,
+    clock: Clock,
+    quotas: std::sync::Arc<dyn Quotas>,
+    mut rx: mpsc::Receiver<Request>,
+) {
     let pushes = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_PUSHES));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -84,7 +97,7 @@ async fn run(db: DatabaseConnection, queue: Queue, clock: Clock, mut rx: mpsc::R
         let (requests, admissions): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| (r.reply, r.admission)).unzip();
         metrics::histogram!("pregonero_ledger_batch_size").record(size as f64);
-        match write(&db, admissions, clock.today()).await {
+        match write(&db, quotas.as_ref(), admissions, clock.today()).await {
             Ok(outcomes) => {
                 let ids: Vec<String> = outcomes
                     .iter()
@@ -149,6 +162,7 @@ async fn push_jobs(db: &DatabaseConnection, queue: &Queue, ids: &[String]) {
 
 async fn write(
     db: &DatabaseConnection,
+    quotas: &dyn Quotas,
     admissions: Vec<Admission>,
     day: NaiveDate,
 ) -> Result<Vec<Admitted>, sea_orm::DbErr> {
@@ -165,11 +179,11 @@ async fn write(
     let mut admitted = vec![true; admissions.len()];
     for (integration_id, members) in groups {
         let n = i32::try_from(members.len()).unwrap_or(i32::MAX);
-        if integrations::repo::take_quota_n(&txn, &integration_id, day, n).await? {
+        if quotas.take(&txn, &integration_id, day, n).await? {
             continue;
         }
         for i in members {
-            admitted[i] = integrations::repo::take_quota(&txn, &integration_id, day).await?;
+            admitted[i] = quotas.take(&txn, &integration_id, day, 1).await?;
         }
     }
     let rows: Vec<_> = admissions

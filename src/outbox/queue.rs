@@ -6,7 +6,10 @@ use apalis::prelude::*;
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 
+use sea_orm::DatabaseConnection;
+
 use super::deliver::DeliverJob;
+use crate::config::Settings;
 
 /// Jobs apalis may retry by itself when the handler fails for infrastructure reasons (DB down).
 const INFRA_RETRIES: usize = 25;
@@ -20,7 +23,56 @@ pub enum Queue {
     Postgres(PostgresStorage<DeliverJob>),
 }
 
+/// The apalis queue delivery jobs live in.
+const QUEUE_NAME: &str = "pregonero::deliver";
+
+/// Worker heartbeat: a dead process's claimed jobs go back to the queue after two missed beats,
+/// so it follows the message lease.
+fn heartbeat(settings: &Settings) -> Duration {
+    Duration::from_secs((settings.delivery.lease_secs / 2).clamp(1, 30))
+}
+
 impl Queue {
+    /// The queue in `db`'s database, on `db`'s pool; `setup` creates its tables first.
+    pub async fn attach(
+        db: &DatabaseConnection,
+        settings: &Settings,
+        setup: bool,
+    ) -> anyhow::Result<Self> {
+        let heartbeat = heartbeat(settings);
+        if settings.is_postgres() {
+            let pool = db.get_postgres_connection_pool();
+            if setup {
+                PostgresStorage::setup(pool)
+                    .await
+                    .context("could not set up the apalis queue tables")?;
+            }
+            let config = apalis_postgres::Config::default()
+                .queue(QUEUE_NAME)
+                .heartbeat_interval(heartbeat);
+            return Ok(Queue::Postgres(
+                PostgresStorage::new(pool).with_config(config),
+            ));
+        }
+        let pool = db.get_sqlite_connection_pool();
+        if setup {
+            // apalis's setup switches its connection to `synchronous=OFF`; give it a throwaway pool.
+            let options = (*pool.connect_options()).clone();
+            let setup_pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await?;
+            SqliteStorage::setup(&setup_pool)
+                .await
+                .context("could not set up the apalis queue tables")?;
+            setup_pool.close().await;
+        }
+        let config = apalis_sqlite::Config::default()
+            .queue(QUEUE_NAME)
+            .heartbeat_interval(heartbeat);
+        Ok(Queue::Sqlite(SqliteStorage::new(pool).with_config(config)))
+    }
+
     /// Enqueues delivery of `message_id` after `delay`.
     pub async fn push(&self, message_id: &str, delay: Duration) -> anyhow::Result<()> {
         let task = TaskBuilder::new(DeliverJob {

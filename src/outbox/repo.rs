@@ -522,17 +522,28 @@ pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
         .await
 }
 
+#[derive(Debug)]
+/// What a provider's status report came to.
+pub enum StatusApplied {
+    /// No message of ours has that provider id (yet).
+    Unknown,
+    /// Ours; with the outcome it recorded, if it changed anything.
+    Known(Option<Box<(MessageRow, super::hooks::Outcome)>>),
+}
+
 /// Applies a provider's status callback (`sent`, `delivered`, `read`, `failed`) to the message
 /// it names. Idempotent (callbacks are retried): timestamps are set once, and `failed` moves a
-/// message only out of `sent`. Returns whether a message was found.
+/// message only out of `sent`. Listeners record the outcome in the same transaction; the
+/// caller runs their follow-ups.
 pub async fn apply_provider_status(
     db: &DatabaseConnection,
+    listeners: &super::hooks::Listeners,
     channel_id: &str,
     provider_id: &str,
     status: &str,
     at: DateTime<Utc>,
     error: Option<crate::channels::ChannelError>,
-) -> Result<bool, DbErr> {
+) -> Result<StatusApplied, DbErr> {
     use sea_orm::TransactionTrait;
     let Some(msg) = messages::Entity::find()
         .filter(messages::Column::ChannelId.eq(channel_id))
@@ -540,7 +551,7 @@ pub async fn apply_provider_status(
         .one(db)
         .await?
     else {
-        return Ok(false);
+        return Ok(StatusApplied::Unknown);
     };
     // `sent` (already known from the send's answer) and statuses we do not track change
     // nothing, and a receipt already stamped is a redelivery: no transaction for either (a
@@ -552,9 +563,10 @@ pub async fn apply_provider_status(
         _ => true,
     };
     if nothing_to_do {
-        return Ok(true);
+        return Ok(StatusApplied::Known(None));
     }
     let txn = db.begin().await?;
+    let mut heard = None;
     let stamp = |col: messages::Column| {
         messages::Entity::update_many()
             .col_expr(col, Expr::value(at))
@@ -598,6 +610,12 @@ pub async fn apply_provider_status(
             if n > 0 {
                 // It was counted as sent when the provider accepted it.
                 super::stats::bump(&txn, &msg, msg.sent_at.unwrap_or(at), -1, 1).await?;
+                let outcome = super::hooks::Outcome::Failed {
+                    code: code.to_owned(),
+                    detail: detail.clone(),
+                };
+                listeners.record(&txn, &msg, &outcome).await?;
+                heard = Some(outcome);
                 record(
                     &txn,
                     &msg.id,
@@ -615,7 +633,95 @@ pub async fn apply_provider_status(
     if changed > 0 && status != "failed" {
         let detail = format!("at {}", at.to_rfc3339());
         record(&txn, &msg.id, "status", Some(status), None, Some(&detail)).await?;
+        let outcome = match status {
+            "delivered" => super::hooks::Outcome::Delivered { at },
+            _ => super::hooks::Outcome::Read { at },
+        };
+        listeners.record(&txn, &msg, &outcome).await?;
+        heard = Some(outcome);
     }
     txn.commit().await?;
-    Ok(true)
+    Ok(StatusApplied::Known(heard.map(|o| Box::new((msg, o)))))
+}
+
+/// Failed messages of `channel_id` addressed to `recipient`, oldest first (a subscription's
+/// dead letters).
+pub async fn failed_to(
+    db: &impl ConnectionTrait,
+    channel_id: &str,
+    recipient: &str,
+    limit: u64,
+) -> Result<Vec<MessageRow>, DbErr> {
+    use sea_orm::QuerySelect;
+    messages::Entity::find()
+        .filter(messages::Column::ChannelId.eq(channel_id))
+        .filter(messages::Column::Recipient.eq(recipient))
+        .filter(status_is(MessageStatus::Failed))
+        .order_by_asc(messages::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Puts failed messages of `channel_id` addressed to `recipient` (those of `only`, or all) back
+/// in the queue as if new: no attempts, due now, no job yet. Returns their ids; the caller
+/// pushes their jobs (the sweep would, later).
+pub async fn requeue_failed(
+    db: &DatabaseConnection,
+    channel_id: &str,
+    recipient: &str,
+    only: Option<&[String]>,
+) -> Result<Vec<String>, DbErr> {
+    use sea_orm::{QuerySelect, TransactionTrait};
+    let mut find = messages::Entity::find()
+        .select_only()
+        .column(messages::Column::Id)
+        .filter(messages::Column::ChannelId.eq(channel_id))
+        .filter(messages::Column::Recipient.eq(recipient))
+        .filter(status_is(MessageStatus::Failed));
+    if let Some(ids) = only {
+        find = find.filter(messages::Column::Id.is_in(ids.iter().cloned()));
+    }
+    // Read before the transaction: in SQLite a transaction that reads and then writes fails at
+    // once if another connection wrote in between; one that starts by writing waits its turn.
+    let candidates: Vec<String> = find.into_tuple().all(db).await?;
+    let now = Utc::now();
+    let mut requeued = Vec::with_capacity(candidates.len());
+    for chunk in candidates.chunks(500) {
+        let txn = db.begin().await?;
+        for id in chunk {
+            let changed = messages::Entity::update_many()
+                .col_expr(
+                    messages::Column::Status,
+                    Expr::value(MessageStatus::Queued.as_str()),
+                )
+                .col_expr(messages::Column::Attempts, Expr::value(0))
+                .col_expr(messages::Column::NextAttemptAt, Expr::value(now))
+                .col_expr(
+                    messages::Column::EnqueuedAt,
+                    Expr::value(None::<DateTime<Utc>>),
+                )
+                .col_expr(messages::Column::UpdatedAt, Expr::value(now))
+                .filter(messages::Column::Id.eq(id.as_str()))
+                .filter(status_is(MessageStatus::Failed))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            if changed > 0 {
+                record(&txn, id, "replayed", None, None, None).await?;
+                requeued.push(id.clone());
+            }
+        }
+        txn.commit().await?;
+    }
+    Ok(requeued)
+}
+
+/// Whether a message with this id exists.
+pub async fn exists(db: &impl ConnectionTrait, id: &str) -> Result<bool, DbErr> {
+    use sea_orm::PaginatorTrait;
+    Ok(messages::Entity::find_by_id(id.to_owned())
+        .count(db)
+        .await?
+        > 0)
 }

@@ -1,22 +1,25 @@
-//! Durable background work on apalis: the delivery job and the recovery sweep.
+//! The workers: apalis runs the delivery job, beside the recovery sweep and the purge (and the
+//! features' schedule, `crate::scheduled`, handed in as [`Periodic`]).
 //!
 //! Workers run on their own multi-thread tokio runtime (a dedicated thread), so job handlers never
 //! compete with the actix System's thread; they reach actors through `Addr::send`.
-pub mod deliver;
-mod in_flight;
-mod queue;
-pub mod scheduled;
-pub mod sweep;
 
 use std::time::Duration;
 
 use apalis::prelude::*;
 use tokio::sync::oneshot;
 
-pub use in_flight::InFlight;
-pub use queue::Queue;
+use super::{Queue, deliver, sweep};
 
-use crate::state::AppState;
+use futures::future::BoxFuture;
+use sea_orm::DatabaseConnection;
+
+use super::Outbox;
+
+/// Periodic work of features run beside the workers, on their runtime and pool (the schedule):
+/// given the workers' database and queue, the futures to spawn.
+pub type Periodic =
+    Box<dyn FnOnce(DatabaseConnection, Queue) -> Vec<BoxFuture<'static, ()>> + Send>;
 
 /// A running set of workers; [`Workers::shutdown`] drains them.
 pub struct Workers {
@@ -25,9 +28,10 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts the delivery worker and the periodic sweep for `state`, on their own runtime and
-    /// their own database pool (so the HTTP side's shutdown cannot break their connections).
-    pub fn start(state: AppState) -> anyhow::Result<Self> {
+    /// Starts the delivery worker, the periodic sweep and `periodic` for `state`, on their own
+    /// runtime and their own database pool (so the HTTP side's shutdown cannot break their
+    /// connections).
+    pub fn start(state: Outbox, periodic: Periodic) -> anyhow::Result<Self> {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -39,10 +43,16 @@ impl Workers {
             .name("pregonero-jobs-main".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    match crate::db::open(&state.settings, false).await {
+                    let opened = async {
+                        let db = crate::db::open(&state.settings).await?;
+                        let queue = Queue::attach(&db, &state.settings, false).await?;
+                        anyhow::Ok((db, queue))
+                    };
+                    match opened.await {
                         Ok((db, queue)) => {
                             let _ = ready_tx.send(Ok(()));
-                            run(AppState { db, queue, ..state }, stop_rx).await;
+                            let extra = periodic(db.clone(), queue.clone());
+                            run(Outbox { db, queue, ..state }, extra, stop_rx).await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -109,7 +119,7 @@ impl PollStrategy for PollEvery {
     }
 }
 
-async fn run(state: AppState, stop: oneshot::Receiver<()>) {
+async fn run(state: Outbox, extra: Vec<BoxFuture<'static, ()>>, stop: oneshot::Receiver<()>) {
     let settings = state.settings.delivery.clone();
     // Workers of every run of this node are named `deliver-<node>~<run>-<restarts>` (`~` never
     // appears in a host name, so no other node's workers share the prefix).
@@ -127,11 +137,7 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     }
     let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
     let purger = tokio::spawn(sweep::purge_periodically(state.clone()));
-    let scheduler = state
-        .settings
-        .schedule
-        .enabled
-        .then(|| tokio::spawn(scheduled::run_periodically(state.clone())));
+    let extra: Vec<_> = extra.into_iter().map(tokio::spawn).collect();
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     // apalis refuses a worker name seen alive within the last heartbeats, so each run (and each
@@ -185,8 +191,8 @@ async fn run(state: AppState, stop: oneshot::Receiver<()>) {
     }
     sweeper.abort();
     purger.abort();
-    if let Some(scheduler) = scheduler {
-        scheduler.abort();
+    for task in extra {
+        task.abort();
     }
     // Spawned deliveries outlive the monitor; let them record their outcome before leases go back.
     if !state.in_flight.wait_idle(grace).await {

@@ -9,16 +9,13 @@ use rand::Rng;
 use sea_orm::TransactionTrait;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    channels::{ChannelError, Deliver, Lookup, MediaPayload, OutboundMessage, Receipt},
-    config::MediaDelivery,
-    integrations, media,
-    messages::{
-        repo::{self, MessageRow},
-        stats,
-    },
-    state::AppState,
+use super::{
+    Outbox,
+    hooks::Outcome,
+    repo::{self, MessageRow},
+    stats,
 };
+use crate::channels::{ChannelError, Deliver, Lookup, OutboundMessage, Receipt};
 
 /// Rate-limit answers tolerated within one attempt before the message goes back to the queue.
 const MAX_RATE_LIMITS_PER_ATTEMPT: u32 = 10;
@@ -34,8 +31,8 @@ pub struct DeliverJob {
 
 /// apalis entry point. The delivery runs in its own task: if apalis drops this future on
 /// shutdown, the delivery still records its outcome (shutdown waits for it through `in_flight`).
-pub async fn handle(job: DeliverJob, state: Data<AppState>) -> Result<(), BoxDynError> {
-    let state: AppState = (*state).clone();
+pub async fn handle(job: DeliverJob, state: Data<Outbox>) -> Result<(), BoxDynError> {
+    let state: Outbox = (*state).clone();
     let running = state.in_flight.enter();
     let task = tokio::spawn(async move {
         let _running = running;
@@ -57,7 +54,7 @@ pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
 
 /// One delivery attempt of one message. Errors here are infrastructure errors (database), not provider ones.
 #[tracing::instrument(skip_all, fields(message_id = %id))]
-pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
+pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
     let Some(msg) = repo::find(&state.db, id).await? else {
         return Ok(());
     };
@@ -78,14 +75,18 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let attempt = u32::try_from(msg.attempts + 1).unwrap_or(u32::MAX);
-    // A campaign contact who opted out after the campaign started is never sent to.
-    if let Some(contact_id) = &msg.contact_id
-        && crate::contacts::repo::is_opted_out(&state.db, contact_id).await?
-    {
+    // A listener may stop it now (a campaign contact who opted out after the campaign started
+    // is never sent to).
+    if let Some(veto) = state.listeners.veto(&state.db, &msg).await? {
+        let outcome = Outcome::Skipped {
+            code: veto.code.to_owned(),
+        };
         let txn = state.db.begin().await?;
-        repo::mark_skipped(&txn, id, "opted-out", "the contact opted out").await?;
-        repo::record(&txn, id, "skipped", None, Some("opted-out"), None).await?;
+        repo::mark_skipped(&txn, id, veto.code, &veto.detail).await?;
+        repo::record(&txn, id, "skipped", None, Some(veto.code), None).await?;
+        state.listeners.record(&txn, &msg, &outcome).await?;
         txn.commit().await?;
+        state.listeners.after(state, &msg, &outcome).await;
         return Ok(());
     }
 
@@ -146,8 +147,13 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 repo::mark_sent(&txn, id, &provider_message_id).await?;
                 repo::record(&txn, id, "attempt", Some("sent"), None, None).await?;
                 stats::bump(&txn, &msg, Utc::now(), 1, 0).await?;
+                let outcome = Outcome::Sent {
+                    provider_message_id,
+                };
+                state.listeners.record(&txn, &msg, &outcome).await?;
                 txn.commit().await?;
                 metrics::counter!("pregonero_messages_total", "status" => "sent").increment(1);
+                state.listeners.after(state, &msg, &outcome).await;
                 return Ok(());
             }
             Err(ChannelError::RateLimited { retry_after }) => {
@@ -207,9 +213,15 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                 let code = Some("chat-migrated");
                 repo::record(&txn, id, "attempt", Some("migrated"), code, Some(&to)).await?;
                 repo::set_recipient(&txn, id, &to).await?;
-                integrations::repo::move_chat(&txn, &msg.channel_id, &outbound.recipient, &to)
-                    .await?;
+                // Listeners read the chat it moved from in `msg.recipient`.
+                let from = MessageRow {
+                    recipient: outbound.recipient.clone(),
+                    ..msg.clone()
+                };
+                let outcome = Outcome::Migrated { to: to.clone() };
+                state.listeners.record(&txn, &from, &outcome).await?;
                 txn.commit().await?;
+                state.listeners.after(state, &from, &outcome).await;
                 outbound.recipient = to;
             }
             Err(e @ ChannelError::Transient { .. }) => {
@@ -228,8 +240,7 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
                     .await?;
                     tracing::error!(channel_id = %msg.channel_id, "provider rejected the account's credentials");
                 }
-                fail(state, &msg, &e, true).await?;
-                return pause_unreachable_chat(state, &msg, &e).await;
+                return fail(state, &msg, &e, true).await;
             }
         }
     }
@@ -237,7 +248,7 @@ pub async fn perform(state: &AppState, id: &str) -> anyhow::Result<()> {
 
 /// A retryable failure: back off and re-queue, or give up after `delivery.max_attempts`.
 async fn retry_later(
-    state: &AppState,
+    state: &Outbox,
     msg: &MessageRow,
     attempt: u32,
     e: &ChannelError,
@@ -267,8 +278,14 @@ async fn retry_later(
             Some(&detail),
         )
         .await?;
+        let outcome = Outcome::Failed {
+            code: e.code().to_owned(),
+            detail,
+        };
+        state.listeners.record(&txn, msg, &outcome).await?;
         txn.commit().await?;
         metrics::counter!("pregonero_messages_total", "status" => "failed").increment(1);
+        state.listeners.after(state, msg, &outcome).await;
         return Ok(());
     }
     let d = &state.settings.delivery;
@@ -290,46 +307,9 @@ async fn retry_later(
     Ok(())
 }
 
-/// A chat the bot can no longer write to pauses its integrations (resumed by `/start` or an
-/// unblock), so their alerts are refused with a clear error instead of failing one by one.
-async fn pause_unreachable_chat(
-    state: &AppState,
-    msg: &MessageRow,
-    e: &ChannelError,
-) -> anyhow::Result<()> {
-    let code = e.code();
-    if !matches!(
-        code,
-        "bot-blocked" | "bot-kicked" | "user-deactivated" | "chat-not-found"
-    ) {
-        return Ok(());
-    }
-    let paused = integrations::repo::transition_chat(
-        &state.db,
-        &msg.channel_id,
-        &msg.recipient,
-        integrations::repo::ChatChange {
-            from: integrations::Status::Active,
-            only_detail: None,
-            to: integrations::Status::Paused,
-            detail: Some(if code == "chat-not-found" {
-                code
-            } else {
-                integrations::PAUSED_BOT_BLOCKED
-            }),
-        },
-        state.clock.now(),
-    )
-    .await?;
-    if paused > 0 {
-        tracing::info!(channel_id = %msg.channel_id, chat = %crate::telemetry::redact(&msg.recipient), paused, code, "integrations paused: chat unreachable");
-    }
-    Ok(())
-}
-
 /// `sending → failed` for a permanent error; `attempted` records the provider call that gave it.
 async fn fail(
-    state: &AppState,
+    state: &Outbox,
     msg: &MessageRow,
     e: &ChannelError,
     attempted: bool,
@@ -352,37 +332,21 @@ async fn fail(
     repo::mark_failed(&txn, id, e.code(), &detail).await?;
     repo::record(&txn, id, "failed", Some("permanent"), code, Some(&detail)).await?;
     stats::bump(&txn, msg, Utc::now(), 0, 1).await?;
+    let outcome = Outcome::Failed {
+        code: e.code().to_owned(),
+        detail,
+    };
+    state.listeners.record(&txn, msg, &outcome).await?;
     txn.commit().await?;
     metrics::counter!("pregonero_messages_total", "status" => "failed").increment(1);
+    state.listeners.after(state, msg, &outcome).await;
     Ok(())
 }
 
-async fn outbound(state: &AppState, msg: &MessageRow) -> Result<OutboundMessage, ChannelError> {
+async fn outbound(state: &Outbox, msg: &MessageRow) -> Result<OutboundMessage, ChannelError> {
     let media = match &msg.media_id {
         None => None,
-        Some(media_id) => {
-            let (meta, bytes) = media::load(state, media_id).await?;
-            // Only WhatsApp reads the link; Telegram always gets the bytes.
-            let link = if state.settings.whatsapp.send_media_as == MediaDelivery::Link {
-                // Settings validation makes sure `auth.public_url` is set for the local store.
-                let (url, _) = media::link(state, &meta, &state.settings.public_base_url())
-                    .await
-                    .map_err(|e| ChannelError::Transient {
-                        code: "media-store-unavailable",
-                        detail: format!("{e:#}"),
-                    })?;
-                Some(url)
-            } else {
-                None
-            };
-            Some(MediaPayload {
-                key: meta.id,
-                bytes,
-                content_type: meta.content_type,
-                filename: meta.filename.unwrap_or_else(|| "file".into()),
-                link,
-            })
-        }
+        Some(media_id) => Some(state.attachments.payload(media_id).await?),
     };
     let template = match &msg.provider_template {
         None => None,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::{messages::repo, state::AppState};
+use super::{Outbox, repo};
 
 /// Rows handled per sweep pass.
 const BATCH: u64 = 1000;
@@ -16,12 +16,12 @@ const BATCH: u64 = 1000;
 const FRESH_SECS: i64 = 5;
 
 /// One pass; returns how many messages were re-enqueued.
-pub async fn sweep_once(state: &AppState) -> anyhow::Result<usize> {
+pub async fn sweep_once(state: &Outbox) -> anyhow::Result<usize> {
     sweep_pass(state, chrono::Duration::seconds(FRESH_SECS)).await
 }
 
 /// A pass that leaves alone rows without a job younger than `fresh`.
-async fn sweep_pass(state: &AppState, fresh: chrono::Duration) -> anyhow::Result<usize> {
+async fn sweep_pass(state: &Outbox, fresh: chrono::Duration) -> anyhow::Result<usize> {
     let now = Utc::now();
     let requeued = repo::requeue_expired(&state.db, now).await?;
     if requeued > 0 {
@@ -42,7 +42,7 @@ async fn sweep_pass(state: &AppState, fresh: chrono::Duration) -> anyhow::Result
 }
 
 /// Runs [`sweep_once`] now and then every `delivery.sweep_interval_secs`.
-pub async fn run_periodically(state: AppState) {
+pub async fn run_periodically(state: Outbox) {
     let every = Duration::from_secs(state.settings.delivery.sweep_interval_secs.max(1));
     loop {
         match sweep_once(&state).await {
@@ -58,7 +58,7 @@ pub async fn run_periodically(state: AppState) {
 /// dead: a node runs one process). Messages they were sending go back to the queue and the jobs
 /// their workers had locked are unlocked, so work cut by a crash resumes within seconds instead
 /// of waiting for leases and heartbeats to expire. Returns (messages, jobs).
-pub async fn recover_own(state: &AppState, worker_prefix: &str) -> anyhow::Result<(u64, u64)> {
+pub async fn recover_own(state: &Outbox, worker_prefix: &str) -> anyhow::Result<(u64, u64)> {
     let messages = repo::release_node(&state.db, &state.node_name).await?;
     let jobs = state.queue.release_locked_by(worker_prefix).await?;
     // Rows committed but not yet pushed when the process died have no job: push them now,
@@ -68,7 +68,7 @@ pub async fn recover_own(state: &AppState, worker_prefix: &str) -> anyhow::Resul
 }
 
 /// Hands back what this node was sending (clean shutdown).
-pub async fn release_leases(state: &AppState) -> anyhow::Result<u64> {
+pub async fn release_leases(state: &Outbox) -> anyhow::Result<u64> {
     Ok(repo::release_node(&state.db, &state.node_name).await?)
 }
 
@@ -77,7 +77,7 @@ const PURGE_CHUNK: u64 = 5000;
 
 /// Deletes the queue's finished jobs older than `delivery.keep_finished_jobs_secs`; returns
 /// how many.
-pub async fn purge_once(state: &AppState) -> anyhow::Result<u64> {
+pub async fn purge_once(state: &Outbox) -> anyhow::Result<u64> {
     let keep = Duration::from_secs(state.settings.delivery.keep_finished_jobs_secs);
     let mut total = 0;
     loop {
@@ -91,7 +91,7 @@ pub async fn purge_once(state: &AppState) -> anyhow::Result<u64> {
 
 /// Runs [`purge_once`] every half of the retention (between 1 and 30 s), so the queue's table
 /// holds about one retention's worth of finished jobs.
-pub async fn purge_periodically(state: AppState) {
+pub async fn purge_periodically(state: Outbox) {
     let keep = state.settings.delivery.keep_finished_jobs_secs;
     let every = Duration::from_secs((keep / 2).clamp(1, 30));
     loop {

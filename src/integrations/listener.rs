@@ -1,0 +1,106 @@
+//! Integrations' part in a message's life: alert quotas at admission, a migrated chat followed,
+//! an unreachable chat's integrations paused.
+use chrono::NaiveDate;
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseTransaction, DbErr};
+
+use super::{PAUSED_BOT_BLOCKED, Status, repo};
+use crate::{
+    clock::Clock,
+    outbox::{
+        Outbox,
+        hooks::{Listener, Outcome, Quotas},
+        repo::MessageRow,
+    },
+};
+
+/// Integrations' daily alert quotas.
+pub struct AlertQuotas;
+
+impl Quotas for AlertQuotas {
+    fn take<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        integration_id: &'a str,
+        day: NaiveDate,
+        n: i32,
+    ) -> BoxFuture<'a, Result<bool, DbErr>> {
+        Box::pin(async move {
+            if n == 1 {
+                // Also starts a new day's count.
+                repo::take_quota(txn, integration_id, day).await
+            } else {
+                repo::take_quota_n(txn, integration_id, day, n).await
+            }
+        })
+    }
+}
+
+/// The integrations listener.
+pub struct IntegrationsListener {
+    /// "Now" for the pause's timestamp.
+    pub clock: Clock,
+}
+
+impl Listener for IntegrationsListener {
+    fn name(&self) -> &'static str {
+        "integrations"
+    }
+
+    fn record<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        msg: &'a MessageRow,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<(), DbErr>> {
+        Box::pin(async move {
+            if let Outcome::Migrated { to } = outcome {
+                repo::move_chat(txn, &msg.channel_id, &msg.recipient, to).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A chat the bot can no longer write to pauses its integrations (resumed by `/start` or an
+    /// unblock), so their alerts are refused with a clear error instead of failing one by one.
+    fn after<'a>(
+        &'a self,
+        outbox: &'a Outbox,
+        msg: &'a MessageRow,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let Outcome::Failed { code, .. } = outcome else {
+                return Ok(());
+            };
+            let code = code.as_str();
+            if !matches!(
+                code,
+                "bot-blocked" | "bot-kicked" | "user-deactivated" | "chat-not-found"
+            ) {
+                return Ok(());
+            }
+            let paused = repo::transition_chat(
+                &outbox.db,
+                &msg.channel_id,
+                &msg.recipient,
+                repo::ChatChange {
+                    from: Status::Active,
+                    only_detail: None,
+                    to: Status::Paused,
+                    detail: Some(if code == "chat-not-found" {
+                        "chat-not-found"
+                    } else {
+                        PAUSED_BOT_BLOCKED
+                    }),
+                },
+                self.clock.now(),
+            )
+            .await?;
+            if paused > 0 {
+                tracing::info!(channel_id = %msg.channel_id, chat = %crate::telemetry::redact(&msg.recipient), paused, code, "integrations paused: chat unreachable");
+            }
+            Ok(())
+        })
+    }
+}

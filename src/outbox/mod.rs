@@ -1,0 +1,163 @@
+//! The outbox: the delivery core. It owns a message's life — admission (with idempotency),
+//! the queue, the delivery job that claims and sends, the outcome and recovery — and knows no
+//! feature: features take part through [`hooks`].
+//!
+//! Layout: `repo` (the ledger's SQL), `writer` (group commit of admissions), `queue` (apalis),
+//! `deliver` (the job), `sweep` (recovery), `workers` (the runtime they run on), `stats`
+//! (per-day counters), `hooks` (the traits features implement).
+//!
+//! Every single message (API send, alert) is admitted here, once ([`admit`]).
+//! Without an idempotency key a message goes through the batching writer (one commit and one
+//! job push for everything that arrived meanwhile). With a key it is written alone, so that a
+//! request racing another with the same key rolls back only itself and answers with the
+//! winner's message.
+use std::sync::Arc;
+
+use actix::Addr;
+use sea_orm::DatabaseConnection;
+
+pub mod deliver;
+pub mod hooks;
+mod in_flight;
+mod queue;
+pub mod repo;
+pub mod stats;
+pub mod sweep;
+mod workers;
+pub mod writer;
+
+pub use in_flight::InFlight;
+pub use queue::Queue;
+pub use workers::{Periodic, Workers};
+
+use hooks::{Attachments, Listeners, Quotas};
+use repo::MessageRow;
+use writer::{Admission, Admitted, LedgerWriter};
+
+use crate::{
+    channels::{Adapters, ChannelRegistry},
+    clock::Clock,
+    config::Settings,
+    db::is_unique_violation,
+};
+
+/// The delivery core's handles: what admitting, delivering and recovering messages needs, and
+/// nothing of any feature (features take part through [`Listeners`], [`Quotas`] and
+/// [`Attachments`]).
+#[derive(Clone)]
+pub struct Outbox {
+    /// sea-orm connection (SQLite or PostgreSQL).
+    pub db: DatabaseConnection,
+    /// Delivery queue.
+    pub queue: Queue,
+    /// Supervisor of the channel account actors.
+    pub registry: Addr<ChannelRegistry>,
+    /// The channel kinds.
+    pub adapters: Adapters,
+    /// Decrypts channel credentials.
+    pub cipher: crate::crypto::Cipher,
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// Name of this process for leases and worker names.
+    pub node_name: String,
+    /// Deliveries running in this process.
+    pub in_flight: InFlight,
+    /// "Now" for quotas.
+    pub clock: Clock,
+    /// Batched writes of new messages.
+    pub ledger: LedgerWriter,
+    /// Daily allowances admission takes from.
+    pub quotas: Arc<dyn Quotas>,
+    /// Features' part in the lifecycle.
+    pub listeners: Listeners,
+    /// Attached files.
+    pub attachments: Arc<dyn Attachments>,
+}
+
+/// What admitting a message came to.
+#[derive(Debug)]
+pub enum Admit {
+    /// Stored and queued for delivery.
+    Accepted(MessageRow),
+    /// The key was used before: the message the first request created (the caller compares
+    /// request hashes).
+    Replayed(MessageRow),
+    /// The integration's daily quota is used up, or the integration is not active.
+    Refused,
+}
+
+/// A message waiting to be admitted.
+pub struct Pending {
+    /// The message.
+    pub message: repo::NewMessage,
+    /// The integration whose daily quota it takes one from (alerts).
+    pub quota: Option<String>,
+}
+
+/// The message an earlier request stored under `key`, if any (checked before anything else, so
+/// a replay answers even when the request would no longer validate).
+pub async fn earlier(
+    outbox: &Outbox,
+    owner_id: &str,
+    key: Option<&str>,
+) -> anyhow::Result<Option<MessageRow>> {
+    match key {
+        Some(key) => Ok(repo::find_by_idempotency_key(&outbox.db, owner_id, key).await?),
+        None => Ok(None),
+    }
+}
+
+/// Admits one message.
+pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
+    let Pending { message, quota } = pending;
+    let (owner_id, key) = (message.owner_id.clone(), message.idempotency_key.clone());
+    let row = message.into_row(chrono::Utc::now());
+    let Some(key) = key else {
+        return Ok(match outbox.ledger.admit(Admission { row, quota }).await? {
+            Admitted::Accepted(msg) => Admit::Accepted(*msg),
+            Admitted::Refused => Admit::Refused,
+        });
+    };
+    use sea_orm::TransactionTrait;
+    let txn = outbox.db.begin().await?;
+    if let Some(integration) = &quota
+        && !outbox
+            .quotas
+            .take(&txn, integration, outbox.clock.today(), 1)
+            .await?
+    {
+        txn.rollback().await?;
+        return Ok(Admit::Refused);
+    }
+    match repo::insert_in(&txn, row).await {
+        Ok(msg) => {
+            txn.commit().await?;
+            dispatch(&outbox.db, &outbox.queue, &msg.id).await;
+            Ok(Admit::Accepted(msg))
+        }
+        Err(e) if is_unique_violation(&e) => {
+            // Two requests raced with one key: the loser answers with the winner's message.
+            txn.rollback().await?;
+            let existing = repo::find_by_idempotency_key(&outbox.db, &owner_id, &key)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
+            Ok(Admit::Replayed(existing))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pushes the delivery job of a freshly inserted message. If the push fails the row stays
+/// queued without a job and the recovery sweep enqueues it, so this only logs.
+pub async fn dispatch(db: &DatabaseConnection, queue: &Queue, message_id: &str) {
+    let result = match queue.push(message_id, std::time::Duration::ZERO).await {
+        Ok(()) => repo::mark_enqueued(db, &[message_id.to_owned()])
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(%message_id, error = ?e, "enqueue failed; the sweep will retry");
+    }
+    metrics::counter!("pregonero_messages_accepted_total").increment(1);
+}

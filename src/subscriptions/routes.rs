@@ -1,0 +1,153 @@
+//! `/subscriptions`: parse, authorise, call the service, map its error.
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::{SubscriptionsListener, repo::SubscriptionRow, service};
+use crate::{auth::Caller, error::ApiError, outbox::Outbox, outbox::repo::MessageRow};
+
+/// Mounts the subscription routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/subscriptions", web::post().to(create))
+        .route("/subscriptions", web::get().to(list))
+        .route("/subscriptions/{id}", web::get().to(get))
+        .route("/subscriptions/{id}", web::delete().to(delete))
+        .route(
+            "/subscriptions/{id}/dead-letters",
+            web::get().to(dead_letters),
+        )
+        .route(
+            "/subscriptions/{id}/dead-letters/replay",
+            web::post().to(replay),
+        );
+}
+
+#[derive(Serialize)]
+struct View {
+    id: String,
+    channel_id: String,
+    events: Vec<String>,
+    source_channel_id: Option<String>,
+    /// The last sequence number given to an event.
+    sequence: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<SubscriptionRow> for View {
+    fn from(s: SubscriptionRow) -> Self {
+        Self {
+            events: s.events.split(',').map(str::to_owned).collect(),
+            id: s.id,
+            channel_id: s.channel_id,
+            source_channel_id: s.source_channel_id,
+            sequence: s.sequence,
+            created_at: s.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeadLetter {
+    /// The event message's id (`X-Pregonero-Message-Id` of its POSTs).
+    id: String,
+    attempts: i32,
+    error_code: Option<String>,
+    error: Option<String>,
+    failed_at: chrono::DateTime<chrono::Utc>,
+    /// The document that was posted.
+    event: serde_json::Value,
+}
+
+impl From<MessageRow> for DeadLetter {
+    fn from(m: MessageRow) -> Self {
+        Self {
+            event: serde_json::from_str(&m.body).unwrap_or(serde_json::Value::String(m.body)),
+            id: m.id,
+            attempts: m.attempts,
+            error_code: m.last_error_code,
+            error: m.last_error,
+            failed_at: m.updated_at,
+        }
+    }
+}
+
+async fn create(
+    caller: Caller,
+    body: web::Json<service::Create>,
+    outbox: web::Data<Outbox>,
+    listener: web::Data<SubscriptionsListener>,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    let row = service::create(&outbox, &listener, &caller.user_id, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(View::from(row)))
+}
+
+async fn list(caller: Caller, outbox: web::Data<Outbox>) -> Result<HttpResponse, ApiError> {
+    let items: Vec<View> = service::list(&outbox, &caller.user_id)
+        .await?
+        .into_iter()
+        .map(View::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+async fn get(
+    caller: Caller,
+    path: web::Path<String>,
+    outbox: web::Data<Outbox>,
+) -> Result<HttpResponse, ApiError> {
+    let row = service::get(&outbox, &caller.user_id, &path).await?;
+    Ok(HttpResponse::Ok().json(View::from(row)))
+}
+
+async fn delete(
+    caller: Caller,
+    path: web::Path<String>,
+    outbox: web::Data<Outbox>,
+    listener: web::Data<SubscriptionsListener>,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    service::delete(&outbox, &listener, &caller.user_id, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<usize>,
+}
+
+async fn dead_letters(
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<Page>,
+    outbox: web::Data<Outbox>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    let items: Vec<DeadLetter> = service::dead_letters(&outbox, &caller.user_id, &path, limit)
+        .await?
+        .into_iter()
+        .map(DeadLetter::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Replay {
+    /// Dead letters to send again; all when left out.
+    ids: Option<Vec<String>>,
+}
+
+async fn replay(
+    caller: Caller,
+    path: web::Path<String>,
+    body: Option<web::Json<Replay>>,
+    outbox: web::Data<Outbox>,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    let ids = body.map(|b| b.into_inner()).unwrap_or_default().ids;
+    let replayed = service::replay(&outbox, &caller.user_id, &path, ids).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({
+        "replayed": replayed.len(),
+        "ids": replayed,
+    })))
+}

@@ -1,0 +1,147 @@
+//! What the subscription routes ask for.
+use serde::Deserialize;
+
+use super::{
+    EVENTS, SubscriptionError, SubscriptionsListener,
+    repo::{self, NewSubscription, SubscriptionRow},
+};
+use crate::{
+    channels::{repo as channels_repo, webhook},
+    outbox::{
+        Outbox,
+        repo::{self as ledger, MessageRow},
+    },
+};
+
+/// Most dead letters listed or replayed by id at once.
+pub const MAX_PAGE: usize = 500;
+
+/// `POST /subscriptions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Create {
+    /// One of the owner's webhook channels.
+    pub channel_id: String,
+    /// Events wanted; all when left out.
+    pub events: Option<Vec<String>>,
+    /// Only messages sent on this channel.
+    pub source_channel_id: Option<String>,
+}
+
+/// Creates a subscription for `owner_id`.
+pub async fn create(
+    outbox: &Outbox,
+    listener: &SubscriptionsListener,
+    owner_id: &str,
+    req: Create,
+) -> Result<SubscriptionRow, SubscriptionError> {
+    let channel = channels_repo::find_owned(&outbox.db, owner_id, &req.channel_id)
+        .await?
+        .filter(|c| c.kind == webhook::KIND)
+        .ok_or(SubscriptionError::NotAWebhookChannel)?;
+    let mut events: Vec<String> = match req.events {
+        None => EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+        Some(list) => list,
+    };
+    if let Some(bad) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        return Err(SubscriptionError::UnknownEvent(bad.clone()));
+    }
+    events.sort_by_key(|e| EVENTS.iter().position(|k| k == e));
+    events.dedup();
+    if events.is_empty() {
+        return Err(SubscriptionError::UnknownEvent(String::new()));
+    }
+    if let Some(source) = &req.source_channel_id
+        && channels_repo::find_owned(&outbox.db, owner_id, source)
+            .await?
+            .is_none()
+    {
+        return Err(SubscriptionError::UnknownSource);
+    }
+    let row = repo::insert(
+        &outbox.db,
+        NewSubscription {
+            owner_id,
+            channel_id: &channel.id,
+            events: &events,
+            source_channel_id: req.source_channel_id.as_deref(),
+        },
+        outbox.clock.now(),
+    )
+    .await?;
+    listener.forget();
+    tracing::info!(subscription_id = %row.id, channel_id = %row.channel_id, "status subscription created");
+    Ok(row)
+}
+
+/// The owner's subscriptions.
+pub async fn list(
+    outbox: &Outbox,
+    owner_id: &str,
+) -> Result<Vec<SubscriptionRow>, SubscriptionError> {
+    Ok(repo::list_for(&outbox.db, owner_id).await?)
+}
+
+/// One of the owner's subscriptions.
+pub async fn get(
+    outbox: &Outbox,
+    owner_id: &str,
+    id: &str,
+) -> Result<SubscriptionRow, SubscriptionError> {
+    repo::find_for(&outbox.db, owner_id, id)
+        .await?
+        .ok_or(SubscriptionError::NotFound)
+}
+
+/// Deletes one; events already written are still delivered.
+pub async fn delete(
+    outbox: &Outbox,
+    listener: &SubscriptionsListener,
+    owner_id: &str,
+    id: &str,
+) -> Result<(), SubscriptionError> {
+    let sub = get(outbox, owner_id, id).await?;
+    repo::delete(&outbox.db, &sub.id).await?;
+    listener.forget();
+    Ok(())
+}
+
+/// Its events that exhausted their retries or were refused, oldest first.
+pub async fn dead_letters(
+    outbox: &Outbox,
+    owner_id: &str,
+    id: &str,
+    limit: usize,
+) -> Result<Vec<MessageRow>, SubscriptionError> {
+    let sub = get(outbox, owner_id, id).await?;
+    let limit = limit.clamp(1, MAX_PAGE) as u64;
+    Ok(ledger::failed_to(&outbox.db, &sub.channel_id, &sub.id, limit).await?)
+}
+
+/// Sends its dead letters (those of `ids`, or all) again, each with its first sequence number;
+/// returns their ids.
+pub async fn replay(
+    outbox: &Outbox,
+    owner_id: &str,
+    id: &str,
+    ids: Option<Vec<String>>,
+) -> Result<Vec<String>, SubscriptionError> {
+    if let Some(ids) = &ids
+        && ids.len() > MAX_PAGE
+    {
+        return Err(SubscriptionError::TooMany(MAX_PAGE));
+    }
+    let sub = get(outbox, owner_id, id).await?;
+    let requeued =
+        ledger::requeue_failed(&outbox.db, &sub.channel_id, &sub.id, ids.as_deref()).await?;
+    for chunk in requeued.chunks(MAX_PAGE) {
+        if let Err(e) = outbox.queue.push_many(chunk).await {
+            // Queued rows without a job: the sweep pushes them.
+            tracing::warn!(error = ?e, "replay: enqueue failed; the sweep will retry");
+            continue;
+        }
+        ledger::mark_enqueued(&outbox.db, chunk).await?;
+    }
+    tracing::info!(subscription_id = %sub.id, replayed = requeued.len(), "dead letters replayed");
+    Ok(requeued)
+}
