@@ -2,14 +2,18 @@
 //! per-recipient ledger (`messages` rows linked to the campaign), pause/resume/cancel,
 //! "retry failed only", schedules and send windows.
 mod actor;
+mod error;
 pub mod repo;
 mod routes;
+mod service;
 
 use chrono::{DateTime, FixedOffset, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use actor::{CampaignRunner, StopCampaigns};
-pub use routes::{NewCampaign, configure, create_and_start};
+pub use error::CampaignError;
+pub use routes::configure;
+pub use service::{NewCampaign, create};
 
 /// Who gets the campaign: contacts of these groups and these ids (both empty: every contact).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

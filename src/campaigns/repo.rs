@@ -215,6 +215,20 @@ pub struct Counters {
 
 impl Counters {
     /// Whether every recipient reached a final state.
+    /// The counters as last stored on the campaign's row.
+    pub fn stored(c: &CampaignRow) -> Self {
+        Self {
+            total: c.total,
+            pending: c.pending,
+            queued: c.queued,
+            sent: c.sent,
+            delivered: c.delivered,
+            read: c.read,
+            failed: c.failed,
+            skipped: c.skipped,
+        }
+    }
+
     pub fn done(&self) -> bool {
         self.pending == 0 && self.queued == 0
     }
@@ -307,4 +321,128 @@ pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &str) -> Result<u
         ]))
         .count(db)
         .await
+}
+
+/// Inserts a campaign row.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    row: campaigns::ActiveModel,
+) -> Result<CampaignRow, DbErr> {
+    use sea_orm::ActiveModelTrait;
+    row.insert(db).await
+}
+
+/// An owner's campaigns, newest first (at most 500), of one status if given.
+pub async fn list_for(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    status: Option<&str>,
+) -> Result<Vec<CampaignRow>, DbErr> {
+    let mut query = campaigns::Entity::find()
+        .filter(campaigns::Column::OwnerId.eq(owner_id))
+        .order_by_desc(campaigns::Column::CreatedAt)
+        .limit(500);
+    if let Some(s) = status {
+        query = query.filter(campaigns::Column::Status.eq(s));
+    }
+    query.all(db).await
+}
+
+/// A page of a campaign's recipients in id order, after `after`, of one status if given.
+pub async fn recipients(
+    db: &impl ConnectionTrait,
+    campaign_id: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<messages::Model>, DbErr> {
+    let mut query = messages::Entity::find()
+        .filter(messages::Column::CampaignId.eq(campaign_id))
+        .order_by_asc(messages::Column::Id)
+        .limit(limit);
+    if let Some(s) = status {
+        query = query.filter(messages::Column::Status.eq(s));
+    }
+    if let Some(after) = after {
+        query = query.filter(messages::Column::Id.gt(after));
+    }
+    query.all(db).await
+}
+
+/// The body and media of `owner_id`'s template `id`.
+pub async fn template_of(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    id: &str,
+) -> Result<Option<(String, Option<String>)>, DbErr> {
+    Ok(
+        crate::entities::templates::Entity::find_by_id(id.to_owned())
+            .one(db)
+            .await?
+            .filter(|t| t.owner_id == owner_id)
+            .map(|t| (t.body, t.media_id)),
+    )
+}
+
+/// The content type and size of `owner_id`'s media `id`.
+pub async fn media_of(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    id: &str,
+) -> Result<Option<(String, i64)>, DbErr> {
+    Ok(crate::entities::media::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .filter(|m| m.owner_id == owner_id)
+        .map(|m| (m.content_type, m.size)))
+}
+
+/// A page of a campaign's audience: the owner's contacts who did not opt out, of the
+/// audience's groups or ids (both empty: all), in id order after `after`.
+pub async fn audience_page(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    audience: &super::Audience,
+    after: &str,
+    limit: u64,
+) -> Result<Vec<crate::entities::contacts::Model>, DbErr> {
+    use crate::entities::contacts;
+    let mut q = contacts::Entity::find()
+        .filter(contacts::Column::OwnerId.eq(owner_id))
+        .filter(contacts::Column::OptedOut.eq(false))
+        .filter(contacts::Column::Id.gt(after))
+        .order_by_asc(contacts::Column::Id)
+        .limit(limit);
+    if !audience.groups.is_empty() || !audience.contact_ids.is_empty() {
+        use sea_orm::sea_query::Condition;
+        let mut any = Condition::any();
+        if !audience.groups.is_empty() {
+            any = any.add(contacts::Column::GroupName.is_in(audience.groups.clone()));
+        }
+        if !audience.contact_ids.is_empty() {
+            any = any.add(contacts::Column::Id.is_in(audience.contact_ids.clone()));
+        }
+        q = q.filter(any);
+    }
+    q.all(db).await
+}
+
+/// Applies a state change and the ledger moves that go with it, in one transaction; false
+/// when the campaign was not in one of `from`.
+pub async fn change(
+    db: &DatabaseConnection,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    moves: &[(&[MessageStatus], MessageStatus, Option<&str>)],
+) -> Result<bool, DbErr> {
+    let txn = db.begin().await?;
+    if !transition(&txn, id, from, to, None).await? {
+        return Ok(false);
+    }
+    for (from, to, code) in moves {
+        move_messages(&txn, id, from, *to, *code).await?;
+    }
+    txn.commit().await?;
+    Ok(true)
 }

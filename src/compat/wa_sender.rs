@@ -174,12 +174,13 @@ async fn send_messages(
         start: true,
         skip_missing: true,
     };
-    match campaigns::create_and_start(&state, &caller, campaign).await? {
+    caller.ensure_can_write()?;
+    match campaigns::create(&state, &caller, campaign).await {
         Ok(row) => Ok(HttpResponse::Ok().json(json!({
             "success": true, "campaignId": row.id, "queued": row.pending + row.queued,
             "skipped": row.skipped, "invalidRows": refused,
         }))),
-        Err(refusal) => Ok(refusal),
+        Err(e) => e.respond(),
     }
 }
 

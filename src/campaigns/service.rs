@@ -1,0 +1,515 @@
+//! What the campaign routes (and the WhatsApp sender's `/send-messages`) ask for: creating,
+//! starting, changing state, reading. Validation and the ledger's construction live here; SQL
+//! lives in `repo`.
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{Set, TransactionTrait};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Audience, CampaignError, SendWindow,
+    repo::{self, CampaignRow, Counters, status},
+};
+use crate::{
+    auth::Caller,
+    channels::{ChannelAdapter, ProviderTemplate, repo::ChannelRow},
+    domain::MessageStatus,
+    entities::{campaigns, messages},
+    outbox::repo::NewMessage,
+    state::AppState,
+    templates::{Compiled, context},
+};
+
+/// Contacts read per page while building the ledger.
+const PAGE: u64 = 1_000;
+/// Contacts named in a `missing-variables` answer.
+const LIST_MISSING: usize = 20;
+
+/// What creates a campaign (API body, and the seed's `/send-messages`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    /// Display name.
+    pub name: String,
+    /// Channel account that sends it.
+    pub channel_id: String,
+    /// Template to copy the body (and media) from.
+    #[serde(default)]
+    pub template_id: Option<String>,
+    /// Body with variables (instead of a template).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Media sent with every message.
+    #[serde(default)]
+    pub media_id: Option<String>,
+    /// WhatsApp approved template; its `params` may use variables.
+    #[serde(default)]
+    pub provider_template: Option<ProviderTemplate>,
+    /// Who gets it (default: every contact of the owner).
+    #[serde(default)]
+    pub audience: Audience,
+    /// Start later (with `start`).
+    #[serde(default)]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Hours sends may happen.
+    #[serde(default)]
+    pub send_window: Option<SendWindow>,
+    /// Start right away (default false: a draft).
+    #[serde(default)]
+    pub start: bool,
+    /// With `start`: skip contacts lacking a variable instead of refusing.
+    #[serde(default)]
+    pub skip_missing: bool,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> CampaignError {
+    CampaignError::Invalid(code, message.into())
+}
+
+/// Creates a campaign on a channel `caller` may use and, if asked, starts it. A refused start
+/// leaves the draft (its id is in the refusal).
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    b: NewCampaign,
+) -> Result<CampaignRow, CampaignError> {
+    let name = b.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(invalid("invalid-name", "name must be 1 to 200 characters"));
+    }
+    let channel =
+        crate::channels::repo::find_visible(&state.db, &b.channel_id, |o| caller.can_access(o))
+            .await?
+            .ok_or_else(|| {
+                CampaignError::NotFound(
+                    "channel-not-found",
+                    format!("no channel `{}`", b.channel_id),
+                )
+            })?;
+    let owner = channel.owner_id.clone();
+    let (body, mut media_id) = match (&b.template_id, &b.body) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "ambiguous-body",
+                "give template_id or body, not both",
+            ));
+        }
+        (Some(tid), None) => repo::template_of(&state.db, &owner, tid)
+            .await?
+            .ok_or_else(|| {
+                CampaignError::NotFound("template-not-found", format!("no template `{tid}`"))
+            })?,
+        (None, Some(body)) => (body.clone(), None),
+        (None, None) if b.provider_template.is_some() => (String::new(), None),
+        (None, None) => {
+            return Err(invalid(
+                "body-required",
+                "give a body, a template_id or a provider_template",
+            ));
+        }
+    };
+    if body.chars().count() > 4096 {
+        return Err(invalid(
+            "body-too-long",
+            "the body may have at most 4096 characters",
+        ));
+    }
+    Compiled::new(&body).map_err(|e| invalid("invalid-template", e))?;
+    let adapter = channel_adapter(state, &channel)?;
+    if let Some(pt) = &b.provider_template {
+        if !adapter.provider_templates() {
+            return Err(invalid(
+                "provider-template-unsupported",
+                "provider templates are a WhatsApp Cloud API feature; this channel cannot send them",
+            ));
+        }
+        if pt.name.trim().is_empty() || pt.language.trim().is_empty() {
+            return Err(invalid(
+                "invalid-provider-template",
+                "provider_template needs a name and a language",
+            ));
+        }
+        for p in &pt.params {
+            Compiled::new(p).map_err(|e| invalid("invalid-provider-template", e))?;
+        }
+    }
+    if b.media_id.is_some() {
+        media_id = b.media_id.clone();
+    }
+    if let Some(mid) = &media_id {
+        let (content_type, size) =
+            repo::media_of(&state.db, &owner, mid)
+                .await?
+                .ok_or_else(|| {
+                    CampaignError::NotFound("media-not-found", format!("no media `{mid}`"))
+                })?;
+        adapter
+            .check_media(&content_type, u64::try_from(size).unwrap_or(u64::MAX))
+            .map_err(|(code, why)| invalid(code, why))?;
+    }
+    if let Some(w) = &b.send_window {
+        w.validate()
+            .map_err(|e| invalid("invalid-send-window", e))?;
+    }
+    if b.audience.contact_ids.len() > 10_000 {
+        return Err(invalid(
+            "audience-too-large",
+            "list at most 10000 contact ids; use groups for more",
+        ));
+    }
+    let now = state.clock.now();
+    let row = repo::insert(
+        &state.db,
+        campaigns::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            owner_id: Set(owner),
+            name: Set(name.to_owned()),
+            channel_id: Set(channel.id.clone()),
+            template_id: Set(b.template_id.clone()),
+            body: Set(body),
+            provider_template: Set(b
+                .provider_template
+                .as_ref()
+                .map(|p| serde_json::to_string(p).unwrap_or_default())),
+            media_id: Set(media_id),
+            audience: Set(serde_json::to_string(&b.audience).unwrap_or_default()),
+            scheduled_at: Set(b.scheduled_at),
+            send_window: Set(b
+                .send_window
+                .as_ref()
+                .map(|w| serde_json::to_string(w).unwrap_or_default())),
+            status: Set(status::DRAFT.into()),
+            status_detail: Set(None),
+            total: Set(0),
+            pending: Set(0),
+            queued: Set(0),
+            sent: Set(0),
+            delivered: Set(0),
+            read: Set(0),
+            failed: Set(0),
+            skipped: Set(0),
+            created_at: Set(now),
+            updated_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(None),
+        },
+    )
+    .await?;
+    tracing::info!(campaign_id = %row.id, "campaign created");
+    if !b.start {
+        return Ok(row);
+    }
+    launch(state, &row, b.skip_missing).await?;
+    Ok(repo::find(&state.db, &row.id).await?.unwrap_or(row))
+}
+
+/// Renders everything a contact's message needs, or names the variables it lacks.
+struct Renderer {
+    body: Compiled,
+    params: Vec<Compiled>,
+    template: Option<ProviderTemplate>,
+}
+
+impl Renderer {
+    fn new(c: &CampaignRow) -> Result<Self, CampaignError> {
+        let template: Option<ProviderTemplate> = c
+            .provider_template
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        let params = template
+            .iter()
+            .flat_map(|t| t.params.iter())
+            .map(|p| Compiled::new(p).map_err(|e| invalid("invalid-provider-template", e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            body: Compiled::new(&c.body).map_err(|e| invalid("invalid-template", e))?,
+            params,
+            template,
+        })
+    }
+
+    fn missing(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        let mut lacking = self.body.blocking(vars);
+        for p in &self.params {
+            lacking.extend(p.blocking(vars));
+        }
+        lacking.sort();
+        lacking.dedup();
+        lacking
+    }
+
+    fn render(
+        &self,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(String, Option<ProviderTemplate>), String> {
+        let text = self.body.render(vars)?;
+        let template = match &self.template {
+            None => None,
+            Some(t) => Some(ProviderTemplate {
+                params: self
+                    .params
+                    .iter()
+                    .map(|p| p.render(vars))
+                    .collect::<Result<_, _>>()?,
+                ..t.clone()
+            }),
+        };
+        Ok((text, template))
+    }
+}
+
+/// Builds the ledger of a draft campaign and sets it running (or scheduled). Refuses, with the
+/// list, when contacts lack a variable, unless `skip_missing`.
+pub async fn launch(
+    state: &AppState,
+    c: &CampaignRow,
+    skip_missing: bool,
+) -> Result<(), CampaignError> {
+    if c.status != status::DRAFT {
+        return Err(CampaignError::Conflict(
+            "campaign-not-draft",
+            format!("the campaign is {}; only a draft can be started", c.status),
+        ));
+    }
+    let channel = crate::channels::repo::find(&state.db, &c.channel_id)
+        .await?
+        .ok_or_else(|| {
+            CampaignError::Conflict("channel-not-found", "the channel was deleted".into())
+        })?;
+    let adapter = channel_adapter(state, &channel)?;
+    let audience: Audience = serde_json::from_str(&c.audience).unwrap_or_default();
+    let renderer = Renderer::new(c)?;
+
+    // Pass 1: who lacks a variable (nothing is written if the answer is a refusal).
+    let (mut affected, mut listed, mut after) = (0u64, Vec::new(), String::new());
+    if !skip_missing {
+        loop {
+            let page = repo::audience_page(&state.db, &c.owner_id, &audience, &after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for contact in &page {
+                let lacking = renderer.missing(&context(contact));
+                if !lacking.is_empty() {
+                    affected += 1;
+                    if listed.len() < LIST_MISSING {
+                        listed.push(json!({"contact_id": contact.id, "phone": contact.phone, "missing": lacking}));
+                    }
+                }
+            }
+        }
+        if affected > 0 {
+            return Err(CampaignError::MissingVariables {
+                campaign_id: c.id.clone(),
+                affected,
+                contacts: listed,
+            });
+        }
+    }
+
+    // Pass 2: the ledger, a page per transaction; re-running skips contacts already in it.
+    after.clear();
+    let now = Utc::now();
+    loop {
+        let page = repo::audience_page(&state.db, &c.owner_id, &audience, &after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        let rows = page
+            .iter()
+            .map(|contact| {
+                let recipient =
+                    adapter.contact_address(&contact.phone, contact.telegram_chat_id.as_deref());
+                let rendered = renderer.render(&context(contact));
+                let (body, template, skip) = match (&recipient, rendered) {
+                    (Err(reason), _) => (String::new(), None, Some(*reason)),
+                    (Ok(_), Err(_)) => (String::new(), None, Some("missing-variables")),
+                    (Ok(_), Ok((body, template))) => (body, template, None),
+                };
+                let mut row = NewMessage {
+                    owner_id: c.owner_id.clone(),
+                    channel_id: c.channel_id.clone(),
+                    recipient: recipient.unwrap_or_default(),
+                    body,
+                    parse_mode: None,
+                    media_id: c.media_id.clone(),
+                    idempotency_key: None,
+                    request_hash: None,
+                    integration_id: None,
+                }
+                .into_row(now);
+                row.campaign_id = Set(Some(c.id.clone()));
+                row.contact_id = Set(Some(contact.id.clone()));
+                row.provider_template =
+                    Set(template.map(|t| serde_json::to_string(&t).unwrap_or_default()));
+                row.status = Set(match skip {
+                    Some(_) => MessageStatus::Skipped,
+                    None => MessageStatus::Pending,
+                }
+                .as_str()
+                .into());
+                row.last_error_code = Set(skip.map(str::to_owned));
+                row
+            })
+            .collect();
+        let txn = state.db.begin().await?;
+        repo::insert_recipients(&txn, rows).await?;
+        txn.commit().await?;
+    }
+    let counters = repo::count(&state.db, &c.id).await?;
+    repo::store_counters(&state.db, &c.id, &counters).await?;
+    let to = match c.scheduled_at {
+        Some(at) if at > Utc::now() => status::SCHEDULED,
+        _ => status::RUNNING,
+    };
+    repo::transition(&state.db, &c.id, &[status::DRAFT], to, None).await?;
+    tracing::info!(campaign_id = %c.id, recipients = counters.total, status = to, "campaign started");
+    Ok(())
+}
+
+/// A campaign `caller` may see.
+pub async fn find(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<CampaignRow, CampaignError> {
+    repo::find(&state.db, id)
+        .await?
+        .filter(|c| caller.can_access(&c.owner_id))
+        .ok_or_else(|| CampaignError::NotFound("campaign-not-found", format!("no campaign `{id}`")))
+}
+
+/// The caller's campaigns, of one status if given.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    status: Option<&str>,
+) -> Result<Vec<CampaignRow>, CampaignError> {
+    Ok(repo::list_for(&state.db, &caller.user_id, status).await?)
+}
+
+/// A campaign with counters: as stored while it runs (its actor refreshes them every second;
+/// counting here too would scan the ledger once per poll of every open dashboard), counted
+/// otherwise (receipts keep arriving by webhook after the actor has finished).
+pub async fn get(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(CampaignRow, Counters), CampaignError> {
+    let c = find(state, caller, id).await?;
+    if c.status == status::RUNNING {
+        let stored = Counters::stored(&c);
+        return Ok((c, stored));
+    }
+    let counters = repo::count(&state.db, &c.id).await?;
+    repo::store_counters(&state.db, &c.id, &counters).await?;
+    Ok((c, counters))
+}
+
+/// Starts a draft; returns it as it now is.
+pub async fn start(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    skip_missing: bool,
+) -> Result<CampaignRow, CampaignError> {
+    let c = find(state, caller, id).await?;
+    launch(state, &c, skip_missing).await?;
+    find(state, caller, id).await
+}
+
+/// A state change a user can ask for.
+#[derive(Debug, Clone, Copy)]
+pub enum Change {
+    /// Released but unsent recipients go back to pending (their jobs find them so and stop).
+    Pause,
+    /// Running again.
+    Resume,
+    /// Every recipient not yet sent is skipped.
+    Cancel,
+    /// Failed recipients go back to pending, and the campaign runs again.
+    RetryFailed,
+}
+
+/// Applies `change` and the ledger moves that go with it.
+pub async fn change(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    change: Change,
+) -> Result<(CampaignRow, Counters), CampaignError> {
+    type Moves = &'static [(
+        &'static [MessageStatus],
+        MessageStatus,
+        Option<&'static str>,
+    )];
+    let (from, to, moves): (&[&str], &str, Moves) = match change {
+        Change::Pause => (
+            &[status::RUNNING, status::SCHEDULED],
+            status::PAUSED,
+            &[(&[MessageStatus::Queued], MessageStatus::Pending, None)],
+        ),
+        Change::Resume => (&[status::PAUSED], status::RUNNING, &[]),
+        Change::Cancel => (
+            &[
+                status::DRAFT,
+                status::SCHEDULED,
+                status::RUNNING,
+                status::PAUSED,
+            ],
+            status::CANCELLED,
+            &[(
+                &[MessageStatus::Pending, MessageStatus::Queued],
+                MessageStatus::Skipped,
+                Some("cancelled"),
+            )],
+        ),
+        Change::RetryFailed => (
+            &[status::COMPLETED, status::RUNNING, status::PAUSED],
+            status::RUNNING,
+            &[(&[MessageStatus::Failed], MessageStatus::Pending, None)],
+        ),
+    };
+    let c = find(state, caller, id).await?;
+    if !repo::change(&state.db, &c.id, from, to, moves).await? {
+        return Err(CampaignError::Conflict(
+            "invalid-campaign-state",
+            format!("a {} campaign cannot become {to}", c.status),
+        ));
+    }
+    let counters = repo::count(&state.db, &c.id).await?;
+    repo::store_counters(&state.db, &c.id, &counters).await?;
+    tracing::info!(campaign_id = %c.id, status = to, "campaign state changed");
+    Ok((find(state, caller, id).await?, counters))
+}
+
+/// A page of a campaign's recipients and the cursor of the next one.
+pub async fn recipients(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    status: Option<&str>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<(Vec<messages::Model>, Option<String>), CampaignError> {
+    let c = find(state, caller, id).await?;
+    let limit = limit.clamp(1, 1000);
+    let rows = repo::recipients(&state.db, &c.id, status, after, limit).await?;
+    let next = (rows.len() as u64 == limit)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok((rows, next))
+}
+
+/// The adapter of a campaign's channel.
+fn channel_adapter<'a>(
+    state: &'a AppState,
+    channel: &ChannelRow,
+) -> Result<&'a std::sync::Arc<dyn ChannelAdapter>, CampaignError> {
+    state.adapters.get(&channel.kind).ok_or_else(|| {
+        CampaignError::Invalid(
+            "unsupported-channel-kind",
+            format!("channel `{}` is of an unknown kind", channel.id),
+        )
+    })
+}
