@@ -13,10 +13,10 @@ use pregonero::{
     config::Settings,
     contacts::{
         csv_reader::{ContactRow, ContactsCsv, normalise_phone, region},
-        phone::{Outcome, PhoneNormaliser, clean},
         repo,
     },
     db::SqliteBulk,
+    domain::phone::{Outcome, PhoneNormaliser, clean},
 };
 
 const ROWS: usize = 200_000;

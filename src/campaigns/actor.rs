@@ -17,7 +17,7 @@ use chrono::Utc;
 
 use super::{
     SendWindow,
-    repo::{self, status},
+    repo::{self, CampaignStatus},
 };
 use crate::{leases, state::AppState};
 
@@ -239,11 +239,17 @@ async fn drive(
         let Some(row) = repo::find(&state.db, &id).await? else {
             return Ok(());
         };
-        match row.status.as_str() {
-            status::RUNNING => {}
-            status::SCHEDULED => {
-                repo::transition(&state.db, &id, &[status::SCHEDULED], status::RUNNING, None)
-                    .await?;
+        match CampaignStatus::parse(&row.status) {
+            Some(CampaignStatus::Running) => {}
+            Some(CampaignStatus::Scheduled) => {
+                repo::transition(
+                    &state.db,
+                    &id,
+                    &[CampaignStatus::Scheduled],
+                    CampaignStatus::Running,
+                    None,
+                )
+                .await?;
                 tracing::info!(campaign_id = %id, "scheduled campaign started");
             }
             _ => {
@@ -283,8 +289,14 @@ async fn drive(
             counted = Instant::now();
             count_every = count_interval(started.elapsed());
             if c.done()
-                && repo::transition(&state.db, &id, &[status::RUNNING], status::COMPLETED, None)
-                    .await?
+                && repo::transition(
+                    &state.db,
+                    &id,
+                    &[CampaignStatus::Running],
+                    CampaignStatus::Completed,
+                    None,
+                )
+                .await?
             {
                 tracing::info!(campaign_id = %id, sent = c.sent, failed = c.failed, skipped = c.skipped, "campaign completed");
                 return Ok(());

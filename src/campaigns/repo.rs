@@ -13,21 +13,7 @@ use crate::{
 
 pub use campaigns::Model as CampaignRow;
 
-/// Lifecycle states of a campaign.
-pub mod status {
-    /// Created, not started.
-    pub const DRAFT: &str = "draft";
-    /// Started with a future `scheduled_at`.
-    pub const SCHEDULED: &str = "scheduled";
-    /// Releasing recipients.
-    pub const RUNNING: &str = "running";
-    /// Stopped by its owner; resumable.
-    pub const PAUSED: &str = "paused";
-    /// Every recipient reached a final state.
-    pub const COMPLETED: &str = "completed";
-    /// Stopped for good; unsent recipients are skipped.
-    pub const CANCELLED: &str = "cancelled";
-}
+pub use crate::domain::CampaignStatus;
 
 /// One campaign by id.
 pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<CampaignRow>, DbErr> {
@@ -38,27 +24,27 @@ pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<CampaignRo
 pub async fn transition(
     db: &impl ConnectionTrait,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[CampaignStatus],
+    to: CampaignStatus,
     detail: Option<&str>,
 ) -> Result<bool, DbErr> {
     let now = Utc::now();
     let mut update = campaigns::Entity::update_many()
-        .col_expr(campaigns::Column::Status, Expr::value(to))
+        .col_expr(campaigns::Column::Status, Expr::value(to.as_str()))
         .col_expr(campaigns::Column::StatusDetail, Expr::value(detail))
         .col_expr(campaigns::Column::UpdatedAt, Expr::value(now));
-    if to == status::RUNNING {
+    if to == CampaignStatus::Running {
         update = update.col_expr(
             campaigns::Column::StartedAt,
             Expr::col(campaigns::Column::StartedAt).if_null(now),
         );
     }
-    if matches!(to, status::COMPLETED | status::CANCELLED) {
+    if matches!(to, CampaignStatus::Completed | CampaignStatus::Cancelled) {
         update = update.col_expr(campaigns::Column::FinishedAt, Expr::value(now));
     }
     let res = update
         .filter(campaigns::Column::Id.eq(id))
-        .filter(campaigns::Column::Status.is_in(from.iter().copied()))
+        .filter(campaigns::Column::Status.is_in(from.iter().map(|s| s.as_str())))
         .exec(db)
         .await?;
     Ok(res.rows_affected > 0)
@@ -70,10 +56,10 @@ pub async fn due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Vec<Camp
     campaigns::Entity::find()
         .filter(
             Condition::any()
-                .add(campaigns::Column::Status.eq(status::RUNNING))
+                .add(campaigns::Column::Status.eq(CampaignStatus::Running.as_str()))
                 .add(
                     Condition::all()
-                        .add(campaigns::Column::Status.eq(status::SCHEDULED))
+                        .add(campaigns::Column::Status.eq(CampaignStatus::Scheduled.as_str()))
                         .add(campaigns::Column::ScheduledAt.lte(now)),
                 ),
         )
@@ -121,7 +107,7 @@ pub async fn release(
     let running = campaigns::Entity::update_many()
         .col_expr(campaigns::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(campaigns::Column::Id.eq(campaign_id))
-        .filter(campaigns::Column::Status.eq(status::RUNNING))
+        .filter(campaigns::Column::Status.eq(CampaignStatus::Running.as_str()))
         .exec(&txn)
         .await?
         .rows_affected
@@ -432,8 +418,8 @@ pub async fn audience_page(
 pub async fn change(
     db: &DatabaseConnection,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[CampaignStatus],
+    to: CampaignStatus,
     moves: &[(&[MessageStatus], MessageStatus, Option<&str>)],
 ) -> Result<bool, DbErr> {
     let txn = db.begin().await?;

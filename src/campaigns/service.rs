@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     Audience, CampaignError, SendWindow,
-    repo::{self, CampaignRow, Counters, status},
+    repo::{self, CampaignRow, CampaignStatus, Counters},
 };
 use crate::{
     auth::Caller,
@@ -180,7 +180,7 @@ pub async fn create(
                 .send_window
                 .as_ref()
                 .map(|w| serde_json::to_string(w).unwrap_or_default())),
-            status: Set(status::DRAFT.into()),
+            status: Set(CampaignStatus::Draft.as_str().into()),
             status_detail: Set(None),
             total: Set(0),
             pending: Set(0),
@@ -267,7 +267,7 @@ pub async fn launch(
     c: &CampaignRow,
     skip_missing: bool,
 ) -> Result<(), CampaignError> {
-    if c.status != status::DRAFT {
+    if c.status != CampaignStatus::Draft.as_str() {
         return Err(CampaignError::Conflict(
             "campaign-not-draft",
             format!("the campaign is {}; only a draft can be started", c.status),
@@ -359,11 +359,11 @@ pub async fn launch(
     let counters = repo::count(&state.db, &c.id).await?;
     repo::store_counters(&state.db, &c.id, &counters).await?;
     let to = match c.scheduled_at {
-        Some(at) if at > Utc::now() => status::SCHEDULED,
-        _ => status::RUNNING,
+        Some(at) if at > Utc::now() => CampaignStatus::Scheduled,
+        _ => CampaignStatus::Running,
     };
-    repo::transition(&state.db, &c.id, &[status::DRAFT], to, None).await?;
-    tracing::info!(campaign_id = %c.id, recipients = counters.total, status = to, "campaign started");
+    repo::transition(&state.db, &c.id, &[CampaignStatus::Draft], to, None).await?;
+    tracing::info!(campaign_id = %c.id, recipients = counters.total, status = to.as_str(), "campaign started");
     Ok(())
 }
 
@@ -397,7 +397,7 @@ pub async fn get(
     id: &str,
 ) -> Result<(CampaignRow, Counters), CampaignError> {
     let c = find(state, caller, id).await?;
-    if c.status == status::RUNNING {
+    if c.status == CampaignStatus::Running.as_str() {
         let stored = Counters::stored(&c);
         return Ok((c, stored));
     }
@@ -443,21 +443,21 @@ pub async fn change(
         MessageStatus,
         Option<&'static str>,
     )];
-    let (from, to, moves): (&[&str], &str, Moves) = match change {
+    let (from, to, moves): (&[CampaignStatus], CampaignStatus, Moves) = match change {
         Change::Pause => (
-            &[status::RUNNING, status::SCHEDULED],
-            status::PAUSED,
+            &[CampaignStatus::Running, CampaignStatus::Scheduled],
+            CampaignStatus::Paused,
             &[(&[MessageStatus::Queued], MessageStatus::Pending, None)],
         ),
-        Change::Resume => (&[status::PAUSED], status::RUNNING, &[]),
+        Change::Resume => (&[CampaignStatus::Paused], CampaignStatus::Running, &[]),
         Change::Cancel => (
             &[
-                status::DRAFT,
-                status::SCHEDULED,
-                status::RUNNING,
-                status::PAUSED,
+                CampaignStatus::Draft,
+                CampaignStatus::Scheduled,
+                CampaignStatus::Running,
+                CampaignStatus::Paused,
             ],
-            status::CANCELLED,
+            CampaignStatus::Cancelled,
             &[(
                 &[MessageStatus::Pending, MessageStatus::Queued],
                 MessageStatus::Skipped,
@@ -465,8 +465,12 @@ pub async fn change(
             )],
         ),
         Change::RetryFailed => (
-            &[status::COMPLETED, status::RUNNING, status::PAUSED],
-            status::RUNNING,
+            &[
+                CampaignStatus::Completed,
+                CampaignStatus::Running,
+                CampaignStatus::Paused,
+            ],
+            CampaignStatus::Running,
             &[(&[MessageStatus::Failed], MessageStatus::Pending, None)],
         ),
     };
@@ -474,12 +478,12 @@ pub async fn change(
     if !repo::change(&state.db, &c.id, from, to, moves).await? {
         return Err(CampaignError::Conflict(
             "invalid-campaign-state",
-            format!("a {} campaign cannot become {to}", c.status),
+            format!("a {} campaign cannot become {}", c.status, to.as_str()),
         ));
     }
     let counters = repo::count(&state.db, &c.id).await?;
     repo::store_counters(&state.db, &c.id, &counters).await?;
-    tracing::info!(campaign_id = %c.id, status = to, "campaign state changed");
+    tracing::info!(campaign_id = %c.id, status = to.as_str(), "campaign state changed");
     Ok((find(state, caller, id).await?, counters))
 }
 

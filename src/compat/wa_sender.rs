@@ -143,20 +143,10 @@ async fn send_messages(
     for chunk in rows.chunks(crate::contacts::repo::BATCH_ROWS) {
         crate::contacts::repo::upsert(&state.db, &caller.user_id, chunk, source, now).await?;
     }
-    let phones: Vec<String> = rows.iter().map(|r| r.phone.clone()).collect();
+    let phones: Vec<String> = rows.iter().map(|r| r.phone.to_string()).collect();
     let mut ids = Vec::with_capacity(phones.len());
     for chunk in phones.chunks(crate::contacts::repo::BATCH_ROWS) {
-        use crate::entities::contacts;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
-        let found: Vec<String> = contacts::Entity::find()
-            .select_only()
-            .column(contacts::Column::Id)
-            .filter(contacts::Column::OwnerId.eq(caller.user_id.clone()))
-            .filter(contacts::Column::Phone.is_in(chunk.iter().cloned()))
-            .into_tuple()
-            .all(&state.db)
-            .await?;
-        ids.extend(found);
+        ids.extend(crate::contacts::repo::ids_of_phones(&state.db, &caller.user_id, chunk).await?);
     }
     let campaign = NewCampaign {
         name: name.unwrap_or_else(|| format!("Envío {}", now.format("%Y-%m-%d %H:%M"))),

@@ -11,7 +11,7 @@ use std::{
 
 use phonenumber::country;
 
-use super::phone::{self, Outcome, PhoneNormaliser};
+use crate::domain::phone::{self, Outcome, PhoneNormaliser, PhoneNumber};
 
 /// Longest accepted value of one field, in characters.
 pub const MAX_FIELD_CHARS: usize = 200;
@@ -20,13 +20,23 @@ pub const MAX_FIELD_CHARS: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactRow {
     /// E.164.
-    pub phone: String,
+    pub phone: PhoneNumber,
     pub name: Option<String>,
     pub noun: Option<String>,
     pub group: Option<String>,
     pub telegram_chat_id: Option<String>,
     /// Other columns, by normalised header.
     pub attributes: BTreeMap<String, String>,
+}
+
+/// A row's fields other than the phone, while it is read.
+#[derive(Default)]
+struct Fields {
+    name: Option<String>,
+    noun: Option<String>,
+    group: Option<String>,
+    telegram_chat_id: Option<String>,
+    attributes: BTreeMap<String, String>,
 }
 
 /// A refused row.
@@ -116,12 +126,12 @@ fn decode(bytes: &[u8]) -> String {
 }
 
 /// Normalises a phone to E.164: `+` or `00` means international, else `region` applies.
-pub fn normalise_phone(raw: &str, region: country::Id) -> Result<String, RowError> {
+pub fn normalise_phone(raw: &str, region: country::Id) -> Result<PhoneNumber, RowError> {
     phone_result(raw, region, phone::with_crate(region, &phone::clean(raw)))
 }
 
 /// A phone's outcome as a row's result.
-fn phone_result(raw: &str, region: country::Id, outcome: Outcome) -> Result<String, RowError> {
+fn phone_result(raw: &str, region: country::Id, outcome: Outcome) -> Result<PhoneNumber, RowError> {
     let invalid = |why: String| RowError {
         phone: Some(raw.to_owned()),
         code: "phone-invalid",
@@ -218,14 +228,7 @@ impl<R: Read> ContactsCsv<R> {
 
     fn row(&mut self) -> Result<ContactRow, RowError> {
         let mut phone = None;
-        let mut row = ContactRow {
-            phone: String::new(),
-            name: None,
-            noun: None,
-            group: None,
-            telegram_chat_id: None,
-            attributes: BTreeMap::new(),
-        };
+        let mut row = Fields::default();
         let mut too_long = None;
         for (column, field) in self.columns.iter().zip(self.record.iter()) {
             let value = decode(field);
@@ -264,18 +267,24 @@ impl<R: Read> ContactsCsv<R> {
             });
         };
         let outcome = self.phones.normalise(&phone::clean(&raw));
-        row.phone = phone_result(&raw, self.region, outcome)?;
-        if !self.seen.insert(phone_key(&row.phone)) {
+        let phone = phone_result(&raw, self.region, outcome)?;
+        if !self.seen.insert(phone_key(phone.as_str())) {
             return Err(RowError {
                 phone: Some(raw),
                 code: "duplicate-in-file",
                 message: format!(
-                    "{} already appears earlier in this file; the first row wins",
-                    row.phone
+                    "{phone} already appears earlier in this file; the first row wins"
                 ),
             });
         }
-        Ok(row)
+        Ok(ContactRow {
+            phone,
+            name: row.name,
+            noun: row.noun,
+            group: row.group,
+            telegram_chat_id: row.telegram_chat_id,
+            attributes: row.attributes,
+        })
     }
 }
 
@@ -352,7 +361,7 @@ mod tests {
             .map(|(line, r)| {
                 (
                     *line,
-                    r.as_ref().map(|c| c.phone.clone()).map_err(|e| e.code),
+                    r.as_ref().map(|c| c.phone.to_string()).map_err(|e| e.code),
                 )
             })
             .collect();

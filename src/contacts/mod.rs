@@ -5,7 +5,6 @@
 pub mod csv_reader;
 pub mod imports;
 mod listener;
-pub mod phone;
 pub mod repo;
 pub mod routes;
 

@@ -90,7 +90,7 @@ impl ContactColumns {
                 (!row.attributes.is_empty())
                     .then(|| serde_json::to_string(&row.attributes).unwrap_or_default()),
             );
-            columns.phones.push(row.phone);
+            columns.phones.push(row.phone.into_string());
             columns.names.push(row.name);
             columns.nouns.push(row.noun);
             columns.groups.push(row.group);
@@ -446,6 +446,23 @@ pub async fn is_opted_out(db: &DatabaseConnection, contact_id: &str) -> Result<b
         .is_none_or(|c| c.opted_out))
 }
 
+/// The ids of `owner_id`'s contacts with these phones.
+pub async fn ids_of_phones(
+    db: &DatabaseConnection,
+    owner_id: &str,
+    phones: &[String],
+) -> Result<Vec<String>, DbErr> {
+    use sea_orm::QuerySelect;
+    contacts::Entity::find()
+        .select_only()
+        .column(contacts::Column::Id)
+        .filter(contacts::Column::OwnerId.eq(owner_id))
+        .filter(contacts::Column::Phone.is_in(phones.iter().cloned()))
+        .into_tuple()
+        .all(db)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm::{PaginatorTrait, QueryOrder};
@@ -454,7 +471,11 @@ mod tests {
 
     fn row(phone: &str, name: &str) -> ContactRow {
         ContactRow {
-            phone: phone.into(),
+            phone: crate::domain::PhoneNumber::parse(
+                phone,
+                crate::domain::region("ES").expect("ES"),
+            )
+            .expect("a test phone"),
             name: Some(name.into()),
             noun: None,
             group: None,

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use super::{csv_reader, spawn_import, upload_path};
 use crate::{
     auth::Caller,
+    domain::PhoneNumber,
     entities::{contact_import_errors, contact_imports, contacts},
     error::{ApiError, FieldError},
     state::AppState,
@@ -111,7 +112,7 @@ fn field(name: &str, code: &'static str, message: impl Into<String>) -> FieldErr
 }
 
 /// Validates a body; returns the normalised phone (if given).
-fn validate(state: &AppState, body: &ContactBody) -> Result<Option<String>, ApiError> {
+fn validate(state: &AppState, body: &ContactBody) -> Result<Option<PhoneNumber>, ApiError> {
     let mut errors = Vec::new();
     let region_code = body
         .default_region
@@ -175,7 +176,7 @@ async fn create(
     })?;
     let existing = contacts::Entity::find()
         .filter(contacts::Column::OwnerId.eq(caller.user_id.clone()))
-        .filter(contacts::Column::Phone.eq(phone.clone()))
+        .filter(contacts::Column::Phone.eq(phone.as_str()))
         .one(&state.db)
         .await?;
     if let Some(c) = existing {
@@ -188,7 +189,7 @@ async fn create(
     let row = contacts::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
         owner_id: Set(caller.user_id.clone()),
-        phone: Set(phone),
+        phone: Set(phone.into_string()),
         name: Set(body.name),
         noun: Set(body.noun),
         group_name: Set(body.group),
@@ -270,7 +271,7 @@ async fn update(
         && *phone != contact.phone
         && contacts::Entity::find()
             .filter(contacts::Column::OwnerId.eq(contact.owner_id.clone()))
-            .filter(contacts::Column::Phone.eq(phone.clone()))
+            .filter(contacts::Column::Phone.eq(phone.as_str()))
             .one(&state.db)
             .await?
             .is_some()
@@ -284,7 +285,7 @@ async fn update(
     let was_opted_out = contact.opted_out;
     let mut active = contact.into_active_model();
     if let Some(phone) = phone {
-        active.phone = Set(phone);
+        active.phone = Set(phone.into_string());
     }
     if let Some(v) = body.name {
         active.name = Set(Some(v));

@@ -1,5 +1,9 @@
 //! Shared domain types: channel kinds, message states, validated recipients.
+pub mod phone;
+
 use serde::{Deserialize, Serialize};
+
+pub use phone::{PhoneError, PhoneNumber};
 
 /// Where a message is in its life: `(pending →) queued → sending → sent`, or `failed`, or
 /// `skipped`. `pending` is a campaign recipient its campaign has not released yet.
@@ -31,6 +35,68 @@ impl MessageStatus {
             MessageStatus::Failed => "failed",
             MessageStatus::Skipped => "skipped",
         }
+    }
+}
+
+/// Where a campaign is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    /// Created, not started.
+    Draft,
+    /// Started with a future `scheduled_at`.
+    Scheduled,
+    /// Releasing recipients.
+    Running,
+    /// Stopped by its owner; resumable.
+    Paused,
+    /// Every recipient reached a final state.
+    Completed,
+    /// Stopped for good; unsent recipients are skipped.
+    Cancelled,
+}
+
+impl CampaignStatus {
+    /// The name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignStatus::Draft => "draft",
+            CampaignStatus::Scheduled => "scheduled",
+            CampaignStatus::Running => "running",
+            CampaignStatus::Paused => "paused",
+            CampaignStatus::Completed => "completed",
+            CampaignStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            CampaignStatus::Draft,
+            CampaignStatus::Scheduled,
+            CampaignStatus::Running,
+            CampaignStatus::Paused,
+            CampaignStatus::Completed,
+            CampaignStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+impl MessageStatus {
+    /// The status named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            MessageStatus::Pending,
+            MessageStatus::Queued,
+            MessageStatus::Sending,
+            MessageStatus::Sent,
+            MessageStatus::Failed,
+            MessageStatus::Skipped,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
     }
 }
 

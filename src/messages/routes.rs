@@ -1,15 +1,13 @@
 //! `POST /messages` (queue a send, idempotent by key) and `GET /messages/{id}`.
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Caller,
     channels::{self, Address},
-    domain::{MessageStatus, PARSE_MODES},
-    entities::media,
+    domain::{MessageStatus, PARSE_MODES, PhoneError, PhoneNumber},
     error::ApiError,
     outbox::{
         self,
@@ -173,15 +171,24 @@ async fn validate(
         // Phones are normalised to E.164 with the default region first; other addresses are
         // the adapter's to check.
         Address::Phone => {
-            let region =
-                crate::contacts::csv_reader::region(&state.settings.contacts.default_region)
-                    .ok_or_else(|| {
-                        ApiError::Unexpected(anyhow::anyhow!(
-                            "contacts.default_region is not a region"
-                        ))
-                    })?;
-            crate::contacts::csv_reader::normalise_phone(&body.to, region)
-                .map_err(|e| ApiError::Unprocessable("invalid-recipient", e.message))?
+            let region = crate::domain::region(&state.settings.contacts.default_region)
+                .ok_or_else(|| {
+                    ApiError::Unexpected(anyhow::anyhow!("contacts.default_region is not a region"))
+                })?;
+            PhoneNumber::parse(&body.to, region)
+                .map_err(|e| {
+                    ApiError::Unprocessable(
+                        "invalid-recipient",
+                        match e {
+                            PhoneError::Unparsable => format!("`{}` is not a phone number", body.to),
+                            PhoneError::Invalid => format!(
+                                "`{}` is not a valid phone number (read as {region:?} when it has no +country)",
+                                body.to
+                            ),
+                        },
+                    )
+                })?
+                .into_string()
         }
         _ => body.to.clone(),
     };
@@ -240,10 +247,9 @@ pub(crate) async fn validate_content(
         ));
     }
     if let Some(media_id) = media_id {
-        media::Entity::find_by_id(media_id.to_owned())
-            .one(&state.db)
+        crate::outbox::repo::media_owned_by(&state.db, owner_id, media_id)
             .await?
-            .filter(|m| m.owner_id == owner_id)
+            .then_some(())
             .ok_or_else(|| {
                 ApiError::NotFound("media-not-found", format!("no media `{media_id}`"))
             })?;

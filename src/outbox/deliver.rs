@@ -58,7 +58,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
     let Some(msg) = repo::find(&state.db, id).await? else {
         return Ok(());
     };
-    if msg.status != "queued" {
+    if msg.status != crate::domain::MessageStatus::Queued.as_str() {
         return Ok(());
     }
     let early = (msg.next_attempt_at - Utc::now())

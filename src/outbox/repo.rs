@@ -725,3 +725,15 @@ pub async fn exists(db: &impl ConnectionTrait, id: &str) -> Result<bool, DbErr> 
         .await?
         > 0)
 }
+
+/// Whether `owner_id` has the media `id` (a message may attach only its owner's files).
+pub async fn media_owned_by(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    id: &str,
+) -> Result<bool, DbErr> {
+    Ok(crate::entities::media::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .is_some_and(|m| m.owner_id == owner_id))
+}

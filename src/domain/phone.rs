@@ -21,10 +21,82 @@ use phonenumber::{
 };
 use regex::{Regex, RegexBuilder};
 
+/// A phone number in E.164 (`+34612345678`), as only the normaliser makes it: a phone cannot
+/// be passed where an id or any other string is expected, nor an unchecked string as a phone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Normalises `raw` (separators, `00`, `+country`; `region` for a number without one).
+    pub fn parse(raw: &str, region: country::Id) -> Result<Self, PhoneError> {
+        match with_crate(region, &clean(raw)) {
+            Outcome::E164(p) => Ok(p),
+            Outcome::Unparsable => Err(PhoneError::Unparsable),
+            Outcome::Invalid => Err(PhoneError::Invalid),
+        }
+    }
+
+    /// The E.164 text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The E.164 text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for PhoneNumber {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for PhoneNumber {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PhoneNumber {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for PhoneNumber {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(p: PhoneNumber) -> Self {
+        p.0
+    }
+}
+
+/// Why a string is no phone number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhoneError {
+    /// Not a phone number at all.
+    Unparsable,
+    /// A phone number, but no such number in its region.
+    Invalid,
+}
+
 /// What became of a phone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    E164(String),
+    E164(PhoneNumber),
     /// Not a phone number at all.
     Unparsable,
     /// A phone number, but not a valid one (no such number in its region).
@@ -49,7 +121,9 @@ pub fn with_crate(region: country::Id, cleaned: &str) -> Outcome {
     match phonenumber::parse(Some(region), cleaned) {
         Err(_) => Outcome::Unparsable,
         Ok(number) if !phonenumber::is_valid(&number) => Outcome::Invalid,
-        Ok(number) => Outcome::E164(number.format().mode(phonenumber::Mode::E164).to_string()),
+        Ok(number) => Outcome::E164(PhoneNumber(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        )),
     }
 }
 
@@ -392,7 +466,7 @@ impl PhoneNormaliser {
         });
         let valid = rules.as_ref()?.is_valid(&national);
         Some(if valid {
-            Outcome::E164(format!("+{code}{national}"))
+            Outcome::E164(PhoneNumber(format!("+{code}{national}")))
         } else {
             Outcome::Invalid
         })
