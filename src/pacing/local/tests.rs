@@ -291,3 +291,35 @@ async fn a_dropped_wait_gives_its_turn_back() {
     );
     assert_eq!(pacer.state().waiting, 0);
 }
+
+#[tokio::test]
+async fn sends_handed_back_are_promised_turns_in_order_not_all_the_same() {
+    let pacer = LocalPacer::new(limits(30, 1000));
+    let first = pacer
+        .acquire("chat", RecipientKind::Private, Duration::ZERO)
+        .await;
+    assert!(first.is_ok(), "the first goes at once");
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        match pacer
+            .acquire("chat", RecipientKind::Private, Duration::ZERO)
+            .await
+        {
+            Err(Deferred { wait }) => waits.push(wait),
+            Ok(_) => panic!("the chat's next turn is a second away"),
+        }
+    }
+    for pair in waits.windows(2) {
+        assert!(
+            pair[1] >= pair[0] + Duration::from_millis(999),
+            "each promise a chat interval after the one before: {waits:?}"
+        );
+    }
+    // Another chat is not held back by this one's promises.
+    assert!(
+        pacer
+            .acquire("other", RecipientKind::Private, Duration::from_secs(1))
+            .await
+            .is_ok()
+    );
+}
