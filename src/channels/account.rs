@@ -20,6 +20,11 @@ const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 #[rtype(result = "Result<Receipt, ChannelError>")]
 pub struct Deliver(pub OutboundMessage, pub Duration);
 
+/// Where a send to this recipient would stand (see [`crate::pacing::Pacer::plan`]).
+#[derive(Message)]
+#[rtype(result = "Option<Duration>")]
+pub struct Plan(pub String, pub Duration);
+
 /// Fault injection for tests and chaos drills: the actor panics while handling it.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -131,6 +136,15 @@ impl Supervised for AccountActor {
         self.updates_task = None;
         tracing::warn!(channel_id = %self.id, "account actor restarting");
         metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
+    }
+}
+
+impl Handler<Plan> for AccountActor {
+    type Result = Option<Duration>;
+
+    fn handle(&mut self, Plan(recipient, horizon): Plan, _: &mut Self::Context) -> Self::Result {
+        let kind = self.connection.recipient_kind(&recipient);
+        self.pacer.plan(&recipient, kind, horizon)
     }
 }
 

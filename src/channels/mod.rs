@@ -13,7 +13,7 @@ pub mod whatsapp;
 use bytes::Bytes;
 
 pub use crate::pacing::{Pacer, PacingLimits};
-pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Retire};
+pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Plan, Retire};
 pub use adapter::{Adapters, Address, ChannelAdapter};
 pub use error::ChannelError;
 pub use registry::{

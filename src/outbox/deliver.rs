@@ -15,7 +15,7 @@ use super::{
     repo::{self, MessageRow},
     stats,
 };
-use crate::channels::{ChannelError, Deliver, Lookup, OutboundMessage, Receipt};
+use crate::channels::{ChannelError, Deliver, Lookup, OutboundMessage, Plan, Receipt};
 
 /// Rate-limit answers tolerated within one attempt before the message goes back to the queue.
 const MAX_RATE_LIMITS_PER_ATTEMPT: u32 = 10;
@@ -69,6 +69,26 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     tokio::time::sleep(early).await;
+    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms);
+    let actor = state.registry.send(Lookup(msg.channel_id.clone())).await?;
+    // A send whose turn is far off goes back to the queue for then before it is claimed: a
+    // flood to one chat costs one job push per message instead of a claim, a defer and a push.
+    if let Some(actor) = &actor
+        && let Ok(Some(wait)) = actor.send(Plan(msg.recipient.clone(), horizon)).await
+    {
+        let delay = wait.saturating_sub(horizon / 2);
+        // Beyond two leases the sweep would take the job for lost: say when it is due.
+        if delay.as_secs() >= state.settings.delivery.lease_secs {
+            repo::postpone(
+                &state.db,
+                id,
+                Utc::now() + chrono::Duration::from_std(delay)?,
+            )
+            .await?;
+        }
+        state.queue.push(id, delay).await?;
+        return Ok(());
+    }
     let lease =
         || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
     if !repo::claim(&state.db, id, &state.node_name, lease()).await? {
@@ -97,7 +117,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         }
         Err(e) => return fail(state, &msg, &e, false).await,
     };
-    let Some(actor) = state.registry.send(Lookup(msg.channel_id.clone())).await? else {
+    let Some(actor) = actor else {
         let e = ChannelError::Permanent {
             code: "channel-not-found",
             detail: "the channel account was deleted".into(),
@@ -105,7 +125,6 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         return fail(state, &msg, &e, false).await;
     };
 
-    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms);
     let mut rate_limits = 0;
     loop {
         let result = actor

@@ -410,6 +410,19 @@ async fn finish(
     Ok(())
 }
 
+/// A queued message's job was pushed again for `at` without claiming it: its due time and push
+/// time move, so the sweep does not take the job for lost.
+pub async fn postpone(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
+    messages::Entity::update_many()
+        .col_expr(messages::Column::NextAttemptAt, Expr::value(at))
+        .col_expr(messages::Column::EnqueuedAt, Expr::value(Utc::now()))
+        .filter(messages::Column::Id.eq(id))
+        .filter(status_is(MessageStatus::Queued))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Marks that a job for the message was pushed now.
 pub async fn mark_enqueued(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
     if ids.is_empty() {

@@ -47,8 +47,8 @@ impl DailyCap {
         }
     }
 
-    /// Takes a place for a send at `now`, or says how long until one frees up.
-    pub(super) fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    /// Whether a send at `now` would fit, or how long until one would.
+    pub(super) fn check(&mut self, now: Instant) -> Result<(), Duration> {
         if self.cap == 0 {
             return Ok(());
         }
@@ -58,6 +58,15 @@ impl DailyCap {
             let frees = self.origin + BUCKET * (oldest as u32 + 1) + DAY;
             return Err(frees.saturating_duration_since(now).max(BUCKET / 60));
         }
+        Ok(())
+    }
+
+    /// Takes a place for a send at `now`, or says how long until one frees up.
+    pub(super) fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        if self.cap == 0 {
+            return Ok(());
+        }
+        self.check(now)?;
         let minute = self.minute(now);
         match self.buckets.back_mut() {
             Some((m, n)) if *m == minute => *n += 1,

@@ -501,6 +501,19 @@ impl Pacer for LocalPacer {
         })
     }
 
+    fn plan(&self, recipient: &str, kind: RecipientKind, horizon: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        if let Err(wait) = self.day().check(now) {
+            return Some(wait);
+        }
+        let mut t = self.lock();
+        let at = t.first_free(t.recipient_ready(recipient, kind, now));
+        if at.saturating_duration_since(now) <= horizon {
+            return None;
+        }
+        Some(t.promise(recipient, kind, at, now).duration_since(now))
+    }
+
     fn rate_limited(
         &self,
         recipient: &str,

@@ -113,6 +113,11 @@ pub trait Pacer: Send + Sync + std::fmt::Debug {
         horizon: Duration,
     ) -> BoxFuture<'a, Result<Permit, Deferred>>;
 
+    /// Where a send to `recipient` would stand, without taking a turn: `None` when its turn is
+    /// within `horizon` (ask with [`Pacer::acquire`]), else the wait until a turn promised to it
+    /// (the caller queues it for then without claiming it).
+    fn plan(&self, recipient: &str, kind: RecipientKind, horizon: Duration) -> Option<Duration>;
+
     /// The provider refused a send to `recipient` with a rate limit: hold the recipient or the
     /// account for `retry_after` as `scope` says, and move every turn not yet taken after it.
     fn rate_limited(
