@@ -76,18 +76,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
     if let Some(actor) = &actor
         && let Ok(Some(wait)) = actor.send(Plan(msg.recipient.clone(), horizon)).await
     {
-        let delay = wait.saturating_sub(horizon / 2);
-        // Beyond two leases the sweep would take the job for lost: say when it is due.
-        if delay.as_secs() >= state.settings.delivery.lease_secs {
-            repo::postpone(
-                &state.db,
-                id,
-                Utc::now() + chrono::Duration::from_std(delay)?,
-            )
-            .await?;
-        }
-        state.queue.push(id, delay).await?;
-        return Ok(());
+        return come_back(state, id, wait, horizon, false).await;
     }
     let lease =
         || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
@@ -139,15 +128,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         if let Err(ChannelError::Deferred { wait }) = result {
             // Its turn is far off (a busy group, a frozen account): free the delivery slot and
             // come back a little before the turn. Nothing was sent: not an attempt.
-            let delay = wait.saturating_sub(horizon / 2);
-            repo::defer(
-                &state.db,
-                id,
-                Utc::now() + chrono::Duration::from_std(delay)?,
-            )
-            .await?;
-            state.queue.push(id, delay).await?;
-            return Ok(());
+            return come_back(state, id, wait, horizon, true).await;
         }
         // A pair-rate or quality limit waits longer for each such answer in a row; read that
         // count before the transaction: in SQLite a transaction that reads and then writes fails
@@ -263,6 +244,27 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Queues the message again for shortly before its turn, `wait` from now: not an attempt.
+/// A `claimed` row goes back to `queued`; an unclaimed one only moves its due time, and only
+/// when the wait is longer than a lease (beyond two the sweep would take the job for lost).
+async fn come_back(
+    state: &Outbox,
+    id: &str,
+    wait: Duration,
+    horizon: Duration,
+    claimed: bool,
+) -> anyhow::Result<()> {
+    let delay = wait.saturating_sub(horizon / 2);
+    let at = Utc::now() + chrono::Duration::from_std(delay)?;
+    if claimed {
+        repo::defer(&state.db, id, at).await?;
+    } else if delay.as_secs() >= state.settings.delivery.lease_secs {
+        repo::postpone(&state.db, id, at).await?;
+    }
+    state.queue.push(id, delay).await?;
+    Ok(())
 }
 
 /// A retryable failure: back off and re-queue, or give up after `delivery.max_attempts`.

@@ -50,16 +50,16 @@ pub async fn list_for(
         .await
 }
 
-/// One subscription of `owner_id`.
-pub async fn find_for(
+/// One subscription whose owner `may_see` accepts.
+pub async fn find_visible(
     db: &impl ConnectionTrait,
-    owner_id: &str,
     id: &str,
+    may_see: impl FnOnce(&str) -> bool,
 ) -> Result<Option<SubscriptionRow>, DbErr> {
     Ok(subscriptions::Entity::find_by_id(id.to_owned())
         .one(db)
         .await?
-        .filter(|s| s.owner_id == owner_id))
+        .filter(|s| may_see(&s.owner_id)))
 }
 
 /// Deletes a subscription (its events already written stay in the ledger).

@@ -95,7 +95,7 @@ async fn get(
     path: web::Path<String>,
     outbox: web::Data<Outbox>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = service::get(&outbox, &caller.user_id, &path).await?;
+    let row = service::get(&outbox, &caller, &path).await?;
     Ok(HttpResponse::Ok().json(View::from(row)))
 }
 
@@ -106,7 +106,7 @@ async fn delete(
     listener: web::Data<SubscriptionsListener>,
 ) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
-    service::delete(&outbox, &listener, &caller.user_id, &path).await?;
+    service::delete(&outbox, &listener, &caller, &path).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -122,7 +122,7 @@ async fn dead_letters(
     outbox: web::Data<Outbox>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(100);
-    let items: Vec<DeadLetter> = service::dead_letters(&outbox, &caller.user_id, &path, limit)
+    let items: Vec<DeadLetter> = service::dead_letters(&outbox, &caller, &path, limit)
         .await?
         .into_iter()
         .map(DeadLetter::from)
@@ -145,7 +145,7 @@ async fn replay(
 ) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
     let ids = body.map(|b| b.into_inner()).unwrap_or_default().ids;
-    let replayed = service::replay(&outbox, &caller.user_id, &path, ids).await?;
+    let replayed = service::replay(&outbox, &caller, &path, ids).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "replayed": replayed.len(),
         "ids": replayed,

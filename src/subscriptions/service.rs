@@ -6,6 +6,7 @@ use super::{
     repo::{self, NewSubscription, SubscriptionRow},
 };
 use crate::{
+    auth::Caller,
     channels::{repo as channels_repo, webhook},
     outbox::{
         Outbox,
@@ -82,13 +83,13 @@ pub async fn list(
     Ok(repo::list_for(&outbox.db, owner_id).await?)
 }
 
-/// One of the owner's subscriptions.
+/// A subscription `caller` may see (its own; any, for an admin).
 pub async fn get(
     outbox: &Outbox,
-    owner_id: &str,
+    caller: &Caller,
     id: &str,
 ) -> Result<SubscriptionRow, SubscriptionError> {
-    repo::find_for(&outbox.db, owner_id, id)
+    repo::find_visible(&outbox.db, id, |o| caller.can_access(o))
         .await?
         .ok_or(SubscriptionError::NotFound)
 }
@@ -97,10 +98,10 @@ pub async fn get(
 pub async fn delete(
     outbox: &Outbox,
     listener: &SubscriptionsListener,
-    owner_id: &str,
+    caller: &Caller,
     id: &str,
 ) -> Result<(), SubscriptionError> {
-    let sub = get(outbox, owner_id, id).await?;
+    let sub = get(outbox, caller, id).await?;
     repo::delete(&outbox.db, &sub.id).await?;
     listener.forget();
     Ok(())
@@ -109,11 +110,11 @@ pub async fn delete(
 /// Its events that exhausted their retries or were refused, oldest first.
 pub async fn dead_letters(
     outbox: &Outbox,
-    owner_id: &str,
+    caller: &Caller,
     id: &str,
     limit: usize,
 ) -> Result<Vec<MessageRow>, SubscriptionError> {
-    let sub = get(outbox, owner_id, id).await?;
+    let sub = get(outbox, caller, id).await?;
     let limit = limit.clamp(1, MAX_PAGE) as u64;
     Ok(ledger::failed_to(&outbox.db, &sub.channel_id, &sub.id, limit).await?)
 }
@@ -122,7 +123,7 @@ pub async fn dead_letters(
 /// returns their ids.
 pub async fn replay(
     outbox: &Outbox,
-    owner_id: &str,
+    caller: &Caller,
     id: &str,
     ids: Option<Vec<String>>,
 ) -> Result<Vec<String>, SubscriptionError> {
@@ -131,7 +132,7 @@ pub async fn replay(
     {
         return Err(SubscriptionError::TooMany(MAX_PAGE));
     }
-    let sub = get(outbox, owner_id, id).await?;
+    let sub = get(outbox, caller, id).await?;
     let requeued =
         ledger::requeue_failed(&outbox.db, &sub.channel_id, &sub.id, ids.as_deref()).await?;
     for chunk in requeued.chunks(MAX_PAGE) {

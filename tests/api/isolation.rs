@@ -30,6 +30,7 @@ struct Resources {
     import: String,
     template: String,
     campaign: String,
+    subscription: String,
 }
 
 impl Resources {
@@ -45,6 +46,7 @@ impl Resources {
             "import" => &self.import,
             "template" => &self.template,
             "campaign" => &self.campaign,
+            "subscription" => &self.subscription,
             other => panic!("unknown resource kind {other}"),
         }
     }
@@ -213,6 +215,34 @@ fn routes() -> Vec<Route> {
         r(M::GET, "/api/v1/dashboard/timeline", None, none),
         r(M::GET, "/api/v1/dashboard/by-group", None, none),
         r(M::GET, "/api/v1/dashboard/by-contact", None, none),
+        r(M::POST, "/api/v1/subscriptions", None, |res| {
+            Some(json!({"channel_id": res.channel}))
+        }),
+        r(M::GET, "/api/v1/subscriptions", None, none),
+        r(
+            M::GET,
+            "/api/v1/subscriptions/{id}",
+            Some("subscription"),
+            none,
+        ),
+        r(
+            M::DELETE,
+            "/api/v1/subscriptions/{id}",
+            Some("subscription"),
+            none,
+        ),
+        r(
+            M::GET,
+            "/api/v1/subscriptions/{id}/dead-letters",
+            Some("subscription"),
+            none,
+        ),
+        r(
+            M::POST,
+            "/api/v1/subscriptions/{id}/dead-letters/replay",
+            Some("subscription"),
+            none,
+        ),
     ]
 }
 
@@ -369,7 +399,27 @@ async fn create_everything(app: &TestApp, a: &str) -> Resources {
         "/id",
     )
     .await;
+    let hook = create(
+        app,
+        a,
+        "/api/v1/channels",
+        Json(
+            json!({"kind": "webhook", "name": "events", "url": "http://127.0.0.1:9/hook",
+                    "allow_private_network": true}),
+        ),
+        "/id",
+    )
+    .await;
+    let subscription = create(
+        app,
+        a,
+        "/api/v1/subscriptions",
+        Json(json!({"channel_id": hook})),
+        "/id",
+    )
+    .await;
     Resources {
+        subscription,
         campaign,
         template,
         contact,
@@ -431,6 +481,7 @@ async fn isolation_walk(backend: Backend) {
             "import",
             "template",
             "campaign",
+            "subscription",
         ] {
             assert!(
                 !text.contains(res.id(kind)),
