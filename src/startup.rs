@@ -117,7 +117,17 @@ impl Application {
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
         let clock = Clock::system();
         let quotas: Arc<dyn crate::outbox::hooks::Quotas> = Arc::new(AlertQuotas);
-        let ledger = LedgerWriter::start(db.clone(), queue.clone(), clock.clone(), quotas.clone());
+        let planner = crate::outbox::writer::Planner {
+            registry: registry.clone(),
+            horizon: Duration::from_millis(settings.delivery.pacing_horizon_ms),
+        };
+        let ledger = LedgerWriter::start(
+            db.clone(),
+            queue.clone(),
+            clock.clone(),
+            quotas.clone(),
+            Some(planner),
+        );
         let audit = auth::audit_writer::AuditWriter::start(db.clone());
         let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone());
         rules.reload().await.context("could not load alert rules")?;

@@ -98,10 +98,17 @@ impl Queue {
 
     /// Enqueues delivery of every message in `ids` now, in one transaction.
     pub async fn push_many(&self, ids: &[String]) -> anyhow::Result<()> {
-        let tasks = ids.iter().map(|id| {
+        let due: Vec<_> = ids.iter().map(|id| (id.clone(), Duration::ZERO)).collect();
+        self.push_many_after(&due).await
+    }
+
+    /// Enqueues delivery of each message after its delay, in one transaction.
+    pub async fn push_many_after(&self, due: &[(String, Duration)]) -> anyhow::Result<()> {
+        let tasks = due.iter().map(|(id, delay)| {
             TaskBuilder::new(DeliverJob {
                 message_id: id.clone(),
             })
+            .run_after(*delay)
             .max_attempts(INFRA_RETRIES)
             .build()
         });

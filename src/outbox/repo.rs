@@ -457,7 +457,13 @@ pub async fn stranded(
                         .add(messages::Column::EnqueuedAt.is_null())
                         .add(messages::Column::UpdatedAt.lt(fresh_before)),
                 )
-                .add(messages::Column::EnqueuedAt.lt(stale_before)),
+                // Pushed long ago and due long ago: its job is lost. A job pushed for a turn
+                // hours ahead is not.
+                .add(
+                    Condition::all()
+                        .add(messages::Column::EnqueuedAt.lt(stale_before))
+                        .add(messages::Column::NextAttemptAt.lt(stale_before)),
+                ),
         )
         .order_by_asc(messages::Column::NextAttemptAt)
         .limit(limit)

@@ -45,6 +45,55 @@ struct Request {
     reply: oneshot::Sender<Result<Admitted, String>>,
 }
 
+/// Asks each new message's account when its turn would be, so that a message far down a busy
+/// chat's line is queued for then instead of being fetched now only to be put back.
+#[derive(Clone)]
+pub struct Planner {
+    /// The account actors.
+    pub registry: actix::Addr<crate::channels::ChannelRegistry>,
+    /// `delivery.pacing_horizon_ms`.
+    pub horizon: std::time::Duration,
+}
+
+impl Planner {
+    /// The delay to queue each admission's job with (zero when its turn is near).
+    async fn delays(&self, admissions: &[Admission]) -> Vec<std::time::Duration> {
+        use crate::channels::{Lookup, Plan};
+        let mut actors = std::collections::HashMap::new();
+        let mut delays = Vec::with_capacity(admissions.len());
+        for a in admissions {
+            let (Some(channel), Some(recipient)) = (
+                a.row.channel_id.clone().take(),
+                a.row.recipient.clone().take(),
+            ) else {
+                delays.push(std::time::Duration::ZERO);
+                continue;
+            };
+            if !actors.contains_key(&channel) {
+                let actor = self
+                    .registry
+                    .send(Lookup(channel.clone()))
+                    .await
+                    .ok()
+                    .flatten();
+                actors.insert(channel.clone(), actor);
+            }
+            let wait = match actors.get(&channel).and_then(Option::as_ref) {
+                Some(actor) => actor
+                    .send(Plan(recipient, self.horizon))
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            delays.push(wait.map_or(std::time::Duration::ZERO, |w| {
+                w.saturating_sub(self.horizon / 2)
+            }));
+        }
+        delays
+    }
+}
+
 /// Handle to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct LedgerWriter {
@@ -64,9 +113,10 @@ impl LedgerWriter {
         queue: Queue,
         clock: Clock,
         quotas: std::sync::Arc<dyn Quotas>,
+        planner: Option<Planner>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tokio::spawn(run(db, queue, clock, quotas, rx));
+        tokio::spawn(run(db, queue, clock, quotas, planner, rx));
         Self { tx }
     }
 
@@ -88,21 +138,34 @@ async fn run(
     queue: Queue,
     clock: Clock,
     quotas: std::sync::Arc<dyn Quotas>,
+    planner: Option<Planner>,
     mut rx: mpsc::Receiver<Request>,
 ) {
     let pushes = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_PUSHES));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len();
-        let (requests, admissions): (Vec<_>, Vec<_>) =
+        let (requests, mut admissions): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|r| (r.reply, r.admission)).unzip();
         metrics::histogram!("pregonero_ledger_batch_size").record(size as f64);
+        let delays = match &planner {
+            Some(p) => p.delays(&admissions).await,
+            None => vec![std::time::Duration::ZERO; admissions.len()],
+        };
+        let now = chrono::Utc::now();
+        for (a, delay) in admissions.iter_mut().zip(&delays) {
+            if !delay.is_zero() {
+                let due = now + chrono::Duration::from_std(*delay).unwrap_or_default();
+                a.row.next_attempt_at = sea_orm::Set(due);
+            }
+        }
         match write(&db, quotas.as_ref(), admissions, clock.today()).await {
             Ok(outcomes) => {
-                let ids: Vec<String> = outcomes
+                let ids: Vec<(String, std::time::Duration)> = outcomes
                     .iter()
-                    .filter_map(|o| match o {
-                        Admitted::Accepted(m) => Some(m.id.clone()),
+                    .zip(&delays)
+                    .filter_map(|(o, delay)| match o {
+                        Admitted::Accepted(m) => Some((m.id.clone(), *delay)),
                         Admitted::Refused => None,
                     })
                     .collect();
@@ -147,15 +210,16 @@ async fn run(
 /// without `enqueued_at`: a process killed between the commit and the push leaves them for the
 /// recovery sweep's "no job yet" pass (seconds, and at once at the next start), where a row
 /// marked enqueued before its push would have waited two leases.
-async fn push_jobs(db: &DatabaseConnection, queue: &Queue, ids: &[String]) {
-    match queue.push_many(ids).await {
+async fn push_jobs(db: &DatabaseConnection, queue: &Queue, due: &[(String, std::time::Duration)]) {
+    match queue.push_many_after(due).await {
         Ok(()) => {
-            if let Err(e) = repo::mark_enqueued(db, ids).await {
+            let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
+            if let Err(e) = repo::mark_enqueued(db, &ids).await {
                 tracing::warn!(error = %e, "could not mark a pushed batch; the sweep may push it again");
             }
         }
         Err(e) => {
-            tracing::warn!(count = ids.len(), error = ?e, "batch enqueue failed; the sweep will retry");
+            tracing::warn!(count = due.len(), error = ?e, "batch enqueue failed; the sweep will retry");
         }
     }
 }
