@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::{
     auth::Caller,
-    entities::{contacts, media, templates},
+    entities::{contacts, templates},
     error::{ApiError, FieldError},
     state::AppState,
 };
@@ -197,10 +197,9 @@ async fn validate(state: &AppState, caller: &Caller, b: &TemplateBody) -> Result
         }
     }
     if let Some(media_id) = &b.media_id {
-        let owned = media::Entity::find_by_id(media_id.clone())
-            .one(&state.db)
+        let owned = crate::media::find_owned(&state.db, &caller.user_id, media_id)
             .await?
-            .is_some_and(|m| m.owner_id == caller.user_id);
+            .is_some();
         if !owned {
             errors.push(field(
                 "media_id",

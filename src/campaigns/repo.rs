@@ -370,19 +370,6 @@ pub async fn template_of(
     )
 }
 
-/// The content type and size of `owner_id`'s media `id`.
-pub async fn media_of(
-    db: &impl ConnectionTrait,
-    owner_id: &str,
-    id: &str,
-) -> Result<Option<(String, i64)>, DbErr> {
-    Ok(crate::entities::media::Entity::find_by_id(id.to_owned())
-        .one(db)
-        .await?
-        .filter(|m| m.owner_id == owner_id)
-        .map(|m| (m.content_type, m.size)))
-}
-
 /// A page of a campaign's audience: the owner's contacts who did not opt out, of the
 /// audience's groups or ids (both empty: all), in id order after `after`.
 pub async fn audience_page(

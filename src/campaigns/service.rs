@@ -139,14 +139,13 @@ pub async fn create(
         media_id = b.media_id.clone();
     }
     if let Some(mid) = &media_id {
-        let (content_type, size) =
-            repo::media_of(&state.db, &owner, mid)
-                .await?
-                .ok_or_else(|| {
-                    CampaignError::NotFound("media-not-found", format!("no media `{mid}`"))
-                })?;
+        let m = crate::media::find_owned(&state.db, &owner, mid)
+            .await?
+            .ok_or_else(|| {
+                CampaignError::NotFound("media-not-found", format!("no media `{mid}`"))
+            })?;
         adapter
-            .check_media(&content_type, u64::try_from(size).unwrap_or(u64::MAX))
+            .check_media(&m.content_type, u64::try_from(m.size).unwrap_or(u64::MAX))
             .map_err(|(code, why)| invalid(code, why))?;
     }
     if let Some(w) = &b.send_window {

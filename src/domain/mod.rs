@@ -84,22 +84,6 @@ impl CampaignStatus {
     }
 }
 
-impl MessageStatus {
-    /// The status named `s`, if any.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            MessageStatus::Pending,
-            MessageStatus::Queued,
-            MessageStatus::Sending,
-            MessageStatus::Sent,
-            MessageStatus::Failed,
-            MessageStatus::Skipped,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == s)
-    }
-}
-
 /// Telegram parse modes accepted by `sendMessage`.
 pub const PARSE_MODES: [&str; 3] = ["HTML", "MarkdownV2", "Markdown"];
 

@@ -54,18 +54,6 @@ impl std::fmt::Display for PhoneNumber {
     }
 }
 
-impl AsRef<str> for PhoneNumber {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for PhoneNumber {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
 impl PartialEq<&str> for PhoneNumber {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other
@@ -75,12 +63,6 @@ impl PartialEq<&str> for PhoneNumber {
 impl PartialEq<String> for PhoneNumber {
     fn eq(&self, other: &String) -> bool {
         &self.0 == other
-    }
-}
-
-impl From<PhoneNumber> for String {
-    fn from(p: PhoneNumber) -> Self {
-        p.0
     }
 }
 

@@ -43,6 +43,18 @@ pub fn content_matches(content_type: &str, head: &[u8]) -> bool {
 /// Bytes needed by [`content_matches`].
 pub const SNIFF_BYTES: usize = 12;
 
+/// `owner_id`'s media `id` (what a message, a template or a campaign may attach).
+pub async fn find_owned(
+    db: &impl sea_orm::ConnectionTrait,
+    owner_id: &str,
+    id: &str,
+) -> Result<Option<media::Model>, sea_orm::DbErr> {
+    Ok(media::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .filter(|m| m.owner_id == owner_id))
+}
+
 /// The media library as the delivery core sees it: rows, files and links.
 #[derive(Clone)]
 pub struct Library {

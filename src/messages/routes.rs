@@ -247,9 +247,8 @@ pub(crate) async fn validate_content(
         ));
     }
     if let Some(media_id) = media_id {
-        crate::outbox::repo::media_owned_by(&state.db, owner_id, media_id)
+        crate::media::find_owned(&state.db, owner_id, media_id)
             .await?
-            .then_some(())
             .ok_or_else(|| {
                 ApiError::NotFound("media-not-found", format!("no media `{media_id}`"))
             })?;

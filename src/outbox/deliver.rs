@@ -15,7 +15,7 @@ use super::{
     repo::{self, MessageRow},
     stats,
 };
-use crate::channels::{ChannelError, Deliver, Lookup, OutboundMessage, Plan, Receipt};
+use crate::channels::{ChannelError, Deliver, Lookup, OutboundMessage, Receipt};
 
 /// Rate-limit answers tolerated within one attempt before the message goes back to the queue.
 const MAX_RATE_LIMITS_PER_ATTEMPT: u32 = 10;
@@ -69,15 +69,6 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     tokio::time::sleep(early).await;
-    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms);
-    let actor = state.registry.send(Lookup(msg.channel_id.clone())).await?;
-    // A send whose turn is far off goes back to the queue for then before it is claimed: a
-    // flood to one chat costs one job push per message instead of a claim, a defer and a push.
-    if let Some(actor) = &actor
-        && let Ok(Some(wait)) = actor.send(Plan(msg.recipient.clone(), horizon)).await
-    {
-        return come_back(state, id, wait, horizon, false).await;
-    }
     let lease =
         || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
     if !repo::claim(&state.db, id, &state.node_name, lease()).await? {
@@ -106,7 +97,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         }
         Err(e) => return fail(state, &msg, &e, false).await,
     };
-    let Some(actor) = actor else {
+    let Some(actor) = state.registry.send(Lookup(msg.channel_id.clone())).await? else {
         let e = ChannelError::Permanent {
             code: "channel-not-found",
             detail: "the channel account was deleted".into(),
@@ -114,6 +105,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         return fail(state, &msg, &e, false).await;
     };
 
+    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms);
     let mut rate_limits = 0;
     loop {
         let result = actor
@@ -128,7 +120,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
         if let Err(ChannelError::Deferred { wait }) = result {
             // Its turn is far off (a busy group, a frozen account): free the delivery slot and
             // come back a little before the turn. Nothing was sent: not an attempt.
-            return come_back(state, id, wait, horizon, true).await;
+            return come_back(state, id, wait, horizon).await;
         }
         // A pair-rate or quality limit waits longer for each such answer in a row; read that
         // count before the transaction: in SQLite a transaction that reads and then writes fails
@@ -246,23 +238,21 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Queues the message again for shortly before its turn, `wait` from now: not an attempt.
-/// A `claimed` row goes back to `queued`; an unclaimed one only moves its due time, and only
-/// when the wait is longer than a lease (beyond two the sweep would take the job for lost).
+/// Puts a claimed message back in the queue for shortly before its turn, `wait` from now:
+/// nothing was sent, so it is not an attempt.
 async fn come_back(
     state: &Outbox,
     id: &str,
     wait: Duration,
     horizon: Duration,
-    claimed: bool,
 ) -> anyhow::Result<()> {
     let delay = wait.saturating_sub(horizon / 2);
-    let at = Utc::now() + chrono::Duration::from_std(delay)?;
-    if claimed {
-        repo::defer(&state.db, id, at).await?;
-    } else if delay.as_secs() >= state.settings.delivery.lease_secs {
-        repo::postpone(&state.db, id, at).await?;
-    }
+    repo::defer(
+        &state.db,
+        id,
+        Utc::now() + chrono::Duration::from_std(delay)?,
+    )
+    .await?;
     state.queue.push(id, delay).await?;
     Ok(())
 }

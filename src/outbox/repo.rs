@@ -410,19 +410,6 @@ async fn finish(
     Ok(())
 }
 
-/// A queued message's job was pushed again for `at` without claiming it: its due time and push
-/// time move, so the sweep does not take the job for lost.
-pub async fn postpone(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
-    messages::Entity::update_many()
-        .col_expr(messages::Column::NextAttemptAt, Expr::value(at))
-        .col_expr(messages::Column::EnqueuedAt, Expr::value(Utc::now()))
-        .filter(messages::Column::Id.eq(id))
-        .filter(status_is(MessageStatus::Queued))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 /// Marks that a job for the message was pushed now.
 pub async fn mark_enqueued(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
     if ids.is_empty() {
@@ -473,9 +460,9 @@ pub async fn stranded(
     Ok(rows)
 }
 
-/// Puts back `sending` messages whose lease ran out (their worker died): `sending → queued`.
-pub async fn requeue_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<u64, DbErr> {
-    let res = messages::Entity::update_many()
+/// `sending → queued`, unlocked and without a job (the sweep or the caller pushes one).
+fn unlock_to_queued() -> sea_orm::UpdateMany<messages::Entity> {
+    messages::Entity::update_many()
         .col_expr(
             messages::Column::Status,
             Expr::value(MessageStatus::Queued.as_str()),
@@ -493,6 +480,11 @@ pub async fn requeue_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) -> R
             Expr::value(Option::<DateTime<Utc>>::None),
         )
         .filter(status_is(MessageStatus::Sending))
+}
+
+/// Puts back `sending` messages whose lease ran out (their worker died): `sending → queued`.
+pub async fn requeue_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    let res = unlock_to_queued()
         .filter(messages::Column::LockedUntil.lt(now))
         .exec(db)
         .await?;
@@ -501,28 +493,11 @@ pub async fn requeue_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) -> R
 
 /// Hands back every message `node` is sending (clean shutdown): `sending → queued`, attempt refunded.
 pub async fn release_node(db: &impl ConnectionTrait, node: &str) -> Result<u64, DbErr> {
-    let res = messages::Entity::update_many()
-        .col_expr(
-            messages::Column::Status,
-            Expr::value(MessageStatus::Queued.as_str()),
-        )
+    let res = unlock_to_queued()
         .col_expr(
             messages::Column::Attempts,
             Expr::col(messages::Column::Attempts).sub(1),
         )
-        .col_expr(
-            messages::Column::LockedUntil,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(
-            messages::Column::LockedBy,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            messages::Column::EnqueuedAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .filter(status_is(MessageStatus::Sending))
         .filter(messages::Column::LockedBy.eq(node))
         .exec(db)
         .await?;
@@ -743,16 +718,4 @@ pub async fn exists(db: &impl ConnectionTrait, id: &str) -> Result<bool, DbErr> 
         .count(db)
         .await?
         > 0)
-}
-
-/// Whether `owner_id` has the media `id` (a message may attach only its owner's files).
-pub async fn media_owned_by(
-    db: &impl ConnectionTrait,
-    owner_id: &str,
-    id: &str,
-) -> Result<bool, DbErr> {
-    Ok(crate::entities::media::Entity::find_by_id(id.to_owned())
-        .one(db)
-        .await?
-        .is_some_and(|m| m.owner_id == owner_id))
 }
