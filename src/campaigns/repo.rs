@@ -67,6 +67,30 @@ pub async fn due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Vec<Camp
         .await
 }
 
+/// One contact's ledger row of a campaign: `pending`, or `skipped` with the reason.
+pub fn recipient_row(
+    message: crate::outbox::repo::NewMessage,
+    campaign_id: &str,
+    contact_id: &str,
+    provider_template: Option<String>,
+    skip: Option<&'static str>,
+    now: DateTime<Utc>,
+) -> messages::ActiveModel {
+    use sea_orm::Set;
+    let mut row = message.into_row(now);
+    row.campaign_id = Set(Some(campaign_id.to_owned()));
+    row.contact_id = Set(Some(contact_id.to_owned()));
+    row.provider_template = Set(provider_template);
+    row.status = Set(match skip {
+        Some(_) => MessageStatus::Skipped,
+        None => MessageStatus::Pending,
+    }
+    .as_str()
+    .into());
+    row.last_error_code = Set(skip.map(str::to_owned));
+    row
+}
+
 /// Inserts ledger rows (`pending`), skipping contacts the campaign already has: starting twice,
 /// or after a crash half-way, never creates a second message for a contact.
 pub async fn insert_recipients(
@@ -200,7 +224,6 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Whether every recipient reached a final state.
     /// The counters as last stored on the campaign's row.
     pub fn stored(c: &CampaignRow) -> Self {
         Self {
@@ -215,6 +238,7 @@ impl Counters {
         }
     }
 
+    /// Whether every recipient reached a final state.
     pub fn done(&self) -> bool {
         self.pending == 0 && self.queued == 0
     }
@@ -309,13 +333,66 @@ pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &str) -> Result<u
         .await
 }
 
-/// Inserts a campaign row.
+/// What a new draft campaign is made of (the JSON fields already serialised).
+pub struct Draft {
+    /// Owner.
+    pub owner_id: String,
+    /// Name.
+    pub name: String,
+    /// Account it sends from.
+    pub channel_id: String,
+    /// Template it was written from.
+    pub template_id: Option<String>,
+    /// Text (a template body).
+    pub body: String,
+    /// WhatsApp provider template (JSON).
+    pub provider_template: Option<String>,
+    /// Media attached.
+    pub media_id: Option<String>,
+    /// Audience (JSON).
+    pub audience: String,
+    /// Start time.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Send window (JSON).
+    pub send_window: Option<String>,
+}
+
+/// Inserts a campaign as a draft with zero counters.
 pub async fn insert(
     db: &impl ConnectionTrait,
-    row: campaigns::ActiveModel,
+    d: Draft,
+    now: DateTime<Utc>,
 ) -> Result<CampaignRow, DbErr> {
-    use sea_orm::ActiveModelTrait;
-    row.insert(db).await
+    use sea_orm::{ActiveModelTrait, Set};
+    campaigns::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        owner_id: Set(d.owner_id),
+        name: Set(d.name),
+        channel_id: Set(d.channel_id),
+        template_id: Set(d.template_id),
+        body: Set(d.body),
+        provider_template: Set(d.provider_template),
+        media_id: Set(d.media_id),
+        audience: Set(d.audience),
+        scheduled_at: Set(d.scheduled_at),
+        send_window: Set(d.send_window),
+        status: Set(CampaignStatus::Draft.as_str().into()),
+        status_detail: Set(None),
+        total: Set(0),
+        pending: Set(0),
+        queued: Set(0),
+        sent: Set(0),
+        delivered: Set(0),
+        read: Set(0),
+        failed: Set(0),
+        skipped: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+    }
+    .insert(db)
+    .await
 }
 
 /// An owner's campaigns, newest first (at most 500), of one status if given.
@@ -368,36 +445,6 @@ pub async fn template_of(
             .filter(|t| t.owner_id == owner_id)
             .map(|t| (t.body, t.media_id)),
     )
-}
-
-/// A page of a campaign's audience: the owner's contacts who did not opt out, of the
-/// audience's groups or ids (both empty: all), in id order after `after`.
-pub async fn audience_page(
-    db: &impl ConnectionTrait,
-    owner_id: &str,
-    audience: &super::Audience,
-    after: &str,
-    limit: u64,
-) -> Result<Vec<crate::entities::contacts::Model>, DbErr> {
-    use crate::entities::contacts;
-    let mut q = contacts::Entity::find()
-        .filter(contacts::Column::OwnerId.eq(owner_id))
-        .filter(contacts::Column::OptedOut.eq(false))
-        .filter(contacts::Column::Id.gt(after))
-        .order_by_asc(contacts::Column::Id)
-        .limit(limit);
-    if !audience.groups.is_empty() || !audience.contact_ids.is_empty() {
-        use sea_orm::sea_query::Condition;
-        let mut any = Condition::any();
-        if !audience.groups.is_empty() {
-            any = any.add(contacts::Column::GroupName.is_in(audience.groups.clone()));
-        }
-        if !audience.contact_ids.is_empty() {
-            any = any.add(contacts::Column::Id.is_in(audience.contact_ids.clone()));
-        }
-        q = q.filter(any);
-    }
-    q.all(db).await
 }
 
 /// Applies a state change and the ledger moves that go with it, in one transaction; false

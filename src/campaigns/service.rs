@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{Set, TransactionTrait};
+use sea_orm::TransactionTrait;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use crate::{
     auth::Caller,
     channels::{ChannelAdapter, ProviderTemplate, repo::ChannelRow},
     domain::MessageStatus,
-    entities::{campaigns, messages},
+    entities::messages,
     outbox::repo::NewMessage,
     state::AppState,
     templates::{Compiled, context},
@@ -158,44 +158,25 @@ pub async fn create(
             "list at most 10000 contact ids; use groups for more",
         ));
     }
-    let now = state.clock.now();
-    let row = repo::insert(
-        &state.db,
-        campaigns::ActiveModel {
-            id: Set(uuid::Uuid::now_v7().to_string()),
-            owner_id: Set(owner),
-            name: Set(name.to_owned()),
-            channel_id: Set(channel.id.clone()),
-            template_id: Set(b.template_id.clone()),
-            body: Set(body),
-            provider_template: Set(b
-                .provider_template
-                .as_ref()
-                .map(|p| serde_json::to_string(p).unwrap_or_default())),
-            media_id: Set(media_id),
-            audience: Set(serde_json::to_string(&b.audience).unwrap_or_default()),
-            scheduled_at: Set(b.scheduled_at),
-            send_window: Set(b
-                .send_window
-                .as_ref()
-                .map(|w| serde_json::to_string(w).unwrap_or_default())),
-            status: Set(CampaignStatus::Draft.as_str().into()),
-            status_detail: Set(None),
-            total: Set(0),
-            pending: Set(0),
-            queued: Set(0),
-            sent: Set(0),
-            delivered: Set(0),
-            read: Set(0),
-            failed: Set(0),
-            skipped: Set(0),
-            created_at: Set(now),
-            updated_at: Set(now),
-            started_at: Set(None),
-            finished_at: Set(None),
-        },
-    )
-    .await?;
+    let draft = repo::Draft {
+        owner_id: owner,
+        name: name.to_owned(),
+        channel_id: channel.id.clone(),
+        template_id: b.template_id.clone(),
+        body,
+        provider_template: b
+            .provider_template
+            .as_ref()
+            .map(|p| serde_json::to_string(p).unwrap_or_default()),
+        media_id,
+        audience: serde_json::to_string(&b.audience).unwrap_or_default(),
+        scheduled_at: b.scheduled_at,
+        send_window: b
+            .send_window
+            .as_ref()
+            .map(|w| serde_json::to_string(w).unwrap_or_default()),
+    };
+    let row = repo::insert(&state.db, draft, state.clock.now()).await?;
     tracing::info!(campaign_id = %row.id, "campaign created");
     if !b.start {
         return Ok(row);
@@ -285,7 +266,15 @@ pub async fn launch(
     let (mut affected, mut listed, mut after) = (0u64, Vec::new(), String::new());
     if !skip_missing {
         loop {
-            let page = repo::audience_page(&state.db, &c.owner_id, &audience, &after, PAGE).await?;
+            let page = crate::contacts::repo::reachable_page(
+                &state.db,
+                &c.owner_id,
+                &audience.groups,
+                &audience.contact_ids,
+                &after,
+                PAGE,
+            )
+            .await?;
             let Some(last) = page.last() else { break };
             after = last.id.clone();
             for contact in &page {
@@ -311,7 +300,15 @@ pub async fn launch(
     after.clear();
     let now = Utc::now();
     loop {
-        let page = repo::audience_page(&state.db, &c.owner_id, &audience, &after, PAGE).await?;
+        let page = crate::contacts::repo::reachable_page(
+            &state.db,
+            &c.owner_id,
+            &audience.groups,
+            &audience.contact_ids,
+            &after,
+            PAGE,
+        )
+        .await?;
         let Some(last) = page.last() else { break };
         after = last.id.clone();
         let rows = page
@@ -325,7 +322,7 @@ pub async fn launch(
                     (Ok(_), Err(_)) => (String::new(), None, Some("missing-variables")),
                     (Ok(_), Ok((body, template))) => (body, template, None),
                 };
-                let mut row = NewMessage {
+                let message = NewMessage {
                     owner_id: c.owner_id.clone(),
                     channel_id: c.channel_id.clone(),
                     recipient: recipient.unwrap_or_default(),
@@ -335,20 +332,9 @@ pub async fn launch(
                     idempotency_key: None,
                     request_hash: None,
                     integration_id: None,
-                }
-                .into_row(now);
-                row.campaign_id = Set(Some(c.id.clone()));
-                row.contact_id = Set(Some(contact.id.clone()));
-                row.provider_template =
-                    Set(template.map(|t| serde_json::to_string(&t).unwrap_or_default()));
-                row.status = Set(match skip {
-                    Some(_) => MessageStatus::Skipped,
-                    None => MessageStatus::Pending,
-                }
-                .as_str()
-                .into());
-                row.last_error_code = Set(skip.map(str::to_owned));
-                row
+                };
+                let template = template.map(|t| serde_json::to_string(&t).unwrap_or_default());
+                repo::recipient_row(message, &c.id, &contact.id, template, skip, now)
             })
             .collect();
         let txn = state.db.begin().await?;

@@ -3,19 +3,20 @@
 //! of rows needs a few megabytes. An import interrupted by a stop or a crash starts over on the
 //! node that holds its file (upserts make that harmless).
 pub mod csv_reader;
+mod error;
 pub mod imports;
 mod listener;
 pub mod repo;
 pub mod routes;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio_util::sync::CancellationToken;
 
 use self::csv_reader::ContactsCsv;
-use crate::{db::SqliteBulk, entities::contact_imports, state::AppState};
+use crate::{db::SqliteBulk, state::AppState};
 
 /// Batches in flight between the reading thread and the writer.
 const CHANNEL_BATCHES: usize = 4;
@@ -27,6 +28,7 @@ const CHANNEL_BATCHES: usize = 4;
 /// reader refuses a phone it has seen), and batches commit in any order: counters only add.
 const POSTGRES_WRITERS: usize = 2;
 
+pub use error::ContactError;
 pub use imports::Imports;
 pub use listener::ContactsListener;
 pub use routes::configure;
@@ -48,7 +50,7 @@ enum Ended {
 }
 
 /// Runs an import to its end (in the background); the file is deleted afterwards.
-pub fn spawn_import(state: AppState, import: contact_imports::Model) {
+pub fn spawn_import(state: AppState, import: repo::ImportRow) {
     let running = state.imports.running.clone();
     actix_web::rt::spawn(running.track_future(async move {
         let path = upload_path(&state, &import.id);
@@ -71,11 +73,7 @@ pub fn spawn_import(state: AppState, import: contact_imports::Model) {
     }));
 }
 
-async fn run(
-    state: &AppState,
-    import: &contact_imports::Model,
-    path: &Path,
-) -> anyhow::Result<Ended> {
+async fn run(state: &AppState, import: &repo::ImportRow, path: &Path) -> anyhow::Result<Ended> {
     let region = csv_reader::region(&import.default_region)
         .ok_or_else(|| anyhow::anyhow!("unknown region {}", import.default_region))?;
     let file = std::fs::File::open(path)?;
@@ -191,11 +189,7 @@ struct Batch {
 
 /// Resumes this node's imports that a stop interrupted.
 pub async fn resume(state: &AppState) -> anyhow::Result<()> {
-    let running = contact_imports::Entity::find()
-        .filter(contact_imports::Column::Status.eq("running"))
-        .filter(contact_imports::Column::Node.eq(state.node_name.clone()))
-        .all(&state.db)
-        .await?;
+    let running = repo::running_imports(&state.db, &state.node_name).await?;
     for import in running {
         if upload_path(state, &import.id).exists() {
             tracing::info!(import_id = %import.id, "resuming an interrupted contact import");

@@ -12,6 +12,28 @@ use crate::{
     entities::{contact_import_errors, contact_imports, contacts},
 };
 
+/// Where an import is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportStatus {
+    /// Reading and writing rows (or waiting for its node to restart it).
+    Running,
+    /// Every row was read.
+    Completed,
+    /// Stopped by an error (`error` says which).
+    Failed,
+}
+
+impl ImportStatus {
+    /// Stored and shown form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportStatus::Running => "running",
+            ImportStatus::Completed => "completed",
+            ImportStatus::Failed => "failed",
+        }
+    }
+}
+
 /// Rows per statement: 7 values bound per row stays under SQLite's 32,766.
 pub const BATCH_ROWS: usize = 1000;
 
@@ -382,11 +404,14 @@ pub async fn finish(
     contact_imports::Entity::update_many()
         .col_expr(
             C::Status,
-            Expr::value(if error.is_some() {
-                "failed"
-            } else {
-                "completed"
-            }),
+            Expr::value(
+                if error.is_some() {
+                    ImportStatus::Failed
+                } else {
+                    ImportStatus::Completed
+                }
+                .as_str(),
+            ),
         )
         .col_expr(C::Error, Expr::value(error))
         .col_expr(C::FinishedAt, Expr::value(now))
@@ -573,4 +598,279 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| n.as_deref() == Some("second")));
     }
+}
+
+/// A page of the owner's contacts who did not opt out, in id order after `after`: those of
+/// `groups` or `ids` (both empty: all of them). Campaign audiences and template checks walk
+/// these pages, so an audience of millions is never in memory at once.
+pub async fn reachable_page(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    groups: &[String],
+    ids: &[String],
+    after: &str,
+    limit: u64,
+) -> Result<Vec<contacts::Model>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect, sea_query::Condition};
+    let mut q = contacts::Entity::find()
+        .filter(contacts::Column::OwnerId.eq(owner_id))
+        .filter(contacts::Column::OptedOut.eq(false))
+        .filter(contacts::Column::Id.gt(after))
+        .order_by_asc(contacts::Column::Id)
+        .limit(limit);
+    if !groups.is_empty() || !ids.is_empty() {
+        let mut any = Condition::any();
+        if !groups.is_empty() {
+            any = any.add(contacts::Column::GroupName.is_in(groups.to_vec()));
+        }
+        if !ids.is_empty() {
+            any = any.add(contacts::Column::Id.is_in(ids.to_vec()));
+        }
+        q = q.filter(any);
+    }
+    q.all(db).await
+}
+
+/// One of the owner's contacts.
+pub async fn find_owned(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    id: &str,
+) -> Result<Option<contacts::Model>, DbErr> {
+    Ok(contacts::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .filter(|c| c.owner_id == owner_id))
+}
+
+/// A stored contact.
+pub type StoredContact = contacts::Model;
+/// A stored import.
+pub type ImportRow = contact_imports::Model;
+/// A refused row of an import.
+pub type ImportErrorRow = contact_import_errors::Model;
+
+/// The owner's contact with this phone (E.164).
+pub async fn find_by_phone(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    phone: &str,
+) -> Result<Option<StoredContact>, DbErr> {
+    contacts::Entity::find()
+        .filter(contacts::Column::OwnerId.eq(owner_id))
+        .filter(contacts::Column::Phone.eq(phone))
+        .one(db)
+        .await
+}
+
+/// One contact, whoever owns it.
+pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<StoredContact>, DbErr> {
+    contacts::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// A contact's fields as given by the API (`None`: not given).
+#[derive(Debug, Default)]
+pub struct ContactFields {
+    /// E.164.
+    pub phone: Option<String>,
+    /// `nombre`.
+    pub name: Option<String>,
+    /// `sustantivo`.
+    pub noun: Option<String>,
+    /// `grupo`.
+    pub group: Option<String>,
+    /// Telegram chat.
+    pub telegram_chat_id: Option<String>,
+    /// Free attributes (`Some(empty)` clears them).
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
+    /// `Some(true)` records an opt-out.
+    pub opted_out: Option<bool>,
+}
+
+fn attributes_json(a: std::collections::BTreeMap<String, String>) -> Option<String> {
+    (!a.is_empty()).then(|| serde_json::to_string(&a).unwrap_or_default())
+}
+
+/// Stores a new contact (`f.phone` must be set).
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    f: ContactFields,
+    source: &str,
+    now: DateTime<Utc>,
+) -> Result<StoredContact, DbErr> {
+    use sea_orm::{ActiveModelTrait, Set};
+    let opted_out = f.opted_out.unwrap_or(false);
+    contacts::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        owner_id: Set(owner_id.to_owned()),
+        phone: Set(f.phone.unwrap_or_default()),
+        name: Set(f.name),
+        noun: Set(f.noun),
+        group_name: Set(f.group),
+        telegram_chat_id: Set(f.telegram_chat_id),
+        attributes: Set(f.attributes.and_then(attributes_json)),
+        opted_out: Set(opted_out),
+        opted_out_at: Set(opted_out.then_some(now)),
+        source: Set(Some(source.to_owned())),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_inbound_at: Set(None),
+    }
+    .insert(db)
+    .await
+}
+
+/// Writes the fields given; an opt-out is recorded once and never undone here.
+pub async fn update(
+    db: &impl ConnectionTrait,
+    row: StoredContact,
+    f: ContactFields,
+    now: DateTime<Utc>,
+) -> Result<StoredContact, DbErr> {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    let was_opted_out = row.opted_out;
+    let mut active = row.into_active_model();
+    if let Some(phone) = f.phone {
+        active.phone = Set(phone);
+    }
+    if let Some(v) = f.name {
+        active.name = Set(Some(v));
+    }
+    if let Some(v) = f.noun {
+        active.noun = Set(Some(v));
+    }
+    if let Some(v) = f.group {
+        active.group_name = Set(Some(v));
+    }
+    if let Some(v) = f.telegram_chat_id {
+        active.telegram_chat_id = Set(Some(v));
+    }
+    if let Some(a) = f.attributes {
+        active.attributes = Set(attributes_json(a));
+    }
+    if f.opted_out == Some(true) && !was_opted_out {
+        active.opted_out = Set(true);
+        active.opted_out_at = Set(Some(now));
+    }
+    active.updated_at = Set(now);
+    active.update(db).await
+}
+
+/// Deletes a contact.
+pub async fn delete(db: &impl ConnectionTrait, id: &str) -> Result<(), DbErr> {
+    contacts::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await
+        .map(|_| ())
+}
+
+/// Filters of a contact list.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    /// Only this group.
+    pub group: Option<String>,
+    /// Only opted out (or only not).
+    pub opted_out: Option<bool>,
+    /// Ids after this one.
+    pub after: Option<String>,
+}
+
+/// A page of the owner's contacts in id order.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    filter: ListFilter,
+    limit: u64,
+) -> Result<Vec<StoredContact>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let mut q = contacts::Entity::find()
+        .filter(contacts::Column::OwnerId.eq(owner_id))
+        .order_by_asc(contacts::Column::Id);
+    if let Some(group) = filter.group {
+        q = q.filter(contacts::Column::GroupName.eq(group));
+    }
+    if let Some(opted_out) = filter.opted_out {
+        q = q.filter(contacts::Column::OptedOut.eq(opted_out));
+    }
+    if let Some(after) = filter.after {
+        q = q.filter(contacts::Column::Id.gt(after));
+    }
+    q.limit(limit).all(db).await
+}
+
+/// Records a new import, `running` on `node`.
+pub async fn insert_import(
+    db: &impl ConnectionTrait,
+    id: &str,
+    owner_id: &str,
+    node: &str,
+    filename: &str,
+    default_region: &str,
+    now: DateTime<Utc>,
+) -> Result<ImportRow, DbErr> {
+    use sea_orm::{ActiveModelTrait, Set};
+    contact_imports::ActiveModel {
+        id: Set(id.to_owned()),
+        owner_id: Set(owner_id.to_owned()),
+        node: Set(node.to_owned()),
+        filename: Set(filename.to_owned()),
+        default_region: Set(default_region.to_owned()),
+        status: Set(ImportStatus::Running.as_str().into()),
+        total_rows: Set(0),
+        imported: Set(0),
+        failed: Set(0),
+        error: Set(None),
+        created_at: Set(now),
+        finished_at: Set(None),
+    }
+    .insert(db)
+    .await
+}
+
+/// One import, whoever owns it.
+pub async fn find_import(db: &impl ConnectionTrait, id: &str) -> Result<Option<ImportRow>, DbErr> {
+    contact_imports::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await
+}
+
+/// The owner's latest imports, newest first.
+pub async fn list_imports(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    limit: u64,
+) -> Result<Vec<ImportRow>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    contact_imports::Entity::find()
+        .filter(contact_imports::Column::OwnerId.eq(owner_id))
+        .order_by_desc(contact_imports::Column::CreatedAt)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// This node's imports still `running` (a stop interrupted them).
+pub async fn running_imports(
+    db: &impl ConnectionTrait,
+    node: &str,
+) -> Result<Vec<ImportRow>, DbErr> {
+    contact_imports::Entity::find()
+        .filter(contact_imports::Column::Status.eq(ImportStatus::Running.as_str()))
+        .filter(contact_imports::Column::Node.eq(node))
+        .all(db)
+        .await
+}
+
+/// An import's refused rows in file order.
+pub async fn import_errors(
+    db: &impl ConnectionTrait,
+    import_id: &str,
+) -> Result<Vec<ImportErrorRow>, DbErr> {
+    use sea_orm::QueryOrder;
+    contact_import_errors::Entity::find()
+        .filter(contact_import_errors::Column::ImportId.eq(import_id))
+        .order_by_asc(contact_import_errors::Column::RowNumber)
+        .all(db)
+        .await
 }

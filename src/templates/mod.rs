@@ -1,0 +1,163 @@
+//! Message templates: Jinja syntax rendered by minijinja with each contact's variables
+//! (`nombre`/`name`, `sustantivo`/`noun`, `grupo`/`group`, `telefono`/`phone` and every
+//! attribute). A variable a contact lacks is an error, never an empty gap: `check` lists the
+//! contacts a template cannot be rendered for before anything is sent.
+use std::collections::{BTreeMap, BTreeSet};
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::entities::contacts;
+
+mod error;
+pub mod repo;
+mod routes;
+pub mod service;
+
+pub use error::TemplateError;
+pub use routes::configure;
+
+/// Longest template body, in characters (WhatsApp's text limit).
+pub const MAX_BODY_CHARS: usize = 4096;
+/// Name of the one template in a [`Compiled`]'s environment.
+const NAME: &str = "message";
+
+/// A template body parsed once: the variables it uses, and renders for any number of contacts
+/// (`check` renders an audience of thousands without parsing the body again).
+pub struct Compiled {
+    env: Environment<'static>,
+    variables: BTreeSet<String>,
+}
+
+impl Compiled {
+    /// Parses `body`; the error says why it does not parse.
+    pub fn new(body: &str) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_template_owned(NAME, body.to_owned())
+            .map_err(|e| e.to_string())?;
+        let variables = env
+            .get_template(NAME)
+            .map_err(|e| e.to_string())?
+            .undeclared_variables(false)
+            .into_iter()
+            .collect();
+        Ok(Self { env, variables })
+    }
+
+    /// The variables the template uses.
+    pub fn variables(&self) -> &BTreeSet<String> {
+        &self.variables
+    }
+
+    /// Renders for one contact's variables.
+    pub fn render(&self, vars: &BTreeMap<String, String>) -> Result<String, String> {
+        self.env
+            .get_template(NAME)
+            .and_then(|t| t.render(minijinja::Value::from(vars.clone())))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The variables the template uses that `vars` has no value for.
+    pub fn missing(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        self.variables
+            .iter()
+            .filter(|v| !vars.contains_key(v.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// What stops the template from rendering for `vars`: the absent variables it needs (a
+    /// variable used only under `{% if x is defined %}` is not needed), or nothing when it
+    /// renders.
+    pub fn blocking(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        let absent = self.missing(vars);
+        if absent.is_empty() || self.render(vars).is_ok() {
+            return Vec::new();
+        }
+        // One absent variable at a time, with the others filled in: those whose absence alone
+        // breaks the render are the ones the contact must get.
+        let culprits: Vec<String> = absent
+            .iter()
+            .filter(|candidate| {
+                let mut filled = vars.clone();
+                for other in absent.iter().filter(|o| o != candidate) {
+                    filled.insert(other.clone(), "x".into());
+                }
+                self.render(&filled).is_err()
+            })
+            .cloned()
+            .collect();
+        if culprits.is_empty() {
+            absent
+        } else {
+            culprits
+        }
+    }
+}
+
+/// A contact's variables: the seed's Spanish names, their English twins, and its attributes.
+pub fn context(c: &contacts::Model) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = c
+        .attributes
+        .as_deref()
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default();
+    let mut put = |keys: [&str; 2], value: Option<&String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            for k in keys {
+                vars.insert(k.into(), v.clone());
+            }
+        }
+    };
+    put(["nombre", "name"], c.name.as_ref());
+    put(["sustantivo", "noun"], c.noun.as_ref());
+    put(["grupo", "group"], c.group_name.as_ref());
+    put(["telefono", "phone"], Some(&c.phone));
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_missing_and_render() {
+        let body = "Hola {{ sustantivo }} {{ nombre }}, {% if ciudad is defined %}en {{ ciudad }}{% endif %} tu grupo es {{ grupo }}";
+        let t = Compiled::new(body).expect("parses");
+        let vars = t.variables();
+        assert_eq!(
+            vars.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["ciudad", "grupo", "nombre", "sustantivo"]
+        );
+        let ctx = BTreeMap::from([
+            ("nombre".to_owned(), "Ana".to_owned()),
+            ("sustantivo".to_owned(), "Sra.".to_owned()),
+            ("grupo".to_owned(), "VIP".to_owned()),
+            ("ciudad".to_owned(), "Madrid".to_owned()),
+        ]);
+        assert!(t.missing(&ctx).is_empty());
+        assert_eq!(
+            t.render(&ctx).expect("renders"),
+            "Hola Sra. Ana, en Madrid tu grupo es VIP"
+        );
+        let mut partial = ctx.clone();
+        partial.remove("grupo");
+        assert_eq!(t.missing(&partial), ["grupo"]);
+        assert!(
+            t.render(&partial).is_err(),
+            "strict: a missing variable is an error"
+        );
+        assert_eq!(t.blocking(&partial), ["grupo"]);
+        let mut no_city = ctx.clone();
+        no_city.remove("ciudad");
+        assert!(
+            t.blocking(&no_city).is_empty(),
+            "an optional variable is not needed"
+        );
+        assert_eq!(
+            t.render(&no_city).expect("renders"),
+            "Hola Sra. Ana,  tu grupo es VIP"
+        );
+        assert!(Compiled::new("Hola {{ nombre").is_err());
+    }
+}
