@@ -1,17 +1,20 @@
 //! Media: uploads checked against the channel they are meant for, stored in a [`MediaStore`]
 //! (a local folder by default, or S3), metadata in `media`, and links for the dashboard and for
 //! providers that fetch by URL (presigned S3 URLs, or links to this server signed with HMAC).
+mod error;
 mod local;
+pub mod repo;
 mod routes;
 mod s3;
+pub mod service;
 pub mod store;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sea_orm::EntityTrait;
 
+pub use error::MediaError;
 pub use local::LocalMediaStore;
 pub use routes::{configure, configure_public};
 pub use s3::S3MediaStore;
@@ -21,7 +24,6 @@ use crate::{
     channels::{ChannelError, MediaPayload},
     config::MediaDelivery,
     crypto::{Cipher, constant_time_eq, hmac_sha256},
-    entities::media,
     outbox::hooks::Attachments,
     state::AppState,
 };
@@ -48,11 +50,8 @@ pub async fn find_owned(
     db: &impl sea_orm::ConnectionTrait,
     owner_id: &str,
     id: &str,
-) -> Result<Option<media::Model>, sea_orm::DbErr> {
-    Ok(media::Entity::find_by_id(id.to_owned())
-        .one(db)
-        .await?
-        .filter(|m| m.owner_id == owner_id))
+) -> Result<Option<repo::MediaRow>, sea_orm::DbErr> {
+    Ok(repo::find(db, id).await?.filter(|m| m.owner_id == owner_id))
 }
 
 /// The media library as the delivery core sees it: rows, files and links.
@@ -81,7 +80,7 @@ impl Library {
 
     /// Loads a media row and its bytes for delivery. A file that is gone fails the message; a
     /// store that does not answer is worth retrying.
-    pub async fn load(&self, id: &str) -> Result<(media::Model, Bytes), ChannelError> {
+    pub async fn load(&self, id: &str) -> Result<(repo::MediaRow, Bytes), ChannelError> {
         let unavailable = |detail: String| ChannelError::Transient {
             code: "media-store-unavailable",
             detail,
@@ -90,8 +89,7 @@ impl Library {
             code: "media-unavailable",
             detail,
         };
-        let meta = media::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+        let meta = repo::find(&self.db, id)
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .ok_or_else(|| gone(format!("media {id} was deleted")))?;
@@ -106,7 +104,7 @@ impl Library {
     /// server's `/media/{id}/content` (at `base`) signed with HMAC.
     pub async fn link(
         &self,
-        meta: &media::Model,
+        meta: &repo::MediaRow,
         base: &str,
     ) -> anyhow::Result<(String, DateTime<Utc>)> {
         let ttl = Duration::from_secs(self.settings.media.link_ttl_secs);

@@ -1,0 +1,124 @@
+//! Media rows in the database, and the rows of other tables that still point at one.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
+};
+
+use crate::{
+    domain::{CampaignStatus, MessageStatus},
+    entities::{campaigns, media, messages, templates},
+};
+
+/// A stored file's row.
+pub type MediaRow = media::Model;
+
+/// What a new row records about a stored file.
+pub struct NewMedia<'a> {
+    /// Id, and key in the store.
+    pub id: &'a str,
+    /// Uploader.
+    pub owner_id: &'a str,
+    /// MIME type.
+    pub content_type: &'a str,
+    /// Name given at upload.
+    pub filename: Option<String>,
+    /// Bytes.
+    pub size: u64,
+    /// Hex digest.
+    pub sha256: String,
+    /// Upload time.
+    pub now: DateTime<Utc>,
+}
+
+/// Records a stored file.
+pub async fn insert(db: &impl ConnectionTrait, m: NewMedia<'_>) -> Result<MediaRow, DbErr> {
+    media::ActiveModel {
+        id: Set(m.id.to_owned()),
+        owner_id: Set(m.owner_id.to_owned()),
+        storage_key: Set(m.id.to_owned()),
+        content_type: Set(m.content_type.to_owned()),
+        filename: Set(m.filename),
+        size: Set(i64::try_from(m.size).unwrap_or(i64::MAX)),
+        sha256: Set(m.sha256),
+        created_at: Set(m.now),
+    }
+    .insert(db)
+    .await
+}
+
+/// One row, whoever owns it.
+pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<MediaRow>, DbErr> {
+    media::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// A page of rows, newest first (`owner_id` `None`: everyone's), and how many there are.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    owner_id: Option<&str>,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<MediaRow>, u64), DbErr> {
+    let mut select = media::Entity::find().order_by_desc(media::Column::CreatedAt);
+    if let Some(owner) = owner_id {
+        select = select.filter(media::Column::OwnerId.eq(owner));
+    }
+    let total = select.clone().count(db).await?;
+    let rows = select.offset(offset).limit(limit).all(db).await?;
+    Ok((rows, total))
+}
+
+/// Who still needs a file: templates, unfinished campaigns and unsent messages that attach it.
+pub struct Uses {
+    /// Templates.
+    pub templates: u64,
+    /// Campaigns neither completed nor cancelled.
+    pub campaigns: u64,
+    /// Messages pending, queued or sending.
+    pub unsent: u64,
+}
+
+impl Uses {
+    /// Whether anything still needs the file.
+    pub fn any(&self) -> bool {
+        self.templates + self.campaigns + self.unsent > 0
+    }
+}
+
+/// Counts what still attaches `media_id`.
+pub async fn uses(db: &impl ConnectionTrait, media_id: &str) -> Result<Uses, DbErr> {
+    let templates = templates::Entity::find()
+        .filter(templates::Column::MediaId.eq(media_id))
+        .count(db)
+        .await?;
+    let campaigns = campaigns::Entity::find()
+        .filter(campaigns::Column::MediaId.eq(media_id))
+        .filter(campaigns::Column::Status.is_not_in([
+            CampaignStatus::Completed.as_str(),
+            CampaignStatus::Cancelled.as_str(),
+        ]))
+        .count(db)
+        .await?;
+    let unsent = messages::Entity::find()
+        .filter(messages::Column::MediaId.eq(media_id))
+        .filter(messages::Column::Status.is_in([
+            MessageStatus::Pending.as_str(),
+            MessageStatus::Queued.as_str(),
+            MessageStatus::Sending.as_str(),
+        ]))
+        .count(db)
+        .await?;
+    Ok(Uses {
+        templates,
+        campaigns,
+        unsent,
+    })
+}
+
+/// Deletes a row.
+pub async fn delete(db: &impl ConnectionTrait, id: &str) -> Result<(), DbErr> {
+    media::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await
+        .map(|_| ())
+}
