@@ -14,7 +14,7 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Routes are tried in order: the hottest one (`POST /events`, a static path) goes first so
     // it does not pay for the dynamic patterns' regex matching below.
-    cfg.configure(events::configure)
+    cfg.configure(crate::compat::events::configure)
         .route("/live", web::get().to(health::live))
         .route("/ready", web::get().to(health::ready))
         .route("/health", web::get().to(health::health))

@@ -1,0 +1,143 @@
+//! The event-ingestion MVP's routes, as it had them (no credentials; root paths):
+//! `POST /events` (one event or an array), `POST /events/batch` (an array) and `GET /events`.
+//! Each is a translation onto [`crate::events::service`].
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    error::ApiError,
+    events::{repo::Filter, service},
+    messages::idempotency_key,
+    state::AppState,
+};
+
+/// Mounts the routes at the root (the seed's paths).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/events", web::post().to(post_events))
+        .route("/events/batch", web::post().to(post_batch))
+        .route("/events", web::get().to(list_events));
+}
+
+/// The body as JSON, refused past `limit` bytes while it streams in.
+async fn read_json(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Value, ApiError> {
+    let is_json = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::BadRequest(
+            "unsupported-media-type",
+            "expected Content-Type: application/json".into(),
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest("invalid-body", e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body is larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest("invalid-json", e.to_string()))
+}
+
+async fn post_events(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    ingest(req, payload, state, true).await
+}
+
+async fn post_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    ingest(req, payload, state, false).await
+}
+
+async fn ingest(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    allow_single: bool,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let body = read_json(&req, payload, service::body_limit(&state)).await?;
+    let done = service::ingest(&state, &body, key.as_deref(), allow_single).await?;
+    Ok(if done.is_array {
+        HttpResponse::Accepted().json(json!({ "event_ids": done.ids, "count": done.ids.len() }))
+    } else {
+        HttpResponse::Accepted().json(json!({ "event_id": done.ids[0] }))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    service: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: Option<u64>,
+    cursor: Option<String>,
+    page: Option<u64>,
+    count: Option<bool>,
+}
+
+/// `GET /events`: oldest first by `(timestamp, seq)`. `cursor` (from `next_cursor`) pages
+/// stably while events keep arriving; `page` (1-based, the seed's) is an offset.
+async fn list_events(
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(100);
+    let page = service::list(
+        &state,
+        service::Query {
+            filter: Filter {
+                service: q.service,
+                from: q.from,
+                to: q.to,
+            },
+            limit,
+            cursor: q.cursor,
+            page: q.page,
+            count: q.count.unwrap_or(false),
+        },
+    )
+    .await?;
+    let data: Vec<Value> = page
+        .rows
+        .iter()
+        .map(|e| {
+            json!({
+                "event_id": e.event_id,
+                "timestamp": e.timestamp,
+                "service": e.service,
+                "message": e.message,
+                "metadata": e.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+                "ingested_at": e.ingested_at,
+            })
+        })
+        .collect();
+    let mut body = json!({ "data": data, "next_cursor": page.next_cursor, "limit": limit });
+    if let Some(p) = q.page {
+        body["page"] = json!(p);
+    }
+    if let Some(total) = page.total {
+        body["total"] = json!(total);
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
