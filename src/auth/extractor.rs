@@ -216,10 +216,7 @@ pub(super) fn role_of(state: &AppState, identity: &Identity) -> Option<Role> {
 
 /// 403 for a Keycloak user with none of our roles.
 pub(super) fn no_role() -> ApiError {
-    ApiError::Forbidden(
-        "no-role",
-        "your account has none of the roles admin, operator or viewer; ask an administrator".into(),
-    )
+    super::AuthError::NoRole.into()
 }
 
 /// Middleware for `/api/v1`: resolves the caller before any body is read (so a request without

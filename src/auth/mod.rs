@@ -2,13 +2,16 @@
 //! admin's password, roles, CSRF, and the audit log.
 pub mod audit;
 pub mod audit_writer;
+mod error;
 pub mod extractor;
 pub mod lockout;
 pub mod oidc;
 pub mod repo;
 pub mod routes;
+pub mod service;
 pub mod session;
 
+pub use error::AuthError;
 pub use extractor::{Caller, Via, authenticate, bearer_token};
 
 /// Role names as stored and as they appear in Keycloak tokens.

@@ -313,3 +313,76 @@ pub async fn touch_login(
         .await
         .map(|_| ())
 }
+
+/// A stored API key (its token's hash, never the token).
+pub type KeyRow = api_keys::Model;
+/// A stored user.
+pub type UserRow = users::Model;
+
+/// One user.
+pub async fn find_user(db: &DatabaseConnection, id: &str) -> Result<Option<UserRow>, DbErr> {
+    users::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// The owner's keys, newest first.
+pub async fn keys_of(db: &DatabaseConnection, owner_id: &str) -> Result<Vec<KeyRow>, DbErr> {
+    api_keys::Entity::find()
+        .filter(api_keys::Column::OwnerId.eq(owner_id))
+        .order_by_desc(api_keys::Column::CreatedAt)
+        .all(db)
+        .await
+}
+
+/// One key, whoever owns it.
+pub async fn find_key(db: &DatabaseConnection, id: &str) -> Result<Option<KeyRow>, DbErr> {
+    api_keys::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// Marks a key revoked at `now`.
+pub async fn revoke_key(
+    db: &DatabaseConnection,
+    key: KeyRow,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let mut active = key.into_active_model();
+    active.revoked_at = Set(Some(now));
+    active.update(db).await.map(|_| ())
+}
+
+/// A login waiting for the provider's callback.
+pub type PendingLogin = crate::entities::oidc_logins::Model;
+
+/// Records a login sent to the provider (keyed by the hash of its `state`), and forgets the
+/// ones abandoned before `expired_before`.
+pub async fn insert_login(
+    db: &DatabaseConnection,
+    login: PendingLogin,
+    expired_before: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    use crate::entities::oidc_logins;
+    oidc_logins::ActiveModel::from(login)
+        .reset_all()
+        .insert(db)
+        .await?;
+    oidc_logins::Entity::delete_many()
+        .filter(oidc_logins::Column::CreatedAt.lt(expired_before))
+        .exec(db)
+        .await
+        .map(|_| ())
+}
+
+/// Takes a pending login by id, once: whoever deletes the row owns the login, so a replayed
+/// callback gets `None`.
+pub async fn take_login(db: &DatabaseConnection, id: &str) -> Result<Option<PendingLogin>, DbErr> {
+    use crate::entities::oidc_logins;
+    let Some(pending) = oidc_logins::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let deleted = oidc_logins::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await?;
+    Ok((deleted.rows_affected == 1).then_some(pending))
+}

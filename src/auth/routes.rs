@@ -1,29 +1,17 @@
 //! Sign-in routes (`/auth/*`: Keycloak login and callback, local password login, logout, who am
 //! I) and the API key and audit log routes under `/api/v1`.
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Duration, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
-};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    Caller, Via, audit,
-    extractor::{check_csrf, no_role, resolve, role_of},
-    oidc::OidcError,
-    repo::{self, NewKey, SCOPES},
-    session,
+    AuthError, Caller, Via, audit,
+    extractor::{check_csrf, resolve},
+    repo::{KeyRow, UserRow},
+    service, session,
 };
-use crate::{
-    crypto,
-    entities::{api_keys, oidc_logins, users},
-    error::{ApiError, FieldError},
-    state::AppState,
-};
-
-/// A pending login older than this is refused at the callback.
-const LOGIN_TTL: Duration = Duration::minutes(10);
+use crate::{error::ApiError, state::AppState};
 
 /// `/auth/*` (mounted at the root, outside `/api/v1`).
 pub fn configure_auth(cfg: &mut web::ServiceConfig) {
@@ -62,47 +50,14 @@ struct LoginQuery {
     return_to: Option<String>,
 }
 
-fn oidc_disabled() -> ApiError {
-    ApiError::NotFound(
-        "oidc-not-configured",
-        "this server has no OpenID provider (oidc.issuer_url); sign in with POST /auth/login"
-            .into(),
-    )
-}
-
 /// `GET /auth/login`: sends the browser to Keycloak (authorization code with PKCE).
 async fn oidc_login(
     state: web::Data<AppState>,
     query: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let oidc = state.oidc.as_ref().ok_or_else(oidc_disabled)?;
-    // Only local paths: an absolute or protocol-relative URL would make this an open redirect.
-    let return_to = query
-        .return_to
-        .as_deref()
-        .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains('\\'))
-        .unwrap_or("/")
-        .to_owned();
-    let start = oidc.start_login().await.map_err(oidc_error)?;
-    oidc_logins::ActiveModel {
-        id: Set(crypto::hash_token(&start.state)),
-        pkce_verifier: Set(state
-            .cipher
-            .encrypt(&start.pkce_verifier)
-            .map_err(ApiError::Unexpected)?),
-        nonce: Set(start.nonce),
-        return_to: Set(return_to),
-        created_at: Set(state.clock.now()),
-    }
-    .insert(&state.db)
-    .await?;
-    // Logins abandoned at the provider are cleaned up here rather than by a job.
-    oidc_logins::Entity::delete_many()
-        .filter(oidc_logins::Column::CreatedAt.lt(state.clock.now() - LOGIN_TTL))
-        .exec(&state.db)
-        .await?;
+    let url = service::start_oidc_login(&state, query.return_to.as_deref()).await?;
     Ok(HttpResponse::Found()
-        .insert_header(("Location", start.url))
+        .insert_header(("Location", url))
         .insert_header(("Cache-Control", "no-store"))
         .finish())
 }
@@ -115,87 +70,37 @@ struct CallbackQuery {
     error_description: Option<String>,
 }
 
-fn oidc_error(e: OidcError) -> ApiError {
-    match e {
-        OidcError::Unavailable(_) => ApiError::BadGateway("oidc-unavailable", e.to_string()),
-        OidcError::CodeRejected(_) => ApiError::BadRequest("code-rejected", e.to_string()),
-        OidcError::RefreshRejected(_) => ApiError::Unauthorized("session-expired", e.to_string()),
-        OidcError::Expired => ApiError::Unauthorized(
-            "id-token-expired",
-            "the ID token from the OpenID provider has expired; sign in again".into(),
-        ),
-        OidcError::NonceMismatch => ApiError::Unauthorized("invalid-nonce", e.to_string()),
-        OidcError::Invalid(_) => ApiError::Unauthorized("invalid-id-token", e.to_string()),
-    }
-}
-
 /// `GET /auth/callback`: Keycloak sends the browser back here with `code` and `state`.
 async fn oidc_callback(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let oidc = state.oidc.as_ref().ok_or_else(oidc_disabled)?;
+    if state.oidc.is_none() {
+        return Err(AuthError::OidcDisabled.into());
+    }
     if let Some(error) = &query.error {
-        return Err(ApiError::BadRequest(
-            "login-refused",
-            format!(
-                "the OpenID provider refused the login: {error}{}",
-                query
-                    .error_description
-                    .as_deref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
-            ),
-        ));
+        let description = query
+            .error_description
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        return Err(AuthError::LoginRefused(format!("{error}{description}")).into());
     }
     let (Some(code), Some(login_state)) = (&query.code, &query.state) else {
-        return Err(ApiError::BadRequest(
-            "invalid-callback",
-            "the callback needs `code` and `state`".into(),
-        ));
+        return Err(AuthError::InvalidCallback.into());
     };
-    let invalid_state = || {
-        ApiError::BadRequest(
-            "invalid-state",
-            "unknown, used or expired login state; start again at /auth/login".into(),
-        )
-    };
-    let id = crypto::hash_token(login_state);
-    let pending = oidc_logins::Entity::find_by_id(id.clone())
-        .one(&state.db)
-        .await?
-        .ok_or_else(invalid_state)?;
-    // Single use: whoever deletes the row owns the login, so a replayed callback gets nothing.
-    let deleted = oidc_logins::Entity::delete_by_id(id)
-        .exec(&state.db)
-        .await?;
-    if deleted.rows_affected != 1 || state.clock.now() - pending.created_at > LOGIN_TTL {
-        return Err(invalid_state());
-    }
-    let verifier = state
-        .cipher
-        .decrypt(&pending.pkce_verifier)
-        .map_err(ApiError::Unexpected)?;
-    let tokens = oidc
-        .finish_login(code, verifier, &pending.nonce)
-        .await
-        .map_err(oidc_error)?;
-    let role = role_of(&state, &tokens.identity).ok_or_else(no_role)?;
-    let now = state.clock.now();
-    let user = repo::upsert_oidc_user(&state.db, &tokens.identity, role, now, true).await?;
-    let (value, csrf) = session::create(&state, &user.id, "oidc", Some(&tokens)).await?;
-    name_actor(&req, &user, csrf);
-    tracing::info!(user_id = %user.id, role = %user.role, "signed in through OpenID Connect");
+    let signed_in = service::finish_oidc_login(&state, code, login_state).await?;
+    name_actor(&req, &signed_in.user, signed_in.csrf);
     Ok(HttpResponse::SeeOther()
-        .cookie(session::cookie(&state, value))
-        .insert_header(("Location", pending.return_to))
+        .cookie(session::cookie(&state, signed_in.session))
+        .insert_header(("Location", signed_in.return_to))
         .insert_header(("Cache-Control", "no-store"))
         .finish())
 }
 
 /// Lets the audit middleware name a user who just signed in.
-fn name_actor(req: &HttpRequest, user: &users::Model, csrf: String) {
+fn name_actor(req: &HttpRequest, user: &UserRow, csrf: String) {
     Caller {
         user_id: user.id.clone(),
         role: user.role.clone(),
@@ -225,68 +130,21 @@ async fn local_login(
     req: HttpRequest,
     body: web::Json<LocalLogin>,
 ) -> Result<HttpResponse, ApiError> {
-    if state.oidc.is_some() {
-        return Err(ApiError::NotFound(
-            "local-login-disabled",
-            "this server signs in through its OpenID provider: GET /auth/login".into(),
-        ));
-    }
     let LocalLogin { username, password } = body.into_inner();
     let ip = req
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let keys = [format!("user:{username}"), format!("ip:{ip}")];
-    if let Some(secs) = state.lockout.locked(&keys) {
-        return Err(ApiError::Limited {
-            status: actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-            code: "too-many-attempts",
-            message: format!("too many failed logins; try again in {secs} s"),
-            retry_after: secs,
-            resets_at: None,
-        });
-    }
-    let user = repo::local_user(&state.db, &username).await?;
-    let ok = match &user {
-        Some(u) => {
-            let stored = u.password_hash.clone().unwrap_or_default();
-            // argon2 takes tens of milliseconds of CPU: keep it off the HTTP worker thread.
-            tokio::task::spawn_blocking(move || repo::verify_password(&password, &stored))
-                .await
-                .unwrap_or(false)
-        }
-        None => {
-            // Same work for an unknown name, so timing does not reveal which names exist.
-            let _ =
-                tokio::task::spawn_blocking(move || repo::verify_password(&password, &DUMMY_HASH))
-                    .await;
-            false
-        }
-    };
-    let Some(user) = user.filter(|_| ok) else {
-        state.lockout.fail(&keys);
-        tracing::warn!(ip = %ip, "failed local login");
-        return Err(ApiError::Unauthorized(
-            "invalid-login",
-            "wrong user name or password".into(),
-        ));
-    };
-    state.lockout.succeed(&keys[0]);
-    repo::touch_login(&state.db, &user.id, state.clock.now()).await?;
-    let (value, csrf) = session::create(&state, &user.id, "local", None).await?;
-    name_actor(&req, &user, csrf.clone());
+    let signed_in = service::local_login(&state, &username, password, &ip).await?;
+    let user = signed_in.user;
+    name_actor(&req, &user, signed_in.csrf.clone());
     Ok(HttpResponse::Ok()
-        .cookie(session::cookie(&state, value))
+        .cookie(session::cookie(&state, signed_in.session))
         .json(json!({
             "user": { "id": user.id, "name": user.name, "role": user.role },
-            "csrf_token": csrf,
+            "csrf_token": signed_in.csrf,
         })))
 }
-
-/// An argon2id hash of a random string, verified against for unknown user names.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    repo::hash_password(&crypto::random_urlsafe(16)).unwrap_or_default()
-});
 
 /// `POST /auth/logout`: ends the session (CSRF token required) and returns the provider's
 /// logout URL, if any, for the browser to visit (RP-initiated logout).
@@ -313,10 +171,7 @@ async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
 /// `GET /auth/me`: the signed-in user, with the CSRF token that session requests must send.
 async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = resolve(&state, &req).await?;
-    let user = users::Entity::find_by_id(caller.user_id.clone())
-        .one(&state.db)
-        .await?
-        .ok_or(ApiError::InvalidCredentials)?;
+    let user = service::me(&state, &caller).await?;
     let csrf = match &caller.via {
         Via::Session { csrf } => Some(csrf.clone()),
         _ => None,
@@ -356,8 +211,8 @@ struct KeyView {
     revoked_at: Option<DateTime<Utc>>,
 }
 
-impl From<api_keys::Model> for KeyView {
-    fn from(k: api_keys::Model) -> Self {
+impl From<KeyRow> for KeyView {
+    fn from(k: KeyRow) -> Self {
         Self {
             scopes: k.scopes.split_whitespace().map(str::to_owned).collect(),
             id: k.id,
@@ -372,14 +227,6 @@ impl From<api_keys::Model> for KeyView {
     }
 }
 
-fn field(name: &str, code: &'static str, message: &str) -> FieldError {
-    FieldError {
-        field: name.into(),
-        code,
-        message: message.into(),
-    }
-}
-
 /// `POST /api/v1/api-keys`: a new key for the caller; the token is in this answer only.
 async fn create_key(
     state: web::Data<AppState>,
@@ -387,44 +234,12 @@ async fn create_key(
     body: web::Json<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let mut errors = Vec::new();
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        errors.push(field("name", "invalid-format", "1 to 100 characters"));
-    }
-    let scopes = body
-        .scopes
-        .unwrap_or_else(|| SCOPES.map(str::to_owned).to_vec());
-    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
-        errors.push(field(
-            "scopes",
-            "invalid-format",
-            "a non-empty list of `read` and `write`",
-        ));
-    }
-    if body.expires_in_days.is_some_and(|d| d == 0 || d > 3650) {
-        errors.push(field("expires_in_days", "invalid-format", "1 to 3650"));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
-    let mut scopes: Vec<String> = SCOPES
-        .iter()
-        .filter(|s| scopes.iter().any(|x| x == *s))
-        .map(|s| (*s).to_owned())
-        .collect();
-    scopes.dedup();
-    let expires_at = body
-        .expires_in_days
-        .map(|d| state.clock.now() + Duration::days(i64::from(d)));
-    let (row, token) = repo::create_key(
-        &state.db,
-        &caller.user_id,
-        NewKey {
-            name,
-            scopes: &scopes,
-            expires_at,
-        },
+    let (row, token) = service::create_key(
+        &state,
+        &caller,
+        &body.name,
+        body.scopes,
+        body.expires_in_days,
     )
     .await?;
     let mut view = serde_json::to_value(KeyView::from(row)).map_err(anyhow::Error::from)?;
@@ -445,31 +260,12 @@ async fn list_keys(
     caller: Caller,
     query: web::Query<ListKeys>,
 ) -> Result<HttpResponse, ApiError> {
-    let owner = match &query.owner_id {
-        Some(o) if caller.is_admin() => o.clone(),
-        _ => caller.user_id.clone(),
-    };
-    let keys: Vec<KeyView> = api_keys::Entity::find()
-        .filter(api_keys::Column::OwnerId.eq(owner))
-        .order_by_desc(api_keys::Column::CreatedAt)
-        .all(&state.db)
+    let keys: Vec<KeyView> = service::list_keys(&state, &caller, query.owner_id.as_deref())
         .await?
         .into_iter()
         .map(KeyView::from)
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "api_keys": keys })))
-}
-
-async fn find_key(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<api_keys::Model, ApiError> {
-    api_keys::Entity::find_by_id(id.to_owned())
-        .one(&state.db)
-        .await?
-        .filter(|k| caller.can_access(&k.owner_id))
-        .ok_or_else(|| ApiError::NotFound("api-key-not-found", format!("no API key {id}")))
 }
 
 /// `GET /api/v1/api-keys/{id}`.
@@ -478,7 +274,7 @@ async fn get_key(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = find_key(&state, &caller, &id).await?;
+    let key = service::find_key(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(KeyView::from(key)))
 }
 
@@ -488,12 +284,6 @@ async fn revoke_key(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = find_key(&state, &caller, &id).await?;
-    if key.revoked_at.is_none() {
-        let mut active = key.into_active_model();
-        active.revoked_at = Set(Some(state.clock.now()));
-        active.update(&state.db).await?;
-        state.api_keys.clear();
-    }
+    service::revoke_key(&state, &caller, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

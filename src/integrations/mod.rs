@@ -109,9 +109,7 @@ pub fn access_ttl(state: &AppState) -> Option<Duration> {
 
 /// The daily quota an owner's new integrations get, from the owner's plan.
 pub async fn plan_quota(state: &AppState, owner_id: &str) -> Result<i32, ApiError> {
-    use sea_orm::EntityTrait;
-    let plan = crate::entities::users::Entity::find_by_id(owner_id.to_owned())
-        .one(&state.db)
+    let plan = crate::auth::repo::find_user(&state.db, owner_id)
         .await?
         .and_then(|u| u.plan);
     Ok(i32::try_from(state.settings.plan_quota(plan.as_deref())).unwrap_or(i32::MAX))
