@@ -133,13 +133,13 @@ struct AlertBody {
 }
 
 fn not_sendable(i: &IntegrationRow) -> Option<ApiError> {
-    match i.status.as_str() {
-        "active" => None,
-        "pending" => Some(ApiError::Conflict(
+    match Status::parse(&i.status) {
+        Some(Status::Active) => None,
+        Some(Status::Pending) => Some(ApiError::Conflict(
             "integration-not-linked",
             "this integration has no chat yet: open its deep link in Telegram and tap START".into(),
         )),
-        "paused" => Some(ApiError::Conflict(
+        Some(Status::Paused) => Some(ApiError::Conflict(
             "integration-paused",
             format!(
                 "this integration is paused ({}); send /start to the bot in its chat to resume",
@@ -482,5 +482,8 @@ async fn revoke(
         }
     };
     revoke_integration(&state, &integration.id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": integration.id, "status": "revoked" })))
+    Ok(
+        HttpResponse::Ok()
+            .json(json!({ "id": integration.id, "status": Status::Revoked.as_str() })),
+    )
 }

@@ -14,6 +14,18 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status of a stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Status::Pending,
+            Status::Active,
+            Status::Paused,
+            Status::Revoked,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
     /// Stored and shown form.
     pub fn as_str(self) -> &'static str {
         match self {
