@@ -38,6 +38,42 @@ impl MessageStatus {
     }
 }
 
+/// A provider's report on a message it accepted (WhatsApp's status webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// Accepted by the provider (we knew from the send's answer).
+    Sent,
+    /// On the recipient's device.
+    Delivered,
+    /// Opened by the recipient.
+    Read,
+    /// The provider gave up after accepting it.
+    Failed,
+}
+
+impl Receipt {
+    /// The provider's name for it; `None` for statuses we do not track.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "sent" => Receipt::Sent,
+            "delivered" => Receipt::Delivered,
+            "read" => Receipt::Read,
+            "failed" => Receipt::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The name recorded in the message's events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Receipt::Sent => "sent",
+            Receipt::Delivered => "delivered",
+            Receipt::Read => "read",
+            Receipt::Failed => "failed",
+        }
+    }
+}
+
 /// Where a campaign is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use crate::{
-    domain::MessageStatus,
+    domain::{MessageStatus, Receipt},
     entities::{message_events, messages},
 };
 
@@ -534,7 +534,7 @@ pub async fn apply_provider_status(
     listeners: &super::hooks::Listeners,
     channel_id: &str,
     provider_id: &str,
-    status: &str,
+    status: Receipt,
     at: DateTime<Utc>,
     error: Option<crate::channels::ChannelError>,
 ) -> Result<StatusApplied, DbErr> {
@@ -551,10 +551,10 @@ pub async fn apply_provider_status(
     // nothing, and a receipt already stamped is a redelivery: no transaction for either (a
     // third of a campaign's webhooks are `sent`).
     let nothing_to_do = match status {
-        "delivered" => msg.delivered_at.is_some(),
-        "read" => msg.read_at.is_some(),
-        "failed" => false,
-        _ => true,
+        Receipt::Delivered => msg.delivered_at.is_some(),
+        Receipt::Read => msg.read_at.is_some(),
+        Receipt::Failed => false,
+        Receipt::Sent => true,
     };
     if nothing_to_do {
         return Ok(StatusApplied::Known(None));
@@ -568,19 +568,19 @@ pub async fn apply_provider_status(
             .filter(col.is_null())
     };
     let changed = match status {
-        "delivered" => {
+        Receipt::Delivered => {
             stamp(messages::Column::DeliveredAt)
                 .exec(&txn)
                 .await?
                 .rows_affected
         }
-        "read" => {
+        Receipt::Read => {
             stamp(messages::Column::ReadAt)
                 .exec(&txn)
                 .await?
                 .rows_affected
         }
-        "failed" => {
+        Receipt::Failed => {
             let (code, detail) = match &error {
                 Some(e) => (e.code(), e.to_string()),
                 None => (
@@ -622,13 +622,21 @@ pub async fn apply_provider_status(
             }
             n
         }
-        _ => 0,
+        Receipt::Sent => 0,
     };
-    if changed > 0 && status != "failed" {
+    if changed > 0 && status != Receipt::Failed {
         let detail = format!("at {}", at.to_rfc3339());
-        record(&txn, &msg.id, "status", Some(status), None, Some(&detail)).await?;
+        record(
+            &txn,
+            &msg.id,
+            "status",
+            Some(status.as_str()),
+            None,
+            Some(&detail),
+        )
+        .await?;
         let outcome = match status {
-            "delivered" => super::hooks::Outcome::Delivered { at },
+            Receipt::Delivered => super::hooks::Outcome::Delivered { at },
             _ => super::hooks::Outcome::Read { at },
         };
         listeners.record(&txn, &msg, &outcome).await?;

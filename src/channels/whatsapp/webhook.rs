@@ -185,6 +185,10 @@ pub async fn receive(
 }
 
 async fn apply_status(state: &Outbox, channel_id: &str, s: Status) -> Result<(), ApiError> {
+    let Some(receipt) = crate::domain::Receipt::parse(&s.status) else {
+        tracing::debug!(%channel_id, status = %s.status, "WhatsApp status we do not track");
+        return Ok(());
+    };
     let when = at(s.timestamp.as_deref());
     let error = s.errors.into_iter().next().map(|e| {
         let detail = [e.title, e.message, e.error_data.and_then(|d| d.details)]
@@ -203,7 +207,7 @@ async fn apply_status(state: &Outbox, channel_id: &str, s: Status) -> Result<(),
             &state.listeners,
             channel_id,
             &s.id,
-            &s.status,
+            receipt,
             when,
             error.clone(),
         )
