@@ -102,6 +102,69 @@ impl Queue {
         self.push_many_after(&due).await
     }
 
+    /// Whether jobs are written by [`Queue::push_in`] inside the caller's transaction (SQLite,
+    /// where every write takes the one write lock: a separate push transaction after each
+    /// ledger batch doubled the writer's time per batch). PostgreSQL pushes through apalis,
+    /// overlapping the next batch.
+    pub fn pushes_in_transaction(&self) -> bool {
+        matches!(self, Queue::Sqlite(_))
+    }
+
+    /// Writes the jobs of `due` (message id, delay) into the SQLite queue's table inside the
+    /// caller's transaction, as apalis-sqlite's own push writes them (its statement is not
+    /// public): the ledger rows and their jobs commit together, so there is no window where a
+    /// committed message has no job. The schema is apalis-sqlite 1.0.0's, pinned in Cargo.toml;
+    /// the delivery tests fail if it moves.
+    pub async fn push_in(
+        txn: &impl sea_orm::ConnectionTrait,
+        due: &[(String, Duration)],
+    ) -> Result<(), sea_orm::DbErr> {
+        use sea_orm::{DbBackend, Statement, Value};
+        if due.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut sql = String::from(
+            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata) VALUES ",
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(due.len() * 6);
+        for (i, (id, delay)) in due.iter().enumerate() {
+            let task = TaskBuilder::new(DeliverJob {
+                message_id: id.clone(),
+            })
+            .run_after(*delay)
+            .max_attempts(INFRA_RETRIES)
+            .build();
+            let job = serde_json::to_vec(&task.args)
+                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            let metadata = serde_json::to_string(task.metadata()).unwrap_or_default();
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, 'Pending', 0, ?, ?, 0, ?)");
+            values.extend([
+                Value::from(job),
+                Value::from(ulid::Ulid::generate().to_string()),
+                Value::from(QUEUE_NAME),
+                Value::from(
+                    i64::try_from(task.max_attempts().unwrap_or(INFRA_RETRIES)).unwrap_or(i64::MAX),
+                ),
+                Value::from(i64::try_from(task.run_at().unwrap_or(now)).unwrap_or(i64::MAX)),
+                Value::from(metadata),
+            ]);
+        }
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await
+        .map(|_| ())
+    }
+
     /// Enqueues delivery of each message after its delay, in one transaction.
     pub async fn push_many_after(&self, due: &[(String, Duration)]) -> anyhow::Result<()> {
         let tasks = due.iter().map(|(id, delay)| {

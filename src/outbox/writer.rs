@@ -159,7 +159,17 @@ async fn run(
                 a.row.next_attempt_at = sea_orm::Set(due);
             }
         }
-        match write(&db, quotas.as_ref(), admissions, clock.today()).await {
+        let inline = queue.pushes_in_transaction();
+        match write(
+            &db,
+            quotas.as_ref(),
+            admissions,
+            &delays,
+            inline,
+            clock.today(),
+        )
+        .await
+        {
             Ok(outcomes) => {
                 let ids: Vec<(String, std::time::Duration)> = outcomes
                     .iter()
@@ -177,10 +187,8 @@ async fn run(
                 if !ids.is_empty() {
                     metrics::counter!("pregonero_messages_accepted_total")
                         .increment(ids.len() as u64);
-                    if matches!(queue, Queue::Sqlite(_)) {
-                        // SQLite has one writer: a push running beside the next batch's commit
-                        // would only make one of them wait in the busy handler.
-                        push_jobs(&db, &queue, &ids).await;
+                    if inline {
+                        // SQLite: the jobs committed with the rows.
                     } else {
                         // PostgreSQL: the push overlaps the next batch's commit (bounded, so a
                         // slow queue slows admissions instead of piling up tasks).
@@ -224,10 +232,15 @@ async fn push_jobs(db: &DatabaseConnection, queue: &Queue, due: &[(String, std::
     }
 }
 
+/// Writes a batch in one transaction: quotas, rows and (with `inline`) their delivery jobs, so
+/// an accepted message is never without its job; without `inline` the caller pushes the jobs
+/// after the commit.
 async fn write(
     db: &DatabaseConnection,
     quotas: &dyn Quotas,
     admissions: Vec<Admission>,
+    delays: &[std::time::Duration],
+    inline: bool,
     day: NaiveDate,
 ) -> Result<Vec<Admitted>, sea_orm::DbErr> {
     use std::collections::HashMap;
@@ -250,13 +263,29 @@ async fn write(
             admitted[i] = quotas.take(&txn, &integration_id, day, 1).await?;
         }
     }
-    let rows: Vec<_> = admissions
+    let now = chrono::Utc::now();
+    let (rows, due): (Vec<_>, Vec<_>) = admissions
         .into_iter()
         .zip(&admitted)
-        .filter(|(_, ok)| **ok)
-        .map(|(a, _)| a.row)
-        .collect();
-    let mut inserted = repo::insert_many_in(&txn, rows).await?.into_iter();
+        .zip(delays)
+        .filter(|((_, ok), _)| **ok)
+        .map(|((mut a, _), delay)| {
+            if inline {
+                a.row.enqueued_at = sea_orm::Set(Some(now));
+            }
+            (a.row, *delay)
+        })
+        .unzip();
+    let inserted = repo::insert_many_in(&txn, rows).await?;
+    if inline {
+        let due: Vec<(String, std::time::Duration)> = inserted
+            .iter()
+            .zip(due)
+            .map(|(m, delay)| (m.id.clone(), delay))
+            .collect();
+        Queue::push_in(&txn, &due).await?;
+    }
+    let mut inserted = inserted.into_iter();
     txn.commit().await?;
     Ok(admitted
         .into_iter()

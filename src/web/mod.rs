@@ -19,6 +19,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ready", web::get().to(health::ready))
         .route("/health", web::get().to(health::health))
         .route("/metrics", web::get().to(metrics::render))
+        // The API before the dynamic root routes: its prefix is one string comparison.
+        .service(
+            web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                .wrap(actix_web::middleware::from_fn(auth::audit::middleware))
+                // The hot send route first: each dynamic pattern tried before it costs a regex.
+                .configure(messages::configure)
+                .configure(auth::routes::configure)
+                .configure(contacts::configure)
+                .configure(templates::configure)
+                .configure(campaigns::configure)
+                .configure(dashboard::configure)
+                .configure(channels::routes::configure)
+                .configure(integrations::configure)
+                .configure(media::configure)
+                .configure(events::configure_rules)
+                .configure(crate::subscriptions::configure),
+        )
         .route(
             "/telegram/webhook/{channel_id}",
             web::post().to(integrations::telegram_webhook),
@@ -35,23 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(crate::compat::pingui::configure)
         .configure(crate::compat::wa_sender::configure)
         .configure(auth::routes::configure_auth)
-        .configure(spa::configure)
-        .service(
-            web::scope("/api/v1")
-                .wrap(actix_web::middleware::from_fn(auth::authenticate))
-                .wrap(actix_web::middleware::from_fn(auth::audit::middleware))
-                .configure(auth::routes::configure)
-                .configure(contacts::configure)
-                .configure(templates::configure)
-                .configure(campaigns::configure)
-                .configure(dashboard::configure)
-                .configure(channels::routes::configure)
-                .configure(messages::configure)
-                .configure(integrations::configure)
-                .configure(media::configure)
-                .configure(events::configure_rules)
-                .configure(crate::subscriptions::configure),
-        );
+        .configure(spa::configure);
 }
 
 /// JSON 404 for unknown routes.
