@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use crate::{
-    domain::MessageStatus,
+    domain::{CampaignId, ContactId, MessageStatus},
     entities::{campaigns, messages},
 };
 
@@ -70,16 +70,16 @@ pub async fn due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Vec<Camp
 /// One contact's ledger row of a campaign: `pending`, or `skipped` with the reason.
 pub fn recipient_row(
     message: crate::outbox::repo::NewMessage,
-    campaign_id: &str,
-    contact_id: &str,
+    campaign_id: &CampaignId,
+    contact_id: &ContactId,
     provider_template: Option<String>,
     skip: Option<&'static str>,
     now: DateTime<Utc>,
 ) -> messages::ActiveModel {
     use sea_orm::Set;
     let mut row = message.into_row(now);
-    row.campaign_id = Set(Some(campaign_id.to_owned()));
-    row.contact_id = Set(Some(contact_id.to_owned()));
+    row.campaign_id = Set(Some(campaign_id.to_string()));
+    row.contact_id = Set(Some(contact_id.to_string()));
     row.provider_template = Set(provider_template);
     row.status = Set(match skip {
         Some(_) => MessageStatus::Skipped,

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     auth::Caller,
     channels::{ChannelAdapter, ProviderTemplate, repo::ChannelRow},
-    domain::MessageStatus,
+    domain::{CampaignId, ContactId, MessageStatus},
     entities::messages,
     outbox::repo::NewMessage,
     state::AppState,
@@ -323,18 +323,22 @@ pub async fn launch(
                     (Ok(_), Ok((body, template))) => (body, template, None),
                 };
                 let message = NewMessage {
-                    owner_id: c.owner_id.clone(),
-                    channel_id: c.channel_id.clone(),
+                    owner_id: c.owner_id.clone().into(),
+                    channel_id: c.channel_id.clone().into(),
                     recipient: recipient.unwrap_or_default(),
                     body,
                     parse_mode: None,
-                    media_id: c.media_id.clone(),
+                    media_id: c.media_id.clone().map(Into::into),
                     idempotency_key: None,
                     request_hash: None,
                     integration_id: None,
                 };
                 let template = template.map(|t| serde_json::to_string(&t).unwrap_or_default());
-                repo::recipient_row(message, &c.id, &contact.id, template, skip, now)
+                let (campaign, contact) = (
+                    CampaignId::from(c.id.as_str()),
+                    ContactId::from(contact.id.as_str()),
+                );
+                repo::recipient_row(message, &campaign, &contact, template, skip, now)
             })
             .collect();
         let txn = state.db.begin().await?;

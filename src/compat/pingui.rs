@@ -224,15 +224,15 @@ async fn send_alert(
 
     let now = state.clock.now();
     let message = NewMessage {
-        owner_id: integration.owner_id.clone(),
-        channel_id: integration.channel_id.clone(),
+        owner_id: integration.owner_id.clone().into(),
+        channel_id: integration.channel_id.clone().into(),
         recipient: chat_id.clone(),
         body: body.message,
         parse_mode: body.parse_mode,
-        media_id: body.media_id,
+        media_id: body.media_id.map(Into::into),
         idempotency_key: key.clone(),
         request_hash: key.as_ref().map(|_| hash.clone()),
-        integration_id: Some(integration.id.clone()),
+        integration_id: Some(integration.id.clone().into()),
     };
     let pending = outbox::Pending {
         message,

@@ -1,8 +1,10 @@
 //! Shared domain types: channel kinds, message states, validated recipients.
+pub mod ids;
 pub mod phone;
 
 use serde::{Deserialize, Serialize};
 
+pub use ids::{CampaignId, ChannelId, ContactId, IntegrationId, MediaId, MessageId, UserId};
 pub use phone::{PhoneError, PhoneNumber};
 
 /// Where a message is in its life: `(pending →) queued → sending → sent`, or `failed`, or

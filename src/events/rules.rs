@@ -368,10 +368,10 @@ impl RuleEngine {
                 (channel_id.clone(), chat_id.clone(), None)
             }
         };
-        let integration_id = quota.clone();
+        let integration_id = quota.clone().map(Into::into);
         let row = NewMessage {
-            owner_id: rule.owner_id.clone(),
-            channel_id,
+            owner_id: rule.owner_id.clone().into(),
+            channel_id: channel_id.into(),
             recipient: chat_id,
             body: text,
             parse_mode: None,

@@ -71,12 +71,12 @@ pub async fn send(
     }
     let recipient = validate(&body, caller, state).await?;
     let message = repo::NewMessage {
-        owner_id: caller.user_id.clone(),
-        channel_id: body.channel_id,
+        owner_id: caller.user_id.clone().into(),
+        channel_id: body.channel_id.into(),
         recipient,
         body: body.text,
         parse_mode: body.parse_mode,
-        media_id: body.media_id,
+        media_id: body.media_id.map(Into::into),
         idempotency_key: key,
         request_hash: Some(hash.clone()),
         integration_id: None,

@@ -111,7 +111,8 @@ pub async fn earlier(
 pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
     let Pending { message, quota } = pending;
     let (owner_id, key) = (message.owner_id.clone(), message.idempotency_key.clone());
-    let row = message.into_row(chrono::Utc::now());
+    let now = chrono::Utc::now();
+    let mut row = message.into_row(now);
     let Some(key) = key else {
         return Ok(match outbox.ledger.admit(Admission { row, quota }).await? {
             Admitted::Accepted(msg) => Admit::Accepted(*msg),
@@ -129,16 +130,26 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
         txn.rollback().await?;
         return Ok(Admit::Refused);
     }
+    // As the batching writer does: on SQLite the job commits with the row.
+    let inline = outbox.queue.pushes_in_transaction();
+    if inline {
+        row.enqueued_at = sea_orm::Set(Some(now));
+    }
     match repo::insert_in(&txn, row).await {
         Ok(msg) => {
+            if inline {
+                Queue::push_in(&txn, &[(msg.id.clone(), std::time::Duration::ZERO)]).await?;
+            }
             txn.commit().await?;
-            dispatch(&outbox.db, &outbox.queue, &msg.id).await;
+            if !inline {
+                dispatch(&outbox.db, &outbox.queue, &msg.id).await;
+            }
             Ok(Admit::Accepted(msg))
         }
         Err(e) if is_unique_violation(&e) => {
             // Two requests raced with one key: the loser answers with the winner's message.
             txn.rollback().await?;
-            let existing = repo::find_by_idempotency_key(&outbox.db, &owner_id, &key)
+            let existing = repo::find_by_idempotency_key(&outbox.db, owner_id.as_str(), &key)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
             Ok(Admit::Replayed(existing))

@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use crate::{
-    domain::{MessageStatus, Receipt},
+    domain::{ChannelId, IntegrationId, MediaId, MessageId, MessageStatus, Receipt, UserId},
     entities::{message_events, messages},
 };
 
@@ -105,9 +105,9 @@ pub async fn record_queued<'a, C: ConnectionTrait>(
 /// What a producer (API, alert, bot reply) fills in for a new queued message.
 pub struct NewMessage {
     /// Owner of the message.
-    pub owner_id: String,
+    pub owner_id: UserId,
     /// Channel account that sends it.
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     /// Recipient (chat id).
     pub recipient: String,
     /// Text or caption.
@@ -115,26 +115,26 @@ pub struct NewMessage {
     /// Telegram parse mode.
     pub parse_mode: Option<String>,
     /// Attached media.
-    pub media_id: Option<String>,
+    pub media_id: Option<MediaId>,
     /// Producer's idempotency key.
     pub idempotency_key: Option<String>,
     /// Hash of the request that created it (idempotent replays compare it).
     pub request_hash: Option<String>,
     /// The integration it was sent through, for alerts.
-    pub integration_id: Option<String>,
+    pub integration_id: Option<IntegrationId>,
 }
 
 impl NewMessage {
     /// The row to insert: queued, due now.
     pub fn into_row(self, now: DateTime<Utc>) -> messages::ActiveModel {
         messages::ActiveModel {
-            id: Set(uuid::Uuid::now_v7().to_string()),
-            owner_id: Set(self.owner_id),
-            channel_id: Set(self.channel_id),
+            id: Set(MessageId::generate().into_string()),
+            owner_id: Set(self.owner_id.into_string()),
+            channel_id: Set(self.channel_id.into_string()),
             recipient: Set(self.recipient),
             body: Set(self.body),
             parse_mode: Set(self.parse_mode),
-            media_id: Set(self.media_id),
+            media_id: Set(self.media_id.map(String::from)),
             idempotency_key: Set(self.idempotency_key),
             request_hash: Set(self.request_hash),
             status: Set(MessageStatus::Queued.as_str().into()),
@@ -149,7 +149,7 @@ impl NewMessage {
             created_at: Set(now),
             updated_at: Set(now),
             sent_at: Set(None),
-            integration_id: Set(self.integration_id),
+            integration_id: Set(self.integration_id.map(String::from)),
             campaign_id: Set(None),
             contact_id: Set(None),
             provider_template: Set(None),

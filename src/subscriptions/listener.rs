@@ -148,8 +148,8 @@ impl Listener for SubscriptionsListener {
                     continue;
                 };
                 let mut row = NewMessage {
-                    owner_id: sub.owner_id.clone(),
-                    channel_id: sub.channel_id.clone(),
+                    owner_id: sub.owner_id.clone().into(),
+                    channel_id: sub.channel_id.clone().into(),
                     recipient: sub.id.clone(),
                     body: document(sub, sequence, msg, outcome),
                     parse_mode: Some(EVENT_FORMAT.to_owned()),
