@@ -8,7 +8,8 @@
 # Knobs: BENCH_DURATION (s, default 15), BENCH_CONNECTIONS (default 32), BENCH_THREADS (1),
 # BENCH_MODE (`serve` = HTTP + workers, default; `http` = API-only replica, `--no-workers`),
 # BENCH_DELAY_MS (pause per connection after each answer: a paced, roughly fixed offered rate
-# of CONNECTIONS / (delay + latency) instead of saturation; e.g. 60 connections, 10 ms ≈ 5,000/s).
+# of CONNECTIONS / (delay + latency) instead of saturation; e.g. 60 connections, 10 ms ≈ 5,000/s),
+# BENCH_BIN (another build of the server to run instead, for A/B comparisons in one hour).
 # Builds release binaries, starts the fake Telegram and the server as separate processes, links
 # one integration, warms up, then runs wrk. Prints one RESULT line and the server's RSS.
 set -euo pipefail
@@ -46,7 +47,7 @@ start_server() { # $1 = extra serve flags
   PREGONERO_TELEGRAM__API_BASE_URL="http://127.0.0.1:$FAKE_PORT" \
   PREGONERO_ALERTS__PLANS__FREE__DAILY_QUOTA=100000000 PREGONERO_ALERTS__MAX_PENDING=0 \
   PREGONERO_SCHEDULE__ENABLED=false \
-  "$BIN/pregonero" serve $1 >"$WORK/server.out" 2>"$WORK/server.log" &
+  "${BENCH_BIN:-$BIN/pregonero}" serve $1 >"$WORK/server.out" 2>"$WORK/server.log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$SERVER_PORT/ready" >/dev/null 2>&1 && return 0; sleep 0.1; done
