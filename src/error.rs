@@ -32,6 +32,17 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// `field` is wrong (`code`): `message`.
+    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
 impl<'a> ErrorBody<'a> {
     /// A body with only a code and a message.
     pub fn new(error: &'a str, message: impl Into<String>) -> Self {

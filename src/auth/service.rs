@@ -134,14 +134,6 @@ pub async fn me(state: &AppState, caller: &Caller) -> Result<UserRow, AuthError>
         .ok_or(AuthError::UnknownUser)
 }
 
-fn field(name: &str, code: &'static str, message: &str) -> FieldError {
-    FieldError {
-        field: name.into(),
-        code,
-        message: message.into(),
-    }
-}
-
 /// A new key for the caller (default scopes `read write`); the token is returned once.
 pub async fn create_key(
     state: &AppState,
@@ -153,18 +145,26 @@ pub async fn create_key(
     let mut errors = Vec::new();
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
-        errors.push(field("name", "invalid-format", "1 to 100 characters"));
+        errors.push(FieldError::new(
+            "name",
+            "invalid-format",
+            "1 to 100 characters",
+        ));
     }
     let scopes = scopes.unwrap_or_else(|| SCOPES.map(str::to_owned).to_vec());
     if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
-        errors.push(field(
+        errors.push(FieldError::new(
             "scopes",
             "invalid-format",
             "a non-empty list of `read` and `write`",
         ));
     }
     if expires_in_days.is_some_and(|d| d == 0 || d > 3650) {
-        errors.push(field("expires_in_days", "invalid-format", "1 to 3650"));
+        errors.push(FieldError::new(
+            "expires_in_days",
+            "invalid-format",
+            "1 to 3650",
+        ));
     }
     if !errors.is_empty() {
         return Err(AuthError::Invalid(errors));

@@ -240,6 +240,24 @@ impl Renderer {
     }
 }
 
+/// A page of the campaign's audience after `after` (see `contacts::repo::reachable_page`).
+async fn audience_page(
+    state: &AppState,
+    c: &CampaignRow,
+    audience: &Audience,
+    after: &str,
+) -> Result<Vec<crate::contacts::repo::StoredContact>, sea_orm::DbErr> {
+    crate::contacts::repo::reachable_page(
+        &state.db,
+        &c.owner_id,
+        &audience.groups,
+        &audience.contact_ids,
+        after,
+        PAGE,
+    )
+    .await
+}
+
 /// Builds the ledger of a draft campaign and sets it running (or scheduled). Refuses, with the
 /// list, when contacts lack a variable, unless `skip_missing`.
 pub async fn launch(
@@ -266,15 +284,7 @@ pub async fn launch(
     let (mut affected, mut listed, mut after) = (0u64, Vec::new(), String::new());
     if !skip_missing {
         loop {
-            let page = crate::contacts::repo::reachable_page(
-                &state.db,
-                &c.owner_id,
-                &audience.groups,
-                &audience.contact_ids,
-                &after,
-                PAGE,
-            )
-            .await?;
+            let page = audience_page(state, c, &audience, &after).await?;
             let Some(last) = page.last() else { break };
             after = last.id.clone();
             for contact in &page {
@@ -300,15 +310,7 @@ pub async fn launch(
     after.clear();
     let now = Utc::now();
     loop {
-        let page = crate::contacts::repo::reachable_page(
-            &state.db,
-            &c.owner_id,
-            &audience.groups,
-            &audience.contact_ids,
-            &after,
-            PAGE,
-        )
-        .await?;
+        let page = audience_page(state, c, &audience, &after).await?;
         let Some(last) = page.last() else { break };
         after = last.id.clone();
         let rows = page

@@ -29,14 +29,6 @@ pub struct ContactBody {
     default_region: Option<String>,
 }
 
-fn field(name: &str, code: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: name.into(),
-        code,
-        message: message.into(),
-    }
-}
-
 /// Validates a body; returns its fields with the phone normalised.
 fn validate(state: &AppState, body: ContactBody) -> Result<ContactFields, ContactError> {
     let mut errors = Vec::new();
@@ -46,7 +38,7 @@ fn validate(state: &AppState, body: ContactBody) -> Result<ContactFields, Contac
         .unwrap_or_else(|| state.settings.contacts.default_region.clone());
     let region = csv_reader::region(&region_code);
     if region.is_none() {
-        errors.push(field(
+        errors.push(FieldError::new(
             "default_region",
             "invalid-format",
             "an ISO 3166 region such as ES",
@@ -56,7 +48,7 @@ fn validate(state: &AppState, body: ContactBody) -> Result<ContactFields, Contac
     if let (Some(raw), Some(region)) = (&body.phone, region) {
         match csv_reader::normalise_phone(raw, region) {
             Ok(p) => phone = Some(p),
-            Err(e) => errors.push(field("phone", "invalid-format", e.message)),
+            Err(e) => errors.push(FieldError::new("phone", "invalid-format", e.message)),
         }
     }
     for (name, value) in [
@@ -69,7 +61,7 @@ fn validate(state: &AppState, body: ContactBody) -> Result<ContactFields, Contac
             .as_ref()
             .is_some_and(|v| v.chars().count() > csv_reader::MAX_FIELD_CHARS)
         {
-            errors.push(field(
+            errors.push(FieldError::new(
                 name,
                 "too-long",
                 format!("at most {} characters", csv_reader::MAX_FIELD_CHARS),
@@ -77,7 +69,7 @@ fn validate(state: &AppState, body: ContactBody) -> Result<ContactFields, Contac
         }
     }
     if body.opted_out == Some(false) {
-        errors.push(field(
+        errors.push(FieldError::new(
             "opted_out",
             "invalid-format",
             "an opt-out cannot be undone here; the contact must opt in again",
@@ -117,7 +109,7 @@ pub async fn create(
 ) -> Result<StoredContact, ContactError> {
     let fields = validate(state, body)?;
     let Some(phone) = fields.phone.clone() else {
-        return Err(ContactError::Invalid(vec![field(
+        return Err(ContactError::Invalid(vec![FieldError::new(
             "phone",
             "required",
             "a phone is required",
@@ -200,7 +192,7 @@ where
         .unwrap_or_else(|| state.settings.contacts.default_region.clone())
         .to_ascii_uppercase();
     let Some(region) = csv_reader::region(&region_code) else {
-        return Err(ContactError::Invalid(vec![field(
+        return Err(ContactError::Invalid(vec![FieldError::new(
             "default_region",
             "invalid-format",
             "an ISO 3166 region such as ES",

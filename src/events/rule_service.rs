@@ -42,14 +42,6 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
     Ok(Some(Option::deserialize(d)?))
 }
 
-fn field(name: &str, code: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: name.to_owned(),
-        code,
-        message: message.into(),
-    }
-}
-
 /// Checks `body` over `current` (for PATCH) and returns the row to store.
 async fn checked(
     state: &AppState,
@@ -61,7 +53,7 @@ async fn checked(
     if let Some(name) = body.name {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "name",
                 "invalid-length",
                 "name must be 1 to 200 characters",
@@ -69,14 +61,14 @@ async fn checked(
         }
         row.name = name.to_owned();
     } else if row.name.is_empty() {
-        errors.push(field("name", "required", "give the rule a name"));
+        errors.push(FieldError::new("name", "required", "give the rule a name"));
     }
     if let Some(service) = body.service {
         if service
             .as_deref()
             .is_some_and(|s| s.is_empty() || s.len() > 100)
         {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "service",
                 "invalid-length",
                 "service must be 1 to 100 bytes",
@@ -86,7 +78,7 @@ async fn checked(
     }
     if let Some(conditions) = body.conditions {
         if conditions.len() > MAX_CONDITIONS {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "match",
                 "too-many",
                 format!("at most {MAX_CONDITIONS} conditions"),
@@ -96,7 +88,7 @@ async fn checked(
             .keys()
             .find(|k| k.is_empty() || k.split('.').any(str::is_empty))
         {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "match",
                 "invalid-path",
                 format!("`{bad}` is not a metadata path (keys joined by dots)"),
@@ -105,7 +97,7 @@ async fn checked(
         row.conditions = Value::Object(conditions).to_string();
     }
     if row.service.is_none() && row.conditions == "{}" {
-        errors.push(field(
+        errors.push(FieldError::new(
             "match",
             "required",
             "a rule needs a service or at least one metadata condition",
@@ -113,7 +105,7 @@ async fn checked(
     }
     if let Some(n) = body.max_per_minute {
         if !(1..=MAX_PER_MINUTE).contains(&n) {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "max_per_minute",
                 "out-of-range",
                 format!("must be between 1 and {MAX_PER_MINUTE}"),
@@ -129,7 +121,7 @@ async fn checked(
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 32 => Some(s),
         Some(Value::Number(n)) if n.is_i64() => Some(n.to_string()),
         Some(_) => {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "chat_id",
                 "invalid",
                 "chat_id is a chat id or @channel name",
@@ -149,14 +141,14 @@ async fn checked(
             row.channel_id = Some(channel);
             row.chat_id = Some(chat);
         }
-        _ => errors.push(field(
+        _ => errors.push(FieldError::new(
             "integration_id",
             "invalid-target",
             "give either integration_id, or channel_id with chat_id",
         )),
     }
     if errors.is_empty() && target_of(&row).is_none() {
-        errors.push(field(
+        errors.push(FieldError::new(
             "integration_id",
             "required",
             "say where alerts go: integration_id, or channel_id with chat_id",

@@ -22,30 +22,26 @@ pub struct Fields {
     media_id: Option<String>,
 }
 
-fn field(name: &str, code: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: name.into(),
-        code,
-        message: message.into(),
-    }
-}
-
 async fn validate(state: &AppState, caller: &Caller, b: &Fields) -> Result<(), TemplateError> {
     let mut errors = Vec::new();
     if let Some(name) = &b.name
         && (name.trim().is_empty() || name.chars().count() > 200)
     {
-        errors.push(field("name", "invalid-format", "1 to 200 characters"));
+        errors.push(FieldError::new(
+            "name",
+            "invalid-format",
+            "1 to 200 characters",
+        ));
     }
     if let Some(body) = &b.body {
         if body.trim().is_empty() || body.chars().count() > MAX_BODY_CHARS {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "body",
                 "invalid-format",
                 format!("1 to {MAX_BODY_CHARS} characters"),
             ));
         } else if let Err(e) = Compiled::new(body) {
-            errors.push(field("body", "invalid-template", e));
+            errors.push(FieldError::new("body", "invalid-template", e));
         }
     }
     if let Some(media_id) = &b.media_id {
@@ -53,7 +49,7 @@ async fn validate(state: &AppState, caller: &Caller, b: &Fields) -> Result<(), T
             .await?
             .is_some();
         if !owned {
-            errors.push(field(
+            errors.push(FieldError::new(
                 "media_id",
                 "not-found",
                 format!("no media `{media_id}`"),
@@ -87,10 +83,10 @@ pub async fn create(
 ) -> Result<TemplateRow, TemplateError> {
     let mut required = Vec::new();
     if b.name.is_none() {
-        required.push(field("name", "required", "a name is required"));
+        required.push(FieldError::new("name", "required", "a name is required"));
     }
     if b.body.is_none() {
-        required.push(field("body", "required", "a body is required"));
+        required.push(FieldError::new("body", "required", "a body is required"));
     }
     if !required.is_empty() {
         return Err(TemplateError::Invalid(required));
