@@ -128,7 +128,10 @@ impl Application {
             quotas.clone(),
             Some(planner),
         );
-        let audit = auth::audit_writer::AuditWriter::start(db.clone());
+        // SQLite has one write lock: audit entries ride in the ledger's transactions there.
+        let audit_rides =
+            (db.get_database_backend() == sea_orm::DbBackend::Sqlite).then(|| ledger.clone());
+        let audit = auth::audit_writer::AuditWriter::start(db.clone(), audit_rides);
         let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone());
         rules.reload().await.context("could not load alert rules")?;
         rules.start_refresh();

@@ -3,7 +3,27 @@ use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, EntityTrait, Set};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::entities::audit_log;
+use crate::{
+    entities::audit_log,
+    outbox::writer::{LedgerWriter, Rider},
+};
+
+/// A batch of entries riding in the ledger's transaction.
+struct Entries(Vec<audit_log::ActiveModel>);
+
+impl Rider for Entries {
+    fn write<'a>(
+        &'a self,
+        txn: &'a sea_orm::DatabaseTransaction,
+    ) -> futures::future::BoxFuture<'a, Result<(), sea_orm::DbErr>> {
+        Box::pin(async move {
+            audit_log::Entity::insert_many(self.0.clone())
+                .exec_without_returning(txn)
+                .await
+                .map(|_| ())
+        })
+    }
+}
 
 /// One audit entry.
 #[derive(Debug, Clone)]
@@ -46,18 +66,25 @@ impl std::fmt::Debug for AuditWriter {
 }
 
 impl AuditWriter {
-    /// Starts the writer on the current runtime; it ends when every handle is dropped.
-    pub fn start(db: DatabaseConnection) -> Self {
+    /// Starts the writer on the current runtime; it ends when every handle is dropped. With
+    /// `ledger` (SQLite), each batch rides in the ledger writer's next transaction instead of
+    /// taking SQLite's one write lock for a commit of its own.
+    pub fn start(db: DatabaseConnection, ledger: Option<LedgerWriter>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Pending>(CAPACITY);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (rows, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
                 let n = rows.len();
-                if let Err(e) = audit_log::Entity::insert_many(rows)
-                    .exec_without_returning(&db)
-                    .await
-                {
+                let written = match &ledger {
+                    Some(ledger) => ledger.ride(Box::new(Entries(rows))).await,
+                    None => audit_log::Entity::insert_many(rows)
+                        .exec_without_returning(&db)
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from),
+                };
+                if let Err(e) = written {
                     tracing::error!(error = %e, entries = n, "could not write the audit log");
                 }
                 for reply in replies {

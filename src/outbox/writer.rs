@@ -40,9 +40,30 @@ pub enum Admitted {
     Refused,
 }
 
-struct Request {
-    admission: Admission,
-    reply: oneshot::Sender<Result<Admitted, String>>,
+/// Rows another group-commit writer hands to the ledger writer, so that on SQLite they commit in
+/// the ledger's transaction instead of in a second one waiting for the same write lock (the
+/// audit log: every API send waited for the ledger's commit and then for its audit entry's).
+/// Each rider runs in a savepoint: a rider that fails is rolled back alone.
+pub trait Rider: Send + Sync + 'static {
+    /// Writes the rows inside `txn`.
+    fn write<'a>(
+        &'a self,
+        txn: &'a sea_orm::DatabaseTransaction,
+    ) -> futures::future::BoxFuture<'a, Result<(), sea_orm::DbErr>>;
+}
+
+// Admissions are most of the traffic: boxing them would cost an allocation per message for
+// the sake of the rare rider.
+#[allow(clippy::large_enum_variant)]
+enum Request {
+    Admit {
+        admission: Admission,
+        reply: oneshot::Sender<Result<Admitted, String>>,
+    },
+    Ride {
+        rider: Box<dyn Rider>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Asks each new message's account when its turn would be, so that a message far down a busy
@@ -120,11 +141,23 @@ impl LedgerWriter {
         Self { tx }
     }
 
+    /// Writes `rider`'s rows in the next batch's transaction; returns once they are committed.
+    pub async fn ride(&self, rider: Box<dyn Rider>) -> anyhow::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Ride { rider, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the ledger writer dropped the rows"))?
+            .map_err(|e| anyhow::anyhow!("rows not written: {e}"))
+    }
+
     /// Admits one message; returns once it is committed (or refused).
     pub async fn admit(&self, admission: Admission) -> anyhow::Result<Admitted> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { admission, reply })
+            .send(Request::Admit { admission, reply })
             .await
             .map_err(|_| anyhow::anyhow!("the ledger writer stopped"))?;
         rx.await
@@ -145,8 +178,16 @@ async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len();
-        let (requests, mut admissions): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|r| (r.reply, r.admission)).unzip();
+        let (mut requests, mut admissions, mut riders) = (Vec::new(), Vec::new(), Vec::new());
+        for request in batch.drain(..) {
+            match request {
+                Request::Admit { admission, reply } => {
+                    requests.push(reply);
+                    admissions.push(admission);
+                }
+                Request::Ride { rider, reply } => riders.push((rider, reply)),
+            }
+        }
         metrics::histogram!("pregonero_ledger_batch_size").record(size as f64);
         let delays = match &planner {
             Some(p) => p.delays(&admissions).await,
@@ -160,17 +201,23 @@ async fn run(
             }
         }
         let inline = queue.pushes_in_transaction();
-        match write(
+        let rides: Vec<&dyn Rider> = riders.iter().map(|(r, _)| r.as_ref()).collect();
+        let written = write(
             &db,
             quotas.as_ref(),
             admissions,
             &delays,
             inline,
             clock.today(),
+            &rides,
         )
-        .await
-        {
-            Ok(outcomes) => {
+        .await;
+        drop(rides);
+        match written {
+            Ok((outcomes, ridden)) => {
+                for ((_, reply), result) in riders.into_iter().zip(ridden) {
+                    let _ = reply.send(result);
+                }
                 let ids: Vec<(String, std::time::Duration)> = outcomes
                     .iter()
                     .zip(&delays)
@@ -209,6 +256,9 @@ async fn run(
                 for reply in requests {
                     let _ = reply.send(Err(msg.clone()));
                 }
+                for (_, reply) in riders {
+                    let _ = reply.send(Err(msg.clone()));
+                }
             }
         }
     }
@@ -242,7 +292,8 @@ async fn write(
     delays: &[std::time::Duration],
     inline: bool,
     day: NaiveDate,
-) -> Result<Vec<Admitted>, sea_orm::DbErr> {
+    riders: &[&dyn Rider],
+) -> Result<(Vec<Admitted>, Vec<Result<(), String>>), sea_orm::DbErr> {
     use std::collections::HashMap;
     let txn = db.begin().await?;
     // Quotas: one UPDATE per integration for all its alerts in the batch when they all fit,
@@ -285,13 +336,28 @@ async fn write(
             .collect();
         Queue::push_in(&txn, &due).await?;
     }
+    let mut ridden = Vec::with_capacity(riders.len());
+    for rider in riders {
+        let savepoint = txn.begin().await?;
+        match rider.write(&savepoint).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                ridden.push(Ok(()));
+            }
+            Err(e) => {
+                savepoint.rollback().await?;
+                ridden.push(Err(e.to_string()));
+            }
+        }
+    }
     let mut inserted = inserted.into_iter();
     txn.commit().await?;
-    Ok(admitted
+    let outcomes = admitted
         .into_iter()
         .map(|ok| match ok.then(|| inserted.next()).flatten() {
             Some(m) => Admitted::Accepted(Box::new(m)),
             None => Admitted::Refused,
         })
-        .collect())
+        .collect();
+    Ok((outcomes, ridden))
 }
