@@ -12,12 +12,12 @@ use crate::{
 struct Entries(Vec<audit_log::ActiveModel>);
 
 impl Rider for Entries {
-    fn write<'a>(
-        &'a self,
-        txn: &'a sea_orm::DatabaseTransaction,
-    ) -> futures::future::BoxFuture<'a, Result<(), sea_orm::DbErr>> {
+    fn write(
+        self: Box<Self>,
+        txn: &sea_orm::DatabaseTransaction,
+    ) -> futures::future::BoxFuture<'_, Result<(), sea_orm::DbErr>> {
         Box::pin(async move {
-            audit_log::Entity::insert_many(self.0.clone())
+            audit_log::Entity::insert_many(self.0)
                 .exec_without_returning(txn)
                 .await
                 .map(|_| ())

@@ -432,21 +432,6 @@ pub async fn recipients(
     query.all(db).await
 }
 
-/// The body and media of `owner_id`'s template `id`.
-pub async fn template_of(
-    db: &impl ConnectionTrait,
-    owner_id: &str,
-    id: &str,
-) -> Result<Option<(String, Option<String>)>, DbErr> {
-    Ok(
-        crate::entities::templates::Entity::find_by_id(id.to_owned())
-            .one(db)
-            .await?
-            .filter(|t| t.owner_id == owner_id)
-            .map(|t| (t.body, t.media_id)),
-    )
-}
-
 /// Applies a state change and the ledger moves that go with it, in one transaction; false
 /// when the campaign was not in one of `from`.
 pub async fn change(

@@ -96,8 +96,10 @@ pub async fn create(
                 "give template_id or body, not both",
             ));
         }
-        (Some(tid), None) => repo::template_of(&state.db, &owner, tid)
+        (Some(tid), None) => crate::templates::repo::find(&state.db, tid)
             .await?
+            .filter(|t| t.owner_id == owner)
+            .map(|t| (t.body, t.media_id))
             .ok_or_else(|| {
                 CampaignError::NotFound("template-not-found", format!("no template `{tid}`"))
             })?,

@@ -123,24 +123,24 @@ impl Queue {
         if due.is_empty() {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        // apalis-sqlite's `run_after`: whole seconds of (now + delay); metadata of a plain task.
+        let now = std::time::SystemTime::now();
+        let metadata = serde_json::to_string(TaskBuilder::new(()).build().metadata())
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        let max_attempts = i64::try_from(INFRA_RETRIES).unwrap_or(i64::MAX);
         let mut sql = String::from(
             "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata) VALUES ",
         );
         let mut values: Vec<Value> = Vec::with_capacity(due.len() * 6);
         for (i, (id, delay)) in due.iter().enumerate() {
-            let task = TaskBuilder::new(DeliverJob {
+            let job = serde_json::to_vec(&DeliverJob {
                 message_id: id.clone(),
             })
-            .run_after(*delay)
-            .max_attempts(INFRA_RETRIES)
-            .build();
-            let job = serde_json::to_vec(&task.args)
-                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-            let metadata = serde_json::to_string(task.metadata()).unwrap_or_default();
+            .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            let run_at = (now + *delay)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -149,11 +149,9 @@ impl Queue {
                 Value::from(job),
                 Value::from(ulid::Ulid::generate().to_string()),
                 Value::from(QUEUE_NAME),
-                Value::from(
-                    i64::try_from(task.max_attempts().unwrap_or(INFRA_RETRIES)).unwrap_or(i64::MAX),
-                ),
-                Value::from(i64::try_from(task.run_at().unwrap_or(now)).unwrap_or(i64::MAX)),
-                Value::from(metadata),
+                Value::from(max_attempts),
+                Value::from(i64::try_from(run_at).unwrap_or(i64::MAX)),
+                Value::from(metadata.clone()),
             ]);
         }
         txn.execute_raw(Statement::from_sql_and_values(

@@ -44,12 +44,12 @@ pub enum Admitted {
 /// the ledger's transaction instead of in a second one waiting for the same write lock (the
 /// audit log: every API send waited for the ledger's commit and then for its audit entry's).
 /// Each rider runs in a savepoint: a rider that fails is rolled back alone.
-pub trait Rider: Send + Sync + 'static {
+pub trait Rider: Send + 'static {
     /// Writes the rows inside `txn`.
-    fn write<'a>(
-        &'a self,
-        txn: &'a sea_orm::DatabaseTransaction,
-    ) -> futures::future::BoxFuture<'a, Result<(), sea_orm::DbErr>>;
+    fn write(
+        self: Box<Self>,
+        txn: &sea_orm::DatabaseTransaction,
+    ) -> futures::future::BoxFuture<'_, Result<(), sea_orm::DbErr>>;
 }
 
 // Admissions are most of the traffic: boxing them would cost an allocation per message for
@@ -178,14 +178,18 @@ async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len();
-        let (mut requests, mut admissions, mut riders) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut requests, mut admissions) = (Vec::new(), Vec::new());
+        let (mut riders, mut rider_replies) = (Vec::new(), Vec::new());
         for request in batch.drain(..) {
             match request {
                 Request::Admit { admission, reply } => {
                     requests.push(reply);
                     admissions.push(admission);
                 }
-                Request::Ride { rider, reply } => riders.push((rider, reply)),
+                Request::Ride { rider, reply } => {
+                    riders.push(rider);
+                    rider_replies.push(reply);
+                }
             }
         }
         metrics::histogram!("pregonero_ledger_batch_size").record(size as f64);
@@ -201,7 +205,6 @@ async fn run(
             }
         }
         let inline = queue.pushes_in_transaction();
-        let rides: Vec<&dyn Rider> = riders.iter().map(|(r, _)| r.as_ref()).collect();
         let written = write(
             &db,
             quotas.as_ref(),
@@ -209,13 +212,12 @@ async fn run(
             &delays,
             inline,
             clock.today(),
-            &rides,
+            riders,
         )
         .await;
-        drop(rides);
         match written {
             Ok((outcomes, ridden)) => {
-                for ((_, reply), result) in riders.into_iter().zip(ridden) {
+                for (reply, result) in rider_replies.into_iter().zip(ridden) {
                     let _ = reply.send(result);
                 }
                 let ids: Vec<(String, std::time::Duration)> = outcomes
@@ -256,7 +258,7 @@ async fn run(
                 for reply in requests {
                     let _ = reply.send(Err(msg.clone()));
                 }
-                for (_, reply) in riders {
+                for reply in rider_replies {
                     let _ = reply.send(Err(msg.clone()));
                 }
             }
@@ -292,7 +294,7 @@ async fn write(
     delays: &[std::time::Duration],
     inline: bool,
     day: NaiveDate,
-    riders: &[&dyn Rider],
+    riders: Vec<Box<dyn Rider>>,
 ) -> Result<(Vec<Admitted>, Vec<Result<(), String>>), sea_orm::DbErr> {
     use std::collections::HashMap;
     let txn = db.begin().await?;
