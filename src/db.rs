@@ -179,6 +179,8 @@ impl SqliteBulk {
         let connection = open(&format!(
             "PRAGMA cache_size = -{BULK_CACHE_KIB}; PRAGMA wal_autocheckpoint = {BULK_WAL_PAGES};"
         ))?;
+        // The ledger writer's multi-row statements differ by row count; keep the common sizes.
+        connection.set_prepared_statement_cache_capacity(64);
         let checkpoints = open("")?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
         let checkpointer = std::thread::Builder::new()
@@ -208,10 +210,10 @@ impl SqliteBulk {
     /// Runs `write` in one transaction that holds the write lock from its start (so it never has
     /// to upgrade a read snapshot, which SQLite refuses when another connection wrote meanwhile),
     /// commits it, and has the checkpointer copy it into the database.
-    pub fn write<T>(
+    pub fn write<T, E: From<rusqlite::Error>>(
         &self,
-        write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
+        write: impl FnOnce(&rusqlite::Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.connection.execute_batch("BEGIN IMMEDIATE")?;
         let out = write(&self.connection).and_then(|out| {
             self.connection.execute_batch("COMMIT")?;
@@ -320,4 +322,188 @@ pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
         e.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
+}
+
+/// Runs statements inside an open transaction. The batching writers build their statements
+/// with sea-query and run them through this, so one piece of logic serves both lanes: on
+/// PostgreSQL sea-orm's transaction, on SQLite a connection of the writer's own
+/// ([`SqliteBulk`]), where sqlx would hand every statement to a worker thread and back (58 % of
+/// the server's CPU under `POST /api/v1/messages` load was on those threads).
+pub trait Exec {
+    /// The SQL dialect the statements must be built for.
+    fn backend(&self) -> sea_orm::DbBackend;
+
+    /// Runs `statement`; the number of rows it changed.
+    fn exec(
+        &mut self,
+        statement: sea_orm::Statement,
+    ) -> impl std::future::Future<Output = Result<u64, sea_orm::DbErr>>;
+}
+
+impl Exec for &sea_orm::DatabaseTransaction {
+    fn backend(&self) -> sea_orm::DbBackend {
+        use sea_orm::ConnectionTrait;
+        self.get_database_backend()
+    }
+
+    async fn exec(&mut self, statement: sea_orm::Statement) -> Result<u64, sea_orm::DbErr> {
+        use sea_orm::ConnectionTrait;
+        Ok(self.execute_raw(statement).await?.rows_affected())
+    }
+}
+
+/// Always ready: run the writer's logic with `futures::executor::block_on` on the thread that
+/// owns the connection.
+impl Exec for &rusqlite::Connection {
+    fn backend(&self) -> sea_orm::DbBackend {
+        sea_orm::DbBackend::Sqlite
+    }
+
+    async fn exec(&mut self, statement: sea_orm::Statement) -> Result<u64, sea_orm::DbErr> {
+        exec_sqlite(self, statement)
+    }
+}
+
+/// Runs a sea-query statement on a rusqlite connection (prepared once and cached), binding each
+/// value as sqlx's SQLite driver would, so rows written here read back through sea-orm alike.
+pub fn exec_sqlite(
+    connection: &rusqlite::Connection,
+    statement: sea_orm::Statement,
+) -> Result<u64, sea_orm::DbErr> {
+    let values = statement
+        .values
+        .map(|v| v.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(sqlite_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut prepared = connection
+        .prepare_cached(&statement.sql)
+        .map_err(sqlite_err)?;
+    let changed = prepared
+        .execute(rusqlite::params_from_iter(values))
+        .map_err(sqlite_err)?;
+    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}
+
+/// A rusqlite error as sea-orm's.
+pub fn sqlite_err(e: rusqlite::Error) -> sea_orm::DbErr {
+    sea_orm::DbErr::Custom(format!("SQLite: {e}"))
+}
+
+/// The SQLite value sqlx's driver binds for `value` (`sea-query-sqlx`'s `IntoArguments` and
+/// sqlx-sqlite's `Encode` impls): integers and booleans as INTEGER, times as text in the same
+/// formats (so comparisons between rows written by either agree).
+fn sqlite_value(value: sea_orm::Value) -> Result<rusqlite::types::Value, sea_orm::DbErr> {
+    use chrono::SecondsFormat;
+    use rusqlite::types::Value as S;
+    use sea_orm::Value as V;
+    fn or_null<T>(v: Option<T>, f: impl FnOnce(T) -> S) -> S {
+        v.map_or(S::Null, f)
+    }
+    Ok(match value {
+        V::Bool(v) => or_null(v, |b| S::Integer(b.into())),
+        V::TinyInt(v) => or_null(v, |i| S::Integer(i.into())),
+        V::SmallInt(v) => or_null(v, |i| S::Integer(i.into())),
+        V::Int(v) => or_null(v, |i| S::Integer(i.into())),
+        V::BigInt(v) => or_null(v, S::Integer),
+        V::TinyUnsigned(v) => or_null(v, |i| S::Integer(i.into())),
+        V::SmallUnsigned(v) => or_null(v, |i| S::Integer(i.into())),
+        V::Unsigned(v) => or_null(v, |i| S::Integer(i.into())),
+        V::BigUnsigned(Some(i)) => S::Integer(
+            i64::try_from(i)
+                .map_err(|_| sea_orm::DbErr::Custom(format!("{i} does not fit SQLite")))?,
+        ),
+        V::BigUnsigned(None) => S::Null,
+        V::Float(v) => or_null(v, |f| S::Real(f.into())),
+        V::Double(v) => or_null(v, S::Real),
+        V::String(v) => or_null(v, S::Text),
+        V::Char(v) => or_null(v, |c| S::Text(c.to_string())),
+        V::Bytes(v) => or_null(v, S::Blob),
+        V::Json(v) => or_null(v, |j| S::Text(j.to_string())),
+        V::ChronoDate(v) => or_null(v, |d| S::Text(d.format("%F").to_string())),
+        V::ChronoDateTime(v) => or_null(v, |t| S::Text(t.format("%F %T%.f").to_string())),
+        V::ChronoDateTimeUtc(v) => or_null(v, |t| {
+            S::Text(t.to_rfc3339_opts(SecondsFormat::AutoSi, false))
+        }),
+        other => {
+            return Err(sea_orm::DbErr::Custom(format!(
+                "{other:?} is not written through the SQLite writer connection"
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod exec_tests {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+
+    /// A row written through [`super::exec_sqlite`] is stored exactly as sqlx stores it (same
+    /// types, same text for times and JSON), so reads, comparisons and sorting by sea-orm agree
+    /// whichever connection wrote it.
+    #[tokio::test]
+    async fn the_writer_connection_stores_values_as_sqlx_does() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.db");
+        let pool = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("pool");
+        pool.execute_unprepared(
+            "CREATE TABLE t (k TEXT, b, i, big, d, s, n, bytes, json, day, naive, at)",
+        )
+        .await
+        .expect("table");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-05T21:53:26.123456789Z")
+            .expect("time")
+            .to_utc();
+        let values = |k: &str| -> Vec<Value> {
+            vec![
+                k.into(),
+                true.into(),
+                7_i32.into(),
+                (-9_000_000_000_i64).into(),
+                1.5_f64.into(),
+                "text ✓".into(),
+                Value::String(None),
+                vec![0_u8, 1, 255].into(),
+                serde_json::json!({"a": [1, "b"]}).into(),
+                chrono::NaiveDate::from_ymd_opt(2026, 12, 5)
+                    .expect("day")
+                    .into(),
+                at.naive_utc().into(),
+                at.into(),
+            ]
+        };
+        let sql = "INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        pool.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values("sqlx"),
+        ))
+        .await
+        .expect("sqlx insert");
+        let connection = rusqlite::Connection::open(&path).expect("rusqlite");
+        let changed = super::exec_sqlite(
+            &connection,
+            Statement::from_sql_and_values(DbBackend::Sqlite, sql, values("rusqlite")),
+        )
+        .expect("rusqlite insert");
+        assert_eq!(changed, 1);
+        let stored = |k: &str| -> Vec<String> {
+            connection
+                .query_row(
+                    "SELECT typeof(b)||quote(b), typeof(i)||quote(i), typeof(big)||quote(big),
+                            typeof(d)||quote(d), typeof(s)||quote(s), typeof(n)||quote(n),
+                            typeof(bytes)||quote(bytes), typeof(json)||quote(json),
+                            typeof(day)||quote(day), typeof(naive)||quote(naive),
+                            typeof(at)||quote(at)
+                     FROM t WHERE k = ?",
+                    [k],
+                    |row| (0..11).map(|i| row.get::<_, String>(i)).collect(),
+                )
+                .expect("row")
+        };
+        assert_eq!(stored("rusqlite"), stored("sqlx"));
+        assert!(stored("sqlx")[10].contains("2026-12-05T21:53:26.123456789+00:00"));
+    }
 }

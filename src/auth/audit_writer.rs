@@ -12,16 +12,9 @@ use crate::{
 struct Entries(Vec<audit_log::ActiveModel>);
 
 impl Rider for Entries {
-    fn write(
-        self: Box<Self>,
-        txn: &sea_orm::DatabaseTransaction,
-    ) -> futures::future::BoxFuture<'_, Result<(), sea_orm::DbErr>> {
-        Box::pin(async move {
-            audit_log::Entity::insert_many(self.0)
-                .exec_without_returning(txn)
-                .await
-                .map(|_| ())
-        })
+    fn statements(self: Box<Self>, backend: sea_orm::DbBackend) -> Vec<sea_orm::Statement> {
+        use sea_orm::QueryTrait;
+        vec![audit_log::Entity::insert_many(self.0).build(backend)]
     }
 }
 

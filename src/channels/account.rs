@@ -20,10 +20,12 @@ const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 #[rtype(result = "Result<Receipt, ChannelError>")]
 pub struct Deliver(pub OutboundMessage, pub Duration);
 
-/// Where a send to this recipient would stand (see [`crate::pacing::Pacer::plan`]).
+/// Where a send to each of these recipients would stand, in order (see
+/// [`crate::pacing::Pacer::plan`]). One message for a whole batch: the ledger writer waits for
+/// the answer inside its cycle.
 #[derive(Message)]
-#[rtype(result = "Option<Duration>")]
-pub struct Plan(pub String, pub Duration);
+#[rtype(result = "Vec<Option<Duration>>")]
+pub struct Plan(pub Vec<String>, pub Duration);
 
 /// Fault injection for tests and chaos drills: the actor panics while handling it.
 #[derive(Message)]
@@ -140,11 +142,16 @@ impl Supervised for AccountActor {
 }
 
 impl Handler<Plan> for AccountActor {
-    type Result = Option<Duration>;
+    type Result = Vec<Option<Duration>>;
 
-    fn handle(&mut self, Plan(recipient, horizon): Plan, _: &mut Self::Context) -> Self::Result {
-        let kind = self.connection.recipient_kind(&recipient);
-        self.pacer.plan(&recipient, kind, horizon)
+    fn handle(&mut self, Plan(recipients, horizon): Plan, _: &mut Self::Context) -> Self::Result {
+        recipients
+            .iter()
+            .map(|recipient| {
+                let kind = self.connection.recipient_kind(recipient);
+                self.pacer.plan(recipient, kind, horizon)
+            })
+            .collect()
     }
 }
 

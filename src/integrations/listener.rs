@@ -2,7 +2,7 @@
 //! an unreachable chat's integrations paused.
 use chrono::NaiveDate;
 use futures::future::BoxFuture;
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseTransaction, DbBackend, DbErr, Statement};
 
 use super::{PAUSED_BOT_BLOCKED, Status, repo};
 use crate::{
@@ -18,20 +18,18 @@ use crate::{
 pub struct AlertQuotas;
 
 impl Quotas for AlertQuotas {
-    fn take<'a>(
-        &'a self,
-        txn: &'a DatabaseTransaction,
-        integration_id: &'a str,
+    fn take(
+        &self,
+        backend: DbBackend,
+        integration_id: &str,
         day: NaiveDate,
         n: i32,
-    ) -> BoxFuture<'a, Result<bool, DbErr>> {
-        Box::pin(async move {
-            if n == 1 {
-                // Also starts a new day's count.
-                repo::take_quota(txn, integration_id, day).await
-            } else {
-                repo::take_quota_n(txn, integration_id, day, n).await
-            }
+    ) -> Option<Statement> {
+        Some(if n == 1 {
+            // Also starts a new day's count.
+            repo::take_quota(backend, integration_id, day)
+        } else {
+            repo::take_quota_n(backend, integration_id, day, n)
         })
     }
 }

@@ -2,8 +2,8 @@
 //! so two replicas (or a webhook retry) racing on the same chat cannot both win.
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QueryTrait, Set, Statement,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -294,18 +294,14 @@ pub async fn revoke(
     Ok(changed)
 }
 
-/// Takes one alert from today's quota. False when the integration is not active, its quota is
-/// 0, or today's quota is used up. A counter from an earlier day counts as zero; a counter
+/// The statement that takes one alert from today's quota: it changes no row when the
+/// integration is not active, its quota is 0, or today's quota is used up. A counter from an earlier day counts as zero; a counter
 /// already on a *later* day (another replica's clock crossed midnight first) is never moved
 /// back, it is simply counted into.
-pub async fn take_quota(
-    db: &impl ConnectionTrait,
-    id: &str,
-    today: NaiveDate,
-) -> Result<bool, DbErr> {
+pub fn take_quota(backend: DbBackend, id: &str, today: NaiveDate) -> Statement {
     let today = today.to_string();
     let current = Expr::col(integrations::Column::QuotaDay).gte(today.clone());
-    let res = integrations::Entity::update_many()
+    integrations::Entity::update_many()
         .col_expr(
             integrations::Column::UsedToday,
             Expr::case(
@@ -331,20 +327,14 @@ pub async fn take_quota(
                 .or(Expr::col(integrations::Column::UsedToday)
                     .lt(Expr::col(integrations::Column::DailyQuota))),
         )
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
+        .build(backend)
 }
 
-/// Takes `n` alerts from today's quota at once, only if all of them fit (and the counter
-/// already counts today). False otherwise; the caller then takes them one by one.
-pub async fn take_quota_n(
-    db: &impl ConnectionTrait,
-    id: &str,
-    today: NaiveDate,
-    n: i32,
-) -> Result<bool, DbErr> {
-    let res = integrations::Entity::update_many()
+/// The statement that takes `n` alerts from today's quota at once, only if all of them fit (and
+/// the counter already counts today): it changes no row otherwise, and the caller then takes
+/// them one by one.
+pub fn take_quota_n(backend: DbBackend, id: &str, today: NaiveDate, n: i32) -> Statement {
+    integrations::Entity::update_many()
         .col_expr(
             integrations::Column::UsedToday,
             Expr::col(integrations::Column::UsedToday).add(n),
@@ -357,9 +347,7 @@ pub async fn take_quota_n(
                 .add(n)
                 .lte(Expr::col(integrations::Column::DailyQuota)),
         )
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
+        .build(backend)
 }
 
 /// The daily reset: counters of earlier days go back to zero for `today`. Counters already

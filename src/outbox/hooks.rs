@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::future::BoxFuture;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement};
 
 use super::{Outbox, repo::MessageRow};
 use crate::channels::{ChannelError, MediaPayload};
@@ -196,28 +196,19 @@ impl Listeners {
 
 /// Daily allowances that admission takes from (integrations' alert quotas).
 pub trait Quotas: Send + Sync {
-    /// Takes `n` from `key`'s allowance for `day` if all `n` fit; `false` takes nothing.
-    fn take<'a>(
-        &'a self,
-        txn: &'a DatabaseTransaction,
-        key: &'a str,
-        day: NaiveDate,
-        n: i32,
-    ) -> BoxFuture<'a, Result<bool, DbErr>>;
+    /// The statement that takes `n` from `key`'s allowance for `day` if all `n` fit: the take
+    /// succeeded when it changed exactly one row, and took nothing otherwise. `None`: nothing to
+    /// take from, every take fits. (A statement rather than a call, so that the batching writer
+    /// runs it on whichever connection holds its transaction.)
+    fn take(&self, backend: DbBackend, key: &str, day: NaiveDate, n: i32) -> Option<Statement>;
 }
 
 /// No allowances: every take fits (a server without quota owners, tests).
 pub struct Unlimited;
 
 impl Quotas for Unlimited {
-    fn take<'a>(
-        &'a self,
-        _: &'a DatabaseTransaction,
-        _: &'a str,
-        _: NaiveDate,
-        _: i32,
-    ) -> BoxFuture<'a, Result<bool, DbErr>> {
-        Box::pin(async { Ok(true) })
+    fn take(&self, _: DbBackend, _: &str, _: NaiveDate, _: i32) -> Option<Statement> {
+        None
     }
 }
 

@@ -119,13 +119,16 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
             Admitted::Refused => Admit::Refused,
         });
     };
-    use sea_orm::TransactionTrait;
+    use sea_orm::{ConnectionTrait, TransactionTrait};
     let txn = outbox.db.begin().await?;
-    if let Some(integration) = &quota
-        && !outbox
-            .quotas
-            .take(&txn, integration, outbox.clock.today(), 1)
-            .await?
+    if let Some(take) = quota.as_deref().and_then(|integration| {
+        outbox.quotas.take(
+            txn.get_database_backend(),
+            integration,
+            outbox.clock.today(),
+            1,
+        )
+    }) && txn.execute_raw(take).await?.rows_affected() != 1
     {
         txn.rollback().await?;
         return Ok(Admit::Refused);
@@ -137,8 +140,11 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
     }
     match repo::insert_in(&txn, row).await {
         Ok(msg) => {
-            if inline {
-                Queue::push_in(&txn, &[(msg.id.clone(), std::time::Duration::ZERO)]).await?;
+            if inline
+                && let Some(push) =
+                    Queue::push_statement(&[(msg.id.clone(), std::time::Duration::ZERO)])?
+            {
+                txn.execute_raw(push).await?;
             }
             txn.commit().await?;
             if !inline {

@@ -102,7 +102,7 @@ impl Queue {
         self.push_many_after(&due).await
     }
 
-    /// Whether jobs are written by [`Queue::push_in`] inside the caller's transaction (SQLite,
+    /// Whether jobs are written by [`Queue::push_statement`] inside the caller's transaction (SQLite,
     /// where every write takes the one write lock: a separate push transaction after each
     /// ledger batch doubled the writer's time per batch). PostgreSQL pushes through apalis,
     /// overlapping the next batch.
@@ -110,18 +110,17 @@ impl Queue {
         matches!(self, Queue::Sqlite(_))
     }
 
-    /// Writes the jobs of `due` (message id, delay) into the SQLite queue's table inside the
-    /// caller's transaction, as apalis-sqlite's own push writes them (its statement is not
+    /// The statement that writes the jobs of `due` (message id, delay) into the SQLite queue's
+    /// table, to run inside the caller's transaction, as apalis-sqlite's own push writes them (its statement is not
     /// public): the ledger rows and their jobs commit together, so there is no window where a
     /// committed message has no job. The schema is apalis-sqlite 1.0.0's, pinned in Cargo.toml;
     /// the delivery tests fail if it moves.
-    pub async fn push_in(
-        txn: &impl sea_orm::ConnectionTrait,
+    pub fn push_statement(
         due: &[(String, Duration)],
-    ) -> Result<(), sea_orm::DbErr> {
+    ) -> Result<Option<sea_orm::Statement>, sea_orm::DbErr> {
         use sea_orm::{DbBackend, Statement, Value};
         if due.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // apalis-sqlite's `run_after`: whole seconds of (now + delay); metadata of a plain task.
         let now = std::time::SystemTime::now();
@@ -154,13 +153,11 @@ impl Queue {
                 Value::from(metadata.clone()),
             ]);
         }
-        txn.execute_raw(Statement::from_sql_and_values(
+        Ok(Some(Statement::from_sql_and_values(
             DbBackend::Sqlite,
             sql,
             values,
-        ))
-        .await
-        .map(|_| ())
+        )))
     }
 
     /// Enqueues delivery of each message after its delay, in one transaction.

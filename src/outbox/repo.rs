@@ -1,8 +1,8 @@
 //! The message ledger: rows, their conditional state transitions, and their events.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, Set, Statement,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -54,26 +54,27 @@ pub async fn insert_in<C: ConnectionTrait>(
     Ok(model)
 }
 
-/// Inserts queued messages and their `queued` events with two multi-row statements; returns
-/// the rows in the order given.
-pub async fn insert_many_in<C: ConnectionTrait>(
-    txn: &C,
+/// The two multi-row statements that insert queued messages and their `queued` events, and
+/// the rows as they will read back, in the order given (run them in one transaction).
+pub fn insert_many_statements(
+    backend: DbBackend,
     rows: Vec<messages::ActiveModel>,
-) -> Result<Vec<MessageRow>, DbErr> {
-    use sea_orm::TryIntoModel;
+) -> Result<(Vec<MessageRow>, Vec<Statement>), DbErr> {
+    use sea_orm::{QueryTrait, TryIntoModel};
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let models = rows
         .iter()
         .cloned()
         .map(TryIntoModel::try_into_model)
         .collect::<Result<Vec<MessageRow>, DbErr>>()?;
-    messages::Entity::insert_many(rows)
-        .exec_without_returning(txn)
-        .await?;
-    record_queued(txn, models.iter().map(|m| m.id.as_str())).await?;
-    Ok(models)
+    let mut statements = vec![messages::Entity::insert_many(rows).build(backend)];
+    statements.extend(queued_statement(
+        backend,
+        models.iter().map(|m| m.id.as_str()),
+    ));
+    Ok((models, statements))
 }
 
 /// Appends a `queued` event to each message, in one statement.
@@ -81,6 +82,18 @@ pub async fn record_queued<'a, C: ConnectionTrait>(
     txn: &C,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<(), DbErr> {
+    if let Some(statement) = queued_statement(txn.get_database_backend(), ids) {
+        txn.execute_raw(statement).await?;
+    }
+    Ok(())
+}
+
+/// The statement appending a `queued` event to each message (none for no message).
+fn queued_statement<'a>(
+    backend: DbBackend,
+    ids: impl Iterator<Item = &'a str>,
+) -> Option<Statement> {
+    use sea_orm::QueryTrait;
     let now = Utc::now();
     let events: Vec<_> = ids
         .map(|id| message_events::ActiveModel {
@@ -93,13 +106,7 @@ pub async fn record_queued<'a, C: ConnectionTrait>(
             ..Default::default()
         })
         .collect();
-    if events.is_empty() {
-        return Ok(());
-    }
-    message_events::Entity::insert_many(events)
-        .exec_without_returning(txn)
-        .await?;
-    Ok(())
+    (!events.is_empty()).then(|| message_events::Entity::insert_many(events).build(backend))
 }
 
 /// What a producer (API, alert, bot reply) fills in for a new queued message.
