@@ -93,3 +93,5 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$SCRIPT" "$URL"
 echo "RSS after: $(rss)  VmHWM: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$SERVER_PID/status")"
 ACCEPTED="$(api "$BASE/health" | python3 -c 'import json,sys; h=json.load(sys.stdin); print(h["queue"]["depth"])')"
 echo "queue depth after: $ACCEPTED"
+# Starvation or lock time-outs show up here (the delivery workers share SQLite's write lock).
+echo "server log: $(grep -c ' ERROR ' "$WORK/server.log" || true) errors, $(grep -ci 'database is locked' "$WORK/server.log" || true) 'database is locked'"

@@ -181,6 +181,7 @@ impl SqliteBulk {
         ))?;
         // The ledger writer's multi-row statements differ by row count; keep the common sizes.
         connection.set_prepared_statement_cache_capacity(64);
+        connection.busy_handler(Some(eager_busy))?;
         let checkpoints = open("")?;
         let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
         let checkpointer = std::thread::Builder::new()
@@ -239,6 +240,16 @@ impl Drop for SqliteBulk {
             let _ = checkpointer.join();
         }
     }
+}
+
+/// Busy handler of the writer connections, on which requests wait: it retries the write lock
+/// every quarter of a millisecond, where SQLite's own handler sleeps 1, 2, 5, … up to 100 ms
+/// between tries and so loses the lock to the pool's writers under contention. Gives up after
+/// about 10 s, as the pool's `busy_timeout`.
+fn eager_busy(tries: i32) -> bool {
+    const TRIES: i32 = 40_000;
+    std::thread::sleep(Duration::from_micros(250));
+    tries < TRIES
 }
 
 /// The secret-at-rest key: from settings, else `<data_dir>/secret.key`, created on first start.
