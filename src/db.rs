@@ -377,7 +377,7 @@ impl Exec for &rusqlite::Connection {
 
 /// Runs a sea-query statement on a rusqlite connection (prepared once and cached), binding each
 /// value as sqlx's SQLite driver would, so rows written here read back through sea-orm alike.
-pub fn exec_sqlite(
+fn exec_sqlite(
     connection: &rusqlite::Connection,
     statement: sea_orm::Statement,
 ) -> Result<u64, sea_orm::DbErr> {
@@ -445,6 +445,22 @@ fn sqlite_value(value: sea_orm::Value) -> Result<rusqlite::types::Value, sea_orm
     })
 }
 
+/// A SQLite database in a temporary file, opened through sea-orm's pool, with `sql` run on it
+/// (tests of the writer connections, which need a file another connection can open).
+#[cfg(test)]
+pub(crate) async fn scratch_sqlite(
+    sql: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, DatabaseConnection) {
+    use sea_orm::ConnectionTrait;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("t.db");
+    let pool = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .expect("pool");
+    pool.execute_unprepared(sql).await.expect("schema");
+    (dir, path, pool)
+}
+
 #[cfg(test)]
 mod exec_tests {
     use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
@@ -454,16 +470,10 @@ mod exec_tests {
     /// whichever connection wrote it.
     #[tokio::test]
     async fn the_writer_connection_stores_values_as_sqlx_does() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("t.db");
-        let pool = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .expect("pool");
-        pool.execute_unprepared(
+        let (_dir, path, pool) = super::scratch_sqlite(
             "CREATE TABLE t (k TEXT, b, i, big, d, s, n, bytes, json, day, naive, at)",
         )
-        .await
-        .expect("table");
+        .await;
         let at = chrono::DateTime::parse_from_rfc3339("2026-12-05T21:53:26.123456789Z")
             .expect("time")
             .to_utc();

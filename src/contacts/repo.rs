@@ -54,7 +54,8 @@ pub async fn upsert(
     tokio::task::spawn_blocking(move || {
         let bulk = SqliteBulk::open(&path).map_err(|e| DbErr::Custom(format!("{e:#}")))?;
         let mut sqlite = SqliteUpsert::new(bulk.connection(), &upsert)?;
-        bulk.write(|_| sqlite.run(columns)).map_err(sqlite_err)
+        bulk.write(|_| sqlite.run(columns))
+            .map_err(crate::db::sqlite_err)
     })
     .await
     .map_err(|e| DbErr::Custom(e.to_string()))?
@@ -269,10 +270,6 @@ fn sqlite_literal(value: &str) -> Result<String, DbErr> {
         return Err(DbErr::Custom("a NUL character cannot be stored".into()));
     }
     Ok(format!("'{}'", value.replace('\'', "''")))
-}
-
-fn sqlite_err(e: rusqlite::Error) -> DbErr {
-    DbErr::Custom(format!("SQLite: {e}"))
 }
 
 /// Writes one batch of an import on PostgreSQL: its upsert, its refused rows and the import's

@@ -469,14 +469,10 @@ mod tests {
     /// transaction and the SQLite writer connection.
     #[tokio::test]
     async fn a_failing_rider_is_rolled_back_alone() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("t.db");
-        let pool = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .expect("pool");
-        pool.execute_unprepared("PRAGMA journal_mode = WAL; CREATE TABLE ride (v TEXT NOT NULL)")
-            .await
-            .expect("table");
+        let (_dir, _, pool) = crate::db::scratch_sqlite(
+            "PRAGMA journal_mode = WAL; CREATE TABLE ride (v TEXT NOT NULL)",
+        )
+        .await;
         let lanes = [Lane::Pool(pool.clone()), Lane::open(pool.clone())];
         assert!(
             matches!(lanes[1], Lane::Sqlite(_)),
