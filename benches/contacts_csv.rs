@@ -93,7 +93,7 @@ fn main() {
         .expect("runtime");
     let db = runtime.block_on(async { pregonero::db::connect(&settings).await.expect("database") });
     let path = SqliteBulk::path(&db).expect("SQLite");
-    let upsert = repo::Upsert::new("owner", "bench", chrono::Utc::now());
+    let upsert = repo::Upsert::new(&"owner".into(), "bench", chrono::Utc::now());
     let started = Instant::now();
     let batches = rows
         .chunks(repo::BATCH_ROWS)

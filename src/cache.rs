@@ -12,9 +12,9 @@ use std::{
 #[derive(Debug, Clone)]
 pub struct KeyCheck {
     /// The key's owner.
-    pub user_id: String,
+    pub user_id: crate::domain::UserId,
     /// The owner's role.
-    pub role: String,
+    pub role: crate::auth::Role,
     /// The key's id.
     pub key_id: String,
     /// The key has the `write` scope.

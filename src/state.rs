@@ -10,6 +10,7 @@ use crate::{
     clock::Clock,
     config::Settings,
     crypto::Cipher,
+    domain::{ChannelId, UserId},
     events::{EventWriter, RuleEngine},
     integrations::{token_cache::TokenCache, tokens::TokenSigner},
     media::store::MediaStore,
@@ -56,7 +57,7 @@ pub struct AppState {
     pub api_keys: Arc<crate::cache::TtlCache<String, crate::cache::KeyCheck>>,
     /// (owner, channel id) → the account's row, for a second (deleting one here clears it).
     pub channel_rows:
-        Arc<crate::cache::TtlCache<(String, String), crate::channels::repo::ChannelRow>>,
+        Arc<crate::cache::TtlCache<(UserId, ChannelId), crate::channels::repo::ChannelRow>>,
     /// Batching writer of the audit log.
     pub audit: crate::auth::audit_writer::AuditWriter,
     /// Recently verified integration tokens.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tracing_actix_web::RequestId;
 
 use super::{Caller, audit_writer::Entry, extractor::is_mutating};
+use crate::domain::UserId;
 use crate::{entities::audit_log, error::ApiError, state::AppState};
 
 /// Where the authentication middleware leaves the caller for the audit middleware, which
@@ -91,7 +92,7 @@ pub async fn middleware(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Entries of this user only.
-    pub actor_id: Option<String>,
+    pub actor_id: Option<UserId>,
     /// Entries before this time (for paging: pass the last `at` seen).
     pub before: Option<DateTime<Utc>>,
     /// At most this many (default 100, at most 1000).
@@ -103,7 +104,7 @@ pub struct ListQuery {
 pub struct EntryView {
     id: String,
     at: DateTime<Utc>,
-    actor_id: Option<String>,
+    actor_id: Option<UserId>,
     actor_kind: String,
     action: String,
     target: Option<serde_json::Value>,

@@ -3,6 +3,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, EntityTrait, Set};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::UserId;
 use crate::{
     entities::audit_log,
     outbox::writer::{LedgerWriter, Rider},
@@ -22,7 +23,7 @@ impl Rider for Entries {
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The acting user, if known.
-    pub actor_id: Option<String>,
+    pub actor_id: Option<UserId>,
     /// `api_key`, `session`, `bearer` or `anonymous`.
     pub actor_kind: &'static str,
     /// `METHOD /route/{pattern}`.

@@ -18,15 +18,15 @@ use super::{
     oidc::{Identity, OidcError},
     repo, session,
 };
-use crate::{crypto, error::ApiError, state::AppState};
+use crate::{crypto, domain::UserId, error::ApiError, state::AppState};
 
 /// The user a request acts for.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// `users.id`.
-    pub user_id: String,
-    /// `admin`, `operator` or `viewer`.
-    pub role: String,
+    pub user_id: UserId,
+    /// What the caller may do.
+    pub role: Role,
     /// How the caller proved who they are.
     pub via: Via,
 }
@@ -55,13 +55,13 @@ pub enum Via {
 impl Caller {
     /// Whether the caller is an admin (sees and changes every owner's data).
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin.as_str()
+        self.role == Role::Admin
     }
 
     /// Whether the caller may see a resource owned by `owner_id`. Routes answer 404, not 403,
     /// when this is false, so a resource's existence does not leak to other owners.
-    pub fn can_access(&self, owner_id: &str) -> bool {
-        self.is_admin() || self.user_id == owner_id
+    pub fn can_access(&self, owner_id: &UserId) -> bool {
+        self.is_admin() || &self.user_id == owner_id
     }
 
     /// `api_key`, `session` or `bearer` (for the audit log).
@@ -76,7 +76,7 @@ impl Caller {
 
     /// 403 unless the caller may change things: viewers and read-only API keys may not.
     pub fn ensure_can_write(&self) -> Result<(), ApiError> {
-        if self.role == Role::Viewer.as_str() {
+        if self.role == Role::Viewer {
             return Err(ApiError::Forbidden(
                 "read-only-role",
                 "you are a viewer: you can read but not change anything".into(),
@@ -149,7 +149,7 @@ pub async fn api_key(state: &AppState, token: &str) -> Result<Caller, ApiError> 
     if let Via::ApiKey { key_id, write } = &caller.via {
         let check = crate::cache::KeyCheck {
             user_id: caller.user_id.clone(),
-            role: caller.role.clone(),
+            role: caller.role,
             key_id: key_id.clone(),
             write: *write,
             expires_at,
@@ -179,7 +179,7 @@ pub async fn resolve(state: &AppState, req: &HttpRequest) -> Result<Caller, ApiE
             repo::upsert_oidc_user(&state.db, &identity, role, state.clock.now(), false).await?;
         return Ok(Caller {
             user_id: user.id,
-            role: user.role,
+            role: Role::stored(&user.role),
             via: Via::Bearer,
         });
     }

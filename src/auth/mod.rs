@@ -39,6 +39,15 @@ impl Role {
         }
     }
 
+    /// A stored role; a name this server does not know (a row edited by hand) gets the weakest
+    /// role rather than an error on every request.
+    pub fn stored(s: &str) -> Self {
+        Self::parse(s).unwrap_or_else(|| {
+            tracing::warn!(role = s, "unknown stored role; treated as viewer");
+            Self::Viewer
+        })
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {

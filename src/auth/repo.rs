@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::{Caller, Role, Via, oidc::Identity};
+use crate::domain::UserId;
 use crate::{
     crypto,
     entities::{api_keys, users},
@@ -67,7 +68,7 @@ pub async fn authenticate(
     }
     let caller = Caller {
         user_id: user.id,
-        role: user.role,
+        role: Role::stored(&user.role),
         via: Via::ApiKey {
             write: key.scopes.split_whitespace().any(|s| s == "write"),
             key_id: key.id,
@@ -83,7 +84,7 @@ pub async fn create_user(
     role: &str,
 ) -> Result<users::Model, DbErr> {
     users::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(UserId::generate()),
         subject: Set(None),
         name: Set(name.to_owned()),
         role: Set(role.to_owned()),
@@ -131,7 +132,7 @@ pub async fn upsert_oidc_user(
         }
         None => {
             let inserted = users::ActiveModel {
-                id: Set(uuid::Uuid::now_v7().to_string()),
+                id: Set(UserId::generate()),
                 subject: Set(Some(identity.subject.clone())),
                 name: Set(identity.name.clone()),
                 role: Set(role.as_str().to_owned()),
@@ -183,7 +184,7 @@ pub struct NewKey<'a> {
 /// is kept).
 pub async fn create_key(
     db: &DatabaseConnection,
-    owner_id: &str,
+    owner_id: &UserId,
     key: NewKey<'_>,
 ) -> Result<(api_keys::Model, String), DbErr> {
     let token = crypto::new_token("prg");
@@ -207,7 +208,7 @@ pub async fn create_key(
 /// Creates a read-and-write API key that never expires (CLI and first start).
 pub async fn create_api_key(
     db: &DatabaseConnection,
-    owner_id: &str,
+    owner_id: &UserId,
     name: &str,
 ) -> Result<String, DbErr> {
     let scopes = SCOPES.map(str::to_owned);
@@ -303,7 +304,7 @@ pub async fn local_user(
 /// Stamps a successful login.
 pub async fn touch_login(
     db: &DatabaseConnection,
-    user_id: &str,
+    user_id: &UserId,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     users::Entity::update_many()
@@ -320,12 +321,12 @@ pub type KeyRow = api_keys::Model;
 pub type UserRow = users::Model;
 
 /// One user.
-pub async fn find_user(db: &DatabaseConnection, id: &str) -> Result<Option<UserRow>, DbErr> {
+pub async fn find_user(db: &DatabaseConnection, id: &UserId) -> Result<Option<UserRow>, DbErr> {
     users::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
 /// The owner's keys, newest first.
-pub async fn keys_of(db: &DatabaseConnection, owner_id: &str) -> Result<Vec<KeyRow>, DbErr> {
+pub async fn keys_of(db: &DatabaseConnection, owner_id: &UserId) -> Result<Vec<KeyRow>, DbErr> {
     api_keys::Entity::find()
         .filter(api_keys::Column::OwnerId.eq(owner_id))
         .order_by_desc(api_keys::Column::CreatedAt)

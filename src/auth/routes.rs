@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    AuthError, Caller, Via, audit,
+    AuthError, Caller, Role, Via, audit,
     extractor::{check_csrf, resolve},
     repo::{KeyRow, UserRow},
     service, session,
 };
+use crate::domain::UserId;
 use crate::{error::ApiError, state::AppState};
 
 /// `/auth/*` (mounted at the root, outside `/api/v1`).
@@ -103,7 +104,7 @@ async fn oidc_callback(
 fn name_actor(req: &HttpRequest, user: &UserRow, csrf: String) {
     Caller {
         user_id: user.id.clone(),
-        role: user.role.clone(),
+        role: Role::stored(&user.role),
         via: Via::Session { csrf },
     }
     .name_in_audit(req);
@@ -201,7 +202,7 @@ struct CreateKey {
 #[derive(Debug, Serialize)]
 struct KeyView {
     id: String,
-    owner_id: String,
+    owner_id: UserId,
     name: String,
     prefix: String,
     scopes: Vec<String>,
@@ -251,7 +252,7 @@ async fn create_key(
 #[serde(deny_unknown_fields)]
 struct ListKeys {
     /// Admins only: another user's keys.
-    owner_id: Option<String>,
+    owner_id: Option<UserId>,
 }
 
 /// `GET /api/v1/api-keys`: the caller's keys (never their tokens), newest first.
@@ -260,7 +261,7 @@ async fn list_keys(
     caller: Caller,
     query: web::Query<ListKeys>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys: Vec<KeyView> = service::list_keys(&state, &caller, query.owner_id.as_deref())
+    let keys: Vec<KeyView> = service::list_keys(&state, &caller, query.owner_id.as_ref())
         .await?
         .into_iter()
         .map(KeyView::from)

@@ -8,6 +8,7 @@ use super::{
     repo::{self, KeyRow, NewKey, PendingLogin, SCOPES, UserRow},
     session,
 };
+use crate::domain::UserId;
 use crate::{crypto, error::FieldError, state::AppState};
 
 /// A pending login older than this is refused at the callback.
@@ -192,11 +193,11 @@ pub async fn create_key(
 pub async fn list_keys(
     state: &AppState,
     caller: &Caller,
-    owner_id: Option<&str>,
+    owner_id: Option<&UserId>,
 ) -> Result<Vec<KeyRow>, AuthError> {
     let owner = match owner_id {
         Some(o) if caller.is_admin() => o,
-        _ => caller.user_id.as_str(),
+        _ => &caller.user_id,
     };
     Ok(repo::keys_of(&state.db, owner).await?)
 }

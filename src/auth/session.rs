@@ -8,11 +8,12 @@ use sea_orm::{
 use secrecy::ExposeSecret;
 
 use super::{
-    Caller, Via,
+    Caller, Role, Via,
     extractor::{no_role, role_of},
     oidc::{OidcError, Tokens},
     repo,
 };
+use crate::domain::UserId;
 use crate::{
     crypto,
     entities::{sessions, users},
@@ -31,7 +32,7 @@ const TOUCH_EVERY: Duration = Duration::seconds(60);
 /// CSRF token.
 pub async fn create(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     kind: &str,
     tokens: Option<&Tokens>,
 ) -> Result<(String, String), ApiError> {
@@ -110,7 +111,7 @@ pub async fn load(state: &AppState, value: &str) -> Result<Caller, ApiError> {
     }
     Ok(Caller {
         user_id: user.id,
-        role: user.role,
+        role: Role::stored(&user.role),
         via: Via::Session {
             csrf: row.csrf_token,
         },

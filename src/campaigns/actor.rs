@@ -19,23 +19,27 @@ use super::{
     SendWindow,
     repo::{self, CampaignStatus},
 };
-use crate::{leases, state::AppState};
+use crate::{
+    domain::{CampaignId, ChannelId},
+    leases,
+    state::AppState,
+};
 
 /// Which campaigns run on which account on this node (for fair shares).
 #[derive(Debug, Default)]
-pub struct Shares(Mutex<HashMap<String, BTreeSet<String>>>);
+pub struct Shares(Mutex<HashMap<ChannelId, BTreeSet<CampaignId>>>);
 
 impl Shares {
-    fn join(&self, channel: &str, campaign: &str) {
+    fn join(&self, channel: &ChannelId, campaign: &CampaignId) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(channel.to_owned())
+            .entry(channel.clone())
             .or_default()
-            .insert(campaign.to_owned());
+            .insert(campaign.clone());
     }
 
-    fn leave(&self, channel: &str, campaign: &str) {
+    fn leave(&self, channel: &ChannelId, campaign: &CampaignId) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(set) = map.get_mut(channel) {
             set.remove(campaign);
@@ -45,7 +49,7 @@ impl Shares {
         }
     }
 
-    fn count(&self, channel: &str) -> u64 {
+    fn count(&self, channel: &ChannelId) -> u64 {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -54,14 +58,14 @@ impl Shares {
     }
 }
 
-fn lease_name(campaign_id: &str) -> String {
+fn lease_name(campaign_id: &CampaignId) -> String {
     format!("campaign:{campaign_id}")
 }
 
 /// Supervises the campaign actors of this node.
 pub struct CampaignRunner {
     state: AppState,
-    actors: HashMap<String, Addr<CampaignActor>>,
+    actors: HashMap<CampaignId, Addr<CampaignActor>>,
     shares: Arc<Shares>,
     scanning: bool,
 }
@@ -143,8 +147,8 @@ impl Handler<StopCampaigns> for CampaignRunner {
 
 /// Owns one running campaign on this node while it holds the campaign's lease.
 pub struct CampaignActor {
-    id: String,
-    channel_id: String,
+    id: CampaignId,
+    channel_id: ChannelId,
     state: AppState,
     shares: Arc<Shares>,
 }
@@ -211,8 +215,8 @@ fn count_interval(took: Duration) -> Duration {
 /// completed, deleted, or its lease went to another node).
 async fn drive(
     state: AppState,
-    id: String,
-    channel_id: String,
+    id: CampaignId,
+    channel_id: ChannelId,
     shares: Arc<Shares>,
 ) -> anyhow::Result<()> {
     let settings = state.settings.campaigns.clone();

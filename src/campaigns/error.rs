@@ -2,6 +2,7 @@
 use actix_web::HttpResponse;
 use serde_json::{Value, json};
 
+use crate::domain::CampaignId;
 use crate::error::ApiError;
 
 /// What a campaign request can come to, short of success.
@@ -22,7 +23,7 @@ pub enum CampaignError {
     )]
     MissingVariables {
         /// The draft that was not started.
-        campaign_id: String,
+        campaign_id: CampaignId,
         /// How many contacts lack one.
         affected: u64,
         /// The first of them, with what they lack.

@@ -8,6 +8,7 @@ use sea_orm::{
 
 use crate::{
     domain::{CampaignId, ContactId, MessageStatus},
+    domain::{ChannelId, MediaId, MessageId, UserId},
     entities::{campaigns, messages},
 };
 
@@ -16,14 +17,14 @@ pub use campaigns::Model as CampaignRow;
 pub use crate::domain::CampaignStatus;
 
 /// One campaign by id.
-pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<CampaignRow>, DbErr> {
+pub async fn find(db: &DatabaseConnection, id: &CampaignId) -> Result<Option<CampaignRow>, DbErr> {
     campaigns::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
 /// Moves a campaign from one of `from` to `to` (with a detail); false if it was in none of them.
 pub async fn transition(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &CampaignId,
     from: &[CampaignStatus],
     to: CampaignStatus,
     detail: Option<&str>,
@@ -78,8 +79,8 @@ pub fn recipient_row(
 ) -> messages::ActiveModel {
     use sea_orm::Set;
     let mut row = message.into_row(now);
-    row.campaign_id = Set(Some(campaign_id.to_string()));
-    row.contact_id = Set(Some(contact_id.to_string()));
+    row.campaign_id = Set(Some(campaign_id.clone()));
+    row.contact_id = Set(Some(contact_id.clone()));
     row.provider_template = Set(provider_template);
     row.status = Set(match skip {
         Some(_) => MessageStatus::Skipped,
@@ -115,9 +116,9 @@ pub async fn insert_recipients(
 /// returns their ids (the caller pushes their jobs).
 pub async fn release(
     db: &DatabaseConnection,
-    campaign_id: &str,
+    campaign_id: &CampaignId,
     n: u64,
-) -> Result<Vec<String>, DbErr> {
+) -> Result<Vec<MessageId>, DbErr> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -139,7 +140,7 @@ pub async fn release(
     if !running {
         return Ok(Vec::new());
     }
-    let ids: Vec<String> = messages::Entity::find()
+    let ids: Vec<MessageId> = messages::Entity::find()
         .select_only()
         .column(messages::Column::Id)
         .filter(messages::Column::CampaignId.eq(campaign_id))
@@ -165,7 +166,7 @@ pub async fn release(
         .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
         .exec(&txn)
         .await?;
-    crate::outbox::repo::record_queued(&txn, ids.iter().map(String::as_str)).await?;
+    crate::outbox::repo::record_queued(&txn, ids.iter()).await?;
     txn.commit().await?;
     Ok(ids)
 }
@@ -174,7 +175,7 @@ pub async fn release(
 /// pending/queued → skipped; retry: failed → pending). Messages being sent are left to finish.
 pub async fn move_messages(
     db: &impl ConnectionTrait,
-    campaign_id: &str,
+    campaign_id: &CampaignId,
     from: &[MessageStatus],
     to: MessageStatus,
     code: Option<&str>,
@@ -245,7 +246,7 @@ impl Counters {
 }
 
 /// Counts the ledger by status (an index range scan on `(campaign_id, status)`).
-pub async fn count(db: &impl ConnectionTrait, campaign_id: &str) -> Result<Counters, DbErr> {
+pub async fn count(db: &impl ConnectionTrait, campaign_id: &CampaignId) -> Result<Counters, DbErr> {
     let by_status: Vec<(String, i64)> = messages::Entity::find()
         .select_only()
         .column(messages::Column::Status)
@@ -287,7 +288,7 @@ pub async fn count(db: &impl ConnectionTrait, campaign_id: &str) -> Result<Count
 /// Stores the counters on the campaign row (lists and dashboards read them from there).
 pub async fn store_counters(
     db: &impl ConnectionTrait,
-    campaign_id: &str,
+    campaign_id: &CampaignId,
     c: &Counters,
 ) -> Result<(), DbErr> {
     campaigns::Entity::update_many()
@@ -307,7 +308,10 @@ pub async fn store_counters(
 }
 
 /// Whether the campaign has a recipient not released yet (one index probe).
-pub async fn has_pending(db: &impl ConnectionTrait, campaign_id: &str) -> Result<bool, DbErr> {
+pub async fn has_pending(
+    db: &impl ConnectionTrait,
+    campaign_id: &CampaignId,
+) -> Result<bool, DbErr> {
     let one: Option<String> = messages::Entity::find()
         .select_only()
         .column(messages::Column::Id)
@@ -321,7 +325,7 @@ pub async fn has_pending(db: &impl ConnectionTrait, campaign_id: &str) -> Result
 }
 
 /// Recipients released and not final yet (queued or being sent).
-pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &str) -> Result<u64, DbErr> {
+pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &CampaignId) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     messages::Entity::find()
         .filter(messages::Column::CampaignId.eq(campaign_id))
@@ -336,11 +340,11 @@ pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &str) -> Result<u
 /// What a new draft campaign is made of (the JSON fields already serialised).
 pub struct Draft {
     /// Owner.
-    pub owner_id: String,
+    pub owner_id: UserId,
     /// Name.
     pub name: String,
     /// Account it sends from.
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     /// Template it was written from.
     pub template_id: Option<String>,
     /// Text (a template body).
@@ -348,7 +352,7 @@ pub struct Draft {
     /// WhatsApp provider template (JSON).
     pub provider_template: Option<String>,
     /// Media attached.
-    pub media_id: Option<String>,
+    pub media_id: Option<MediaId>,
     /// Audience (JSON).
     pub audience: String,
     /// Start time.
@@ -365,7 +369,7 @@ pub async fn insert(
 ) -> Result<CampaignRow, DbErr> {
     use sea_orm::{ActiveModelTrait, Set};
     campaigns::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(CampaignId::generate()),
         owner_id: Set(d.owner_id),
         name: Set(d.name),
         channel_id: Set(d.channel_id),
@@ -398,7 +402,7 @@ pub async fn insert(
 /// An owner's campaigns, newest first (at most 500), of one status if given.
 pub async fn list_for(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     status: Option<&str>,
 ) -> Result<Vec<CampaignRow>, DbErr> {
     let mut query = campaigns::Entity::find()
@@ -414,7 +418,7 @@ pub async fn list_for(
 /// A page of a campaign's recipients in id order, after `after`, of one status if given.
 pub async fn recipients(
     db: &impl ConnectionTrait,
-    campaign_id: &str,
+    campaign_id: &CampaignId,
     status: Option<&str>,
     after: Option<&str>,
     limit: u64,
@@ -436,7 +440,7 @@ pub async fn recipients(
 /// when the campaign was not in one of `from`.
 pub async fn change(
     db: &DatabaseConnection,
-    id: &str,
+    id: &CampaignId,
     from: &[CampaignStatus],
     to: CampaignStatus,
     moves: &[(&[MessageStatus], MessageStatus, Option<&str>)],

@@ -8,7 +8,12 @@ use super::{
     repo::{CampaignRow, Counters},
     service::{self, Change, NewCampaign},
 };
-use crate::{auth::Caller, error::ApiError, state::AppState};
+use crate::{
+    auth::Caller,
+    domain::{CampaignId, ChannelId, MediaId},
+    error::ApiError,
+    state::AppState,
+};
 
 /// Mounts the campaign routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -25,13 +30,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Serialize)]
 struct CampaignView {
-    id: String,
+    id: CampaignId,
     name: String,
-    channel_id: String,
+    channel_id: ChannelId,
     template_id: Option<String>,
     body: String,
     provider_template: Option<serde_json::Value>,
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
     audience: serde_json::Value,
     scheduled_at: Option<DateTime<Utc>>,
     send_window: Option<serde_json::Value>,
@@ -113,7 +118,7 @@ async fn list(
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
 ) -> Result<HttpResponse, ApiError> {
     let (c, counters) = service::get(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(view_with(c, counters)))
@@ -129,7 +134,7 @@ struct StartQuery {
 async fn start(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
     q: web::Query<StartQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
@@ -142,7 +147,7 @@ async fn start(
 async fn apply(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
     change: Change,
 ) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
@@ -153,7 +158,7 @@ async fn apply(
 async fn pause(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
 ) -> Result<HttpResponse, ApiError> {
     apply(state, caller, id, Change::Pause).await
 }
@@ -161,7 +166,7 @@ async fn pause(
 async fn resume(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
 ) -> Result<HttpResponse, ApiError> {
     apply(state, caller, id, Change::Resume).await
 }
@@ -169,7 +174,7 @@ async fn resume(
 async fn cancel(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
 ) -> Result<HttpResponse, ApiError> {
     apply(state, caller, id, Change::Cancel).await
 }
@@ -177,7 +182,7 @@ async fn cancel(
 async fn retry_failed(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
 ) -> Result<HttpResponse, ApiError> {
     apply(state, caller, id, Change::RetryFailed).await
 }
@@ -193,7 +198,7 @@ struct RecipientsQuery {
 async fn recipients(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<CampaignId>,
     q: web::Query<RecipientsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (rows, next) = service::recipients(

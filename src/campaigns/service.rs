@@ -16,6 +16,7 @@ use crate::{
     auth::Caller,
     channels::{ChannelAdapter, ProviderTemplate, repo::ChannelRow},
     domain::{CampaignId, ContactId, MessageStatus},
+    domain::{ChannelId, MediaId},
     entities::messages,
     outbox::repo::NewMessage,
     state::AppState,
@@ -34,7 +35,7 @@ pub struct NewCampaign {
     /// Display name.
     pub name: String,
     /// Channel account that sends it.
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     /// Template to copy the body (and media) from.
     #[serde(default)]
     pub template_id: Option<String>,
@@ -43,7 +44,7 @@ pub struct NewCampaign {
     pub body: Option<String>,
     /// Media sent with every message.
     #[serde(default)]
-    pub media_id: Option<String>,
+    pub media_id: Option<MediaId>,
     /// WhatsApp approved template; its `params` may use variables.
     #[serde(default)]
     pub provider_template: Option<ProviderTemplate>,
@@ -288,7 +289,7 @@ pub async fn launch(
         loop {
             let page = audience_page(state, c, &audience, &after).await?;
             let Some(last) = page.last() else { break };
-            after = last.id.clone();
+            after = last.id.to_string();
             for contact in &page {
                 let lacking = renderer.missing(&context(contact));
                 if !lacking.is_empty() {
@@ -314,7 +315,7 @@ pub async fn launch(
     loop {
         let page = audience_page(state, c, &audience, &after).await?;
         let Some(last) = page.last() else { break };
-        after = last.id.clone();
+        after = last.id.to_string();
         let rows = page
             .iter()
             .map(|contact| {
@@ -327,12 +328,12 @@ pub async fn launch(
                     (Ok(_), Ok((body, template))) => (body, template, None),
                 };
                 let message = NewMessage {
-                    owner_id: c.owner_id.clone().into(),
-                    channel_id: c.channel_id.clone().into(),
+                    owner_id: c.owner_id.clone(),
+                    channel_id: c.channel_id.clone(),
                     recipient: recipient.unwrap_or_default(),
                     body,
                     parse_mode: None,
-                    media_id: c.media_id.clone().map(Into::into),
+                    media_id: c.media_id.clone(),
                     idempotency_key: None,
                     request_hash: None,
                     integration_id: None,
@@ -364,7 +365,7 @@ pub async fn launch(
 pub async fn find(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &CampaignId,
 ) -> Result<CampaignRow, CampaignError> {
     repo::find(&state.db, id)
         .await?
@@ -387,7 +388,7 @@ pub async fn list(
 pub async fn get(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &CampaignId,
 ) -> Result<(CampaignRow, Counters), CampaignError> {
     let c = find(state, caller, id).await?;
     if c.status == CampaignStatus::Running.as_str() {
@@ -403,7 +404,7 @@ pub async fn get(
 pub async fn start(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &CampaignId,
     skip_missing: bool,
 ) -> Result<CampaignRow, CampaignError> {
     let c = find(state, caller, id).await?;
@@ -428,7 +429,7 @@ pub enum Change {
 pub async fn change(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &CampaignId,
     change: Change,
 ) -> Result<(CampaignRow, Counters), CampaignError> {
     type Moves = &'static [(
@@ -484,7 +485,7 @@ pub async fn change(
 pub async fn recipients(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &CampaignId,
     status: Option<&str>,
     after: Option<&str>,
     limit: u64,
@@ -493,7 +494,7 @@ pub async fn recipients(
     let limit = limit.clamp(1, 1000);
     let rows = repo::recipients(&state.db, &c.id, status, after, limit).await?;
     let next = (rows.len() as u64 == limit)
-        .then(|| rows.last().map(|r| r.id.clone()))
+        .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
     Ok((rows, next))
 }

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use super::{
     ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, adapter::Connection, updates,
 };
+use crate::domain::ChannelId;
 use crate::{pacing::LimitScope, telemetry::redact};
 
 /// How often idle recipient buckets are dropped.
@@ -41,7 +42,7 @@ pub struct GetSnapshot;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AccountSnapshot {
     /// Channel account id.
-    pub id: String,
+    pub id: ChannelId,
     /// Seconds left of a 429 freeze, if any.
     pub frozen_for_secs: Option<f64>,
     /// Sends per second the account is paced at now (lower than its limit after 429s).
@@ -50,7 +51,7 @@ pub struct AccountSnapshot {
 
 /// Owns one channel account (Telegram bot, WhatsApp number): its connection and its pacer.
 pub struct AccountActor {
-    id: String,
+    id: ChannelId,
     kind: &'static str,
     connection: Arc<dyn Connection>,
     pacer: Arc<dyn Pacer>,
@@ -70,7 +71,7 @@ pub struct Retire;
 impl AccountActor {
     /// An actor for account `id`; `pacer` outlives restarts so a restart cannot reset a freeze.
     pub fn new(
-        id: String,
+        id: ChannelId,
         kind: &'static str,
         connection: Arc<dyn Connection>,
         pacer: Arc<dyn Pacer>,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{ChannelError, OutboundMessage, Receipt, UpdatesConfig, updates::LeaseTerm};
+use crate::domain::ChannelId;
 use crate::{
     config::Settings,
     pacing::{LimitScope, PacingLimits, RecipientKind},
@@ -132,7 +133,7 @@ pub trait ChannelAdapter: Send + Sync {
     }
 
     /// The path under this server where the provider calls back, if the kind has one.
-    fn webhook_path(&self, _channel_id: &str) -> Option<String> {
+    fn webhook_path(&self, _channel_id: &ChannelId) -> Option<String> {
         None
     }
 }
@@ -155,7 +156,7 @@ pub trait Connection: Send + Sync {
     /// session), if the kind has one.
     fn background(
         &self,
-        _channel_id: &str,
+        _channel_id: &ChannelId,
         _updates: Option<UpdatesConfig>,
         _term: LeaseTerm,
     ) -> Option<BoxFuture<'static, ()>> {

@@ -10,6 +10,7 @@ pub mod updates;
 pub mod webhook;
 pub mod whatsapp;
 
+use crate::domain::MessageId;
 use bytes::Bytes;
 
 pub use crate::pacing::{Pacer, PacingLimits};
@@ -25,7 +26,7 @@ pub use updates::{UpdateSink, UpdatesConfig};
 #[derive(Debug, Clone)]
 pub struct OutboundMessage {
     /// The ledger's message id (kinds that pass one on, for the receiver's deduplication).
-    pub id: Option<String>,
+    pub id: Option<MessageId>,
     /// Chat id / username (Telegram), E.164 phone (WhatsApp).
     pub recipient: String,
     /// Text, or caption when `media` is set.

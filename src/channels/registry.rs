@@ -10,12 +10,13 @@ use super::{
     account::{GetSnapshot, Retire},
     adapter::Connection,
 };
+use crate::domain::ChannelId;
 
 /// Everything needed to (re)start an account actor.
 #[derive(Clone)]
 pub struct AccountSpec {
     /// Channel account id.
-    pub id: String,
+    pub id: ChannelId,
     /// Its kind's name (for metrics and logs).
     pub kind: &'static str,
     /// The live connection (decrypted secrets, kept in memory only).
@@ -33,7 +34,7 @@ struct Entry {
 /// Owns the map from channel account id to its running actor.
 #[derive(Default)]
 pub struct ChannelRegistry {
-    accounts: HashMap<String, Entry>,
+    accounts: HashMap<ChannelId, Entry>,
     updates: Option<UpdatesConfig>,
 }
 
@@ -94,12 +95,12 @@ pub struct Register(pub AccountSpec);
 /// Stops the actor of an account.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Unregister(pub String);
+pub struct Unregister(pub ChannelId);
 
 /// The live actor of an account, restarted first if it had died.
 #[derive(Message)]
 #[rtype(result = "Option<Addr<AccountActor>>")]
-pub struct Lookup(pub String);
+pub struct Lookup(pub ChannelId);
 
 /// Live state of every account.
 #[derive(Message)]

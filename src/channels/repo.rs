@@ -5,6 +5,7 @@ use sea_orm::{
     Set, sea_query::Expr,
 };
 
+use crate::domain::{ChannelId, UserId};
 use crate::entities::channel_accounts;
 
 pub use channel_accounts::Model as ChannelRow;
@@ -12,7 +13,7 @@ pub use channel_accounts::Model as ChannelRow;
 /// A new account row.
 pub struct NewChannel<'a> {
     /// Owner.
-    pub owner_id: &'a str,
+    pub owner_id: &'a UserId,
     /// `telegram`.
     pub kind: &'a str,
     /// Display name.
@@ -31,8 +32,8 @@ pub struct NewChannel<'a> {
 pub async fn insert(db: &DatabaseConnection, new: NewChannel<'_>) -> Result<ChannelRow, DbErr> {
     let now = Utc::now();
     channel_accounts::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
-        owner_id: Set(new.owner_id.to_owned()),
+        id: Set(ChannelId::generate()),
+        owner_id: Set(new.owner_id.clone()),
         kind: Set(new.kind.to_owned()),
         name: Set(new.name.to_owned()),
         credentials: Set(new.credentials),
@@ -55,7 +56,10 @@ pub async fn all(db: &DatabaseConnection) -> Result<Vec<ChannelRow>, DbErr> {
 }
 
 /// The accounts of one owner, oldest first.
-pub async fn list_for(db: &DatabaseConnection, owner_id: &str) -> Result<Vec<ChannelRow>, DbErr> {
+pub async fn list_for(
+    db: &DatabaseConnection,
+    owner_id: &UserId,
+) -> Result<Vec<ChannelRow>, DbErr> {
     channel_accounts::Entity::find()
         .filter(channel_accounts::Column::OwnerId.eq(owner_id))
         .order_by_asc(channel_accounts::Column::CreatedAt)
@@ -66,20 +70,20 @@ pub async fn list_for(db: &DatabaseConnection, owner_id: &str) -> Result<Vec<Cha
 /// One account if `owner_id` owns it.
 pub async fn find_owned(
     db: &DatabaseConnection,
-    owner_id: &str,
-    id: &str,
+    owner_id: &UserId,
+    id: &ChannelId,
 ) -> Result<Option<ChannelRow>, DbErr> {
     Ok(channel_accounts::Entity::find_by_id(id.to_owned())
         .one(db)
         .await?
-        .filter(|c| c.owner_id == owner_id))
+        .filter(|c| &c.owner_id == owner_id))
 }
 
 /// One account if its owner is one `may_see` accepts (the caller, or anyone for an admin).
 pub async fn find_visible(
     db: &DatabaseConnection,
-    id: &str,
-    may_see: impl FnOnce(&str) -> bool,
+    id: &ChannelId,
+    may_see: impl FnOnce(&UserId) -> bool,
 ) -> Result<Option<ChannelRow>, DbErr> {
     Ok(channel_accounts::Entity::find_by_id(id.to_owned())
         .one(db)
@@ -88,7 +92,7 @@ pub async fn find_visible(
 }
 
 /// Deletes an account.
-pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<(), DbErr> {
+pub async fn delete(db: &DatabaseConnection, id: &ChannelId) -> Result<(), DbErr> {
     channel_accounts::Entity::delete_by_id(id.to_owned())
         .exec(db)
         .await?;
@@ -98,7 +102,7 @@ pub async fn delete(db: &DatabaseConnection, id: &str) -> Result<(), DbErr> {
 /// Sets `status` (`active`, `unauthorized`, …) with a reason.
 pub async fn set_status(
     db: &DatabaseConnection,
-    id: &str,
+    id: &ChannelId,
     status: &str,
     detail: &str,
 ) -> Result<(), DbErr> {
@@ -115,7 +119,7 @@ pub async fn set_status(
 /// Replaces an account's encrypted credentials (re-encryption after a key rotation).
 pub async fn set_credentials(
     db: &DatabaseConnection,
-    id: &str,
+    id: &ChannelId,
     credentials: &str,
 ) -> Result<(), DbErr> {
     channel_accounts::Entity::update_many()
@@ -145,7 +149,7 @@ pub async fn count_by_status(db: &DatabaseConnection) -> Result<Vec<(String, i64
 /// Remembers the next `getUpdates` offset of a bot, so a restart neither replays nor skips updates.
 pub async fn set_update_offset(
     db: &impl sea_orm::ConnectionTrait,
-    id: &str,
+    id: &ChannelId,
     offset: i64,
 ) -> Result<(), DbErr> {
     channel_accounts::Entity::update_many()
@@ -157,7 +161,7 @@ pub async fn set_update_offset(
 }
 
 /// One account by id.
-pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<ChannelRow>, DbErr> {
+pub async fn find(db: &DatabaseConnection, id: &ChannelId) -> Result<Option<ChannelRow>, DbErr> {
     channel_accounts::Entity::find_by_id(id.to_owned())
         .one(db)
         .await

@@ -9,6 +9,7 @@ use super::{
     adapter::{Adapters, LimitsInput, SetupError},
     repo::{self, ChannelRow, NewChannel},
 };
+use crate::domain::ChannelId;
 use crate::{auth::Caller, config::Settings, error::ApiError, state::AppState};
 
 /// Mounts the channel routes.
@@ -32,7 +33,7 @@ struct CreateChannel {
 
 #[derive(Serialize)]
 struct ChannelView {
-    id: String,
+    id: ChannelId,
     kind: String,
     name: String,
     username: Option<String>,
@@ -171,7 +172,7 @@ async fn list_channels(
 
 async fn get_channel(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<ChannelId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = repo::find_visible(&state.db, &path, |o| caller.can_access(o))
@@ -182,7 +183,7 @@ async fn get_channel(
 
 async fn delete_channel(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<ChannelId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = repo::find_visible(&state.db, &path, |o| caller.can_access(o))

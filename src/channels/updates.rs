@@ -8,13 +8,18 @@ use sea_orm::DatabaseConnection;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{ChannelError, repo, telegram::TelegramClient, telegram::Update};
+use crate::domain::ChannelId;
 use crate::{config::UpdatesMode, leases};
 
 /// Something that acts on a bot's updates (the integrations' bot logic).
 pub trait UpdateSink: Send + Sync + 'static {
     /// Handles one update of `channel_id`. An error means "not handled": the update is not
     /// confirmed and comes again.
-    fn handle(&self, channel_id: String, update: Update) -> BoxFuture<'static, anyhow::Result<()>>;
+    fn handle(
+        &self,
+        channel_id: ChannelId,
+        update: Update,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
 }
 
 /// How this process reads updates; shared by every account actor.
@@ -38,12 +43,15 @@ pub struct UpdatesConfig {
 
 /// The `secret_token` Telegram echoes for bot `channel_id`: hex HMAC of the id under the
 /// server's webhook key (64 chars of `0-9a-f`, allowed by `setWebhook`).
-pub fn webhook_secret(key: &[u8; 32], channel_id: &str) -> String {
-    hex::encode(crate::crypto::hmac_sha256(key, channel_id.as_bytes()))
+pub fn webhook_secret(key: &[u8; 32], channel_id: &ChannelId) -> String {
+    hex::encode(crate::crypto::hmac_sha256(
+        key,
+        channel_id.as_str().as_bytes(),
+    ))
 }
 
 /// The lease that makes one node the poller of a bot.
-pub fn poll_lease(channel_id: &str) -> String {
+pub fn poll_lease(channel_id: &ChannelId) -> String {
     format!("telegram-poll:{channel_id}")
 }
 
@@ -53,7 +61,7 @@ pub type LeaseTerm = Arc<std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>
 
 /// Runs until aborted: registers the webhook, or polls and hands updates to the sink.
 pub async fn run(
-    channel_id: String,
+    channel_id: ChannelId,
     token: SecretString,
     client: TelegramClient,
     cfg: UpdatesConfig,
@@ -67,7 +75,7 @@ pub async fn run(
 }
 
 async fn register_webhook(
-    channel_id: &str,
+    channel_id: &ChannelId,
     token: &SecretString,
     client: &TelegramClient,
     cfg: &UpdatesConfig,
@@ -101,7 +109,7 @@ async fn register_webhook(
 }
 
 async fn poll(
-    channel_id: &str,
+    channel_id: &ChannelId,
     token: &SecretString,
     client: &TelegramClient,
     cfg: &UpdatesConfig,
@@ -151,7 +159,7 @@ async fn poll(
                 let mut handled = offset;
                 for update in updates {
                     let next = update.update_id + 1;
-                    if let Err(e) = cfg.sink.handle(channel_id.to_owned(), update).await {
+                    if let Err(e) = cfg.sink.handle(channel_id.clone(), update).await {
                         // Not confirmed: Telegram sends it again on the next call.
                         tracing::error!(%channel_id, error = ?e, "update not handled; will retry");
                         tokio::time::sleep(Duration::from_secs(2)).await;

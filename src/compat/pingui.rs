@@ -19,6 +19,7 @@ use crate::integrations::{
 };
 use crate::{
     clock::next_midnight,
+    domain::{ChannelId, IntegrationId, MediaId, MessageId},
     error::ApiError,
     messages,
     outbox::{self, repo::NewMessage},
@@ -92,7 +93,7 @@ fn chat_text(v: &Value) -> Option<String> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct PinguiView {
-    id: String,
+    id: IntegrationId,
     name: String,
     chat_id: Option<Value>,
     scope: String,
@@ -127,7 +128,7 @@ struct AlertBody {
     #[serde(default)]
     parse_mode: Option<String>,
     #[serde(default)]
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
     #[serde(default, rename = "chatId", alias = "chat_id")]
     chat_id: Option<Value>,
 }
@@ -194,7 +195,7 @@ async fn send_alert(
         &integration.owner_id,
         &body.message,
         body.parse_mode.as_deref(),
-        body.media_id.as_deref(),
+        body.media_id.as_ref(),
     )
     .await?;
     let key = messages::idempotency_key(&req)?.map(|k| format!("alert:{}:{k}", integration.id));
@@ -224,19 +225,19 @@ async fn send_alert(
 
     let now = state.clock.now();
     let message = NewMessage {
-        owner_id: integration.owner_id.clone().into(),
-        channel_id: integration.channel_id.clone().into(),
+        owner_id: integration.owner_id.clone(),
+        channel_id: integration.channel_id.clone(),
         recipient: chat_id.clone(),
         body: body.message,
         parse_mode: body.parse_mode,
-        media_id: body.media_id.map(Into::into),
+        media_id: body.media_id,
         idempotency_key: key.clone(),
         request_hash: key.as_ref().map(|_| hash.clone()),
-        integration_id: Some(integration.id.clone().into()),
+        integration_id: Some(integration.id.clone()),
     };
     let pending = outbox::Pending {
         message,
-        quota: Some(integration.id.clone()),
+        quota: Some(integration.id.to_string()),
     };
     let msg = match outbox::admit(&state.outbox, pending).await? {
         outbox::Admit::Accepted(msg) => msg,
@@ -293,15 +294,13 @@ fn replay(existing: outbox::repo::MessageRow, hash: &str) -> Result<HttpResponse
 
 async fn get_alert(
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<MessageId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state).await?;
     let msg = outbox::repo::find(&state.db, &path).await?;
     let visible = match (&caller, &msg) {
-        (AlertCaller::Token(t), Some(m)) => {
-            m.integration_id.as_deref() == Some(t.integration.id.as_str())
-        }
+        (AlertCaller::Token(t), Some(m)) => m.integration_id.as_ref() == Some(&t.integration.id),
         (AlertCaller::ApiKey(c), Some(m)) => m.owner_id == c.user_id && m.integration_id.is_some(),
         _ => false,
     };
@@ -323,7 +322,7 @@ async fn get_alert(
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     #[serde(default, alias = "channelId")]
-    channel_id: Option<String>,
+    channel_id: Option<ChannelId>,
     #[serde(default)]
     name: Option<String>,
 }
@@ -338,7 +337,7 @@ async fn create(
         AlertCaller::ApiKey(caller) => {
             let body: CreateBody = parse(&req, &body)?;
             let channel =
-                resolve_channel(&state, &caller.user_id, body.channel_id.as_deref()).await?;
+                resolve_channel(&state, &caller.user_id, body.channel_id.as_ref()).await?;
             let name = body.name.unwrap_or_else(|| "Pingui integration".into());
             let created = create_integration(&state, &caller, &channel, &name, None, None).await?;
             Ok(HttpResponse::Created().json(json!({
@@ -442,7 +441,7 @@ async fn by_chat(
 struct RevokeBody {
     #[serde(default, alias = "integration_id")]
     #[serde(rename = "integrationId")]
-    integration_id: Option<String>,
+    integration_id: Option<IntegrationId>,
 }
 
 async fn revoke(
@@ -457,8 +456,8 @@ async fn revoke(
             t.require(tokens::INTEGRATION_REVOKE)?;
             if body
                 .integration_id
-                .as_deref()
-                .is_some_and(|id| id != t.integration.id)
+                .as_ref()
+                .is_some_and(|id| id != &t.integration.id)
             {
                 return Err(ApiError::Forbidden(
                     "integration-mismatch",

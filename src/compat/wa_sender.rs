@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::domain::ChannelId;
 use crate::{
     auth::{Caller, authenticate},
     campaigns::{self, Audience, NewCampaign},
@@ -103,7 +104,7 @@ async fn send_messages(
         match field_name.as_str() {
             "file" | "csv" => csv = Some(bytes),
             "message" => message = Some(text()),
-            "channel_id" => channel_id = Some(text()),
+            "channel_id" => channel_id = Some(ChannelId::from(text())),
             "name" => name = Some(text()),
             _ => {}
         }

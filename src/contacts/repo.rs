@@ -9,6 +9,7 @@ use sea_orm::{
 use super::csv_reader::{ContactRow, RowError};
 use crate::{
     db::SqliteBulk,
+    domain::{ContactId, UserId},
     entities::{contact_import_errors, contact_imports, contacts},
 };
 
@@ -41,7 +42,7 @@ pub const BATCH_ROWS: usize = 1000;
 /// one, and an opted-out contact stays opted out.
 pub async fn upsert(
     db: &DatabaseConnection,
-    owner_id: &str,
+    owner_id: &UserId,
     rows: &[ContactRow],
     source: &str,
     now: DateTime<Utc>,
@@ -65,15 +66,15 @@ pub async fn upsert(
 /// (all rows of an import get the time it started).
 #[derive(Debug, Clone)]
 pub struct Upsert {
-    pub owner_id: String,
+    pub owner_id: UserId,
     pub source: String,
     pub now: DateTime<Utc>,
 }
 
 impl Upsert {
-    pub fn new(owner_id: &str, source: &str, now: DateTime<Utc>) -> Self {
+    pub fn new(owner_id: &UserId, source: &str, now: DateTime<Utc>) -> Self {
         Self {
-            owner_id: owner_id.to_owned(),
+            owner_id: owner_id.clone(),
             source: source.to_owned(),
             now,
         }
@@ -167,7 +168,7 @@ pub async fn upsert_postgres(
     }
     sqlx::query(SQL)
         .bind(columns.ids)
-        .bind(&upsert.owner_id)
+        .bind(upsert.owner_id.as_str())
         .bind(&upsert.source)
         .bind(upsert.now)
         .bind(columns.phones)
@@ -202,7 +203,7 @@ pub struct SqliteUpsert<'c> {
 
 impl<'c> SqliteUpsert<'c> {
     pub fn new(connection: &'c rusqlite::Connection, upsert: &Upsert) -> Result<Self, DbErr> {
-        let owner = sqlite_literal(&upsert.owner_id)?;
+        let owner = sqlite_literal(upsert.owner_id.as_str())?;
         let source = sqlite_literal(&upsert.source)?;
         // What sqlx (so sea-orm) stores for a `DateTime<Utc>` on SQLite.
         let now = sqlite_literal(&upsert.now.to_rfc3339_opts(SecondsFormat::AutoSi, false))?;
@@ -439,7 +440,7 @@ pub async fn reset(db: &DatabaseConnection, import_id: &str) -> Result<(), DbErr
 /// the contact asked to receive nothing more. Returns whether the owner has such a contact.
 pub async fn record_inbound(
     db: &DatabaseConnection,
-    owner_id: &str,
+    owner_id: &UserId,
     phone: &str,
     at: DateTime<Utc>,
     opt_out: bool,
@@ -461,7 +462,7 @@ pub async fn record_inbound(
 }
 
 /// Whether the contact asked to receive nothing more (a deleted contact counts as opted out).
-pub async fn is_opted_out(db: &DatabaseConnection, contact_id: &str) -> Result<bool, DbErr> {
+pub async fn is_opted_out(db: &DatabaseConnection, contact_id: &ContactId) -> Result<bool, DbErr> {
     Ok(contacts::Entity::find_by_id(contact_id.to_owned())
         .one(db)
         .await?
@@ -471,7 +472,7 @@ pub async fn is_opted_out(db: &DatabaseConnection, contact_id: &str) -> Result<b
 /// The ids of `owner_id`'s contacts with these phones.
 pub async fn ids_of_phones(
     db: &DatabaseConnection,
-    owner_id: &str,
+    owner_id: &UserId,
     phones: &[String],
 ) -> Result<Vec<String>, DbErr> {
     use sea_orm::QuerySelect;
@@ -521,7 +522,7 @@ mod tests {
     #[tokio::test]
     async fn shared_values_with_quotes_are_stored_as_given() {
         let (_dir, db) = sqlite().await;
-        let owner = "owner'); DROP TABLE contacts; --";
+        let owner = &UserId::from("owner'); DROP TABLE contacts; --");
         let now = Utc::now();
         for rows in [
             vec![
@@ -541,12 +542,19 @@ mod tests {
             .expect("contacts");
         assert_eq!(stored.len(), 2);
         for contact in &stored {
-            assert_eq!(contact.owner_id, owner);
+            assert_eq!(&contact.owner_id, owner);
             assert_eq!(contact.source.as_deref(), Some("import:'x'"));
             assert_eq!(contact.name.as_deref(), Some("O'Brien"));
             assert_eq!(contact.created_at, now);
         }
-        let nul = upsert(&db, "a\0b", &[row("+34600000003", "A")], "s", now).await;
+        let nul = upsert(
+            &db,
+            &UserId::from("a\0b"),
+            &[row("+34600000003", "A")],
+            "s",
+            now,
+        )
+        .await;
         assert!(nul.is_err());
     }
 
@@ -565,9 +573,11 @@ mod tests {
             let phones = phones.clone();
             tokio::task::spawn_blocking(move || {
                 let bulk = crate::db::SqliteBulk::open(&path).expect("open");
-                let mut sqlite =
-                    SqliteUpsert::new(bulk.connection(), &Upsert::new("o", "s", Utc::now()))
-                        .expect("upsert");
+                let mut sqlite = SqliteUpsert::new(
+                    bulk.connection(),
+                    &Upsert::new(&UserId::from("o"), "s", Utc::now()),
+                )
+                .expect("upsert");
                 for chunk in phones.chunks(BATCH_ROWS) {
                     let rows = chunk.iter().map(|p| row(p, name)).collect();
                     let written = bulk.write(|_| {
@@ -602,7 +612,7 @@ mod tests {
 /// these pages, so an audience of millions is never in memory at once.
 pub async fn reachable_page(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     groups: &[String],
     ids: &[String],
     after: &str,
@@ -631,13 +641,13 @@ pub async fn reachable_page(
 /// One of the owner's contacts.
 pub async fn find_owned(
     db: &impl ConnectionTrait,
-    owner_id: &str,
-    id: &str,
+    owner_id: &UserId,
+    id: &ContactId,
 ) -> Result<Option<contacts::Model>, DbErr> {
     Ok(contacts::Entity::find_by_id(id.to_owned())
         .one(db)
         .await?
-        .filter(|c| c.owner_id == owner_id))
+        .filter(|c| &c.owner_id == owner_id))
 }
 
 /// A stored contact.
@@ -650,7 +660,7 @@ pub type ImportErrorRow = contact_import_errors::Model;
 /// The owner's contact with this phone (E.164).
 pub async fn find_by_phone(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     phone: &str,
 ) -> Result<Option<StoredContact>, DbErr> {
     contacts::Entity::find()
@@ -661,7 +671,10 @@ pub async fn find_by_phone(
 }
 
 /// One contact, whoever owns it.
-pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<StoredContact>, DbErr> {
+pub async fn find(
+    db: &impl ConnectionTrait,
+    id: &ContactId,
+) -> Result<Option<StoredContact>, DbErr> {
     contacts::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
@@ -691,7 +704,7 @@ fn attributes_json(a: std::collections::BTreeMap<String, String>) -> Option<Stri
 /// Stores a new contact (`f.phone` must be set).
 pub async fn insert(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     f: ContactFields,
     source: &str,
     now: DateTime<Utc>,
@@ -699,8 +712,8 @@ pub async fn insert(
     use sea_orm::{ActiveModelTrait, Set};
     let opted_out = f.opted_out.unwrap_or(false);
     contacts::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
-        owner_id: Set(owner_id.to_owned()),
+        id: Set(ContactId::generate()),
+        owner_id: Set(owner_id.clone()),
         phone: Set(f.phone.unwrap_or_default()),
         name: Set(f.name),
         noun: Set(f.noun),
@@ -755,7 +768,7 @@ pub async fn update(
 }
 
 /// Deletes a contact.
-pub async fn delete(db: &impl ConnectionTrait, id: &str) -> Result<(), DbErr> {
+pub async fn delete(db: &impl ConnectionTrait, id: &ContactId) -> Result<(), DbErr> {
     contacts::Entity::delete_by_id(id.to_owned())
         .exec(db)
         .await
@@ -776,7 +789,7 @@ pub struct ListFilter {
 /// A page of the owner's contacts in id order.
 pub async fn list(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     filter: ListFilter,
     limit: u64,
 ) -> Result<Vec<StoredContact>, DbErr> {
@@ -800,7 +813,7 @@ pub async fn list(
 pub async fn insert_import(
     db: &impl ConnectionTrait,
     id: &str,
-    owner_id: &str,
+    owner_id: &UserId,
     node: &str,
     filename: &str,
     default_region: &str,
@@ -835,7 +848,7 @@ pub async fn find_import(db: &impl ConnectionTrait, id: &str) -> Result<Option<I
 /// The owner's latest imports, newest first.
 pub async fn list_imports(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     limit: u64,
 ) -> Result<Vec<ImportRow>, DbErr> {
     use sea_orm::{QueryOrder, QuerySelect};

@@ -10,6 +10,7 @@ use super::{
     repo::{ImportRow, ListFilter, StoredContact},
     service::{self, ContactBody, Upload},
 };
+use crate::domain::ContactId;
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the routes (the static `imports` paths before `{id}`).
@@ -30,7 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Debug, Serialize)]
 struct ContactView {
-    id: String,
+    id: ContactId,
     phone: String,
     name: Option<String>,
     noun: Option<String>,
@@ -109,7 +110,7 @@ async fn list(
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<ContactId>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::find(&state, &caller, &id).await?;
     Ok(HttpResponse::Ok().json(ContactView::from(row)))
@@ -119,7 +120,7 @@ async fn get(
 async fn update(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<ContactId>,
     body: web::Json<ContactBody>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::update(&state, &caller, &id, body.into_inner()).await?;
@@ -130,7 +131,7 @@ async fn update(
 async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: web::Path<ContactId>,
 ) -> Result<HttpResponse, ApiError> {
     service::delete(&state, &caller, &id).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -11,6 +11,7 @@ use super::{
     repo::{self, ContactFields, ImportErrorRow, ImportRow, ListFilter, StoredContact},
     spawn_import, upload_path,
 };
+use crate::domain::ContactId;
 use crate::{auth::Caller, domain::PhoneNumber, error::FieldError, state::AppState};
 
 /// A contact as the API takes it, for a create (phone required) or an update (any field).
@@ -93,12 +94,12 @@ fn validate(state: &AppState, body: ContactBody) -> Result<ContactFields, Contac
 pub async fn find(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &ContactId,
 ) -> Result<StoredContact, ContactError> {
     repo::find(&state.db, id)
         .await?
         .filter(|c| caller.can_access(&c.owner_id))
-        .ok_or_else(|| ContactError::NotFound(id.to_owned()))
+        .ok_or_else(|| ContactError::NotFound(id.to_string()))
 }
 
 /// Stores a new contact of the caller's; its phone must be new to them.
@@ -133,7 +134,7 @@ pub async fn list(
 ) -> Result<(Vec<StoredContact>, Option<String>), ContactError> {
     let rows = repo::list(&state.db, &caller.user_id, filter, limit).await?;
     let next = (rows.len() as u64 == limit)
-        .then(|| rows.last().map(|c| c.id.clone()))
+        .then(|| rows.last().map(|c| c.id.to_string()))
         .flatten();
     Ok((rows, next))
 }
@@ -142,7 +143,7 @@ pub async fn list(
 pub async fn update(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &ContactId,
     body: ContactBody,
 ) -> Result<StoredContact, ContactError> {
     let contact = find(state, caller, id).await?;
@@ -161,7 +162,7 @@ pub async fn update(
 }
 
 /// Deletes a contact.
-pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<(), ContactError> {
+pub async fn delete(state: &AppState, caller: &Caller, id: &ContactId) -> Result<(), ContactError> {
     let contact = find(state, caller, id).await?;
     Ok(repo::delete(&state.db, &contact.id).await?)
 }

@@ -1,4 +1,6 @@
 //! The dashboard's reads of the per-day and per-month rollups (`outbox::stats` writes them).
+use crate::domain::ContactId;
+use crate::domain::UserId;
 use chrono::NaiveDate;
 use sea_orm::{DatabaseConnection, DbErr, FromQueryResult};
 
@@ -24,7 +26,7 @@ pub struct Group {
 
 #[derive(Debug, FromQueryResult)]
 pub struct TopContact {
-    pub contact_id: String,
+    pub contact_id: ContactId,
     pub phone: Option<String>,
     pub name: Option<String>,
     pub group_name: Option<String>,
@@ -41,7 +43,11 @@ fn statement(
 }
 
 /// Sent and failed messages of `owner` in `month` (`YYYY-MM`).
-pub async fn month(db: &DatabaseConnection, owner: &str, month: &str) -> Result<(i64, i64), DbErr> {
+pub async fn month(
+    db: &DatabaseConnection,
+    owner: &UserId,
+    month: &str,
+) -> Result<(i64, i64), DbErr> {
     let c = Counts::find_by_statement(statement(
         db,
         "SELECT sent, errors FROM monthly_stats WHERE owner_id = ? AND month = ?",
@@ -55,7 +61,7 @@ pub async fn month(db: &DatabaseConnection, owner: &str, month: &str) -> Result<
 /// `owner`'s days from `from` on that have any message, in order.
 pub async fn days_since(
     db: &DatabaseConnection,
-    owner: &str,
+    owner: &UserId,
     from: NaiveDate,
 ) -> Result<Vec<Day>, DbErr> {
     Day::find_by_statement(statement(
@@ -70,7 +76,7 @@ pub async fn days_since(
 /// `owner`'s month per contact group, most sent first.
 pub async fn by_group(
     db: &DatabaseConnection,
-    owner: &str,
+    owner: &UserId,
     month: &str,
 ) -> Result<Vec<Group>, DbErr> {
     Group::find_by_statement(statement(
@@ -88,7 +94,7 @@ pub async fn by_group(
 /// `owner`'s `limit` contacts with most messages sent in `month`.
 pub async fn top_contacts(
     db: &DatabaseConnection,
-    owner: &str,
+    owner: &UserId,
     month: &str,
     limit: u64,
 ) -> Result<Vec<TopContact>, DbErr> {

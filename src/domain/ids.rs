@@ -1,13 +1,25 @@
 //! Ids as types of their own, so one kind of id cannot be passed where another is expected
 //! (`NewMessage { owner_id: ChannelId(..) }` does not compile). They are the text the database
-//! stores (UUIDv7 for the rows this server creates) and serialise as plain strings.
+//! stores (UUIDv7 for the rows this server creates), serialise as plain strings, and are the
+//! entities' own field types (`messages::Model::channel_id` is a `ChannelId`), so a row's id goes
+//! where that kind of id is expected and nowhere else.
 
 macro_rules! id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[derive(
+            Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+            serde::Deserialize, sea_orm::DeriveValueType,
+        )]
         #[serde(transparent)]
         pub struct $name(String);
+
+        /// Needed of a primary key's type; ids here are text and never come from a counter.
+        impl sea_orm::TryFromU64 for $name {
+            fn try_from_u64(n: u64) -> Result<Self, sea_orm::DbErr> {
+                Ok(Self(n.to_string()))
+            }
+        }
 
         impl $name {
             /// A fresh, time-ordered id (UUIDv7).
@@ -47,6 +59,30 @@ macro_rules! id {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl From<&$name> for sea_orm::Value {
+            fn from(id: &$name) -> Self {
+                id.0.as_str().into()
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
             }
         }
 

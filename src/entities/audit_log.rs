@@ -1,13 +1,15 @@
 //! `audit_log`: who changed what, when, from where.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::UserId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "audit_log")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
     pub at: DateTimeUtc,
-    pub actor_id: Option<String>,
+    pub actor_id: Option<UserId>,
     /// `api_key`, `session`, `bearer` or `anonymous`.
     pub actor_kind: String,
     /// Method and route pattern, e.g. `DELETE /api/v1/channels/{id}`.

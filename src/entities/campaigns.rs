@@ -1,14 +1,16 @@
 //! `campaigns`: one template sent to an audience of contacts over one channel account.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{CampaignId, ChannelId, MediaId, UserId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "campaigns")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub owner_id: String,
+    pub id: CampaignId,
+    pub owner_id: UserId,
     pub name: String,
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     /// The template the body came from (a copy is kept in `body`: editing the template later
     /// does not change a campaign already created).
     pub template_id: Option<String>,
@@ -16,7 +18,7 @@ pub struct Model {
     pub body: String,
     /// WhatsApp approved template, JSON `{name, language, params: [jinja…]}`.
     pub provider_template: Option<String>,
-    pub media_id: Option<String>,
+    pub media_id: Option<MediaId>,
     /// JSON `{groups: [...], contact_ids: [...]}`.
     pub audience: String,
     pub scheduled_at: Option<DateTimeUtc>,

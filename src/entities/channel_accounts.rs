@@ -1,12 +1,14 @@
 //! `channel_accounts`: a Telegram bot or WhatsApp number, with encrypted credentials.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{ChannelId, UserId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "channel_accounts")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub owner_id: String,
+    pub id: ChannelId,
+    pub owner_id: UserId,
     pub kind: String,
     pub name: String,
     pub credentials: String,

@@ -1,12 +1,14 @@
 //! `contact_imports`: one CSV import and its progress.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::UserId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "contact_imports")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub owner_id: String,
+    pub owner_id: UserId,
     /// The node holding the uploaded file (it runs, and after a restart resumes, the import).
     pub node: String,
     pub filename: String,

@@ -1,12 +1,14 @@
 //! `contacts`: people an owner sends to, one per owner and E.164 phone.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{ContactId, UserId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "contacts")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub owner_id: String,
+    pub id: ContactId,
+    pub owner_id: UserId,
     /// E.164, e.g. `+34612345678`.
     pub phone: String,
     /// The seed's `nombre`.

@@ -1,13 +1,15 @@
 //! `integrations`: a Telegram chat linked to one bot, with scoped tokens and a daily quota.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{ChannelId, IntegrationId, UserId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "integrations")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub owner_id: String,
-    pub channel_id: String,
+    pub id: IntegrationId,
+    pub owner_id: UserId,
+    pub channel_id: ChannelId,
     pub name: String,
     pub chat_id: Option<String>,
     pub status: String,

@@ -1,12 +1,14 @@
 //! `media`: uploaded files, stored by key in the media store.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{MediaId, UserId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "media")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub owner_id: String,
+    pub id: MediaId,
+    pub owner_id: UserId,
     pub storage_key: String,
     pub content_type: String,
     pub filename: Option<String>,

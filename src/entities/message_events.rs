@@ -1,12 +1,14 @@
 //! `message_events`: every state transition and provider attempt of a message.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::MessageId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "message_events")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    pub message_id: String,
+    pub message_id: MessageId,
     pub at: DateTimeUtc,
     pub kind: String,
     pub outcome: Option<String>,

@@ -1,17 +1,19 @@
 //! `messages`: the outbox; one row per delivery, whatever produced it.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::{CampaignId, ChannelId, ContactId, IntegrationId, MediaId, MessageId, UserId};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "messages")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub owner_id: String,
-    pub channel_id: String,
+    pub id: MessageId,
+    pub owner_id: UserId,
+    pub channel_id: ChannelId,
     pub recipient: String,
     pub body: String,
     pub parse_mode: Option<String>,
-    pub media_id: Option<String>,
+    pub media_id: Option<MediaId>,
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
     pub status: String,
@@ -26,11 +28,11 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub sent_at: Option<DateTimeUtc>,
-    pub integration_id: Option<String>,
+    pub integration_id: Option<IntegrationId>,
     /// The campaign this message belongs to (one per campaign and contact).
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<CampaignId>,
     /// The contact it goes to (campaigns).
-    pub contact_id: Option<String>,
+    pub contact_id: Option<ContactId>,
     /// WhatsApp approved template to send instead of `body`: JSON `{name, language, params}`.
     pub provider_template: Option<String>,
     /// When the provider reported it delivered (status webhook).

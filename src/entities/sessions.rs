@@ -1,13 +1,15 @@
 //! `sessions`: server-side browser sessions behind the `pregonero_session` cookie.
 use sea_orm::entity::prelude::*;
 
+use crate::domain::UserId;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "sessions")]
 pub struct Model {
     /// SHA-256 of the cookie value (the value itself is never stored).
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    pub user_id: String,
+    pub user_id: UserId,
     /// `oidc` or `local`.
     pub kind: String,
     pub csrf_token: String,

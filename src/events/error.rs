@@ -2,6 +2,7 @@
 //! and one status.
 use actix_web::http::StatusCode;
 
+use crate::domain::{ChannelId, IntegrationId};
 use crate::error::{ApiError, FieldError};
 
 /// What an events or alert-rule request can come to, short of success.
@@ -30,10 +31,10 @@ pub enum EventError {
     RuleNotFound(String),
     /// The rule's integration is not the caller's.
     #[error("no integration `{0}`")]
-    IntegrationNotFound(String),
+    IntegrationNotFound(IntegrationId),
     /// The rule's channel is not the caller's.
     #[error("no channel account `{0}`")]
-    ChannelNotFound(String),
+    ChannelNotFound(ChannelId),
     /// The database failed.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),

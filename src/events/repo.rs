@@ -7,6 +7,7 @@ use sea_orm::{
 };
 
 use super::validate::NewEvent;
+use crate::domain::UserId;
 use crate::entities::{alert_rules, events};
 
 /// A stored event.
@@ -191,7 +192,7 @@ pub async fn insert_rule(db: &impl ConnectionTrait, row: RuleRow) -> Result<Rule
 }
 
 /// The owner's rules, oldest first.
-pub async fn rules_of(db: &impl ConnectionTrait, owner_id: &str) -> Result<Vec<RuleRow>, DbErr> {
+pub async fn rules_of(db: &impl ConnectionTrait, owner_id: &UserId) -> Result<Vec<RuleRow>, DbErr> {
     alert_rules::Entity::find()
         .filter(alert_rules::Column::OwnerId.eq(owner_id))
         .order_by_asc(alert_rules::Column::CreatedAt)

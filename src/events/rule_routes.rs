@@ -9,7 +9,12 @@ use super::{
     repo::RuleRow,
     rule_service::{self, RuleBody},
 };
-use crate::{auth::Caller, error::ApiError, state::AppState};
+use crate::{
+    auth::Caller,
+    domain::{ChannelId, IntegrationId},
+    error::ApiError,
+    state::AppState,
+};
 
 /// Mounts the routes (inside the API-key scope).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -27,8 +32,8 @@ struct RuleView {
     service: Option<String>,
     #[serde(rename = "match")]
     conditions: Value,
-    integration_id: Option<String>,
-    channel_id: Option<String>,
+    integration_id: Option<IntegrationId>,
+    channel_id: Option<ChannelId>,
     chat_id: Option<String>,
     max_per_minute: i32,
     enabled: bool,

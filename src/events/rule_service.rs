@@ -8,8 +8,12 @@ use super::{
     rules::{Target, target_of},
 };
 use crate::{
-    auth::Caller, channels::repo as channels_repo, error::FieldError,
-    integrations::repo as integrations_repo, state::AppState,
+    auth::Caller,
+    channels::repo as channels_repo,
+    domain::{ChannelId, IntegrationId},
+    error::FieldError,
+    integrations::repo as integrations_repo,
+    state::AppState,
 };
 
 /// Most metadata conditions in one rule.
@@ -28,8 +32,8 @@ pub struct RuleBody {
     service: Option<Option<String>>,
     #[serde(rename = "match")]
     conditions: Option<Map<String, Value>>,
-    integration_id: Option<String>,
-    channel_id: Option<String>,
+    integration_id: Option<IntegrationId>,
+    channel_id: Option<ChannelId>,
     chat_id: Option<Value>,
     max_per_minute: Option<i32>,
     enabled: Option<bool>,

@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use crate::{
     channels::repo as channels_repo,
     clock::Clock,
+    domain::{ChannelId, IntegrationId, UserId},
     entities::{alert_rules, events},
     integrations::{Status, repo as integrations_repo},
     outbox::{
@@ -44,11 +45,11 @@ const MAX_ALERT_CHARS: usize = 3_900;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// An integration's chat, within its daily quota.
-    Integration(String),
+    Integration(IntegrationId),
     /// A chat on one of the owner's channel accounts.
     Chat {
         /// Channel account that sends.
-        channel_id: String,
+        channel_id: ChannelId,
         /// Recipient chat.
         chat_id: String,
     },
@@ -74,7 +75,7 @@ fn parse_conditions(json: &Map<String, Value>) -> Vec<Condition> {
 struct Rule {
     id: String,
     name: String,
-    owner_id: String,
+    owner_id: UserId,
     service: Option<String>,
     conditions: Vec<Condition>,
     target: Target,
@@ -368,10 +369,10 @@ impl RuleEngine {
                 (channel_id.clone(), chat_id.clone(), None)
             }
         };
-        let integration_id = quota.clone().map(Into::into);
+        let integration_id = quota.clone();
         let row = NewMessage {
-            owner_id: rule.owner_id.clone().into(),
-            channel_id: channel_id.into(),
+            owner_id: rule.owner_id.clone(),
+            channel_id,
             recipient: chat_id,
             body: text,
             parse_mode: None,
@@ -381,7 +382,14 @@ impl RuleEngine {
             integration_id,
         }
         .into_row(self.clock.now());
-        match self.ledger.admit(Admission { row, quota }).await? {
+        match self
+            .ledger
+            .admit(Admission {
+                row,
+                quota: quota.map(String::from),
+            })
+            .await?
+        {
             Admitted::Accepted(_) => {
                 alert_rules::Entity::update_many()
                     .col_expr(

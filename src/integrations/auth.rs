@@ -77,7 +77,7 @@ pub async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<AlertCa
 fn token_caller(req: &HttpRequest, caller: TokenCaller) -> AlertCaller {
     auth::Caller {
         user_id: caller.integration.owner_id.clone(),
-        role: "operator".into(),
+        role: auth::Role::Operator,
         via: auth::Via::IntegrationToken,
     }
     .name_in_audit(req);

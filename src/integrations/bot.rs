@@ -14,6 +14,7 @@ use super::{
     repo::{self, NewIntegration},
     tokens,
 };
+use crate::domain::ChannelId;
 use crate::{
     channels::{
         ChannelError, Deliver, Lookup, OutboundMessage, UpdateSink,
@@ -44,7 +45,7 @@ impl BotUpdates {
 
     /// Acts on one update of bot `channel_id`. Errors are infrastructure errors (database): the
     /// caller must not confirm the update, so Telegram delivers it again.
-    pub async fn handle(&self, channel_id: &str, update: Update) -> anyhow::Result<()> {
+    pub async fn handle(&self, channel_id: &ChannelId, update: Update) -> anyhow::Result<()> {
         let Some(channel) = channels_repo::find(&self.state.db, channel_id).await? else {
             return Ok(());
         };
@@ -326,7 +327,7 @@ impl BotUpdates {
 /// match the one registered with `setWebhook`; a 5xx answer makes Telegram send it again.
 pub async fn telegram_webhook(
     req: actix_web::HttpRequest,
-    path: actix_web::web::Path<String>,
+    path: actix_web::web::Path<ChannelId>,
     body: actix_web::web::Bytes,
     state: actix_web::web::Data<AppState>,
 ) -> Result<actix_web::HttpResponse, crate::error::ApiError> {
@@ -357,7 +358,11 @@ pub async fn telegram_webhook(
 }
 
 impl UpdateSink for BotUpdates {
-    fn handle(&self, channel_id: String, update: Update) -> BoxFuture<'static, anyhow::Result<()>> {
+    fn handle(
+        &self,
+        channel_id: ChannelId,
+        update: Update,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
         let this = self.clone();
         Box::pin(async move { BotUpdates::handle(&this, &channel_id, update).await })
     }

@@ -25,7 +25,12 @@ pub use token_cache::{TokenCache, TokenCaller};
 pub const WEBHOOK_KEY_PURPOSE: &str = "telegram-webhook/v1";
 pub use routes::configure;
 
-use crate::{crypto, error::ApiError, state::AppState};
+use crate::{
+    crypto,
+    domain::{IntegrationId, UserId},
+    error::ApiError,
+    state::AppState,
+};
 
 /// A deep link that binds the chat that opens it to an integration.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,7 +66,7 @@ pub struct IssuedToken {
 /// Signs a token for `integration_id` and records the hash of its id.
 pub async fn issue_token(
     state: &AppState,
-    integration_id: &str,
+    integration_id: &IntegrationId,
     kind: &str,
     scopes: &str,
     ttl: Option<Duration>,
@@ -73,7 +78,7 @@ pub async fn issue_token(
 pub async fn issue_token_in(
     db: &impl sea_orm::ConnectionTrait,
     state: &AppState,
-    integration_id: &str,
+    integration_id: &IntegrationId,
     kind: &str,
     scopes: &str,
     ttl: Option<Duration>,
@@ -108,7 +113,7 @@ pub fn access_ttl(state: &AppState) -> Option<Duration> {
 }
 
 /// The daily quota an owner's new integrations get, from the owner's plan.
-pub async fn plan_quota(state: &AppState, owner_id: &str) -> Result<i32, ApiError> {
+pub async fn plan_quota(state: &AppState, owner_id: &UserId) -> Result<i32, ApiError> {
     let plan = crate::auth::repo::find_user(&state.db, owner_id)
         .await?
         .and_then(|u| u.plan);
@@ -126,7 +131,7 @@ pub fn remaining(i: &repo::IntegrationRow, state: &AppState) -> i32 {
 }
 
 /// Revokes an integration and its tokens in one transaction.
-pub async fn revoke_integration(state: &AppState, id: &str) -> Result<(), ApiError> {
+pub async fn revoke_integration(state: &AppState, id: &IntegrationId) -> Result<(), ApiError> {
     let txn = sea_orm::TransactionTrait::begin(&state.db).await?;
     repo::revoke(&txn, id, state.clock.now()).await?;
     txn.commit().await?;

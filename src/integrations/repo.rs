@@ -8,6 +8,7 @@ use sea_orm::{
 };
 
 use super::status::Status;
+use crate::domain::{ChannelId, IntegrationId, UserId};
 use crate::entities::{integration_tokens, integrations};
 
 pub use integration_tokens::Model as TokenRow;
@@ -16,9 +17,9 @@ pub use integrations::Model as IntegrationRow;
 /// A new integration.
 pub struct NewIntegration {
     /// Owner (the bot's owner).
-    pub owner_id: String,
+    pub owner_id: UserId,
     /// The bot that delivers its alerts.
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     /// Display name.
     pub name: String,
     /// Linked chat, if already known (chat-started integrations).
@@ -39,7 +40,7 @@ pub async fn insert(
 ) -> Result<IntegrationRow, DbErr> {
     let (link_code_hash, link_expires_at) = new.link.unzip();
     integrations::ActiveModel {
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        id: Set(IntegrationId::generate()),
         owner_id: Set(new.owner_id),
         channel_id: Set(new.channel_id),
         name: Set(new.name),
@@ -60,7 +61,10 @@ pub async fn insert(
 }
 
 /// One integration.
-pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<IntegrationRow>, DbErr> {
+pub async fn find(
+    db: &impl ConnectionTrait,
+    id: &IntegrationId,
+) -> Result<Option<IntegrationRow>, DbErr> {
     integrations::Entity::find_by_id(id.to_owned())
         .one(db)
         .await
@@ -69,16 +73,16 @@ pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<Integrat
 /// One integration if `owner_id` owns it.
 pub async fn find_owned(
     db: &impl ConnectionTrait,
-    owner_id: &str,
-    id: &str,
+    owner_id: &UserId,
+    id: &IntegrationId,
 ) -> Result<Option<IntegrationRow>, DbErr> {
-    Ok(find(db, id).await?.filter(|i| i.owner_id == owner_id))
+    Ok(find(db, id).await?.filter(|i| &i.owner_id == owner_id))
 }
 
 /// An owner's integrations, oldest first; only those linked to `chat_id` when given.
 pub async fn list_for(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     chat_id: Option<&str>,
 ) -> Result<Vec<IntegrationRow>, DbErr> {
     let mut q = integrations::Entity::find().filter(integrations::Column::OwnerId.eq(owner_id));
@@ -93,7 +97,7 @@ pub async fn list_for(
 /// The integrations of one bot in one chat.
 pub async fn in_chat(
     db: &impl ConnectionTrait,
-    channel_id: &str,
+    channel_id: &ChannelId,
     chat_id: &str,
 ) -> Result<Vec<IntegrationRow>, DbErr> {
     integrations::Entity::find()
@@ -107,7 +111,7 @@ pub async fn in_chat(
 /// The integration a deep-link code belongs to, on this bot.
 pub async fn by_link_code(
     db: &impl ConnectionTrait,
-    channel_id: &str,
+    channel_id: &ChannelId,
     code_hash: &str,
 ) -> Result<Option<IntegrationRow>, DbErr> {
     integrations::Entity::find()
@@ -121,7 +125,7 @@ pub async fn by_link_code(
 /// expires). False if the code was used, expired or replaced meanwhile.
 pub async fn link_with_code(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &IntegrationId,
     code_hash: &str,
     chat_id: &str,
     now: DateTime<Utc>,
@@ -157,7 +161,7 @@ pub async fn link_with_code(
 /// Renames an integration and/or changes its daily quota (not once revoked).
 pub async fn update(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &IntegrationId,
     name: Option<&str>,
     daily_quota: Option<i32>,
     now: DateTime<Utc>,
@@ -178,7 +182,7 @@ pub async fn update(
 /// Replaces the deep-link code of a pending integration.
 pub async fn set_link(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &IntegrationId,
     code_hash: &str,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -197,7 +201,7 @@ pub async fn set_link(
 /// Moves integration `id` from one of `from` to `to`; false if it was in none of them.
 pub async fn transition(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &IntegrationId,
     from: &[Status],
     to: Status,
     detail: Option<&str>,
@@ -230,7 +234,7 @@ pub struct ChatChange<'a> {
 /// Applies `change` to the integrations of one bot in one chat; returns how many changed.
 pub async fn transition_chat(
     db: &impl ConnectionTrait,
-    channel_id: &str,
+    channel_id: &ChannelId,
     chat_id: &str,
     change: ChatChange<'_>,
     now: DateTime<Utc>,
@@ -257,7 +261,7 @@ pub async fn transition_chat(
 /// A Telegram group became a supergroup: its integrations follow the new chat id.
 pub async fn move_chat(
     db: &impl ConnectionTrait,
-    channel_id: &str,
+    channel_id: &ChannelId,
     from: &str,
     to: &str,
 ) -> Result<u64, DbErr> {
@@ -273,7 +277,7 @@ pub async fn move_chat(
 /// Revokes an integration and every token it has (any status but `revoked`).
 pub async fn revoke(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &IntegrationId,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     let changed = transition(
@@ -371,7 +375,7 @@ pub async fn reset_quotas(db: &impl ConnectionTrait, today: NaiveDate) -> Result
 pub async fn insert_token(
     db: &impl ConnectionTrait,
     id_hash: &str,
-    integration_id: &str,
+    integration_id: &IntegrationId,
     kind: &str,
     scopes: &str,
     expires_at: Option<DateTime<Utc>>,

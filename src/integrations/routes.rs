@@ -12,6 +12,7 @@ use crate::{
     auth::Caller,
     channels::repo::{self as channels_repo, ChannelRow},
     clock::next_midnight,
+    domain::{ChannelId, IntegrationId, UserId},
     error::ApiError,
     state::AppState,
 };
@@ -32,7 +33,7 @@ const MAX_NAME: usize = 200;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateIntegration {
-    channel_id: String,
+    channel_id: ChannelId,
     name: String,
     #[serde(default)]
     scopes: Option<Vec<String>>,
@@ -43,9 +44,9 @@ struct CreateIntegration {
 /// The native view of an integration.
 #[derive(Serialize)]
 pub(super) struct IntegrationView {
-    id: String,
+    id: IntegrationId,
     name: String,
-    channel_id: String,
+    channel_id: ChannelId,
     chat_id: Option<String>,
     status: String,
     status_detail: Option<String>,
@@ -98,8 +99,8 @@ pub struct Created {
 /// The Telegram bot `owner_id` names, or their only one when `channel_id` is not given.
 pub async fn resolve_channel(
     state: &AppState,
-    owner_id: &str,
-    channel_id: Option<&str>,
+    owner_id: &UserId,
+    channel_id: Option<&ChannelId>,
 ) -> Result<ChannelRow, ApiError> {
     let channel = match channel_id {
         Some(id) => channels_repo::find_owned(&state.db, owner_id, id)
@@ -145,7 +146,7 @@ async fn checked_quota(
         None => Ok(plan_quota),
         Some(q) => {
             let q = i32::try_from(q).unwrap_or(i32::MAX);
-            if q > plan_quota && caller.role != "admin" {
+            if q > plan_quota && !caller.is_admin() {
                 return Err(ApiError::Unprocessable(
                     "quota-above-plan",
                     format!("your plan allows at most {plan_quota} alerts per day per integration"),
@@ -264,7 +265,11 @@ async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse
     Ok(HttpResponse::Ok().json(views))
 }
 
-async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<IntegrationRow, ApiError> {
+async fn owned(
+    state: &AppState,
+    caller: &Caller,
+    id: &IntegrationId,
+) -> Result<IntegrationRow, ApiError> {
     repo::find(&state.db, id)
         .await?
         .filter(|i| caller.can_access(&i.owner_id))
@@ -275,7 +280,7 @@ async fn owned(state: &AppState, caller: &Caller, id: &str) -> Result<Integratio
 
 async fn get(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let i = owned(&state, &caller, &path).await?;
@@ -285,7 +290,7 @@ async fn get(
 /// Renames an integration or changes its daily quota.
 async fn update(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationId>,
     body: web::Json<UpdateIntegration>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -309,7 +314,7 @@ async fn update(
 
 async fn delete(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let i = owned(&state, &caller, &path).await?;
@@ -321,7 +326,7 @@ async fn delete(
 /// A new deep link for a pending integration (the old one stops working).
 async fn relink(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<IntegrationId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let i = owned(&state, &caller, &path).await?;

@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto;
+use crate::domain::IntegrationId;
 
 /// `iss` of every token this server signs.
 pub const ISSUER: &str = "pregonero";
@@ -37,7 +38,7 @@ pub struct Claims {
     /// Always [`ISSUER`].
     pub iss: String,
     /// Integration id.
-    pub sub: String,
+    pub sub: IntegrationId,
     /// Random token id; its hash is the `integration_tokens` row id.
     pub jti: String,
     /// [`KIND_ACCESS`] or [`KIND_SETUP`].
@@ -54,7 +55,7 @@ pub struct Claims {
 impl Claims {
     /// New claims for `integration_id` with a fresh `jti`.
     pub fn new(
-        integration_id: &str,
+        integration_id: &IntegrationId,
         kind: &str,
         scopes: &str,
         now: DateTime<Utc>,
@@ -62,7 +63,7 @@ impl Claims {
     ) -> Self {
         Self {
             iss: ISSUER.into(),
-            sub: integration_id.into(),
+            sub: integration_id.clone(),
             jti: crypto::random_urlsafe(18),
             typ: kind.into(),
             scope: scopes.into(),
@@ -152,7 +153,7 @@ mod tests {
     #[test]
     fn round_trip_and_rejections() {
         let signer = TokenSigner::new(&[7; 32]);
-        let claims = Claims::new("int-1", KIND_ACCESS, "alert:send", Utc::now(), None);
+        let claims = Claims::new(&"int-1".into(), KIND_ACCESS, "alert:send", Utc::now(), None);
         let token = signer.sign(&claims).expect("sign");
         let back = signer.verify(&token).expect("verify");
         assert_eq!(back.sub, "int-1");

@@ -24,6 +24,7 @@ use crate::{
     channels::{ChannelError, MediaPayload},
     config::MediaDelivery,
     crypto::{Cipher, constant_time_eq, hmac_sha256},
+    domain::{MediaId, UserId},
     outbox::hooks::Attachments,
     state::AppState,
 };
@@ -48,10 +49,12 @@ pub const SNIFF_BYTES: usize = 12;
 /// `owner_id`'s media `id` (what a message, a template or a campaign may attach).
 pub async fn find_owned(
     db: &impl sea_orm::ConnectionTrait,
-    owner_id: &str,
-    id: &str,
+    owner_id: &UserId,
+    id: &MediaId,
 ) -> Result<Option<repo::MediaRow>, sea_orm::DbErr> {
-    Ok(repo::find(db, id).await?.filter(|m| m.owner_id == owner_id))
+    Ok(repo::find(db, id)
+        .await?
+        .filter(|m| &m.owner_id == owner_id))
 }
 
 /// The media library as the delivery core sees it: rows, files and links.
@@ -80,7 +83,7 @@ impl Library {
 
     /// Loads a media row and its bytes for delivery. A file that is gone fails the message; a
     /// store that does not answer is worth retrying.
-    pub async fn load(&self, id: &str) -> Result<(repo::MediaRow, Bytes), ChannelError> {
+    pub async fn load(&self, id: &MediaId) -> Result<(repo::MediaRow, Bytes), ChannelError> {
         let unavailable = |detail: String| ChannelError::Transient {
             code: "media-store-unavailable",
             detail,
@@ -132,7 +135,7 @@ impl Library {
 impl Attachments for Library {
     fn payload<'a>(
         &'a self,
-        media_id: &'a str,
+        media_id: &'a MediaId,
     ) -> futures::future::BoxFuture<'a, Result<MediaPayload, ChannelError>> {
         Box::pin(async move {
             let (meta, bytes) = self.load(media_id).await?;
@@ -151,7 +154,7 @@ impl Attachments for Library {
                 None
             };
             Ok(MediaPayload {
-                key: meta.id,
+                key: meta.id.into_string(),
                 bytes,
                 content_type: meta.content_type,
                 filename: meta.filename.unwrap_or_else(|| "file".into()),
@@ -161,7 +164,7 @@ impl Attachments for Library {
     }
 }
 
-fn sign_link(cipher: &Cipher, id: &str, expires: i64) -> String {
+fn sign_link(cipher: &Cipher, id: &MediaId, expires: i64) -> String {
     let key = cipher.derive("media-links/v1");
     hex::encode(hmac_sha256(&key, format!("{id}\n{expires}").as_bytes()))
 }
@@ -169,7 +172,7 @@ fn sign_link(cipher: &Cipher, id: &str, expires: i64) -> String {
 /// Whether a signed link is authentic and not expired.
 pub fn verify_link(
     cipher: &Cipher,
-    id: &str,
+    id: &MediaId,
     expires: i64,
     signature: &str,
     now: DateTime<Utc>,
@@ -199,13 +202,13 @@ mod tests {
         let cipher = Cipher::new(&[7; 32]).expect("32-byte key");
         let now = Utc::now();
         let exp = now.timestamp() + 60;
-        let sig = sign_link(&cipher, "m1", exp);
-        assert!(verify_link(&cipher, "m1", exp, &sig, now));
-        assert!(!verify_link(&cipher, "m2", exp, &sig, now));
-        assert!(!verify_link(&cipher, "m1", exp + 1, &sig, now));
+        let sig = sign_link(&cipher, &"m1".into(), exp);
+        assert!(verify_link(&cipher, &"m1".into(), exp, &sig, now));
+        assert!(!verify_link(&cipher, &"m2".into(), exp, &sig, now));
+        assert!(!verify_link(&cipher, &"m1".into(), exp + 1, &sig, now));
         assert!(!verify_link(
             &cipher,
-            "m1",
+            &"m1".into(),
             exp,
             &sig,
             now + chrono::Duration::seconds(61)

@@ -7,6 +7,7 @@ use sea_orm::{
 
 use crate::{
     domain::{CampaignStatus, MessageStatus},
+    domain::{MediaId, UserId},
     entities::{campaigns, media, messages, templates},
 };
 
@@ -16,9 +17,9 @@ pub type MediaRow = media::Model;
 /// What a new row records about a stored file.
 pub struct NewMedia<'a> {
     /// Id, and key in the store.
-    pub id: &'a str,
+    pub id: &'a MediaId,
     /// Uploader.
-    pub owner_id: &'a str,
+    pub owner_id: &'a UserId,
     /// MIME type.
     pub content_type: &'a str,
     /// Name given at upload.
@@ -34,9 +35,9 @@ pub struct NewMedia<'a> {
 /// Records a stored file.
 pub async fn insert(db: &impl ConnectionTrait, m: NewMedia<'_>) -> Result<MediaRow, DbErr> {
     media::ActiveModel {
-        id: Set(m.id.to_owned()),
-        owner_id: Set(m.owner_id.to_owned()),
-        storage_key: Set(m.id.to_owned()),
+        id: Set(m.id.clone()),
+        owner_id: Set(m.owner_id.clone()),
+        storage_key: Set(m.id.to_string()),
         content_type: Set(m.content_type.to_owned()),
         filename: Set(m.filename),
         size: Set(i64::try_from(m.size).unwrap_or(i64::MAX)),
@@ -48,14 +49,14 @@ pub async fn insert(db: &impl ConnectionTrait, m: NewMedia<'_>) -> Result<MediaR
 }
 
 /// One row, whoever owns it.
-pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<MediaRow>, DbErr> {
+pub async fn find(db: &impl ConnectionTrait, id: &MediaId) -> Result<Option<MediaRow>, DbErr> {
     media::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
 /// A page of rows, newest first (`owner_id` `None`: everyone's), and how many there are.
 pub async fn list(
     db: &impl ConnectionTrait,
-    owner_id: Option<&str>,
+    owner_id: Option<&UserId>,
     offset: u64,
     limit: u64,
 ) -> Result<(Vec<MediaRow>, u64), DbErr> {
@@ -86,7 +87,7 @@ impl Uses {
 }
 
 /// Counts what still attaches `media_id`.
-pub async fn uses(db: &impl ConnectionTrait, media_id: &str) -> Result<Uses, DbErr> {
+pub async fn uses(db: &impl ConnectionTrait, media_id: &MediaId) -> Result<Uses, DbErr> {
     let templates = templates::Entity::find()
         .filter(templates::Column::MediaId.eq(media_id))
         .count(db)
@@ -116,7 +117,7 @@ pub async fn uses(db: &impl ConnectionTrait, media_id: &str) -> Result<Uses, DbE
 }
 
 /// Deletes a row.
-pub async fn delete(db: &impl ConnectionTrait, id: &str) -> Result<(), DbErr> {
+pub async fn delete(db: &impl ConnectionTrait, id: &MediaId) -> Result<(), DbErr> {
     media::Entity::delete_by_id(id.to_owned())
         .exec(db)
         .await

@@ -6,6 +6,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{MediaError, repo::MediaRow, service};
+use crate::domain::MediaId;
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the authenticated media routes (under `/api/v1`).
@@ -32,7 +33,7 @@ struct UploadQuery {
 
 #[derive(Serialize)]
 struct MediaView {
-    id: String,
+    id: MediaId,
     content_type: String,
     filename: Option<String>,
     size: i64,
@@ -173,7 +174,7 @@ async fn list_media(
 
 async fn get_media(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<MediaId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::find(&state, &caller, &path).await?;
@@ -183,7 +184,7 @@ async fn get_media(
 /// The file itself, through this server (for the dashboard).
 async fn download(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<MediaId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::find(&state, &caller, &path).await?;
@@ -198,7 +199,7 @@ struct SignedQuery {
 
 /// A signed link (from `GET /api/v1/media/{id}/url`, or sent to a provider that fetches media).
 async fn signed_download(
-    path: web::Path<String>,
+    path: web::Path<MediaId>,
     query: web::Query<SignedQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -233,7 +234,7 @@ struct LinkView {
 async fn media_url(
     caller: Caller,
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<MediaId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::find(&state, &caller, &path).await?;
@@ -251,7 +252,7 @@ async fn media_url(
 /// Deletes the file, unless a template, an unfinished campaign or an unsent message uses it.
 async fn delete_media(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<MediaId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     service::delete(&state, &caller, &path).await?;

@@ -8,6 +8,7 @@ use super::{
     GetError, Library, MediaError, PutError, SNIFF_BYTES, content_matches,
     repo::{self, MediaRow, NewMedia},
 };
+use crate::domain::MediaId;
 use crate::{auth::Caller, media::ByteStream, state::AppState};
 
 /// Stores an upload: the filename checked, the size held to `media.max_upload_bytes` and to
@@ -57,10 +58,10 @@ where
         return Err(MediaError::ContentMismatch(content_type));
     }
     let body = futures::stream::iter([Ok(head.freeze())]).chain(body);
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = MediaId::generate();
     let stored = state
         .media
-        .put(&id, &content_type, limit, body)
+        .put(id.as_str(), &content_type, limit, body)
         .await
         .map_err(|e| match e {
             PutError::TooLarge(limit) => MediaError::TooLarge {
@@ -87,7 +88,7 @@ where
         Ok(row) => Ok(row),
         Err(e) => {
             // No row, no file: never leave an orphan in the store.
-            let _ = state.media.delete(&id).await;
+            let _ = state.media.delete(id.as_str()).await;
             Err(e.into())
         }
     }
@@ -100,12 +101,12 @@ pub async fn list(
     offset: u64,
     limit: u64,
 ) -> Result<(Vec<MediaRow>, u64), MediaError> {
-    let owner = (!caller.is_admin()).then_some(caller.user_id.as_str());
+    let owner = (!caller.is_admin()).then_some(&caller.user_id);
     Ok(repo::list(&state.db, owner, offset, limit).await?)
 }
 
 /// The media `id` if the caller may see it.
-pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<MediaRow, MediaError> {
+pub async fn find(state: &AppState, caller: &Caller, id: &MediaId) -> Result<MediaRow, MediaError> {
     repo::find(&state.db, id)
         .await?
         .filter(|m| caller.can_access(&m.owner_id))
@@ -115,7 +116,7 @@ pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<MediaRo
 /// The media a signed link grants, if its signature holds and it has not expired.
 pub async fn find_signed(
     state: &AppState,
-    id: &str,
+    id: &MediaId,
     expires: i64,
     signature: &str,
 ) -> Result<MediaRow, MediaError> {
@@ -150,7 +151,7 @@ pub async fn link(
 }
 
 /// Deletes the file, unless a template, an unfinished campaign or an unsent message uses it.
-pub async fn delete(state: &AppState, caller: &Caller, id: &str) -> Result<(), MediaError> {
+pub async fn delete(state: &AppState, caller: &Caller, id: &MediaId) -> Result<(), MediaError> {
     let row = find(state, caller, id).await?;
     let uses = repo::uses(&state.db, &row.id).await?;
     if uses.any() {

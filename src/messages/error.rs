@@ -1,4 +1,5 @@
 //! The messages feature's errors; each has one stable code and one status.
+use crate::domain::{ChannelId, MediaId};
 use crate::error::ApiError;
 
 /// What a send or a status request can come to, short of success.
@@ -9,10 +10,10 @@ pub enum MessageError {
     NotFound,
     /// `channel_id` is not one of the caller's accounts.
     #[error("no channel account `{0}`")]
-    ChannelNotFound(String),
+    ChannelNotFound(ChannelId),
     /// The account's kind is not registered on this server.
     #[error("channel `{0}` is of an unknown kind")]
-    UnknownKind(String),
+    UnknownKind(ChannelId),
     /// The recipient is not an address of the channel.
     #[error("{0}")]
     InvalidRecipient(String),
@@ -30,7 +31,7 @@ pub enum MessageError {
     InvalidParseMode(String),
     /// `media_id` is not one of the caller's files.
     #[error("no media `{0}`")]
-    MediaNotFound(String),
+    MediaNotFound(MediaId),
     /// The `Idempotency-Key` came before with another body.
     #[error("this Idempotency-Key was already used with a different request body")]
     KeyReused,

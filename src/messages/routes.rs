@@ -7,6 +7,7 @@ use super::service::{self, SendRequest, Sent};
 use crate::{
     auth::Caller,
     domain::MessageStatus,
+    domain::{ChannelId, MediaId, MessageId},
     error::ApiError,
     outbox::repo::{EventRow, MessageRow},
     state::AppState,
@@ -23,7 +24,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 #[derive(Serialize)]
 struct Accepted<'a> {
-    id: &'a str,
+    id: &'a MessageId,
     status: &'a str,
 }
 
@@ -46,13 +47,13 @@ struct EventView {
 
 #[derive(Serialize)]
 struct MessageView {
-    id: String,
-    channel_id: String,
+    id: MessageId,
+    channel_id: ChannelId,
     to: String,
     status: String,
     text: String,
     parse_mode: Option<String>,
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
     attempt_count: i32,
     attempts: Vec<AttemptView>,
     events: Vec<EventView>,
@@ -165,7 +166,7 @@ async fn create_message(
 
 async fn get_message(
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<MessageId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (msg, events) = service::find(&state, &caller, &path).await?;

@@ -7,6 +7,7 @@ use super::MessageError;
 use crate::{
     auth::Caller,
     channels::{self, Address},
+    domain::{ChannelId, MediaId, MessageId, UserId},
     domain::{PARSE_MODES, PhoneError, PhoneNumber},
     outbox::{
         self,
@@ -25,12 +26,12 @@ const MAX_CAPTION: usize = 1024;
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
-    channel_id: String,
+    channel_id: ChannelId,
     to: String,
     #[serde(default)]
     text: String,
     parse_mode: Option<String>,
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
 }
 
 /// How a send ended.
@@ -71,12 +72,12 @@ pub async fn send(
     }
     let recipient = validate(&body, caller, state).await?;
     let message = repo::NewMessage {
-        owner_id: caller.user_id.clone().into(),
-        channel_id: body.channel_id.into(),
+        owner_id: caller.user_id.clone(),
+        channel_id: body.channel_id,
         recipient,
         body: body.text,
         parse_mode: body.parse_mode,
-        media_id: body.media_id.map(Into::into),
+        media_id: body.media_id,
         idempotency_key: key,
         request_hash: Some(hash.clone()),
         integration_id: None,
@@ -101,7 +102,7 @@ pub async fn send(
 pub async fn find(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &MessageId,
 ) -> Result<(MessageRow, Vec<EventRow>), MessageError> {
     let msg = repo::find(&state.db, id)
         .await?
@@ -159,7 +160,7 @@ async fn validate(
         &caller.user_id,
         &body.text,
         body.parse_mode.as_deref(),
-        body.media_id.as_deref(),
+        body.media_id.as_ref(),
     )
     .await?;
     Ok(recipient)
@@ -168,10 +169,10 @@ async fn validate(
 /// Checks text, caption, parse mode and media ownership against Telegram's limits.
 pub async fn validate_content(
     state: &AppState,
-    owner_id: &str,
+    owner_id: &UserId,
     text: &str,
     parse_mode: Option<&str>,
-    media_id: Option<&str>,
+    media_id: Option<&MediaId>,
 ) -> Result<(), MessageError> {
     let len = text.chars().count();
     match media_id {
@@ -190,7 +191,7 @@ pub async fn validate_content(
     if let Some(media_id) = media_id {
         crate::media::find_owned(&state.db, owner_id, media_id)
             .await?
-            .ok_or_else(|| MessageError::MediaNotFound(media_id.to_owned()))?;
+            .ok_or_else(|| MessageError::MediaNotFound(media_id.clone()))?;
     }
     Ok(())
 }
@@ -199,10 +200,10 @@ pub async fn validate_content(
 /// this node clears the cache).
 async fn find_owned_cached(
     state: &AppState,
-    owner_id: &str,
-    id: &str,
+    owner_id: &UserId,
+    id: &ChannelId,
 ) -> Result<Option<channels::repo::ChannelRow>, sea_orm::DbErr> {
-    let key = (owner_id.to_owned(), id.to_owned());
+    let key = (owner_id.clone(), id.clone());
     if let Some(row) = state.channel_rows.get(&key) {
         return Ok(Some(row));
     }

@@ -16,6 +16,7 @@ use super::{
     stats,
 };
 use crate::channels::{ChannelError, Deliver, Lookup, OutboundMessage, Receipt};
+use crate::domain::MessageId;
 
 /// Rate-limit answers tolerated within one attempt before the message goes back to the queue.
 const MAX_RATE_LIMITS_PER_ATTEMPT: u32 = 10;
@@ -26,7 +27,7 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliverJob {
     /// `messages.id`.
-    pub message_id: String,
+    pub message_id: MessageId,
 }
 
 /// apalis entry point. The delivery runs in its own task: if apalis drops this future on
@@ -54,7 +55,7 @@ pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
 
 /// One delivery attempt of one message. Errors here are infrastructure errors (database), not provider ones.
 #[tracing::instrument(skip_all, fields(message_id = %id))]
-pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
+pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
     let Some(msg) = repo::find(&state.db, id).await? else {
         return Ok(());
     };
@@ -242,7 +243,7 @@ pub async fn perform(state: &Outbox, id: &str) -> anyhow::Result<()> {
 /// nothing was sent, so it is not an attempt.
 async fn come_back(
     state: &Outbox,
-    id: &str,
+    id: &MessageId,
     wait: Duration,
     horizon: Duration,
 ) -> anyhow::Result<()> {
@@ -264,7 +265,7 @@ async fn retry_later(
     attempt: u32,
     e: &ChannelError,
 ) -> anyhow::Result<()> {
-    let id = msg.id.as_str();
+    let id = &msg.id;
     let detail = e.to_string();
     let txn = state.db.begin().await?;
     repo::record(
@@ -325,7 +326,7 @@ async fn fail(
     e: &ChannelError,
     attempted: bool,
 ) -> anyhow::Result<()> {
-    let id = msg.id.as_str();
+    let id = &msg.id;
     let detail = e.to_string();
     let code = Some(e.code());
     let txn = state.db.begin().await?;

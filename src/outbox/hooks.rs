@@ -12,6 +12,7 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Stateme
 
 use super::{Outbox, repo::MessageRow};
 use crate::channels::{ChannelError, MediaPayload};
+use crate::domain::{ChannelId, MediaId, UserId};
 
 /// What happened to a message.
 #[derive(Debug, Clone)]
@@ -78,9 +79,9 @@ pub struct Veto {
 #[derive(Debug, Clone)]
 pub struct Inbound<'a> {
     /// Owner of the number that received it.
-    pub owner_id: &'a str,
+    pub owner_id: &'a UserId,
     /// The number that received it.
-    pub channel_id: &'a str,
+    pub channel_id: &'a ChannelId,
     /// Sender, E.164.
     pub from: &'a str,
     /// Text (or button label).
@@ -218,6 +219,6 @@ pub trait Attachments: Send + Sync {
     /// that does not answer, a transient one.
     fn payload<'a>(
         &'a self,
-        media_id: &'a str,
+        media_id: &'a MediaId,
     ) -> BoxFuture<'a, Result<MediaPayload, ChannelError>>;
 }

@@ -39,6 +39,7 @@ use crate::{
     clock::Clock,
     config::Settings,
     db::is_unique_violation,
+    domain::{MessageId, UserId},
 };
 
 /// The delivery core's handles: what admitting, delivering and recovering messages needs, and
@@ -98,7 +99,7 @@ pub struct Pending {
 /// a replay answers even when the request would no longer validate).
 pub async fn earlier(
     outbox: &Outbox,
-    owner_id: &str,
+    owner_id: &UserId,
     key: Option<&str>,
 ) -> anyhow::Result<Option<MessageRow>> {
     match key {
@@ -155,7 +156,7 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
         Err(e) if is_unique_violation(&e) => {
             // Two requests raced with one key: the loser answers with the winner's message.
             txn.rollback().await?;
-            let existing = repo::find_by_idempotency_key(&outbox.db, owner_id.as_str(), &key)
+            let existing = repo::find_by_idempotency_key(&outbox.db, &owner_id, &key)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
             Ok(Admit::Replayed(existing))
@@ -166,9 +167,9 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
 
 /// Pushes the delivery job of a freshly inserted message. If the push fails the row stays
 /// queued without a job and the recovery sweep enqueues it, so this only logs.
-pub async fn dispatch(db: &DatabaseConnection, queue: &Queue, message_id: &str) {
+pub async fn dispatch(db: &DatabaseConnection, queue: &Queue, message_id: &MessageId) {
     let result = match queue.push(message_id, std::time::Duration::ZERO).await {
-        Ok(()) => repo::mark_enqueued(db, &[message_id.to_owned()])
+        Ok(()) => repo::mark_enqueued(db, std::slice::from_ref(message_id))
             .await
             .map_err(anyhow::Error::from),
         Err(e) => Err(e),

@@ -10,6 +10,7 @@ use sea_orm::DatabaseConnection;
 
 use super::deliver::DeliverJob;
 use crate::config::Settings;
+use crate::domain::MessageId;
 
 /// Jobs apalis may retry by itself when the handler fails for infrastructure reasons (DB down).
 const INFRA_RETRIES: usize = 25;
@@ -74,7 +75,7 @@ impl Queue {
     }
 
     /// Enqueues delivery of `message_id` after `delay`.
-    pub async fn push(&self, message_id: &str, delay: Duration) -> anyhow::Result<()> {
+    pub async fn push(&self, message_id: &MessageId, delay: Duration) -> anyhow::Result<()> {
         let task = TaskBuilder::new(DeliverJob {
             message_id: message_id.to_owned(),
         })
@@ -97,7 +98,7 @@ impl Queue {
     }
 
     /// Enqueues delivery of every message in `ids` now, in one transaction.
-    pub async fn push_many(&self, ids: &[String]) -> anyhow::Result<()> {
+    pub async fn push_many(&self, ids: &[MessageId]) -> anyhow::Result<()> {
         let due: Vec<_> = ids.iter().map(|id| (id.clone(), Duration::ZERO)).collect();
         self.push_many_after(&due).await
     }
@@ -116,7 +117,7 @@ impl Queue {
     /// committed message has no job. The schema is apalis-sqlite 1.0.0's, pinned in Cargo.toml;
     /// the delivery tests fail if it moves.
     pub fn push_statement(
-        due: &[(String, Duration)],
+        due: &[(MessageId, Duration)],
     ) -> Result<Option<sea_orm::Statement>, sea_orm::DbErr> {
         use sea_orm::{DbBackend, Statement, Value};
         if due.is_empty() {
@@ -161,7 +162,7 @@ impl Queue {
     }
 
     /// Enqueues delivery of each message after its delay, in one transaction.
-    pub async fn push_many_after(&self, due: &[(String, Duration)]) -> anyhow::Result<()> {
+    pub async fn push_many_after(&self, due: &[(MessageId, Duration)]) -> anyhow::Result<()> {
         let tasks = due.iter().map(|(id, delay)| {
             TaskBuilder::new(DeliverJob {
                 message_id: id.clone(),

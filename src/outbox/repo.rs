@@ -15,14 +15,14 @@ pub use message_events::Model as EventRow;
 pub use messages::Model as MessageRow;
 
 /// Finds a message by id.
-pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<MessageRow>, DbErr> {
+pub async fn find(db: &DatabaseConnection, id: &MessageId) -> Result<Option<MessageRow>, DbErr> {
     messages::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
 /// Finds a message by its owner and idempotency key.
 pub async fn find_by_idempotency_key(
     db: &DatabaseConnection,
-    owner_id: &str,
+    owner_id: &UserId,
     key: &str,
 ) -> Result<Option<MessageRow>, DbErr> {
     messages::Entity::find()
@@ -70,17 +70,14 @@ pub fn insert_many_statements(
         .map(TryIntoModel::try_into_model)
         .collect::<Result<Vec<MessageRow>, DbErr>>()?;
     let mut statements = vec![messages::Entity::insert_many(rows).build(backend)];
-    statements.extend(queued_statement(
-        backend,
-        models.iter().map(|m| m.id.as_str()),
-    ));
+    statements.extend(queued_statement(backend, models.iter().map(|m| &m.id)));
     Ok((models, statements))
 }
 
 /// Appends a `queued` event to each message, in one statement.
 pub async fn record_queued<'a, C: ConnectionTrait>(
     txn: &C,
-    ids: impl Iterator<Item = &'a str>,
+    ids: impl Iterator<Item = &'a MessageId>,
 ) -> Result<(), DbErr> {
     if let Some(statement) = queued_statement(txn.get_database_backend(), ids) {
         txn.execute_raw(statement).await?;
@@ -91,13 +88,13 @@ pub async fn record_queued<'a, C: ConnectionTrait>(
 /// The statement appending a `queued` event to each message (none for no message).
 fn queued_statement<'a>(
     backend: DbBackend,
-    ids: impl Iterator<Item = &'a str>,
+    ids: impl Iterator<Item = &'a MessageId>,
 ) -> Option<Statement> {
     use sea_orm::QueryTrait;
     let now = Utc::now();
     let events: Vec<_> = ids
         .map(|id| message_events::ActiveModel {
-            message_id: Set(id.to_owned()),
+            message_id: Set(id.clone()),
             at: Set(now),
             kind: Set("queued".to_owned()),
             outcome: Set(None),
@@ -135,13 +132,13 @@ impl NewMessage {
     /// The row to insert: queued, due now.
     pub fn into_row(self, now: DateTime<Utc>) -> messages::ActiveModel {
         messages::ActiveModel {
-            id: Set(MessageId::generate().into_string()),
-            owner_id: Set(self.owner_id.into_string()),
-            channel_id: Set(self.channel_id.into_string()),
+            id: Set(MessageId::generate()),
+            owner_id: Set(self.owner_id),
+            channel_id: Set(self.channel_id),
             recipient: Set(self.recipient),
             body: Set(self.body),
             parse_mode: Set(self.parse_mode),
-            media_id: Set(self.media_id.map(String::from)),
+            media_id: Set(self.media_id),
             idempotency_key: Set(self.idempotency_key),
             request_hash: Set(self.request_hash),
             status: Set(MessageStatus::Queued.as_str().into()),
@@ -156,7 +153,7 @@ impl NewMessage {
             created_at: Set(now),
             updated_at: Set(now),
             sent_at: Set(None),
-            integration_id: Set(self.integration_id.map(String::from)),
+            integration_id: Set(self.integration_id),
             campaign_id: Set(None),
             contact_id: Set(None),
             provider_template: Set(None),
@@ -186,7 +183,7 @@ pub async fn pending_alerts(db: &impl ConnectionTrait, cap: u64) -> Result<u64, 
 /// Appends an event to a message's history.
 pub async fn record<C: ConnectionTrait>(
     db: &C,
-    message_id: &str,
+    message_id: &MessageId,
     kind: &str,
     outcome: Option<&str>,
     error_code: Option<&str>,
@@ -207,7 +204,10 @@ pub async fn record<C: ConnectionTrait>(
 }
 
 /// The events of a message, oldest first.
-pub async fn events(db: &DatabaseConnection, message_id: &str) -> Result<Vec<EventRow>, DbErr> {
+pub async fn events(
+    db: &DatabaseConnection,
+    message_id: &MessageId,
+) -> Result<Vec<EventRow>, DbErr> {
     message_events::Entity::find()
         .filter(message_events::Column::MessageId.eq(message_id))
         .order_by_asc(message_events::Column::Id)
@@ -223,7 +223,7 @@ fn status_is(s: MessageStatus) -> sea_orm::sea_query::SimpleExpr {
 /// Returns false when someone else already has it or it is no longer queued.
 pub async fn claim(
     db: &DatabaseConnection,
-    id: &str,
+    id: &MessageId,
     node: &str,
     lease_until: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
@@ -249,7 +249,7 @@ pub async fn claim(
 /// Extends the lease of a message this node is sending.
 pub async fn extend_lease(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     lease_until: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     messages::Entity::update_many()
@@ -264,7 +264,7 @@ pub async fn extend_lease(
 /// Changes the recipient (a Telegram group migrated to a supergroup).
 pub async fn set_recipient(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     recipient: &str,
 ) -> Result<(), DbErr> {
     messages::Entity::update_many()
@@ -278,7 +278,7 @@ pub async fn set_recipient(
 /// `sending → sent`.
 pub async fn mark_sent(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     provider_id: &str,
 ) -> Result<(), DbErr> {
     let now = Utc::now();
@@ -302,7 +302,7 @@ pub async fn mark_sent(
 /// `sending → failed` with the error that ended it.
 pub async fn mark_failed(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     code: &str,
     detail: &str,
 ) -> Result<(), DbErr> {
@@ -312,7 +312,7 @@ pub async fn mark_failed(
 /// `sending → skipped` (not sent on purpose, e.g. the contact opted out).
 pub async fn mark_skipped(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     code: &str,
     detail: &str,
 ) -> Result<(), DbErr> {
@@ -321,7 +321,7 @@ pub async fn mark_skipped(
 
 async fn end_unsent(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     status: MessageStatus,
     code: &str,
     detail: &str,
@@ -340,7 +340,7 @@ async fn end_unsent(
 /// How many attempts of a message ended with `error_code` (for growing back-offs).
 pub async fn count_outcomes(
     db: &impl ConnectionTrait,
-    message_id: &str,
+    message_id: &MessageId,
     error_code: &str,
 ) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
@@ -354,7 +354,7 @@ pub async fn count_outcomes(
 /// `sending → queued` for another attempt at `at`; `refund` gives back the attempt (rate limits).
 pub async fn schedule_retry(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     at: DateTime<Utc>,
     code: &str,
     detail: &str,
@@ -380,7 +380,11 @@ pub async fn schedule_retry(
 
 /// `sending → queued` for a send that was not made (its pacing turn is at `at`): the attempt
 /// is given back and the last error is kept.
-pub async fn defer(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> Result<(), DbErr> {
+pub async fn defer(
+    db: &impl ConnectionTrait,
+    id: &MessageId,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
     let update = messages::Entity::update_many()
         .col_expr(
             messages::Column::Status,
@@ -397,7 +401,7 @@ pub async fn defer(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> Re
 
 async fn finish(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: &MessageId,
     update: sea_orm::UpdateMany<messages::Entity>,
 ) -> Result<(), DbErr> {
     update
@@ -418,7 +422,7 @@ async fn finish(
 }
 
 /// Marks that a job for the message was pushed now.
-pub async fn mark_enqueued(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
+pub async fn mark_enqueued(db: &impl ConnectionTrait, ids: &[MessageId]) -> Result<(), DbErr> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -437,7 +441,7 @@ pub async fn stranded(
     fresh_before: DateTime<Utc>,
     stale_before: DateTime<Utc>,
     limit: u64,
-) -> Result<Vec<(String, DateTime<Utc>)>, DbErr> {
+) -> Result<Vec<(MessageId, DateTime<Utc>)>, DbErr> {
     use sea_orm::{QuerySelect, sea_query::Condition};
     let rows = messages::Entity::find()
         .select_only()
@@ -461,7 +465,7 @@ pub async fn stranded(
         )
         .order_by_asc(messages::Column::NextAttemptAt)
         .limit(limit)
-        .into_tuple::<(String, DateTime<Utc>)>()
+        .into_tuple::<(MessageId, DateTime<Utc>)>()
         .all(db)
         .await?;
     Ok(rows)
@@ -539,7 +543,7 @@ pub enum StatusApplied {
 pub async fn apply_provider_status(
     db: &DatabaseConnection,
     listeners: &super::hooks::Listeners,
-    channel_id: &str,
+    channel_id: &ChannelId,
     provider_id: &str,
     status: Receipt,
     at: DateTime<Utc>,
@@ -657,7 +661,7 @@ pub async fn apply_provider_status(
 /// dead letters).
 pub async fn failed_to(
     db: &impl ConnectionTrait,
-    channel_id: &str,
+    channel_id: &ChannelId,
     recipient: &str,
     limit: u64,
 ) -> Result<Vec<MessageRow>, DbErr> {
@@ -677,10 +681,10 @@ pub async fn failed_to(
 /// pushes their jobs (the sweep would, later).
 pub async fn requeue_failed(
     db: &DatabaseConnection,
-    channel_id: &str,
+    channel_id: &ChannelId,
     recipient: &str,
-    only: Option<&[String]>,
-) -> Result<Vec<String>, DbErr> {
+    only: Option<&[MessageId]>,
+) -> Result<Vec<MessageId>, DbErr> {
     use sea_orm::{QuerySelect, TransactionTrait};
     let mut find = messages::Entity::find()
         .select_only()
@@ -693,7 +697,7 @@ pub async fn requeue_failed(
     }
     // Read before the transaction: in SQLite a transaction that reads and then writes fails at
     // once if another connection wrote in between; one that starts by writing waits its turn.
-    let candidates: Vec<String> = find.into_tuple().all(db).await?;
+    let candidates: Vec<MessageId> = find.into_tuple().all(db).await?;
     let now = Utc::now();
     let mut requeued = Vec::with_capacity(candidates.len());
     for chunk in candidates.chunks(500) {
@@ -727,7 +731,7 @@ pub async fn requeue_failed(
 }
 
 /// Whether a message with this id exists.
-pub async fn exists(db: &impl ConnectionTrait, id: &str) -> Result<bool, DbErr> {
+pub async fn exists(db: &impl ConnectionTrait, id: &MessageId) -> Result<bool, DbErr> {
     use sea_orm::PaginatorTrait;
     Ok(messages::Entity::find_by_id(id.to_owned())
         .count(db)

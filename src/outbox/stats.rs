@@ -8,6 +8,7 @@ use sea_orm::{
 };
 
 use super::repo::MessageRow;
+use crate::domain::UserId;
 
 /// `keys` are the table's primary key (the conflict target); `extra` are other columns set on
 /// insert only.
@@ -63,7 +64,7 @@ pub async fn bump<C: ConnectionTrait>(
     let mut statements = vec![
         upsert(
             "daily_stats",
-            &[("owner_id", owner.clone()), ("day", day)],
+            &[("owner_id", owner.to_string()), ("day", day)],
             &[],
             sent,
             errors,
@@ -71,7 +72,7 @@ pub async fn bump<C: ConnectionTrait>(
         ),
         upsert(
             "monthly_stats",
-            &[("owner_id", owner.clone()), ("month", month.clone())],
+            &[("owner_id", owner.to_string()), ("month", month.clone())],
             &[],
             sent,
             errors,
@@ -81,8 +82,8 @@ pub async fn bump<C: ConnectionTrait>(
     if let Some(contact) = &msg.contact_id {
         statements.push(upsert(
             "contact_stats",
-            &[("contact_id", contact.clone()), ("month", month)],
-            &[("owner_id", owner)],
+            &[("contact_id", contact.to_string()), ("month", month)],
+            &[("owner_id", owner.to_string())],
             sent,
             errors,
             true,
@@ -96,7 +97,7 @@ pub async fn bump<C: ConnectionTrait>(
 
 /// Recomputes an owner's rollups from the ledger (the seed's `DELETE /cache/user`); returns
 /// how many rollup rows it replaced.
-pub async fn rebuild<C: ConnectionTrait>(db: &C, owner_id: &str) -> Result<u64, DbErr> {
+pub async fn rebuild<C: ConnectionTrait>(db: &C, owner_id: &UserId) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
     let mut removed = 0;
     for table in ["daily_stats", "monthly_stats", "contact_stats"] {

@@ -18,6 +18,7 @@ use super::repo::{self, MessageRow};
 use crate::{
     clock::Clock,
     db::{Exec, SqliteBulk},
+    domain::{ChannelId, MessageId},
     entities::messages,
 };
 
@@ -85,7 +86,7 @@ impl Planner {
     async fn delays(&self, admissions: &[Admission]) -> Vec<Duration> {
         use crate::channels::{Lookup, Plan};
         let mut delays = vec![Duration::ZERO; admissions.len()];
-        let mut by_channel: std::collections::HashMap<String, (Vec<usize>, Vec<String>)> =
+        let mut by_channel: std::collections::HashMap<ChannelId, (Vec<usize>, Vec<String>)> =
             std::collections::HashMap::new();
         for (i, a) in admissions.iter().enumerate() {
             if let (Some(channel), Some(recipient)) = (
@@ -270,7 +271,7 @@ async fn run(
                 for (reply, result) in rider_replies.into_iter().zip(ridden) {
                     let _ = reply.send(result);
                 }
-                let ids: Vec<(String, std::time::Duration)> = outcomes
+                let ids: Vec<(MessageId, std::time::Duration)> = outcomes
                     .iter()
                     .zip(&delays)
                     .filter_map(|(o, delay)| match o {
@@ -320,10 +321,14 @@ async fn run(
 /// without `enqueued_at`: a process killed between the commit and the push leaves them for the
 /// recovery sweep's "no job yet" pass (seconds, and at once at the next start), where a row
 /// marked enqueued before its push would have waited two leases.
-async fn push_jobs(db: &DatabaseConnection, queue: &Queue, due: &[(String, std::time::Duration)]) {
+async fn push_jobs(
+    db: &DatabaseConnection,
+    queue: &Queue,
+    due: &[(MessageId, std::time::Duration)],
+) {
     match queue.push_many_after(due).await {
         Ok(()) => {
-            let ids: Vec<String> = due.iter().map(|(id, _)| id.clone()).collect();
+            let ids: Vec<MessageId> = due.iter().map(|(id, _)| id.clone()).collect();
             if let Err(e) = repo::mark_enqueued(db, &ids).await {
                 tracing::warn!(error = %e, "could not mark a pushed batch; the sweep may push it again");
             }
@@ -405,7 +410,7 @@ async fn write<E: Exec>(exec: &mut E, batch: Batch) -> Result<Written, DbErr> {
         exec.exec(statement).await?;
     }
     if inline {
-        let due: Vec<(String, Duration)> = inserted
+        let due: Vec<(MessageId, Duration)> = inserted
             .iter()
             .zip(due)
             .map(|(m, delay)| (m.id.clone(), delay))

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     cache::TtlCache,
+    domain::{MessageId, UserId},
     outbox::{
         Outbox,
         hooks::{Listener, Outcome},
@@ -29,7 +30,7 @@ const CACHE_TTL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct SubscriptionsListener {
     /// Owner → their subscriptions.
-    cache: Arc<TtlCache<String, Arc<Vec<SubscriptionRow>>>>,
+    cache: Arc<TtlCache<UserId, Arc<Vec<SubscriptionRow>>>>,
 }
 
 impl Default for SubscriptionsListener {
@@ -49,13 +50,13 @@ impl SubscriptionsListener {
     async fn of(
         &self,
         db: &impl sea_orm::ConnectionTrait,
-        owner_id: &str,
+        owner_id: &UserId,
     ) -> Result<Arc<Vec<SubscriptionRow>>, DbErr> {
-        if let Some(subs) = self.cache.get(&owner_id.to_owned()) {
+        if let Some(subs) = self.cache.get(owner_id) {
             return Ok(subs);
         }
         let subs = Arc::new(repo::list_for(db, owner_id).await?);
-        self.cache.put(owner_id.to_owned(), subs.clone());
+        self.cache.put(owner_id.clone(), subs.clone());
         Ok(subs)
     }
 }
@@ -65,19 +66,20 @@ fn wants(sub: &SubscriptionRow, msg: &MessageRow, event: &str) -> bool {
     sub.events.split(',').any(|e| e == event)
         && sub
             .source_channel_id
-            .as_deref()
-            .is_none_or(|c| c == msg.channel_id)
+            .as_ref()
+            .is_none_or(|c| c == &msg.channel_id)
 }
 
 /// The event message's id: the same for the same (subscription, message, event), so a report
 /// heard twice cannot make two events, and the follow-up can find it without being told.
-fn event_id(sub: &SubscriptionRow, msg: &MessageRow, event: &str) -> String {
+fn event_id(sub: &SubscriptionRow, msg: &MessageRow, event: &str) -> MessageId {
     let digest = Sha256::digest(format!("{}\n{}\n{event}", sub.id, msg.id));
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .to_string()
+        .into()
 }
 
 /// Whether a message is itself a status event (events about events are never made).
@@ -148,8 +150,8 @@ impl Listener for SubscriptionsListener {
                     continue;
                 };
                 let mut row = NewMessage {
-                    owner_id: sub.owner_id.clone().into(),
-                    channel_id: sub.channel_id.clone().into(),
+                    owner_id: sub.owner_id.clone(),
+                    channel_id: sub.channel_id.clone(),
                     recipient: sub.id.clone(),
                     body: document(sub, sequence, msg, outcome),
                     parse_mode: Some(EVENT_FORMAT.to_owned()),

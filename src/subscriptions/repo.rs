@@ -6,16 +6,17 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
+use crate::domain::{ChannelId, UserId};
 use crate::entities::subscriptions;
 
 pub use subscriptions::Model as SubscriptionRow;
 
 /// What a new subscription holds.
 pub struct NewSubscription<'a> {
-    pub owner_id: &'a str,
-    pub channel_id: &'a str,
+    pub owner_id: &'a UserId,
+    pub channel_id: &'a ChannelId,
     pub events: &'a [String],
-    pub source_channel_id: Option<&'a str>,
+    pub source_channel_id: Option<&'a ChannelId>,
 }
 
 /// Inserts a subscription.
@@ -26,10 +27,10 @@ pub async fn insert(
 ) -> Result<SubscriptionRow, DbErr> {
     subscriptions::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
-        owner_id: Set(new.owner_id.to_owned()),
-        channel_id: Set(new.channel_id.to_owned()),
+        owner_id: Set(new.owner_id.clone()),
+        channel_id: Set(new.channel_id.clone()),
         events: Set(new.events.join(",")),
-        source_channel_id: Set(new.source_channel_id.map(str::to_owned)),
+        source_channel_id: Set(new.source_channel_id.cloned()),
         sequence: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
@@ -41,7 +42,7 @@ pub async fn insert(
 /// An owner's subscriptions, oldest first.
 pub async fn list_for(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
 ) -> Result<Vec<SubscriptionRow>, DbErr> {
     subscriptions::Entity::find()
         .filter(subscriptions::Column::OwnerId.eq(owner_id))
@@ -54,7 +55,7 @@ pub async fn list_for(
 pub async fn find_visible(
     db: &impl ConnectionTrait,
     id: &str,
-    may_see: impl FnOnce(&str) -> bool,
+    may_see: impl FnOnce(&UserId) -> bool,
 ) -> Result<Option<SubscriptionRow>, DbErr> {
     Ok(subscriptions::Entity::find_by_id(id.to_owned())
         .one(db)

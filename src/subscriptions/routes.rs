@@ -3,7 +3,13 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::{SubscriptionsListener, repo::SubscriptionRow, service};
-use crate::{auth::Caller, error::ApiError, outbox::Outbox, outbox::repo::MessageRow};
+use crate::{
+    auth::Caller,
+    domain::{ChannelId, MessageId},
+    error::ApiError,
+    outbox::Outbox,
+    outbox::repo::MessageRow,
+};
 
 /// Mounts the subscription routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -24,9 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Serialize)]
 struct View {
     id: String,
-    channel_id: String,
+    channel_id: ChannelId,
     events: Vec<String>,
-    source_channel_id: Option<String>,
+    source_channel_id: Option<ChannelId>,
     /// The last sequence number given to an event.
     sequence: i64,
     created_at: chrono::DateTime<chrono::Utc>,
@@ -48,7 +54,7 @@ impl From<SubscriptionRow> for View {
 #[derive(Serialize)]
 struct DeadLetter {
     /// The event message's id (`X-Pregonero-Message-Id` of its POSTs).
-    id: String,
+    id: MessageId,
     attempts: i32,
     error_code: Option<String>,
     error: Option<String>,
@@ -134,7 +140,7 @@ async fn dead_letters(
 #[serde(deny_unknown_fields)]
 struct Replay {
     /// Dead letters to send again; all when left out.
-    ids: Option<Vec<String>>,
+    ids: Option<Vec<MessageId>>,
 }
 
 async fn replay(

@@ -8,6 +8,7 @@ use super::{
 use crate::{
     auth::Caller,
     channels::{repo as channels_repo, webhook},
+    domain::{ChannelId, MessageId, UserId},
     outbox::{
         Outbox,
         repo::{self as ledger, MessageRow},
@@ -22,18 +23,18 @@ pub const MAX_PAGE: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct Create {
     /// One of the owner's webhook channels.
-    pub channel_id: String,
+    pub channel_id: ChannelId,
     /// Events wanted; all when left out.
     pub events: Option<Vec<String>>,
     /// Only messages sent on this channel.
-    pub source_channel_id: Option<String>,
+    pub source_channel_id: Option<ChannelId>,
 }
 
 /// Creates a subscription for `owner_id`.
 pub async fn create(
     outbox: &Outbox,
     listener: &SubscriptionsListener,
-    owner_id: &str,
+    owner_id: &UserId,
     req: Create,
 ) -> Result<SubscriptionRow, SubscriptionError> {
     let channel = channels_repo::find_owned(&outbox.db, owner_id, &req.channel_id)
@@ -65,7 +66,7 @@ pub async fn create(
             owner_id,
             channel_id: &channel.id,
             events: &events,
-            source_channel_id: req.source_channel_id.as_deref(),
+            source_channel_id: req.source_channel_id.as_ref(),
         },
         outbox.clock.now(),
     )
@@ -78,7 +79,7 @@ pub async fn create(
 /// The owner's subscriptions.
 pub async fn list(
     outbox: &Outbox,
-    owner_id: &str,
+    owner_id: &UserId,
 ) -> Result<Vec<SubscriptionRow>, SubscriptionError> {
     Ok(repo::list_for(&outbox.db, owner_id).await?)
 }
@@ -125,8 +126,8 @@ pub async fn replay(
     outbox: &Outbox,
     caller: &Caller,
     id: &str,
-    ids: Option<Vec<String>>,
-) -> Result<Vec<String>, SubscriptionError> {
+    ids: Option<Vec<MessageId>>,
+) -> Result<Vec<MessageId>, SubscriptionError> {
     if let Some(ids) = &ids
         && ids.len() > MAX_PAGE
     {

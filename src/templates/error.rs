@@ -1,4 +1,5 @@
 //! The templates feature's errors; each has one stable code and one status.
+use crate::domain::ContactId;
 use crate::error::{ApiError, FieldError};
 
 /// What a template request can come to, short of success.
@@ -12,7 +13,7 @@ pub enum TemplateError {
     Invalid(Vec<FieldError>),
     /// The contact to preview for is not the template owner's.
     #[error("no contact `{0}`")]
-    ContactNotFound(String),
+    ContactNotFound(ContactId),
     /// The stored body no longer parses.
     #[error("{0}")]
     Unparsable(String),
@@ -20,7 +21,7 @@ pub enum TemplateError {
     #[error("contact {contact_id} has no value for: {}", .lacking.join(", "))]
     MissingVariables {
         /// The contact previewed.
-        contact_id: String,
+        contact_id: ContactId,
         /// The variables it lacks.
         lacking: Vec<String>,
     },

@@ -5,6 +5,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, Set,
 };
 
+use crate::domain::{MediaId, UserId};
 use crate::entities::templates;
 
 /// A stored template.
@@ -13,15 +14,15 @@ pub type TemplateRow = templates::Model;
 /// Stores a new template.
 pub async fn insert(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
     name: &str,
     body: &str,
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
     now: DateTime<Utc>,
 ) -> Result<TemplateRow, DbErr> {
     templates::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
-        owner_id: Set(owner_id.to_owned()),
+        owner_id: Set(owner_id.clone()),
         name: Set(name.to_owned()),
         body: Set(body.to_owned()),
         media_id: Set(media_id),
@@ -35,7 +36,7 @@ pub async fn insert(
 /// The owner's templates by name.
 pub async fn list_for(
     db: &impl ConnectionTrait,
-    owner_id: &str,
+    owner_id: &UserId,
 ) -> Result<Vec<TemplateRow>, DbErr> {
     templates::Entity::find()
         .filter(templates::Column::OwnerId.eq(owner_id))
@@ -55,7 +56,7 @@ pub async fn update(
     row: TemplateRow,
     name: Option<String>,
     body: Option<String>,
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
     now: DateTime<Utc>,
 ) -> Result<TemplateRow, DbErr> {
     let mut active = row.into_active_model();

@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Compiled, repo::TemplateRow, service};
-use crate::{auth::Caller, error::ApiError, state::AppState};
+use crate::{
+    auth::Caller,
+    domain::{ContactId, MediaId},
+    error::ApiError,
+    state::AppState,
+};
 
 /// `/api/v1/templates` routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -23,7 +28,7 @@ struct TemplateView {
     id: String,
     name: String,
     body: String,
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
     variables: Vec<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -99,7 +104,7 @@ async fn delete(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PreviewBody {
-    contact_id: String,
+    contact_id: ContactId,
 }
 
 /// `POST /api/v1/templates/{id}/preview {contact_id}`: the text that contact would get, or

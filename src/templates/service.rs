@@ -6,7 +6,13 @@ use super::{
     Compiled, MAX_BODY_CHARS, TemplateError, context,
     repo::{self, TemplateRow},
 };
-use crate::{auth::Caller, contacts, error::FieldError, state::AppState};
+use crate::{
+    auth::Caller,
+    contacts,
+    domain::{ContactId, MediaId},
+    error::FieldError,
+    state::AppState,
+};
 
 /// Contacts listed by `check` (the total is always counted).
 const CHECK_LIST: usize = 100;
@@ -19,7 +25,7 @@ const CHECK_PAGE: u64 = 5_000;
 pub struct Fields {
     name: Option<String>,
     body: Option<String>,
-    media_id: Option<String>,
+    media_id: Option<MediaId>,
 }
 
 async fn validate(state: &AppState, caller: &Caller, b: &Fields) -> Result<(), TemplateError> {
@@ -134,7 +140,7 @@ pub struct Preview {
     /// The template.
     pub template: TemplateRow,
     /// The contact.
-    pub contact_id: String,
+    pub contact_id: ContactId,
     /// The rendered text.
     pub text: String,
 }
@@ -144,12 +150,12 @@ pub async fn preview(
     state: &AppState,
     caller: &Caller,
     id: &str,
-    contact_id: &str,
+    contact_id: &ContactId,
 ) -> Result<Preview, TemplateError> {
     let t = find(state, caller, id).await?;
     let contact = contacts::repo::find_owned(&state.db, &t.owner_id, contact_id)
         .await?
-        .ok_or_else(|| TemplateError::ContactNotFound(contact_id.to_owned()))?;
+        .ok_or_else(|| TemplateError::ContactNotFound(contact_id.clone()))?;
     let vars = context(&contact);
     let compiled = Compiled::new(&t.body).map_err(TemplateError::Unparsable)?;
     let lacking = compiled.blocking(&vars);
@@ -194,7 +200,7 @@ pub async fn check(
         )
         .await?;
         let Some(last) = page.last() else { break };
-        after = last.id.clone();
+        after = last.id.to_string();
         for c in &page {
             checked += 1;
             let lacking = compiled.blocking(&context(c));

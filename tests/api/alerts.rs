@@ -63,7 +63,7 @@ async fn a_deep_link_links_a_chat_and_alerts_reach_it(backend: Backend) {
     );
 
     // The next offset is stored, so a restart neither replays nor skips updates.
-    let channel_row = pregonero::channels::repo::find(&app.state.db, &channel)
+    let channel_row = pregonero::channels::repo::find(&app.state.db, &channel.as_str().into())
         .await
         .expect("query")
         .expect("channel");

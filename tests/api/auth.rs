@@ -695,7 +695,7 @@ async fn user_with_key(app: &TestApp, name: &str, role: &str) -> (String, String
     let key = pregonero::auth::repo::create_api_key(&db, &user.id, "test")
         .await
         .expect("key");
-    (user.id, key)
+    (user.id.into_string(), key)
 }
 
 #[actix_web::test]

@@ -79,7 +79,12 @@ async fn a_clean_restart_mid_queue_delivers_everything_exactly_once(backend: Bac
     let left_sending = {
         let mut n = 0;
         for id in &ids {
-            if repo::find(&db, id).await.expect("row").map(|m| m.status) == Some("sending".into()) {
+            if repo::find(&db, &id.as_str().into())
+                .await
+                .expect("row")
+                .map(|m| m.status)
+                == Some("sending".into())
+            {
                 n += 1;
             }
         }
@@ -140,7 +145,7 @@ async fn finished_jobs_leave_the_queue_and_waiting_ones_stay(backend: Backend) {
     // A job due in an hour (its message does not exist: it would do nothing when it ran).
     app.state
         .queue
-        .push("not-a-message", Duration::from_secs(3600))
+        .push(&"not-a-message".into(), Duration::from_secs(3600))
         .await
         .expect("push a future job");
 

@@ -146,7 +146,7 @@ async fn a_crashed_account_actor_is_restarted_and_keeps_delivering(backend: Back
     let actor = app
         .state
         .registry
-        .send(Lookup(channel.clone()))
+        .send(Lookup(channel.as_str().into()))
         .await
         .expect("registry")
         .expect("actor");

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::TelegramClient;
+use crate::domain::ChannelId;
 use crate::{
     channels::{
         ChannelError, OutboundMessage, Receipt, UpdatesConfig,
@@ -181,13 +182,13 @@ impl Connection for Bot {
 
     fn background(
         &self,
-        channel_id: &str,
+        channel_id: &ChannelId,
         updates: Option<UpdatesConfig>,
         term: LeaseTerm,
     ) -> Option<BoxFuture<'static, ()>> {
         let cfg = updates?;
         Some(Box::pin(updates::run(
-            channel_id.to_owned(),
+            channel_id.clone(),
             self.token.clone(),
             self.client.clone(),
             cfg,

@@ -267,7 +267,7 @@ impl Connection for Hook {
                     signature(self.secret.as_bytes(), t, &body),
                 );
             if let Some(id) = &msg.id {
-                req = req.header("X-Pregonero-Message-Id", id);
+                req = req.header("X-Pregonero-Message-Id", id.as_str());
             }
             let res = match req.body(body).send().await {
                 Ok(res) => res,
@@ -293,8 +293,8 @@ impl Connection for Hook {
                 return Ok(Receipt {
                     provider_message_id: msg
                         .id
-                        .clone()
-                        .unwrap_or_else(|| format!("http-{}", status.as_u16())),
+                        .as_ref()
+                        .map_or_else(|| format!("http-{}", status.as_u16()), ToString::to_string),
                 });
             }
             let detail = format!("the endpoint answered HTTP {}", status.as_u16());

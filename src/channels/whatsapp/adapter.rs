@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{MediaRef, WaCredentials, WhatsAppClient, media_limit};
+use crate::domain::ChannelId;
 use crate::{
     channels::{
         ChannelError, MediaPayload, OutboundMessage, Receipt,
@@ -153,7 +154,7 @@ impl ChannelAdapter for WhatsAppCloudAdapter {
         }
     }
 
-    fn webhook_path(&self, channel_id: &str) -> Option<String> {
+    fn webhook_path(&self, channel_id: &ChannelId) -> Option<String> {
         Some(format!("/whatsapp/webhook/{channel_id}"))
     }
 }

@@ -10,6 +10,7 @@ use super::WaCredentials;
 use crate::{
     channels::repo,
     crypto,
+    domain::{ChannelId, UserId},
     error::ApiError,
     outbox::{self, Outbox, hooks::Inbound as InboundMessage, repo::StatusApplied},
 };
@@ -28,8 +29,8 @@ pub struct Verify {
 /// The number's owner and secrets.
 async fn credentials(
     state: &Outbox,
-    channel_id: &str,
-) -> Result<(String, WaCredentials), ApiError> {
+    channel_id: &ChannelId,
+) -> Result<(UserId, WaCredentials), ApiError> {
     let not_found = || ApiError::NotFound("channel-not-found", "no such WhatsApp number".into());
     let row = repo::find(&state.db, channel_id)
         .await?
@@ -41,7 +42,7 @@ async fn credentials(
 
 /// Verification: echo `hub.challenge` when the verify token matches, else 403.
 pub async fn verify(
-    path: web::Path<String>,
+    path: web::Path<ChannelId>,
     query: web::Query<Verify>,
     state: web::Data<Outbox>,
 ) -> Result<HttpResponse, ApiError> {
@@ -142,7 +143,7 @@ fn at(timestamp: Option<&str>) -> DateTime<Utc> {
 /// retries (it does for 7 days), which is why every change below is idempotent.
 pub async fn receive(
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<ChannelId>,
     body: web::Bytes,
     state: web::Data<Outbox>,
 ) -> Result<HttpResponse, ApiError> {
@@ -184,7 +185,7 @@ pub async fn receive(
     Ok(HttpResponse::Ok().finish())
 }
 
-async fn apply_status(state: &Outbox, channel_id: &str, s: Status) -> Result<(), ApiError> {
+async fn apply_status(state: &Outbox, channel_id: &ChannelId, s: Status) -> Result<(), ApiError> {
     let Some(receipt) = crate::domain::Receipt::parse(&s.status) else {
         tracing::debug!(%channel_id, status = %s.status, "WhatsApp status we do not track");
         return Ok(());
@@ -241,8 +242,8 @@ async fn apply_status(state: &Outbox, channel_id: &str, s: Status) -> Result<(),
 
 async fn apply_inbound(
     state: &Outbox,
-    owner: &str,
-    channel_id: &str,
+    owner: &UserId,
+    channel_id: &ChannelId,
     m: Inbound,
 ) -> Result<(), ApiError> {
     let phone = format!("+{}", m.from.trim_start_matches('+'));
