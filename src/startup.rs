@@ -20,7 +20,9 @@ use crate::{
     config::{Settings, UpdatesMode},
     contacts::ContactsListener,
     crypto::Cipher,
-    db, error,
+    db,
+    domain::ChannelStatus,
+    error,
     events::{EventWriter, RuleEngine, WriterOptions, breaker::Breaker},
     integrations::{
         AlertQuotas, BotUpdates, IntegrationsListener, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner,
@@ -463,7 +465,7 @@ async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
                 channels::repo::set_status(
                     &state.db,
                     &row.id,
-                    "error",
+                    ChannelStatus::Error,
                     "credentials unreadable with the configured secret key",
                 )
                 .await?;
@@ -472,7 +474,13 @@ async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
         };
         let Some(adapter) = state.adapters.get(&row.kind) else {
             tracing::error!(channel_id = %row.id, kind = %row.kind, "unknown channel kind");
-            channels::repo::set_status(&state.db, &row.id, "error", "unknown channel kind").await?;
+            channels::repo::set_status(
+                &state.db,
+                &row.id,
+                ChannelStatus::Error,
+                "unknown channel kind",
+            )
+            .await?;
             continue;
         };
         let connection = match adapter.connect(&token) {

@@ -5,7 +5,7 @@ use sea_orm::{
     Set, sea_query::Expr,
 };
 
-use crate::domain::{ChannelId, UserId};
+use crate::domain::{ChannelId, ChannelStatus, UserId};
 use crate::entities::channel_accounts;
 
 pub use channel_accounts::Model as ChannelRow;
@@ -40,7 +40,7 @@ pub async fn insert(db: &DatabaseConnection, new: NewChannel<'_>) -> Result<Chan
         external_id: Set(new.external_id),
         username: Set(new.username),
         limits: Set(new.limits),
-        status: Set("active".into()),
+        status: Set(ChannelStatus::Active.as_str().into()),
         status_detail: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
@@ -103,11 +103,14 @@ pub async fn delete(db: &DatabaseConnection, id: &ChannelId) -> Result<(), DbErr
 pub async fn set_status(
     db: &DatabaseConnection,
     id: &ChannelId,
-    status: &str,
+    status: ChannelStatus,
     detail: &str,
 ) -> Result<(), DbErr> {
     channel_accounts::Entity::update_many()
-        .col_expr(channel_accounts::Column::Status, Expr::value(status))
+        .col_expr(
+            channel_accounts::Column::Status,
+            Expr::value(status.as_str()),
+        )
         .col_expr(channel_accounts::Column::StatusDetail, Expr::value(detail))
         .col_expr(channel_accounts::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(channel_accounts::Column::Id.eq(id))

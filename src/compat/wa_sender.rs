@@ -14,6 +14,7 @@ use crate::{
     channels,
     contacts::csv_reader,
     dashboard::view,
+    domain::ChannelStatus,
     error::ApiError,
     outbox::stats,
     state::AppState,
@@ -58,7 +59,7 @@ async fn connection_status(
     let number = rows.into_iter().find(|r| is_phone_channel(&state, &r.kind));
     Ok(HttpResponse::Ok().json(match number {
         Some(n) => json!({
-            "connected": n.status == "active", "state": n.status, "detail": n.status_detail,
+            "connected": n.status == ChannelStatus::Active.as_str(), "state": n.status, "detail": n.status_detail,
             "channel_id": n.id, "phone_number_id": n.external_id, "qrUrl": null,
         }),
         None => json!({

@@ -122,6 +122,63 @@ impl CampaignStatus {
     }
 }
 
+/// Whether a channel account can send: `active`, or stopped by the provider refusing its
+/// credentials (`unauthorized`) or by this server (`error`: unreadable credentials, unknown kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelStatus {
+    /// Connected and sending.
+    Active,
+    /// The provider rejected its credentials; replace them to resume.
+    Unauthorized,
+    /// This server cannot run it (see `status_detail`).
+    Error,
+}
+
+impl ChannelStatus {
+    /// The name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelStatus::Active => "active",
+            ChannelStatus::Unauthorized => "unauthorized",
+            ChannelStatus::Error => "error",
+        }
+    }
+}
+
+/// What one entry of a message's history (`message_events.kind`) records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryKind {
+    /// Accepted into the queue.
+    Queued,
+    /// One delivery attempt; its outcome says how it ended.
+    Attempt,
+    /// Not sent on purpose (a listener's veto).
+    Skipped,
+    /// Given up (permanent error, attempts exhausted, or the provider's later report).
+    Failed,
+    /// A dead letter sent again by its owner.
+    Replayed,
+    /// Put back for a later attempt (after a transient failure).
+    RetryScheduled,
+    /// The provider reported delivery or reading (outcome: `delivered`, `read`).
+    Status,
+}
+
+impl HistoryKind {
+    /// The name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::Queued => "queued",
+            HistoryKind::Attempt => "attempt",
+            HistoryKind::Skipped => "skipped",
+            HistoryKind::Failed => "failed",
+            HistoryKind::Replayed => "replayed",
+            HistoryKind::RetryScheduled => "retry_scheduled",
+            HistoryKind::Status => "status",
+        }
+    }
+}
+
 /// Telegram parse modes accepted by `sendMessage`.
 pub const PARSE_MODES: [&str; 3] = ["HTML", "MarkdownV2", "Markdown"];
 

@@ -96,6 +96,14 @@ pub struct Created {
     pub link: DeepLink,
 }
 
+/// Whether accounts of `kind` are bots that chats start (the kind integrations link through).
+fn is_bot(state: &AppState, kind: &str) -> bool {
+    state
+        .adapters
+        .get(kind)
+        .is_some_and(|a| a.address() == crate::channels::Address::Chat)
+}
+
 /// The Telegram bot `owner_id` names, or their only one when `channel_id` is not given.
 pub async fn resolve_channel(
     state: &AppState,
@@ -112,7 +120,7 @@ pub async fn resolve_channel(
             let mut bots: Vec<_> = channels_repo::list_for(&state.db, owner_id)
                 .await?
                 .into_iter()
-                .filter(|c| c.kind == "telegram")
+                .filter(|c| is_bot(state, &c.kind))
                 .collect();
             if bots.len() != 1 {
                 return Err(ApiError::Unprocessable(
@@ -126,7 +134,7 @@ pub async fn resolve_channel(
             bots.remove(0)
         }
     };
-    if channel.kind != "telegram" || channel.username.is_none() {
+    if !is_bot(state, &channel.kind) || channel.username.is_none() {
         return Err(ApiError::Unprocessable(
             "channel-not-telegram",
             "integrations need a Telegram bot with a username".into(),

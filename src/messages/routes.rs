@@ -7,7 +7,7 @@ use super::service::{self, SendRequest, Sent};
 use crate::{
     auth::Caller,
     domain::MessageStatus,
-    domain::{ChannelId, MediaId, MessageId},
+    domain::{ChannelId, HistoryKind, MediaId, MessageId},
     error::ApiError,
     outbox::repo::{EventRow, MessageRow},
     state::AppState,
@@ -69,7 +69,7 @@ struct MessageView {
 fn view(m: MessageRow, events: Vec<EventRow>) -> MessageView {
     let attempts = events
         .iter()
-        .filter(|e| e.kind == "attempt")
+        .filter(|e| e.kind == HistoryKind::Attempt.as_str())
         .map(|e| AttemptView {
             at: e.at,
             outcome: e.outcome.clone(),

@@ -1,6 +1,8 @@
 //! The delivery job: claim a queued message, have its account actor send it, record the outcome.
 //!
 //! Every state change is written in one transaction with the event that explains it.
+use crate::domain::ChannelStatus;
+use crate::domain::HistoryKind;
 use std::time::Duration;
 
 use apalis::prelude::{BoxDynError, Data};
@@ -84,7 +86,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
         };
         let txn = state.db.begin().await?;
         repo::mark_skipped(&txn, id, veto.code, &veto.detail).await?;
-        repo::record(&txn, id, "skipped", None, Some(veto.code), None).await?;
+        repo::record(&txn, id, HistoryKind::Skipped, None, Some(veto.code), None).await?;
         state.listeners.record(&txn, &msg, &outcome).await?;
         txn.commit().await?;
         state.listeners.after(state, &msg, &outcome).await;
@@ -138,7 +140,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                 provider_message_id,
             }) => {
                 repo::mark_sent(&txn, id, &provider_message_id).await?;
-                repo::record(&txn, id, "attempt", Some("sent"), None, None).await?;
+                repo::record(&txn, id, HistoryKind::Attempt, Some("sent"), None, None).await?;
                 stats::bump(&txn, &msg, Utc::now(), 1, 0).await?;
                 let outcome = Outcome::Sent {
                     provider_message_id,
@@ -156,7 +158,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                 repo::record(
                     &txn,
                     id,
-                    "attempt",
+                    HistoryKind::Attempt,
                     Some("rate_limited"),
                     code,
                     Some(&detail),
@@ -189,7 +191,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                 repo::record(
                     &txn,
                     id,
-                    "attempt",
+                    HistoryKind::Attempt,
                     Some("rate_limited"),
                     Some(e.code()),
                     Some(&detail),
@@ -204,7 +206,15 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
             Err(ChannelError::Migrated { new_chat_id }) => {
                 let to = new_chat_id.to_string();
                 let code = Some("chat-migrated");
-                repo::record(&txn, id, "attempt", Some("migrated"), code, Some(&to)).await?;
+                repo::record(
+                    &txn,
+                    id,
+                    HistoryKind::Attempt,
+                    Some("migrated"),
+                    code,
+                    Some(&to),
+                )
+                .await?;
                 repo::set_recipient(&txn, id, &to).await?;
                 // Listeners read the chat it moved from in `msg.recipient`.
                 let from = MessageRow {
@@ -227,7 +237,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                     crate::channels::repo::set_status(
                         &state.db,
                         &msg.channel_id,
-                        "unauthorized",
+                        ChannelStatus::Unauthorized,
                         detail,
                     )
                     .await?;
@@ -271,7 +281,7 @@ async fn retry_later(
     repo::record(
         &txn,
         id,
-        "attempt",
+        HistoryKind::Attempt,
         Some("retryable_error"),
         Some(e.code()),
         Some(&detail),
@@ -284,7 +294,7 @@ async fn retry_later(
         repo::record(
             &txn,
             id,
-            "failed",
+            HistoryKind::Failed,
             Some("exhausted"),
             Some(e.code()),
             Some(&detail),
@@ -308,7 +318,7 @@ async fn retry_later(
     repo::record(
         &txn,
         id,
-        "retry_scheduled",
+        HistoryKind::RetryScheduled,
         None,
         Some(e.code()),
         Some(&when),
@@ -334,7 +344,7 @@ async fn fail(
         repo::record(
             &txn,
             id,
-            "attempt",
+            HistoryKind::Attempt,
             Some("permanent_error"),
             code,
             Some(&detail),
@@ -342,7 +352,15 @@ async fn fail(
         .await?;
     }
     repo::mark_failed(&txn, id, e.code(), &detail).await?;
-    repo::record(&txn, id, "failed", Some("permanent"), code, Some(&detail)).await?;
+    repo::record(
+        &txn,
+        id,
+        HistoryKind::Failed,
+        Some("permanent"),
+        code,
+        Some(&detail),
+    )
+    .await?;
     stats::bump(&txn, msg, Utc::now(), 0, 1).await?;
     let outcome = Outcome::Failed {
         code: e.code().to_owned(),

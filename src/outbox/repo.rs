@@ -7,7 +7,9 @@ use sea_orm::{
 };
 
 use crate::{
-    domain::{ChannelId, IntegrationId, MediaId, MessageId, MessageStatus, Receipt, UserId},
+    domain::{
+        ChannelId, HistoryKind, IntegrationId, MediaId, MessageId, MessageStatus, Receipt, UserId,
+    },
     entities::{message_events, messages},
 };
 
@@ -50,7 +52,7 @@ pub async fn insert_in<C: ConnectionTrait>(
     row: messages::ActiveModel,
 ) -> Result<MessageRow, DbErr> {
     let model = row.insert(txn).await?;
-    record(txn, &model.id, "queued", None, None, None).await?;
+    record(txn, &model.id, HistoryKind::Queued, None, None, None).await?;
     Ok(model)
 }
 
@@ -96,7 +98,7 @@ fn queued_statement<'a>(
         .map(|id| message_events::ActiveModel {
             message_id: Set(id.clone()),
             at: Set(now),
-            kind: Set("queued".to_owned()),
+            kind: Set(HistoryKind::Queued.as_str().to_owned()),
             outcome: Set(None),
             error_code: Set(None),
             detail: Set(None),
@@ -184,7 +186,7 @@ pub async fn pending_alerts(db: &impl ConnectionTrait, cap: u64) -> Result<u64, 
 pub async fn record<C: ConnectionTrait>(
     db: &C,
     message_id: &MessageId,
-    kind: &str,
+    kind: HistoryKind,
     outcome: Option<&str>,
     error_code: Option<&str>,
     detail: Option<&str>,
@@ -192,7 +194,7 @@ pub async fn record<C: ConnectionTrait>(
     message_events::ActiveModel {
         message_id: Set(message_id.to_owned()),
         at: Set(Utc::now()),
-        kind: Set(kind.to_owned()),
+        kind: Set(kind.as_str().to_owned()),
         outcome: Set(outcome.map(str::to_owned)),
         error_code: Set(error_code.map(str::to_owned)),
         detail: Set(detail.map(|d| d.chars().take(1000).collect())),
@@ -624,7 +626,7 @@ pub async fn apply_provider_status(
                 record(
                     &txn,
                     &msg.id,
-                    "failed",
+                    HistoryKind::Failed,
                     Some("provider"),
                     Some(code),
                     Some(&detail),
@@ -640,7 +642,7 @@ pub async fn apply_provider_status(
         record(
             &txn,
             &msg.id,
-            "status",
+            HistoryKind::Status,
             Some(status.as_str()),
             None,
             Some(&detail),
@@ -721,7 +723,7 @@ pub async fn requeue_failed(
                 .await?
                 .rows_affected;
             if changed > 0 {
-                record(&txn, id, "replayed", None, None, None).await?;
+                record(&txn, id, HistoryKind::Replayed, None, None, None).await?;
                 requeued.push(id.clone());
             }
         }
