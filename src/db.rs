@@ -445,6 +445,34 @@ fn sqlite_value(value: sea_orm::Value) -> Result<rusqlite::types::Value, sea_orm
     })
 }
 
+/// Most rows in one multi-row `INSERT` of a wide table (messages: 25 columns, so 3,200 values).
+pub const INSERT_CHUNK: usize = 128;
+
+/// Splits `rows` for multi-row statements into chunks of [`INSERT_CHUNK`] and then of falling
+/// powers of two (300 rows: 128, 128, 32, 8, 4).
+///
+/// Both sqlx and the writer connections keep prepared statements by their SQL text, and a
+/// prepared `INSERT` of 1,000 rows of 25 columns holds about 3.4 MB in SQLite. With one text per
+/// row count, every connection kept the large statements of every batch size it had seen: a
+/// 100,000-recipient campaign's ledger (pages of 1,000) left the pool about 60 MB above idle.
+/// Powers of two give each connection at most eight texts per table, under 1 MB in all, and the
+/// same text comes back often enough to be reused instead of compiled again.
+pub fn pow2_chunks<T>(rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut rest = rows.len();
+    let mut rows = rows.into_iter();
+    let mut chunks = Vec::new();
+    while rest > 0 {
+        let size = if rest >= INSERT_CHUNK {
+            INSERT_CHUNK
+        } else {
+            1 << (usize::BITS - 1 - rest.leading_zeros())
+        };
+        chunks.push(rows.by_ref().take(size).collect());
+        rest -= size;
+    }
+    chunks
+}
+
 /// A SQLite database in a temporary file, opened through sea-orm's pool, with `sql` run on it
 /// (tests of the writer connections, which need a file another connection can open).
 #[cfg(test)]
@@ -459,6 +487,40 @@ pub(crate) async fn scratch_sqlite(
         .expect("pool");
     pool.execute_unprepared(sql).await.expect("schema");
     (dir, path, pool)
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    #[test]
+    fn chunks_are_powers_of_two_up_to_the_cap_in_order() {
+        let sizes = |n: usize| -> Vec<usize> {
+            super::pow2_chunks((0..n).collect())
+                .iter()
+                .map(Vec::len)
+                .collect()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(300), vec![128, 128, 32, 8, 4]);
+        assert_eq!(
+            sizes(1000),
+            vec![128, 128, 128, 128, 128, 128, 128, 64, 32, 8]
+        );
+        for n in 0..600 {
+            let chunks = super::pow2_chunks((0..n).collect::<Vec<_>>());
+            let flat: Vec<usize> = chunks.iter().flatten().copied().collect();
+            assert_eq!(
+                flat,
+                (0..n).collect::<Vec<_>>(),
+                "order and completeness for {n}"
+            );
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len().is_power_of_two() && c.len() <= super::INSERT_CHUNK)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,10 @@ struct Entries(Vec<audit_log::ActiveModel>);
 impl Rider for Entries {
     fn statements(self: Box<Self>, backend: sea_orm::DbBackend) -> Vec<sea_orm::Statement> {
         use sea_orm::QueryTrait;
-        vec![audit_log::Entity::insert_many(self.0).build(backend)]
+        crate::db::pow2_chunks(self.0)
+            .into_iter()
+            .map(|chunk| audit_log::Entity::insert_many(chunk).build(backend))
+            .collect()
     }
 }
 

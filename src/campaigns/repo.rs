@@ -7,8 +7,7 @@ use sea_orm::{
 };
 
 use crate::{
-    domain::{CampaignId, ContactId, MessageStatus},
-    domain::{ChannelId, MediaId, MessageId, UserId},
+    domain::{CampaignId, ChannelId, ContactId, MediaId, MessageId, MessageStatus, UserId},
     entities::{campaigns, messages},
 };
 
@@ -98,17 +97,16 @@ pub async fn insert_recipients(
     db: &impl ConnectionTrait,
     rows: Vec<messages::ActiveModel>,
 ) -> Result<(), DbErr> {
-    if rows.is_empty() {
-        return Ok(());
+    for chunk in crate::db::pow2_chunks(rows) {
+        messages::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::columns([messages::Column::CampaignId, messages::Column::ContactId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
     }
-    messages::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([messages::Column::CampaignId, messages::Column::ContactId])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
     Ok(())
 }
 

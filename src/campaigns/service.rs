@@ -15,8 +15,7 @@ use super::{
 use crate::{
     auth::Caller,
     channels::{ChannelAdapter, ProviderTemplate, repo::ChannelRow},
-    domain::{CampaignId, ContactId, MessageStatus},
-    domain::{ChannelId, MediaId},
+    domain::{CampaignId, ChannelId, MediaId, MessageStatus},
     entities::messages,
     outbox::repo::NewMessage,
     state::AppState,
@@ -339,11 +338,7 @@ pub async fn launch(
                     integration_id: None,
                 };
                 let template = template.map(|t| serde_json::to_string(&t).unwrap_or_default());
-                let (campaign, contact) = (
-                    CampaignId::from(c.id.as_str()),
-                    ContactId::from(contact.id.as_str()),
-                );
-                repo::recipient_row(message, &campaign, &contact, template, skip, now)
+                repo::recipient_row(message, &c.id, &contact.id, template, skip, now)
             })
             .collect();
         let txn = state.db.begin().await?;

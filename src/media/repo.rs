@@ -6,8 +6,7 @@ use sea_orm::{
 };
 
 use crate::{
-    domain::{CampaignStatus, MessageStatus},
-    domain::{MediaId, UserId},
+    domain::{CampaignStatus, MediaId, MessageStatus, UserId},
     entities::{campaigns, media, messages, templates},
 };
 

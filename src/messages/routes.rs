@@ -6,8 +6,7 @@ use serde::Serialize;
 use super::service::{self, SendRequest, Sent};
 use crate::{
     auth::Caller,
-    domain::MessageStatus,
-    domain::{ChannelId, HistoryKind, MediaId, MessageId},
+    domain::{ChannelId, HistoryKind, MediaId, MessageId, MessageStatus},
     error::ApiError,
     outbox::repo::{EventRow, MessageRow},
     state::AppState,

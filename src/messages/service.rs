@@ -7,8 +7,7 @@ use super::MessageError;
 use crate::{
     auth::Caller,
     channels::{self, Address},
-    domain::{ChannelId, MediaId, MessageId, UserId},
-    domain::{PARSE_MODES, PhoneError, PhoneNumber},
+    domain::{ChannelId, MediaId, MessageId, PARSE_MODES, PhoneError, PhoneNumber, UserId},
     outbox::{
         self,
         repo::{self, EventRow, MessageRow},

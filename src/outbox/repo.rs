@@ -71,8 +71,11 @@ pub fn insert_many_statements(
         .cloned()
         .map(TryIntoModel::try_into_model)
         .collect::<Result<Vec<MessageRow>, DbErr>>()?;
-    let mut statements = vec![messages::Entity::insert_many(rows).build(backend)];
-    statements.extend(queued_statement(backend, models.iter().map(|m| &m.id)));
+    let mut statements: Vec<Statement> = crate::db::pow2_chunks(rows)
+        .into_iter()
+        .map(|chunk| messages::Entity::insert_many(chunk).build(backend))
+        .collect();
+    statements.extend(queued_statements(backend, models.iter().map(|m| &m.id)));
     Ok((models, statements))
 }
 
@@ -81,17 +84,17 @@ pub async fn record_queued<'a, C: ConnectionTrait>(
     txn: &C,
     ids: impl Iterator<Item = &'a MessageId>,
 ) -> Result<(), DbErr> {
-    if let Some(statement) = queued_statement(txn.get_database_backend(), ids) {
+    for statement in queued_statements(txn.get_database_backend(), ids) {
         txn.execute_raw(statement).await?;
     }
     Ok(())
 }
 
-/// The statement appending a `queued` event to each message (none for no message).
-fn queued_statement<'a>(
+/// The statements appending a `queued` event to each message ([`crate::db::pow2_chunks`]).
+fn queued_statements<'a>(
     backend: DbBackend,
     ids: impl Iterator<Item = &'a MessageId>,
-) -> Option<Statement> {
+) -> Vec<Statement> {
     use sea_orm::QueryTrait;
     let now = Utc::now();
     let events: Vec<_> = ids
@@ -105,7 +108,10 @@ fn queued_statement<'a>(
             ..Default::default()
         })
         .collect();
-    (!events.is_empty()).then(|| message_events::Entity::insert_many(events).build(backend))
+    crate::db::pow2_chunks(events)
+        .into_iter()
+        .map(|chunk| message_events::Entity::insert_many(chunk).build(backend))
+        .collect()
 }
 
 /// What a producer (API, alert, bot reply) fills in for a new queued message.
