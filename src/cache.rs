@@ -8,21 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// What an API key check found: the owner, role, key id, write scope and expiry.
-#[derive(Debug, Clone)]
-pub struct KeyCheck {
-    /// The key's owner.
-    pub user_id: crate::domain::UserId,
-    /// The owner's role.
-    pub role: crate::auth::Role,
-    /// The key's id.
-    pub key_id: String,
-    /// The key has the `write` scope.
-    pub write: bool,
-    /// When the key expires, if ever.
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// Values by key, each kept for at most `ttl`; cleared whole when it reaches `max` entries.
 #[derive(Debug)]
 pub struct TtlCache<K, V> {

@@ -4,7 +4,6 @@ pub mod adapter;
 mod error;
 mod registry;
 pub mod repo;
-pub mod routes;
 pub mod telegram;
 pub mod updates;
 pub mod webhook;

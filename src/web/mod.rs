@@ -1,4 +1,5 @@
 //! HTTP surface: route table, operational endpoints and cross-cutting middleware.
+mod accounts;
 mod health;
 pub mod metrics;
 mod spa;
@@ -31,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(templates::configure)
                 .configure(campaigns::configure)
                 .configure(dashboard::configure)
-                .configure(channels::routes::configure)
+                .configure(accounts::configure)
                 .configure(integrations::configure)
                 .configure(media::configure)
                 .configure(events::configure_rules)

@@ -1,16 +1,22 @@
 //! `/channels`: register an account of any kind (its adapter checks and stores the credentials,
-//! encrypted), list, show, delete.
+//! encrypted), list, show, delete. The HTTP face of the delivery core's accounts: it lives here,
+//! not in `channels/`, so the core imports no feature (auth, state).
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{
-    AccountSpec, Register, Unregister,
-    adapter::{Adapters, LimitsInput, SetupError},
-    repo::{self, ChannelRow, NewChannel},
+use crate::{
+    auth::Caller,
+    channels::{
+        AccountSpec, Register, Unregister,
+        adapter::{Adapters, LimitsInput, SetupError},
+        repo::{self, ChannelRow, NewChannel},
+    },
+    config::Settings,
+    domain::ChannelId,
+    error::ApiError,
+    state::AppState,
 };
-use crate::domain::ChannelId;
-use crate::{auth::Caller, config::Settings, error::ApiError, state::AppState};
 
 /// Mounts the channel routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
