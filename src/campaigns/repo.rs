@@ -152,18 +152,21 @@ pub async fn release(
         return Ok(ids);
     }
     let now = Utc::now();
-    messages::Entity::update_many()
-        .col_expr(
-            messages::Column::Status,
-            Expr::value(MessageStatus::Queued.as_str()),
-        )
-        .col_expr(messages::Column::NextAttemptAt, Expr::value(now))
-        .col_expr(messages::Column::EnqueuedAt, Expr::value(now))
-        .col_expr(messages::Column::UpdatedAt, Expr::value(now))
-        .filter(messages::Column::Id.is_in(ids.clone()))
-        .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
-        .exec(&txn)
-        .await?;
+    // In chunks of powers of two: one text per chunk size, not one per release size.
+    for chunk in crate::db::pow2_chunks(ids.clone()) {
+        messages::Entity::update_many()
+            .col_expr(
+                messages::Column::Status,
+                Expr::value(MessageStatus::Queued.as_str()),
+            )
+            .col_expr(messages::Column::NextAttemptAt, Expr::value(now))
+            .col_expr(messages::Column::EnqueuedAt, Expr::value(now))
+            .col_expr(messages::Column::UpdatedAt, Expr::value(now))
+            .filter(messages::Column::Id.is_in(chunk))
+            .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
+            .exec(&txn)
+            .await?;
+    }
     crate::outbox::repo::record_queued(&txn, ids.iter()).await?;
     txn.commit().await?;
     Ok(ids)

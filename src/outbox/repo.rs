@@ -429,16 +429,17 @@ async fn finish(
     Ok(())
 }
 
-/// Marks that a job for the message was pushed now.
+/// Marks that a job for the message was pushed now (id lists in [`crate::db::pow2_chunks`], so
+/// the statements' texts repeat).
 pub async fn mark_enqueued(db: &impl ConnectionTrait, ids: &[MessageId]) -> Result<(), DbErr> {
-    if ids.is_empty() {
-        return Ok(());
+    let now = Utc::now();
+    for chunk in crate::db::pow2_chunks(ids.to_vec()) {
+        messages::Entity::update_many()
+            .col_expr(messages::Column::EnqueuedAt, Expr::value(now))
+            .filter(messages::Column::Id.is_in(chunk))
+            .exec(db)
+            .await?;
     }
-    messages::Entity::update_many()
-        .col_expr(messages::Column::EnqueuedAt, Expr::value(Utc::now()))
-        .filter(messages::Column::Id.is_in(ids.iter().cloned()))
-        .exec(db)
-        .await?;
     Ok(())
 }
 

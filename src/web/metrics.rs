@@ -14,11 +14,20 @@ use crate::state::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the global recorder once per process (later calls reuse it).
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs the global recorder once per process (later calls reuse it), and a thread that
+/// runs its upkeep.
+///
+/// `install_recorder` leaves upkeep to the caller: without it every histogram sample (one per
+/// HTTP request, per send, per batch) stayed in memory until the next scrape of `/metrics`, so
+/// a server nobody scraped grew by about 8 bytes a request for ever (1.4 MB after a
+/// 100,000-recipient campaign's 176,000 status callbacks).
 pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[
@@ -28,7 +37,18 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 )
                 .ok()?
                 .install_recorder()
-                .ok()
+                .ok()?;
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
         })
         .as_ref()
 }
