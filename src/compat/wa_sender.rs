@@ -76,8 +76,13 @@ async fn clear_cache(state: web::Data<AppState>, caller: Caller) -> Result<HttpR
     Ok(HttpResponse::Ok().json(json!({ "success": true, "deletedKeys": replaced })))
 }
 
+/// Multipart part names the seed's forms used for the file sent with every message.
+const MEDIA_PARTS: [&str; 6] = ["media", "image", "video", "audio", "document", "attachment"];
+
 /// `POST /send-messages` (multipart: `file` = contacts CSV, `message` = text with variables,
-/// optional `channel_id` and `name`): upserts the contacts and starts a campaign to them.
+/// optional `channel_id`, `name`, and a file to send with the message as `media` (or `image`,
+/// `video`, `audio`, `document`, `attachment`), checked against the number's media limits):
+/// upserts the contacts and starts a campaign to them.
 async fn send_messages(
     state: web::Data<AppState>,
     caller: Caller,
@@ -86,10 +91,18 @@ async fn send_messages(
     caller.ensure_can_write()?;
     let max = state.settings.media.max_upload_bytes;
     let (mut csv, mut message, mut channel_id, mut name) = (None, None, None, None);
+    let mut media = None;
     while let Some(field) = payload.next().await {
         let mut field =
             field.map_err(|e| ApiError::BadRequest("invalid-multipart", e.to_string()))?;
         let field_name = field.name().unwrap_or_default().to_owned();
+        let (content_type, filename) = (
+            field.content_type().cloned(),
+            field
+                .content_disposition()
+                .and_then(|cd| cd.get_filename())
+                .map(str::to_owned),
+        );
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
             let chunk =
@@ -107,6 +120,21 @@ async fn send_messages(
             "message" => message = Some(text()),
             "channel_id" => channel_id = Some(ChannelId::from(text())),
             "name" => name = Some(text()),
+            part if MEDIA_PARTS.contains(&part) => {
+                if media.is_some() {
+                    return Err(ApiError::BadRequest(
+                        "too-many-files",
+                        "send one file with the message".into(),
+                    ));
+                }
+                let content_type = content_type.ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "missing-content-type",
+                        format!("the `{part}` part needs a Content-Type"),
+                    )
+                })?;
+                media = Some((content_type, filename, bytes));
+            }
             _ => {}
         }
     }
@@ -140,6 +168,30 @@ async fn send_messages(
             format!("no row of the CSV has a valid phone ({refused} refused)"),
         ));
     }
+    let media_id = match media {
+        None => None,
+        Some((content_type, filename, bytes)) => {
+            // Checked against the number's own limits (WhatsApp: 5 MB images, 16 MB video …),
+            // and only once the CSV is known to be good, so a refused send stores no file.
+            let kind = channels::repo::find_owned(&state.db, &caller.user_id, &channel_id)
+                .await?
+                .map(|r| r.kind)
+                .ok_or_else(|| {
+                    ApiError::NotFound("channel-not-found", format!("no channel `{channel_id}`"))
+                })?;
+            let body = futures::stream::iter([Ok::<_, String>(bytes::Bytes::from(bytes))]);
+            let row = crate::media::service::upload(
+                &state,
+                &caller,
+                Some(&kind),
+                &content_type,
+                filename,
+                body,
+            )
+            .await?;
+            Some(row.id)
+        }
+    };
     let now = state.clock.now();
     let source = "send-messages";
     for chunk in rows.chunks(crate::contacts::repo::BATCH_ROWS) {
@@ -155,7 +207,7 @@ async fn send_messages(
         channel_id,
         template_id: None,
         body: Some(message),
-        media_id: None,
+        media_id,
         provider_template: None,
         audience: Audience {
             groups: Vec::new(),

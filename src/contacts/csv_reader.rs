@@ -1,5 +1,5 @@
 //! Reads a contacts CSV one row at a time, whatever its shape: UTF-8 with or without BOM or
-//! Latin-1, comma, semicolon or tab separated, and headers in Spanish or English (`telefono`,
+//! Windows-1252 (what Excel saves as "CSV" on Spanish Windows), comma, semicolon or tab separated, and headers in Spanish or English (`telefono`,
 //! `nombre`, `sustantivo`, `grupo`, …). Other columns become free attributes. Rows come out
 //! normalised (E.164 phones) or as an error with a stable code; nothing is held but the current
 //! row and one 8-byte hash per phone seen (to report duplicates within the file).
@@ -111,15 +111,15 @@ pub fn normalise_header(header: &str) -> String {
     out
 }
 
-/// UTF-8 when it is, else Latin-1 (every byte is a character): spreadsheets on Windows still
-/// save CSV that way.
+/// UTF-8 when it is, else Windows-1252: spreadsheets on Windows still save CSV that way. Read
+/// as ISO-8859-1 (each byte its own code point), Excel's `€ ’ “ ” –` (0x80–0x9F) became C1
+/// control characters; Windows-1252 is also what the WHATWG standard decodes "latin1" as.
 fn decode(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.trim().to_owned(),
-        Err(_) => bytes
-            .iter()
-            .map(|&b| b as char)
-            .collect::<String>()
+        Err(_) => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0
             .trim()
             .to_owned(),
     }
@@ -349,6 +349,20 @@ mod tests {
         let jose = rows[1].1.as_ref().expect("jose");
         assert_eq!(jose.name.as_deref(), Some("José"));
         assert_eq!(jose.phone, "+34699111222");
+    }
+
+    #[test]
+    fn windows_1252_punctuation_and_euro_are_read_as_excel_wrote_them() {
+        // Excel on Spanish Windows: "Peña – “VIP”", "l’oferta de 5 €".
+        let rows = read(
+            b"nombre;telefono;nota\nPe\xf1a \x96 \x93VIP\x94;612345678;l\x92oferta de 5 \x80\n",
+        );
+        let row = rows[0].1.as_ref().expect("row");
+        assert_eq!(row.name.as_deref(), Some("Peña – “VIP”"));
+        assert_eq!(
+            row.attributes.get("nota").map(String::as_str),
+            Some("l’oferta de 5 €")
+        );
     }
 
     #[test]

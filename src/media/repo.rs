@@ -52,17 +52,16 @@ pub async fn find(db: &impl ConnectionTrait, id: &MediaId) -> Result<Option<Medi
     media::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
-/// A page of rows, newest first (`owner_id` `None`: everyone's), and how many there are.
+/// A page of `owner_id`'s rows, newest first, and how many there are.
 pub async fn list(
     db: &impl ConnectionTrait,
-    owner_id: Option<&UserId>,
+    owner_id: &UserId,
     offset: u64,
     limit: u64,
 ) -> Result<(Vec<MediaRow>, u64), DbErr> {
-    let mut select = media::Entity::find().order_by_desc(media::Column::CreatedAt);
-    if let Some(owner) = owner_id {
-        select = select.filter(media::Column::OwnerId.eq(owner));
-    }
+    let select = media::Entity::find()
+        .filter(media::Column::OwnerId.eq(owner_id))
+        .order_by_desc(media::Column::CreatedAt);
     let total = select.clone().count(db).await?;
     let rows = select.offset(offset).limit(limit).all(db).await?;
     Ok((rows, total))

@@ -520,6 +520,79 @@ async fn missing_variables_and_send_messages(backend: Backend) {
             .iter()
             .any(|s| s.body.as_deref() == Some("Hola Eva (VIP)"))
     );
+
+    // With a picture, as the seed's form sends it: every recipient gets it with the text as
+    // its caption. A second file in one form is refused, and so is a file the number cannot
+    // send (WhatsApp takes images up to 5 MB), before any contact or campaign is written.
+    let picture = || {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&[7; 2000]);
+        reqwest::multipart::Part::bytes(png)
+            .file_name("oferta.png")
+            .mime_str("image/png")
+            .expect("mime")
+    };
+    let form = |extra: Vec<(&'static str, reqwest::multipart::Part)>| {
+        let mut form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(b"telefono;nombre\n600 000 004;Leo\n".to_vec())
+                    .file_name("c.csv")
+                    .mime_str("text/csv")
+                    .expect("mime"),
+            )
+            .text("message", "Mira, {{ nombre }}");
+        for (name, part) in extra {
+            form = form.part(name, part);
+        }
+        form
+    };
+    let post = |form: reqwest::multipart::Form| {
+        app.client
+            .post(format!("{}/send-messages", app.address))
+            .bearer_auth(&app.api_key)
+            .multipart(form)
+    };
+    let (_, campaigns) = app.api(Method::GET, "campaigns", None).await;
+    let before = campaigns.to_string().matches("\"id\"").count();
+    let (status, out) =
+        status_and_json(post(form(vec![("image", picture()), ("media", picture())]))).await;
+    assert_eq!(
+        (status, out["error"].as_str()),
+        (400, Some("too-many-files")),
+        "{out}"
+    );
+    let big = reqwest::multipart::Part::bytes(
+        [b"\x89PNG\r\n\x1a\n".as_slice(), &[0; 6 * 1024 * 1024]].concat(),
+    )
+    .file_name("big.png")
+    .mime_str("image/png")
+    .expect("mime");
+    let (status, out) = status_and_json(post(form(vec![("image", big)]))).await;
+    assert_eq!(status, 413, "{out}");
+    let (status, out) = status_and_json(post(form(vec![("image", picture())]))).await;
+    assert_eq!(status, 200, "{out}");
+    let (_, campaigns) = app.api(Method::GET, "campaigns", None).await;
+    assert_eq!(
+        campaigns.to_string().matches("\"id\"").count(),
+        before + 1,
+        "only the accepted form made a campaign"
+    );
+    let id = out["campaignId"].as_str().expect("campaign id");
+    wait_campaign(app, id, Duration::from_secs(30), |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    let sent = wa.fake.sent();
+    let leo = sent
+        .iter()
+        .find(|s| s.body.as_deref() == Some("Mira, Leo"))
+        .expect("Leo's message");
+    assert_eq!(leo.kind, "image", "{leo:?}");
+    assert!(
+        leo.media_id.is_some() || leo.media_link.is_some(),
+        "{leo:?}"
+    );
 }
 
 /// Polls a message until `done` holds (panics after `timeout`).

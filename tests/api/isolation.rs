@@ -573,6 +573,28 @@ async fn isolation_walk(backend: Backend) {
         let (status, body) = call(&app, &app.api_key, Method::GET, &path, None).await;
         assert_eq!(status, 200, "admin GET {path}: {body}");
     }
+    // … but lists show the caller's own, an admin's too (the audit log aside).
+    for route in routes().iter().filter(|r| {
+        r.method == Method::GET && r.resource.is_none() && r.path != "/api/v1/audit-log"
+    }) {
+        let (status, body) = call(&app, &app.api_key, Method::GET, route.path, None).await;
+        assert_eq!(status, 200, "admin {}: {body}", route.path);
+        let text = body.to_string();
+        for kind in [
+            "channel",
+            "media",
+            "integration",
+            "contact",
+            "template",
+            "campaign",
+        ] {
+            assert!(
+                !text.contains(res.id(kind)),
+                "the admin's {} lists A's {kind}",
+                route.path
+            );
+        }
+    }
 
     // Nothing above changed A's data: A still sees all of it.
     for route in routes()
