@@ -54,7 +54,7 @@ pub struct AppState {
     /// Batched writes of new messages (alerts).
     pub ledger: LedgerWriter,
     /// API key hash → what its check found, for a second (revoking a key here clears it).
-    pub api_keys: Arc<crate::cache::TtlCache<String, crate::auth::extractor::KeyCheck>>,
+    pub api_keys: Arc<crate::cache::TtlCache<String, crate::auth::key_check::KeyCheck>>,
     /// (owner, channel id) → the account's row, for a second (deleting one here clears it).
     pub channel_rows:
         Arc<crate::cache::TtlCache<(UserId, ChannelId), crate::channels::repo::ChannelRow>>,

@@ -128,21 +128,6 @@ pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Result<&str
         .ok_or(ApiError::MissingCredentials)
 }
 
-/// What an API key check found: the owner, role, key id, write scope and expiry.
-#[derive(Debug, Clone)]
-pub struct KeyCheck {
-    /// The key's owner.
-    pub user_id: UserId,
-    /// The owner's role.
-    pub role: Role,
-    /// The key's id.
-    pub key_id: String,
-    /// The key has the `write` scope.
-    pub write: bool,
-    /// When the key expires, if ever.
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// The caller of API key `token`, reused for a second: three reads per request were most of what
 /// an API call cost. Revoking a key on this node clears the cache; elsewhere it takes a second.
 pub async fn api_key(state: &AppState, token: &str) -> Result<Caller, ApiError> {
@@ -162,7 +147,7 @@ pub async fn api_key(state: &AppState, token: &str) -> Result<Caller, ApiError> 
     }
     let (caller, expires_at) = repo::authenticate(&state.db, token, now).await?;
     if let Via::ApiKey { key_id, write } = &caller.via {
-        let check = KeyCheck {
+        let check = super::key_check::KeyCheck {
             user_id: caller.user_id.clone(),
             role: caller.role,
             key_id: key_id.clone(),

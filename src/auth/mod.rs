@@ -4,6 +4,7 @@ pub mod audit;
 pub mod audit_writer;
 mod error;
 pub mod extractor;
+pub mod key_check;
 pub mod lockout;
 pub mod oidc;
 pub mod repo;
