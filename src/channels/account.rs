@@ -10,7 +10,10 @@ use super::{
     ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, adapter::Connection, updates,
 };
 use crate::domain::ChannelId;
-use crate::{pacing::LimitScope, telemetry::redact};
+use crate::{
+    pacing::{LimitScope, Permit},
+    telemetry::redact,
+};
 
 /// How often idle recipient buckets are dropped.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
@@ -178,8 +181,14 @@ impl Handler<Deliver> for AccountActor {
             };
             metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => channel)
                 .record(permit.waited.as_secs_f64());
+            // Answered however the call ends, even when this future is dropped mid-call: the
+            // pacer holds the account's window until it knows the provider has counted it.
+            let answer = Answer {
+                pacer: &*pacer,
+                permit,
+            };
             let result = connection.send(&msg).await;
-            pacer.answered(&permit);
+            drop(answer);
             let scope = connection.rate_limit_scope();
             let outcome = match &result {
                 Ok(_) => "sent",
@@ -205,6 +214,18 @@ impl Handler<Deliver> for AccountActor {
             tracing::debug!(%channel_id, to = %redact(&msg.recipient), outcome, "provider call");
             result
         })
+    }
+}
+
+/// Tells the pacer a send was answered when it is dropped.
+struct Answer<'a> {
+    pacer: &'a dyn Pacer,
+    permit: Permit,
+}
+
+impl Drop for Answer<'_> {
+    fn drop(&mut self) {
+        self.pacer.answered(&self.permit);
     }
 }
 

@@ -4,10 +4,12 @@
 //! account slot that keeps every reserved or departed send at least a slot from it, so
 //! waiters are served in order and a recipient that must wait does not hold the account back
 //! (later sends to other recipients take the free slots before it). When the send leaves, the
-//! departure is checked once more against what really left: the provider counted the send
+//! departure is checked once more against what really left: the provider answered the send
 //! `rate` departures ago a whole second before this one can arrive (it counted it before it
-//! answered, or within `margin` of its departure while no answer came back); the recipient's last departure is an interval ago; the account's last one is
-//! most of a slot ago), so a late timer can delay a send but never bunch sends together. A freeze or a hold moves every turn not yet taken and
+//! answered; while no answer came back it may still be on its way, however late its departure
+//! was, so the next send waits for that answer); the recipient's last departure is an interval
+//! ago; the account's last one is most of a slot ago), so a late timer or a starved task can
+//! delay a send but never bunch sends together. A freeze or a hold moves every turn not yet taken and
 //! lays them out again, so nothing bursts when it ends. A slot is `(1 s + d) / rate`, `d` being the
 //! average time the provider took to count a send, so the plan follows the network.
 use std::{
@@ -37,6 +39,11 @@ const MIN_RATE_SHARE: f64 = 0.1;
 const CATCH_UP_GAP: f64 = 0.8;
 /// Weight of one answer in the average delay to the provider.
 const DELAY_WEIGHT: f64 = 0.1;
+/// How often a send whose window hangs on an unanswered departure looks again.
+const ANSWER_POLL: Duration = Duration::from_millis(5);
+/// A departure never answered (its send was dropped mid-call) counts as answered this late, so
+/// a lost answer can slow the account down but never stop it.
+const ANSWER_LOST: Duration = Duration::from_secs(60);
 
 type Ticket = (Instant, u64);
 
@@ -51,8 +58,17 @@ struct Reservation {
 struct Departure {
     seq: u64,
     at: Instant,
-    /// The latest the provider can have counted it: its answer, or `at + margin` until then.
-    counted_by: Instant,
+    /// When its answer came back: the provider counted it by then. Until then it may still be
+    /// on its way (a task starved of CPU can write the request long after its turn).
+    answered: Option<Instant>,
+}
+
+impl Departure {
+    /// The latest the provider can have counted it, if that is known at `now`.
+    fn counted_by(&self, now: Instant) -> Option<Instant> {
+        self.answered
+            .or_else(|| Some(self.at + ANSWER_LOST).filter(|lost| *lost <= now))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +76,8 @@ struct Recipient {
     /// The latest turn promised to a send of this recipient that was handed back (deferred).
     promised_until: Option<Instant>,
     last_departed: Option<Instant>,
+    /// The number of its last departure, to find that send's answer.
+    last_seq: Option<u64>,
     pending: BTreeSet<Ticket>,
     held_until: Option<Instant>,
 }
@@ -73,8 +91,8 @@ struct Timeline {
     tickets: HashMap<u64, Reservation>,
     /// What really left, oldest first; at most `account_per_sec` entries.
     departed: VecDeque<Departure>,
-    /// Expected time from a departure to the provider counting it (its answer, or the margin
-    /// while none came back), averaged: it sets the plan's slot.
+    /// Expected time from a departure to its answer (the margin until answers come back),
+    /// averaged: it sets the plan's slot.
     delay: Duration,
     next_seq: u64,
     recipients: HashMap<Arc<str>, Recipient>,
@@ -237,6 +255,20 @@ impl Timeline {
         self.unplace(id);
     }
 
+    /// When a send may leave that must arrive `gap` after the provider counted departure `seq`,
+    /// if that is later than `now`. Not answered yet, it may still be on its way: look again
+    /// when its answer usually comes, then every few milliseconds until it does. A departure
+    /// that fell out of the window's record is long counted.
+    fn after_answer(&self, seq: Option<u64>, gap: Duration, now: Instant) -> Option<Instant> {
+        let i = self.departed.binary_search_by_key(&seq?, |d| d.seq).ok()?;
+        let d = &self.departed[i];
+        let free = match d.counted_by(now) {
+            Some(counted) => counted + gap,
+            None => (d.at + self.delay + gap).max(now + ANSWER_POLL),
+        };
+        (free > now).then_some(free)
+    }
+
     /// `Ok` with the departure's number when the send may leave now (and records it), else the
     /// time to check again.
     fn try_depart(&mut self, id: u64, now: Instant) -> Result<u64, Instant> {
@@ -258,11 +290,10 @@ impl Timeline {
         }
         let cap = self.cap();
         if self.departed.len() >= cap {
-            // The provider counted it by then at the latest; a second later it is out of the
-            // provider's window.
-            let oldest = self.departed[self.departed.len() - cap];
-            let free = oldest.counted_by + Duration::from_secs(1);
-            if free > now {
+            // The provider counted it by its answer at the latest; a second later it is out of
+            // the provider's window.
+            let oldest = self.departed[self.departed.len() - cap].seq;
+            if let Some(free) = self.after_answer(Some(oldest), Duration::from_secs(1), now) {
                 return Err(free);
             }
         }
@@ -274,6 +305,11 @@ impl Timeline {
             if let Some(free) = r.last_departed.map(|d| d + interval).filter(|f| *f > now) {
                 return Err(free);
             }
+            if let Some(free) =
+                self.after_answer(r.last_seq, self.limits.recipient_base(res.kind), now)
+            {
+                return Err(free);
+            }
         }
         let Some(res) = self.unplace(id) else {
             return Ok(seq);
@@ -282,15 +318,14 @@ impl Timeline {
         self.departed.push_back(Departure {
             seq,
             at: now,
-            counted_by: now + self.limits.margin,
+            answered: None,
         });
         while self.departed.len() > self.limits.account_per_sec.max(1) as usize {
             self.departed.pop_front();
         }
-        self.recipients
-            .entry(res.recipient)
-            .or_default()
-            .last_departed = Some(now);
+        let r = self.recipients.entry(res.recipient).or_default();
+        r.last_departed = Some(now);
+        r.last_seq = Some(seq);
         self.calm_step(now);
         Ok(seq)
     }
@@ -301,8 +336,11 @@ impl Timeline {
             return;
         };
         let d = &mut self.departed[i];
-        d.counted_by = d.counted_by.min(at);
-        let delay = d.counted_by.duration_since(d.at);
+        if d.answered.is_some() {
+            return;
+        }
+        d.answered = Some(at);
+        let delay = at.saturating_duration_since(d.at);
         self.delay = self.delay.mul_f64(1.0 - DELAY_WEIGHT) + delay.mul_f64(DELAY_WEIGHT);
     }
 

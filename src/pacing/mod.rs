@@ -26,10 +26,11 @@ pub struct PacingLimits {
     pub recipient_interval: Duration,
     /// Sends per minute to one group chat (Telegram 20).
     pub group_per_min: u32,
-    /// The longest a send may take to reach the provider, assumed until the provider's answer
-    /// shows it arrived sooner: a send leaves a whole second after the provider counted the
-    /// send `account_per_sec` departures before it, so network and timer jitter cannot put more
-    /// than `account_per_sec` into any second at the provider.
+    /// The time a send is first expected to take to reach the provider, until answers measure
+    /// it: it widens the planned slot. What keeps the provider's windows is not this guess but
+    /// its answers: a send leaves a whole second after the answer to the send `account_per_sec`
+    /// departures before it, so network jitter and starved tasks cannot put more than
+    /// `account_per_sec` into any second at the provider.
     pub margin: Duration,
     /// Added to every recipient interval, for the same reason.
     pub recipient_margin: Duration,
@@ -41,11 +42,16 @@ pub struct PacingLimits {
 impl PacingLimits {
     /// Least time between two departures to one recipient of `kind`, with the margin.
     pub fn interval(&self, kind: RecipientKind) -> Duration {
-        let base = match kind {
+        self.recipient_base(kind) + self.recipient_margin
+    }
+
+    /// The provider's own least time between two sends to one recipient of `kind`: a send to
+    /// the recipient leaves at least this long after the answer to its previous send.
+    pub fn recipient_base(&self, kind: RecipientKind) -> Duration {
+        match kind {
             RecipientKind::Private => self.recipient_interval,
             RecipientKind::Group => Duration::from_secs(60) / self.group_per_min.max(1),
-        };
-        base + self.recipient_margin
+        }
     }
 }
 

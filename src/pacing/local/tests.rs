@@ -33,7 +33,9 @@ fn drain_late(
     while !waiting.is_empty() {
         let mut next = None::<Instant>;
         waiting.retain(|id| match t.try_depart(*id, now) {
-            Ok(_) => {
+            Ok(seq) => {
+                // A provider that answers at once.
+                t.answered(seq, now);
                 left.push((*id, now));
                 false
             }
@@ -100,18 +102,66 @@ fn every_window_holds_at_most_the_rate_even_when_timers_are_late() {
     );
 }
 
+/// Leaves `id` at its first chance from `now` on, without answering it; returns its number.
+fn leave(t: &mut Timeline, id: u64, now: &mut Instant) -> u64 {
+    loop {
+        match t.try_depart(id, *now) {
+            Ok(seq) => return seq,
+            Err(at) => *now = at,
+        }
+    }
+}
+
 #[test]
-fn the_margin_widens_the_window() {
-    let mut l = limits(30, 1000);
-    l.margin = Duration::from_millis(30);
-    let mut t = Timeline::new(l);
-    let now = Instant::now();
-    let ids: Vec<u64> = (0..61)
-        .map(|i| t.reserve(&i.to_string(), RecipientKind::Private, now).0)
+fn a_send_waits_for_the_answer_to_the_send_a_window_before_it() {
+    let mut t = Timeline::new(limits(30, 1000));
+    let start = Instant::now();
+    let ids: Vec<u64> = (0..31)
+        .map(|i| t.reserve(&i.to_string(), RecipientKind::Private, start).0)
         .collect();
-    let left = drain(&mut t, &ids, now);
-    assert!(left[30].1 - left[0].1 >= Duration::from_millis(1030));
-    assert!(left[60].1 - left[30].1 >= Duration::from_millis(1030));
+    let mut now = start;
+    let seqs: Vec<u64> = ids[..30]
+        .iter()
+        .map(|id| leave(&mut t, *id, &mut now))
+        .collect();
+    // The first send is stuck on its way (a starved task, a slow network): however long ago it
+    // left, the provider may count it at any moment, so the 31st looks again shortly.
+    let later = start + Duration::from_secs(5);
+    let again = t.try_depart(ids[30], later).expect_err("no answer yet");
+    assert!(again > later && again <= later + ANSWER_POLL, "{again:?}");
+    // It is answered at 4.5 s: the 31st leaves a second after that.
+    t.answered(seqs[0], start + 4500 * MS);
+    assert_eq!(t.try_depart(ids[30], later), Err(start + 5500 * MS));
+    assert!(t.try_depart(ids[30], start + 5500 * MS).is_ok());
+}
+
+#[test]
+fn a_lost_answer_slows_the_account_down_but_never_stops_it() {
+    let mut t = Timeline::new(limits(1, 1));
+    let start = Instant::now();
+    let (a, _) = t.reserve("a", RecipientKind::Private, start);
+    let (b, _) = t.reserve("b", RecipientKind::Private, start);
+    let mut now = start;
+    leave(&mut t, a, &mut now);
+    assert!(t.try_depart(b, start + Duration::from_secs(30)).is_err());
+    assert!(
+        t.try_depart(b, start + ANSWER_LOST + Duration::from_secs(1))
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_recipient_waits_for_the_answer_to_its_last_send() {
+    let mut t = Timeline::new(limits(30, 1000));
+    let start = Instant::now();
+    let (a1, _) = t.reserve("a", RecipientKind::Private, start);
+    let (a2, at2) = t.reserve("a", RecipientKind::Private, start);
+    assert_eq!(at2, start + Duration::from_secs(1));
+    let seq = t.try_depart(a1, start).expect("first leaves at once");
+    // Its answer came 300 ms later: it may have arrived just before.
+    t.answered(seq, start + 300 * MS);
+    assert_eq!(t.try_depart(a2, at2), Err(start + 1300 * MS));
+    assert!(t.try_depart(a2, start + 1300 * MS).is_ok());
 }
 
 #[test]
