@@ -61,6 +61,46 @@ pub struct Settings {
     pub whatsapp: WhatsAppSettings,
     /// Campaign execution.
     pub campaigns: CampaignSettings,
+    /// Trading signals (`POST /webhook/u/{token}`): plans, quotas, duplicates, token rotation.
+    pub signals: SignalsSettings,
+    /// Proxies in front of the server (IPs or CIDR blocks, e.g. `10.0.0.0/8`): the client's
+    /// address is read from `X-Forwarded-For` only when the connection comes from one of them,
+    /// so a forged header from anyone else is ignored. Empty (default): the peer address.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Trading signals settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsSettings {
+    /// Plan of users that have none (or one not listed under `plans`).
+    pub default_plan: String,
+    /// Plans by name (a user's plan is `users.plan`, shared with the alerts quota).
+    pub plans: BTreeMap<String, SignalPlan>,
+    /// Length of a quota period, in days; a user's period starts with their first signal.
+    pub quota_period_days: u32,
+    /// The same alert (same chart and body) posted again within this many seconds is one signal.
+    pub dedup_window_secs: u32,
+    /// How long a rotated-out webhook token keeps working, in hours (0: it stops at once).
+    pub token_grace_hours: u32,
+    /// Largest webhook body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Used only if validation was skipped and the default plan is missing.
+const FALLBACK_PLAN: SignalPlan = SignalPlan {
+    quota: 0,
+    priority: u8::MAX,
+};
+
+/// One plan's signal limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalPlan {
+    /// Signals per quota period.
+    pub quota: u32,
+    /// Snapshot order when the queue is busy: 1 goes first.
+    pub priority: u8,
 }
 
 /// Contacts settings.
@@ -504,6 +544,44 @@ impl Default for Settings {
                 default_region: "ES".into(),
                 max_import_bytes: 1024 * 1024 * 1024,
             },
+            signals: SignalsSettings {
+                default_plan: "free".into(),
+                plans: BTreeMap::from([
+                    (
+                        "free".into(),
+                        SignalPlan {
+                            quota: 100,
+                            priority: 4,
+                        },
+                    ),
+                    (
+                        "basic".into(),
+                        SignalPlan {
+                            quota: 1_000,
+                            priority: 3,
+                        },
+                    ),
+                    (
+                        "pro".into(),
+                        SignalPlan {
+                            quota: 5_000,
+                            priority: 2,
+                        },
+                    ),
+                    (
+                        "premium".into(),
+                        SignalPlan {
+                            quota: 20_000,
+                            priority: 1,
+                        },
+                    ),
+                ]),
+                quota_period_days: 30,
+                dedup_window_secs: 60,
+                token_grace_hours: 24,
+                max_body_bytes: 16 * 1024,
+            },
+            trusted_proxies: Vec::new(),
             auth: AuthSettings {
                 public_url: None,
                 session_ttl_secs: 8 * 3600,
@@ -557,6 +635,28 @@ impl Settings {
             let env = format!("PREGONERO_{}", key.to_uppercase().replace('.', "__"));
             Err(ConfigError(format!("setting `{key}` ({env}): {why}")))
         };
+        if !self.signals.plans.contains_key(&self.signals.default_plan) {
+            return bad(
+                "signals.default_plan",
+                "must name a plan defined under signals.plans",
+            );
+        }
+        if self.signals.quota_period_days == 0 || self.signals.quota_period_days > 366 {
+            return bad("signals.quota_period_days", "must be between 1 and 366");
+        }
+        if self.signals.max_body_bytes < 256 || self.signals.max_body_bytes > 1024 * 1024 {
+            return bad("signals.max_body_bytes", "must be between 256 and 1048576");
+        }
+        if let Some(bad_proxy) = self
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::web::client_ip::parse_net(p).is_none())
+        {
+            return bad(
+                "trusted_proxies",
+                &format!("`{bad_proxy}` is not an IP address or a CIDR block"),
+            );
+        }
         if self.delivery.pacing_margin_ms > 500 {
             return bad(
                 "delivery.pacing_margin_ms",
@@ -783,6 +883,14 @@ impl Settings {
             (UpdatesMode::Auto, None) => UpdatesMode::Polling,
             (mode, _) => mode,
         }
+    }
+
+    /// The signal limits of a plan (the default plan's when `plan` is unknown or unset).
+    pub fn signal_plan(&self, plan: Option<&str>) -> (&str, &SignalPlan) {
+        plan.and_then(|p| self.signals.plans.get_key_value(p))
+            .or_else(|| self.signals.plans.get_key_value(&self.signals.default_plan))
+            .map(|(name, plan)| (name.as_str(), plan))
+            .unwrap_or(("free", &FALLBACK_PLAN))
     }
 
     /// Daily alert quota of a plan (the default plan's when `plan` is unknown or unset).

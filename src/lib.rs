@@ -22,6 +22,7 @@ pub mod messages;
 pub mod outbox;
 pub mod pacing;
 pub mod scheduled;
+pub mod signals;
 pub mod startup;
 pub mod state;
 pub mod subscriptions;

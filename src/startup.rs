@@ -161,6 +161,10 @@ impl Application {
             .context("could not open the media store")?;
         tracing::info!(store = media.kind(), "media store ready");
         let settings_auth = settings.auth.clone();
+        let trusted_proxies: Arc<[ipnet::IpNet]> =
+            crate::web::client_ip::parse_list(settings.trusted_proxies.iter().map(String::as_str))
+                .map_err(|bad| anyhow::anyhow!("trusted_proxies: `{bad}` is not an IP or CIDR"))?
+                .into();
         let settings = Arc::new(settings);
         let media = Arc::new(media);
         let in_flight = crate::outbox::InFlight::default();
@@ -226,6 +230,7 @@ impl Application {
             refresh_lock: Default::default(),
             imports: Default::default(),
             subscriptions,
+            trusted_proxies,
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();

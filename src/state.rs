@@ -76,4 +76,6 @@ pub struct AppState {
     pub subscriptions: crate::subscriptions::SubscriptionsListener,
     /// Contact imports running in this process.
     pub imports: crate::contacts::imports::Imports,
+    /// Proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }

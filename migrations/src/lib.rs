@@ -11,6 +11,7 @@ mod m20261123_000007_templates;
 mod m20261123_000008_campaigns;
 mod m20261123_000009_campaign_release_index;
 mod m20261204_000010_subscriptions;
+mod m20261206_000011_signals;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000008_campaigns::Migration),
             Box::new(m20261123_000009_campaign_release_index::Migration),
             Box::new(m20261204_000010_subscriptions::Migration),
+            Box::new(m20261206_000011_signals::Migration),
         ]
     }
 }

@@ -315,6 +315,20 @@ pub async fn touch_login(
         .map(|_| ())
 }
 
+/// Sets a user's plan; `false` when there is no such user.
+pub async fn set_plan(
+    db: &DatabaseConnection,
+    user_id: &UserId,
+    plan: &str,
+) -> Result<bool, DbErr> {
+    let result = users::Entity::update_many()
+        .col_expr(users::Column::Plan, Expr::value(plan))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
 /// A stored API key (its token's hash, never the token).
 pub type KeyRow = api_keys::Model;
 /// A stored user.

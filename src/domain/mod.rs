@@ -226,6 +226,16 @@ pub fn region(code: &str) -> Option<phonenumber::country::Id> {
     code.trim().to_ascii_uppercase().parse().ok()
 }
 
+/// For PATCH-like bodies: a key set to `null` is `Some(None)` (clear it), a missing key is
+/// `None` (leave it), with `#[serde(default, deserialize_with = "crate::domain::double_option")]`.
+pub fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Ok(Some(Option::deserialize(d)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

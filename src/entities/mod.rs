@@ -17,6 +17,8 @@ pub mod messages;
 pub mod oidc_logins;
 pub mod scheduled_runs;
 pub mod sessions;
+pub mod signal_profiles;
+pub mod signals;
 pub mod subscriptions;
 pub mod templates;
 pub mod users;

@@ -28,7 +28,8 @@ const DEFAULT_PER_MINUTE: i32 = 6;
 #[serde(deny_unknown_fields)]
 pub struct RuleBody {
     name: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
+    /// `"service": null` clears the filter; a missing key leaves it as it is.
+    #[serde(default, deserialize_with = "crate::domain::double_option")]
     service: Option<Option<String>>,
     #[serde(rename = "match")]
     conditions: Option<Map<String, Value>>,
@@ -37,13 +38,6 @@ pub struct RuleBody {
     chat_id: Option<Value>,
     max_per_minute: Option<i32>,
     enabled: Option<bool>,
-}
-
-/// `"service": null` clears the filter; a missing key leaves it as it is.
-fn double_option<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<String>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
 }
 
 /// Checks `body` over `current` (for PATCH) and returns the row to store.

@@ -118,9 +118,29 @@ async fn validate(
     caller: &Caller,
     state: &AppState,
 ) -> Result<String, MessageError> {
-    let channel = find_owned_cached(state, &caller.user_id, &body.channel_id)
+    let recipient = canonical_recipient(state, &caller.user_id, &body.channel_id, &body.to).await?;
+    validate_content(
+        state,
+        &caller.user_id,
+        &body.text,
+        body.parse_mode.as_deref(),
+        body.media_id.as_ref(),
+    )
+    .await?;
+    Ok(recipient)
+}
+
+/// `to` in the canonical form of the owner's channel `channel_id` (a Telegram chat as given, a
+/// WhatsApp phone in E.164 read with `contacts.default_region`).
+pub async fn canonical_recipient(
+    state: &AppState,
+    owner_id: &UserId,
+    channel_id: &ChannelId,
+    to_raw: &str,
+) -> Result<String, MessageError> {
+    let channel = find_owned_cached(state, owner_id, channel_id)
         .await?
-        .ok_or_else(|| MessageError::ChannelNotFound(body.channel_id.clone()))?;
+        .ok_or_else(|| MessageError::ChannelNotFound(channel_id.clone()))?;
     let adapter = state
         .adapters
         .get(&channel.kind)
@@ -135,34 +155,25 @@ async fn validate(
                         "contacts.default_region is not a region"
                     ))
                 })?;
-            PhoneNumber::parse(&body.to, region)
+            PhoneNumber::parse(to_raw, region)
                 .map_err(|e| {
                     MessageError::InvalidRecipient(
                         match e {
-                            PhoneError::Unparsable => format!("`{}` is not a phone number", body.to),
+                            PhoneError::Unparsable => format!("`{}` is not a phone number", to_raw),
                             PhoneError::Invalid => format!(
                                 "`{}` is not a valid phone number (read as {region:?} when it has no +country)",
-                                body.to
+                                to_raw
                             ),
                         },
                     )
                 })?
                 .into_string()
         }
-        _ => body.to.clone(),
+        _ => to_raw.to_owned(),
     };
-    let recipient = adapter
+    adapter
         .recipient(&to)
-        .map_err(MessageError::InvalidRecipient)?;
-    validate_content(
-        state,
-        &caller.user_id,
-        &body.text,
-        body.parse_mode.as_deref(),
-        body.media_id.as_ref(),
-    )
-    .await?;
-    Ok(recipient)
+        .map_err(MessageError::InvalidRecipient)
 }
 
 /// Checks text, caption, parse mode and media ownership against Telegram's limits.

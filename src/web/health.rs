@@ -80,5 +80,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "frozen": frozen,
             "pacing": pacing,
         },
+        // The trading-alerts microservice's fields, for its monitors.
+        "queue_length": depth,
+        "active_workers": state.in_flight.count(),
+        "uptime": state.started_at.elapsed().as_secs(),
     }))
 }

@@ -1,5 +1,6 @@
 //! HTTP surface: route table, operational endpoints and cross-cutting middleware.
 mod accounts;
+pub mod client_ip;
 mod health;
 pub mod metrics;
 mod spa;
@@ -36,7 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(integrations::configure)
                 .configure(media::configure)
                 .configure(events::configure_rules)
-                .configure(crate::subscriptions::configure),
+                .configure(crate::subscriptions::configure)
+                .configure(crate::signals::configure),
         )
         .route(
             "/telegram/webhook/{channel_id}",
@@ -51,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(channels::whatsapp::webhook::receive),
         )
         .configure(media::configure_public)
+        .configure(crate::compat::trading::configure)
         .configure(crate::compat::pingui::configure)
         .configure(crate::compat::wa_sender::configure)
         .configure(auth::routes::configure_auth)

@@ -31,6 +31,8 @@ struct Resources {
     template: String,
     campaign: String,
     subscription: String,
+    signal: String,
+    user: String,
 }
 
 impl Resources {
@@ -47,6 +49,8 @@ impl Resources {
             "template" => &self.template,
             "campaign" => &self.campaign,
             "subscription" => &self.subscription,
+            "signal" => &self.signal,
+            "user" => &self.user,
             other => panic!("unknown resource kind {other}"),
         }
     }
@@ -243,6 +247,19 @@ fn routes() -> Vec<Route> {
             Some("subscription"),
             none,
         ),
+        r(M::GET, "/api/v1/signals/profile", None, none),
+        r(M::PUT, "/api/v1/signals/profile", None, |_| {
+            Some(json!({"webhook_enabled": true}))
+        }),
+        r(M::POST, "/api/v1/signals/profile/token", None, none),
+        r(M::GET, "/api/v1/signals", None, none),
+        r(M::GET, "/api/v1/signals/{id}", Some("signal"), none),
+        r(M::PATCH, "/api/v1/signals/{id}", Some("signal"), |_| {
+            Some(json!({"result": "win"}))
+        }),
+        r(M::PUT, "/api/v1/users/{id}/plan", Some("user"), |_| {
+            Some(json!({"plan": "premium"}))
+        }),
     ]
 }
 
@@ -418,7 +435,28 @@ async fn create_everything(app: &TestApp, a: &str) -> Resources {
         "/id",
     )
     .await;
+    let token = create(
+        app,
+        a,
+        "/api/v1/signals/profile/token",
+        Json(json!({})),
+        "/token",
+    )
+    .await;
+    crate::helpers::secret(&token);
+    let (status, hook) = crate::helpers::status_and_json(
+        app.client
+            .post(format!("{}/webhook/u/{token}", app.address))
+            .body("Ticker: BINANCE:BTCUSDT"),
+    )
+    .await;
+    assert_eq!(status, 200, "{hook}");
+    let signal = hook["signal_id"].as_str().expect("signal id").to_owned();
+    let (_, profile) = call(app, a, Method::GET, "/api/v1/signals/profile", None).await;
+    let user = profile["user_id"].as_str().expect("user id").to_owned();
     Resources {
+        signal,
+        user,
         subscription,
         campaign,
         template,
@@ -482,6 +520,7 @@ async fn isolation_walk(backend: Backend) {
             "template",
             "campaign",
             "subscription",
+            "signal",
         ] {
             assert!(
                 !text.contains(res.id(kind)),
@@ -537,6 +576,31 @@ async fn isolation_walk(backend: Backend) {
         (404, Some("integration-not-found"))
     );
 
+    // The trading seed's routes follow the same rules: 404 for another owner, A's own for A.
+    for path in ["/api/users/{id}/stats", "/api/users/{id}/signals"] {
+        let path = path.replace("{id}", &res.user);
+        let (status, body) = call(&app, &b, Method::GET, &path, None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (404, Some("user-not-found")),
+            "{path}"
+        );
+        let (status, body) = call(&app, &a, Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, body) = call(
+        &app,
+        &b,
+        Method::GET,
+        &format!("/api/v1/signals?user_id={}", res.user),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("user-not-found"))
+    );
+
     // Every refusal above is in the audit log, with who was refused.
     let (_, log) = call(
         &app,
@@ -587,6 +651,7 @@ async fn isolation_walk(backend: Backend) {
             "contact",
             "template",
             "campaign",
+            "signal",
         ] {
             assert!(
                 !text.contains(res.id(kind)),

@@ -17,6 +17,7 @@ mod operations;
 mod pacing;
 mod resilience;
 mod rules;
+mod signals;
 mod subscriptions;
 mod templates;
 mod webhook_channel;

@@ -203,6 +203,7 @@ async fn every_documented_operation_exists() {
                 "post" => app.client.post(&url).json(&serde_json::json!({})),
                 "delete" => app.client.delete(&url),
                 "patch" => app.client.patch(&url).json(&serde_json::json!({})),
+                "put" => app.client.put(&url).json(&serde_json::json!({})),
                 other => panic!("unexpected method {other} in openapi.json"),
             };
             let res = req.bearer_auth(&app.api_key).send().await.expect("request");

@@ -1,0 +1,224 @@
+//! Trading signals: each user's webhook profile (token hashes, plan quota use, delivery target,
+//! IP allow-list) and the signals their indicators post.
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum SignalProfiles {
+    Table,
+    UserId,
+    TokenHash,
+    PreviousTokenHash,
+    PreviousValidUntil,
+    WebhookEnabled,
+    WebhookLastUsed,
+    SignalsUsed,
+    QuotaResetAt,
+    AllowedIps,
+    ChannelId,
+    Recipient,
+    Template,
+    DefaultChartId,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Signals {
+    Table,
+    Id,
+    OwnerId,
+    Raw,
+    ParseError,
+    Ticker,
+    Exchange,
+    Symbol,
+    Price,
+    SignalType,
+    Indicator,
+    Timeframe,
+    ChartId,
+    ScreenshotStatus,
+    ScreenshotKey,
+    ScreenshotError,
+    Result,
+    ProfitLoss,
+    Notes,
+    PayloadHash,
+    DedupSlot,
+    Priority,
+    MessageId,
+    ReceivedAt,
+    UpdatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let ts = |c: SignalProfiles| ColumnDef::new(c).timestamp_with_time_zone().to_owned();
+        manager
+            .create_table(
+                Table::create()
+                    .table(SignalProfiles::Table)
+                    .col(
+                        ColumnDef::new(SignalProfiles::UserId)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(SignalProfiles::TokenHash)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(SignalProfiles::PreviousTokenHash)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .col(ts(SignalProfiles::PreviousValidUntil).null())
+                    .col(
+                        ColumnDef::new(SignalProfiles::WebhookEnabled)
+                            .boolean()
+                            .not_null()
+                            .default(true),
+                    )
+                    .col(ts(SignalProfiles::WebhookLastUsed).null())
+                    .col(
+                        ColumnDef::new(SignalProfiles::SignalsUsed)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ts(SignalProfiles::QuotaResetAt).not_null())
+                    .col(ColumnDef::new(SignalProfiles::AllowedIps).text().null())
+                    .col(
+                        ColumnDef::new(SignalProfiles::ChannelId)
+                            .string_len(36)
+                            .null(),
+                    )
+                    .col(ColumnDef::new(SignalProfiles::Recipient).string().null())
+                    .col(ColumnDef::new(SignalProfiles::Template).text().null())
+                    .col(
+                        ColumnDef::new(SignalProfiles::DefaultChartId)
+                            .string()
+                            .null(),
+                    )
+                    .col(ts(SignalProfiles::CreatedAt).not_null())
+                    .col(ts(SignalProfiles::UpdatedAt).not_null())
+                    .to_owned(),
+            )
+            .await?;
+        for (name, col) in [
+            ("ux_signal_profiles_token", SignalProfiles::TokenHash),
+            (
+                "ux_signal_profiles_previous_token",
+                SignalProfiles::PreviousTokenHash,
+            ),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(SignalProfiles::Table)
+                        .col(col)
+                        .unique()
+                        .to_owned(),
+                )
+                .await?;
+        }
+        let text = |c: Signals| ColumnDef::new(c).string().null().to_owned();
+        manager
+            .create_table(
+                Table::create()
+                    .table(Signals::Table)
+                    .col(
+                        ColumnDef::new(Signals::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Signals::OwnerId).string_len(36).not_null())
+                    .col(ColumnDef::new(Signals::Raw).text().not_null())
+                    .col(text(Signals::ParseError))
+                    .col(text(Signals::Ticker))
+                    .col(text(Signals::Exchange))
+                    .col(text(Signals::Symbol))
+                    .col(ColumnDef::new(Signals::Price).double().null())
+                    .col(text(Signals::SignalType))
+                    .col(text(Signals::Indicator))
+                    .col(text(Signals::Timeframe))
+                    .col(text(Signals::ChartId))
+                    .col(
+                        ColumnDef::new(Signals::ScreenshotStatus)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(text(Signals::ScreenshotKey))
+                    .col(text(Signals::ScreenshotError))
+                    .col(
+                        ColumnDef::new(Signals::Result)
+                            .string_len(16)
+                            .not_null()
+                            .default("pending"),
+                    )
+                    .col(ColumnDef::new(Signals::ProfitLoss).double().null())
+                    .col(ColumnDef::new(Signals::Notes).text().null())
+                    .col(
+                        ColumnDef::new(Signals::PayloadHash)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Signals::DedupSlot).big_integer().not_null())
+                    .col(ColumnDef::new(Signals::Priority).small_integer().not_null())
+                    .col(ColumnDef::new(Signals::MessageId).string_len(36).null())
+                    .col(
+                        ColumnDef::new(Signals::ReceivedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Signals::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // Newest first per owner (ids are UUIDv7: time-ordered), and the same payload once per
+        // dedup window.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_signals_owner_id")
+                    .table(Signals::Table)
+                    .col(Signals::OwnerId)
+                    .col(Signals::Id)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ux_signals_owner_payload_slot")
+                    .table(Signals::Table)
+                    .col(Signals::OwnerId)
+                    .col(Signals::PayloadHash)
+                    .col(Signals::DedupSlot)
+                    .unique()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Signals::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(SignalProfiles::Table).to_owned())
+            .await
+    }
+}

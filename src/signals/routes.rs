@@ -1,0 +1,297 @@
+//! `/signals` and `/users/{id}/plan`: parse, authorise, call the service, map its error.
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    repo::{Filter, ProfileRow, SignalRow},
+    service,
+};
+use crate::{
+    auth::Caller,
+    domain::{ChannelId, MessageId, UserId},
+    error::{ApiError, FieldError},
+    state::AppState,
+};
+
+/// Most signals in one page.
+pub const MAX_PAGE: u64 = 500;
+
+/// Mounts the signal routes under `/api/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/signals/profile", web::get().to(get_profile))
+        .route("/signals/profile", web::put().to(put_profile))
+        .route("/signals/profile/token", web::post().to(rotate_token))
+        .route("/signals", web::get().to(list))
+        .route("/signals/{id}", web::get().to(get))
+        .route("/signals/{id}", web::patch().to(patch))
+        .route("/users/{id}/plan", web::put().to(set_plan));
+}
+
+/// A signal as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct SignalView {
+    pub id: String,
+    pub user_id: UserId,
+    pub ticker: Option<String>,
+    pub exchange: Option<String>,
+    pub symbol: Option<String>,
+    pub price: Option<f64>,
+    pub signal_type: Option<String>,
+    pub indicator: Option<String>,
+    pub timeframe: Option<String>,
+    pub chart_id: Option<String>,
+    /// The body as posted.
+    pub raw: String,
+    /// Why it could not be read; `null` when parsed.
+    pub parse_error: Option<String>,
+    pub screenshot_status: String,
+    pub screenshot_url: Option<String>,
+    pub result: String,
+    pub profit_loss: Option<f64>,
+    pub notes: Option<String>,
+    /// The message that delivers it, when the profile has a target.
+    pub message_id: Option<MessageId>,
+    pub timestamp: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<SignalRow> for SignalView {
+    fn from(s: SignalRow) -> Self {
+        Self {
+            id: s.id,
+            user_id: s.owner_id,
+            ticker: s.ticker,
+            exchange: s.exchange,
+            symbol: s.symbol,
+            price: s.price,
+            signal_type: s.signal_type,
+            indicator: s.indicator,
+            timeframe: s.timeframe,
+            chart_id: s.chart_id,
+            raw: s.raw,
+            parse_error: s.parse_error,
+            screenshot_status: s.screenshot_status,
+            screenshot_url: None,
+            result: s.result,
+            profit_loss: s.profit_loss,
+            notes: s.notes,
+            message_id: s.message_id,
+            timestamp: s.received_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ProfileView {
+    user_id: UserId,
+    /// Whether a token was issued (the token itself is shown once, at rotation).
+    has_token: bool,
+    /// Until when the token before the last rotation still works.
+    previous_token_valid_until: Option<DateTime<Utc>>,
+    webhook_enabled: bool,
+    webhook_last_used: Option<DateTime<Utc>>,
+    plan: String,
+    signals_quota: u32,
+    signals_used: i32,
+    quota_reset_at: DateTime<Utc>,
+    allowed_ips: Vec<String>,
+    /// TradingView's documented sending addresses, for `allowed_ips`.
+    suggested_allowed_ips: [&'static str; 4],
+    channel_id: Option<ChannelId>,
+    recipient: Option<String>,
+    template: Option<String>,
+    default_chart_id: Option<String>,
+}
+
+/// TradingView's webhook sending addresses (its documentation).
+pub const TRADINGVIEW_IPS: [&str; 4] = [
+    "52.89.214.238",
+    "34.212.75.30",
+    "54.218.53.128",
+    "52.32.178.7",
+];
+
+async fn profile_view(state: &AppState, p: ProfileRow) -> Result<ProfileView, ApiError> {
+    let user = crate::auth::repo::find_user(&state.db, &p.user_id).await?;
+    let (plan, limits) = state
+        .settings
+        .signal_plan(user.as_ref().and_then(|u| u.plan.as_deref()));
+    let now = state.clock.now();
+    let period_over = p.quota_reset_at <= now;
+    Ok(ProfileView {
+        has_token: p.token_hash.is_some(),
+        previous_token_valid_until: p.previous_valid_until.filter(|u| *u > now),
+        webhook_enabled: p.webhook_enabled,
+        webhook_last_used: p.webhook_last_used,
+        plan: plan.to_owned(),
+        signals_quota: limits.quota,
+        signals_used: if period_over { 0 } else { p.signals_used },
+        quota_reset_at: if period_over {
+            now + chrono::Duration::days(i64::from(state.settings.signals.quota_period_days))
+        } else {
+            p.quota_reset_at
+        },
+        allowed_ips: p
+            .allowed_ips
+            .as_deref()
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        suggested_allowed_ips: TRADINGVIEW_IPS,
+        channel_id: p.channel_id,
+        recipient: p.recipient,
+        template: p.template,
+        default_chart_id: p.default_chart_id,
+        user_id: p.user_id,
+    })
+}
+
+async fn get_profile(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let p = service::profile(&state, &caller.user_id).await?;
+    Ok(HttpResponse::Ok().json(profile_view(&state, p).await?))
+}
+
+async fn put_profile(
+    caller: Caller,
+    body: web::Json<service::ProfileChange>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    let p = service::change_profile(&state, &caller.user_id, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(profile_view(&state, p).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    /// How long the old token keeps working; the configured grace when left out.
+    grace_hours: Option<u32>,
+}
+
+async fn rotate_token(
+    caller: Caller,
+    body: Option<web::Json<Rotate>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    let grace = body
+        .and_then(|b| b.grace_hours)
+        .map(|h| chrono::Duration::hours(i64::from(h.min(24 * 90))));
+    let (token, p) = service::rotate_token(&state, &caller.user_id, grace).await?;
+    let url = format!("{}/webhook/u/{token}", state.settings.public_base_url());
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "token": token,
+        "webhook_url": url,
+        "previous_token_valid_until": p.previous_valid_until,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Another owner's signals (admins).
+    user_id: Option<UserId>,
+    ticker: Option<String>,
+    #[serde(rename = "type")]
+    signal_type: Option<String>,
+    indicator: Option<String>,
+    result: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    /// The previous page's `next_before`.
+    before: Option<String>,
+    limit: Option<u64>,
+}
+
+/// Lists an owner's signals with the query's filters: `{items, next_before}`.
+pub async fn list_for(
+    state: &AppState,
+    caller: &Caller,
+    owner_id: &UserId,
+    query: Filter,
+    limit: Option<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "limit",
+            "invalid-format",
+            format!("between 1 and {MAX_PAGE}"),
+        )]));
+    }
+    if let Some(r) = &query.result
+        && !service::RESULTS.contains(&r.as_str())
+    {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "result",
+            "invalid-format",
+            "one of pending, win, loss, skip",
+        )]));
+    }
+    let rows = service::list(state, caller, owner_id, &query, limit).await?;
+    let next_before = (rows.len() as u64 == limit)
+        .then(|| rows.last().map(|s| s.id.clone()))
+        .flatten();
+    let items: Vec<SignalView> = rows.into_iter().map(SignalView::from).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "items": items,
+        "next_before": next_before,
+    })))
+}
+
+async fn list(
+    caller: Caller,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let owner = q.user_id.unwrap_or_else(|| caller.user_id.clone());
+    let filter = Filter {
+        ticker: q.ticker,
+        signal_type: q.signal_type,
+        indicator: q.indicator,
+        result: q.result,
+        from: q.from,
+        to: q.to,
+        before: q.before,
+    };
+    list_for(&state, &caller, &owner, filter, q.limit).await
+}
+
+async fn get(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let s = service::find(&state, &caller, &path).await?;
+    Ok(HttpResponse::Ok().json(SignalView::from(s)))
+}
+
+async fn patch(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<service::Verdict>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    let s = service::judge(&state, &caller, &path, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(SignalView::from(s)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBody {
+    plan: String,
+}
+
+async fn set_plan(
+    caller: Caller,
+    path: web::Path<UserId>,
+    body: web::Json<PlanBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.ensure_can_write()?;
+    service::set_plan(&state, &caller, &path, &body.plan).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
