@@ -85,6 +85,37 @@ pub struct SignalsSettings {
     pub token_grace_hours: u32,
     /// Largest webhook body, in bytes.
     pub max_body_bytes: usize,
+    /// Chart snapshots in headless Chromium.
+    pub snapshots: SnapshotSettings,
+}
+
+/// Chart snapshots: a bounded pool of headless Chromium pages capturing each signal's chart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSettings {
+    /// Capture charts (needs Chromium; without one the server warns at start and skips them).
+    pub enabled: bool,
+    /// The Chromium (or Chrome) binary; default: the first of `/usr/bin/chromium`,
+    /// `/usr/bin/chromium-browser`, `/usr/bin/google-chrome` that exists.
+    pub chromium_path: Option<PathBuf>,
+    /// The chart's address; `{chart_id}` and `{ticker}` are filled in. The user's TradingView
+    /// cookies go to this host only.
+    pub chart_url_template: String,
+    /// Charts captured at once (one browser context each).
+    pub concurrency: usize,
+    /// Longest one capture may take, in seconds.
+    pub timeout_secs: u64,
+    /// Tries per signal before it is delivered without a picture.
+    pub attempts: u32,
+    /// Wait before the second try, in seconds; doubled for each later one (2, 4, 8…).
+    pub backoff_secs: u64,
+    /// JavaScript that is true once the chart has rendered.
+    pub ready_expression: String,
+    /// Wait after the chart is ready before the capture, in milliseconds (animations).
+    pub settle_ms: u64,
+    /// Viewport of the capture, in CSS pixels.
+    pub width: u32,
+    pub height: u32,
 }
 
 /// Used only if validation was skipped and the default plan is missing.
@@ -580,6 +611,19 @@ impl Default for Settings {
                 dedup_window_secs: 60,
                 token_grace_hours: 24,
                 max_body_bytes: 16 * 1024,
+                snapshots: SnapshotSettings {
+                    enabled: true,
+                    chromium_path: None,
+                    chart_url_template: "https://www.tradingview.com/chart/{chart_id}/".into(),
+                    concurrency: 2,
+                    timeout_secs: 30,
+                    attempts: 3,
+                    backoff_secs: 2,
+                    ready_expression: "document.readyState === 'complete' && document.querySelectorAll('canvas').length > 0".into(),
+                    settle_ms: 1_000,
+                    width: 1280,
+                    height: 720,
+                },
             },
             trusted_proxies: Vec::new(),
             auth: AuthSettings {
@@ -646,6 +690,33 @@ impl Settings {
         }
         if self.signals.max_body_bytes < 256 || self.signals.max_body_bytes > 1024 * 1024 {
             return bad("signals.max_body_bytes", "must be between 256 and 1048576");
+        }
+        let snap = &self.signals.snapshots;
+        if snap.concurrency == 0 || snap.concurrency > 32 {
+            return bad("signals.snapshots.concurrency", "must be between 1 and 32");
+        }
+        if snap.timeout_secs == 0 || snap.timeout_secs > 300 {
+            return bad(
+                "signals.snapshots.timeout_secs",
+                "must be between 1 and 300",
+            );
+        }
+        if snap.attempts == 0 || snap.attempts > 10 {
+            return bad("signals.snapshots.attempts", "must be between 1 and 10");
+        }
+        if !(64..=4096).contains(&snap.width) || !(64..=4096).contains(&snap.height) {
+            return bad(
+                "signals.snapshots.width",
+                "width and height must be between 64 and 4096",
+            );
+        }
+        if !snap.chart_url_template.starts_with("http://")
+            && !snap.chart_url_template.starts_with("https://")
+        {
+            return bad(
+                "signals.snapshots.chart_url_template",
+                "must be an http(s) URL",
+            );
         }
         if let Some(bad_proxy) = self
             .trusted_proxies

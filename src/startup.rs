@@ -165,6 +165,10 @@ impl Application {
             crate::web::client_ip::parse_list(settings.trusted_proxies.iter().map(String::as_str))
                 .map_err(|bad| anyhow::anyhow!("trusted_proxies: `{bad}` is not an IP or CIDR"))?
                 .into();
+        let snapshots = crate::signals::snapshot::Snapshots::new(
+            &settings.signals.snapshots,
+            &settings.data_dir,
+        );
         let settings = Arc::new(settings);
         let media = Arc::new(media);
         let in_flight = crate::outbox::InFlight::default();
@@ -231,6 +235,7 @@ impl Application {
             imports: Default::default(),
             subscriptions,
             trusted_proxies,
+            snapshots,
         };
         // Only worker nodes read bot updates (API-only replicas still take webhook calls).
         let mode = state.settings.updates_mode();
@@ -316,6 +321,10 @@ impl Application {
         } else {
             None
         };
+        // Worker nodes capture charts (claims in the database keep replicas apart).
+        if self.options.workers {
+            self.state.snapshots.spawn_workers(self.state.clone());
+        }
         // Worker nodes run campaigns (one node per campaign, by lease).
         let campaigns = self.options.workers.then(|| {
             let state = self.state.clone();

@@ -76,6 +76,8 @@ pub struct AppState {
     pub subscriptions: crate::subscriptions::SubscriptionsListener,
     /// Contact imports running in this process.
     pub imports: crate::contacts::imports::Imports,
+    /// Chart snapshots of trading signals (headless Chromium).
+    pub snapshots: crate::signals::snapshot::Snapshots,
     /// Proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }

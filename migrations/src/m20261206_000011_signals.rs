@@ -21,6 +21,7 @@ enum SignalProfiles {
     Recipient,
     Template,
     DefaultChartId,
+    TradingviewCookies,
     CreatedAt,
     UpdatedAt,
 }
@@ -41,8 +42,10 @@ enum Signals {
     Timeframe,
     ChartId,
     ScreenshotStatus,
-    ScreenshotKey,
+    ScreenshotMediaId,
     ScreenshotError,
+    SnapshotAttempts,
+    SnapshotDueAt,
     Result,
     ProfitLoss,
     Notes,
@@ -106,6 +109,11 @@ impl MigrationTrait for Migration {
                             .string()
                             .null(),
                     )
+                    .col(
+                        ColumnDef::new(SignalProfiles::TradingviewCookies)
+                            .text()
+                            .null(),
+                    )
                     .col(ts(SignalProfiles::CreatedAt).not_null())
                     .col(ts(SignalProfiles::UpdatedAt).not_null())
                     .to_owned(),
@@ -156,8 +164,23 @@ impl MigrationTrait for Migration {
                             .string_len(16)
                             .not_null(),
                     )
-                    .col(text(Signals::ScreenshotKey))
+                    .col(
+                        ColumnDef::new(Signals::ScreenshotMediaId)
+                            .string_len(36)
+                            .null(),
+                    )
                     .col(text(Signals::ScreenshotError))
+                    .col(
+                        ColumnDef::new(Signals::SnapshotAttempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Signals::SnapshotDueAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .col(
                         ColumnDef::new(Signals::Result)
                             .string_len(16)
@@ -195,6 +218,18 @@ impl MigrationTrait for Migration {
                     .name("ix_signals_owner_id")
                     .table(Signals::Table)
                     .col(Signals::OwnerId)
+                    .col(Signals::Id)
+                    .to_owned(),
+            )
+            .await?;
+        // The snapshot queue: pending ones by plan priority, then arrival.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_signals_snapshot_queue")
+                    .table(Signals::Table)
+                    .col(Signals::ScreenshotStatus)
+                    .col(Signals::Priority)
                     .col(Signals::Id)
                     .to_owned(),
             )

@@ -65,11 +65,18 @@ async fn webhook(
     metrics::histogram!("pregonero_signal_webhook_seconds").record(started.elapsed().as_secs_f64());
     let received = result?;
     let s = received.signal;
+    let wait = if s.screenshot_status == crate::signals::queue::PENDING {
+        state
+            .snapshots
+            .estimated_wait(state.snapshots.active() as u64)
+    } else {
+        0
+    };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "success": true,
         "signal_id": s.id,
         "screenshot_status": s.screenshot_status,
-        "estimated_wait": 0,
+        "estimated_wait": wait,
         "duplicate": received.duplicate,
         "parse_error": s.parse_error,
     })))
@@ -96,6 +103,7 @@ struct Page {
 }
 
 async fn signals(
+    req: HttpRequest,
     caller: Caller,
     path: web::Path<UserId>,
     query: web::Query<Page>,
@@ -106,5 +114,6 @@ async fn signals(
         before: q.before,
         ..Default::default()
     };
-    list_for(&state, &caller, &path, filter, q.limit).await
+    let base = crate::web::request_base(&req, &state);
+    list_for(&state, &base, &caller, &path, filter, q.limit).await
 }

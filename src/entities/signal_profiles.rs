@@ -27,6 +27,9 @@ pub struct Model {
     /// Per-user message template (minijinja); the default when none.
     pub template: Option<String>,
     pub default_chart_id: Option<String>,
+    /// The user's TradingView session cookies (JSON `{name: value}`), encrypted; sent only to
+    /// the chart's host.
+    pub tradingview_cookies: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -1,7 +1,7 @@
 //! `signals`: what trading indicators posted, parsed, or raw with the reason it was not.
 use sea_orm::entity::prelude::*;
 
-use crate::domain::{MessageId, UserId};
+use crate::domain::{MediaId, MessageId, UserId};
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "signals")]
@@ -24,8 +24,13 @@ pub struct Model {
     pub chart_id: Option<String>,
     /// `pending`, `processing`, `completed`, `failed` or `skipped` (no chart to capture).
     pub screenshot_status: String,
-    pub screenshot_key: Option<String>,
+    /// The captured chart, in the media library (owned by the signal's owner).
+    pub screenshot_media_id: Option<MediaId>,
     pub screenshot_error: Option<String>,
+    /// Captures tried so far.
+    pub snapshot_attempts: i32,
+    /// When the next try may start (after a failed one).
+    pub snapshot_due_at: Option<DateTimeUtc>,
     /// `pending`, `win`, `loss` or `skip`.
     pub result: String,
     pub profit_loss: Option<f64>,

@@ -238,13 +238,7 @@ async fn media_url(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::find(&state, &caller, &path).await?;
-    let base = match &state.settings.auth.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    };
+    let base = crate::web::request_base(&req, &state);
     let (url, expires_at) = service::link(&state, &row, &base).await?;
     Ok(HttpResponse::Ok().json(LinkView { url, expires_at }))
 }

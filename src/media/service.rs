@@ -8,7 +8,7 @@ use super::{
     GetError, Library, MediaError, PutError, SNIFF_BYTES, content_matches,
     repo::{self, MediaRow, NewMedia},
 };
-use crate::domain::MediaId;
+use crate::domain::{MediaId, UserId};
 use crate::{auth::Caller, media::ByteStream, state::AppState};
 
 /// Stores an upload: the filename checked, the size held to `media.max_upload_bytes` and to
@@ -58,10 +58,60 @@ where
         return Err(MediaError::ContentMismatch(content_type));
     }
     let body = futures::stream::iter([Ok(head.freeze())]).chain(body);
+    save(
+        state,
+        &caller.user_id,
+        &content_type,
+        filename,
+        limit,
+        channel,
+        body,
+    )
+    .await
+}
+
+/// Stores a file the server made for `owner_id` (a chart snapshot), as an upload would be.
+pub async fn store_for(
+    state: &AppState,
+    owner_id: &UserId,
+    content_type: &str,
+    filename: String,
+    bytes: Bytes,
+) -> Result<MediaRow, MediaError> {
+    if !content_matches(content_type, &bytes) {
+        return Err(MediaError::ContentMismatch(content_type.to_owned()));
+    }
+    let limit = state.settings.media.max_upload_bytes as u64;
+    let body = futures::stream::iter([Ok::<_, String>(bytes)]);
+    save(
+        state,
+        owner_id,
+        content_type,
+        Some(filename),
+        limit,
+        None,
+        body,
+    )
+    .await
+}
+
+/// Writes the file, then its row; no row is left without its file, nor a file without its row.
+async fn save<S>(
+    state: &AppState,
+    owner_id: &UserId,
+    content_type: &str,
+    filename: Option<String>,
+    limit: u64,
+    channel: Option<&str>,
+    body: S,
+) -> Result<MediaRow, MediaError>
+where
+    S: Stream<Item = Result<Bytes, String>> + Unpin,
+{
     let id = MediaId::generate();
     let stored = state
         .media
-        .put(id.as_str(), &content_type, limit, body)
+        .put(id.as_str(), content_type, limit, body)
         .await
         .map_err(|e| match e {
             PutError::TooLarge(limit) => MediaError::TooLarge {
@@ -75,8 +125,8 @@ where
         &state.db,
         NewMedia {
             id: &id,
-            owner_id: &caller.user_id,
-            content_type: &content_type,
+            owner_id,
+            content_type,
             filename,
             size: stored.size,
             sha256: stored.sha256,

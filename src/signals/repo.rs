@@ -58,6 +58,7 @@ pub async fn profile_or_new(
         recipient: Set(None),
         template: Set(None),
         default_chart_id: Set(None),
+        tradingview_cookies: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
     };

@@ -1,5 +1,5 @@
 //! `/signals` and `/users/{id}/plan`: parse, authorise, call the service, map its error.
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,24 @@ pub struct SignalView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl SignalView {
+    /// The view with a link to its chart picture, when it has one.
+    pub async fn linked(state: &AppState, base: &str, s: SignalRow) -> Self {
+        let media_id = s.screenshot_media_id.clone();
+        let mut view = Self::from(s);
+        if let Some(id) = media_id
+            && let Ok(Some(meta)) = crate::media::repo::find(&state.db, &id).await
+        {
+            view.screenshot_url = crate::media::Library::of(state)
+                .link(&meta, base)
+                .await
+                .ok()
+                .map(|(url, _)| url);
+        }
+        view
+    }
+}
+
 impl From<SignalRow> for SignalView {
     fn from(s: SignalRow) -> Self {
         Self {
@@ -103,6 +121,10 @@ struct ProfileView {
     recipient: Option<String>,
     template: Option<String>,
     default_chart_id: Option<String>,
+    /// Whether TradingView cookies are stored (they are never shown).
+    has_tradingview_cookies: bool,
+    /// Whether this server captures charts (Chromium found, snapshots on).
+    snapshots_enabled: bool,
 }
 
 /// TradingView's webhook sending addresses (its documentation).
@@ -143,6 +165,8 @@ async fn profile_view(state: &AppState, p: ProfileRow) -> Result<ProfileView, Ap
         recipient: p.recipient,
         template: p.template,
         default_chart_id: p.default_chart_id,
+        has_tradingview_cookies: p.tradingview_cookies.is_some(),
+        snapshots_enabled: state.snapshots.enabled(),
         user_id: p.user_id,
     })
 }
@@ -170,6 +194,7 @@ struct Rotate {
 }
 
 async fn rotate_token(
+    req: HttpRequest,
     caller: Caller,
     body: Option<web::Json<Rotate>>,
     state: web::Data<AppState>,
@@ -179,7 +204,10 @@ async fn rotate_token(
         .and_then(|b| b.grace_hours)
         .map(|h| chrono::Duration::hours(i64::from(h.min(24 * 90))));
     let (token, p) = service::rotate_token(&state, &caller.user_id, grace).await?;
-    let url = format!("{}/webhook/u/{token}", state.settings.public_base_url());
+    let url = format!(
+        "{}/webhook/u/{token}",
+        crate::web::request_base(&req, &state)
+    );
     Ok(HttpResponse::Created().json(serde_json::json!({
         "token": token,
         "webhook_url": url,
@@ -207,6 +235,7 @@ struct ListQuery {
 /// Lists an owner's signals with the query's filters: `{items, next_before}`.
 pub async fn list_for(
     state: &AppState,
+    base: &str,
     caller: &Caller,
     owner_id: &UserId,
     query: Filter,
@@ -233,7 +262,10 @@ pub async fn list_for(
     let next_before = (rows.len() as u64 == limit)
         .then(|| rows.last().map(|s| s.id.clone()))
         .flatten();
-    let items: Vec<SignalView> = rows.into_iter().map(SignalView::from).collect();
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        items.push(SignalView::linked(state, base, row).await);
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "items": items,
         "next_before": next_before,
@@ -241,6 +273,7 @@ pub async fn list_for(
 }
 
 async fn list(
+    req: HttpRequest,
     caller: Caller,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
@@ -256,19 +289,23 @@ async fn list(
         to: q.to,
         before: q.before,
     };
-    list_for(&state, &caller, &owner, filter, q.limit).await
+    let base = crate::web::request_base(&req, &state);
+    list_for(&state, &base, &caller, &owner, filter, q.limit).await
 }
 
 async fn get(
+    req: HttpRequest,
     caller: Caller,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let s = service::find(&state, &caller, &path).await?;
-    Ok(HttpResponse::Ok().json(SignalView::from(s)))
+    let base = crate::web::request_base(&req, &state);
+    Ok(HttpResponse::Ok().json(SignalView::linked(&state, &base, s).await))
 }
 
 async fn patch(
+    req: HttpRequest,
     caller: Caller,
     path: web::Path<String>,
     body: web::Json<service::Verdict>,
@@ -276,7 +313,8 @@ async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
     let s = service::judge(&state, &caller, &path, body.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(SignalView::from(s)))
+    let base = crate::web::request_base(&req, &state);
+    Ok(HttpResponse::Ok().json(SignalView::linked(&state, &base, s).await))
 }
 
 #[derive(Deserialize)]

@@ -16,7 +16,7 @@ use crate::{
     auth::Caller,
     crypto,
     db::is_unique_violation,
-    domain::{ChannelId, UserId},
+    domain::{ChannelId, MediaId, UserId},
     entities::{signal_profiles, signals},
     error::FieldError,
     outbox::{self, Admit, Pending, repo::NewMessage},
@@ -33,6 +33,11 @@ pub const SCREENSHOT_SKIPPED: &str = "skipped";
 const MAX_TEMPLATE_CHARS: usize = 4096;
 /// Most addresses in an allow-list.
 const MAX_ALLOWED_IPS: usize = 64;
+/// Longest caption of a picture (Telegram's limit; WhatsApp's is longer).
+const MAX_CAPTION: usize = 1024;
+/// Most TradingView cookies kept per user, and the longest value.
+const MAX_COOKIES: usize = 10;
+const MAX_COOKIE_CHARS: usize = 4096;
 /// Results a signal can be marked with.
 pub const RESULTS: [&str; 4] = ["pending", "win", "loss", "skip"];
 
@@ -137,6 +142,8 @@ pub async fn receive(state: &AppState, hook: Incoming<'_>) -> Result<Received, S
             resets_at: profile.quota_reset_at.max(now),
         });
     }
+    // A chart to capture first, when there is one and a browser to capture it with.
+    let capture = state.snapshots.enabled() && chart.is_some();
     let row = new_row(
         &profile.user_id,
         &hook.body,
@@ -146,6 +153,11 @@ pub async fn receive(state: &AppState, hook: Incoming<'_>) -> Result<Received, S
         slot,
         plan.priority,
         now,
+        if capture {
+            super::queue::PENDING
+        } else {
+            SCREENSHOT_SKIPPED
+        },
     );
     let signal = match repo::insert(&txn, row).await {
         Ok(signal) => {
@@ -173,7 +185,15 @@ pub async fn receive(state: &AppState, hook: Incoming<'_>) -> Result<Received, S
     };
     metrics::counter!("pregonero_signals_received_total", "plan" => plan_name.to_owned())
         .increment(1);
-    let signal = deliver(state, &profile, signal).await;
+    if capture {
+        // Delivered by the snapshot worker, with its picture (or without, once it gives up).
+        state.snapshots.wake();
+        return Ok(Received {
+            signal,
+            duplicate: false,
+        });
+    }
+    let signal = deliver(state, &profile, signal, None).await;
     Ok(Received {
         signal,
         duplicate: false,
@@ -190,6 +210,7 @@ fn new_row(
     slot: i64,
     priority: u8,
     now: DateTime<Utc>,
+    screenshot_status: &str,
 ) -> signals::ActiveModel {
     let ok = parsed.as_ref().ok();
     signals::ActiveModel {
@@ -205,9 +226,11 @@ fn new_row(
         indicator: Set(ok.and_then(|s| s.indicator.clone())),
         timeframe: Set(ok.and_then(|s| s.timeframe.clone())),
         chart_id: Set(chart),
-        screenshot_status: Set(SCREENSHOT_SKIPPED.into()),
-        screenshot_key: Set(None),
+        screenshot_status: Set(screenshot_status.into()),
+        screenshot_media_id: Set(None),
         screenshot_error: Set(None),
+        snapshot_attempts: Set(0),
+        snapshot_due_at: Set(None),
         result: Set("pending".into()),
         profit_loss: Set(None),
         notes: Set(None),
@@ -220,19 +243,27 @@ fn new_row(
     }
 }
 
-/// Queues the signal's message to the profile's target, if it has one; a failure is logged and
-/// leaves the signal stored without a message.
-async fn deliver(state: &AppState, profile: &ProfileRow, signal: SignalRow) -> SignalRow {
+/// Queues the signal's message (with the chart's picture when there is one) to the profile's
+/// target, if it has one; a failure is logged and leaves the signal stored without a message.
+pub(super) async fn deliver(
+    state: &AppState,
+    profile: &ProfileRow,
+    signal: SignalRow,
+    picture: Option<MediaId>,
+) -> SignalRow {
     let (Some(channel_id), Some(recipient)) = (&profile.channel_id, &profile.recipient) else {
         return signal;
     };
-    let body = match render(profile.template.as_deref(), &signal) {
+    let mut body = match render(profile.template.as_deref(), &signal) {
         Ok(body) => body,
         Err(e) => {
             tracing::warn!(signal_id = %signal.id, error = %e, "signal template failed; sending the default text");
             default_text(&signal)
         }
     };
+    if picture.is_some() && body.chars().count() > MAX_CAPTION {
+        body = body.chars().take(MAX_CAPTION - 1).collect::<String>() + "…";
+    }
     let pending = Pending {
         message: NewMessage {
             owner_id: signal.owner_id.clone(),
@@ -240,7 +271,7 @@ async fn deliver(state: &AppState, profile: &ProfileRow, signal: SignalRow) -> S
             recipient: recipient.clone(),
             body,
             parse_mode: None,
-            media_id: None,
+            media_id: picture,
             idempotency_key: None,
             request_hash: None,
             integration_id: None,
@@ -335,6 +366,27 @@ pub struct ProfileChange {
     pub template: Option<Option<String>>,
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub default_chart_id: Option<Option<String>>,
+    /// TradingView session cookies (`sessionid`, `sessionid_sign`, …), stored encrypted and sent
+    /// only to the chart's host; never shown again.
+    #[serde(default, deserialize_with = "crate::domain::double_option")]
+    pub tradingview_cookies: Option<Option<BTreeMap<String, String>>>,
+}
+
+/// The stored cookies (decrypted JSON) as name/value pairs.
+pub fn read_cookies(json: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let map: BTreeMap<String, String> = serde_json::from_str(json)?;
+    Ok(map.into_iter().collect())
+}
+
+/// Cookie names are tokens; values are cookie-octets (RFC 6265).
+fn valid_cookie(name: &str, value: &str) -> bool {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let octet = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | ',' | ';' | '\\');
+    !name.is_empty()
+        && name.len() <= 256
+        && name.chars().all(token)
+        && value.chars().count() <= MAX_COOKIE_CHARS
+        && value.chars().all(octet)
 }
 
 /// The caller's profile (created on first use).
@@ -399,6 +451,27 @@ pub async fn change_profile(
             ));
         }
         row.default_chart_id = Set(chart);
+    }
+    if let Some(cookies) = change.tradingview_cookies {
+        match cookies.filter(|c| !c.is_empty()) {
+            None => row.tradingview_cookies = Set(None),
+            Some(map) if map.len() > MAX_COOKIES => errors.push(FieldError::new(
+                "tradingview_cookies",
+                "too-long",
+                format!("at most {MAX_COOKIES} cookies"),
+            )),
+            Some(map) if !map.iter().all(|(n, v)| valid_cookie(n, v)) => {
+                errors.push(FieldError::new(
+                    "tradingview_cookies",
+                    "invalid-characters",
+                    "names are cookie tokens and values cookie characters (no spaces, quotes, commas or semicolons)",
+                ))
+            }
+            Some(map) => {
+                let json = serde_json::to_string(&map).map_err(anyhow::Error::from)?;
+                row.tradingview_cookies = Set(Some(state.cipher.encrypt(&json)?));
+            }
+        }
     }
     // The target: both or neither; the recipient in the channel's own form.
     let channel_id = change

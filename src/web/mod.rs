@@ -60,6 +60,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(spa::configure);
 }
 
+/// The address clients reach this server at: `auth.public_url`, else what the request says it
+/// asked for (links built from it work for the caller that gets them).
+pub fn request_base(req: &actix_web::HttpRequest, state: &crate::state::AppState) -> String {
+    match &state.settings.auth.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    }
+}
+
 /// JSON 404 for unknown routes.
 pub async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(ErrorBody::new(

@@ -217,6 +217,8 @@ pub fn test_settings(backend: &Backend, data_dir: PathBuf, telegram_url: String)
     // Scheduled jobs run only where a test turns them on (they would back up every test's DB).
     s.schedule.enabled = false;
     s.schedule.tick_secs = 1;
+    // Chart snapshots start a browser: only the snapshot tests (tests/api/snapshots.rs) want one.
+    s.signals.snapshots.enabled = false;
     s
 }
 

@@ -18,6 +18,7 @@ mod pacing;
 mod resilience;
 mod rules;
 mod signals;
+mod snapshots;
 mod subscriptions;
 mod templates;
 mod webhook_channel;

@@ -1,0 +1,413 @@
+//! Chart snapshots: headless Chromium (Debian's, driven over CDP by `chromiumoxide`) opens each
+//! signal's chart with its owner's TradingView cookies, waits until it has rendered, captures a
+//! PNG into the media library, and then the signal is delivered with its picture.
+//!
+//! The queue is the `signals` table itself: pending snapshots are claimed by plan priority,
+//! then by arrival, with a conditional update (so replicas never take the same one), and a
+//! claim whose worker died is taken back after the timeout. It survives restarts with the
+//! signals, and the order is one `ORDER BY`. One browser process is shared by `concurrency`
+//! workers; each capture gets a fresh browser context (one user's cookies never reach
+//! another's page) that is disposed afterwards. A browser that crashed or hung is killed and
+//! started again for the next capture.
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, anyhow};
+use chromiumoxide::{
+    Browser, BrowserConfig,
+    error::CdpError,
+    cdp::browser_protocol::{
+        network::{CookieParam, SetCookiesParams},
+        page::CaptureScreenshotFormat,
+        target::{CreateBrowserContextParams, CreateTargetParams},
+    },
+    handler::viewport::Viewport,
+    page::ScreenshotParams,
+};
+use futures::StreamExt;
+use tokio::sync::{Mutex, Notify};
+
+use crate::{config::SnapshotSettings, state::AppState};
+
+/// Where Chromium is looked for when `signals.snapshots.chromium_path` is not set.
+const CHROMIUM_CANDIDATES: [&str; 3] = [
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+];
+/// How often a worker with nothing to do looks at the queue (new signals also wake it).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Longest a browser may take to start.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest closing a page and its context may take before the browser counts as hung.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A running browser: its CDP client and the task that drives it.
+struct Running {
+    browser: Arc<Mutex<Browser>>,
+    driver: tokio::task::JoinHandle<()>,
+    pid: Option<u32>,
+}
+
+/// The snapshot pool: settings, the browser, and counters for `/health` and estimates.
+#[derive(Clone)]
+pub struct Snapshots {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: SnapshotSettings,
+    executable: Option<PathBuf>,
+    profile_dir: PathBuf,
+    browser: Mutex<Option<Running>>,
+    wake: Notify,
+    active: AtomicUsize,
+    /// Average capture time, in milliseconds.
+    average_ms: AtomicU64,
+}
+
+impl Snapshots {
+    /// The pool for `settings`; disabled (with a warning) when no Chromium is found.
+    pub fn new(settings: &SnapshotSettings, data_dir: &Path) -> Self {
+        let executable = settings.enabled.then(|| find_chromium(settings)).flatten();
+        if settings.enabled && executable.is_none() {
+            tracing::warn!(
+                "chart snapshots are off: no Chromium at signals.snapshots.chromium_path or {}; \
+                 signals are delivered without pictures",
+                CHROMIUM_CANDIDATES.join(", ")
+            );
+        }
+        Self {
+            inner: Arc::new(Inner {
+                settings: settings.clone(),
+                executable,
+                profile_dir: data_dir.join("chromium"),
+                browser: Mutex::new(None),
+                wake: Notify::new(),
+                active: AtomicUsize::new(0),
+                average_ms: AtomicU64::new(5_000),
+            }),
+        }
+    }
+
+    /// Whether charts are captured.
+    pub fn enabled(&self) -> bool {
+        self.inner.executable.is_some()
+    }
+
+    /// A new snapshot is waiting.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Captures running now.
+    pub fn active(&self) -> usize {
+        self.inner.active.load(Ordering::Relaxed)
+    }
+
+    /// Seconds until a snapshot queued behind `waiting` others is done, from recent captures.
+    pub fn estimated_wait(&self, waiting: u64) -> u64 {
+        let per = self.inner.average_ms.load(Ordering::Relaxed);
+        let rounds = waiting / self.inner.settings.concurrency.max(1) as u64 + 1;
+        (rounds * per).div_ceil(1000)
+    }
+
+    /// The browser's process id, while one runs.
+    pub async fn browser_pid(&self) -> Option<u32> {
+        self.inner.browser.lock().await.as_ref().and_then(|r| r.pid)
+    }
+
+    /// Starts the workers (on worker nodes).
+    pub fn spawn_workers(&self, state: AppState) {
+        if !self.enabled() {
+            return;
+        }
+        for worker in 0..self.inner.settings.concurrency {
+            let (pool, state) = (self.clone(), state.clone());
+            actix_web::rt::spawn(async move { pool.work(worker, state).await });
+        }
+        tracing::info!(
+            concurrency = self.inner.settings.concurrency,
+            chromium = ?self.inner.executable,
+            "chart snapshot workers started"
+        );
+    }
+
+    async fn work(&self, worker: usize, state: AppState) {
+        loop {
+            match super::queue::claim(&state, &self.inner.settings).await {
+                Ok(Some(signal)) => {
+                    self.inner.active.fetch_add(1, Ordering::Relaxed);
+                    super::queue::run(&state, self, signal).await;
+                    self.inner.active.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok(None) => {
+                    let _ = tokio::time::timeout(IDLE_POLL, self.inner.wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(worker, error = ?e, "snapshot queue unavailable");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+
+    /// Records how long a capture took, for the estimates.
+    pub(super) fn took(&self, elapsed: Duration) {
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let old = self.inner.average_ms.load(Ordering::Relaxed);
+        self.inner
+            .average_ms
+            .store((old * 4 + ms) / 5, Ordering::Relaxed);
+    }
+
+    /// Opens `url` with `cookies` (sent to the chart's host only) in a fresh browser context,
+    /// waits until the chart is ready, and returns the PNG. A failure that leaves the browser
+    /// in doubt (a timeout, a dead connection) kills it; the next capture starts a new one.
+    pub async fn capture(
+        &self,
+        url: &str,
+        cookies: &[(String, String)],
+    ) -> anyhow::Result<Vec<u8>> {
+        let settings = &self.inner.settings;
+        let deadline = Duration::from_secs(settings.timeout_secs);
+        let setup = tokio::time::timeout(deadline, async {
+            let browser = self.browser().await?;
+            let context = {
+                let b = browser.lock().await;
+                b.create_browser_context(CreateBrowserContextParams::default())
+                    .await
+                    .context("could not create a browser context")?
+            };
+            let target = CreateTargetParams::builder()
+                .url("about:blank")
+                .browser_context_id(context.clone())
+                .build()
+                .map_err(|e| anyhow!(e))?;
+            let page = {
+                let b = browser.lock().await;
+                b.new_page(target).await.context("could not open a page")?
+            };
+            anyhow::Ok((browser, context, page))
+        })
+        .await;
+        let (browser, context, page) = match setup {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                self.reap("could not open a page").await;
+                return Err(e);
+            }
+            Err(_) => {
+                self.reap("the browser did not open a page in time").await;
+                return Err(anyhow!("the browser did not open a page in time"));
+            }
+        };
+        let result = tokio::time::timeout(deadline, async {
+            if !cookies.is_empty() {
+                let origin = origin(url).ok_or_else(|| anyhow!("`{url}` has no host"))?;
+                let params: Vec<CookieParam> = cookies
+                    .iter()
+                    .map(|(name, value)| {
+                        let mut c = CookieParam::new(name.clone(), value.clone());
+                        c.url = Some(origin.clone());
+                        c.secure = Some(origin.starts_with("https://"));
+                        c.http_only = Some(true);
+                        c
+                    })
+                    .collect();
+                page.execute(SetCookiesParams::new(params))
+                    .await
+                    .context("could not set the cookies")?;
+            }
+            page.goto(url).await.context("could not open the chart")?;
+            loop {
+                let ready = page
+                    .evaluate(settings.ready_expression.as_str())
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_value::<bool>().ok())
+                    .unwrap_or(false);
+                if ready {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(settings.settle_ms)).await;
+            page.screenshot(
+                ScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Png)
+                    .build(),
+            )
+            .await
+            .context("could not capture the chart")
+        })
+        .await;
+        let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _ = page.close().await;
+            browser.lock().await.dispose_browser_context(context).await
+        })
+        .await;
+        let png = match result {
+            Ok(Ok(png)) => png,
+            Ok(Err(e)) => {
+                if closed.is_err() || is_dead(&e) {
+                    self.reap("the browser stopped answering").await;
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                if closed.is_err() {
+                    self.reap("the browser hung").await;
+                }
+                return Err(anyhow!(
+                    "the chart was not ready within {} s",
+                    settings.timeout_secs
+                ));
+            }
+        };
+        if !matches!(closed, Ok(Ok(()))) {
+            self.reap("could not close a browser context").await;
+        }
+        Ok(png)
+    }
+
+    /// The running browser, started (again) when there is none or it exited.
+    async fn browser(&self) -> anyhow::Result<Arc<Mutex<Browser>>> {
+        let mut slot = self.inner.browser.lock().await;
+        if let Some(running) = slot.as_ref() {
+            let exited = running.driver.is_finished()
+                || running
+                    .browser
+                    .lock()
+                    .await
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .is_some();
+            if !exited {
+                return Ok(running.browser.clone());
+            }
+            tracing::warn!(pid = ?running.pid, "the browser exited; starting a new one");
+            metrics::counter!("pregonero_snapshot_browser_restarts_total").increment(1);
+            if let Some(old) = slot.take() {
+                old.driver.abort();
+            }
+        }
+        let running = self.launch().await?;
+        let browser = running.browser.clone();
+        *slot = Some(running);
+        Ok(browser)
+    }
+
+    async fn launch(&self) -> anyhow::Result<Running> {
+        let settings = &self.inner.settings;
+        let executable = self
+            .inner
+            .executable
+            .as_ref()
+            .ok_or_else(|| anyhow!("no Chromium"))?;
+        // A profile per process: two servers on one machine never share one.
+        let profile = self
+            .inner
+            .profile_dir
+            .join(format!("profile-{}", std::process::id()));
+        let config = BrowserConfig::builder()
+            .chrome_executable(executable)
+            .no_sandbox()
+            .user_data_dir(&profile)
+            .window_size(settings.width, settings.height)
+            .viewport(Viewport {
+                width: settings.width,
+                height: settings.height,
+                device_scale_factor: Some(1.0),
+                ..Default::default()
+            })
+            .launch_timeout(LAUNCH_TIMEOUT)
+            .request_timeout(Duration::from_secs(settings.timeout_secs))
+            .arg("--disable-gpu")
+            .arg("--disable-dev-shm-usage")
+            .arg("--no-first-run")
+            .arg("--mute-audio")
+            .build()
+            .map_err(|e| anyhow!(e))?;
+        let (mut browser, mut handler) = Browser::launch(config)
+            .await
+            .with_context(|| format!("could not start {}", executable.display()))?;
+        let pid = browser.get_mut_child().and_then(|c| c.as_mut_inner().id());
+        let driver = tokio::spawn(async move {
+            // A message the handler cannot read is its to report; a broken connection ends the
+            // driver, which drops the handler (every call waiting on it fails at once) and tells
+            // the next capture to start a new browser.
+            while let Some(event) = handler.next().await {
+                match event {
+                    Ok(()) | Err(CdpError::InvalidMessage(..)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the connection to the snapshot browser");
+                        break;
+                    }
+                }
+            }
+        });
+        tracing::info!(?pid, "browser started for chart snapshots");
+        Ok(Running {
+            browser: Arc::new(Mutex::new(browser)),
+            driver,
+            pid,
+        })
+    }
+
+    /// Kills the browser (crashed, hung or in doubt); the next capture starts a new one.
+    async fn reap(&self, why: &str) {
+        let Some(running) = self.inner.browser.lock().await.take() else {
+            return;
+        };
+        tracing::warn!(pid = ?running.pid, why, "killing the snapshot browser");
+        metrics::counter!("pregonero_snapshot_browser_restarts_total").increment(1);
+        running.driver.abort();
+        if let Ok(mut b) = tokio::time::timeout(CLOSE_TIMEOUT, running.browser.lock()).await {
+            let _ = b.kill().await;
+        } else if let Some(pid) = running.pid {
+            // Someone still holds the browser (a hung call): kill the process itself.
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Whether an error means the browser itself is gone.
+fn is_dead(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}").to_lowercase();
+    [
+        "channel closed",
+        "connection",
+        "websocket",
+        "send failed",
+        "receiver",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}
+
+/// `scheme://host[:port]` of `url`.
+pub fn origin(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    parsed.host_str()?;
+    Some(parsed.origin().ascii_serialization())
+}
+
+fn find_chromium(settings: &SnapshotSettings) -> Option<PathBuf> {
+    match &settings.chromium_path {
+        Some(path) => path.exists().then(|| path.clone()),
+        None => CHROMIUM_CANDIDATES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists()),
+    }
+}
