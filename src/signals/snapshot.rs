@@ -21,12 +21,12 @@ use std::{
 use anyhow::{Context, anyhow};
 use chromiumoxide::{
     Browser, BrowserConfig,
-    error::CdpError,
     cdp::browser_protocol::{
         network::{CookieParam, SetCookiesParams},
         page::CaptureScreenshotFormat,
         target::{CreateBrowserContextParams, CreateTargetParams},
     },
+    error::CdpError,
     handler::viewport::Viewport,
     page::ScreenshotParams,
 };
