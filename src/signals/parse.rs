@@ -150,7 +150,7 @@ impl Found {
         }
         match field {
             Field::Ticker => keep(&mut self.ticker, clean_ticker(value)),
-            Field::Exchange => keep(&mut self.exchange, Some(value.to_uppercase())),
+            Field::Exchange => keep(&mut self.exchange, clean_exchange(value)),
             Field::Price => {
                 if self.price.is_none() {
                     self.price = parse_price(value);
@@ -314,7 +314,7 @@ fn labelled(line: &str) -> Option<(Field, &str)> {
 
 /// `BINANCE:BTCUSDT` as a ticker, if `word` is one.
 fn exchange_symbol(word: &str) -> Option<String> {
-    let word = word.trim_matches(|c: char| !c.is_alphanumeric() && c != '!');
+    let word = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '!');
     let (exchange, symbol) = word.split_once(':')?;
     let ok = |s: &str, extra: &[char]| {
         !s.is_empty()
@@ -327,13 +327,29 @@ fn exchange_symbol(word: &str) -> Option<String> {
     .then(|| word.to_uppercase())
 }
 
-/// A ticker value: its first word, upper case, without decoration.
+/// A ticker value: its first word without decoration, upper case; `EXCHANGE:SYMBOL` or a
+/// symbol of ASCII letters, digits and `_ . ! / -` (anything else is not a ticker).
 fn clean_ticker(value: &str) -> Option<String> {
     let word = value
         .split_whitespace()
         .next()?
-        .trim_matches(|c: char| !c.is_alphanumeric() && c != '!');
-    (!word.is_empty()).then(|| word.to_uppercase())
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '!');
+    if word.contains(':') {
+        return exchange_symbol(word);
+    }
+    let symbol_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '!' | '/' | '-');
+    (!word.is_empty() && word.chars().all(symbol_char)).then(|| word.to_ascii_uppercase())
+}
+
+/// An exchange value: one word of ASCII letters, digits and `_`, upper case.
+fn clean_exchange(value: &str) -> Option<String> {
+    let word = value
+        .split_whitespace()
+        .next()?
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    (!word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| word.to_ascii_uppercase())
 }
 
 /// `$67,890.50`, `67.890,50 €`, `1,234`, `0,00042`, `67890.5 USDT`.

@@ -269,3 +269,16 @@ pub async fn stats(
         losses: n(count(all.add(signals::Column::Result.eq("loss"))).await?),
     })
 }
+
+/// Snapshots waiting, by plan priority: `(priority, count)`.
+pub async fn snapshot_backlog(db: &impl ConnectionTrait) -> Result<Vec<(i16, i64)>, DbErr> {
+    signals::Entity::find()
+        .select_only()
+        .column(signals::Column::Priority)
+        .column_as(signals::Column::Id.count(), "n")
+        .filter(signals::Column::ScreenshotStatus.eq("pending"))
+        .group_by(signals::Column::Priority)
+        .into_tuple::<(i16, i64)>()
+        .all(db)
+        .await
+}

@@ -76,6 +76,16 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(depth) = crate::outbox::repo::backlog(&state.db).await {
         metrics::gauge!("pregonero_queue_depth").set(depth as f64);
     }
+    if let Ok(backlog) = crate::signals::repo::snapshot_backlog(&state.db).await {
+        // Every plan's gauge, so one that drained reads 0 rather than its last value.
+        for (name, plan) in &state.settings.signals.plans {
+            let n = backlog
+                .iter()
+                .find(|(p, _)| *p == i16::from(plan.priority))
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("pregonero_snapshot_queue", "plan" => name.clone()).set(n as f64);
+        }
+    }
     match install() {
         Some(handle) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")

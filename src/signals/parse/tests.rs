@@ -237,3 +237,93 @@ fn nothing_panics_on_odd_text() {
         let _ = parse(text);
     }
 }
+
+/// A fuzzer in the test suite: 20,000 alerts stitched at random from real fragments, labels,
+/// separators, emoji, odd Unicode and raw bytes. None may panic, and what is read must hold
+/// together: a ticker is upper case without spaces, and is `exchange:symbol` when both exist.
+#[test]
+fn random_alerts_never_panic_and_what_is_read_holds_together() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    const PIECES: &[&str] = &[
+        "Ticker",
+        "Símbolo",
+        "Precio",
+        "Price",
+        "Señal",
+        "Signal",
+        "TF",
+        "Indicador",
+        "tipo de señal",
+        "Exchange",
+        "close",
+        "interval",
+        ":",
+        "=",
+        " - ",
+        "**",
+        "🪙",
+        "💰",
+        "📈",
+        "⏰",
+        "🟢",
+        "\n",
+        "\r\n",
+        " ",
+        "\t",
+        "BINANCE:BTCUSDT",
+        "binance:ethusdt",
+        "NYSE:KO",
+        "CME_MINI:ES1!",
+        "AAPL",
+        "$67,890.50",
+        "67.890,50 €",
+        "0,00001234",
+        "1.234.567",
+        "buy",
+        "SELL",
+        "Divergencia Alcista",
+        "[APIDEVS]",
+        "{{ticker}}",
+        "{",
+        "}",
+        "\"",
+        "[",
+        "]",
+        ",",
+        "İ",
+        "ß",
+        "\u{200b}",
+        "\u{0}",
+        "ẞ",
+        "ﬁ",
+        "{\"ticker\": \"BTCUSDT\", \"close\": 1}",
+        "15",
+        "240",
+        "D",
+        "::",
+        "..",
+    ];
+    let mut rng = StdRng::seed_from_u64(0x005E_ED0F_A1E7);
+    for _ in 0..20_000 {
+        let mut text = String::new();
+        for _ in 0..rng.random_range(0..24) {
+            if rng.random_bool(0.05) {
+                text.push(char::from_u32(rng.random_range(0..0x3_0000)).unwrap_or('?'));
+            } else {
+                text.push_str(PIECES[rng.random_range(0..PIECES.len())]);
+            }
+        }
+        if let Ok(s) = parse(&text) {
+            assert!(
+                !s.ticker.is_empty() && !s.symbol.is_empty(),
+                "{text:?} → {s:?}"
+            );
+            assert!(!s.ticker.contains(char::is_whitespace), "{text:?} → {s:?}");
+            assert_eq!(s.ticker, s.ticker.to_uppercase(), "{text:?} → {s:?}");
+            if let Some(exchange) = &s.exchange {
+                assert_eq!(s.ticker, format!("{exchange}:{}", s.symbol), "{text:?}");
+            }
+            assert!(s.price.is_none_or(f64::is_finite), "{text:?} → {s:?}");
+        }
+    }
+}

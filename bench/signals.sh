@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Trading webhook (POST /webhook/u/{token}): answer latency at a fixed offered rate, the
+# maximum sustained rate, and the same with chart snapshots queued behind the answers.
+#
+#   bench/signals.sh                      # SQLite (embedded default)
+#   BENCH_DATABASE=postgres bench/signals.sh
+#
+# Knobs: BENCH_RUNS (paced runs, default 3), BENCH_DURATION (s per run, default 15),
+# BENCH_RATE_CONNECTIONS / BENCH_DELAY_MS (paced load: 10 connections pausing ~20 ms each ≈
+# 500 req/s), BENCH_CONNECTIONS (saturation, default 32), BENCH_SNAPSHOT_SECS (default 60),
+# BENCH_BIN (another build, for A/B). Each signal is delivered to a fake Telegram chat (the whole
+# path: parse, store, quota, outbox). Prints RESULT lines, min / median / max of the paced runs,
+# the largest answer time seen, and the snapshots per minute per browser context.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/pregonero-target}" SQLX_OFFLINE=true
+
+source bench/lib.sh
+ensure_wrk
+
+RUNS="${BENCH_RUNS:-3}"
+DURATION="${BENCH_DURATION:-15}"
+RATE_CONNECTIONS="${BENCH_RATE_CONNECTIONS:-10}"
+DELAY_MS="${BENCH_DELAY_MS:-20}"
+CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+SNAPSHOT_SECS="${BENCH_SNAPSHOT_SECS:-60}"
+DATABASE="${BENCH_DATABASE:-sqlite}"
+TOKEN_BOT="110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+
+bench_init
+cargo build --release --locked -q --bin pregonero-fakes -p fakes
+FAKE_PORT="$(free_port)"
+"$CARGO_TARGET_DIR/release/pregonero-fakes" telegram --port "$FAKE_PORT" --bot "$TOKEN_BOT:bench_bot" \
+  --accept-any-chat >"$WORK/fake.log" 2>&1 &
+FAKE_PID=$!
+# A chart-like page for the snapshot phase: a canvas drawn by script after 300 ms.
+mkdir -p "$WORK/charts/chart"
+cat >"$WORK/charts/chart/bench.html" <<'HTML'
+<!doctype html><html><body style="margin:0"><script>
+setTimeout(() => { const c = document.createElement('canvas'); c.width = innerWidth; c.height = innerHeight;
+document.body.appendChild(c); const g = c.getContext('2d'); g.fillStyle = '#131722'; g.fillRect(0, 0, c.width, c.height);
+for (let i = 0; i < 60; i++) { g.fillStyle = i % 2 ? '#26a69a' : '#ef5350'; g.fillRect(20 + i * 20, 150 + (i * 37) % 200, 12, 60 + (i * 53) % 120); } }, 300);
+</script></body></html>
+HTML
+CHART_PORT="$(free_port)"
+python3 -m http.server "$CHART_PORT" --bind 127.0.0.1 --directory "$WORK/charts" >"$WORK/charts.log" 2>&1 &
+CHART_PID=$!
+trap 'kill $FAKE_PID $CHART_PID 2>/dev/null || true; bench_cleanup' EXIT
+
+# $1 = snapshots on (true/false)
+serve() {
+  SERVE_FLAGS="" start_server "$DATABASE" bench_signals \
+    PREGONERO_TELEGRAM__API_BASE_URL="http://127.0.0.1:$FAKE_PORT" \
+    PREGONERO_SIGNALS__PLANS__FREE__QUOTA=100000000 \
+    PREGONERO_SIGNALS__SNAPSHOTS__ENABLED="$1" \
+    PREGONERO_SIGNALS__SNAPSHOTS__CHROMIUM_PATH="$CHROMIUM" \
+    PREGONERO_SIGNALS__SNAPSHOTS__CHART_URL_TEMPLATE="http://127.0.0.1:$CHART_PORT/chart/{chart_id}.html" \
+    PREGONERO_SIGNALS__SNAPSHOTS__SETTLE_MS=200
+  BASE="http://127.0.0.1:$SERVER_PORT"
+  KEY="$(grep -o 'prg_[A-Za-z0-9_-]*' "$WORK/server.out" | head -1)"
+  api() { curl -fsS -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' "$@"; }
+  CHANNEL="$(api -d "{\"kind\":\"telegram\",\"name\":\"bench\",\"bot_token\":\"$TOKEN_BOT\",\"limits\":{\"per_second\":5000}}" "$BASE/api/v1/channels" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+  api -X PUT -d "{\"channel_id\":\"$CHANNEL\",\"recipient\":\"5001\"}" "$BASE/api/v1/signals/profile" >/dev/null
+  SIGNAL_TOKEN="$(api -d '{}' "$BASE/api/v1/signals/profile/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+  export SIGNAL_TOKEN
+}
+rss() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$SERVER_PID/status"; }
+URL() { echo "http://127.0.0.1:$SERVER_PORT/"; }
+
+echo "database: $DATABASE  paced: $RATE_CONNECTIONS connections, ~${DELAY_MS} ms pause, ${DURATION}s x $RUNS  saturation: $CONNECTIONS connections"
+serve false
+export SIGNAL_CHART=""
+BENCH_DELAY_MS= wrk -t1 -c4 -d2s -s bench/signal.lua "$(URL)" >/dev/null   # warm-up
+PACED=()
+for run in $(seq "$RUNS"); do
+  line="$(BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
+  echo "paced run $run: $line"
+  PACED+=("$line")
+done
+printf '%s\n' "${PACED[@]}" | python3 -c '
+import sys, re
+rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
+for key in ("rps", "p50_ms", "p99_ms", "max_ms"):
+    v = sorted(float(r[key]) for r in rows)
+    print(f"paced {key}: min {v[0]:g} / median {v[len(v)//2]:g} / max {v[-1]:g}")'
+echo "saturation: $(BENCH_DELAY_MS= wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
+echo "server peak RSS (VmHWM): $(rss)"
+stop_server
+
+if [ ! -x "$CHROMIUM" ]; then
+  echo "SKIPPED snapshot phase: no Chromium at $CHROMIUM"
+  exit 0
+fi
+serve true
+export SIGNAL_CHART="bench"
+echo "snapshots: queue filled at the paced rate for ${DURATION}s, then captured for up to ${SNAPSHOT_SECS}s"
+echo "paced, snapshots queued: $(BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
+sleep "$SNAPSHOT_SECS"
+curl -fsS "$BASE/metrics" | python3 -c '
+import sys
+done = 0.0; total = 0.0; secs = 0.0
+for line in sys.stdin:
+    if line.startswith("pregonero_snapshots_total") and "completed" in line: done = float(line.split()[-1])
+    if line.startswith("pregonero_snapshot_seconds_sum"): secs = float(line.split()[-1])
+    if line.startswith("pregonero_snapshot_seconds_count"): total = float(line.split()[-1])
+print(f"snapshots completed: {done:g}; mean capture {secs / max(total, 1):.2f} s; {60 / max(secs / max(total, 1), 1e-9):.1f} per minute per browser context")'
+echo "server peak RSS with Chromium working (VmHWM, server only): $(rss)"
