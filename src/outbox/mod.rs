@@ -113,7 +113,7 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
     let Pending { message, quota } = pending;
     let (owner_id, key) = (message.owner_id.clone(), message.idempotency_key.clone());
     let now = chrono::Utc::now();
-    let mut row = message.into_row(now);
+    let row = message.into_row(now);
     let Some(key) = key else {
         return Ok(match outbox.ledger.admit(Admission { row, quota }).await? {
             Admitted::Accepted(msg) => Admit::Accepted(*msg),
@@ -134,26 +134,14 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
         txn.rollback().await?;
         return Ok(Admit::Refused);
     }
-    // As the batching writer does: on SQLite the job commits with the row.
-    let inline = outbox.queue.pushes_in_transaction();
-    if inline {
-        row.enqueued_at = sea_orm::Set(Some(now));
-    }
-    match repo::insert_in(&txn, row).await {
-        Ok(msg) => {
-            if inline
-                && let Some(push) =
-                    Queue::push_statement(&[(msg.id.clone(), std::time::Duration::ZERO)])?
-            {
-                txn.execute_raw(push).await?;
-            }
+    match insert_in(outbox, &txn, row, now).await {
+        Ok(inserted) => {
             txn.commit().await?;
-            if !inline {
-                dispatch(&outbox.db, &outbox.queue, &msg.id).await;
-            }
+            let msg = inserted.message.clone();
+            committed(outbox, inserted).await;
             Ok(Admit::Accepted(msg))
         }
-        Err(e) if is_unique_violation(&e) => {
+        Err(InsertError::Db(e)) if is_unique_violation(&e) => {
             // Two requests raced with one key: the loser answers with the winner's message.
             txn.rollback().await?;
             let existing = repo::find_by_idempotency_key(&outbox.db, &owner_id, &key)
@@ -161,7 +149,63 @@ pub async fn admit(outbox: &Outbox, pending: Pending) -> anyhow::Result<Admit> {
                 .ok_or_else(|| anyhow::anyhow!("idempotency row vanished"))?;
             Ok(Admit::Replayed(existing))
         }
-        Err(e) => Err(e.into()),
+        Err(InsertError::Db(e)) => Err(e.into()),
+        Err(InsertError::Other(e)) => Err(e),
+    }
+}
+
+/// A message written in a caller's transaction, waiting for [`committed`].
+#[derive(Debug)]
+pub struct Inserted {
+    /// The stored row.
+    pub message: MessageRow,
+    /// Its job was written in the same transaction (SQLite).
+    pushed: bool,
+}
+
+/// Why [`insert_in`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// The row (a unique violation when an idempotency key was taken).
+    #[error(transparent)]
+    Db(#[from] sea_orm::DbErr),
+    /// The job's statement.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Writes one message inside the caller's transaction: on SQLite with its delivery job, so
+/// both commit together (as the batching writer does); elsewhere [`committed`] pushes the job
+/// once the caller has committed. A feature that stores something with its message (a signal)
+/// pays for one transaction instead of two.
+pub async fn insert_in(
+    outbox: &Outbox,
+    txn: &sea_orm::DatabaseTransaction,
+    mut row: crate::entities::messages::ActiveModel,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Inserted, InsertError> {
+    use sea_orm::ConnectionTrait;
+    let pushed = outbox.queue.pushes_in_transaction();
+    if pushed {
+        row.enqueued_at = sea_orm::Set(Some(now));
+    }
+    let message = repo::insert_in(txn, row).await?;
+    if pushed
+        && let Some(push) =
+            Queue::push_statement(&[(message.id.clone(), std::time::Duration::ZERO)])?
+    {
+        txn.execute_raw(push).await?;
+    }
+    Ok(Inserted { message, pushed })
+}
+
+/// After the transaction of [`insert_in`] committed: pushes the job where it was not written
+/// with the row (a failed push is left to the sweep).
+pub async fn committed(outbox: &Outbox, inserted: Inserted) {
+    if inserted.pushed {
+        metrics::counter!("pregonero_messages_accepted_total").increment(1);
+    } else {
+        dispatch(&outbox.db, &outbox.queue, &inserted.message.id).await;
     }
 }
 

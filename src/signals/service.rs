@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
-use sea_orm::{Set, TransactionTrait};
+use sea_orm::{Set, TransactionTrait, TryIntoModel};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -159,11 +159,29 @@ pub async fn receive(state: &AppState, hook: Incoming<'_>) -> Result<Received, S
             SCREENSHOT_SKIPPED
         },
     );
-    let signal = match repo::insert(&txn, row).await {
-        Ok(signal) => {
-            txn.commit().await?;
-            signal
-        }
+    // Without a chart to wait for, its message is written in the same transaction: one commit
+    // for the quota, the signal, the message and (on SQLite) its job.
+    let mut row = row;
+    let message = if capture {
+        None
+    } else {
+        let model = row.clone().try_into_model()?;
+        message_for(&profile, &model, None).map(|m| m.into_row(now))
+    };
+    if let Some(m) = &message {
+        row.message_id = Set(m.id.try_as_ref().cloned());
+    }
+    let inserted = match repo::insert(&txn, row).await {
+        Ok(signal) => match message {
+            Some(m) => match outbox::insert_in(&state.outbox, &txn, m, now).await {
+                Ok(inserted) => (signal, Some(inserted)),
+                Err(e) => {
+                    txn.rollback().await?;
+                    return Err(SignalError::Unexpected(anyhow::anyhow!(e)));
+                }
+            },
+            None => (signal, None),
+        },
         Err(e) if is_unique_violation(&e) => {
             // The same alert raced this one into the slot: that one is the signal.
             txn.rollback().await?;
@@ -183,17 +201,17 @@ pub async fn receive(state: &AppState, hook: Incoming<'_>) -> Result<Received, S
         }
         Err(e) => return Err(e.into()),
     };
+    txn.commit().await?;
+    let (signal, message) = inserted;
+    if let Some(message) = message {
+        outbox::committed(&state.outbox, message).await;
+    }
     metrics::counter!("pregonero_signals_received_total", "plan" => plan_name.to_owned())
         .increment(1);
     if capture {
         // Delivered by the snapshot worker, with its picture (or without, once it gives up).
         state.snapshots.wake();
-        return Ok(Received {
-            signal,
-            duplicate: false,
-        });
     }
-    let signal = deliver(state, &profile, signal, None).await;
     Ok(Received {
         signal,
         duplicate: false,
@@ -251,31 +269,11 @@ pub(super) async fn deliver(
     signal: SignalRow,
     picture: Option<MediaId>,
 ) -> SignalRow {
-    let (Some(channel_id), Some(recipient)) = (&profile.channel_id, &profile.recipient) else {
+    let Some(message) = message_for(profile, &signal, picture) else {
         return signal;
     };
-    let mut body = match render(profile.template.as_deref(), &signal) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::warn!(signal_id = %signal.id, error = %e, "signal template failed; sending the default text");
-            default_text(&signal)
-        }
-    };
-    if picture.is_some() && body.chars().count() > MAX_CAPTION {
-        body = body.chars().take(MAX_CAPTION - 1).collect::<String>() + "…";
-    }
     let pending = Pending {
-        message: NewMessage {
-            owner_id: signal.owner_id.clone(),
-            channel_id: channel_id.clone(),
-            recipient: recipient.clone(),
-            body,
-            parse_mode: None,
-            media_id: picture,
-            idempotency_key: None,
-            request_hash: None,
-            integration_id: None,
-        },
+        message,
         quota: None,
     };
     match outbox::admit(&state.outbox, pending).await {
@@ -294,6 +292,38 @@ pub(super) async fn deliver(
             signal
         }
     }
+}
+
+/// The message that delivers `signal` to the profile's target, if it has one.
+fn message_for(
+    profile: &ProfileRow,
+    signal: &SignalRow,
+    picture: Option<MediaId>,
+) -> Option<NewMessage> {
+    let (Some(channel_id), Some(recipient)) = (&profile.channel_id, &profile.recipient) else {
+        return None;
+    };
+    let mut body = match render(profile.template.as_deref(), signal) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(signal_id = %signal.id, error = %e, "signal template failed; sending the default text");
+            default_text(signal)
+        }
+    };
+    if picture.is_some() && body.chars().count() > MAX_CAPTION {
+        body = body.chars().take(MAX_CAPTION - 1).collect::<String>() + "…";
+    }
+    Some(NewMessage {
+        owner_id: signal.owner_id.clone(),
+        channel_id: channel_id.clone(),
+        recipient: recipient.clone(),
+        body,
+        parse_mode: None,
+        media_id: picture,
+        idempotency_key: None,
+        request_hash: None,
+        integration_id: None,
+    })
 }
 
 /// The variables a signal template sees (all of them, empty when unknown).
