@@ -88,8 +88,19 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 serve true
 export SIGNAL_CHART="bench"
-echo "snapshots: queue filled at the paced rate for ${DURATION}s, then captured for up to ${SNAPSHOT_SECS}s"
-echo "paced, snapshots queued: $(BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
+echo "snapshots: the queue filled at the paced rate (${DURATION}s x $RUNS, Chromium capturing meanwhile), then captured for up to ${SNAPSHOT_SECS}s more"
+QUEUED=()
+for run in $(seq "$RUNS"); do
+  line="$(BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
+  echo "paced run $run, snapshots queued: $line"
+  QUEUED+=("$line")
+done
+printf '%s\n' "${QUEUED[@]}" | python3 -c '
+import sys
+rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
+for key in ("rps", "p50_ms", "p99_ms", "max_ms"):
+    v = sorted(float(r[key]) for r in rows)
+    print(f"snapshots queued, paced {key}: min {v[0]:g} / median {v[len(v)//2]:g} / max {v[-1]:g}")'
 sleep "$SNAPSHOT_SECS"
 curl -fsS "$BASE/metrics" | python3 -c '
 import sys
