@@ -57,6 +57,18 @@ serve() {
   SIGNAL_TOKEN="$(api -d '{}' "$BASE/api/v1/signals/profile/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
   export SIGNAL_TOKEN
 }
+# $1 = label, then RESULT lines: min / median / max of each figure.
+summarize() {
+  local label="$1"
+  shift
+  printf '%s\n' "$@" | LABEL="$label" python3 -c '
+import os, sys
+label = os.environ["LABEL"]
+rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
+for key in ("rps", "p50_ms", "p99_ms", "max_ms"):
+    v = sorted(float(r[key]) for r in rows)
+    print(f"{label} {key}: min {v[0]:g} / median {v[len(v)//2]:g} / max {v[-1]:g}")'
+}
 rss() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$SERVER_PID/status"; }
 URL() { echo "http://127.0.0.1:$SERVER_PORT/"; }
 
@@ -72,12 +84,7 @@ for run in $(seq "$RUNS"); do
   echo "paced run $run: $line"
   PACED+=("$line")
 done
-printf '%s\n' "${PACED[@]}" | python3 -c '
-import sys, re
-rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
-for key in ("rps", "p50_ms", "p99_ms", "max_ms"):
-    v = sorted(float(r[key]) for r in rows)
-    print(f"paced {key}: min {v[0]:g} / median {v[len(v)//2]:g} / max {v[-1]:g}")'
+summarize "paced" "${PACED[@]}"
 echo "saturation: $(BENCH_DELAY_MS= wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
 echo "server peak RSS (VmHWM): $(rss)"
 stop_server
@@ -95,12 +102,7 @@ for run in $(seq "$RUNS"); do
   echo "paced run $run, snapshots queued: $line"
   QUEUED+=("$line")
 done
-printf '%s\n' "${QUEUED[@]}" | python3 -c '
-import sys
-rows = [dict(kv.split("=") for kv in l.split()[1:]) for l in sys.stdin if l.strip()]
-for key in ("rps", "p50_ms", "p99_ms", "max_ms"):
-    v = sorted(float(r[key]) for r in rows)
-    print(f"snapshots queued, paced {key}: min {v[0]:g} / median {v[len(v)//2]:g} / max {v[-1]:g}")'
+summarize "snapshots queued, paced" "${QUEUED[@]}"
 sleep "$SNAPSHOT_SECS"
 curl -fsS "$BASE/metrics" | python3 -c '
 import sys

@@ -721,7 +721,7 @@ impl Settings {
         if let Some(bad_proxy) = self
             .trusted_proxies
             .iter()
-            .find(|p| crate::web::client_ip::parse_net(p).is_none())
+            .find(|p| crate::client_ip::parse_net(p).is_none())
         {
             return bad(
                 "trusted_proxies",

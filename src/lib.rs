@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cache;
 pub mod campaigns;
 pub mod channels;
+pub mod client_ip;
 pub mod clock;
 pub mod compat;
 pub mod config;

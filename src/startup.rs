@@ -162,7 +162,7 @@ impl Application {
         tracing::info!(store = media.kind(), "media store ready");
         let settings_auth = settings.auth.clone();
         let trusted_proxies: Arc<[ipnet::IpNet]> =
-            crate::web::client_ip::parse_list(settings.trusted_proxies.iter().map(String::as_str))
+            crate::client_ip::parse_list(settings.trusted_proxies.iter().map(String::as_str))
                 .map_err(|bad| anyhow::anyhow!("trusted_proxies: `{bad}` is not an IP or CIDR"))?
                 .into();
         let snapshots = crate::signals::snapshot::Snapshots::new(

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::{
     auth::{self, Caller},
+    client_ip,
     domain::UserId,
     error::ApiError,
     signals::{
@@ -15,7 +16,6 @@ use crate::{
         service::{self, Incoming},
     },
     state::AppState,
-    web::client_ip,
 };
 
 /// Mounts the seed's routes.
@@ -114,6 +114,6 @@ async fn signals(
         before: q.before,
         ..Default::default()
     };
-    let base = crate::web::request_base(&req, &state);
+    let base = crate::client_ip::request_base(&req, &state);
     list_for(&state, &base, &caller, &path, filter, q.limit).await
 }

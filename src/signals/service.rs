@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    crypto,
+    client_ip, crypto,
     db::is_unique_violation,
     domain::{ChannelId, MediaId, UserId},
     entities::{signal_profiles, signals},
@@ -22,7 +22,6 @@ use crate::{
     outbox::{self, Admit, Pending, repo::NewMessage},
     state::AppState,
     templates::Compiled,
-    web::client_ip,
 };
 
 /// Prefix of webhook tokens.

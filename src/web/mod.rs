@@ -1,6 +1,5 @@
 //! HTTP surface: route table, operational endpoints and cross-cutting middleware.
 mod accounts;
-pub mod client_ip;
 mod health;
 pub mod metrics;
 mod spa;
@@ -58,18 +57,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(crate::compat::wa_sender::configure)
         .configure(auth::routes::configure_auth)
         .configure(spa::configure);
-}
-
-/// The address clients reach this server at: `auth.public_url`, else what the request says it
-/// asked for (links built from it work for the caller that gets them).
-pub fn request_base(req: &actix_web::HttpRequest, state: &crate::state::AppState) -> String {
-    match &state.settings.auth.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    }
 }
 
 /// JSON 404 for unknown routes.

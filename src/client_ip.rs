@@ -1,6 +1,7 @@
-//! The client's address: the peer's, or, when the peer is a configured trusted proxy, the
-//! nearest address in `X-Forwarded-For` that is not one of those proxies. A header sent by
-//! anyone else is ignored, so it cannot be forged past an allow-list or a lockout.
+//! What a request says about its client: its address (the peer's, or, when the peer is a
+//! configured trusted proxy, the nearest address in `X-Forwarded-For` that is not one of those
+//! proxies; a header sent by anyone else is ignored, so it cannot be forged past an allow-list
+//! or a lockout), and the base URL it reached this server at.
 use std::net::IpAddr;
 
 use actix_web::HttpRequest;
@@ -67,6 +68,18 @@ fn resolve<'a>(peer: IpAddr, headers: impl Iterator<Item = &'a str>, trusted: &[
         }
     }
     current
+}
+
+/// The address clients reach this server at: `auth.public_url`, else what the request says it
+/// asked for (links built from it work for the caller that gets them).
+pub fn request_base(req: &HttpRequest, state: &crate::state::AppState) -> String {
+    match &state.settings.auth.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    }
 }
 
 /// Whether `ip` is in one of `allowed`.
