@@ -70,10 +70,10 @@ fn resolve<'a>(peer: IpAddr, headers: impl Iterator<Item = &'a str>, trusted: &[
     current
 }
 
-/// The address clients reach this server at: `auth.public_url`, else what the request says it
-/// asked for (links built from it work for the caller that gets them).
-pub fn request_base(req: &HttpRequest, state: &crate::state::AppState) -> String {
-    match &state.settings.auth.public_url {
+/// The address clients reach this server at: `public_url` (`auth.public_url`), else what the
+/// request says it asked for (links built from it work for the caller that gets them).
+pub fn request_base(req: &HttpRequest, public_url: Option<&str>) -> String {
+    match public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
             let info = req.connection_info();

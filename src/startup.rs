@@ -323,7 +323,7 @@ impl Application {
         };
         // Worker nodes capture charts (claims in the database keep replicas apart).
         if self.options.workers {
-            self.state.snapshots.spawn_workers(self.state.clone());
+            crate::signals::queue::spawn_workers(&self.state.snapshots, self.state.clone());
         }
         // Worker nodes run campaigns (one node per campaign, by lease).
         let campaigns = self.options.workers.then(|| {

@@ -114,6 +114,6 @@ async fn signals(
         before: q.before,
         ..Default::default()
     };
-    let base = crate::client_ip::request_base(&req, &state);
+    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
     list_for(&state, &base, &caller, &path, filter, q.limit).await
 }

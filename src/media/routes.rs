@@ -238,7 +238,7 @@ async fn media_url(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::find(&state, &caller, &path).await?;
-    let base = crate::client_ip::request_base(&req, &state);
+    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
     let (url, expires_at) = service::link(&state, &row, &base).await?;
     Ok(HttpResponse::Ok().json(LinkView { url, expires_at }))
 }

@@ -18,6 +18,40 @@ pub const PROCESSING: &str = "processing";
 pub const COMPLETED: &str = "completed";
 pub const FAILED: &str = "failed";
 
+/// Starts the snapshot workers (on worker nodes), when the pool can capture.
+pub fn spawn_workers(pool: &Snapshots, state: AppState) {
+    if !pool.enabled() {
+        return;
+    }
+    for worker in 0..pool.concurrency() {
+        let (pool, state) = (pool.clone(), state.clone());
+        actix_web::rt::spawn(async move { work(worker, &pool, &state).await });
+    }
+    tracing::info!(
+        concurrency = pool.concurrency(),
+        chromium = ?pool.executable(),
+        "chart snapshot workers started"
+    );
+}
+
+async fn work(worker: usize, pool: &Snapshots, state: &AppState) {
+    let settings = &state.settings.signals.snapshots;
+    loop {
+        match claim(state, settings).await {
+            Ok(Some(signal)) => {
+                pool.busy(true);
+                run(state, pool, signal).await;
+                pool.busy(false);
+            }
+            Ok(None) => pool.idle().await,
+            Err(e) => {
+                tracing::warn!(worker, error = ?e, "snapshot queue unavailable");
+                tokio::time::sleep(super::snapshot::IDLE_POLL).await;
+            }
+        }
+    }
+}
+
 /// Claims the next snapshot due, highest plan first; `None` when none is.
 pub async fn claim(
     state: &AppState,

@@ -206,7 +206,7 @@ async fn rotate_token(
     let (token, p) = service::rotate_token(&state, &caller.user_id, grace).await?;
     let url = format!(
         "{}/webhook/u/{token}",
-        crate::client_ip::request_base(&req, &state)
+        crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref())
     );
     Ok(HttpResponse::Created().json(serde_json::json!({
         "token": token,
@@ -289,7 +289,7 @@ async fn list(
         to: q.to,
         before: q.before,
     };
-    let base = crate::client_ip::request_base(&req, &state);
+    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
     list_for(&state, &base, &caller, &owner, filter, q.limit).await
 }
 
@@ -300,7 +300,7 @@ async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let s = service::find(&state, &caller, &path).await?;
-    let base = crate::client_ip::request_base(&req, &state);
+    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
     Ok(HttpResponse::Ok().json(SignalView::linked(&state, &base, s).await))
 }
 
@@ -313,7 +313,7 @@ async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
     let s = service::judge(&state, &caller, &path, body.into_inner()).await?;
-    let base = crate::client_ip::request_base(&req, &state);
+    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
     Ok(HttpResponse::Ok().json(SignalView::linked(&state, &base, s).await))
 }
 

@@ -33,7 +33,7 @@ use chromiumoxide::{
 use futures::StreamExt;
 use tokio::sync::{Mutex, Notify};
 
-use crate::{config::SnapshotSettings, state::AppState};
+use crate::config::SnapshotSettings;
 
 /// Where Chromium is looked for when `signals.snapshots.chromium_path` is not set.
 const CHROMIUM_CANDIDATES: [&str; 3] = [
@@ -42,7 +42,7 @@ const CHROMIUM_CANDIDATES: [&str; 3] = [
     "/usr/bin/google-chrome",
 ];
 /// How often a worker with nothing to do looks at the queue (new signals also wake it).
-const IDLE_POLL: Duration = Duration::from_secs(1);
+pub(super) const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Longest a browser may take to start.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest closing a page and its context may take before the browser counts as hung.
@@ -123,39 +123,28 @@ impl Snapshots {
         self.inner.browser.lock().await.as_ref().and_then(|r| r.pid)
     }
 
-    /// Starts the workers (on worker nodes).
-    pub fn spawn_workers(&self, state: AppState) {
-        if !self.enabled() {
-            return;
-        }
-        for worker in 0..self.inner.settings.concurrency {
-            let (pool, state) = (self.clone(), state.clone());
-            actix_web::rt::spawn(async move { pool.work(worker, state).await });
-        }
-        tracing::info!(
-            concurrency = self.inner.settings.concurrency,
-            chromium = ?self.inner.executable,
-            "chart snapshot workers started"
-        );
+    /// Captures at once.
+    pub fn concurrency(&self) -> usize {
+        self.inner.settings.concurrency
     }
 
-    async fn work(&self, worker: usize, state: AppState) {
-        loop {
-            match super::queue::claim(&state, &self.inner.settings).await {
-                Ok(Some(signal)) => {
-                    self.inner.active.fetch_add(1, Ordering::Relaxed);
-                    super::queue::run(&state, self, signal).await;
-                    self.inner.active.fetch_sub(1, Ordering::Relaxed);
-                }
-                Ok(None) => {
-                    let _ = tokio::time::timeout(IDLE_POLL, self.inner.wake.notified()).await;
-                }
-                Err(e) => {
-                    tracing::warn!(worker, error = ?e, "snapshot queue unavailable");
-                    tokio::time::sleep(IDLE_POLL).await;
-                }
-            }
+    /// Waits until a snapshot may be waiting (woken, or `IDLE_POLL` passed).
+    pub(super) async fn idle(&self) {
+        let _ = tokio::time::timeout(IDLE_POLL, self.inner.wake.notified()).await;
+    }
+
+    /// A capture starts (`true`) or ends (`false`), for `/health` and the estimates.
+    pub(super) fn busy(&self, starting: bool) {
+        if starting {
+            self.inner.active.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.inner.active.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Which Chromium captures.
+    pub fn executable(&self) -> Option<&Path> {
+        self.inner.executable.as_deref()
     }
 
     /// Records how long a capture took, for the estimates.
@@ -177,8 +166,9 @@ impl Snapshots {
     ) -> anyhow::Result<Vec<u8>> {
         let settings = &self.inner.settings;
         let deadline = Duration::from_secs(settings.timeout_secs);
+        // Starting a browser has its own limit (`LAUNCH_TIMEOUT`); the capture's starts after.
+        let browser = self.browser().await?;
         let setup = tokio::time::timeout(deadline, async {
-            let browser = self.browser().await?;
             let context = {
                 let b = browser.lock().await;
                 b.create_browser_context(CreateBrowserContextParams::default())
@@ -194,10 +184,10 @@ impl Snapshots {
                 let b = browser.lock().await;
                 b.new_page(target).await.context("could not open a page")?
             };
-            anyhow::Ok((browser, context, page))
+            anyhow::Ok((context, page))
         })
         .await;
-        let (browser, context, page) = match setup {
+        let (context, page) = match setup {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => {
                 self.reap("could not open a page").await;

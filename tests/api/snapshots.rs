@@ -307,7 +307,7 @@ async fn a_chart_that_never_renders_fails_after_its_tries_and_the_signal_still_g
     let Some(chromium) = chromium() else { return };
     let (port, seen) = chart_server().await;
     let (app, token) = app_with_charts(Backend::Sqlite, port, chromium, |s| {
-        s.signals.snapshots.timeout_secs = 2;
+        s.signals.snapshots.timeout_secs = 3;
         s.signals.snapshots.attempts = 2;
         s.signals.snapshots.backoff_secs = 1;
     })
