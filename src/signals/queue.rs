@@ -36,8 +36,15 @@ pub fn spawn_workers(pool: &Snapshots, state: AppState) {
 
 async fn work(worker: usize, pool: &Snapshots, state: &AppState) {
     let settings = &state.settings.signals.snapshots;
+    let mut reclaimed: Option<Instant> = None;
     loop {
-        match claim(state, settings).await {
+        if reclaimed.is_none_or(|at| at.elapsed() >= RECLAIM_EVERY) {
+            if let Err(e) = reclaim_stale(state, settings).await {
+                tracing::warn!(worker, error = ?e, "could not take back stale snapshot claims");
+            }
+            reclaimed = Some(Instant::now());
+        }
+        match claim(state).await {
             Ok(Some(signal)) => {
                 pool.busy(true);
                 run(state, pool, signal).await;
@@ -52,20 +59,24 @@ async fn work(worker: usize, pool: &Snapshots, state: &AppState) {
     }
 }
 
-/// Claims the next snapshot due, highest plan first; `None` when none is.
-pub async fn claim(
-    state: &AppState,
-    settings: &SnapshotSettings,
-) -> anyhow::Result<Option<repo::SignalRow>> {
-    let now = Utc::now();
-    // A claim older than a whole capture's time belongs to a worker that died: take it back.
-    let stale = now - chrono::Duration::seconds(i64::try_from(settings.timeout_secs)? + 30);
+/// How often a worker looks for claims whose worker died (a write: not on every poll).
+const RECLAIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Takes back claims older than a whole capture's time: their worker died.
+async fn reclaim_stale(state: &AppState, settings: &SnapshotSettings) -> anyhow::Result<()> {
+    let stale = Utc::now() - chrono::Duration::seconds(i64::try_from(settings.timeout_secs)? + 30);
     signals::Entity::update_many()
         .col_expr(signals::Column::ScreenshotStatus, Expr::value(PENDING))
         .filter(signals::Column::ScreenshotStatus.eq(PROCESSING))
         .filter(signals::Column::UpdatedAt.lt(stale))
         .exec(&state.db)
         .await?;
+    Ok(())
+}
+
+/// Claims the next snapshot due, highest plan first; `None` when none is.
+pub async fn claim(state: &AppState) -> anyhow::Result<Option<repo::SignalRow>> {
+    let now = Utc::now();
     for _ in 0..8 {
         let Some(next) = signals::Entity::find()
             .filter(signals::Column::ScreenshotStatus.eq(PENDING))
@@ -109,7 +120,13 @@ pub async fn claim(
 pub async fn run(state: &AppState, pool: &Snapshots, signal: repo::SignalRow) {
     let settings = &state.settings.signals.snapshots;
     let started = Instant::now();
-    let outcome = capture(state, pool, &signal).await;
+    // One read of the profile: its cookies for the capture, its target for the delivery.
+    let profile = repo::profile(&state.db, &signal.owner_id).await;
+    let outcome = match &profile {
+        Ok(profile) => capture(state, pool, &signal, profile.as_ref()).await,
+        Err(e) => Err(anyhow::anyhow!("could not read the profile: {e}")),
+    };
+    let profile = profile.ok().flatten();
     let elapsed = started.elapsed();
     metrics::histogram!("pregonero_snapshot_seconds").record(elapsed.as_secs_f64());
     match outcome {
@@ -119,7 +136,7 @@ pub async fn run(state: &AppState, pool: &Snapshots, signal: repo::SignalRow) {
             let done = finish(state, &signal.id, COMPLETED, Some(&media_id), None, None).await;
             tracing::info!(signal_id = %signal.id, ms = elapsed.as_millis() as u64, "chart captured");
             if let Some(signal) = done {
-                deliver(state, signal, Some(media_id)).await;
+                deliver(state, profile.as_ref(), signal, Some(media_id)).await;
             }
         }
         Err(e)
@@ -159,7 +176,7 @@ pub async fn run(state: &AppState, pool: &Snapshots, signal: repo::SignalRow) {
             )
             .await
             {
-                deliver(state, signal, None).await;
+                deliver(state, profile.as_ref(), signal, None).await;
             }
         }
     }
@@ -169,10 +186,10 @@ async fn capture(
     state: &AppState,
     pool: &Snapshots,
     signal: &repo::SignalRow,
+    profile: Option<&repo::ProfileRow>,
 ) -> anyhow::Result<MediaId> {
-    let profile = repo::profile(&state.db, &signal.owner_id).await?;
-    let cookies = match profile.and_then(|p| p.tradingview_cookies) {
-        Some(stored) => service::read_cookies(&state.cipher.decrypt(&stored)?)?,
+    let cookies = match profile.and_then(|p| p.tradingview_cookies.as_deref()) {
+        Some(stored) => service::read_cookies(&state.cipher.decrypt(stored)?)?,
         None => Vec::new(),
     };
     let url = chart_url(
@@ -232,15 +249,14 @@ async fn finish(
     repo::find(&state.db, id).await.ok().flatten()
 }
 
-async fn deliver(state: &AppState, signal: repo::SignalRow, media: Option<MediaId>) {
-    match repo::profile(&state.db, &signal.owner_id).await {
-        Ok(Some(profile)) => {
-            service::deliver(state, &profile, signal, media).await;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::error!(signal_id = %signal.id, error = %e, "could not read the profile to deliver the signal")
-        }
+async fn deliver(
+    state: &AppState,
+    profile: Option<&repo::ProfileRow>,
+    signal: repo::SignalRow,
+    media: Option<MediaId>,
+) {
+    if let Some(profile) = profile {
+        service::deliver(state, profile, signal, media).await;
     }
 }
 

@@ -246,7 +246,9 @@ impl Snapshots {
         let png = match result {
             Ok(Ok(png)) => png,
             Ok(Err(e)) => {
-                if closed.is_err() || is_dead(&e) {
+                // A lost connection ends the driver, and the next capture starts a new browser;
+                // one that stopped answering is killed here.
+                if closed.is_err() {
                     self.reap("the browser stopped answering").await;
                 }
                 return Err(e);
@@ -436,20 +438,6 @@ fn lower_priority(pid: u32) {
             "could not lower the browser's CPU priority"
         );
     }
-}
-
-/// Whether an error means the browser itself is gone.
-fn is_dead(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}").to_lowercase();
-    [
-        "channel closed",
-        "connection",
-        "websocket",
-        "send failed",
-        "receiver",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
 }
 
 /// `scheme://host[:port]` of `url`.
