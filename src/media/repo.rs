@@ -52,6 +52,17 @@ pub async fn find(db: &impl ConnectionTrait, id: &MediaId) -> Result<Option<Medi
     media::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
+/// The rows of `ids` (those that exist), in one query.
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[MediaId]) -> Result<Vec<MediaRow>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    media::Entity::find()
+        .filter(media::Column::Id.is_in(ids.iter().cloned()))
+        .all(db)
+        .await
+}
+
 /// A page of `owner_id`'s rows, newest first, and how many there are.
 pub async fn list(
     db: &impl ConnectionTrait,

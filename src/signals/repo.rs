@@ -242,31 +242,41 @@ pub struct Stats {
     pub losses: i64,
 }
 
-/// Counts the owner's signals: all, since `since`, snapshots waiting, wins and losses.
+/// Counts the owner's signals in one pass: all, since `since`, snapshots waiting, wins and
+/// losses.
 pub async fn stats(
     db: &impl ConnectionTrait,
     owner_id: &UserId,
     since: DateTime<Utc>,
 ) -> Result<Stats, DbErr> {
-    let count = |extra: Condition| {
-        signals::Entity::find()
-            .filter(signals::Column::OwnerId.eq(owner_id))
-            .filter(extra)
-            .count(db)
+    use sea_orm::sea_query::{Func, SimpleExpr};
+    let tally = |when: SimpleExpr| -> SimpleExpr {
+        let counted: SimpleExpr = Expr::case(when, 1).finally(0).into();
+        Func::sum(counted).into()
     };
-    use sea_orm::PaginatorTrait;
-    let all = Condition::all();
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    Ok(Stats {
-        total: n(count(all.clone()).await?),
-        since: n(count(all.clone().add(signals::Column::ReceivedAt.gte(since))).await?),
-        screenshots_pending: n(count(
-            all.clone()
-                .add(signals::Column::ScreenshotStatus.is_in(["pending", "processing"])),
+    // COUNT, then four SUMs (NULL over no rows).
+    type Tallies = (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+    let row: Option<Tallies> = signals::Entity::find()
+        .select_only()
+        .column_as(signals::Column::Id.count(), "total")
+        .column_as(tally(signals::Column::ReceivedAt.gte(since)), "since")
+        .column_as(
+            tally(signals::Column::ScreenshotStatus.is_in(["pending", "processing"])),
+            "pending",
         )
-        .await?),
-        wins: n(count(all.clone().add(signals::Column::Result.eq("win"))).await?),
-        losses: n(count(all.add(signals::Column::Result.eq("loss"))).await?),
+        .column_as(tally(signals::Column::Result.eq("win")), "wins")
+        .column_as(tally(signals::Column::Result.eq("loss")), "losses")
+        .filter(signals::Column::OwnerId.eq(owner_id))
+        .into_tuple()
+        .one(db)
+        .await?;
+    let (total, since, pending, wins, losses) = row.unwrap_or_default();
+    Ok(Stats {
+        total,
+        since: since.unwrap_or(0),
+        screenshots_pending: pending.unwrap_or(0),
+        wins: wins.unwrap_or(0),
+        losses: losses.unwrap_or(0),
     })
 }
 

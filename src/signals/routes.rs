@@ -57,20 +57,38 @@ pub struct SignalView {
 }
 
 impl SignalView {
-    /// The view with a link to its chart picture, when it has one.
-    pub async fn linked(state: &AppState, base: &str, s: SignalRow) -> Self {
-        let media_id = s.screenshot_media_id.clone();
-        let mut view = Self::from(s);
-        if let Some(id) = media_id
-            && let Ok(Some(meta)) = crate::media::repo::find(&state.db, &id).await
-        {
-            view.screenshot_url = crate::media::Library::of(state)
-                .link(&meta, base)
-                .await
-                .ok()
-                .map(|(url, _)| url);
+    /// The views of `rows`, each with a link to its chart picture when it has one (the pictures'
+    /// rows read in one query).
+    pub async fn linked(state: &AppState, base: &str, rows: Vec<SignalRow>) -> Vec<Self> {
+        let ids: Vec<_> = rows
+            .iter()
+            .filter_map(|s| s.screenshot_media_id.clone())
+            .collect();
+        let media = crate::media::repo::find_many(&state.db, &ids)
+            .await
+            .unwrap_or_default();
+        let library = crate::media::Library::of(state);
+        let mut views = Vec::with_capacity(rows.len());
+        for row in rows {
+            let meta = row
+                .screenshot_media_id
+                .as_ref()
+                .and_then(|id| media.iter().find(|m| &m.id == id));
+            let mut view = Self::from(row);
+            if let Some(meta) = meta {
+                view.screenshot_url = library.link(meta, base).await.ok().map(|(url, _)| url);
+            }
+            views.push(view);
         }
-        view
+        views
+    }
+
+    /// One signal's view, with its picture's link.
+    pub async fn linked_one(state: &AppState, base: &str, row: SignalRow) -> Self {
+        Self::linked(state, base, vec![row])
+            .await
+            .pop()
+            .unwrap_or_else(|| unreachable!("one row in, one view out"))
     }
 }
 
@@ -262,10 +280,7 @@ pub async fn list_for(
     let next_before = (rows.len() as u64 == limit)
         .then(|| rows.last().map(|s| s.id.clone()))
         .flatten();
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        items.push(SignalView::linked(state, base, row).await);
-    }
+    let items = SignalView::linked(state, base, rows).await;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "items": items,
         "next_before": next_before,
@@ -301,7 +316,7 @@ async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let s = service::find(&state, &caller, &path).await?;
     let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
-    Ok(HttpResponse::Ok().json(SignalView::linked(&state, &base, s).await))
+    Ok(HttpResponse::Ok().json(SignalView::linked_one(&state, &base, s).await))
 }
 
 async fn patch(
@@ -314,7 +329,7 @@ async fn patch(
     caller.ensure_can_write()?;
     let s = service::judge(&state, &caller, &path, body.into_inner()).await?;
     let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
-    Ok(HttpResponse::Ok().json(SignalView::linked(&state, &base, s).await))
+    Ok(HttpResponse::Ok().json(SignalView::linked_one(&state, &base, s).await))
 }
 
 #[derive(Deserialize)]
