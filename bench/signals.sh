@@ -69,6 +69,16 @@ for key in ("rps", "p50_ms", "p99_ms", "max_ms"):
     v = sorted(float(r[key]) for r in rows)
     print(f"{label} {key}: min {v[0]:g} / median {v[len(v)//2]:g} / max {v[-1]:g}")'
 }
+# $1 = label: RUNS paced runs of DURATION seconds, each printed, then their summary.
+paced_runs() {
+  local label="$1" lines=() line run
+  for run in $(seq "$RUNS"); do
+    line="$(BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
+    echo "$label run $run: $line"
+    lines+=("$line")
+  done
+  summarize "$label" "${lines[@]}"
+}
 rss() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$SERVER_PID/status"; }
 URL() { echo "http://127.0.0.1:$SERVER_PORT/"; }
 
@@ -78,13 +88,7 @@ export SIGNAL_CHART=""
 # Warm-up at the paced rate: the first seconds on a fresh SQLite file are slower (the file and
 # its WAL growing); they are not what a running server answers.
 BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d5s -s bench/signal.lua "$(URL)" >/dev/null
-PACED=()
-for run in $(seq "$RUNS"); do
-  line="$(BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
-  echo "paced run $run: $line"
-  PACED+=("$line")
-done
-summarize "paced" "${PACED[@]}"
+paced_runs "paced"
 echo "saturation: $(BENCH_DELAY_MS= wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
 echo "server peak RSS (VmHWM): $(rss)"
 stop_server
@@ -96,13 +100,7 @@ fi
 serve true
 export SIGNAL_CHART="bench"
 echo "snapshots: the queue filled at the paced rate (${DURATION}s x $RUNS, Chromium capturing meanwhile), then captured for up to ${SNAPSHOT_SECS}s more"
-QUEUED=()
-for run in $(seq "$RUNS"); do
-  line="$(BENCH_DELAY_MS="$DELAY_MS" wrk -t1 -c"$RATE_CONNECTIONS" -d"${DURATION}s" --latency -s bench/signal.lua "$(URL)" | grep RESULT)"
-  echo "paced run $run, snapshots queued: $line"
-  QUEUED+=("$line")
-done
-summarize "snapshots queued, paced" "${QUEUED[@]}"
+paced_runs "snapshots queued, paced"
 sleep "$SNAPSHOT_SECS"
 curl -fsS "$BASE/metrics" | python3 -c '
 import sys
