@@ -3,7 +3,6 @@
 //! Each is a translation onto [`crate::events::service`].
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,7 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The body as JSON, refused past `limit` bytes while it streams in.
 async fn read_json(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<Value, ApiError> {
     let is_json = req
@@ -38,16 +37,7 @@ async fn read_json(
             "expected Content-Type: application/json".into(),
         ));
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest("invalid-body", e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the body is larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = super::read_capped(payload, limit).await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest("invalid-json", e.to_string()))
 }
 

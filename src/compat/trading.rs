@@ -2,7 +2,6 @@
 //! that reads them: `POST /webhook/u/{token}?chart=ID`, `GET /api/users/{id}/stats` and
 //! `GET /api/users/{id}/signals`. `/health` carries the seed's fields too (`web::health`).
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::{
@@ -40,21 +39,11 @@ async fn webhook(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<Chart>,
-    mut payload: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    let limit = state.settings.signals.max_body_bytes;
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest("invalid-body", e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "an alert is at most {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = super::read_capped(payload, state.settings.signals.max_body_bytes).await?;
     let hook = Incoming {
         token: &path,
         chart: query.into_inner().chart,
