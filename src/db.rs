@@ -48,6 +48,22 @@ pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
     let options = sqlite_options(settings)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.database_max_connections)
+        .after_connect(|connection, _meta| {
+            Box::pin(async move {
+                let mut handle = connection.lock_handle().await?;
+                // SAFETY: the handle is locked away from the connection's worker thread while
+                // the handler is set; `eager_busy_c` is a plain function that touches no data
+                // through the pointer it is given (null here).
+                unsafe {
+                    rusqlite::ffi::sqlite3_busy_handler(
+                        handle.as_raw_handle().as_ptr(),
+                        Some(eager_busy_c),
+                        std::ptr::null_mut(),
+                    );
+                }
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await
         .with_context(|| format!("could not open SQLite database {url}"))?;
@@ -242,14 +258,35 @@ impl Drop for SqliteBulk {
     }
 }
 
-/// Busy handler of the writer connections, on which requests wait: it retries the write lock
-/// every quarter of a millisecond, where SQLite's own handler sleeps 1, 2, 5, … up to 100 ms
-/// between tries and so loses the lock to the pool's writers under contention. Gives up after
-/// about 10 s, as the pool's `busy_timeout`.
+/// Busy handler of every SQLite connection (the pool's and [`SqliteBulk`]'s): it retries the
+/// lock every quarter of a millisecond. SQLite's own handler (what `busy_timeout` installs)
+/// sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 and then 100 ms between tries, so a request
+/// whose write met another one's could wait 50-100 ms for a lock freed after 1 ms (the trading
+/// webhook's slowest answers, `bench/signals.sh`), and a bulk writer lost the lock to the pool's.
+/// Gives up after about 10 s, as `busy_timeout` did. Each wait is counted
+/// ([`sqlite_busy_waits`]).
 fn eager_busy(tries: i32) -> bool {
     const TRIES: i32 = 40_000;
+    if tries == 0 {
+        BUSY_WAITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     std::thread::sleep(Duration::from_micros(250));
     tries < TRIES
+}
+
+static BUSY_WAITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many statements found the SQLite database locked by another connection and waited.
+pub fn sqlite_busy_waits() -> u64 {
+    BUSY_WAITS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// [`eager_busy`] as SQLite calls it.
+extern "C" fn eager_busy_c(
+    _data: *mut std::ffi::c_void,
+    tries: std::ffi::c_int,
+) -> std::ffi::c_int {
+    std::ffi::c_int::from(eager_busy(tries))
 }
 
 /// The secret-at-rest key: from settings, else `<data_dir>/secret.key`, created on first start.

@@ -86,6 +86,10 @@ pub async fn render(state: web::Data<AppState>) -> HttpResponse {
             metrics::gauge!("pregonero_snapshot_queue", "plan" => name.clone()).set(n as f64);
         }
     }
+    if state.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+        metrics::counter!("pregonero_sqlite_busy_waits_total")
+            .absolute(crate::db::sqlite_busy_waits());
+    }
     match install() {
         Some(handle) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
