@@ -1,4 +1,5 @@
--- wrk script: POST /events with one event (BENCH_BATCH=1, default) or an array of BENCH_BATCH.
+-- wrk script: POST /events with one event (BENCH_BATCH=1, default) or an array of BENCH_BATCH,
+-- as the API key in BENCH_KEY.
 -- Prints one RESULT line: requests and events per second, latency percentiles, and how many
 -- requests were acknowledged (202) or refused (429/503) across all threads.
 local batch = tonumber(os.getenv("BENCH_BATCH") or "1")
@@ -12,6 +13,8 @@ end
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_KEY")
+if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
 if batch == 1 then
   wrk.body = event(1)
 else

@@ -38,10 +38,12 @@ for db in $DATABASES; do
     group=true; [ "$mode" = baseline ] && group=false
     start_server "$db" bench_events PREGONERO_EVENTS__GROUP_COMMIT="$group"
     base="http://127.0.0.1:$SERVER_PORT"
+    # The first start's admin key has every scope, events:write and events:read among them.
+    export BENCH_KEY="$(grep -o 'prg_[A-Za-z0-9_-]*' "$WORK/server.out" | head -1)"
     BENCH_BATCH="$batch" wrk -t1 -c8 -d2s -s bench/event.lua "$base/events" >/dev/null   # warm-up
-    before="$(curl -fsS "$base/events?service=bench&count=true&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')"
+    before="$(curl -fsS -H "Authorization: Bearer $BENCH_KEY" "$base/events?service=bench&count=true&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')"
     result="$(BENCH_BATCH="$batch" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/event.lua "$base/events" | grep RESULT)"
-    after="$(curl -fsS "$base/events?service=bench&count=true&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')"
+    after="$(curl -fsS -H "Authorization: Bearer $BENCH_KEY" "$base/events?service=bench&count=true&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')"
     acked="$(sed -E 's/.*accepted=([0-9]+).*/\1/' <<<"$result")"
     stored=$((after - before))
     check="ok"; [ "$stored" -lt $((acked * batch)) ] && check="LOST $((acked * batch - stored))"

@@ -211,6 +211,10 @@ pub struct EventsSettings {
     pub breaker_successes: u32,
     /// Seconds the breaker stays open (refusing at once with 503) before it lets a probe through.
     pub breaker_open_secs: u64,
+    /// The seed's open routes: when set, `POST /events` and `GET /events` without credentials
+    /// act for this user (`admin`: the first admin; or a user id or email). Off by default:
+    /// anyone who can reach the port could then write events and fire that user's alert rules.
+    pub anonymous_owner: Option<String>,
 }
 
 /// When an accepted event is acknowledged.
@@ -540,6 +544,7 @@ impl Default for Settings {
                 breaker_failures: 5,
                 breaker_successes: 2,
                 breaker_open_secs: 30,
+                anonymous_owner: None,
             },
             previous_secret_keys: Vec::new(),
             admin_password: None,

@@ -205,6 +205,7 @@ impl Application {
         };
         let state = AppState {
             db,
+            anonymous_events_owner: Default::default(),
             queue,
             registry,
             telegram,
@@ -262,6 +263,18 @@ impl Application {
                 .map(ExposeSecret::expose_secret),
         )
         .await?;
+        if let Some(spec) = &state.settings.events.anonymous_owner {
+            let owner = auth::repo::user_named(&state.db, spec)
+                .await?
+                .with_context(|| {
+                    format!("events.anonymous_owner: no user `{spec}` (give `admin`, a user id or an email)")
+                })?;
+            tracing::warn!(
+                owner = %owner.id.as_str(),
+                "events.anonymous_owner is set: POST /events and GET /events without credentials are open to anyone who can reach this port, as that user"
+            );
+            let _ = state.anonymous_events_owner.set(owner.id);
+        }
 
         let (port, server) = if options.http {
             let listener = TcpListener::bind((state.settings.host.as_str(), state.settings.port))

@@ -23,6 +23,9 @@ use crate::{
 pub struct AppState {
     /// sea-orm connection (SQLite or PostgreSQL).
     pub db: DatabaseConnection,
+    /// Whose events `POST /events` and `GET /events` without credentials are
+    /// (`events.anonymous_owner`, resolved once its user exists); unset, they are refused.
+    pub anonymous_events_owner: Arc<std::sync::OnceLock<UserId>>,
     /// Delivery queue.
     pub queue: Queue,
     /// Supervisor of the channel account actors.

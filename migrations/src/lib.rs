@@ -12,6 +12,7 @@ mod m20261123_000008_campaigns;
 mod m20261123_000009_campaign_release_index;
 mod m20261204_000010_subscriptions;
 mod m20261206_000011_signals;
+mod m20261206_000012_event_owners;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_campaign_release_index::Migration),
             Box::new(m20261204_000010_subscriptions::Migration),
             Box::new(m20261206_000011_signals::Migration),
+            Box::new(m20261206_000012_event_owners::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ use actix_web::{
 use super::{
     Role,
     audit::ActorSlot,
+    key_check::Scopes,
     oidc::{Identity, OidcError},
     repo, session,
 };
@@ -38,8 +39,8 @@ pub enum Via {
     ApiKey {
         /// `api_keys.id`.
         key_id: String,
-        /// The key has the `write` scope.
-        write: bool,
+        /// What the key may do.
+        scopes: Scopes,
     },
     /// A browser session cookie.
     Session {
@@ -82,13 +83,24 @@ impl Caller {
                 "you are a viewer: you can read but not change anything".into(),
             ));
         }
-        if let Via::ApiKey { write: false, .. } = self.via {
-            return Err(ApiError::Forbidden(
+        self.ensure_key_scope(Scopes::WRITE, "write")
+    }
+
+    /// 403 for an API key without the `read` scope (an ingest key, say) on a read.
+    pub fn ensure_can_read(&self) -> Result<(), ApiError> {
+        self.ensure_key_scope(Scopes::READ, "read")
+    }
+
+    /// 403 `insufficient-scope` for an API key without `scope` (called `name`); other
+    /// credentials pass (their role decides).
+    pub fn ensure_key_scope(&self, scope: Scopes, name: &str) -> Result<(), ApiError> {
+        match self.via {
+            Via::ApiKey { scopes, .. } if !scopes.contains(scope) => Err(ApiError::Forbidden(
                 "insufficient-scope",
-                "this API key has only the `read` scope".into(),
-            ));
+                format!("this API key lacks the `{name}` scope"),
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Names this caller in the audit entry of the current request, if it is audited.
@@ -141,17 +153,17 @@ pub async fn api_key(state: &AppState, token: &str) -> Result<Caller, ApiError> 
             role: k.role,
             via: Via::ApiKey {
                 key_id: k.key_id,
-                write: k.write,
+                scopes: k.scopes,
             },
         });
     }
     let (caller, expires_at) = repo::authenticate(&state.db, token, now).await?;
-    if let Via::ApiKey { key_id, write } = &caller.via {
+    if let Via::ApiKey { key_id, scopes } = &caller.via {
         let check = super::key_check::KeyCheck {
             user_id: caller.user_id.clone(),
             role: caller.role,
             key_id: key_id.clone(),
-            write: *write,
+            scopes: *scopes,
             expires_at,
         };
         state.api_keys.put(hash, check);
@@ -236,6 +248,8 @@ pub async fn authenticate(
     if is_mutating(req.method()) {
         check_csrf(&caller, req.headers())?;
         caller.ensure_can_write()?;
+    } else {
+        caller.ensure_can_read()?;
     }
     req.extensions_mut().insert(caller);
     next.call(req).await

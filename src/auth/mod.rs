@@ -5,6 +5,7 @@ pub mod audit_writer;
 mod error;
 pub mod extractor;
 pub mod key_check;
+pub use key_check::Scopes;
 pub mod lockout;
 pub mod oidc;
 pub mod repo;

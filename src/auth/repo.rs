@@ -20,8 +20,12 @@ use crate::{
 /// `last_used_at` is written at most this often per key, to keep auth off the write path.
 const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
 
-/// API key scopes: `read` (GET) and `write` (everything else the role allows).
-pub const SCOPES: [&str; 2] = ["read", "write"];
+/// API key scopes ([`super::key_check::Scopes`]): `read` (GET) and `write` (everything else the
+/// role allows) on `/api/v1`; `events:write` and `events:read` on `/events`.
+pub const SCOPES: [&str; 4] = ["read", "write", "events:write", "events:read"];
+
+/// The scopes of a key created without a list: the whole `/api/v1`, not the events.
+pub const DEFAULT_SCOPES: [&str; 2] = ["read", "write"];
 
 /// Resolves an API key to its owner and the key's expiry: 401 if it is unknown, revoked or
 /// expired.
@@ -70,7 +74,7 @@ pub async fn authenticate(
         user_id: user.id,
         role: Role::stored(&user.role),
         via: Via::ApiKey {
-            write: key.scopes.split_whitespace().any(|s| s == "write"),
+            scopes: super::key_check::Scopes::parse(&key.scopes),
             key_id: key.id,
         },
     };
@@ -205,7 +209,7 @@ pub async fn create_key(
     Ok((row, token))
 }
 
-/// Creates a read-and-write API key that never expires (CLI and first start).
+/// Creates an API key with every scope that never expires (CLI and first start).
 pub async fn create_api_key(
     db: &DatabaseConnection,
     owner_id: &UserId,
@@ -337,6 +341,29 @@ pub type UserRow = users::Model;
 /// One user.
 pub async fn find_user(db: &DatabaseConnection, id: &UserId) -> Result<Option<UserRow>, DbErr> {
     users::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// The user `spec` names: `admin` (the oldest admin, the one the first start created), a user
+/// id, or an email.
+pub async fn user_named(db: &DatabaseConnection, spec: &str) -> Result<Option<UserRow>, DbErr> {
+    if spec == "admin" {
+        return users::Entity::find()
+            .filter(users::Column::Role.eq(Role::Admin.as_str()))
+            .order_by_asc(users::Column::CreatedAt)
+            .one(db)
+            .await;
+    }
+    if let Some(user) = users::Entity::find_by_id(UserId::from(spec.to_owned()))
+        .one(db)
+        .await?
+    {
+        return Ok(Some(user));
+    }
+    users::Entity::find()
+        .filter(users::Column::Email.eq(spec))
+        .order_by_asc(users::Column::CreatedAt)
+        .one(db)
+        .await
 }
 
 /// The owner's keys, newest first.

@@ -135,7 +135,8 @@ pub async fn me(state: &AppState, caller: &Caller) -> Result<UserRow, AuthError>
         .ok_or(AuthError::UnknownUser)
 }
 
-/// A new key for the caller (default scopes `read write`); the token is returned once.
+/// A new key for the caller (default scopes `read write`, [`repo::DEFAULT_SCOPES`]); the token
+/// is returned once.
 pub async fn create_key(
     state: &AppState,
     caller: &Caller,
@@ -152,12 +153,12 @@ pub async fn create_key(
             "1 to 100 characters",
         ));
     }
-    let scopes = scopes.unwrap_or_else(|| SCOPES.map(str::to_owned).to_vec());
+    let scopes = scopes.unwrap_or_else(|| repo::DEFAULT_SCOPES.map(str::to_owned).to_vec());
     if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
         errors.push(FieldError::new(
             "scopes",
             "invalid-format",
-            "a non-empty list of `read` and `write`",
+            "a non-empty list of `read`, `write`, `events:write` and `events:read`",
         ));
     }
     if expires_in_days.is_some_and(|d| d == 0 || d > 3650) {

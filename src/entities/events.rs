@@ -1,5 +1,7 @@
-//! `events`: ingested events (service, time, message, JSON metadata).
+//! `events`: ingested events (service, time, message, JSON metadata), each its owner's.
 use sea_orm::entity::prelude::*;
+
+use crate::domain::UserId;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "events")]
@@ -12,7 +14,12 @@ pub struct Model {
     pub message: String,
     pub metadata: Option<String>,
     pub ingested_at: DateTimeUtc,
+    /// `<owner id>/<Idempotency-Key>` (`#<i>` after it for the i-th event of a batch): a key
+    /// is its owner's.
     pub idempotency_key: Option<String>,
+    /// Whose event it is (empty only for events stored before owners existed on a server
+    /// without users).
+    pub owner_id: Option<UserId>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,14 +20,21 @@ pub type RuleRow = alert_rules::Model;
 /// Rows deleted per statement by the retention job (short transactions, ingestion keeps going).
 const RETENTION_CHUNK: u64 = 5_000;
 
-/// Rows for `events` received at `now`, each with a fresh id; under `key` (one event), or
-/// `key#i` (the i-th event of a batch).
+/// The stored form of `owner`'s idempotency `key` (one owner's key never meets another's).
+pub fn owned_key(owner: &UserId, key: &str) -> String {
+    format!("{owner}/{key}", owner = owner.as_str())
+}
+
+/// `owner`'s rows for `events` received at `now`, each with a fresh id; under `key` (one
+/// event), or `key#i` (the i-th event of a batch), both as [`owned_key`]s.
 pub fn new_rows(
     events: Vec<NewEvent>,
     now: DateTime<Utc>,
+    owner: &UserId,
     key: Option<&str>,
 ) -> (Vec<String>, Vec<NewEventRow>) {
     let many = events.len() > 1;
+    let key = key.map(|k| owned_key(owner, k));
     events
         .into_iter()
         .enumerate()
@@ -40,13 +47,10 @@ pub fn new_rows(
                 message: Set(e.message),
                 metadata: Set(e.metadata),
                 ingested_at: Set(now),
-                idempotency_key: Set(key.map(|k| {
-                    if many {
-                        format!("{k}#{i}")
-                    } else {
-                        k.to_owned()
-                    }
-                })),
+                idempotency_key: Set(key
+                    .as_ref()
+                    .map(|k| if many { format!("{k}#{i}") } else { k.clone() })),
+                owner_id: Set(Some(owner.clone())),
                 ..Default::default()
             };
             (id, row)
@@ -89,8 +93,10 @@ pub async fn ids_of_keys(
 }
 
 /// Which events a query reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Filter {
+    /// Whose events (a query reads one owner's, always).
+    pub owner: UserId,
     /// Only this service.
     pub service: Option<String>,
     /// From this time on (inclusive).
@@ -101,7 +107,7 @@ pub struct Filter {
 
 impl Filter {
     fn condition(&self) -> Condition {
-        let mut c = Condition::all();
+        let mut c = Condition::all().add(events::Column::OwnerId.eq(&self.owner));
         if let Some(service) = &self.service {
             c = c.add(events::Column::Service.eq(service.clone()));
         }

@@ -294,12 +294,17 @@ impl RuleEngine {
             else {
                 continue;
             };
+            let owner = match &row.owner_id {
+                ActiveValue::Set(Some(o)) | ActiveValue::Unchanged(Some(o)) => o,
+                _ => continue,
+            };
             let raw = match &row.metadata {
                 ActiveValue::Set(m) | ActiveValue::Unchanged(m) => m.as_deref(),
                 ActiveValue::NotSet => None,
             };
             let mut parsed = None;
-            for rule in rules.iter() {
+            // A rule sees its owner's events only.
+            for rule in rules.iter().filter(|r| &r.owner_id == owner) {
                 if rule.matches(service, &mut parsed, raw) {
                     found.push(Match {
                         text: alert_text(&rule.name, service, message),

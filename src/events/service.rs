@@ -9,7 +9,7 @@ use super::{
     validate::{NewEvent, validate_body},
     writer::SubmitError,
 };
-use crate::state::AppState;
+use crate::{domain::UserId, state::AppState};
 
 /// Most events per page.
 pub const MAX_LIMIT: u64 = 1_000;
@@ -30,11 +30,12 @@ pub struct Ingested {
     pub is_array: bool,
 }
 
-/// Validates and stores one event or a batch (`allow_single`: a bare object is accepted).
+/// Validates and stores `owner`'s event or batch (`allow_single`: a bare object is accepted).
 /// Answers once the events are committed. With an idempotency key, a repeat answers the ids
 /// stored the first time.
 pub async fn ingest(
     state: &AppState,
+    owner: &UserId,
     body: &Value,
     key: Option<&str>,
     allow_single: bool,
@@ -48,11 +49,11 @@ pub async fn ingest(
         })?;
     let ids = match key {
         None => {
-            let (ids, rows) = repo::new_rows(events, now, None);
+            let (ids, rows) = repo::new_rows(events, now, owner, None);
             submit(state, rows).await?;
             ids
         }
-        Some(key) => idempotent(state, events, now, key).await?,
+        Some(key) => idempotent(state, events, now, owner, key).await?,
     };
     Ok(Ingested { ids, is_array })
 }
@@ -88,15 +89,17 @@ async fn idempotent(
     state: &AppState,
     events: Vec<NewEvent>,
     now: DateTime<Utc>,
+    owner: &UserId,
     key: &str,
 ) -> Result<Vec<String>, EventError> {
+    let owned = repo::owned_key(owner, key);
     let keys: Vec<String> = if events.len() > 1 {
-        (0..events.len()).map(|i| format!("{key}#{i}")).collect()
+        (0..events.len()).map(|i| format!("{owned}#{i}")).collect()
     } else {
-        vec![key.to_owned()]
+        vec![owned]
     };
     state.events.admit().map_err(EventError::CircuitOpen)?;
-    let (_, rows) = repo::new_rows(events, now, Some(key));
+    let (_, rows) = repo::new_rows(events, now, owner, Some(key));
     repo::insert_new_keys(&state.db, rows).await?;
     let found = repo::ids_of_keys(&state.db, &keys).await?;
     keys.iter()
@@ -111,7 +114,7 @@ async fn idempotent(
 }
 
 /// A query over stored events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Query {
     /// Which events.
     pub filter: Filter,

@@ -418,7 +418,7 @@ async fn insert(db: &DatabaseConnection, rows: Vec<events::ActiveModel>) -> Resu
     txn.commit().await
 }
 
-/// PostgreSQL: the whole batch as one `INSERT … SELECT FROM UNNEST` of seven arrays. The
+/// PostgreSQL: the whole batch as one `INSERT … SELECT FROM UNNEST` of eight arrays. The
 /// statement text never changes, so it is prepared once per connection (a multi-row `VALUES`
 /// list with thousands of parameters is parsed and planned anew for every batch), and being a
 /// single statement it is atomic without a `BEGIN`/`COMMIT` round trip.
@@ -427,9 +427,10 @@ async fn insert_unnest(
     rows: Vec<events::ActiveModel>,
 ) -> Result<(), DbErr> {
     const SQL: &str = "INSERT INTO events \
-        (event_id, \"timestamp\", service, message, metadata, ingested_at, idempotency_key) \
+        (event_id, \"timestamp\", service, message, metadata, ingested_at, idempotency_key, \
+        owner_id) \
         SELECT * FROM UNNEST($1::varchar[], $2::timestamptz[], $3::varchar[], $4::text[], \
-        $5::text[], $6::timestamptz[], $7::varchar[])";
+        $5::text[], $6::timestamptz[], $7::varchar[], $8::varchar[])";
     let n = rows.len();
     let mut ids = Vec::with_capacity(n);
     let mut stamps = Vec::with_capacity(n);
@@ -438,6 +439,7 @@ async fn insert_unnest(
     let mut metadata = Vec::with_capacity(n);
     let mut ingested = Vec::with_capacity(n);
     let mut keys = Vec::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
     for row in rows {
         let (
             ActiveValue::Set(id),
@@ -447,6 +449,7 @@ async fn insert_unnest(
             ActiveValue::Set(meta),
             ActiveValue::Set(at),
             ActiveValue::Set(key),
+            ActiveValue::Set(owner),
         ) = (
             row.event_id,
             row.timestamp,
@@ -455,6 +458,7 @@ async fn insert_unnest(
             row.metadata,
             row.ingested_at,
             row.idempotency_key,
+            row.owner_id,
         )
         else {
             return Err(DbErr::Custom("event row with a column not set".into()));
@@ -466,6 +470,7 @@ async fn insert_unnest(
         metadata.push(meta);
         ingested.push(at);
         keys.push(key);
+        owners.push(owner.map(String::from));
     }
     let mut conn = tokio::time::timeout(BEGIN_TIMEOUT, db.get_postgres_connection_pool().acquire())
         .await
@@ -479,6 +484,7 @@ async fn insert_unnest(
         .bind(metadata)
         .bind(ingested)
         .bind(keys)
+        .bind(owners)
         .execute(&mut *conn)
         .await
         .map(|_| ())

@@ -295,7 +295,12 @@ crate::on_both_databases!(a_node_restarted_after_kill_9_resumes_at_once_despite_
 
 /// One client of the load: posts single events and batches of 10 until the server dies;
 /// returns the `(event_id, message)` of every event that got a 202.
-async fn event_client(client: reqwest::Client, url: String, n: usize) -> Vec<(String, String)> {
+async fn event_client(
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    n: usize,
+) -> Vec<(String, String)> {
     let mut acked = Vec::new();
     for round in 0.. {
         let batch = round % 2 == 1;
@@ -311,7 +316,7 @@ async fn event_client(client: reqwest::Client, url: String, n: usize) -> Vec<(St
         } else {
             events[0].clone()
         };
-        let Ok(res) = client.post(&url).json(&body).send().await else {
+        let Ok(res) = client.post(&url).bearer_auth(&key).json(&body).send().await else {
             return acked;
         };
         if res.status().as_u16() != 202 {
@@ -345,10 +350,14 @@ async fn kill_9_under_event_load_keeps_every_acknowledged_event_once(backend: Ba
         .build()
         .expect("client");
     let url = format!("{}/events", server.address);
+    let key = server
+        .api_key
+        .clone()
+        .expect("first start prints the admin key");
 
     // Act: 16 clients ingest flat out; SIGKILL mid-stream; start again on the same data.
     let clients: Vec<_> = (0..16)
-        .map(|n| tokio::spawn(event_client(client.clone(), url.clone(), n)))
+        .map(|n| tokio::spawn(event_client(client.clone(), url.clone(), key.clone(), n)))
         .collect();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     server.child.kill().expect("kill -9");
@@ -396,6 +405,7 @@ async fn kill_9_under_event_load_keeps_every_acknowledged_event_once(backend: Ba
     );
     let res = client
         .post(format!("{}/events", again.address))
+        .bearer_auth(&key)
         .json(&json!({"timestamp": chrono::Utc::now().to_rfc3339(), "service": "crash", "message": "after"}))
         .send()
         .await

@@ -5,10 +5,16 @@ use std::{collections::HashSet, time::Duration};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, StorageFault, TcpProxy, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, StorageFault, TcpProxy, TestApp, spawn_app, spawn_app_with, status_and_json,
+};
 
 async fn post(app: &TestApp, path: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
-    let mut req = app.client.post(format!("{}{path}", app.address)).json(body);
+    let mut req = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(&app.api_key)
+        .json(body);
     if let Some(key) = key {
         req = req.header("Idempotency-Key", key);
     }
@@ -19,6 +25,7 @@ async fn list(app: &TestApp, query: &str) -> Value {
     let res = app
         .client
         .get(format!("{}/events?{query}", app.address))
+        .bearer_auth(&app.api_key)
         .send()
         .await
         .expect("request");
@@ -71,6 +78,7 @@ async fn invalid_events_get_field_errors_and_store_nothing(backend: Backend) {
     let res = app
         .client
         .post(format!("{}/events", app.address))
+        .bearer_auth(&app.api_key)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -127,6 +135,7 @@ async fn accepted_events_are_committed_and_queryable(backend: Backend) {
     let bad = app
         .client
         .get(format!("{}/events?cursor=garbage", app.address))
+        .bearer_auth(&app.api_key)
         .send()
         .await
         .expect("request");
@@ -154,7 +163,7 @@ async fn cursor_pages_are_stable_under_concurrent_inserts(backend: Backend) {
 
     // Act: page through 37 at a time while another client keeps inserting in the same range.
     let writer = {
-        let (client, address) = (app.client.clone(), app.address.clone());
+        let (client, address, key) = (app.client.clone(), app.address.clone(), app.api_key.clone());
         tokio::spawn(async move {
             for i in 0..30 {
                 let t = base + chrono::Duration::seconds(i * 3);
@@ -162,6 +171,7 @@ async fn cursor_pages_are_stable_under_concurrent_inserts(backend: Backend) {
                     json!([{"timestamp": t.to_rfc3339(), "service": "pages", "message": "late"}]);
                 let _ = client
                     .post(format!("{address}/events"))
+                    .bearer_auth(&key)
                     .json(&body)
                     .send()
                     .await;
@@ -318,6 +328,218 @@ async fn health_events(app: &TestApp) -> Value {
     let (code, body) = app.get_json_root("/health").await;
     assert_eq!(code, 200);
     body["events"].clone()
+}
+
+/// `POST /events` as `key` (none: no `Authorization` header); status and JSON.
+async fn post_as(
+    app: &TestApp,
+    key: Option<&str>,
+    body: &Value,
+    idem: Option<&str>,
+) -> (u16, Value) {
+    let mut req = app
+        .client
+        .post(format!("{}/events", app.address))
+        .json(body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    if let Some(idem) = idem {
+        req = req.header("Idempotency-Key", idem);
+    }
+    status_and_json(req).await
+}
+
+/// `GET /events?<query>` as `key`; status and JSON.
+async fn list_as(app: &TestApp, key: Option<&str>, query: &str) -> (u16, Value) {
+    let mut req = app.client.get(format!("{}/events?{query}", app.address));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    status_and_json(req).await
+}
+
+/// A new API key of the admin's with these scopes.
+async fn key_with(app: &TestApp, scopes: &[&str]) -> String {
+    let res = app
+        .post("api-keys", &json!({"name": "scoped", "scopes": scopes}))
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+    let body: Value = res.json().await.expect("json");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+async fn events_need_a_key_with_the_events_scopes(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+    let ingest = key_with(&app, &["events:write"]).await;
+    let reader = key_with(&app, &["events:read"]).await;
+    let general = key_with(&app, &["read", "write"]).await;
+
+    // Act + Assert: no credentials, no events (the seed's open route is off by default).
+    let (code, body) = post_as(&app, None, &event("api", "anon"), None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("missing-credentials"))
+    );
+    let (code, _) = list_as(&app, None, "").await;
+    assert_eq!(code, 401);
+    let (code, _) = post_as(&app, Some("prg_not-a-key"), &event("api", "x"), None).await;
+    assert_eq!(code, 401);
+
+    // An ingest key sends, and can do nothing else.
+    let (code, sent) = post_as(&app, Some(&ingest), &event("api", "sent"), None).await;
+    assert_eq!(code, 202, "{sent}");
+    let (code, body) = list_as(&app, Some(&ingest), "").await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (403, Some("insufficient-scope"))
+    );
+    let res = app
+        .client
+        .get(format!("{}/api/v1/channels", app.address))
+        .bearer_auth(&ingest)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        res.status().as_u16(),
+        403,
+        "an ingest key cannot read /api/v1"
+    );
+
+    // A reader key reads and cannot send; a general key does neither.
+    let (code, page) = list_as(&app, Some(&reader), "").await;
+    assert_eq!(code, 200);
+    assert_eq!(page["data"][0]["event_id"], sent["event_id"]);
+    let (code, _) = post_as(&app, Some(&reader), &event("api", "no"), None).await;
+    assert_eq!(code, 403);
+    let (code, body) = post_as(&app, Some(&general), &event("api", "no"), None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (403, Some("insufficient-scope"))
+    );
+    let (code, _) = list_as(&app, Some(&general), "").await;
+    assert_eq!(code, 403);
+    // Nothing refused was stored.
+    assert_eq!(list(&app, "count=true").await["total"], 1);
+}
+
+async fn events_are_their_owners(backend: Backend) {
+    // Arrange: two owners with keys of every scope.
+    let app = spawn_app(backend).await;
+    let bob = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
+        .await
+        .expect("user");
+    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &bob.id, "bob")
+        .await
+        .expect("key");
+
+    // Act: both send to the same service, under the same Idempotency-Key.
+    let (code, mine) = post_as(
+        &app,
+        Some(&app.api_key),
+        &event("shared", "mine"),
+        Some("k1"),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let (code, bobs) = post_as(&app, Some(&bob_key), &event("shared", "bob's"), Some("k1")).await;
+    assert_eq!(code, 202);
+    let (_, bobs_again) =
+        post_as(&app, Some(&bob_key), &event("shared", "bob's"), Some("k1")).await;
+
+    // Assert: one owner's key is not another's; each reads only their own, even as admin.
+    assert_ne!(mine["event_id"], bobs["event_id"]);
+    assert_eq!(bobs["event_id"], bobs_again["event_id"]);
+    let (_, page) = list_as(&app, Some(&app.api_key), "service=shared&count=true").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["data"][0]["message"], "mine");
+    let (_, page) = list_as(&app, Some(&bob_key), "service=shared&count=true").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["data"][0]["message"], "bob's");
+}
+
+async fn the_seeds_open_routes_need_an_explicit_owner(backend: Backend) {
+    // Arrange
+    let app = spawn_app_with(backend, |s| s.events.anonymous_owner = Some("admin".into())).await;
+
+    // Act: the seed's call, without credentials.
+    let (code, sent) = post_as(&app, None, &event("seed", "open"), None).await;
+
+    // Assert: stored as the first admin's, readable both ways.
+    assert_eq!(code, 202, "{sent}");
+    let (code, page) = list_as(&app, None, "service=seed").await;
+    assert_eq!(code, 200);
+    assert_eq!(page["data"][0]["event_id"], sent["event_id"]);
+    let (_, page) = list_as(&app, Some(&app.api_key), "service=seed").await;
+    assert_eq!(page["data"][0]["event_id"], sent["event_id"]);
+    // An owner that does not exist stops the start, with the setting's name.
+    let mut settings = app.settings.clone();
+    settings.events.anonymous_owner = Some("nobody@example.com".into());
+    let refused = pregonero::startup::Application::build(settings, Default::default()).await;
+    let message = format!("{:#}", refused.err().expect("refused to start"));
+    assert!(message.contains("events.anonymous_owner"), "{message}");
+}
+
+async fn events_stored_before_owners_go_to_the_first_admin(backend: Backend) {
+    use migrations::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, EntityTrait};
+    // Arrange: the schema and rows of the version before owners (migration 11).
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let settings = crate::helpers::test_settings(
+        &backend,
+        data_dir.path().to_owned(),
+        "http://127.0.0.1:9".into(),
+    );
+    let db = pregonero::db::open(&settings).await.expect("db");
+    Migrator::up(&db, Some(11))
+        .await
+        .expect("schema before owners");
+    let operator = pregonero::auth::repo::create_user(&db, "ops", "operator")
+        .await
+        .expect("user");
+    let first = pregonero::auth::repo::create_user(&db, "first", "admin")
+        .await
+        .expect("user");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    pregonero::auth::repo::create_user(&db, "second", "admin")
+        .await
+        .expect("user");
+    let now = Utc::now();
+    for (id, key) in [("e1", Some("k1")), ("e2", None)] {
+        db.execute_raw(pregonero::db::statement(
+            db.get_database_backend(),
+            "INSERT INTO events (event_id, \"timestamp\", service, message, ingested_at, \
+             idempotency_key) VALUES (?, ?, 'old', 'before owners', ?, ?)",
+            vec![id.into(), now.into(), now.into(), key.into()],
+        ))
+        .await
+        .expect("old event");
+    }
+
+    // Act
+    Migrator::up(&db, None).await.expect("the rest");
+
+    // Assert: the first admin owns them, and its key is now an owned key.
+    let rows = pregonero::entities::events::Entity::find()
+        .all(&db)
+        .await
+        .expect("events");
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(
+            row.owner_id.as_ref(),
+            Some(&first.id),
+            "not {}",
+            operator.id.as_str()
+        );
+    }
+    let keyed = rows.iter().find(|r| r.event_id == "e1").expect("e1");
+    assert_eq!(
+        keyed.idempotency_key.as_deref(),
+        Some(format!("{}/k1", first.id.as_str()).as_str())
+    );
 }
 
 async fn error_of(res: reqwest::Response) -> (u16, Option<String>, String) {
@@ -549,6 +771,10 @@ crate::on_both_databases!(
 );
 
 crate::on_both_databases!(
+    events_need_a_key_with_the_events_scopes,
+    events_are_their_owners,
+    the_seeds_open_routes_need_an_explicit_owner,
+    events_stored_before_owners_go_to_the_first_admin,
     invalid_events_get_field_errors_and_store_nothing,
     accepted_events_are_committed_and_queryable,
     cursor_pages_are_stable_under_concurrent_inserts,

@@ -8,9 +8,14 @@ use serde_json::{Value, json};
 use crate::helpers::{Backend, TestApp, spawn_app};
 
 async fn ingest(app: &TestApp, events: Value) {
+    ingest_as(app, &app.api_key, events).await;
+}
+
+async fn ingest_as(app: &TestApp, key: &str, events: Value) {
     let res = app
         .client
         .post(format!("{}/events", app.address))
+        .bearer_auth(key)
         .json(&events)
         .send()
         .await
@@ -56,8 +61,16 @@ async fn matching_events_become_alerts_within_the_rules_rate(backend: Backend) {
         .await;
     assert_eq!(res.status().as_u16(), 201);
 
-    // Act: three critical payments (one over the rate), an info one, a critical from billing,
-    // and a deploy.
+    let bob = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
+        .await
+        .expect("user");
+    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &bob.id, "bob")
+        .await
+        .expect("key");
+
+    // Act: another owner's deploy (a rule sees its owner's events only), then three critical
+    // payments (one over the rate), an info one, a critical from billing, and a deploy.
+    ingest_as(&app, &bob_key, event("deploys", "info", "bob's v9 is live")).await;
     ingest(
         &app,
         json!([

@@ -163,6 +163,7 @@ async fn a_webhook_channel_posts_signed_json_retries_503_and_fails_on_410(backen
     let res = app
         .client
         .post(format!("{}/events", app.address))
+        .bearer_auth(&app.api_key)
         .json(
             &json!({"timestamp": Utc::now().to_rfc3339(), "service": "deploys",
                       "message": "v2 is live"}),
