@@ -395,6 +395,15 @@ async fn commit(shared: &Arc<Shared>, rows: Vec<events::ActiveModel>) -> Result<
     result
 }
 
+/// A row whose `event_id` is stored already is skipped: a retried batch whose first commit did
+/// land (its answer was lost, as when the connection's runtime stopped at shutdown) must not
+/// fail on its own rows forever, and be lost.
+fn already_stored() -> sea_orm::sea_query::OnConflict {
+    sea_orm::sea_query::OnConflict::column(events::Column::EventId)
+        .do_nothing()
+        .to_owned()
+}
+
 async fn insert(db: &DatabaseConnection, rows: Vec<events::ActiveModel>) -> Result<(), DbErr> {
     if rows.is_empty() {
         return Ok(());
@@ -411,9 +420,14 @@ async fn insert(db: &DatabaseConnection, rows: Vec<events::ActiveModel>) -> Resu
         if chunk.is_empty() {
             break;
         }
-        events::Entity::insert_many(chunk)
+        let inserted = events::Entity::insert_many(chunk)
+            .on_conflict(already_stored())
             .exec_without_returning(&txn)
-            .await?;
+            .await;
+        match inserted {
+            Ok(_) | Err(DbErr::RecordNotInserted) => {}
+            Err(e) => return Err(e),
+        }
     }
     txn.commit().await
 }
@@ -421,7 +435,8 @@ async fn insert(db: &DatabaseConnection, rows: Vec<events::ActiveModel>) -> Resu
 /// PostgreSQL: the whole batch as one `INSERT … SELECT FROM UNNEST` of eight arrays. The
 /// statement text never changes, so it is prepared once per connection (a multi-row `VALUES`
 /// list with thousands of parameters is parsed and planned anew for every batch), and being a
-/// single statement it is atomic without a `BEGIN`/`COMMIT` round trip.
+/// single statement it is atomic without a `BEGIN`/`COMMIT` round trip. Rows stored already are
+/// skipped ([`already_stored`]).
 async fn insert_unnest(
     db: &DatabaseConnection,
     rows: Vec<events::ActiveModel>,
@@ -430,7 +445,8 @@ async fn insert_unnest(
         (event_id, \"timestamp\", service, message, metadata, ingested_at, idempotency_key, \
         owner_id) \
         SELECT * FROM UNNEST($1::varchar[], $2::timestamptz[], $3::varchar[], $4::text[], \
-        $5::text[], $6::timestamptz[], $7::varchar[], $8::varchar[])";
+        $5::text[], $6::timestamptz[], $7::varchar[], $8::varchar[]) \
+        ON CONFLICT (event_id) DO NOTHING";
     let n = rows.len();
     let mut ids = Vec::with_capacity(n);
     let mut stamps = Vec::with_capacity(n);
