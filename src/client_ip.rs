@@ -72,14 +72,29 @@ fn resolve<'a>(peer: IpAddr, headers: impl Iterator<Item = &'a str>, trusted: &[
 
 /// The address clients reach this server at: `public_url` (`auth.public_url`), else what the
 /// request says it asked for (links built from it work for the caller that gets them).
-pub fn request_base(req: &HttpRequest, public_url: Option<&str>) -> String {
-    match public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
+///
+/// Without `public_url`, `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` count only when
+/// the peer is one of the `trusted` proxies: from anyone else they would let a caller choose the
+/// host of the links this server signs and hands out.
+pub fn request_base(req: &HttpRequest, public_url: Option<&str>, trusted: &[IpNet]) -> String {
+    if let Some(url) = public_url {
+        return url.trim_end_matches('/').to_owned();
     }
+    let from_proxy = req
+        .peer_addr()
+        .is_some_and(|peer| contains(trusted, peer.ip()));
+    if from_proxy {
+        let info = req.connection_info();
+        return format!("{}://{}", info.scheme(), info.host());
+    }
+    let host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(ToString::to_string))
+        .unwrap_or_else(|| req.app_config().host().to_owned());
+    format!("http://{host}")
 }
 
 /// Whether `ip` is in one of `allowed`.

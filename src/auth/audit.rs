@@ -51,7 +51,8 @@ pub async fn middleware(
         req.match_pattern().unwrap_or_else(|| "<unmatched>".into())
     );
     let request_id = req.extensions().get::<RequestId>().map(ToString::to_string);
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let ip =
+        crate::client_ip::client_ip(req.request(), &state.trusted_proxies).map(|ip| ip.to_string());
     let result = next.call(req).await;
     let (status, target) = match &result {
         Ok(res) => {

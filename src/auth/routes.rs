@@ -132,9 +132,9 @@ async fn local_login(
     body: web::Json<LocalLogin>,
 ) -> Result<HttpResponse, ApiError> {
     let LocalLogin { username, password } = body.into_inner();
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
+    // Behind a proxy, every client would share the proxy's lockout counter.
+    let ip = crate::client_ip::client_ip(&req, &state.trusted_proxies)
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
     let signed_in = service::local_login(&state, &username, password, &ip).await?;
     let user = signed_in.user;

@@ -298,6 +298,9 @@ async fn get_alert(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state).await?;
+    if let AlertCaller::ApiKey(c) = &caller {
+        c.ensure_can_read()?;
+    }
     let msg = outbox::repo::find(&state.db, &path).await?;
     let visible = match (&caller, &msg) {
         (AlertCaller::Token(t), Some(m)) => m.integration_id.as_ref() == Some(&t.integration.id),
@@ -413,6 +416,9 @@ async fn by_chat(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &state).await?;
+    if let AlertCaller::ApiKey(c) = &caller {
+        c.ensure_can_read()?;
+    }
     let chat_id = path.into_inner().trim().to_owned();
     let rows = match caller {
         AlertCaller::Token(t) => {

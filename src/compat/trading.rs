@@ -103,6 +103,10 @@ async fn signals(
         before: q.before,
         ..Default::default()
     };
-    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
+    let base = crate::client_ip::request_base(
+        &req,
+        state.settings.auth.public_url.as_deref(),
+        &state.trusted_proxies,
+    );
     list_for(&state, &base, &caller, &path, filter, q.limit).await
 }

@@ -207,20 +207,42 @@ async fn signed_download(
     stream_file(&state, &row).await
 }
 
+/// Sends a stored file. It is served from the API's own origin, so it must never run there:
+/// no script or plugin runs in it (`Content-Security-Policy: sandbox`), its type is not sniffed,
+/// and anything but a picture, sound, video or PDF is a download, not a page (an uploaded
+/// `text/html` or SVG would otherwise act with the viewer's session).
 async fn stream_file(state: &AppState, row: &MediaRow) -> Result<HttpResponse, ApiError> {
     let body = service::open(state, row).await?;
     let mut res = HttpResponse::Ok();
     res.content_type(row.content_type.as_str())
         .no_chunking(u64::try_from(row.size).unwrap_or(0))
         .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
-        .insert_header(("X-Content-Type-Options", "nosniff"));
-    if let Some(name) = &row.filename {
-        res.insert_header((
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Content-Security-Policy", "default-src 'none'; sandbox"));
+    let disposition = if shows_inline(&row.content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
+    match &row.filename {
+        Some(name) => res.insert_header((
             header::CONTENT_DISPOSITION,
-            format!("inline; filename=\"{name}\""),
-        ));
-    }
+            format!("{disposition}; filename=\"{name}\""),
+        )),
+        None => res.insert_header((header::CONTENT_DISPOSITION, disposition)),
+    };
     Ok(res.streaming(body))
+}
+
+/// Types a browser shows without running anything in them.
+fn shows_inline(content_type: &str) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    matches!(
+        essence,
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp" | "application/pdf"
+    ) || essence.starts_with("audio/")
+        || essence.starts_with("video/")
 }
 
 #[derive(Serialize)]
@@ -238,7 +260,11 @@ async fn media_url(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = service::find(&state, &caller, &path).await?;
-    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
+    let base = crate::client_ip::request_base(
+        &req,
+        state.settings.auth.public_url.as_deref(),
+        &state.trusted_proxies,
+    );
     let (url, expires_at) = service::link(&state, &row, &base).await?;
     Ok(HttpResponse::Ok().json(LinkView { url, expires_at }))
 }

@@ -224,7 +224,11 @@ async fn rotate_token(
     let (token, p) = service::rotate_token(&state, &caller.user_id, grace).await?;
     let url = format!(
         "{}/webhook/u/{token}",
-        crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref())
+        crate::client_ip::request_base(
+            &req,
+            state.settings.auth.public_url.as_deref(),
+            &state.trusted_proxies,
+        )
     );
     Ok(HttpResponse::Created().json(serde_json::json!({
         "token": token,
@@ -304,7 +308,11 @@ async fn list(
         to: q.to,
         before: q.before,
     };
-    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
+    let base = crate::client_ip::request_base(
+        &req,
+        state.settings.auth.public_url.as_deref(),
+        &state.trusted_proxies,
+    );
     list_for(&state, &base, &caller, &owner, filter, q.limit).await
 }
 
@@ -315,7 +323,11 @@ async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let s = service::find(&state, &caller, &path).await?;
-    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
+    let base = crate::client_ip::request_base(
+        &req,
+        state.settings.auth.public_url.as_deref(),
+        &state.trusted_proxies,
+    );
     Ok(HttpResponse::Ok().json(SignalView::linked_one(&state, &base, s).await))
 }
 
@@ -328,7 +340,11 @@ async fn patch(
 ) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
     let s = service::judge(&state, &caller, &path, body.into_inner()).await?;
-    let base = crate::client_ip::request_base(&req, state.settings.auth.public_url.as_deref());
+    let base = crate::client_ip::request_base(
+        &req,
+        state.settings.auth.public_url.as_deref(),
+        &state.trusted_proxies,
+    );
     Ok(HttpResponse::Ok().json(SignalView::linked_one(&state, &base, s).await))
 }
 

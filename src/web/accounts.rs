@@ -131,6 +131,13 @@ async fn create_channel(
             "limits must be at least 1".into(),
         ));
     }
+    // Reaching into the server's own network (SSRF's door) is the operator's call, not a user's.
+    if body.fields.get("allow_private_network") == Some(&Value::Bool(true)) && !caller.is_admin() {
+        return Err(ApiError::Forbidden(
+            "admin-only",
+            "only admins can create a channel with allow_private_network".into(),
+        ));
+    }
     let account = adapter.setup(body.fields).await.map_err(|e| match e {
         SetupError::Invalid(code, why) => ApiError::Unprocessable(code, why),
         SetupError::Unreachable(why) => ApiError::BadGateway("provider-unreachable", why),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{
     campaigns::wa_app_with,
-    helpers::{Backend, TestApp, secret, spawn_app_with},
+    helpers::{Backend, TestApp, secret, spawn_app, spawn_app_with},
 };
 
 const S3_ACCESS_KEY: &str = "pregonero-test-access";
@@ -526,4 +526,53 @@ async fn whatsapp_media_by_link_and_by_id() {
         .collect();
     assert_eq!(ids[0], ids[1], "uploaded once, sent twice by id");
     assert!(sent.iter().all(|s| s.media_link.is_none()));
+}
+
+/// A stored file never runs on the API's origin: an uploaded page or SVG is a sandboxed
+/// download; a picture still shows inline, sandboxed too.
+#[actix_web::test]
+async fn uploaded_pages_are_sandboxed_downloads() {
+    // Arrange
+    let app = spawn_app(Backend::Sqlite).await;
+    let (status, page) = upload_raw(
+        &app,
+        "?filename=x.html",
+        "text/html",
+        b"<script>alert(1)</script>".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201, "{page}");
+    let (status, picture) = upload_raw(&app, "?filename=p.png", "image/png", png(64)).await;
+    assert_eq!(status, 201, "{picture}");
+
+    for (m, disposition) in [(&page, "attachment"), (&picture, "inline")] {
+        // Act
+        let res = app
+            .client
+            .get(format!(
+                "{}/api/v1/media/{}/content",
+                app.address,
+                m["id"].as_str().expect("id")
+            ))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .expect("download");
+
+        // Assert
+        assert_eq!(res.status().as_u16(), 200);
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            header("content-disposition").starts_with(disposition),
+            "{m}"
+        );
+        assert!(header("content-security-policy").contains("sandbox"));
+        assert_eq!(header("x-content-type-options"), "nosniff");
+    }
 }
