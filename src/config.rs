@@ -67,6 +67,50 @@ pub struct Settings {
     /// address is read from `X-Forwarded-For` only when the connection comes from one of them,
     /// so a forged header from anyone else is ignored. Empty (default): the peer address.
     pub trusted_proxies: Vec<String>,
+    /// Request rate limits per credential and per client address.
+    pub rate_limit: RateLimitSettings,
+    /// Cross-origin requests from browsers.
+    pub cors: CorsSettings,
+}
+
+/// Request rate limits (`429 rate-limited` with `Retry-After`, `RateLimit` and
+/// `RateLimit-Policy`). Each request counts against one bucket: its credential's (API key,
+/// bearer token, session, or the trading webhook's path token), else its client address.
+/// Health, readiness, metrics, the dashboard's files, signed media links and the providers'
+/// webhooks (Telegram, WhatsApp: checked by their signatures) are not limited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// `false` turns every request limit off.
+    pub enabled: bool,
+    /// Requests with credentials, per credential.
+    pub per_key: LimitSettings,
+    /// Requests without credentials, per client address (login, the seed's open routes).
+    pub per_ip: LimitSettings,
+    /// What clients send at volume (`POST /events`, `/events/batch`, `/api/v1/messages`,
+    /// `/api/alert`, `/webhook/u/{token}`), per credential or token, or per address for the
+    /// seed's open event routes.
+    pub ingest: LimitSettings,
+}
+
+/// One limit: a sustained rate, and how many requests may come at once above it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests at once (the bucket's size).
+    pub burst: u32,
+}
+
+/// CORS: off by default (browsers then refuse cross-origin calls; the dashboard is same-origin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to call the API from a browser (`https://app.example.com`); empty: none.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer, in seconds.
+    pub max_age_secs: u32,
 }
 
 /// Trading signals settings.
@@ -640,6 +684,25 @@ impl Default for Settings {
                 login_max_failures: 5,
                 login_lockout_secs: 900,
             },
+            rate_limit: RateLimitSettings {
+                enabled: true,
+                per_key: LimitSettings {
+                    per_second: 200,
+                    burst: 1_000,
+                },
+                per_ip: LimitSettings {
+                    per_second: 20,
+                    burst: 60,
+                },
+                ingest: LimitSettings {
+                    per_second: 2_000,
+                    burst: 4_000,
+                },
+            },
+            cors: CorsSettings {
+                allowed_origins: Vec::new(),
+                max_age_secs: 3600,
+            },
         }
     }
 }
@@ -692,6 +755,26 @@ impl Settings {
                 "signals.default_plan",
                 "must name a plan defined under signals.plans",
             );
+        }
+        for (key, limit) in [
+            ("rate_limit.per_key", self.rate_limit.per_key),
+            ("rate_limit.per_ip", self.rate_limit.per_ip),
+            ("rate_limit.ingest", self.rate_limit.ingest),
+        ] {
+            if limit.per_second == 0 || limit.burst == 0 {
+                return bad(key, "per_second and burst must be at least 1");
+            }
+        }
+        for origin in &self.cors.allowed_origins {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin.matches('/').count() == 2;
+            if !ok {
+                return bad(
+                    "cors.allowed_origins",
+                    "each origin is scheme://host[:port], without a path (`https://app.example.com`)",
+                );
+            }
         }
         if self.signals.quota_period_days == 0 || self.signals.quota_period_days > 366 {
             return bad("signals.quota_period_days", "must be between 1 and 366");

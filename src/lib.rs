@@ -16,6 +16,7 @@ pub mod domain;
 pub mod entities;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod integrations;
 pub mod leases;
 pub mod media;

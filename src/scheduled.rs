@@ -21,7 +21,7 @@ pub enum Job {
     QuotaReset,
     /// Copy of the SQLite database into `<data_dir>/backups`.
     Backup,
-    /// Deletes events older than `events.retention_days`.
+    /// Deletes events older than `events.retention_days` (and idempotency keys past their day).
     EventsRetention,
 }
 
@@ -160,7 +160,10 @@ async fn perform(state: &AppState, job: Job) -> anyhow::Result<String> {
             let days = i64::from(state.settings.events.retention_days);
             let cutoff = state.clock.now() - chrono::Duration::days(days);
             let n = crate::events::delete_older_than(&state.db, cutoff).await?;
-            Ok(format!("{n} events older than {cutoff} deleted"))
+            let keys = crate::idempotency::purge(&state.db, state.clock.now()).await?;
+            Ok(format!(
+                "{n} events older than {cutoff} deleted, {keys} expired idempotency keys"
+            ))
         }
         Job::Backup => {
             let dir = state.settings.data_dir.join("backups");

@@ -395,10 +395,16 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
     let grace = state.settings.delivery.shutdown_grace_secs;
     let outbox = web::Data::new(state.outbox.clone());
     let subscriptions = web::Data::new(state.subscriptions.clone());
+    let limits = web::Data::new(routes::limits::RequestLimits::new(
+        &state.settings.rate_limit,
+    ));
+    let limited = state.settings.rate_limit.enabled;
+    let cors = state.settings.cors.clone();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(limits.clone())
             .app_data(outbox.clone())
             .app_data(subscriptions.clone())
             .app_data(
@@ -410,15 +416,52 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
             .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
+            .wrap(middleware::Condition::new(
+                limited,
+                middleware::from_fn(routes::limits::middleware),
+            ))
             .wrap(middleware::from_fn(routes::metrics::track))
             .wrap(middleware::from_fn(request_id_header))
             .wrap(TracingLogger::<RouteSpan>::new())
+            .wrap(middleware::Condition::new(
+                !cors.allowed_origins.is_empty(),
+                cors_middleware(&cors),
+            ))
     })
     .disable_signals()
     .shutdown_timeout(grace)
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// CORS for the configured origins (outermost, so refusals and limits carry the fields too).
+/// A request from another origin is served without them (browsers then hide the answer from
+/// that origin's scripts); same-origin requests, which also carry `Origin`, are unaffected.
+fn cors_middleware(settings: &crate::config::CorsSettings) -> actix_cors::Cors {
+    use actix_web::http::header::{self, HeaderName};
+    settings
+        .allowed_origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        })
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-csrf-token"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::LOCATION,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Some(settings.max_age_secs as usize))
 }
 
 /// Root span of a request that names the route pattern (`/api/integrations/{chat_id}`), never

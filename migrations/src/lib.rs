@@ -13,6 +13,7 @@ mod m20261123_000009_campaign_release_index;
 mod m20261204_000010_subscriptions;
 mod m20261206_000011_signals;
 mod m20261206_000012_event_owners;
+mod m20261206_000013_idempotency_keys;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_subscriptions::Migration),
             Box::new(m20261206_000011_signals::Migration),
             Box::new(m20261206_000012_event_owners::Migration),
+            Box::new(m20261206_000013_idempotency_keys::Migration),
         ]
     }
 }

@@ -33,6 +33,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/send-messages")
             .wrap(actix_web::middleware::from_fn(
+                crate::idempotency::middleware,
+            ))
+            .wrap(actix_web::middleware::from_fn(
                 crate::auth::audit::middleware,
             ))
             .wrap(actix_web::middleware::from_fn(authenticate))

@@ -8,6 +8,7 @@ pub mod contact_import_errors;
 pub mod contact_imports;
 pub mod contacts;
 pub mod events;
+pub mod idempotency_keys;
 pub mod integration_tokens;
 pub mod integrations;
 pub mod leases;

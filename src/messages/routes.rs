@@ -18,9 +18,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/messages/{id}", web::get().to(get_message));
 }
 
-/// Longest `Idempotency-Key` accepted.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-
 #[derive(Serialize)]
 struct Accepted<'a> {
     id: &'a MessageId,
@@ -107,24 +104,9 @@ fn view(m: MessageRow, events: Vec<EventRow>) -> MessageView {
     }
 }
 
+/// The request's `Idempotency-Key` ([`crate::idempotency::header_key`]).
 pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.headers().get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
-        .ok_or_else(|| {
-            ApiError::BadRequest(
-                "invalid-idempotency-key",
-                format!(
-                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                ),
-            )
-        })?;
-    Ok(Some(key.to_owned()))
+    crate::idempotency::header_key(req)
 }
 
 /// Answers a replayed request with `answer` (built from the message the first one created),

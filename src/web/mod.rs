@@ -1,6 +1,7 @@
 //! HTTP surface: route table, operational endpoints and cross-cutting middleware.
 mod accounts;
 mod health;
+pub mod limits;
 pub mod metrics;
 mod spa;
 
@@ -23,6 +24,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // The API before the dynamic root routes: its prefix is one string comparison.
         .service(
             web::scope("/api/v1")
+                // After authentication (wraps run last-added first): keys are their owner's.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::idempotency::middleware,
+                ))
                 .wrap(actix_web::middleware::from_fn(auth::authenticate))
                 .wrap(actix_web::middleware::from_fn(auth::audit::middleware))
                 // The hot send route first: each dynamic pattern tried before it costs a regex.

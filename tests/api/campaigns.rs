@@ -487,23 +487,33 @@ async fn missing_variables_and_send_messages(backend: Backend) {
     );
 
     // The WhatsApp sender's form post: CSV (semicolons, Latin-1 is handled by the importer) + message.
+    // Sent with an Idempotency-Key, and sent again as a client does after a timeout.
     let csv = "telefono;nombre;grupo\n600 000 003;Eva;VIP\nnot-a-phone;X;Y\n";
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(csv.as_bytes().to_vec())
-                .file_name("c.csv")
-                .mime_str("text/csv")
-                .expect("mime"),
-        )
-        .text("message", "Hola {{ nombre }} ({{ grupo }})");
-    let req = app
-        .client
-        .post(format!("{}/send-messages", app.address))
-        .bearer_auth(&app.api_key)
-        .multipart(form);
-    let (status, out) = status_and_json(req).await;
+    let send = || {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(csv.as_bytes().to_vec())
+                    .file_name("c.csv")
+                    .mime_str("text/csv")
+                    .expect("mime"),
+            )
+            .text("message", "Hola {{ nombre }} ({{ grupo }})");
+        app.client
+            .post(format!("{}/send-messages", app.address))
+            .bearer_auth(&app.api_key)
+            .header("Idempotency-Key", "form-1")
+            .multipart(form)
+    };
+    let (status, out) = status_and_json(send()).await;
     assert_eq!(status, 200, "{out}");
+    let retry = send().send().await.expect("retry");
+    assert!(retry.headers().get("idempotent-replayed").is_some());
+    let retried: serde_json::Value = retry.json().await.expect("json");
+    assert_eq!(
+        retried["campaignId"], out["campaignId"],
+        "the retry started no second campaign"
+    );
     assert_eq!(
         (out["queued"].as_i64(), out["invalidRows"].as_i64()),
         (Some(1), Some(1)),

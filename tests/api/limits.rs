@@ -1,0 +1,186 @@
+//! Request rate limits per credential and per client address, with the IETF `RateLimit`
+//! fields, and CORS (off by default, allowed origins only).
+use std::time::Duration;
+
+use pregonero::config::LimitSettings;
+use reqwest::{Method, Response};
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+
+async fn get(app: &TestApp, path: &str, key: Option<&str>) -> Response {
+    let mut req = app.client.get(format!("{}{path}", app.address));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await.expect("request")
+}
+
+fn header(res: &Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn a_noisy_key_is_refused_and_another_key_is_not(backend: Backend) {
+    // Arrange: 1 request a second with bursts of 5, per key; 3 at once per address.
+    let app = spawn_app_with(backend, |s| {
+        s.rate_limit.per_key = LimitSettings {
+            per_second: 1,
+            burst: 5,
+        };
+        s.rate_limit.per_ip = LimitSettings {
+            per_second: 1,
+            burst: 3,
+        };
+    })
+    .await;
+    let admin = pregonero::auth::repo::user_named(&app.state.db, "admin")
+        .await
+        .expect("query")
+        .expect("admin");
+    let other = pregonero::auth::repo::create_api_key(&app.state.db, &admin.id, "quiet")
+        .await
+        .expect("key");
+
+    // Act + Assert: five pass, counting down; the sixth is refused with the fields.
+    for left in (0..5).rev() {
+        let res = get(&app, "/api/v1/channels", Some(&app.api_key)).await;
+        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(
+            header(&res, "ratelimit-policy").as_deref(),
+            Some("\"key\";q=5;w=5")
+        );
+        let fields = header(&res, "ratelimit").expect("RateLimit");
+        assert!(
+            fields.starts_with(&format!("\"key\";r={left};t=")),
+            "{fields}"
+        );
+    }
+    let refused = get(&app, "/api/v1/channels", Some(&app.api_key)).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry: u64 = header(&refused, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!(
+        header(&refused, "ratelimit")
+            .expect("RateLimit")
+            .starts_with("\"key\";r=0;t=")
+    );
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "rate-limited");
+
+    // Another key has its own bucket; health and metrics are never limited.
+    let res = get(&app, "/api/v1/channels", Some(&other)).await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(
+        header(&res, "ratelimit")
+            .expect("RateLimit")
+            .starts_with("\"key\";r=4;")
+    );
+    for _ in 0..10 {
+        let res = get(&app, "/health", None).await;
+        assert_eq!(res.status().as_u16(), 200);
+        assert!(header(&res, "ratelimit").is_none());
+    }
+
+    // Requests without credentials count per address.
+    for _ in 0..3 {
+        let res = get(&app, "/auth/me", None).await;
+        assert_eq!(res.status().as_u16(), 401);
+        assert!(
+            header(&res, "ratelimit")
+                .expect("RateLimit")
+                .starts_with("\"ip\";")
+        );
+    }
+    assert_eq!(get(&app, "/auth/me", None).await.status().as_u16(), 429);
+
+    // The refused key gets through again once its Retry-After has passed.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let res = get(&app, "/api/v1/channels", Some(&app.api_key)).await;
+    assert_eq!(res.status().as_u16(), 200);
+}
+
+fn preflight(app: &TestApp, origin: &str) -> reqwest::RequestBuilder {
+    app.client
+        .request(Method::OPTIONS, format!("{}/api/v1/channels", app.address))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+}
+
+async fn get_from(app: &TestApp, origin: &str) -> Response {
+    app.client
+        .get(format!("{}/api/v1/channels", app.address))
+        .bearer_auth(&app.api_key)
+        .header("Origin", origin)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn cors_is_off_by_default(backend: Backend) {
+    // Arrange
+    let app = spawn_app(backend).await;
+
+    // Act
+    let pre = preflight(&app, "https://app.example.com")
+        .send()
+        .await
+        .expect("preflight");
+    let res = get_from(&app, "https://app.example.com").await;
+
+    // Assert: no CORS fields, so browsers keep other sites' scripts out.
+    assert!(header(&pre, "access-control-allow-origin").is_none());
+    assert!(header(&res, "access-control-allow-origin").is_none());
+}
+
+async fn cors_allows_only_the_configured_origins(backend: Backend) {
+    // Arrange
+    let app = spawn_app_with(backend, |s| {
+        s.cors.allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+
+    // Act
+    let pre = preflight(&app, "https://app.example.com")
+        .send()
+        .await
+        .expect("preflight");
+    let evil = preflight(&app, "https://evil.example.net")
+        .send()
+        .await
+        .expect("preflight");
+    let res = get_from(&app, "https://app.example.com").await;
+
+    // Assert
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert_eq!(
+        header(&pre, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let allowed = header(&pre, "access-control-allow-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    assert!(header(&evil, "access-control-allow-origin").is_none());
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        header(&res, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let exposed = header(&res, "access-control-expose-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("ratelimit"), "{exposed}");
+}
+
+crate::on_both_databases!(
+    a_noisy_key_is_refused_and_another_key_is_not,
+    cors_is_off_by_default,
+    cors_allows_only_the_configured_origins,
+);
