@@ -38,7 +38,8 @@ stop_server() {
   if [ -n "$PG_DB" ]; then psql_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true; PG_DB=""; fi
 }
 
-bench_cleanup() { stop_server; rm -rf "$WORK"; }
+# Chromium's helpers may still be writing their profile for a moment after the server stops.
+bench_cleanup() { stop_server; rm -rf "$WORK" 2>/dev/null || { sleep 2; rm -rf "$WORK"; } || true; }
 
 # $1 = sqlite|postgres, $2 = name prefix of the PostgreSQL database, then any VAR=value settings.
 # Starts `serve --no-workers` (an API replica; set SERVE_FLAGS="" for a node with workers) on a
