@@ -1,13 +1,27 @@
-//! Shared error plumbing: the JSON error body and `error_chain_fmt`.
+//! Shared error plumbing: the error body (RFC 9457 problem details) and `error_chain_fmt`.
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
 
-/// The body of every 4xx/5xx answer: a stable kebab-case `error` code and a human `message`.
+/// Media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The body of every 4xx/5xx answer: RFC 9457 problem details (`type`, `title`, `status`,
+/// `detail`; `instance`, the request's id as `urn:uuid:…`, is added on the way out), with our
+/// stable kebab-case `error` code and `message` (the same text as `detail`) as extension members.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
+    /// `urn:pregonero:problem:<error>`: the problem type, one per code.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase (the same for every occurrence of a code).
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened this time.
+    pub detail: String,
     /// Stable machine-readable code, e.g. `channel-not-found`.
     pub error: &'a str,
-    /// Human-readable explanation.
+    /// Human-readable explanation (as `detail`; kept for the clients written before it).
     pub message: String,
     /// Seconds to wait before retrying (429 and 503 answers; also in `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,15 +58,28 @@ impl FieldError {
 }
 
 impl<'a> ErrorBody<'a> {
-    /// A body with only a code and a message.
-    pub fn new(error: &'a str, message: impl Into<String>) -> Self {
+    /// A body with only a status, a code and a message.
+    pub fn new(status: StatusCode, error: &'a str, message: impl Into<String>) -> Self {
+        let message = message.into();
         Self {
+            kind: format!("urn:pregonero:problem:{error}"),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: message.clone(),
             error,
-            message: message.into(),
+            message,
             retry_after: None,
             resets_at: None,
             errors: None,
         }
+    }
+
+    /// The answer: this body as `application/problem+json`, with `status`.
+    pub fn respond(&self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpResponse::build(status)
+            .content_type(PROBLEM_JSON)
+            .body(serde_json::to_string(self).unwrap_or_default())
     }
 }
 
@@ -205,7 +232,7 @@ impl ResponseError for ApiError {
         ) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        let mut body = ErrorBody::new(self.code(), message);
+        let mut body = ErrorBody::new(self.status_code(), self.code(), message);
         if let ApiError::Invalid(errors) = self {
             body.errors = Some(errors.clone());
         }
@@ -219,7 +246,8 @@ impl ResponseError for ApiError {
             body.retry_after = Some(*retry_after);
             body.resets_at = *resets_at;
         }
-        res.json(body)
+        res.content_type(PROBLEM_JSON)
+            .body(serde_json::to_string(&body).unwrap_or_default())
     }
 }
 

@@ -499,23 +499,47 @@ impl tracing_actix_web::RootSpanBuilder for RouteSpan {
     }
 }
 
-/// Echoes tracing-actix-web's request id as `X-Request-Id`.
+/// Echoes tracing-actix-web's request id as `X-Request-Id`, and names it as the `instance` of
+/// a problem-details error body (`urn:uuid:<id>`), the key to the request's lines in the log.
 async fn request_id_header(
     req: actix_web::dev::ServiceRequest,
-    next: middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    next: middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     use actix_web::HttpMessage;
     let id = req.extensions().get::<RequestId>().map(|id| id.to_string());
-    let mut res = next.call(req).await?;
-    if let Some(id) = id
-        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id)
-    {
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    let Some(id) = id else {
+        return Ok(res);
+    };
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
         res.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("x-request-id"),
             value,
         );
     }
-    Ok(res)
+    let is_problem = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes() == error::PROBLEM_JSON.as_bytes());
+    if !is_problem {
+        return Ok(res);
+    }
+    let (http_req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let Ok(Ok(bytes)) = actix_web::body::to_bytes_limited(body, 256 * 1024).await else {
+        return Err(error::ApiError::Unexpected(anyhow::anyhow!("error body unreadable")).into());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut problem)) => {
+            problem.insert("instance".into(), format!("urn:uuid:{id}").into());
+            serde_json::to_vec(&problem).map_or(bytes, Into::into)
+        }
+        _ => bytes,
+    };
+    Ok(actix_web::dev::ServiceResponse::new(
+        http_req,
+        head.set_body(actix_web::body::BoxBody::new(body)),
+    ))
 }
 
 /// Starts an actor for every stored account; one whose secret can't be read is marked, not fatal.

@@ -19,7 +19,8 @@ pub(crate) async fn read_capped(
 ) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest("invalid-body", e.to_string()))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest("invalid-body-stream", e.to_string()))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!(
                 "the body is larger than {limit} bytes"

@@ -156,7 +156,7 @@ async fn send_messages(
             .map(|r| r.id)
             .ok_or_else(|| {
                 ApiError::Unprocessable(
-                    "channel-not-found",
+                    "no-whatsapp-number",
                     "connect a WhatsApp number first (POST /api/v1/channels)".into(),
                 )
             })?,

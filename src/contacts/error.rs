@@ -64,7 +64,7 @@ impl From<ContactError> for ApiError {
             }
             ContactError::InvalidFilename => ApiError::Unprocessable("invalid-filename", why),
             ContactError::TooLarge(_) => ApiError::PayloadTooLarge(why),
-            ContactError::Body(_) => ApiError::BadRequest("invalid-body", why),
+            ContactError::Body(_) => ApiError::BadRequest("invalid-body-stream", why),
             ContactError::Empty => ApiError::Unprocessable("empty-upload", why),
             ContactError::InvalidCsv(_) => ApiError::Unprocessable("invalid-csv", why),
             ContactError::Unexpected(e) => ApiError::Unexpected(e),

@@ -82,7 +82,7 @@ impl From<MediaError> for ApiError {
             MediaError::Empty => ApiError::Unprocessable("empty-upload", why),
             MediaError::ContentMismatch(_) => ApiError::Unprocessable("content-type-mismatch", why),
             MediaError::TooLarge { .. } => ApiError::PayloadTooLarge(why),
-            MediaError::Body(_) => ApiError::BadRequest("invalid-body", why),
+            MediaError::Body(_) => ApiError::BadRequest("invalid-body-stream", why),
             MediaError::InUse { .. } => ApiError::Conflict("media-in-use", why),
             MediaError::InvalidLink => ApiError::Forbidden("invalid-link", why),
             MediaError::StoreUnavailable(e) => {

@@ -39,7 +39,7 @@ impl From<SubscriptionError> for ApiError {
                 ApiError::Unprocessable("not-a-webhook-channel", why)
             }
             SubscriptionError::UnknownEvent(_) => ApiError::Unprocessable("unknown-event", why),
-            SubscriptionError::UnknownSource => ApiError::Unprocessable("channel-not-found", why),
+            SubscriptionError::UnknownSource => ApiError::NotFound("channel-not-found", why),
             SubscriptionError::TooMany(_) => ApiError::Unprocessable("too-many-ids", why),
             SubscriptionError::Unexpected(e) => ApiError::Unexpected(e),
         }

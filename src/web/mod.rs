@@ -66,8 +66,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// JSON 404 for unknown routes.
 pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(ErrorBody::new(
+    ErrorBody::new(
+        actix_web::http::StatusCode::NOT_FOUND,
         "route-not-found",
         "no such route; see docs/api.md",
-    ))
+    )
+    .respond()
 }

@@ -201,3 +201,89 @@ crate::on_both_databases!(
     bad_requests_get_stable_error_codes,
     registering_a_bot_checks_its_token
 );
+
+/// One error code, one status: across the server's source, every `ApiError::<Variant>("code", …)`
+/// gives a code one variant, and each variant is one status. (Codes that reach `ApiError`
+/// through a feature's own error type are checked by the route tests.)
+#[test]
+fn every_error_code_has_one_status() {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut paths,
+    );
+    let mut variants: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for path in &paths {
+        let text = std::fs::read_to_string(path).expect("source");
+        for (at, _) in text.match_indices("ApiError::") {
+            let rest = &text[at + "ApiError::".len()..];
+            let variant: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            let Some(args) = rest[variant.len()..].strip_prefix('(') else {
+                continue;
+            };
+            let Some(code) = args.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let code: String = code.chars().take_while(|c| *c != '"').collect();
+            variants.entry(code).or_default().insert(variant);
+        }
+    }
+    assert!(
+        variants.len() > 50,
+        "the scan found the codes: {variants:?}"
+    );
+    let split: Vec<_> = variants.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(
+        split.is_empty(),
+        "codes answered with more than one status: {split:?}"
+    );
+}
+
+/// Every error is RFC 9457 problem details, its `instance` the request's id.
+#[actix_web::test]
+async fn errors_are_problem_details() {
+    // Arrange
+    let app = spawn_app(Backend::Sqlite).await;
+
+    // Act
+    let res = app
+        .client
+        .get(format!("{}/api/v1/channels/nope", app.address))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("request");
+
+    // Assert
+    assert_eq!(res.status().as_u16(), 404);
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "application/problem+json");
+    let request_id = header("x-request-id");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["type"], "urn:pregonero:problem:channel-not-found");
+    assert_eq!(body["title"], "Not Found");
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["error"], "channel-not-found");
+    assert_eq!(body["detail"], body["message"]);
+    assert_eq!(body["instance"], format!("urn:uuid:{request_id}"));
+}

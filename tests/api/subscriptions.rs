@@ -244,7 +244,7 @@ async fn subscription_requests_are_checked(backend: Backend) {
         ),
         (
             json!({"channel_id": hook_id, "source_channel_id": "nope"}),
-            422,
+            404,
             "channel-not-found",
         ),
         (
