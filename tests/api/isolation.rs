@@ -421,8 +421,9 @@ async fn create_everything(app: &TestApp, a: &str) -> Resources {
         a,
         "/api/v1/channels",
         Json(
-            json!({"kind": "webhook", "name": "events", "url": "http://127.0.0.1:9/hook",
-                    "allow_private_network": true}),
+            // A name that never resolves (`.invalid`): nothing is sent, and an operator may not
+            // set allow_private_network.
+            json!({"kind": "webhook", "name": "events", "url": "https://hooks.invalid/events"}),
         ),
         "/id",
     )
