@@ -134,12 +134,7 @@ async fn another_owner_cannot_see_or_use_my_resources(backend: Backend) {
     let channel = app.create_bot(None).await;
     app.telegram.add_chat(9);
     let id = app.send_text(&channel, 9, "private").await;
-    let other = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
-        .await
-        .expect("user");
-    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &other.id, "bob")
-        .await
-        .expect("key");
+    let (_, bob_key) = app.user_with_key("bob", "operator").await;
     let as_bob = |path: String| {
         let req = app
             .client
@@ -172,12 +167,7 @@ async fn a_viewer_can_read_but_not_change_anything(backend: Backend) {
     // Arrange
     let app = spawn_app(backend).await;
     let channel = app.create_bot(None).await;
-    let viewer = pregonero::auth::repo::create_user(&app.state.db, "vera", "viewer")
-        .await
-        .expect("user");
-    let key = pregonero::auth::repo::create_api_key(&app.state.db, &viewer.id, "vera")
-        .await
-        .expect("key");
+    let (_, key) = app.user_with_key("vera", "viewer").await;
     let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let mut req = app
             .client

@@ -1,7 +1,7 @@
 //! Bad input gets a clear 4xx with a stable code, and changes nothing.
 use serde_json::{Value, json};
 
-use crate::helpers::{BOT_TOKEN, Backend, spawn_app};
+use crate::helpers::{BOT_TOKEN, Backend, header, spawn_app};
 
 async fn error_code(res: reqwest::Response) -> (u16, String) {
     let status = res.status().as_u16();
@@ -270,15 +270,8 @@ async fn errors_are_problem_details() {
 
     // Assert
     assert_eq!(res.status().as_u16(), 404);
-    let header = |name: &str| {
-        res.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert_eq!(header("content-type"), "application/problem+json");
-    let request_id = header("x-request-id");
+    assert_eq!(header(&res, "content-type"), "application/problem+json");
+    let request_id = header(&res, "x-request-id");
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["type"], "urn:pregonero:problem:channel-not-found");
     assert_eq!(body["title"], "Not Found");

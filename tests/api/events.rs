@@ -428,12 +428,7 @@ async fn events_need_a_key_with_the_events_scopes(backend: Backend) {
 async fn events_are_their_owners(backend: Backend) {
     // Arrange: two owners with keys of every scope.
     let app = spawn_app(backend).await;
-    let bob = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
-        .await
-        .expect("user");
-    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &bob.id, "bob")
-        .await
-        .expect("key");
+    let (_, bob_key) = app.user_with_key("bob", "operator").await;
 
     // Act: both send to the same service, under the same Idempotency-Key.
     let (code, mine) = post_as(

@@ -362,6 +362,22 @@ impl TestApp {
         }
     }
 
+    /// A new user with `role` and an API key of theirs with every scope.
+    pub async fn user_with_key(
+        &self,
+        name: &str,
+        role: &str,
+    ) -> (pregonero::auth::repo::UserRow, String) {
+        let user = pregonero::auth::repo::create_user(&self.state.db, name, role)
+            .await
+            .expect("user");
+        let key = pregonero::auth::repo::create_api_key(&self.state.db, &user.id, name)
+            .await
+            .expect("key");
+        secret(&key);
+        (user, key)
+    }
+
     /// Stops the server cleanly (drain), leaving database and fake as they are.
     pub async fn stop_server(&mut self) {
         if let Some(app) = self.app.take() {
@@ -596,7 +612,15 @@ impl TcpProxy {
     }
 }
 
-/// Sends `req`; its status and JSON body (`null` when the body is not JSON).
+/// A response header as text (empty when absent).
+pub fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Sends `req`; its status and JSON body (`null` when the body is not JSON).
 pub async fn status_and_json(req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.send().await.expect("request");

@@ -91,12 +91,7 @@ async fn a_retried_create_gets_the_first_answer_and_creates_nothing(backend: Bac
 async fn keys_are_their_owners_and_uploads_replay_by_key(backend: Backend) {
     // Arrange: a second owner.
     let app = spawn_app(backend).await;
-    let bob = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
-        .await
-        .expect("user");
-    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &bob.id, "bob")
-        .await
-        .expect("key");
+    let (_, bob_key) = app.user_with_key("bob", "operator").await;
     let body = json!({"name": "ci"});
 
     // Act: both create an API key under the same Idempotency-Key.

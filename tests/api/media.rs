@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{
     campaigns::wa_app_with,
-    helpers::{Backend, TestApp, secret, spawn_app, spawn_app_with},
+    helpers::{Backend, TestApp, header, secret, spawn_app, spawn_app_with},
 };
 
 const S3_ACCESS_KEY: &str = "pregonero-test-access";
@@ -561,18 +561,11 @@ async fn uploaded_pages_are_sandboxed_downloads() {
 
         // Assert
         assert_eq!(res.status().as_u16(), 200);
-        let header = |name: &str| {
-            res.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
         assert!(
-            header("content-disposition").starts_with(disposition),
+            header(&res, "content-disposition").starts_with(disposition),
             "{m}"
         );
-        assert!(header("content-security-policy").contains("sandbox"));
-        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert!(header(&res, "content-security-policy").contains("sandbox"));
+        assert_eq!(header(&res, "x-content-type-options"), "nosniff");
     }
 }

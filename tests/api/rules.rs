@@ -61,12 +61,7 @@ async fn matching_events_become_alerts_within_the_rules_rate(backend: Backend) {
         .await;
     assert_eq!(res.status().as_u16(), 201);
 
-    let bob = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
-        .await
-        .expect("user");
-    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &bob.id, "bob")
-        .await
-        .expect("key");
+    let (_, bob_key) = app.user_with_key("bob", "operator").await;
 
     // Act: another owner's deploy (a rule sees its owner's events only), then three critical
     // payments (one over the rate), an info one, a critical from billing, and a deploy.
@@ -133,12 +128,7 @@ async fn rules_are_validated_and_private_to_their_owner(backend: Backend) {
     let app = spawn_app(backend).await;
     let channel = app.create_bot(None).await;
     let integration = app.create_integration(&channel, "mine").await;
-    let bob = pregonero::auth::repo::create_user(&app.state.db, "bob", "operator")
-        .await
-        .expect("user");
-    let bob_key = pregonero::auth::repo::create_api_key(&app.state.db, &bob.id, "bob")
-        .await
-        .expect("key");
+    let (_, bob_key) = app.user_with_key("bob", "operator").await;
 
     // Act + Assert: bad bodies get field errors.
     for (body, field, code) in [

@@ -273,12 +273,7 @@ async fn a_webhook_into_this_servers_own_network_is_refused_without_the_flag(bac
     let private = json!({"kind": "webhook", "name": "h", "url": "http://127.0.0.1:9/hook",
                          "allow_private_network": true});
     // The flag is an admin's to set: an operator asking for it is refused.
-    let operator = pregonero::auth::repo::create_user(&app.state.db, "op", "operator")
-        .await
-        .expect("user");
-    let operator_key = pregonero::auth::repo::create_api_key(&app.state.db, &operator.id, "op")
-        .await
-        .expect("key");
+    let (_, operator_key) = app.user_with_key("op", "operator").await;
     let (code, body) = crate::helpers::status_and_json(
         app.client
             .post(format!("{}/api/v1/channels", app.address))
