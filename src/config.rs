@@ -314,6 +314,10 @@ pub struct DeliverySettings {
     /// A send whose pacing turn is further away than this goes back to the queue until then
     /// instead of holding a delivery slot, in milliseconds.
     pub pacing_horizon_ms: u64,
+    /// Days after which the text of a finished message (sent, failed or skipped) is erased by
+    /// the daily retention job; its ledger row (recipient, status, times, errors) stays. Unset
+    /// (default): kept. Pingui promised not to keep alert content: set it to 1 for that.
+    pub body_retention_days: Option<u32>,
 }
 
 /// Telegram Bot API settings.
@@ -529,6 +533,7 @@ impl Default for Settings {
                 pacing_margin_ms: 50,
                 recipient_margin_ms: 100,
                 pacing_horizon_ms: 5_000,
+                body_retention_days: None,
                 shutdown_grace_secs: 25,
             },
             telegram: TelegramSettings {
@@ -754,6 +759,16 @@ impl Settings {
             return bad(
                 "signals.default_plan",
                 "must name a plan defined under signals.plans",
+            );
+        }
+        if self
+            .delivery
+            .body_retention_days
+            .is_some_and(|d| d == 0 || d > 3650)
+        {
+            return bad(
+                "delivery.body_retention_days",
+                "must be between 1 and 3650 (or unset to keep bodies)",
             );
         }
         for (key, limit) in [

@@ -21,7 +21,8 @@ pub enum Job {
     QuotaReset,
     /// Copy of the SQLite database into `<data_dir>/backups`.
     Backup,
-    /// Deletes events older than `events.retention_days` (and idempotency keys past their day).
+    /// Deletes events older than `events.retention_days`, idempotency keys past their day, and
+    /// the text of messages older than `delivery.body_retention_days`.
     EventsRetention,
 }
 
@@ -161,8 +162,16 @@ async fn perform(state: &AppState, job: Job) -> anyhow::Result<String> {
             let cutoff = state.clock.now() - chrono::Duration::days(days);
             let n = crate::events::delete_older_than(&state.db, cutoff).await?;
             let keys = crate::idempotency::purge(&state.db, state.clock.now()).await?;
+            let bodies = match state.settings.delivery.body_retention_days {
+                Some(days) => {
+                    let before = state.clock.now() - chrono::Duration::days(i64::from(days));
+                    crate::outbox::repo::redact_bodies_before(&state.db, before).await?
+                }
+                None => 0,
+            };
             Ok(format!(
-                "{n} events older than {cutoff} deleted, {keys} expired idempotency keys"
+                "{n} events older than {cutoff} deleted, {keys} expired idempotency keys, \
+                 {bodies} message bodies erased"
             ))
         }
         Job::Backup => {

@@ -2,7 +2,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Set, Statement,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -174,7 +174,7 @@ impl NewMessage {
 /// Alerts not delivered yet (queued or being sent), stopping the count at `cap` (so the check
 /// costs at most `cap` index reads however long the backlog is).
 pub async fn pending_alerts(db: &impl ConnectionTrait, cap: u64) -> Result<u64, DbErr> {
-    use sea_orm::{PaginatorTrait, QuerySelect};
+    use sea_orm::PaginatorTrait;
     messages::Entity::find()
         .select_only()
         .column(messages::Column::Id)
@@ -451,7 +451,7 @@ pub async fn stranded(
     stale_before: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<(MessageId, DateTime<Utc>)>, DbErr> {
-    use sea_orm::{QuerySelect, sea_query::Condition};
+    use sea_orm::sea_query::Condition;
     let rows = messages::Entity::find()
         .select_only()
         .column(messages::Column::Id)
@@ -746,4 +746,53 @@ pub async fn exists(db: &impl ConnectionTrait, id: &MessageId) -> Result<bool, D
         .count(db)
         .await?
         > 0)
+}
+
+/// Erases the text of finished messages (sent, failed, skipped) created before `cutoff`, a chunk
+/// per statement so deliveries keep going; the rows stay (the ledger). Returns how many.
+pub async fn redact_bodies_before(
+    db: &impl ConnectionTrait,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    const CHUNK: u64 = 5_000;
+    let finished = [
+        MessageStatus::Sent.as_str(),
+        MessageStatus::Failed.as_str(),
+        MessageStatus::Skipped.as_str(),
+    ];
+    let mut total = 0;
+    loop {
+        let ids: Vec<MessageId> = messages::Entity::find()
+            .select_only()
+            .column(messages::Column::Id)
+            .filter(messages::Column::CreatedAt.lt(cutoff))
+            .filter(messages::Column::Status.is_in(finished))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(messages::Column::Body.ne(""))
+                    .add(messages::Column::ProviderTemplate.is_not_null()),
+            )
+            .limit(CHUNK)
+            .into_tuple()
+            .all(db)
+            .await?;
+        if ids.is_empty() {
+            return Ok(total);
+        }
+        let n = ids.len() as u64;
+        messages::Entity::update_many()
+            .col_expr(messages::Column::Body, Expr::value(""))
+            .col_expr(
+                messages::Column::ProviderTemplate,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(messages::Column::Id.is_in(ids))
+            .exec(db)
+            .await?;
+        total += n;
+        if n < CHUNK {
+            return Ok(total);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

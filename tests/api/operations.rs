@@ -220,3 +220,46 @@ async fn every_documented_operation_exists() {
     }
     assert!(checked >= 20, "only {checked} operations checked");
 }
+
+/// `delivery.body_retention_days`: the daily retention job erases the text of finished
+/// messages past it and keeps their ledger rows; newer messages keep theirs.
+#[actix_web::test]
+async fn message_bodies_are_erased_after_their_retention() {
+    // Arrange: a sent message, retention 2 days, the scheduler run by hand.
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |s| {
+        s.schedule.enabled = false;
+        s.delivery.body_retention_days = Some(2);
+    })
+    .await;
+    let channel = app.create_bot(None).await;
+    app.telegram.add_chat(5);
+    let old = app.send_text(&channel, 5, "secret alert text").await;
+    app.wait_for_status(&old, "sent", std::time::Duration::from_secs(10))
+        .await;
+
+    // Act: the first message three days old, a new one, then the due jobs.
+    {
+        use pregonero::entities::messages;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+        messages::Entity::update_many()
+            .col_expr(
+                messages::Column::CreatedAt,
+                Expr::value(chrono::Utc::now() - chrono::Duration::days(3)),
+            )
+            .filter(messages::Column::Id.eq(old.as_str()))
+            .exec(&app.state.db)
+            .await
+            .expect("age the message");
+    }
+    let new = app.send_text(&channel, 5, "fresh text").await;
+    app.wait_for_status(&new, "sent", std::time::Duration::from_secs(10))
+        .await;
+    pregonero::scheduled::run_due(&app.state).await;
+
+    // Assert
+    let (_, old_view) = app.get_json(&format!("messages/{old}")).await;
+    assert_eq!(old_view["status"], "sent", "the ledger row stays");
+    assert_eq!(old_view["text"], "", "{old_view}");
+    let (_, new_view) = app.get_json(&format!("messages/{new}")).await;
+    assert_eq!(new_view["text"], "fresh text");
+}
