@@ -79,7 +79,11 @@ impl<'a> ErrorBody<'a> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         HttpResponse::build(status)
             .content_type(PROBLEM_JSON)
-            .body(serde_json::to_string(self).unwrap_or_default())
+            .body(self.json())
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -246,8 +250,7 @@ impl ResponseError for ApiError {
             body.retry_after = Some(*retry_after);
             body.resets_at = *resets_at;
         }
-        res.content_type(PROBLEM_JSON)
-            .body(serde_json::to_string(&body).unwrap_or_default())
+        res.content_type(PROBLEM_JSON).body(body.json())
     }
 }
 

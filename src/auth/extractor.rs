@@ -77,27 +77,33 @@ impl Caller {
 
     /// 403 unless the caller may change things: viewers and read-only API keys may not.
     pub fn ensure_can_write(&self) -> Result<(), ApiError> {
+        self.ensure_can_change(Scopes::WRITE)
+    }
+
+    /// 403 unless the caller's role may change things and, for an API key, it has `scope`
+    /// (`write` on `/api/v1`, `events:write` for events).
+    pub fn ensure_can_change(&self, scope: Scopes) -> Result<(), ApiError> {
         if self.role == Role::Viewer {
             return Err(ApiError::Forbidden(
                 "read-only-role",
                 "you are a viewer: you can read but not change anything".into(),
             ));
         }
-        self.ensure_key_scope(Scopes::WRITE, "write")
+        self.ensure_key_scope(scope)
     }
 
     /// 403 for an API key without the `read` scope (an ingest key, say) on a read.
     pub fn ensure_can_read(&self) -> Result<(), ApiError> {
-        self.ensure_key_scope(Scopes::READ, "read")
+        self.ensure_key_scope(Scopes::READ)
     }
 
-    /// 403 `insufficient-scope` for an API key without `scope` (called `name`); other
-    /// credentials pass (their role decides).
-    pub fn ensure_key_scope(&self, scope: Scopes, name: &str) -> Result<(), ApiError> {
+    /// 403 `insufficient-scope` for an API key without `scope`; other credentials pass (their
+    /// role decides).
+    pub fn ensure_key_scope(&self, scope: Scopes) -> Result<(), ApiError> {
         match self.via {
             Via::ApiKey { scopes, .. } if !scopes.contains(scope) => Err(ApiError::Forbidden(
                 "insufficient-scope",
-                format!("this API key lacks the `{name}` scope"),
+                format!("this API key lacks the `{}` scope", scope.name()),
             )),
             _ => Ok(()),
         }

@@ -55,6 +55,16 @@ impl Scopes {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
     }
 
+    /// The names of these scopes, space-separated (as stored).
+    pub fn name(self) -> String {
+        Self::ALL
+            .iter()
+            .filter(|(_, s)| self.contains(*s))
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Whether every scope of `other` is here.
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
@@ -73,5 +83,6 @@ mod tests {
         assert!(!s.contains(Scopes::WRITE));
         assert!(!s.contains(Scopes::EVENTS_READ));
         assert_eq!(Scopes::parse(""), Scopes::default());
+        assert_eq!(s.name(), "read events:write");
     }
 }

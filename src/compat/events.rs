@@ -64,15 +64,11 @@ pub async fn events_owner(
         return Ok(owner.clone());
     }
     let caller = auth::extractor::resolve(state, req).await?;
-    caller.name_in_audit(req);
     if scope == Scopes::EVENTS_WRITE {
         auth::extractor::check_csrf(&caller, req.headers())?;
-        caller.ensure_key_scope(scope, "events:write")?;
-        if caller.role == auth::Role::Viewer {
-            caller.ensure_can_write()?;
-        }
+        caller.ensure_can_change(scope)?;
     } else {
-        caller.ensure_key_scope(scope, "events:read")?;
+        caller.ensure_key_scope(scope)?;
     }
     Ok(caller.user_id)
 }

@@ -152,30 +152,29 @@ impl RequestLimits {
         if class == Class::Exempt {
             return None;
         }
-        let credential = req
-            .headers()
-            .get("authorization")
-            .map(|v| v.as_bytes().to_vec())
-            .or_else(|| {
-                req.cookie(crate::auth::session::COOKIE)
-                    .map(|c| c.value().as_bytes().to_vec())
-            });
-        let (policy, key) = match (class, credential) {
-            (Class::Ingest, Some(c)) => (&self.ingest, self.hasher.hash_one((0u8, c))),
-            (Class::Ingest, None) if req.path().starts_with("/webhook/u/") => {
-                (&self.ingest, self.hasher.hash_one((1u8, req.path())))
+        // The credential's hash, without copying it: the header, else the session cookie.
+        let credential = match req.headers().get("authorization") {
+            Some(value) => Some(self.hasher.hash_one((0u8, value.as_bytes()))),
+            None => req
+                .cookie(crate::auth::session::COOKIE)
+                .map(|c| self.hasher.hash_one((0u8, c.value().as_bytes()))),
+        };
+        let policy = match (class, credential) {
+            (Class::Ingest, _) => &self.ingest,
+            (_, Some(_)) => &self.per_key,
+            (_, None) => &self.per_ip,
+        };
+        let key = match credential {
+            Some(key) => key,
+            // The trading webhook's token is its path: one bucket per user, whatever the
+            // address (TradingView sends every user's alerts from the same four).
+            None if req.path().starts_with("/webhook/u/") => {
+                self.hasher.hash_one((1u8, req.path()))
             }
-            (Class::General, Some(c)) => (&self.per_key, self.hasher.hash_one((0u8, c))),
-            (_, None) => {
+            None => {
                 let ip = crate::client_ip::client_ip(req.request(), &state.trusted_proxies);
-                let policy = if class == Class::Ingest {
-                    &self.ingest
-                } else {
-                    &self.per_ip
-                };
-                (policy, self.hasher.hash_one((2u8, ip)))
+                self.hasher.hash_one((2u8, ip))
             }
-            (Class::Exempt, _) => return None,
         };
         self.sweep();
         Some(match policy.buckets.check_key(&key) {
@@ -187,7 +186,7 @@ impl RequestLimits {
             Err(not_until) => Decision {
                 policy,
                 remaining: 0,
-                wait: Some(not_until.wait_time_from(DefaultClock::default().now())),
+                wait: Some(not_until.wait_time_from(policy.buckets.clock().now())),
             },
         })
     }
