@@ -84,7 +84,7 @@ async function showKeys() {
     el('label', {}, 'Expires in days', el('input', { type: 'number', name: 'days', min: 1, max: 3650 })),
     el('button', { type: 'submit' }, 'Create key'));
   const refresh = async () => {
-    const { api_keys } = await api('GET', '/api/v1/api-keys');
+    const { items: api_keys } = await api('GET', '/api/v1/api-keys');
     list.replaceChildren(...api_keys.map((k) => el('tr', { 'data-key': k.id },
       el('td', {}, k.name), el('td', {}, el('code', {}, `${k.prefix}…`)), el('td', {}, k.scopes.join(' ')),
       el('td', {}, when(k.created_at)), el('td', {}, when(k.expires_at)), el('td', {}, when(k.last_used_at)),
@@ -117,7 +117,7 @@ async function showKeys() {
 }
 
 async function showAudit() {
-  const { entries } = await api('GET', '/api/v1/audit-log?limit=200');
+  const { items: entries } = await api('GET', '/api/v1/audit-log?limit=200');
   main.replaceChildren(el('h1', {}, 'Audit log'),
     el('table', { id: 'audit' }, el('thead', {}, el('tr', {}, ...['When', 'Who', 'How', 'Action', 'Target', 'Status', 'From', 'Request'].map((h) => el('th', {}, h)))),
       el('tbody', {}, ...entries.map((e) => el('tr', {},
@@ -183,7 +183,7 @@ async function showContacts() {
   const progress = el('div', { id: 'import-progress' });
   const list = el('tbody');
   const refresh = async () => {
-    const { contacts } = await api('GET', '/api/v1/contacts?limit=100');
+    const { items: contacts } = await api('GET', '/api/v1/contacts?limit=100');
     list.replaceChildren(...contacts.map((c) => el('tr', {},
       el('td', {}, c.name ?? ''), el('td', {}, c.noun ?? ''), el('td', {}, c.phone ?? ''), el('td', {}, c.group ?? ''),
       el('td', {}, c.opted_out ? 'opted out' : ''))));
@@ -221,9 +221,9 @@ async function showTemplates() {
   const message = el('div');
   const preview = el('div', { id: 'preview' });
   const list = el('tbody');
-  const { contacts } = await api('GET', '/api/v1/contacts?limit=50');
+  const { items: contacts } = await api('GET', '/api/v1/contacts?limit=50');
   const refresh = async () => {
-    const { templates } = await api('GET', '/api/v1/templates');
+    const { items: templates } = await api('GET', '/api/v1/templates');
     list.replaceChildren(...templates.map((t) => el('tr', { 'data-template': t.id },
       el('td', {}, t.name), el('td', {}, t.body), el('td', {}, (t.variables ?? []).join(', ')),
       el('td', {}, t.media_id ? el('a', { href: `/api/v1/media/${t.media_id}/content`, target: '_blank' }, 'media') : ''),
@@ -260,7 +260,7 @@ const counterNames = ['total', 'pending', 'queued', 'sent', 'delivered', 'read',
 
 async function showCampaigns() {
   const message = el('div');
-  const [{ items }, { items: channels }, { templates }] = await Promise.all([
+  const [{ items }, { items: channels }, { items: templates }] = await Promise.all([
     api('GET', '/api/v1/campaigns'), api('GET', '/api/v1/channels'), api('GET', '/api/v1/templates')]);
   const form = el('form', { id: 'new-campaign' },
     el('label', {}, 'Name', el('input', { type: 'text', name: 'name', required: true, maxlength: 100 })),

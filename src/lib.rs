@@ -23,6 +23,7 @@ pub mod media;
 pub mod messages;
 pub mod outbox;
 pub mod pacing;
+pub mod page;
 pub mod scheduled;
 pub mod signals;
 pub mod startup;

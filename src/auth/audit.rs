@@ -12,12 +12,13 @@ use actix_web::{
     web,
 };
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter};
 use serde::{Deserialize, Serialize};
 use tracing_actix_web::RequestId;
 
 use super::{Caller, audit_writer::Entry, extractor::is_mutating};
 use crate::domain::UserId;
+use crate::page::PageQuery;
 use crate::{entities::audit_log, error::ApiError, state::AppState};
 
 /// Where the authentication middleware leaves the caller for the audit middleware, which
@@ -94,8 +95,8 @@ pub async fn middleware(
 pub struct ListQuery {
     /// Entries of this user only.
     pub actor_id: Option<UserId>,
-    /// Entries before this time (for paging: pass the last `at` seen).
-    pub before: Option<DateTime<Utc>>,
+    /// `next_cursor` of the page before.
+    pub cursor: Option<String>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<u64>,
 }
@@ -127,32 +128,34 @@ pub async fn list(
         ));
     }
     let query = query.into_inner();
-    let mut q = audit_log::Entity::find()
-        .order_by_desc(audit_log::Column::At)
-        .order_by_desc(audit_log::Column::Id);
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    }
+    .request()?;
+    let mut q = audit_log::Entity::find();
     if let Some(actor) = query.actor_id {
         q = q.filter(audit_log::Column::ActorId.eq(actor));
     }
-    if let Some(before) = query.before {
-        q = q.filter(audit_log::Column::At.lt(before));
-    }
-    let rows = q
-        .limit(query.limit.unwrap_or(100).clamp(1, 1000))
-        .all(&state.db)
-        .await?;
-    let entries: Vec<EntryView> = rows
-        .into_iter()
-        .map(|r| EntryView {
-            target: r.target.and_then(|t| serde_json::from_str(&t).ok()),
-            id: r.id,
-            at: r.at,
-            actor_id: r.actor_id,
-            actor_kind: r.actor_kind,
-            action: r.action,
-            status: r.status,
-            ip: r.ip,
-            request_id: r.request_id,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+    let rows = crate::page::fetch(
+        &state.db,
+        q,
+        audit_log::Column::Id,
+        Order::Desc,
+        &page,
+        |r| r.id.clone(),
+    )
+    .await?;
+    let entries = rows.map(|r| EntryView {
+        target: r.target.and_then(|t| serde_json::from_str(&t).ok()),
+        id: r.id,
+        at: r.at,
+        actor_id: r.actor_id,
+        actor_kind: r.actor_kind,
+        action: r.action,
+        status: r.status,
+        ip: r.ip,
+        request_id: r.request_id,
+    });
+    Ok(HttpResponse::Ok().json(entries))
 }

@@ -5,12 +5,13 @@ use argon2::{
 };
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, IntoActiveModel, Order,
     PaginatorTrait, QueryFilter, QueryOrder, Set, sea_query::Expr,
 };
 
 use super::{Caller, Role, Via, oidc::Identity};
 use crate::domain::UserId;
+use crate::page::{Page, PageRequest};
 use crate::{
     crypto,
     entities::{api_keys, users},
@@ -367,12 +368,16 @@ pub async fn user_named(db: &DatabaseConnection, spec: &str) -> Result<Option<Us
 }
 
 /// The owner's keys, newest first.
-pub async fn keys_of(db: &DatabaseConnection, owner_id: &UserId) -> Result<Vec<KeyRow>, DbErr> {
-    api_keys::Entity::find()
-        .filter(api_keys::Column::OwnerId.eq(owner_id))
-        .order_by_desc(api_keys::Column::CreatedAt)
-        .all(db)
-        .await
+pub async fn keys_of(
+    db: &DatabaseConnection,
+    owner_id: &UserId,
+    page: &PageRequest,
+) -> Result<Page<KeyRow>, DbErr> {
+    let q = api_keys::Entity::find().filter(api_keys::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(db, q, api_keys::Column::Id, Order::Desc, page, |k| {
+        k.id.clone()
+    })
+    .await
 }
 
 /// One key, whoever owns it.

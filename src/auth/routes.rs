@@ -12,6 +12,7 @@ use super::{
     service, session,
 };
 use crate::domain::UserId;
+use crate::page::PageQuery;
 use crate::{error::ApiError, state::AppState};
 
 /// `/auth/*` (mounted at the root, outside `/api/v1`).
@@ -253,6 +254,8 @@ async fn create_key(
 struct ListKeys {
     /// Admins only: another user's keys.
     owner_id: Option<UserId>,
+    cursor: Option<String>,
+    limit: Option<u64>,
 }
 
 /// `GET /api/v1/api-keys`: the caller's keys (never their tokens), newest first.
@@ -261,12 +264,14 @@ async fn list_keys(
     caller: Caller,
     query: web::Query<ListKeys>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys: Vec<KeyView> = service::list_keys(&state, &caller, query.owner_id.as_ref())
-        .await?
-        .into_iter()
-        .map(KeyView::from)
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "api_keys": keys })))
+    let query = query.into_inner();
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    }
+    .request()?;
+    let keys = service::list_keys(&state, &caller, query.owner_id.as_ref(), &page).await?;
+    Ok(HttpResponse::Ok().json(keys.map(KeyView::from)))
 }
 
 /// `GET /api/v1/api-keys/{id}`.

@@ -9,6 +9,7 @@ use super::{
     session,
 };
 use crate::domain::UserId;
+use crate::page::{Page, PageRequest};
 use crate::{crypto, error::FieldError, state::AppState};
 
 /// A pending login older than this is refused at the callback.
@@ -195,12 +196,13 @@ pub async fn list_keys(
     state: &AppState,
     caller: &Caller,
     owner_id: Option<&UserId>,
-) -> Result<Vec<KeyRow>, AuthError> {
+    page: &PageRequest,
+) -> Result<Page<KeyRow>, AuthError> {
     let owner = match owner_id {
         Some(o) if caller.is_admin() => o,
         _ => &caller.user_id,
     };
-    Ok(repo::keys_of(&state.db, owner).await?)
+    Ok(repo::keys_of(&state.db, owner, page).await?)
 }
 
 /// The key `id` if the caller may see it.

@@ -405,15 +405,21 @@ pub async fn list_for(
     db: &impl ConnectionTrait,
     owner_id: &UserId,
     status: Option<&str>,
-) -> Result<Vec<CampaignRow>, DbErr> {
-    let mut query = campaigns::Entity::find()
-        .filter(campaigns::Column::OwnerId.eq(owner_id))
-        .order_by_desc(campaigns::Column::CreatedAt)
-        .limit(500);
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<CampaignRow>, DbErr> {
+    let mut query = campaigns::Entity::find().filter(campaigns::Column::OwnerId.eq(owner_id));
     if let Some(s) = status {
         query = query.filter(campaigns::Column::Status.eq(s));
     }
-    query.all(db).await
+    crate::page::fetch(
+        db,
+        query,
+        campaigns::Column::Id,
+        sea_orm::Order::Desc,
+        page,
+        |c| c.id.to_string(),
+    )
+    .await
 }
 
 /// A page of a campaign's recipients in id order, after `after`, of one status if given.
@@ -421,20 +427,21 @@ pub async fn recipients(
     db: &impl ConnectionTrait,
     campaign_id: &CampaignId,
     status: Option<&str>,
-    after: Option<&str>,
-    limit: u64,
-) -> Result<Vec<messages::Model>, DbErr> {
-    let mut query = messages::Entity::find()
-        .filter(messages::Column::CampaignId.eq(campaign_id))
-        .order_by_asc(messages::Column::Id)
-        .limit(limit);
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<messages::Model>, DbErr> {
+    let mut query = messages::Entity::find().filter(messages::Column::CampaignId.eq(campaign_id));
     if let Some(s) = status {
         query = query.filter(messages::Column::Status.eq(s));
     }
-    if let Some(after) = after {
-        query = query.filter(messages::Column::Id.gt(after));
-    }
-    query.all(db).await
+    crate::page::fetch(
+        db,
+        query,
+        messages::Column::Id,
+        sea_orm::Order::Asc,
+        page,
+        |m| m.id.to_string(),
+    )
+    .await
 }
 
 /// Applies a state change and the ledger moves that go with it, in one transaction; false

@@ -8,6 +8,7 @@ use super::{
     repo::{CampaignRow, Counters},
     service::{self, Change, NewCampaign},
 };
+use crate::page::PageQuery;
 use crate::{
     auth::Caller,
     domain::{CampaignId, ChannelId, MediaId},
@@ -100,6 +101,8 @@ async fn create(
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u64>,
 }
 
 async fn list(
@@ -107,12 +110,13 @@ async fn list(
     caller: Caller,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let items: Vec<_> = service::list(&state, &caller, q.status.as_deref())
-        .await?
-        .into_iter()
-        .map(view)
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    let page = PageQuery {
+        cursor: q.cursor.clone(),
+        limit: q.limit,
+    }
+    .request()?;
+    let rows = service::list(&state, &caller, q.status.as_deref(), &page).await?;
+    Ok(HttpResponse::Ok().json(rows.map(view)))
 }
 
 async fn get(
@@ -191,7 +195,7 @@ async fn retry_failed(
 #[serde(deny_unknown_fields)]
 struct RecipientsQuery {
     status: Option<String>,
-    after: Option<String>,
+    cursor: Option<String>,
     limit: Option<u64>,
 }
 
@@ -201,26 +205,20 @@ async fn recipients(
     id: web::Path<CampaignId>,
     q: web::Query<RecipientsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (rows, next) = service::recipients(
-        &state,
-        &caller,
-        &id,
-        q.status.as_deref(),
-        q.after.as_deref(),
-        q.limit.unwrap_or(100),
-    )
-    .await?;
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|m| {
-            json!({
-                "message_id": m.id, "contact_id": m.contact_id, "recipient": m.recipient,
-                "status": m.status, "attempts": m.attempts,
-                "provider_message_id": m.provider_message_id,
-                "error_code": m.last_error_code, "error": m.last_error,
-                "sent_at": m.sent_at, "delivered_at": m.delivered_at, "read_at": m.read_at,
-            })
+    let page = PageQuery {
+        cursor: q.cursor.clone(),
+        limit: q.limit,
+    }
+    .request()?;
+    let rows = service::recipients(&state, &caller, &id, q.status.as_deref(), &page).await?;
+    let rows = rows.map(|m| {
+        json!({
+            "message_id": m.id, "contact_id": m.contact_id, "recipient": m.recipient,
+            "status": m.status, "attempts": m.attempts,
+            "provider_message_id": m.provider_message_id,
+            "error_code": m.last_error_code, "error": m.last_error,
+            "sent_at": m.sent_at, "delivered_at": m.delivered_at, "read_at": m.read_at,
         })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_after": next })))
+    });
+    Ok(HttpResponse::Ok().json(rows))
 }

@@ -373,8 +373,9 @@ pub async fn list(
     state: &AppState,
     caller: &Caller,
     status: Option<&str>,
-) -> Result<Vec<CampaignRow>, CampaignError> {
-    Ok(repo::list_for(&state.db, &caller.user_id, status).await?)
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<CampaignRow>, CampaignError> {
+    Ok(repo::list_for(&state.db, &caller.user_id, status, page).await?)
 }
 
 /// A campaign with counters: as stored while it runs (its actor refreshes them every second;
@@ -482,16 +483,10 @@ pub async fn recipients(
     caller: &Caller,
     id: &CampaignId,
     status: Option<&str>,
-    after: Option<&str>,
-    limit: u64,
-) -> Result<(Vec<messages::Model>, Option<String>), CampaignError> {
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<messages::Model>, CampaignError> {
     let c = find(state, caller, id).await?;
-    let limit = limit.clamp(1, 1000);
-    let rows = repo::recipients(&state.db, &c.id, status, after, limit).await?;
-    let next = (rows.len() as u64 == limit)
-        .then(|| rows.last().map(|r| r.id.to_string()))
-        .flatten();
-    Ok((rows, next))
+    Ok(repo::recipients(&state.db, &c.id, status, page).await?)
 }
 
 /// The adapter of a campaign's channel.

@@ -1,12 +1,13 @@
 //! Channel accounts in the database; credentials are encrypted before they get here.
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, Order, QueryFilter,
+    QueryOrder, Set, sea_query::Expr,
 };
 
 use crate::domain::{ChannelId, ChannelStatus, UserId};
 use crate::entities::channel_accounts;
+use crate::page::{Page, PageRequest};
 
 pub use channel_accounts::Model as ChannelRow;
 
@@ -65,6 +66,19 @@ pub async fn list_for(
         .order_by_asc(channel_accounts::Column::CreatedAt)
         .all(db)
         .await
+}
+
+/// One page of the owner's accounts, oldest first.
+pub async fn page_for(
+    db: &DatabaseConnection,
+    owner_id: &UserId,
+    page: &PageRequest,
+) -> Result<Page<ChannelRow>, DbErr> {
+    let q = channel_accounts::Entity::find().filter(channel_accounts::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(db, q, channel_accounts::Column::Id, Order::Asc, page, |c| {
+        c.id.to_string()
+    })
+    .await
 }
 
 /// One account if `owner_id` owns it.

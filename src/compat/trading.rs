@@ -108,5 +108,9 @@ async fn signals(
         state.settings.auth.public_url.as_deref(),
         &state.trusted_proxies,
     );
-    list_for(&state, &base, &caller, &path, filter, q.limit).await
+    let (items, next_before) = list_for(&state, &base, &caller, &path, filter, q.limit).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "items": items,
+        "next_before": next_before,
+    })))
 }

@@ -782,8 +782,6 @@ pub struct ListFilter {
     pub group: Option<String>,
     /// Only opted out (or only not).
     pub opted_out: Option<bool>,
-    /// Ids after this one.
-    pub after: Option<String>,
 }
 
 /// A page of the owner's contacts in id order.
@@ -791,22 +789,24 @@ pub async fn list(
     db: &impl ConnectionTrait,
     owner_id: &UserId,
     filter: ListFilter,
-    limit: u64,
-) -> Result<Vec<StoredContact>, DbErr> {
-    use sea_orm::{QueryOrder, QuerySelect};
-    let mut q = contacts::Entity::find()
-        .filter(contacts::Column::OwnerId.eq(owner_id))
-        .order_by_asc(contacts::Column::Id);
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<StoredContact>, DbErr> {
+    let mut q = contacts::Entity::find().filter(contacts::Column::OwnerId.eq(owner_id));
     if let Some(group) = filter.group {
         q = q.filter(contacts::Column::GroupName.eq(group));
     }
     if let Some(opted_out) = filter.opted_out {
         q = q.filter(contacts::Column::OptedOut.eq(opted_out));
     }
-    if let Some(after) = filter.after {
-        q = q.filter(contacts::Column::Id.gt(after));
-    }
-    q.limit(limit).all(db).await
+    crate::page::fetch(
+        db,
+        q,
+        contacts::Column::Id,
+        sea_orm::Order::Asc,
+        page,
+        |c| c.id.to_string(),
+    )
+    .await
 }
 
 /// Records a new import, `running` on `node`.
@@ -849,15 +849,18 @@ pub async fn find_import(db: &impl ConnectionTrait, id: &str) -> Result<Option<I
 pub async fn list_imports(
     db: &impl ConnectionTrait,
     owner_id: &UserId,
-    limit: u64,
-) -> Result<Vec<ImportRow>, DbErr> {
-    use sea_orm::{QueryOrder, QuerySelect};
-    contact_imports::Entity::find()
-        .filter(contact_imports::Column::OwnerId.eq(owner_id))
-        .order_by_desc(contact_imports::Column::CreatedAt)
-        .limit(limit)
-        .all(db)
-        .await
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<ImportRow>, DbErr> {
+    let q = contact_imports::Entity::find().filter(contact_imports::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(
+        db,
+        q,
+        contact_imports::Column::Id,
+        sea_orm::Order::Desc,
+        page,
+        |i| i.id.clone(),
+    )
+    .await
 }
 
 /// This node's imports still `running` (a stop interrupted them).

@@ -11,6 +11,7 @@ use super::{
     service::{self, ContactBody, Upload},
 };
 use crate::domain::ContactId;
+use crate::page::PageQuery;
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the routes (the static `imports` paths before `{id}`).
@@ -83,8 +84,8 @@ async fn create(
 struct ListQuery {
     group: Option<String>,
     opted_out: Option<bool>,
-    /// Contacts after this id (paging: pass the last id seen).
-    after: Option<String>,
+    /// `next_cursor` of the page before.
+    cursor: Option<String>,
     limit: Option<u64>,
 }
 
@@ -95,15 +96,17 @@ async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    }
+    .request()?;
     let filter = ListFilter {
         group: query.group,
         opted_out: query.opted_out,
-        after: query.after,
     };
-    let (rows, next) = service::list(&state, &caller, filter, limit).await?;
-    let contacts: Vec<ContactView> = rows.into_iter().map(ContactView::from).collect();
-    Ok(HttpResponse::Ok().json(json!({ "contacts": contacts, "next_after": next })))
+    let rows = service::list(&state, &caller, filter, &page).await?;
+    Ok(HttpResponse::Ok().json(rows.map(ContactView::from)))
 }
 
 /// `GET /api/v1/contacts/{id}`.
@@ -211,10 +214,10 @@ async fn start_import(
 async fn list_imports(
     state: web::Data<AppState>,
     caller: Caller,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let rows = service::list_imports(&state, &caller).await?;
-    let imports: Vec<ImportView> = rows.into_iter().map(ImportView::from).collect();
-    Ok(HttpResponse::Ok().json(json!({ "imports": imports })))
+    let rows = service::list_imports(&state, &caller, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(ImportView::from)))
 }
 
 /// `GET /api/v1/contacts/imports/{id}`: status and counters (they grow while it runs).

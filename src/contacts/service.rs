@@ -130,13 +130,9 @@ pub async fn list(
     state: &AppState,
     caller: &Caller,
     filter: ListFilter,
-    limit: u64,
-) -> Result<(Vec<StoredContact>, Option<String>), ContactError> {
-    let rows = repo::list(&state.db, &caller.user_id, filter, limit).await?;
-    let next = (rows.len() as u64 == limit)
-        .then(|| rows.last().map(|c| c.id.to_string()))
-        .flatten();
-    Ok((rows, next))
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<StoredContact>, ContactError> {
+    Ok(repo::list(&state.db, &caller.user_id, filter, page).await?)
 }
 
 /// Changes the fields given; `opted_out: true` records an opt-out.
@@ -283,8 +279,9 @@ pub async fn find_import(
 pub async fn list_imports(
     state: &AppState,
     caller: &Caller,
-) -> Result<Vec<ImportRow>, ContactError> {
-    Ok(repo::list_imports(&state.db, &caller.user_id, 100).await?)
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<ImportRow>, ContactError> {
+    Ok(repo::list_imports(&state.db, &caller.user_id, page).await?)
 }
 
 /// An import and its refused rows, in file order.

@@ -198,12 +198,21 @@ pub async fn insert_rule(db: &impl ConnectionTrait, row: RuleRow) -> Result<Rule
 }
 
 /// The owner's rules, oldest first.
-pub async fn rules_of(db: &impl ConnectionTrait, owner_id: &UserId) -> Result<Vec<RuleRow>, DbErr> {
-    alert_rules::Entity::find()
-        .filter(alert_rules::Column::OwnerId.eq(owner_id))
-        .order_by_asc(alert_rules::Column::CreatedAt)
-        .all(db)
-        .await
+pub async fn rules_of(
+    db: &impl ConnectionTrait,
+    owner_id: &UserId,
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<RuleRow>, DbErr> {
+    let q = alert_rules::Entity::find().filter(alert_rules::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(
+        db,
+        q,
+        alert_rules::Column::Id,
+        sea_orm::Order::Asc,
+        page,
+        |r| r.id.clone(),
+    )
+    .await
 }
 
 /// One rule, whoever owns it.

@@ -74,10 +74,13 @@ async fn create(
     Ok(HttpResponse::Created().json(view(row, &state)))
 }
 
-async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rows = rule_service::list(&state, &caller).await?;
-    let views: Vec<_> = rows.into_iter().map(|r| view(r, &state)).collect();
-    Ok(HttpResponse::Ok().json(views))
+async fn list(
+    caller: Caller,
+    query: web::Query<crate::page::PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = rule_service::list(&state, &caller, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(|r| view(r, &state))))
 }
 
 async fn get(

@@ -204,8 +204,12 @@ pub async fn create(
 }
 
 /// The caller's rules, oldest first.
-pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<RuleRow>, EventError> {
-    Ok(repo::rules_of(&state.db, &caller.user_id).await?)
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<RuleRow>, EventError> {
+    Ok(repo::rules_of(&state.db, &caller.user_id, page).await?)
 }
 
 /// The rule `id` if the caller may see it.

@@ -80,6 +80,24 @@ pub async fn find_owned(
 }
 
 /// An owner's integrations, oldest first; only those linked to `chat_id` when given.
+pub async fn page_for(
+    db: &impl ConnectionTrait,
+    owner_id: &UserId,
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<IntegrationRow>, DbErr> {
+    let q = integrations::Entity::find().filter(integrations::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(
+        db,
+        q,
+        integrations::Column::Id,
+        sea_orm::Order::Asc,
+        page,
+        |i| i.id.to_string(),
+    )
+    .await
+}
+
+/// The owner's integrations (those of `chat_id` only, when given), oldest first.
 pub async fn list_for(
     db: &impl ConnectionTrait,
     owner_id: &UserId,

@@ -267,10 +267,13 @@ async fn create(
     })))
 }
 
-async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rows = repo::list_for(&state.db, &caller.user_id, None).await?;
-    let views: Vec<_> = rows.iter().map(|i| view(i, &state)).collect();
-    Ok(HttpResponse::Ok().json(views))
+async fn list(
+    caller: Caller,
+    query: web::Query<crate::page::PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = repo::page_for(&state.db, &caller.user_id, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(|i| view(&i, &state))))
 }
 
 async fn owned(

@@ -1,10 +1,11 @@
 //! Media rows in the database, and the rows of other tables that still point at one.
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, Order, PaginatorTrait,
+    QueryFilter, Set,
 };
 
+use crate::page::{Page, PageRequest};
 use crate::{
     domain::{CampaignStatus, MediaId, MessageStatus, UserId},
     entities::{campaigns, media, messages, templates},
@@ -67,15 +68,13 @@ pub async fn find_many(db: &impl ConnectionTrait, ids: &[MediaId]) -> Result<Vec
 pub async fn list(
     db: &impl ConnectionTrait,
     owner_id: &UserId,
-    offset: u64,
-    limit: u64,
-) -> Result<(Vec<MediaRow>, u64), DbErr> {
-    let select = media::Entity::find()
-        .filter(media::Column::OwnerId.eq(owner_id))
-        .order_by_desc(media::Column::CreatedAt);
-    let total = select.clone().count(db).await?;
-    let rows = select.offset(offset).limit(limit).all(db).await?;
-    Ok((rows, total))
+    page: &PageRequest,
+) -> Result<Page<MediaRow>, DbErr> {
+    let q = media::Entity::find().filter(media::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(db, q, media::Column::Id, Order::Desc, page, |m| {
+        m.id.to_string()
+    })
+    .await
 }
 
 /// Who still needs a file: templates, unfinished campaigns and unsent messages that attach it.

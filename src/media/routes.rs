@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MediaError, repo::MediaRow, service};
 use crate::domain::MediaId;
+use crate::page::PageQuery;
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the authenticated media routes (under `/api/v1`).
@@ -153,23 +154,13 @@ async fn upload_media(
     Ok(HttpResponse::Created().json(MediaView::from(row)))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<u64>,
-    offset: Option<u64>,
-}
-
 async fn list_media(
     caller: Caller,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
-    let (rows, total) = service::list(&state, &caller, query.offset.unwrap_or(0), limit).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "items": rows.into_iter().map(MediaView::from).collect::<Vec<_>>(),
-        "total": total,
-    })))
+    let rows = service::list(&state, &caller, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(MediaView::from)))
 }
 
 async fn get_media(

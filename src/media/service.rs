@@ -9,6 +9,7 @@ use super::{
     repo::{self, MediaRow, NewMedia},
 };
 use crate::domain::{MediaId, UserId};
+use crate::page::{Page, PageRequest};
 use crate::{auth::Caller, media::ByteStream, state::AppState};
 
 /// Stores an upload: the filename checked, the size held to `media.max_upload_bytes` and to
@@ -145,14 +146,13 @@ where
 }
 
 /// A page of the caller's own media (an admin's too, as every list; they open others' by id),
-/// newest first, and the total.
+/// newest first.
 pub async fn list(
     state: &AppState,
     caller: &Caller,
-    offset: u64,
-    limit: u64,
-) -> Result<(Vec<MediaRow>, u64), MediaError> {
-    Ok(repo::list(&state.db, &caller.user_id, offset, limit).await?)
+    page: &PageRequest,
+) -> Result<Page<MediaRow>, MediaError> {
+    Ok(repo::list(&state.db, &caller.user_id, page).await?)
 }
 
 /// The media `id` if the caller may see it.

@@ -672,17 +672,21 @@ pub async fn failed_to(
     db: &impl ConnectionTrait,
     channel_id: &ChannelId,
     recipient: &str,
-    limit: u64,
-) -> Result<Vec<MessageRow>, DbErr> {
-    use sea_orm::QuerySelect;
-    messages::Entity::find()
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<MessageRow>, DbErr> {
+    let q = messages::Entity::find()
         .filter(messages::Column::ChannelId.eq(channel_id))
         .filter(messages::Column::Recipient.eq(recipient))
-        .filter(status_is(MessageStatus::Failed))
-        .order_by_asc(messages::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await
+        .filter(status_is(MessageStatus::Failed));
+    crate::page::fetch(
+        db,
+        q,
+        messages::Column::Id,
+        sea_orm::Order::Asc,
+        page,
+        |m| m.id.to_string(),
+    )
+    .await
 }
 
 /// Puts failed messages of `channel_id` addressed to `recipient` (those of `only`, or all) back

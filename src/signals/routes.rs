@@ -7,6 +7,7 @@ use super::{
     repo::{Filter, ProfileRow, SignalRow},
     service,
 };
+use crate::page::{Page, PageQuery};
 use crate::{
     auth::Caller,
     domain::{ChannelId, MessageId, UserId},
@@ -15,7 +16,7 @@ use crate::{
 };
 
 /// Most signals in one page.
-pub const MAX_PAGE: u64 = 500;
+pub const MAX_PAGE: u64 = crate::page::MAX_LIMIT;
 
 /// Mounts the signal routes under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -249,12 +250,13 @@ struct ListQuery {
     result: Option<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
-    /// The previous page's `next_before`.
-    before: Option<String>,
+    /// `next_cursor` of the page before.
+    cursor: Option<String>,
     limit: Option<u64>,
 }
 
-/// Lists an owner's signals with the query's filters: `{items, next_before}`.
+/// One page of an owner's signals with the query's filters, newest first, and the id of the
+/// last one when more follow (`filter.before` of the next page).
 pub async fn list_for(
     state: &AppState,
     base: &str,
@@ -262,13 +264,13 @@ pub async fn list_for(
     owner_id: &UserId,
     query: Filter,
     limit: Option<u64>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<(Vec<SignalView>, Option<String>), ApiError> {
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::Invalid(vec![FieldError::new(
             "limit",
             "invalid-format",
-            format!("between 1 and {MAX_PAGE}"),
+            format!("limit must be between 1 and {MAX_PAGE}"),
         )]));
     }
     if let Some(r) = &query.result
@@ -280,15 +282,11 @@ pub async fn list_for(
             "one of pending, win, loss, skip",
         )]));
     }
-    let rows = service::list(state, caller, owner_id, &query, limit).await?;
-    let next_before = (rows.len() as u64 == limit)
-        .then(|| rows.last().map(|s| s.id.clone()))
-        .flatten();
-    let items = SignalView::linked(state, base, rows).await;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "items": items,
-        "next_before": next_before,
-    })))
+    let mut rows = service::list(state, caller, owner_id, &query, limit + 1).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_before = more.then(|| rows.last().map(|s| s.id.clone())).flatten();
+    Ok((SignalView::linked(state, base, rows).await, next_before))
 }
 
 async fn list(
@@ -306,14 +304,23 @@ async fn list(
         result: q.result,
         from: q.from,
         to: q.to,
-        before: q.before,
+        before: PageQuery {
+            cursor: q.cursor,
+            limit: Some(1),
+        }
+        .request()?
+        .after,
     };
     let base = crate::client_ip::request_base(
         &req,
         state.settings.auth.public_url.as_deref(),
         &state.trusted_proxies,
     );
-    list_for(&state, &base, &caller, &owner, filter, q.limit).await
+    let (items, last) = list_for(&state, &base, &caller, &owner, filter, q.limit).await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: last.as_deref().map(crate::page::encode),
+    }))
 }
 
 async fn get(

@@ -51,6 +51,24 @@ pub async fn list_for(
         .await
 }
 
+/// One page of the owner's subscriptions, oldest first.
+pub async fn page_for(
+    db: &impl ConnectionTrait,
+    owner_id: &UserId,
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<SubscriptionRow>, DbErr> {
+    let q = subscriptions::Entity::find().filter(subscriptions::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(
+        db,
+        q,
+        subscriptions::Column::Id,
+        sea_orm::Order::Asc,
+        page,
+        |s| s.id.clone(),
+    )
+    .await
+}
+
 /// One subscription whose owner `may_see` accepts.
 pub async fn find_visible(
     db: &impl ConnectionTrait,

@@ -3,6 +3,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::{SubscriptionsListener, repo::SubscriptionRow, service};
+use crate::page::PageQuery;
 use crate::{
     auth::Caller,
     domain::{ChannelId, MessageId},
@@ -87,13 +88,13 @@ async fn create(
     Ok(HttpResponse::Created().json(View::from(row)))
 }
 
-async fn list(caller: Caller, outbox: web::Data<Outbox>) -> Result<HttpResponse, ApiError> {
-    let items: Vec<View> = service::list(&outbox, &caller.user_id)
-        .await?
-        .into_iter()
-        .map(View::from)
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+async fn list(
+    caller: Caller,
+    query: web::Query<PageQuery>,
+    outbox: web::Data<Outbox>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = service::list(&outbox, &caller.user_id, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(View::from)))
 }
 
 async fn get(
@@ -116,24 +117,14 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
-struct Page {
-    limit: Option<usize>,
-}
-
 async fn dead_letters(
     caller: Caller,
     path: web::Path<String>,
-    query: web::Query<Page>,
+    query: web::Query<PageQuery>,
     outbox: web::Data<Outbox>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    let items: Vec<DeadLetter> = service::dead_letters(&outbox, &caller, &path, limit)
-        .await?
-        .into_iter()
-        .map(DeadLetter::from)
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    let rows = service::dead_letters(&outbox, &caller, &path, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(DeadLetter::from)))
 }
 
 #[derive(Deserialize, Default)]

@@ -5,6 +5,7 @@ use super::{
     EVENTS, SubscriptionError, SubscriptionsListener,
     repo::{self, NewSubscription, SubscriptionRow},
 };
+use crate::page::{Page, PageRequest};
 use crate::{
     auth::Caller,
     channels::{repo as channels_repo, webhook},
@@ -80,8 +81,9 @@ pub async fn create(
 pub async fn list(
     outbox: &Outbox,
     owner_id: &UserId,
-) -> Result<Vec<SubscriptionRow>, SubscriptionError> {
-    Ok(repo::list_for(&outbox.db, owner_id).await?)
+    page: &PageRequest,
+) -> Result<Page<SubscriptionRow>, SubscriptionError> {
+    Ok(repo::page_for(&outbox.db, owner_id, page).await?)
 }
 
 /// A subscription `caller` may see (its own; any, for an admin).
@@ -113,11 +115,10 @@ pub async fn dead_letters(
     outbox: &Outbox,
     caller: &Caller,
     id: &str,
-    limit: usize,
-) -> Result<Vec<MessageRow>, SubscriptionError> {
+    page: &PageRequest,
+) -> Result<Page<MessageRow>, SubscriptionError> {
     let sub = get(outbox, caller, id).await?;
-    let limit = limit.clamp(1, MAX_PAGE) as u64;
-    Ok(ledger::failed_to(&outbox.db, &sub.channel_id, &sub.id, limit).await?)
+    Ok(ledger::failed_to(&outbox.db, &sub.channel_id, &sub.id, page).await?)
 }
 
 /// Sends its dead letters (those of `ids`, or all) again, each with its first sequence number;

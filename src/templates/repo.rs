@@ -2,7 +2,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, Set,
+    QueryFilter, Set,
 };
 
 use crate::domain::{MediaId, UserId};
@@ -37,12 +37,18 @@ pub async fn insert(
 pub async fn list_for(
     db: &impl ConnectionTrait,
     owner_id: &UserId,
-) -> Result<Vec<TemplateRow>, DbErr> {
-    templates::Entity::find()
-        .filter(templates::Column::OwnerId.eq(owner_id))
-        .order_by_asc(templates::Column::Name)
-        .all(db)
-        .await
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<TemplateRow>, DbErr> {
+    let q = templates::Entity::find().filter(templates::Column::OwnerId.eq(owner_id));
+    crate::page::fetch(
+        db,
+        q,
+        templates::Column::Id,
+        sea_orm::Order::Asc,
+        page,
+        |t| t.id.clone(),
+    )
+    .await
 }
 
 /// One template, whoever owns it.

@@ -61,13 +61,13 @@ async fn create(
 }
 
 /// `GET /api/v1/templates`.
-async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let list: Vec<TemplateView> = service::list(&state, &caller)
-        .await?
-        .into_iter()
-        .map(TemplateView::from)
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "templates": list })))
+async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<crate::page::PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = service::list(&state, &caller, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(TemplateView::from)))
 }
 
 /// `GET /api/v1/templates/{id}`.

@@ -111,9 +111,13 @@ pub async fn create(
     .await?)
 }
 
-/// The caller's templates by name.
-pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<TemplateRow>, TemplateError> {
-    Ok(repo::list_for(&state.db, &caller.user_id).await?)
+/// One page of the caller's templates, oldest first.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    page: &crate::page::PageRequest,
+) -> Result<crate::page::Page<TemplateRow>, TemplateError> {
+    Ok(repo::list_for(&state.db, &caller.user_id, page).await?)
 }
 
 /// Changes the fields that are given.

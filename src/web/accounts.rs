@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::page::PageQuery;
 use crate::{
     auth::Caller,
     channels::{
@@ -173,14 +174,11 @@ async fn create_channel(
 
 async fn list_channels(
     caller: Caller,
+    query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let rows = repo::list_for(&state.db, &caller.user_id).await?;
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|r| view(r, &state.adapters, &state.settings))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    let rows = repo::page_for(&state.db, &caller.user_id, &query.request()?).await?;
+    Ok(HttpResponse::Ok().json(rows.map(|r| view(r, &state.adapters, &state.settings))))
 }
 
 async fn get_channel(

@@ -140,8 +140,8 @@ async fn start_without_a_code_follows_pinguis_chat_first_flow(backend: Backend) 
         .expect("setup token in the reply")
         .to_owned();
     let (_, list) = app.get_json("integrations").await;
-    assert_eq!(list[0]["status"], "pending");
-    assert_eq!(list[0]["chat_id"], "7373");
+    assert_eq!(list["items"][0]["status"], "pending");
+    assert_eq!(list["items"][0]["chat_id"], "7373");
 
     // Act: the owner's application finishes it with the setup token.
     let created = app
@@ -282,7 +282,7 @@ async fn webhook_mode_registers_and_checks_the_secret(backend: Backend) {
         assert_eq!(body["error"], "invalid-webhook-secret");
     }
     let (_, list) = app.get_json("integrations").await;
-    assert_eq!(list, json!([]), "a refused call changes nothing");
+    assert_eq!(list["items"], json!([]), "a refused call changes nothing");
 
     // Act: a real link through the fake, which pushes the update to the webhook.
     let integration = app.create_integration(&channel, "hooked").await;
@@ -603,8 +603,8 @@ async fn native_crud_validates_and_updates(backend: Backend) {
     let res = patch(json!({"colour": "red"})).await.expect("request");
     assert_eq!(res.status().as_u16(), 422);
     let (_, list) = app.get_json("integrations").await;
-    assert_eq!(list.as_array().map(Vec::len), Some(1));
-    assert_eq!(list[0]["name"], "first name");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["items"][0]["name"], "first name");
 
     // Update.
     let res = patch(json!({"name": "renamed", "daily_quota": 50}))

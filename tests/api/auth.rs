@@ -755,7 +755,7 @@ async fn api_key_lifecycle_scopes_expiry_and_revocation() {
         (403, Some("insufficient-scope"))
     );
     let (_, list) = api(reqwest::Method::GET, "api-keys", &key, None).await;
-    let listed = list["api_keys"].as_array().expect("list");
+    let listed = list["items"].as_array().expect("list");
     assert_eq!(listed.len(), 2);
     assert!(
         listed.iter().all(|k| k.get("token").is_none()),
@@ -881,7 +881,7 @@ async fn local_mode_password_login_lockout_csrf_and_audit() {
     )
     .await;
     assert_eq!(status, 200);
-    let entries = log["entries"].as_array().expect("entries");
+    let entries = log["items"].as_array().expect("entries");
     let created = entries
         .iter()
         .find(|e| e["action"] == "POST /api/v1/api-keys" && e["status"] == 201)

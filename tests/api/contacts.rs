@@ -116,7 +116,7 @@ async fn contacts_crud(backend: Backend) {
 
     let (status, list) = call(&app, Method::GET, "contacts?group=VIP", None).await;
     assert_eq!(status, 200);
-    assert_eq!(list["contacts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
     let (status, patched) = call(
         &app,
@@ -208,7 +208,7 @@ async fn csv_import_reports_bad_rows_and_upserts(backend: Backend) {
 
     // What was written: E.164, the seed's fields, attributes, Latin-1 decoded; the opt-out kept.
     let (_, list) = call(&app, Method::GET, "contacts?limit=10", None).await;
-    let contacts = list["contacts"].as_array().expect("contacts");
+    let contacts = list["items"].as_array().expect("contacts");
     assert_eq!(contacts.len(), 3);
     let by_phone = |p: &str| contacts.iter().find(|c| c["phone"] == p).cloned().expect(p);
     let ana = by_phone("+34612345678");
@@ -256,24 +256,24 @@ async fn a_file_of_many_batches_loses_no_row(backend: Backend) {
     );
 
     let mut listed = 0;
-    let mut after = String::new();
+    let mut cursor = String::new();
     loop {
         let (status, page) = call(
             &app,
             Method::GET,
-            &format!("contacts?limit=1000&after={after}"),
+            &format!("contacts?limit=1000&cursor={cursor}"),
             None,
         )
         .await;
         assert_eq!(status, 200, "{page}");
-        let contacts = page["contacts"].as_array().expect("contacts");
+        let contacts = page["items"].as_array().expect("contacts");
         for c in contacts {
             assert!(c["created_at"].is_string(), "{c}");
             assert_eq!(c["source"], format!("import:{id}"));
         }
         listed += contacts.len();
-        match page["next_after"].as_str() {
-            Some(next) => after = next.to_owned(),
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
             None => break,
         }
     }
@@ -334,7 +334,7 @@ async fn unusable_uploads_are_refused_at_once(backend: Backend) {
     );
     let (_, list) = call(&app, Method::GET, "contacts/imports", None).await;
     assert_eq!(
-        list["imports"].as_array().map(Vec::len),
+        list["items"].as_array().map(Vec::len),
         Some(0),
         "refused uploads leave nothing"
     );

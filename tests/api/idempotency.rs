@@ -41,11 +41,7 @@ async fn a_retried_create_gets_the_first_answer_and_creates_nothing(backend: Bac
     assert_eq!(replay, created);
     assert_eq!(third["id"], created["id"]);
     let (_, list) = app.api(Method::GET, "templates", None).await;
-    assert_eq!(
-        list["templates"].as_array().map(Vec::len),
-        Some(1),
-        "{list}"
-    );
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
 
     // The same key with another body, or on another route, is refused and creates nothing.
     let (status, _, body) = send(
@@ -64,7 +60,7 @@ async fn a_retried_create_gets_the_first_answer_and_creates_nothing(backend: Bac
         (409, Some("idempotency-key-reused"))
     );
     let (_, list) = app.api(Method::GET, "templates", None).await;
-    assert_eq!(list["templates"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
     // A refused request frees its key: fixed, the same key creates.
     let (status, _, _) = send(

@@ -230,7 +230,10 @@ async fn rules_are_validated_and_private_to_their_owner(backend: Backend) {
         .send()
         .await
         .expect("request");
-    assert_eq!(res.json::<Value>().await.expect("json"), json!([]));
+    assert_eq!(
+        res.json::<Value>().await.expect("json"),
+        json!({"items": [], "next_cursor": null})
+    );
 
     // The owner can change and delete it.
     let res = app

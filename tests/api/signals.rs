@@ -400,9 +400,9 @@ async fn plans_quotas_verdicts_stats_and_pages(backend: Backend) {
     assert_eq!(by_symbol["items"][0]["id"], ids[1].as_str());
     let (_, page1) = app.get_json("signals?limit=2").await;
     assert_eq!(page1["items"][0]["id"], ids[2].as_str());
-    let before = page1["next_before"].as_str().expect("a next page");
+    let cursor = page1["next_cursor"].as_str().expect("a next page");
     let (_, page2) = app
-        .get_json(&format!("signals?limit=2&before={before}"))
+        .get_json(&format!("signals?limit=2&cursor={cursor}"))
         .await;
     assert_eq!(page2["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(page2["items"][0]["id"], ids[0].as_str());

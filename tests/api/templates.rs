@@ -135,7 +135,7 @@ async fn templates_preview_and_missing_variables(backend: Backend) {
     assert_eq!(status, 200, "{t}");
     assert_eq!(t["variables"], json!(["nombre"]));
     let (_, list) = call(&app, Method::GET, "templates", None).await;
-    assert_eq!(list["templates"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
     let (status, err) = call(
         &app,
         Method::POST,
