@@ -37,6 +37,33 @@ enum Command {
     /// Administration.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Bring data from the tools Pregonero replaces.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Pingui's integrations (chat, scope, status), keeping their clients' tokens working.
+    Pingui {
+        /// Pingui's SQLite database file (opened read-only).
+        #[arg(long)]
+        db: PathBuf,
+        /// The environment variable that holds Pingui's `JWT_SECRET` (never pass it as an
+        /// argument: arguments are visible to every user of the machine).
+        #[arg(long, default_value = "PINGUI_JWT_SECRET")]
+        jwt_secret_env: String,
+        /// Who owns the imported integrations: `admin` (the first admin), a user name or an email.
+        #[arg(long, default_value = "admin")]
+        owner: String,
+        /// The Telegram channel account (bot) that delivers their alerts; needed when the owner
+        /// has more than one.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Alerts per day of each imported integration (Pingui's was 10).
+        #[arg(long, default_value_t = 10)]
+        daily_quota: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +141,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pregonero::outbox::Queue::attach(&db, &settings, true).await?;
             println!("migrations applied");
         }
+        Command::Import(ImportCommand::Pingui {
+            db: path,
+            jwt_secret_env,
+            owner,
+            channel,
+            daily_quota,
+        }) => {
+            import_pingui(
+                &settings,
+                &path,
+                &jwt_secret_env,
+                &owner,
+                channel,
+                daily_quota,
+            )
+            .await?
+        }
         Command::Admin(AdminCommand::CreateApiKey { name }) => {
             let conn = db::connect(&settings).await?;
             let admin = match auth::repo::first_admin(&conn).await? {
@@ -125,6 +169,74 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("could not create the key")?;
             println!("{key}");
         }
+    }
+    Ok(())
+}
+
+/// `pregonero import pingui`: see `integrations::legacy` and docs/api.md.
+async fn import_pingui(
+    settings: &Settings,
+    path: &std::path::Path,
+    jwt_secret_env: &str,
+    owner: &str,
+    channel: Option<String>,
+    daily_quota: i32,
+) -> anyhow::Result<()> {
+    use pregonero::{channels, crypto::Cipher, integrations::legacy};
+    let jwt_secret = std::env::var(jwt_secret_env)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("set {jwt_secret_env} to Pingui's JWT_SECRET"))?;
+    anyhow::ensure!(
+        (1..=100_000).contains(&daily_quota),
+        "--daily-quota must be between 1 and 100000"
+    );
+    let rows = legacy::read_pingui(path)?;
+    let conn = db::connect(settings).await?;
+    let cipher = Cipher::from_base64(&db::secret_key(settings)?).context("invalid secret_key")?;
+    let owner = auth::repo::user_named(&conn, owner)
+        .await?
+        .with_context(|| format!("no user `{owner}` (give a user name, an email or `admin`)"))?;
+    let bots: Vec<_> = channels::repo::list_for(&conn, &owner.id)
+        .await?
+        .into_iter()
+        .filter(|c| c.kind == channels::telegram::KIND)
+        .collect();
+    let channel = match channel {
+        Some(id) => bots
+            .into_iter()
+            .find(|c| c.id.as_str() == id)
+            .with_context(|| format!("`{id}` is not a Telegram channel account of that owner"))?,
+        None => match bots.len() {
+            1 => bots.into_iter().next().context("one bot")?,
+            0 => anyhow::bail!(
+                "that owner has no Telegram bot: register Pingui's bot first (POST /api/v1/channels with its BOT_TOKEN)"
+            ),
+            n => anyhow::bail!("that owner has {n} Telegram bots: pick one with --channel <id>"),
+        },
+    };
+    let to = legacy::ImportPingui {
+        jwt_secret,
+        owner_id: owner.id.clone(),
+        channel_id: channel.id.clone(),
+        daily_quota,
+    };
+    let total = rows.len();
+    let report = legacy::import_pingui(&conn, &cipher, rows, &to, chrono::Utc::now()).await?;
+    let [active, pending, revoked] = report.imported;
+    println!(
+        "{total} Pingui integrations read: {} imported ({active} active, {pending} pending, {revoked} revoked), {} imported before, {} refused",
+        active + pending + revoked,
+        report.already,
+        report.refused.len()
+    );
+    for (id, why) in &report.refused {
+        println!("  refused #{id}: {why}");
+    }
+    if active + pending + revoked > 0 {
+        println!(
+            "Their clients' tokens work as they are against this server's POST /api/alert; revoke one with DELETE /api/v1/integrations/{{id}}."
+        );
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod idempotency_keys;
 pub mod integration_tokens;
 pub mod integrations;
 pub mod leases;
+pub mod legacy_tokens;
 pub mod media;
 pub mod message_events;
 pub mod messages;

@@ -5,6 +5,7 @@
 //! in the chat, or the bot blocked) → `revoked` (final; every token stops working).
 mod auth;
 mod bot;
+pub mod legacy;
 mod listener;
 pub mod repo;
 mod routes;

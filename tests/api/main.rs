@@ -17,6 +17,7 @@ mod limits;
 mod media;
 mod operations;
 mod pacing;
+mod pingui_import;
 mod resilience;
 mod rules;
 mod signals;
