@@ -737,6 +737,18 @@ impl Settings {
                     .map(|_| "database_url".into()),
             )
             .merge(Env::prefixed("PREGONERO_").split("__").ignore(&["CONFIG"]));
+        Self::extract(figment)
+    }
+
+    /// Defaults, then the TOML `text`, validated: what [`Settings::load`] does with a file,
+    /// without the environment (the fuzz target's entry, and for tests).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
         let settings: Settings = figment.extract().map_err(|e| {
             let mut msg = String::new();
             for err in e {

@@ -16,6 +16,8 @@ pub mod domain;
 pub mod entities;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod idempotency;
 pub mod integrations;
 pub mod leases;

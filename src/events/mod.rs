@@ -12,7 +12,7 @@ mod rule_routes;
 pub mod rule_service;
 pub mod rules;
 pub mod service;
-mod validate;
+pub(crate) mod validate;
 pub mod writer;
 
 pub use error::EventError;

@@ -369,7 +369,10 @@ impl UpdateSink for BotUpdates {
 }
 
 /// `/cmd[@bot] [arg]` → (`cmd`, `arg`), ignoring commands addressed to another bot.
-fn parse_command(text: &str, bot_username: Option<&str>) -> Option<(String, Option<String>)> {
+pub(crate) fn parse_command(
+    text: &str,
+    bot_username: Option<&str>,
+) -> Option<(String, Option<String>)> {
     let mut parts = text.trim().splitn(2, char::is_whitespace);
     let head = parts.next()?.strip_prefix('/')?;
     let (command, target) = match head.split_once('@') {

@@ -16,6 +16,7 @@ pub mod tokens;
 use chrono::{DateTime, Duration, Utc};
 
 pub use auth::{AlertCaller, authenticate};
+pub(crate) use bot::parse_command as bot_command;
 pub use bot::{BotUpdates, telegram_webhook};
 pub use listener::{AlertQuotas, IntegrationsListener};
 pub use routes::{create_integration, resolve_channel};

@@ -80,7 +80,7 @@ struct Change {
 }
 
 #[derive(Debug, Deserialize)]
-struct Value {
+pub(crate) struct Value {
     #[serde(default)]
     statuses: Vec<Status>,
     #[serde(default)]
@@ -139,6 +139,27 @@ fn at(timestamp: Option<&str>) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
+/// Whether `header` (`X-Hub-Signature-256: sha256=<hex>`) is the HMAC-SHA256 of `body` under
+/// the app secret, compared in constant time.
+pub(crate) fn signature_ok(header: Option<&str>, app_secret: &[u8], body: &[u8]) -> bool {
+    let signature = header
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|hex_sig| hex::decode(hex_sig).ok());
+    let expected = crypto::hmac_sha256(app_secret, body);
+    signature.is_some_and(|s| crypto::constant_time_eq(&s, &expected))
+}
+
+/// The changes of a callback body (statuses and messages), in order.
+pub(crate) fn parse_callback(body: &[u8]) -> Result<Vec<Value>, serde_json::Error> {
+    let callback: Callback = serde_json::from_slice(body)?;
+    Ok(callback
+        .entry
+        .into_iter()
+        .flat_map(|e| e.changes)
+        .filter_map(|c| c.value)
+        .collect())
+}
+
 /// A signed callback. Bad signature → 401 (nothing is read); a database error → 500 so Meta
 /// retries (it does for 7 days), which is why every change below is idempotent.
 pub async fn receive(
@@ -149,32 +170,24 @@ pub async fn receive(
 ) -> Result<HttpResponse, ApiError> {
     let channel_id = path.into_inner();
     let (owner, creds) = credentials(&state, &channel_id).await?;
-    let signature = req
+    let header = req
         .headers()
         .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("sha256="))
-        .and_then(|hex_sig| hex::decode(hex_sig).ok());
-    let expected = crypto::hmac_sha256(creds.app_secret.expose_secret().as_bytes(), &body);
-    if !signature.is_some_and(|s| crypto::constant_time_eq(&s, &expected)) {
+        .and_then(|v| v.to_str().ok());
+    if !signature_ok(header, creds.app_secret.expose_secret().as_bytes(), &body) {
         metrics::counter!("pregonero_webhook_rejected_total", "channel" => "whatsapp").increment(1);
         return Err(ApiError::Unauthorized(
             "invalid-signature",
             "X-Hub-Signature-256 does not match the body signed with the app secret".into(),
         ));
     }
-    let callback: Callback = serde_json::from_slice(&body).map_err(|e| {
+    let values = parse_callback(&body).map_err(|e| {
         ApiError::BadRequest(
             "invalid-json",
             format!("callback body is not valid JSON: {e}"),
         )
     })?;
-    for value in callback
-        .entry
-        .into_iter()
-        .flat_map(|e| e.changes)
-        .filter_map(|c| c.value)
-    {
+    for value in values {
         for status in value.statuses {
             apply_status(&state, &channel_id, status).await?;
         }

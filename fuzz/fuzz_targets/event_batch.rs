@@ -1,0 +1,6 @@
+//! libFuzzer target: `pregonero::fuzzing::event_batch` (see there for what it feeds and checks).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| pregonero::fuzzing::event_batch(data));
