@@ -1,5 +1,6 @@
 //! HTTP surface: route table, operational endpoints and cross-cutting middleware.
 mod accounts;
+mod docs;
 mod health;
 pub mod limits;
 pub mod metrics;
@@ -61,6 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(crate::compat::pingui::configure)
         .configure(crate::compat::wa_sender::configure)
         .configure(auth::routes::configure_auth)
+        .configure(docs::configure)
         .configure(spa::configure);
 }
 

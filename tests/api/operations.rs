@@ -221,6 +221,53 @@ async fn every_documented_operation_exists() {
     assert!(checked >= 20, "only {checked} operations checked");
 }
 
+/// The API document is served at `/openapi.json` and explorable at `/docs/` (Swagger UI from the
+/// binary: no file it loads comes from another host), without credentials.
+#[actix_web::test]
+async fn the_api_is_documented_at_openapi_json_and_docs() {
+    // Arrange
+    let app = spawn_app(Backend::Sqlite).await;
+    let get = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
+
+    // Act + Assert: the document, as in docs/openapi.json.
+    let res = get("/openapi.json").await.expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    let served: Value = res.json().await.expect("json");
+    let file: Value =
+        serde_json::from_str(include_str!("../../docs/openapi.json")).expect("openapi.json");
+    assert_eq!(served, file);
+
+    // Swagger UI: /docs sends to /docs/, whose page and scripts are served here and read
+    // /openapi.json.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let res = no_redirect
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 302);
+    assert_eq!(crate::helpers::header(&res, "location"), "/docs/");
+    let page = get("/docs/").await.expect("request");
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("swagger-ui"), "{html}");
+    for external in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
+        assert!(
+            !html.contains(external),
+            "the page loads {external}…: {html}"
+        );
+    }
+    let init = get("/docs/swagger-initializer.js").await.expect("request");
+    assert_eq!(init.status().as_u16(), 200);
+    assert!(init.text().await.expect("js").contains("/openapi.json"));
+    let bundle = get("/docs/swagger-ui-bundle.js").await.expect("request");
+    assert_eq!(bundle.status().as_u16(), 200);
+    assert!(bundle.bytes().await.expect("js").len() > 100_000);
+}
+
 /// `delivery.body_retention_days`: the daily retention job erases the text of finished
 /// messages past it and keeps their ledger rows; newer messages keep theirs.
 #[actix_web::test]
