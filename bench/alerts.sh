@@ -41,7 +41,7 @@ FAKE_PORT="$(free_port)"
 PIDS+=($!)
 
 DBENV=()
-[ -n "${BENCH_DATABASE_URL:-}" ] && DBENV=("DATABASE_URL=$BENCH_DATABASE_URL")
+[ -n "${BENCH_DATABASE_URL:-}" ] && DBENV=("DATABASE_URL=$BENCH_DATABASE_URL" "PREGONERO_SECRET_KEY=$(head -c 32 /dev/urandom | base64)")
 start_server() { # $1 = extra serve flags
   env "${DBENV[@]}" PREGONERO_PORT="$SERVER_PORT" PREGONERO_DATA_DIR="$WORK/data" RUST_LOG=warn \
   PREGONERO_TELEGRAM__API_BASE_URL="http://127.0.0.1:$FAKE_PORT" \

@@ -51,7 +51,7 @@ start_server() {
   if [ "$db" = postgres ]; then
     PG_DB="${prefix}_$$_$RANDOM"
     psql_admin "CREATE DATABASE $PG_DB"
-    dbenv=("DATABASE_URL=${PG_ADMIN%/*}/$PG_DB")
+    dbenv=("DATABASE_URL=${PG_ADMIN%/*}/$PG_DB" "PREGONERO_SECRET_KEY=$(head -c 32 /dev/urandom | base64)")
   fi
   SERVER_PORT="$(free_port)"
   # The request rate limits stay on (their cost is measured) but far above any load here: one

@@ -226,6 +226,9 @@ pub struct AuthSettings {
     pub login_lockout_secs: u64,
 }
 
+/// How long a shutdown waits for HTTP requests in flight once the listener is closed, in seconds.
+pub const HTTP_DRAIN_SECS: u64 = 5;
+
 /// Event ingestion settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -305,6 +308,11 @@ pub struct DeliverySettings {
     pub keep_finished_jobs_secs: u64,
     /// How long a clean shutdown waits for in-flight deliveries, in seconds.
     pub shutdown_grace_secs: u64,
+    /// At SIGTERM, how long `/ready` answers 503 while requests are still served, before the
+    /// listener closes, in seconds: the time a load balancer (Kubernetes endpoints) takes to
+    /// stop sending here. Then HTTP gets [`HTTP_DRAIN_SECS`] and deliveries
+    /// `shutdown_grace_secs`: 5 + 5 + 20 fits Kubernetes' default 30 s grace period.
+    pub unready_delay_secs: u64,
     /// Added to each account's one-second window, in milliseconds: an account allowed N sends
     /// per second sends N in every `1 s + margin`, so network and timer jitter up to the margin
     /// cannot put N + 1 into one second at the provider.
@@ -534,7 +542,8 @@ impl Default for Settings {
                 recipient_margin_ms: 100,
                 pacing_horizon_ms: 5_000,
                 body_retention_days: None,
-                shutdown_grace_secs: 25,
+                shutdown_grace_secs: 20,
+                unready_delay_secs: 5,
             },
             telegram: TelegramSettings {
                 api_base_url: "https://api.telegram.org".into(),

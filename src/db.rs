@@ -17,10 +17,45 @@ use crate::config::Settings;
 /// `jobs::Queue::attach`).
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
     let db = open(settings).await?;
-    Migrator::up(&db, None)
-        .await
-        .context("database migration failed")?;
+    if settings.is_postgres() {
+        migrate_locked(&db).await?;
+    } else {
+        Migrator::up(&db, None)
+            .await
+            .context("database migration failed")?;
+    }
     Ok(db)
+}
+
+/// Key of the PostgreSQL advisory lock migrations run under (`pregoner` in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x7072_6567_6f6e_6572;
+
+/// Runs the migrations holding a PostgreSQL advisory lock on a connection of its own, so pods
+/// that start together run them one after another: the first applies them, the others wait,
+/// then find nothing left to do. (sea-orm's migrator takes no lock: two at once race on the
+/// same `CREATE TABLE` and on `seaql_migrations`.)
+async fn migrate_locked(db: &DatabaseConnection) -> anyhow::Result<()> {
+    use sea_orm::sqlx;
+    let pool = db.get_postgres_connection_pool();
+    let mut holder = pool
+        .acquire()
+        .await
+        .context("could not connect to PostgreSQL")?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *holder)
+        .await
+        .context("could not take the migration lock")?;
+    let migrated = Migrator::up(db, None).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *holder)
+        .await;
+    if unlocked.is_err() {
+        // A session lock lives as long as its connection: close it rather than pool it.
+        let _ = holder.detach();
+    }
+    migrated.context("database migration failed")
 }
 
 /// Opens a pool on the current runtime (sqlx connections belong to the runtime that opened them).
@@ -351,6 +386,13 @@ pub fn secret_key(settings: &Settings) -> anyhow::Result<String> {
     if let Some(key) = &settings.secret_key {
         return Ok(key.expose_secret().to_owned());
     }
+    // On PostgreSQL several replicas share the data: a key generated into each one's own data
+    // folder would make every other replica's encrypted tokens unreadable.
+    anyhow::ensure!(
+        !settings.is_postgres(),
+        "on PostgreSQL set secret_key (PREGONERO_SECRET_KEY, base64 of 32 bytes, the same on every replica; \
+         generate one with `openssl rand -base64 32`): a key generated per replica would make the others' encrypted tokens unreadable"
+    );
     let path = settings.data_dir.join("secret.key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok(existing.trim().to_owned());
@@ -681,5 +723,36 @@ mod exec_tests {
         };
         assert_eq!(stored("rusqlite"), stored("sqlx"));
         assert!(stored("sqlx")[10].contains("2026-12-05T21:53:26.123456789+00:00"));
+    }
+}
+
+#[cfg(test)]
+mod secret_key_tests {
+    use crate::config::Settings;
+
+    /// Replicas share a PostgreSQL database, so each must be given the same key: without one
+    /// the server refuses to start and says how to make one. SQLite makes its own key file.
+    #[test]
+    fn postgresql_needs_a_configured_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let pg = Settings {
+            database_url: Some("postgres://postgres@127.0.0.1:5432/test".into()),
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        let err = super::secret_key(&pg).expect_err("refused").to_string();
+        assert!(err.contains("PREGONERO_SECRET_KEY"), "{err}");
+        assert!(!dir.path().join("secret.key").exists(), "no key file made");
+        let configured = Settings {
+            secret_key: Some(crate::crypto::Cipher::generate_key().into()),
+            ..pg
+        };
+        assert!(super::secret_key(&configured).is_ok());
+        let sqlite = Settings {
+            data_dir: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        assert!(super::secret_key(&sqlite).is_ok());
+        assert!(dir.path().join("secret.key").exists());
     }
 }

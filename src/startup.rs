@@ -205,6 +205,7 @@ impl Application {
         };
         let state = AppState {
             db,
+            draining: Default::default(),
             anonymous_events_owner: Default::default(),
             queue,
             registry,
@@ -370,6 +371,18 @@ impl Application {
 impl RunningApp {
     /// Stops accepting requests, drains in-flight deliveries, hands back leases.
     pub async fn stop(mut self) {
+        // Unready first, still serving: the load balancer stops sending before the port closes.
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let delay = self.state.settings.delivery.unready_delay_secs;
+        if self.server.is_some() && delay > 0 {
+            tracing::info!(
+                secs = delay,
+                "draining: /ready answers 503 before the listener closes"
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
+        }
         if let Some((handle, task)) = self.server.take() {
             handle.stop(true).await;
             let _ = task.await;
@@ -392,7 +405,7 @@ impl RunningApp {
 }
 
 fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
-    let grace = state.settings.delivery.shutdown_grace_secs;
+    let grace = crate::config::HTTP_DRAIN_SECS;
     let outbox = web::Data::new(state.outbox.clone());
     let subscriptions = web::Data::new(state.subscriptions.clone());
     let limits = web::Data::new(routes::limits::RequestLimits::new(

@@ -46,6 +46,9 @@ pub struct AppState {
     pub started_at: Instant,
     /// Deliveries running in this process.
     pub in_flight: InFlight,
+    /// Set when shutdown begins: `/ready` answers 503 from then on, so a load balancer stops
+    /// sending here before the listener closes.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The delivery core's handles (the same database, queue and registry as above).
     pub outbox: crate::outbox::Outbox,
     /// Whether this process runs delivery workers.

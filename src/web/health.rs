@@ -9,8 +9,13 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Every backend answers: 200, or 503 naming what failed.
+/// Every backend answers: 200, or 503 naming what failed; 503 `draining` once shutdown began.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("Connection", "close"))
+            .json(json!({"status": "draining"}));
+    }
     let database = state.db.ping().await.map_err(|e| e.to_string());
     let queue = state.queue.ping().await.map_err(|e| format!("{e:#}"));
     let ok = database.is_ok() && queue.is_ok();

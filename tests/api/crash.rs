@@ -28,6 +28,18 @@ impl Drop for Server {
     }
 }
 
+/// The key a PostgreSQL server of this data folder runs with (PostgreSQL needs a configured
+/// one): made once, so a restarted server reads what the killed one wrote.
+fn postgres_key(data_dir: &Path) -> String {
+    let path = data_dir.join("test-secret.key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return key;
+    }
+    let key = pregonero::crypto::Cipher::generate_key();
+    std::fs::write(&path, &key).expect("write key");
+    key
+}
+
 /// The binary with the test environment; its log is appended to `<data_dir>/server.log`.
 fn pregonero(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Command {
     let log = std::fs::OpenOptions::new()
@@ -49,10 +61,12 @@ fn pregonero(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Com
         .env("PREGONERO_DELIVERY__POLL_INTERVAL_MS", "20")
         .env("PREGONERO_DELIVERY__BACKOFF_BASE_MS", "50")
         .env("PREGONERO_DELIVERY__BACKOFF_MAX_MS", "400")
+        .env("PREGONERO_DELIVERY__UNREADY_DELAY_SECS", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
     if let Backend::Postgres(url) = backend {
-        cmd.env("DATABASE_URL", url);
+        cmd.env("DATABASE_URL", url)
+            .env("PREGONERO_SECRET_KEY", postgres_key(data_dir));
     }
     cmd
 }
@@ -253,6 +267,53 @@ async fn kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains(backend: 
 }
 
 crate::on_both_databases!(kill_9_mid_queue_loses_no_accepted_message_and_sigterm_drains);
+
+/// At SIGTERM the server first turns unready (`/ready` 503 `draining`) while it still serves,
+/// for `delivery.unready_delay_secs`, so a load balancer stops sending before the port closes;
+/// then it drains and exits cleanly.
+#[actix_web::test]
+async fn sigterm_turns_ready_off_before_the_listener_closes() {
+    // Arrange
+    let telegram = FakeTelegram::start().await.expect("fake");
+    let data_dir = tempfile::tempdir().expect("dir");
+    let mut server = start_server_with(
+        &Backend::Sqlite,
+        data_dir.path(),
+        &telegram,
+        &[("PREGONERO_DELIVERY__UNREADY_DELAY_SECS", "2")],
+    );
+    let client = reqwest::Client::new();
+    let address = server.address.clone();
+    let get = |path: &str| client.get(format!("{address}{path}")).send();
+    assert_eq!(get("/ready").await.expect("ready").status().as_u16(), 200);
+
+    // Act
+    let sent_at = std::time::Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM")
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Assert: unready, still serving, then gone after the delay.
+    let ready = get("/ready").await.expect("still listening");
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "draining");
+    assert_eq!(get("/live").await.expect("live").status().as_u16(), 200);
+    let exit = server.child.wait().expect("wait");
+    let took = sent_at.elapsed();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "closed before the delay: {took:?}"
+    );
+    assert!(took < Duration::from_secs(12), "drain took {took:?}");
+}
 
 async fn a_node_restarted_after_kill_9_resumes_at_once_despite_the_default_lease(backend: Backend) {
     // Arrange: the production lease (300 s) and sweep period (30 s): only taking back its own

@@ -203,6 +203,15 @@ pub fn test_settings(backend: &Backend, data_dir: PathBuf, telegram_url: String)
             Backend::Sqlite => None,
             Backend::Postgres(url) => Some(url.clone()),
         },
+        // PostgreSQL needs a configured key (replicas share it); SQLite makes its own file.
+        secret_key: match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(_) => {
+                let key = pregonero::crypto::Cipher::generate_key();
+                secret(&key);
+                Some(key.into())
+            }
+        },
         ..Settings::default()
     };
     s.telegram.api_base_url = telegram_url;
@@ -212,6 +221,7 @@ pub fn test_settings(backend: &Backend, data_dir: PathBuf, telegram_url: String)
     s.delivery.poll_interval_ms = 20;
     s.delivery.sweep_interval_secs = 1;
     s.delivery.shutdown_grace_secs = 5;
+    s.delivery.unready_delay_secs = 0;
     s.delivery.lease_secs = 30;
     s.telegram.poll_timeout_secs = 5;
     // Scheduled jobs run only where a test turns them on (they would back up every test's DB).

@@ -221,6 +221,42 @@ async fn every_documented_operation_exists() {
     assert!(checked >= 20, "only {checked} operations checked");
 }
 
+/// Pods that start together on a new PostgreSQL database migrate one after another (an advisory
+/// lock): every start succeeds and each migration is recorded once.
+#[actix_web::test]
+async fn replicas_starting_together_migrate_once() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let Some(crate::helpers::Backend::Postgres(url)) = crate::helpers::Backend::postgres().await
+    else {
+        return;
+    };
+    let settings = pregonero::config::Settings {
+        database_url: Some(url),
+        secret_key: Some(pregonero::crypto::Cipher::generate_key().into()),
+        ..Default::default()
+    };
+    let starts = (0..4).map(|_| pregonero::db::connect(&settings));
+    let dbs = futures::future::join_all(starts).await;
+    let db = match dbs.into_iter().collect::<Result<Vec<_>, _>>() {
+        Ok(mut dbs) => dbs.pop().expect("a connection"),
+        Err(e) => panic!("a replica failed to start: {e:#}"),
+    };
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n, count(DISTINCT version) AS d FROM seaql_migrations",
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    let (n, d): (i64, i64) = (
+        row.try_get("", "n").expect("n"),
+        row.try_get("", "d").expect("d"),
+    );
+    assert_eq!(n, d, "a migration recorded twice");
+    assert!(n >= 14, "{n} migrations");
+}
+
 /// The API document is served at `/openapi.json` and explorable at `/docs/` (Swagger UI from the
 /// binary: no file it loads comes from another host), without credentials.
 #[actix_web::test]

@@ -58,6 +58,10 @@ fn import(app: &TestApp, db: &std::path::Path, secret: &str) -> (bool, String) {
     if let Some(url) = &app.settings.database_url {
         cmd.env("PREGONERO_DATABASE_URL", url);
     }
+    if let Some(key) = &app.settings.secret_key {
+        use secrecy::ExposeSecret;
+        cmd.env("PREGONERO_SECRET_KEY", key.expose_secret());
+    }
     let out = cmd.output().expect("run pregonero import");
     let text = format!(
         "{}{}",
