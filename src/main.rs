@@ -25,7 +25,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP API, the delivery workers and the channel actors (the default).
     Serve {
-        /// Do not serve HTTP (worker-only replica).
+        /// Do not serve the API (worker-only replica): only /live, /ready, /health and /metrics
+        /// stay on the port, for probes and scraping.
         #[arg(long)]
         no_http: bool,
         /// Do not run delivery workers (API-only replica).
@@ -125,13 +126,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "\nLocal mode: the admin signs in as `admin` with this password (shown once, stored with argon2):\n\n    {password}\n"
                 );
             }
-            if options.http {
-                println!(
-                    "Pregonero listening on http://{}:{}",
-                    settings.host,
-                    app.port()
-                );
-            }
+            println!(
+                "Pregonero listening on http://{}:{}{}",
+                settings.host,
+                app.port(),
+                if options.http {
+                    ""
+                } else {
+                    " (worker only: /live, /ready, /health, /metrics)"
+                }
+            );
             let running = app.spawn()?;
             shutdown_signal().await;
             running.stop().await;

@@ -277,19 +277,19 @@ impl Application {
             let _ = state.anonymous_events_owner.set(owner.id);
         }
 
-        let (port, server) = if options.http {
-            let listener = TcpListener::bind((state.settings.host.as_str(), state.settings.port))
-                .with_context(|| {
+        // A worker-only replica serves the operational routes alone (probes, metrics).
+        let listener = TcpListener::bind((state.settings.host.as_str(), state.settings.port))
+            .with_context(|| {
                 format!(
                     "could not bind {}:{}",
                     state.settings.host, state.settings.port
                 )
             })?;
-            let port = listener.local_addr()?.port();
-            (port, Some(http_server(listener, state.clone())?))
-        } else {
-            (0, None)
-        };
+        let port = listener.local_addr()?.port();
+        let (port, server) = (
+            port,
+            Some(http_server(listener, state.clone(), options.http)?),
+        );
         Ok(Self {
             port,
             state,
@@ -404,7 +404,8 @@ impl RunningApp {
     }
 }
 
-fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+/// The HTTP server: every route, or (`api` false, a worker-only replica) the operational ones.
+fn http_server(listener: TcpListener, state: AppState, api: bool) -> anyhow::Result<Server> {
     let grace = crate::config::HTTP_DRAIN_SECS;
     let outbox = web::Data::new(state.outbox.clone());
     let subscriptions = web::Data::new(state.subscriptions.clone());
@@ -427,7 +428,11 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
             )
             .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
             .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
-            .configure(routes::configure)
+            .configure(if api {
+                routes::configure
+            } else {
+                routes::configure_operations
+            })
             .default_service(web::to(routes::not_found))
             .wrap(middleware::Condition::new(
                 limited,

@@ -13,15 +13,21 @@ use crate::{
     messages, templates,
 };
 
+/// The operational routes only: what a worker-only replica (`serve --no-http`) serves, so it
+/// can be probed and scraped like the others.
+pub fn configure_operations(cfg: &mut web::ServiceConfig) {
+    cfg.route("/live", web::get().to(health::live))
+        .route("/ready", web::get().to(health::ready))
+        .route("/health", web::get().to(health::health))
+        .route("/metrics", web::get().to(metrics::render));
+}
+
 /// Mounts every route: operations at the root, the API under `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Routes are tried in order: the hottest one (`POST /events`, a static path) goes first so
     // it does not pay for the dynamic patterns' regex matching below.
     cfg.configure(crate::compat::events::configure)
-        .route("/live", web::get().to(health::live))
-        .route("/ready", web::get().to(health::ready))
-        .route("/health", web::get().to(health::health))
-        .route("/metrics", web::get().to(metrics::render))
+        .configure(configure_operations)
         // The API before the dynamic root routes: its prefix is one string comparison.
         .service(
             web::scope("/api/v1")

@@ -82,9 +82,21 @@ fn start_server_with(
     telegram: &FakeTelegram,
     env: &[(&str, &str)],
 ) -> Server {
+    start_serve(backend, data_dir, telegram, env, &[])
+}
+
+/// `pregonero serve <args>` with more settings.
+fn start_serve(
+    backend: &Backend,
+    data_dir: &Path,
+    telegram: &FakeTelegram,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Server {
     let mut child = pregonero(backend, data_dir, telegram)
         .envs(env.iter().copied())
         .arg("serve")
+        .args(args)
         .spawn()
         .expect("start pregonero");
     let stdout = child.stdout.take().expect("stdout");
@@ -96,7 +108,7 @@ fn start_server_with(
             api_key = Some(format!("prg_{key}"));
         }
         if let Some(addr) = line.strip_prefix("Pregonero listening on ") {
-            address = Some(addr.trim().to_owned());
+            address = addr.split_whitespace().next().map(str::to_owned);
             break;
         }
     }
@@ -614,3 +626,37 @@ async fn chat_ids_and_tokens_never_reach_the_log(backend: Backend) {
 }
 
 crate::on_both_databases!(chat_ids_and_tokens_never_reach_the_log);
+
+/// A worker-only replica (`serve --no-http`) keeps the operational routes on its port, for
+/// probes and scraping, and serves no API.
+#[actix_web::test]
+async fn a_worker_only_replica_serves_probes_and_metrics_only() {
+    let telegram = FakeTelegram::start().await.expect("fake");
+    let data_dir = tempfile::tempdir().expect("dir");
+    let mut server = start_serve(
+        &Backend::Sqlite,
+        data_dir.path(),
+        &telegram,
+        &[],
+        &["--no-http"],
+    );
+    let client = reqwest::Client::new();
+    for path in ["/live", "/ready", "/health", "/metrics"] {
+        let res = client
+            .get(format!("{}{path}", server.address))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+    }
+    let res = client
+        .get(format!("{}/api/v1/channels", server.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 404);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"], "route-not-found");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
