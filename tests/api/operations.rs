@@ -257,6 +257,49 @@ async fn replicas_starting_together_migrate_once() {
     assert!(n >= 14, "{n} migrations");
 }
 
+/// The query KEDA scales the workers on (k8s/base/keda.yaml) runs on the real schema and counts
+/// what `/health` reports as the queue's depth.
+#[actix_web::test]
+async fn the_keda_backlog_query_matches_the_health_queue_depth() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let Some(backend) = crate::helpers::Backend::postgres().await else {
+        return;
+    };
+    let manifest = include_str!("../../k8s/base/keda.yaml");
+    let query = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("query: "))
+        .expect("a query in keda.yaml")
+        .trim_matches('"');
+    let app = spawn_app(backend).await;
+    let channel = app.create_bot(None).await;
+    // Slow answers keep the three in `queued` or `sending` while both are read.
+    app.telegram.set_latency(std::time::Duration::from_secs(5));
+    for chat in 1..=3 {
+        app.telegram.add_chat(chat);
+        app.send_text(&channel, chat, "queued").await;
+    }
+    let db = app.inspect_db().await;
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), query))
+        .await
+        .expect("KEDA's query runs")
+        .expect("one row");
+    let counted: i64 = row.try_get_by_index(0).expect("count");
+    let (_, health) = app
+        .client
+        .get(format!("{}/health", app.address))
+        .send()
+        .await
+        .expect("health")
+        .json::<Value>()
+        .await
+        .map(|h| (0, h))
+        .expect("json");
+    assert_eq!(counted, 3, "{query}");
+    assert_eq!(health["queue"]["depth"], 3);
+}
+
 /// The API document is served at `/openapi.json` and explorable at `/docs/` (Swagger UI from the
 /// binary: no file it loads comes from another host), without credentials.
 #[actix_web::test]
