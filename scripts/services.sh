@@ -4,7 +4,8 @@
 # Sourced by scripts/test: exports TEST_POSTGRES_URL, or TEST_SKIP_POSTGRES=<reason>; and
 # TEST_OIDC_DIR (the OpenID provider's folder, npm packages installed), or TEST_SKIP_OIDC=<reason>;
 # and TEST_E2E_DIR (browser tests: Debian's Chromium + playwright-core), or TEST_SKIP_BROWSER=<reason>;
-# and TEST_S3FS_BIN (s3s-fs, the S3-compatible server of the S3 media store tests), or TEST_SKIP_S3=<reason>.
+# and TEST_S3FS_BIN (s3s-fs, the S3-compatible server of the S3 media store tests), or TEST_SKIP_S3=<reason>;
+# and TEST_REDIS_URL (Redis, the replicas' shared store), or TEST_SKIP_REDIS=<reason>.
 set -uo pipefail
 
 PG_HOST=127.0.0.1
@@ -146,7 +147,35 @@ ensure_s3() {
   echo "services: S3 media store tests use s3s-fs $S3FS_VERSION ($bin)"
 }
 
+# Redis: the replicas' shared store (request limits). Started when installed but stopped; installed
+# with apt-get as root when missing.
+REDIS_PORT=${TEST_REDIS_PORT:-6379}
+export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}
+redis_up() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
+ensure_redis() {
+  if command -v redis-cli >/dev/null && redis_up; then
+    echo "services: Redis is up on 127.0.0.1:$REDIS_PORT"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "services: Redis is not installed; installing it with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+      || echo "services: apt-get install redis-server failed"
+  fi
+  if command -v redis-server >/dev/null; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >/dev/null 2>&1 || true
+    for _ in $(seq 1 20); do redis_up && break; sleep 0.25; done
+  fi
+  if ! redis_up; then
+    export TEST_SKIP_REDIS="Redis is not running on 127.0.0.1:$REDIS_PORT and could not be started or installed here"
+    echo "services: SKIPPING the Redis tests: $TEST_SKIP_REDIS"
+    return 0
+  fi
+  echo "services: started Redis on 127.0.0.1:$REDIS_PORT"
+}
+
 ensure_postgres
+ensure_redis
 ensure_oidc
 ensure_browser
 ensure_s3

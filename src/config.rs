@@ -23,6 +23,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; also read from `DATABASE_URL`. Default: `sqlite://<data_dir>/pregonero.db`.
     pub database_url: Option<String>,
+    /// `redis://[:password@]host:port[/db]` (or `rediss://`); also read from `REDIS_URL`. With
+    /// it, the request rate limits are shared by every replica; without it they are per process.
+    #[serde(skip_serializing, default)]
+    pub redis_url: Option<SecretString>,
     /// Connections per database pool; a process has two (HTTP and workers).
     pub database_max_connections: u32,
     /// Base64 of 32 bytes used to encrypt secrets at rest. Default: generated into `<data_dir>/secret.key`.
@@ -527,6 +531,7 @@ impl Default for Settings {
             database_url: None,
             database_max_connections: 10,
             secret_key: None,
+            redis_url: None,
             log_format: LogFormat::Text,
             node_name: None,
             delivery: DeliverySettings {
@@ -745,6 +750,7 @@ impl Settings {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database_url".into()),
             )
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis_url".into()))
             .merge(Env::prefixed("PREGONERO_").split("__").ignore(&["CONFIG"]));
         Self::extract(figment)
     }
@@ -810,6 +816,13 @@ impl Settings {
                     "cors.allowed_origins",
                     "each origin is scheme://host[:port], without a path (`https://app.example.com`)",
                 );
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            use secrecy::ExposeSecret;
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return bad("redis_url", "must start with redis:// or rediss://");
             }
         }
         if self.signals.quota_period_days == 0 || self.signals.quota_period_days > 366 {

@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod pacing;
 pub mod page;
 pub mod scheduled;
+pub mod shared;
 pub mod signals;
 pub mod startup;
 pub mod state;

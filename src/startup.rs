@@ -203,8 +203,21 @@ impl Application {
                 settings: settings.clone(),
             }),
         };
+        let shared = match &settings.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                let shared =
+                    crate::shared::Shared::new(url.expose_secret()).context("invalid redis_url")?;
+                if let Err(e) = shared.ping().await {
+                    tracing::warn!(error = %e, "Redis does not answer yet: request rate limits are per process until it does");
+                }
+                Some(shared)
+            }
+            None => None,
+        };
         let state = AppState {
             db,
+            shared,
             draining: Default::default(),
             anonymous_events_owner: Default::default(),
             queue,
@@ -411,6 +424,8 @@ fn http_server(listener: TcpListener, state: AppState, api: bool) -> anyhow::Res
     let subscriptions = web::Data::new(state.subscriptions.clone());
     let limits = web::Data::new(routes::limits::RequestLimits::new(
         &state.settings.rate_limit,
+        state.shared.clone(),
+        state.cipher.derive("rate-limit/v1"),
     ));
     let limited = state.settings.rate_limit.enabled;
     let cors = state.settings.cors.clone();

@@ -46,6 +46,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// Deliveries running in this process.
     pub in_flight: InFlight,
+    /// The store replicas share (Redis), when `redis_url` is set.
+    pub shared: Option<crate::shared::Shared>,
     /// Set when shutdown begins: `/ready` answers 503 from then on, so a load balancer stops
     /// sending here before the listener closes.
     pub draining: Arc<std::sync::atomic::AtomicBool>,

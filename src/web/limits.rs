@@ -3,8 +3,11 @@
 //! slow the others. Answers carry the IETF `RateLimit-Policy` and `RateLimit` fields
 //! (draft-ietf-httpapi-ratelimit-headers-09): `"key";q=200;w=2` and `"key";r=57;t=2`.
 //!
-//! The buckets live in this process (GCRA, `governor`), so on several replicas a client's limit
-//! is per replica.
+//! The buckets are GCRA buckets. With `redis_url` set they live in Redis (one atomic script per
+//! request, `crate::shared`), so a client's limit holds across every replica; the bucket's key
+//! is an HMAC of the credential (or address) under a key derived from the server's secret key,
+//! the same on every replica and useless to whoever reads Redis. Without Redis, or while it does
+//! not answer (a warning says so), they live in this process (`governor`).
 use std::{
     hash::BuildHasher,
     num::NonZeroU32,
@@ -90,6 +93,25 @@ pub struct RequestLimits {
     started: Instant,
     /// Milliseconds after `started` of the last sweep.
     swept_at: AtomicU64,
+    /// The replicas' shared buckets, when Redis is configured.
+    shared: Option<crate::shared::Shared>,
+    /// Keys the shared buckets (HMAC), derived from the secret key: equal on every replica.
+    shared_key: [u8; 32],
+    /// Milliseconds after `started` of the last "Redis unavailable" warning.
+    warned_at: AtomicU64,
+    /// Milliseconds after `started` until which Redis is not asked (it failed just before):
+    /// while it is down, requests do not each wait for it to time out.
+    shared_down_until: AtomicU64,
+}
+
+/// How long limits stay in process after Redis failed to answer, before asking it again.
+const SHARED_RETRY: Duration = Duration::from_secs(2);
+
+/// Who a request counts for: a credential, a trading webhook's path, or a client address.
+struct Subject<'s, 'r> {
+    policy: &'s Policy,
+    tag: u8,
+    bytes: std::borrow::Cow<'r, [u8]>,
 }
 
 /// Which limit a request falls under.
@@ -135,8 +157,13 @@ struct Decision<'a> {
 }
 
 impl RequestLimits {
-    /// The limits `settings` describe.
-    pub fn new(settings: &RateLimitSettings) -> Self {
+    /// The limits `settings` describe; in Redis when `shared` is given (its bucket keys made
+    /// with `shared_key`).
+    pub fn new(
+        settings: &RateLimitSettings,
+        shared: Option<crate::shared::Shared>,
+        shared_key: [u8; 32],
+    ) -> Self {
         Self {
             per_key: Policy::new("key", settings.per_key),
             per_ip: Policy::new("ip", settings.per_ip),
@@ -144,40 +171,108 @@ impl RequestLimits {
             hasher: std::collections::hash_map::RandomState::new(),
             started: Instant::now(),
             swept_at: AtomicU64::new(0),
+            shared,
+            shared_key,
+            warned_at: AtomicU64::new(0),
+            shared_down_until: AtomicU64::new(0),
         }
     }
 
-    fn check(&self, req: &ServiceRequest, state: &AppState) -> Option<Decision<'_>> {
+    /// Which bucket `req` counts against, if any.
+    fn subject<'s, 'r>(
+        &'s self,
+        req: &'r ServiceRequest,
+        state: &AppState,
+    ) -> Option<Subject<'s, 'r>> {
+        use std::borrow::Cow;
         let class = class(req.method(), req.path());
         if class == Class::Exempt {
             return None;
         }
-        // The credential's hash, without copying it: the header, else the session cookie.
-        let credential = match req.headers().get("authorization") {
-            Some(value) => Some(self.hasher.hash_one((0u8, value.as_bytes()))),
+        // The credential, without copying it: the header, else the session cookie.
+        let credential: Option<Cow<'r, [u8]>> = match req.headers().get("authorization") {
+            Some(value) => Some(Cow::Borrowed(value.as_bytes())),
             None => req
                 .cookie(crate::auth::session::COOKIE)
-                .map(|c| self.hasher.hash_one((0u8, c.value().as_bytes()))),
+                .map(|c| Cow::Owned(c.value().as_bytes().to_vec())),
         };
-        let policy = match (class, credential) {
+        let policy = match (class, &credential) {
             (Class::Ingest, _) => &self.ingest,
             (_, Some(_)) => &self.per_key,
             (_, None) => &self.per_ip,
         };
-        let key = match credential {
-            Some(key) => key,
+        let (tag, bytes) = match credential {
+            Some(bytes) => (0u8, bytes),
             // The trading webhook's token is its path: one bucket per user, whatever the
             // address (TradingView sends every user's alerts from the same four).
             None if req.path().starts_with("/webhook/u/") => {
-                self.hasher.hash_one((1u8, req.path()))
+                (1u8, Cow::Borrowed(req.path().as_bytes()))
             }
             None => {
                 let ip = crate::client_ip::client_ip(req.request(), &state.trusted_proxies);
-                self.hasher.hash_one((2u8, ip))
+                // No address (a Unix socket, a test): one bucket for all such requests.
+                let text = ip.map(|ip| ip.to_string()).unwrap_or_default();
+                (2u8, Cow::Owned(text.into_bytes()))
             }
         };
+        Some(Subject { policy, tag, bytes })
+    }
+
+    /// Decides in Redis when it is configured and answers, else in this process.
+    async fn decide<'s>(&'s self, subject: Subject<'s, '_>) -> Decision<'s> {
+        let now_ms = || self.started.elapsed().as_millis() as u64;
+        if let Some(shared) = &self.shared
+            && now_ms() >= self.shared_down_until.load(Ordering::Relaxed)
+        {
+            let mac = crate::crypto::hmac_sha256(
+                &self.shared_key,
+                &[&[subject.tag][..], &subject.bytes].concat(),
+            );
+            let key = format!(
+                "pregonero:rl:{}:{}",
+                subject.policy.name,
+                hex::encode(&mac[..16])
+            );
+            let p = subject.policy;
+            match shared.gcra(&key, p.per_second, p.burst).await {
+                Ok(d) => {
+                    return Decision {
+                        policy: p,
+                        remaining: d.remaining,
+                        wait: (!d.allowed).then_some(d.wait),
+                    };
+                }
+                Err(e) => {
+                    self.shared_down_until.store(
+                        now_ms() + SHARED_RETRY.as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                    self.warn_unshared(&e);
+                }
+            }
+        }
+        self.check_local(subject)
+    }
+
+    /// Logs, at most every 30 s, that limits fell back to this process.
+    fn warn_unshared(&self, e: &anyhow::Error) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 30_000)
+            && self
+                .warned_at
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %e, "Redis does not answer: request rate limits are per process until it does");
+        }
+    }
+
+    fn check_local<'s>(&'s self, subject: Subject<'s, '_>) -> Decision<'s> {
+        let policy = subject.policy;
+        let key = self.hasher.hash_one((subject.tag, &*subject.bytes));
         self.sweep();
-        Some(match policy.buckets.check_key(&key) {
+        match policy.buckets.check_key(&key) {
             Ok(snapshot) => Decision {
                 policy,
                 remaining: snapshot.remaining_burst_capacity(),
@@ -188,7 +283,7 @@ impl RequestLimits {
                 remaining: 0,
                 wait: Some(not_until.wait_time_from(policy.buckets.clock().now())),
             },
-        })
+        }
     }
 
     /// Drops the buckets that are full again, at most every [`SWEEP_EVERY`], so memory follows
@@ -242,12 +337,13 @@ pub async fn middleware(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
-    let Some(decision) = limits.check(&req, &state) else {
+    let Some(subject) = limits.subject(&req, &state) else {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
+    let decision = limits.decide(subject).await;
     if let Some(wait) = decision.wait {
         metrics::counter!("pregonero_requests_limited_total", "policy" => decision.policy.name)
             .increment(1);

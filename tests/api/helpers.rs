@@ -24,6 +24,15 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// The Redis the tests share, or `None` (with a printed reason) when `TEST_SKIP_REDIS` is set.
+pub fn redis_url() -> Option<String> {
+    if let Ok(reason) = std::env::var("TEST_SKIP_REDIS") {
+        eprintln!("SKIPPED Redis test: {reason}");
+        return None;
+    }
+    Some(std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()))
+}
+
 impl Backend {
     /// A fresh PostgreSQL database, or `None` (with a printed reason) when `TEST_SKIP_POSTGRES` is set.
     pub async fn postgres() -> Option<Backend> {

@@ -183,3 +183,65 @@ crate::on_both_databases!(
     cors_is_off_by_default,
     cors_allows_only_the_configured_origins,
 );
+
+/// Two replicas on one Redis share a credential's bucket: what one replica took, the other does
+/// not give again. Another credential's bucket is its own.
+#[actix_web::test]
+async fn replicas_share_a_limit_through_redis() {
+    let Some(redis) = crate::helpers::redis_url() else {
+        return;
+    };
+    // Both replicas hold the same secret key, as replicas must (the bucket keys derive from it).
+    let key = pregonero::crypto::Cipher::generate_key();
+    let tweak = |s: &mut pregonero::config::Settings| {
+        s.redis_url = Some(redis.clone().into());
+        s.secret_key = Some(key.clone().into());
+        s.rate_limit.per_key = LimitSettings {
+            per_second: 1,
+            burst: 3,
+        };
+    };
+    let a = spawn_app_with(Backend::Sqlite, tweak).await;
+    let b = spawn_app_with(Backend::Sqlite, tweak).await;
+    let noisy = format!("prg_noisy_{}", uuid::Uuid::new_v4().simple());
+
+    // Act: the burst on replica A (the limit counts before the credential is checked).
+    for _ in 0..3 {
+        let res = get(&a, "/api/v1/channels", Some(&noisy)).await;
+        assert_eq!(res.status().as_u16(), 401);
+    }
+
+    // Assert: replica B refuses the same credential; another one passes there.
+    let refused = get(&b, "/api/v1/channels", Some(&noisy)).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(header(&refused, "retry-after").is_some());
+    let other = get(&b, "/api/v1/channels", Some(&b.api_key)).await;
+    assert_eq!(other.status().as_u16(), 200);
+}
+
+/// With Redis unreachable the server still serves and still limits, in process, without each
+/// request waiting for Redis.
+#[actix_web::test]
+async fn without_redis_limits_fall_back_to_the_process() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        // Nothing listens on port 1.
+        s.redis_url = Some("redis://127.0.0.1:1".to_owned().into());
+        s.rate_limit.per_key = LimitSettings {
+            per_second: 1,
+            burst: 3,
+        };
+    })
+    .await;
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let res = get(&app, "/api/v1/channels", Some(&app.api_key)).await;
+        assert_eq!(res.status().as_u16(), 200);
+    }
+    let refused = get(&app, "/api/v1/channels", Some(&app.api_key)).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "requests waited for Redis: {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,101 @@
+//! The store replicas share when `redis_url` is set (Redis, through a `bb8-redis` pool): one
+//! atomic GCRA decision per request, so a limit holds across every replica. The pool connects
+//! lazily and reconnects by itself: a server starts, and keeps serving, while Redis is down;
+//! callers fall back to their in-process limits and say so in the log.
+use std::time::Duration;
+
+use bb8_redis::{RedisConnectionManager, bb8, redis};
+
+/// GCRA (generic cell rate algorithm) on one key, timed by Redis's own clock so every replica
+/// sees one timeline. `KEYS[1]`: the bucket; `ARGV[1]`: emission interval (µs, 1 s / rate);
+/// `ARGV[2]`: burst. Returns `{allowed (0/1), remaining, wait µs}`. The key holds the
+/// theoretical arrival time and expires when the bucket is full again.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = interval * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, 0, tat - now - tolerance}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((now + tolerance + interval - new_tat) / interval), 0}
+";
+
+/// How long a caller waits for a pooled connection before falling back (Redis down or slow).
+const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// One GCRA decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether this request fits.
+    pub allowed: bool,
+    /// Requests left in the bucket after this one.
+    pub remaining: u32,
+    /// When refused: how long until one fits.
+    pub wait: Duration,
+}
+
+/// The shared store.
+#[derive(Clone)]
+pub struct Shared {
+    pool: bb8::Pool<RedisConnectionManager>,
+    gcra: std::sync::Arc<redis::Script>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared(redis)")
+    }
+}
+
+impl Shared {
+    /// A pool on `url` (nothing is connected yet).
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let manager = RedisConnectionManager::new(url)?;
+        let pool = bb8::Pool::builder()
+            .max_size(16)
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            gcra: std::sync::Arc::new(redis::Script::new(GCRA)),
+        })
+    }
+
+    /// Takes one request from the bucket `key` (`per_second`, `burst`), atomically across every
+    /// replica; an error when Redis cannot answer in time.
+    pub async fn gcra(&self, key: &str, per_second: u32, burst: u32) -> anyhow::Result<Decision> {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("redis unavailable: {e}"))?;
+        let interval = 1_000_000 / u64::from(per_second.max(1));
+        let (allowed, remaining, wait): (i64, i64, i64) = tokio::time::timeout(
+            CHECKOUT_TIMEOUT,
+            self.gcra
+                .key(key)
+                .arg(interval.max(1))
+                .arg(burst.max(1))
+                .invoke_async(&mut *conn),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("redis did not answer in {CHECKOUT_TIMEOUT:?}"))??;
+        Ok(Decision {
+            allowed: allowed == 1,
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            wait: Duration::from_micros(u64::try_from(wait.max(0)).unwrap_or(0)),
+        })
+    }
+
+    /// Whether Redis answers now.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _: String = redis::cmd("PING").query_async(&mut *conn).await?;
+        Ok(())
+    }
+}
