@@ -25,6 +25,15 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {1, math.floor((now + tolerance + interval - new_tat) / interval), 0}
 ";
 
+/// A failure counter: `INCR`, and the key expires `ARGV[1]` seconds after its first failure and
+/// again from the failure that reaches `ARGV[2]` (a lock lasts that long from the failure that
+/// set it). Returns the count.
+const COUNT_FAILURE: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or n == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
+
 /// How long a caller waits for a pooled connection before falling back (Redis down or slow).
 const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -44,6 +53,7 @@ pub struct Decision {
 pub struct Shared {
     pool: bb8::Pool<RedisConnectionManager>,
     gcra: std::sync::Arc<redis::Script>,
+    count_failure: std::sync::Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -63,6 +73,7 @@ impl Shared {
         Ok(Self {
             pool,
             gcra: std::sync::Arc::new(redis::Script::new(GCRA)),
+            count_failure: std::sync::Arc::new(redis::Script::new(COUNT_FAILURE)),
         })
     }
 
@@ -90,6 +101,64 @@ impl Shared {
             remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
             wait: Duration::from_micros(u64::try_from(wait.max(0)).unwrap_or(0)),
         })
+    }
+
+    /// A connection, or an error when none comes within the timeout.
+    async fn conn(&self) -> anyhow::Result<bb8::PooledConnection<'_, RedisConnectionManager>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("redis unavailable: {e}"))
+    }
+
+    /// Counts a failure on `key` (see [`COUNT_FAILURE`]); the count.
+    pub async fn count_failure(
+        &self,
+        key: &str,
+        window_secs: u64,
+        lock_at: u32,
+    ) -> anyhow::Result<u32> {
+        let mut conn = self.conn().await?;
+        let n: i64 = tokio::time::timeout(
+            CHECKOUT_TIMEOUT,
+            self.count_failure
+                .key(key)
+                .arg(window_secs.max(1))
+                .arg(lock_at)
+                .invoke_async(&mut *conn),
+        )
+        .await??;
+        Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+    }
+
+    /// The count on `key` and the seconds until it expires (0, 0 when there is none).
+    pub async fn count(&self, key: &str) -> anyhow::Result<(u32, u64)> {
+        let mut conn = self.conn().await?;
+        let (n, ttl): (Option<i64>, i64) = tokio::time::timeout(
+            CHECKOUT_TIMEOUT,
+            redis::pipe()
+                .cmd("GET")
+                .arg(key)
+                .cmd("TTL")
+                .arg(key)
+                .query_async(&mut *conn),
+        )
+        .await??;
+        Ok((
+            u32::try_from(n.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
+            u64::try_from(ttl.max(0)).unwrap_or(0),
+        ))
+    }
+
+    /// Forgets `key`.
+    pub async fn forget(&self, key: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = tokio::time::timeout(
+            CHECKOUT_TIMEOUT,
+            redis::cmd("DEL").arg(key).query_async(&mut *conn),
+        )
+        .await??;
+        Ok(())
     }
 
     /// Whether Redis answers now.

@@ -215,6 +215,13 @@ impl Application {
             }
             None => None,
         };
+        let lockout = Arc::new(
+            Lockout::new(
+                settings_auth.login_max_failures,
+                Duration::from_secs(settings_auth.login_lockout_secs),
+            )
+            .shared(shared.clone(), cipher.derive("lockout/v1")),
+        );
         let state = AppState {
             db,
             shared,
@@ -242,10 +249,7 @@ impl Application {
             events,
             rules,
             oidc,
-            lockout: Arc::new(Lockout::new(
-                settings_auth.login_max_failures,
-                Duration::from_secs(settings_auth.login_lockout_secs),
-            )),
+            lockout,
             refresh_lock: Default::default(),
             imports: Default::default(),
             subscriptions,

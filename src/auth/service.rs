@@ -99,7 +99,7 @@ pub async fn local_login(
         return Err(AuthError::LocalLoginDisabled);
     }
     let keys = [format!("user:{username}"), format!("ip:{ip}")];
-    if let Some(secs) = state.lockout.locked(&keys) {
+    if let Some(secs) = state.lockout.locked(&keys).await {
         return Err(AuthError::TooManyAttempts(secs));
     }
     let user = repo::local_user(&state.db, username).await?;
@@ -112,11 +112,11 @@ pub async fn local_login(
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
-        state.lockout.fail(&keys);
+        state.lockout.fail(&keys).await;
         tracing::warn!(ip = %ip, "failed local login");
         return Err(AuthError::InvalidLogin);
     };
-    state.lockout.succeed(&keys[0]);
+    state.lockout.succeed(&keys[0]).await;
     repo::touch_login(&state.db, &user.id, state.clock.now()).await?;
     let (session, csrf) = session::create(state, &user.id, "local", None)
         .await

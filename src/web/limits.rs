@@ -371,6 +371,8 @@ pub async fn middleware(
         return Ok(req.into_response(response));
     }
     let reset = decision.policy.refill_secs(decision.remaining);
+    // (An inner middleware's refusal, such as a bad credential's 401, is an error until actix
+    // renders it, after this middleware: it goes out without the fields.)
     let mut res = next.call(req).await?.map_into_boxed_body();
     add_headers(res.headers_mut(), &decision, reset);
     Ok(res)

@@ -999,3 +999,54 @@ async fn secrets_never_reach_the_logs() {
     let (_, bot_secret) = BOT_TOKEN.split_once(':').expect("token shape");
     assert!(!logs.contains(bot_secret));
 }
+
+/// With Redis, the login lockout holds on every replica: failures counted on one lock the
+/// name on another, whatever the password there.
+#[actix_web::test]
+async fn the_login_lockout_is_shared_by_replicas_through_redis() {
+    let Some(redis) = crate::helpers::redis_url() else {
+        return;
+    };
+    let key = pregonero::crypto::Cipher::generate_key();
+    let user = format!("admin{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let tweak = |s: &mut pregonero::config::Settings| {
+        s.admin_password = Some(LOCAL_PASSWORD.into());
+        s.auth.login_max_failures = 3;
+        s.redis_url = Some(redis.clone().into());
+        s.secret_key = Some(key.clone().into());
+    };
+    let a = spawn_app_with(Backend::Sqlite, tweak).await;
+    let b = spawn_app_with(Backend::Sqlite, tweak).await;
+    let login = |app: &crate::helpers::TestApp, user: &str, password: &str| {
+        let req = app
+            .client
+            .post(format!("{}/auth/login", app.address))
+            .json(&json!({"username": user, "password": password}));
+        async move {
+            let res = req.send().await.expect("request");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // Act: three failures for one name on replica A.
+    for _ in 0..3 {
+        assert_eq!(login(&a, &user, "guess").await.0, 401);
+    }
+
+    // Assert: replica B refuses that name at once, and the address too (the right password of
+    // another user there changes nothing).
+    for (who, password) in [(user.as_str(), "guess"), ("admin", LOCAL_PASSWORD)] {
+        let (status, body) = login(&b, who, password).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (429, Some("too-many-attempts")),
+            "{who}: {body}"
+        );
+        assert!(
+            body["retry_after"]
+                .as_u64()
+                .is_some_and(|s| s > 0 && s <= 900)
+        );
+    }
+}
