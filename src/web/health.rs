@@ -55,6 +55,14 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             )
         })
         .collect();
+    // Redis is optional and its absence degrades nothing but sharing: reported, not required.
+    let redis = match &state.shared {
+        None => serde_json::Value::Null,
+        Some(shared) => match shared.ping().await {
+            Ok(()) => json!("ok"),
+            Err(e) => json!(format!("unavailable: {e:#}")),
+        },
+    };
     let status = if depth.is_some() { "ok" } else { "degraded" };
     HttpResponse::Ok().json(json!({
         "status": status,
@@ -63,6 +71,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "node": state.node_name,
         "database": if state.settings.is_postgres() { "postgres" } else { "sqlite" },
         "queue": {"depth": depth},
+        "redis": redis,
         "workers": {
             "delivery": {
                 "running": state.workers_enabled,

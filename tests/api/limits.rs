@@ -245,3 +245,129 @@ async fn without_redis_limits_fall_back_to_the_process() {
         started.elapsed()
     );
 }
+
+/// A Redis of this test's own, on a free port: stopped and started again as the test says.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Redis restarted under running replicas: while it is gone they keep serving (limits in
+/// process); once it is back they share buckets again, with no restart of theirs.
+#[actix_web::test]
+async fn replicas_survive_a_redis_restart() {
+    if crate::helpers::redis_url().is_none() {
+        return; // no redis-server here
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let key = pregonero::crypto::Cipher::generate_key();
+    let tweak = |s: &mut pregonero::config::Settings| {
+        s.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
+        s.secret_key = Some(key.clone().into());
+        s.rate_limit.per_key = LimitSettings {
+            per_second: 1,
+            burst: 3,
+        };
+    };
+    let a = spawn_app_with(Backend::Sqlite, tweak).await;
+    let b = spawn_app_with(Backend::Sqlite, tweak).await;
+
+    let health = |app: &TestApp| {
+        let req = app.client.get(format!("{}/health", app.address));
+        async move {
+            req.send()
+                .await
+                .expect("health")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    assert_eq!(health(&a).await["redis"], "ok");
+
+    // Redis gone: both still answer, and each still limits on its own.
+    redis.stop();
+    let gone = health(&a).await;
+    assert!(
+        gone["redis"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("unavailable")),
+        "{gone}"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            get(&a, "/api/v1/channels", Some(&a.api_key))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    assert_eq!(
+        get(&a, "/api/v1/channels", Some(&a.api_key))
+            .await
+            .status()
+            .as_u16(),
+        429
+    );
+
+    // Redis back (empty, as after a restart without persistence): within the retry pause the
+    // replicas use it again and share buckets.
+    let _redis = OwnRedis::start(redis.port);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let noisy = format!("prg_noisy_{}", uuid::Uuid::new_v4().simple());
+    for _ in 0..3 {
+        assert_eq!(
+            get(&a, "/api/v1/channels", Some(&noisy))
+                .await
+                .status()
+                .as_u16(),
+            401
+        );
+    }
+    assert_eq!(
+        get(&b, "/api/v1/channels", Some(&noisy))
+            .await
+            .status()
+            .as_u16(),
+        429,
+        "the replicas share Redis again"
+    );
+}
