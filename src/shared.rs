@@ -77,15 +77,16 @@ impl Shared {
         })
     }
 
-    /// Takes one request from the bucket `key` (`per_second`, `burst`), atomically across every
-    /// replica; an error when Redis cannot answer in time.
-    pub async fn gcra(&self, key: &str, per_second: u32, burst: u32) -> anyhow::Result<Decision> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("redis unavailable: {e}"))?;
-        let interval = 1_000_000 / u64::from(per_second.max(1));
+    /// Takes one from the bucket `key` (one every `interval` sustained, `burst` at once),
+    /// atomically across every replica; an error when Redis cannot answer in time.
+    pub async fn gcra(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> anyhow::Result<Decision> {
+        let mut conn = self.conn().await?;
+        let interval = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
         let (allowed, remaining, wait): (i64, i64, i64) = tokio::time::timeout(
             CHECKOUT_TIMEOUT,
             self.gcra
@@ -166,5 +167,64 @@ impl Shared {
         let mut conn = self.pool.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let _: String = redis::cmd("PING").query_async(&mut *conn).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Redis the test suite runs against (scripts/services.sh), unless it said to skip.
+    fn redis() -> Option<Shared> {
+        if let Ok(reason) = std::env::var("TEST_SKIP_REDIS") {
+            eprintln!("SKIPPED Redis test: {reason}");
+            return None;
+        }
+        let url =
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        Some(Shared::new(&url).expect("redis url"))
+    }
+
+    /// One bucket, two replicas (two pools): a burst of 3 per minute is 3 in all, and the
+    /// fourth is told how long to wait (a third of a minute, one emission interval).
+    #[tokio::test]
+    async fn a_bucket_is_one_for_every_replica() {
+        let (Some(a), Some(b)) = (redis(), redis()) else {
+            return;
+        };
+        let key = format!("pregonero:test:{}", uuid::Uuid::new_v4().simple());
+        let every = Duration::from_secs(20);
+        let mut left = Vec::new();
+        for shared in [&a, &b, &a] {
+            let d = shared.gcra(&key, every, 3).await.expect("redis");
+            assert!(d.allowed, "{d:?}");
+            left.push(d.remaining);
+        }
+        assert_eq!(left, [2, 1, 0]);
+        let refused = b.gcra(&key, every, 3).await.expect("redis");
+        assert!(!refused.allowed);
+        assert!(
+            refused.wait > Duration::from_secs(19) && refused.wait <= every,
+            "{refused:?}"
+        );
+        a.forget(&key).await.expect("forget");
+    }
+
+    /// Failure counts: the lock's expiry starts at the first failure and again at the one that
+    /// locks; forgetting clears them.
+    #[tokio::test]
+    async fn failures_count_and_expire() {
+        let Some(s) = redis() else {
+            return;
+        };
+        let key = format!("pregonero:test:{}", uuid::Uuid::new_v4().simple());
+        for n in 1..=3 {
+            assert_eq!(s.count_failure(&key, 60, 3).await.expect("redis"), n);
+        }
+        let (n, ttl) = s.count(&key).await.expect("redis");
+        assert_eq!(n, 3);
+        assert!(ttl > 0 && ttl <= 60, "{ttl}");
+        s.forget(&key).await.expect("forget");
+        assert_eq!(s.count(&key).await.expect("redis"), (0, 0));
     }
 }

@@ -134,7 +134,19 @@ impl Application {
         let audit_rides =
             (db.get_database_backend() == sea_orm::DbBackend::Sqlite).then(|| ledger.clone());
         let audit = auth::audit_writer::AuditWriter::start(db.clone(), audit_rides);
-        let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone());
+        let shared = match &settings.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                let shared =
+                    crate::shared::Shared::new(url.expose_secret()).context("invalid redis_url")?;
+                if let Err(e) = shared.ping().await {
+                    tracing::warn!(error = %e, "Redis does not answer yet: request rate limits are per process until it does");
+                }
+                Some(shared)
+            }
+            None => None,
+        };
+        let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone(), shared.clone());
         rules.reload().await.context("could not load alert rules")?;
         rules.start_refresh();
         let breaker = Arc::new(Breaker::new(
@@ -202,18 +214,6 @@ impl Application {
                 cipher: cipher.clone(),
                 settings: settings.clone(),
             }),
-        };
-        let shared = match &settings.redis_url {
-            Some(url) => {
-                use secrecy::ExposeSecret;
-                let shared =
-                    crate::shared::Shared::new(url.expose_secret()).context("invalid redis_url")?;
-                if let Err(e) = shared.ping().await {
-                    tracing::warn!(error = %e, "Redis does not answer yet: request rate limits are per process until it does");
-                }
-                Some(shared)
-            }
-            None => None,
         };
         let lockout = Arc::new(
             Lockout::new(

@@ -4,8 +4,8 @@
 //! batch, and matching is a string compare per event and rule, so ingestion does not slow down
 //! when no rule matches. A match becomes an alert through the same ledger, queue and retries as
 //! `POST /api/alert` (an integration target also takes from its daily quota). Each rule fires at
-//! most `max_per_minute` times per node (a GCRA bucket); matches beyond that are counted as
-//! suppressed. Rules are reloaded when they change here and every [`REFRESH`] from the
+//! most `max_per_minute` times (a GCRA bucket: in Redis for every replica together when
+//! `redis_url` is set, else per node); matches beyond that are counted as suppressed. Rules are reloaded when they change here and every [`REFRESH`] from the
 //! database, so a change made on another replica arrives within that time.
 use std::{
     collections::HashMap,
@@ -139,6 +139,8 @@ pub struct RuleEngine {
     any: AtomicBool,
     /// Suppressed matches per rule not written to the database yet.
     suppressed: Mutex<HashMap<String, i64>>,
+    /// With Redis, each rule's bucket is shared by every replica.
+    shared: Option<crate::shared::Shared>,
 }
 
 impl std::fmt::Debug for RuleEngine {
@@ -151,7 +153,12 @@ impl std::fmt::Debug for RuleEngine {
 
 impl RuleEngine {
     /// An engine with no rules; [`RuleEngine::reload`] loads them.
-    pub fn new(db: DatabaseConnection, ledger: LedgerWriter, clock: Clock) -> Arc<Self> {
+    pub fn new(
+        db: DatabaseConnection,
+        ledger: LedgerWriter,
+        clock: Clock,
+        shared: Option<crate::shared::Shared>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
             ledger,
@@ -159,7 +166,27 @@ impl RuleEngine {
             rules: RwLock::new(Arc::new(Vec::new())),
             any: AtomicBool::new(false),
             suppressed: Mutex::new(HashMap::new()),
+            shared,
         })
+    }
+
+    /// Whether `rule` may fire once more now: its bucket in Redis (every replica's matches),
+    /// or this node's while Redis is not configured or does not answer.
+    async fn allow(&self, rule: &Rule) -> bool {
+        if let Some(shared) = &self.shared {
+            let per_minute = u32::try_from(Ord::max(rule.max_per_minute, 1)).unwrap_or(1);
+            let interval = Duration::from_secs(60) / per_minute;
+            match shared
+                .gcra(&format!("pregonero:rule:{}", rule.id), interval, per_minute)
+                .await
+            {
+                Ok(d) => return d.allowed,
+                Err(e) => {
+                    tracing::warn!(rule_id = %rule.id, error = %e, "Redis does not answer: this rule's rate is counted on this node");
+                }
+            }
+        }
+        rule.limiter.check().is_ok()
     }
 
     fn current(&self) -> Arc<Vec<Arc<Rule>>> {
@@ -326,12 +353,12 @@ impl RuleEngine {
             event_id,
         } in matches
         {
-            if rule.limiter.check().is_err() {
-                self.suppress(&rule, "rate-limited");
-                continue;
-            }
             let engine = self.clone();
             tokio::spawn(async move {
+                if !engine.allow(&rule).await {
+                    engine.suppress(&rule, "rate-limited");
+                    return;
+                }
                 match engine.fire(&rule, text).await {
                     Ok(Outcome::Fired) => {
                         metrics::counter!("pregonero_alert_rules_fired_total").increment(1);

@@ -234,7 +234,8 @@ impl RequestLimits {
                 hex::encode(&mac[..16])
             );
             let p = subject.policy;
-            match shared.gcra(&key, p.per_second, p.burst).await {
+            let interval = Duration::from_secs(1) / p.per_second.max(1);
+            match shared.gcra(&key, interval, p.burst).await {
                 Ok(d) => {
                     return Decision {
                         policy: p,
