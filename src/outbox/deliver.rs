@@ -74,7 +74,9 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
     tokio::time::sleep(early).await;
     let lease =
         || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
-    if !repo::claim(&state.db, id, &state.node_name, lease()).await? {
+    // Until when no other worker takes this message (the sweep takes back expired leases).
+    let mut lease_until = lease();
+    if !repo::claim(&state.db, id, &state.node_name, lease_until).await? {
         return Ok(());
     }
     let attempt = u32::try_from(msg.attempts + 1).unwrap_or(u32::MAX);
@@ -134,24 +136,16 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
             }
             _ => 0,
         };
-        let txn = state.db.begin().await?;
-        match result {
+        let result = match result {
+            // The provider has it now: record that, whatever the database does meanwhile.
             Ok(Receipt {
                 provider_message_id,
-            }) => {
-                repo::mark_sent(&txn, id, &provider_message_id).await?;
-                repo::record(&txn, id, HistoryKind::Attempt, Some("sent"), None, None).await?;
-                stats::bump(&txn, &msg, Utc::now(), 1, 0).await?;
-                let outcome = Outcome::Sent {
-                    provider_message_id,
-                };
-                state.listeners.record(&txn, &msg, &outcome).await?;
-                txn.commit().await?;
-                metrics::counter!("pregonero_messages_total", "status" => "sent").increment(1);
-                state.listeners.after(state, &msg, &outcome).await;
-                return Ok(());
-            }
-            Err(ChannelError::RateLimited { retry_after }) => {
+            }) => return record_sent(state, &msg, provider_message_id, lease_until).await,
+            Err(e) => e,
+        };
+        let txn = state.db.begin().await?;
+        match result {
+            ChannelError::RateLimited { retry_after } => {
                 rate_limits += 1;
                 let detail = format!("retry after {}s", retry_after.as_secs());
                 let code = Some("rate-limited");
@@ -172,13 +166,12 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 // The actor froze the account; the next send waits the freeze out.
-                repo::extend_lease(&txn, id, lease()).await?;
+                lease_until = lease();
+                repo::extend_lease(&txn, id, lease_until).await?;
                 txn.commit().await?;
             }
-            Err(
-                e @ (ChannelError::RecipientLimited { retry_after }
-                | ChannelError::Throttled { retry_after }),
-            ) => {
+            e @ (ChannelError::RecipientLimited { retry_after }
+            | ChannelError::Throttled { retry_after }) => {
                 // Only this message waits: 4^n × base for the n-th pair-rate hit in a row
                 // (CHANNELS.md), the account's pause for a quality limit. Not an attempt.
                 let delay = match e {
@@ -203,7 +196,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                 state.queue.push(id, delay).await?;
                 return Ok(());
             }
-            Err(ChannelError::Migrated { new_chat_id }) => {
+            ChannelError::Migrated { new_chat_id } => {
                 let to = new_chat_id.to_string();
                 let code = Some("chat-migrated");
                 repo::record(
@@ -227,11 +220,11 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                 state.listeners.after(state, &from, &outcome).await;
                 outbound.recipient = to;
             }
-            Err(e @ ChannelError::Transient { .. }) => {
+            e @ ChannelError::Transient { .. } => {
                 drop(txn);
                 return retry_later(state, &msg, attempt, &e).await;
             }
-            Err(e) => {
+            e => {
                 drop(txn);
                 if let ChannelError::Unauthorized { detail } = &e {
                     crate::channels::repo::set_status(
@@ -247,6 +240,60 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Records a send the provider accepted. It has the message now, so a database that does not
+/// answer is waited for (with backoff, until shortly before the message's lease ends: the lease
+/// keeps every other worker off it) rather than failing the job: apalis would run it again and
+/// the recipient would get the message twice.
+async fn record_sent(
+    state: &Outbox,
+    msg: &MessageRow,
+    provider_message_id: String,
+    lease_until: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let until = lease_until - chrono::Duration::seconds(2);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match try_record_sent(state, msg, &provider_message_id).await {
+            Ok(outcome) => {
+                metrics::counter!("pregonero_messages_total", "status" => "sent").increment(1);
+                state.listeners.after(state, msg, &outcome).await;
+                return Ok(());
+            }
+            Err(e) if Utc::now() + chrono::Duration::from_std(pause)? < until => {
+                tracing::warn!(message_id = %msg.id, error = %e, "sent, but the database does not answer: recording it again shortly");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_record_sent(
+    state: &Outbox,
+    msg: &MessageRow,
+    provider_message_id: &str,
+) -> anyhow::Result<Outcome> {
+    let txn = state.db.begin().await?;
+    repo::mark_sent(&txn, &msg.id, provider_message_id).await?;
+    repo::record(
+        &txn,
+        &msg.id,
+        HistoryKind::Attempt,
+        Some("sent"),
+        None,
+        None,
+    )
+    .await?;
+    stats::bump(&txn, msg, Utc::now(), 1, 0).await?;
+    let outcome = Outcome::Sent {
+        provider_message_id: provider_message_id.to_owned(),
+    };
+    state.listeners.record(&txn, msg, &outcome).await?;
+    txn.commit().await?;
+    Ok(outcome)
 }
 
 /// Puts a claimed message back in the queue for shortly before its turn, `wait` from now:

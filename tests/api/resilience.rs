@@ -168,3 +168,167 @@ crate::on_both_databases!(
     exhausted_retries_fail_with_the_last_error_visible,
     a_crashed_account_actor_is_restarted_and_keeps_delivering,
 );
+
+/// A PostgreSQL cluster of this test's own (initdb + pg_ctl from the installed server), on a
+/// free port, so it can be stopped under a running server without touching the others' tests.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("pg_ctl").exists())
+            .max()?;
+        let dir = tempfile::tempdir().expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let me = Self { dir, bin, port };
+        if is_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(me.dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let data = me.dir.path().join("data");
+        me.run(&format!(
+            "{} -D {} -U postgres --auth=trust -E UTF8",
+            me.bin.join("initdb").display(),
+            data.display()
+        ));
+        me.pg_ctl("start");
+        Some(me)
+    }
+
+    fn run(&self, command: &str) {
+        let mut cmd = if is_root() {
+            let mut c = std::process::Command::new("su");
+            c.args(["postgres", "-c", command]);
+            c
+        } else {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", command]);
+            c
+        };
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let data = self.dir.path().join("data");
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let mode = if action == "stop" { "-m fast" } else { "" };
+        self.run(&format!(
+            "{} -D {} -o '{options}' -l {}/log -w {mode} {action}",
+            self.bin.join("pg_ctl").display(),
+            data.display(),
+            self.dir.path().display()
+        ));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(if is_root() {
+                format!(
+                    "su postgres -c '{} -D {} -m immediate stop'",
+                    self.bin.join("pg_ctl").display(),
+                    data.display()
+                )
+            } else {
+                format!(
+                    "{} -D {} -m immediate stop",
+                    self.bin.join("pg_ctl").display(),
+                    data.display()
+                )
+            })
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// PostgreSQL restarted under a running server: accepted messages wait while it is gone (the
+/// API answers errors meanwhile, it does not crash) and are all delivered, each once, when it is
+/// back; the server serves again without a restart of its own.
+#[actix_web::test]
+async fn a_postgresql_restart_loses_and_duplicates_nothing() {
+    if std::env::var("TEST_SKIP_POSTGRES").is_ok() {
+        return;
+    }
+    let Some(pg) = OwnPostgres::start() else {
+        eprintln!("SKIPPED: no PostgreSQL server binaries under /usr/lib/postgresql");
+        return;
+    };
+    // A minute's lease: the time a sent message's worker keeps trying to record it while the
+    // pool reconnects (production: five minutes).
+    let app = spawn_app_with(Backend::Postgres(pg.url()), |s| s.delivery.lease_secs = 60).await;
+    let channel = app.create_bot(None).await;
+    for chat in 1..=10 {
+        app.telegram.add_chat(chat);
+    }
+    // Slow answers keep some of the first ten in flight when the database goes.
+    app.telegram.set_latency(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for chat in 1..=10 {
+        ids.push(
+            app.send_text(&channel, chat, &format!("before {chat}"))
+                .await,
+        );
+    }
+
+    // Act: the database goes away for three seconds, then comes back.
+    pg.pg_ctl("stop");
+    let down = app
+        .client
+        .get(format!("{}/ready", app.address))
+        .send()
+        .await
+        .expect("the server still answers");
+    assert_eq!(down.status().as_u16(), 503);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.pg_ctl("start");
+
+    // Assert: every message delivered exactly once; new ones go through.
+    for id in &ids {
+        app.wait_for_status(id, "sent", WAIT).await;
+    }
+    let after = app.send_text(&channel, 1, "after").await;
+    app.wait_for_status(&after, "sent", WAIT).await;
+    let sent = app.telegram.sent();
+    for chat in 1..=10 {
+        let n = sent
+            .iter()
+            .filter(|m| m.text.as_deref() == Some(&format!("before {chat}")))
+            .count();
+        assert_eq!(n, 1, "`before {chat}` delivered {n} times");
+    }
+}
