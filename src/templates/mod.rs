@@ -18,6 +18,12 @@ pub use routes::configure;
 
 /// Longest template body, in characters (WhatsApp's text limit).
 pub const MAX_BODY_CHARS: usize = 4096;
+/// The work one render may do, in minijinja's fuel (an instruction is one, and every 64 bytes
+/// of data made or written one more): about 3 MB, a hundred times what the longest message
+/// needs. Without it a template's author could make every render of a campaign build gigabytes
+/// (`{{ (1,2,3) * 30000000 }}` passes minijinja's own caps), which fuzzing found.
+pub const TEMPLATE_FUEL: u64 = 50_000;
+
 /// Name of the one template in a [`Compiled`]'s environment.
 const NAME: &str = "message";
 
@@ -33,6 +39,7 @@ impl Compiled {
     pub fn new(body: &str) -> Result<Self, String> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned(NAME, body.to_owned())
             .map_err(|e| e.to_string())?;
         let variables = env
@@ -159,5 +166,28 @@ mod tests {
             "Hola Sra. Ana,  tu grupo es VIP"
         );
         assert!(Compiled::new("Hola {{ nombre").is_err());
+    }
+
+    /// A render that would build huge values or loop for long runs out of fuel, at once and
+    /// with little memory; ordinary messages never come near it.
+    #[test]
+    fn a_render_cannot_build_gigabytes() {
+        let vars = BTreeMap::from([("nombre".to_owned(), "Ana".to_owned())]);
+        for body in [
+            "{{ (1,2,3) * 30000000 }}",
+            "{{ 'x' * 90000000 }}",
+            "{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}",
+            "{{ nombre | indent(100000000) }}",
+        ] {
+            let started = std::time::Instant::now();
+            let t = Compiled::new(body).expect("parses");
+            assert!(t.render(&vars).is_err(), "{body} rendered");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "{body}"
+            );
+        }
+        let long = format!("Hola {{{{ nombre }}}}, {}", "texto ".repeat(680));
+        assert!(Compiled::new(&long).expect("parses").render(&vars).is_ok());
     }
 }
