@@ -8,7 +8,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The body of every 4xx/5xx answer: RFC 9457 problem details (`type`, `title`, `status`,
 /// `detail`; `instance`, the request's id as `urn:uuid:…`, is added on the way out), with our
 /// stable kebab-case `error` code and `message` (the same text as `detail`) as extension members.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorBody<'a> {
     /// `urn:pregonero:problem:<error>`: the problem type, one per code.
     #[serde(rename = "type")]
@@ -35,7 +36,7 @@ pub struct ErrorBody<'a> {
 }
 
 /// One invalid field of a request.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON path of the field, e.g. `service` or `[3].timestamp`.
     pub field: String,

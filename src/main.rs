@@ -35,6 +35,8 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Print the OpenAPI document (what `GET /openapi.json` serves; docs/openapi.json) and exit.
+    Openapi,
     /// Administration.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -99,6 +101,14 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Some(Command::Openapi)) {
+        // From the code alone: no settings, no database.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(pregonero::web::docs::document())?
+        );
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(settings.log_format);
     match cli.command.unwrap_or(Command::Serve {
@@ -140,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_signal().await;
             running.stop().await;
         }
+        Command::Openapi => unreachable!("handled before the settings are read"),
         Command::Migrate => {
             let db = db::connect(&settings).await?;
             pregonero::outbox::Queue::attach(&db, &settings, true).await?;

@@ -26,12 +26,14 @@ pub const MAX_LIMIT: u64 = 1000;
 const CURSOR_TAG: &str = "v1:";
 
 /// `?cursor=&limit=` of every `/api/v1` list.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// `next_cursor` of the page before; absent for the first page.
     pub cursor: Option<String>,
     /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
 }
 
@@ -85,7 +87,7 @@ impl PageQuery {
 }
 
 /// One page of a list: the body of every `/api/v1` list answer.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The rows of this page.
     pub items: Vec<T>,

@@ -5,6 +5,7 @@ use actix_web::{App, HttpServer, dev::Server, dev::ServerHandle, middleware, web
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use tracing_actix_web::{RequestId, TracingLogger};
+use utoipa_actix_web::AppExt;
 
 use crate::{
     auth::{self, lockout::Lockout, oidc::Oidc},
@@ -447,11 +448,13 @@ fn http_server(listener: TcpListener, state: AppState, api: bool) -> anyhow::Res
             )
             .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
             .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+            .into_utoipa_app()
             .configure(if api {
                 routes::configure
             } else {
                 routes::configure_operations
             })
+            .into_app()
             .default_service(web::to(routes::not_found))
             .wrap(middleware::Condition::new(
                 limited,

@@ -8,6 +8,7 @@ use actix_web::{
     HttpMessage, HttpResponse,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
+    get,
     middleware::Next,
     web,
 };
@@ -18,7 +19,7 @@ use tracing_actix_web::RequestId;
 
 use super::{Caller, audit_writer::Entry, extractor::is_mutating};
 use crate::domain::UserId;
-use crate::page::PageQuery;
+use crate::page::{Page, PageQuery};
 use crate::{entities::audit_log, error::ApiError, state::AppState};
 
 /// Where the authentication middleware leaves the caller for the audit middleware, which
@@ -90,8 +91,9 @@ pub async fn middleware(
 }
 
 /// Query of `GET /api/v1/audit-log`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Entries of this user only.
     pub actor_id: Option<UserId>,
@@ -102,20 +104,43 @@ pub struct ListQuery {
 }
 
 /// One entry as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct EntryView {
     id: String,
     at: DateTime<Utc>,
+    /// Who made the request; null when nobody was authenticated.
     actor_id: Option<UserId>,
+    /// `api_key`, `session`, `bearer`, `integration_token` or `anonymous`.
     actor_kind: String,
+    /// Method and route pattern, e.g. `DELETE /api/v1/api-keys/{id}`.
     action: String,
+    /// The request's path parameters, e.g. `{"id": "…"}`; null without any.
+    #[schema(value_type = Option<Object>)]
     target: Option<serde_json::Value>,
+    /// The answer's HTTP status.
     status: i32,
+    /// The client's address.
     ip: Option<String>,
+    /// The request's id (`X-Request-Id`).
     request_id: Option<String>,
 }
 
-/// `GET /api/v1/audit-log`: newest first; admins only.
+/// The audit log, newest first; admins only.
+///
+/// Every request that changed something (any method but GET, HEAD and OPTIONS) under
+/// `/api/v1` and `/auth`, refused ones included: who, the route, its path parameters, the
+/// status. Never bodies, headers or query strings.
+#[utoipa::path(
+    tag = "auth",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of entries", body = Page<EntryView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+        (status = 403, description = "`admin-only`"),
+    )
+)]
+#[get("/audit-log")]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

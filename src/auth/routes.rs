@@ -1,9 +1,9 @@
 //! Sign-in routes (`/auth/*`: Keycloak login and callback, local password login, logout, who am
 //! I) and the API key and audit log routes under `/api/v1`.
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa_actix_web::scope;
 
 use super::{
     AuthError, Caller, Role, Via, audit,
@@ -12,47 +12,84 @@ use super::{
     service, session,
 };
 use crate::domain::UserId;
-use crate::page::PageQuery;
+use crate::page::{Page, PageQuery};
 use crate::{error::ApiError, state::AppState};
 
 /// `/auth/*` (mounted at the root, outside `/api/v1`).
-pub fn configure_auth(cfg: &mut web::ServiceConfig) {
+pub fn configure_auth(cfg: &mut crate::web::Routes) {
     cfg.service(
-        web::scope("/auth")
+        scope("/auth")
             .wrap(actix_web::middleware::from_fn(audit::middleware))
-            .route("/config", web::get().to(auth_config))
-            .route("/login", web::get().to(oidc_login))
-            .route("/login", web::post().to(local_login))
-            .route("/callback", web::get().to(oidc_callback))
-            .route("/logout", web::post().to(logout))
-            .route("/me", web::get().to(me)),
+            .service(auth_config)
+            .service(oidc_login)
+            .service(local_login)
+            .service(oidc_callback)
+            .service(logout)
+            .service(me),
     );
 }
 
 /// `/api/v1` routes of this module.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api-keys", web::post().to(create_key))
-        .route("/api-keys", web::get().to(list_keys))
-        .route("/api-keys/{id}", web::get().to(get_key))
-        .route("/api-keys/{id}", web::delete().to(revoke_key))
-        .route("/audit-log", web::get().to(audit::list));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create_key)
+        .service(list_keys)
+        .service(get_key)
+        .service(revoke_key)
+        .service(audit::list);
 }
 
-/// `GET /auth/config`: how browsers sign in here (`oidc` or `local`).
+/// How browsers sign in here.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AuthConfig {
+    /// `oidc` (Keycloak) or `local` (user name and password).
+    mode: &'static str,
+    /// Where to send the browser to sign in (`/auth/login`); empty in local mode.
+    login_url: &'static str,
+}
+
+/// How browsers sign in here (`oidc` or `local`).
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 200, description = "The sign-in mode", body = AuthConfig),
+    )
+)]
+#[get("/config")]
 async fn auth_config(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "mode": if state.oidc.is_some() { "oidc" } else { "local" },
-        "login_url": if state.oidc.is_some() { "/auth/login" } else { "" },
-    }))
+    HttpResponse::Ok().json(AuthConfig {
+        mode: if state.oidc.is_some() {
+            "oidc"
+        } else {
+            "local"
+        },
+        login_url: if state.oidc.is_some() {
+            "/auth/login"
+        } else {
+            ""
+        },
+    })
 }
 
-#[derive(Debug, Deserialize)]
+/// `?return_to=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LoginQuery {
     /// Local path to return to after login (default `/`).
     return_to: Option<String>,
 }
 
-/// `GET /auth/login`: sends the browser to Keycloak (authorization code with PKCE).
+/// Send the browser to Keycloak to sign in (authorization code with PKCE).
+#[utoipa::path(
+    tag = "auth",
+    params(LoginQuery),
+    responses(
+        (status = 302, description = "To the OpenID provider's login page (`Location`)"),
+        (status = 400, description = "`invalid-query`"),
+        (status = 404, description = "`oidc-not-configured`: local mode; sign in with POST /auth/login"),
+        (status = 502, description = "`oidc-unavailable`"),
+    )
+)]
+#[get("/login")]
 async fn oidc_login(
     state: web::Data<AppState>,
     query: web::Query<LoginQuery>,
@@ -64,15 +101,36 @@ async fn oidc_login(
         .finish())
 }
 
-#[derive(Debug, Deserialize)]
+/// What the OpenID provider sends the browser back with.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CallbackQuery {
+    /// The authorization code.
     code: Option<String>,
+    /// The login's `state`, as sent to the provider.
     state: Option<String>,
+    /// The provider's error code, when it refused the login.
     error: Option<String>,
+    /// The provider's explanation of `error`.
     error_description: Option<String>,
 }
 
-/// `GET /auth/callback`: Keycloak sends the browser back here with `code` and `state`.
+/// Finish a Keycloak sign-in: the provider sends the browser back here with `code` and `state`.
+///
+/// Opens a session (cookie) and sends the browser to the `return_to` of the login.
+#[utoipa::path(
+    tag = "auth",
+    params(CallbackQuery),
+    responses(
+        (status = 303, description = "Signed in: the session cookie is set; on to `return_to` (`Location`)"),
+        (status = 400, description = "`login-refused`, `invalid-callback`, `invalid-state`, `code-rejected`, `invalid-query`"),
+        (status = 401, description = "`invalid-id-token`, `id-token-expired`, `invalid-nonce`"),
+        (status = 403, description = "`no-role`: the user has none of the roles admin, operator or viewer"),
+        (status = 404, description = "`oidc-not-configured`: local mode"),
+        (status = 502, description = "`oidc-unavailable`"),
+    )
+)]
+#[get("/callback")]
 async fn oidc_callback(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -111,10 +169,14 @@ fn name_actor(req: &HttpRequest, user: &UserRow, csrf: String) {
     .name_in_audit(req);
 }
 
-#[derive(Deserialize)]
+/// The local admin's credentials.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LocalLogin {
+    /// The user name.
     username: String,
+    /// The password.
+    #[schema(format = Password)]
     password: String,
 }
 
@@ -126,7 +188,38 @@ impl std::fmt::Debug for LocalLogin {
     }
 }
 
-/// `POST /auth/login` (local mode): the admin's user name and password; sets the session cookie.
+/// The signed-in user, as the answer to a local login names it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SignedInUser {
+    id: UserId,
+    name: String,
+    /// `admin`, `operator` or `viewer`.
+    role: String,
+}
+
+/// A local login's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LocalLoginResult)]
+struct LoginAnswer {
+    user: SignedInUser,
+    /// Send it as `X-CSRF-Token` on every session request that changes something.
+    csrf_token: String,
+}
+
+/// Sign in with a user name and password (local mode); sets the session cookie.
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 200, description = "Signed in: the session cookie is set", body = LoginAnswer),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
+        (status = 401, description = "`invalid-login`: wrong user name or password"),
+        (status = 404, description = "`local-login-disabled`: this server signs in through its OpenID provider"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`"),
+        (status = 429, description = "`too-many-attempts`: too many failed logins for this name or address (`Retry-After`); `rate-limited`"),
+    )
+)]
+#[post("/login")]
 async fn local_login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -142,19 +235,42 @@ async fn local_login(
     name_actor(&req, &user, signed_in.csrf.clone());
     Ok(HttpResponse::Ok()
         .cookie(session::cookie(&state, signed_in.session))
-        .json(json!({
-            "user": { "id": user.id, "name": user.name, "role": user.role },
-            "csrf_token": signed_in.csrf,
-        })))
+        .json(LoginAnswer {
+            user: SignedInUser {
+                id: user.id,
+                name: user.name,
+                role: user.role,
+            },
+            csrf_token: signed_in.csrf,
+        }))
 }
 
-/// `POST /auth/logout`: ends the session (CSRF token required) and returns the provider's
-/// logout URL, if any, for the browser to visit (RP-initiated logout).
+/// A logout's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LogoutResult)]
+struct LogoutAnswer {
+    /// The OpenID provider's logout URL for the browser to visit (RP-initiated logout); null
+    /// in local mode or without a session.
+    logout_url: Option<String>,
+}
+
+/// Sign out: ends the session (CSRF token required).
+///
+/// Returns the provider's logout URL, if any, for the browser to visit (RP-initiated logout).
+#[utoipa::path(
+    tag = "auth",
+    params(("X-CSRF-Token" = Option<String>, Header, description = "The session's CSRF token (from GET /auth/me)")),
+    responses(
+        (status = 200, description = "Signed out: the session cookie is removed", body = LogoutAnswer),
+        (status = 403, description = "`csrf-failed`: missing or wrong X-CSRF-Token"),
+    )
+)]
+#[post("/logout")]
 async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let Some(cookie) = req.cookie(session::COOKIE) else {
         return Ok(HttpResponse::Ok()
             .cookie(session::removal(&state))
-            .json(json!({ "logout_url": null })));
+            .json(LogoutAnswer { logout_url: None }));
     };
     if let Ok(caller) = session::load(&state, cookie.value()).await {
         check_csrf(&caller, req.headers())?;
@@ -167,10 +283,35 @@ async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     };
     Ok(HttpResponse::Ok()
         .cookie(session::removal(&state))
-        .json(json!({ "logout_url": logout_url })))
+        .json(LogoutAnswer { logout_url }))
 }
 
-/// `GET /auth/me`: the signed-in user, with the CSRF token that session requests must send.
+/// The caller, as `GET /auth/me` shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CurrentUser)]
+struct MeView {
+    id: UserId,
+    name: String,
+    email: Option<String>,
+    /// `admin`, `operator` or `viewer`.
+    role: String,
+    /// How the caller authenticated: `session`, `api_key` or `bearer`.
+    via: &'static str,
+    /// The session's CSRF token (send it as `X-CSRF-Token`); null for other credentials.
+    csrf_token: Option<String>,
+}
+
+/// The signed-in user, with the CSRF token that session requests must send.
+#[utoipa::path(
+    tag = "auth",
+    responses(
+        (status = 200, description = "The caller", body = MeView),
+        (status = 401, description = "`missing-credentials`, `invalid-credentials`, `session-expired`, `api-key-revoked`, `api-key-expired`, `token-expired`, `invalid-token`"),
+        (status = 403, description = "`no-role`"),
+        (status = 502, description = "`oidc-unavailable`: the OpenID provider cannot check a bearer token"),
+    )
+)]
+#[get("/me")]
 async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let caller = resolve(&state, &req).await?;
     let user = service::me(&state, &caller).await?;
@@ -180,32 +321,39 @@ async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse
     };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(json!({
-            "id": user.id,
-            "name": user.name,
-            "email": user.email,
-            "role": user.role,
-            "via": caller.kind(),
-            "csrf_token": csrf,
-        })))
+        .json(MeView {
+            id: user.id,
+            name: user.name,
+            email: user.email,
+            role: user.role,
+            via: caller.kind(),
+            csrf_token: csrf,
+        }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new API key.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewApiKey)]
 struct CreateKey {
+    /// 1 to 100 characters.
     name: String,
-    /// Default: `["read", "write"]`.
+    /// Any of `read`, `write`, `events:write`, `events:read`. Default: `["read", "write"]`.
     scopes: Option<Vec<String>>,
-    /// Lifetime in days; none means it does not expire.
+    /// Lifetime in days, 1 to 3650; none means it does not expire.
     expires_in_days: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+/// An API key (never its token).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKey)]
 struct KeyView {
     id: String,
     owner_id: UserId,
     name: String,
+    /// The token's first characters, to recognise it.
     prefix: String,
+    /// `read`, `write`, `events:write`, `events:read`.
     scopes: Vec<String>,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
@@ -229,7 +377,27 @@ impl From<KeyRow> for KeyView {
     }
 }
 
-/// `POST /api/v1/api-keys`: a new key for the caller; the token is in this answer only.
+/// A new API key with its token.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedApiKey)]
+struct CreatedKey {
+    #[serde(flatten)]
+    key: KeyView,
+    /// The key itself (`prg_…`): shown in this answer only.
+    token: String,
+}
+
+/// Create an API key for the caller; the token is in this answer only.
+#[utoipa::path(
+    tag = "api-keys",
+    responses(
+        (status = 201, description = "The key, with its token", body = CreatedKey),
+        (status = 400, description = "`validation-failed` (name, scopes, expires_in_days), `invalid-json`, `unsupported-media-type`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`"),
+    )
+)]
+#[post("/api-keys")]
 async fn create_key(
     state: web::Data<AppState>,
     caller: Caller,
@@ -244,21 +412,35 @@ async fn create_key(
         body.expires_in_days,
     )
     .await?;
-    let mut view = serde_json::to_value(KeyView::from(row)).map_err(anyhow::Error::from)?;
-    view["token"] = json!(token);
-    Ok(HttpResponse::Created().json(view))
+    Ok(HttpResponse::Created().json(CreatedKey {
+        key: KeyView::from(row),
+        token,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// `?owner_id=&cursor=&limit=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListKeys {
     /// Admins only: another user's keys.
     owner_id: Option<UserId>,
+    /// `next_cursor` of the page before.
     cursor: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
     limit: Option<u64>,
 }
 
-/// `GET /api/v1/api-keys`: the caller's keys (never their tokens), newest first.
+/// List the caller's API keys (never their tokens), newest first.
+#[utoipa::path(
+    tag = "api-keys",
+    params(ListKeys),
+    responses(
+        (status = 200, description = "One page of keys", body = Page<KeyView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/api-keys")]
 async fn list_keys(
     state: web::Data<AppState>,
     caller: Caller,
@@ -274,7 +456,16 @@ async fn list_keys(
     Ok(HttpResponse::Ok().json(keys.map(KeyView::from)))
 }
 
-/// `GET /api/v1/api-keys/{id}`.
+/// One API key (never its token).
+#[utoipa::path(
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The API key's id")),
+    responses(
+        (status = 200, description = "The key", body = KeyView),
+        (status = 404, description = "`api-key-not-found`"),
+    )
+)]
+#[get("/api-keys/{id}")]
 async fn get_key(
     state: web::Data<AppState>,
     caller: Caller,
@@ -284,7 +475,16 @@ async fn get_key(
     Ok(HttpResponse::Ok().json(KeyView::from(key)))
 }
 
-/// `DELETE /api/v1/api-keys/{id}`: revokes the key at once (kept, listed as revoked).
+/// Revoke an API key at once (it is kept, listed as revoked).
+#[utoipa::path(
+    tag = "api-keys",
+    params(("id" = String, Path, description = "The API key's id")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)"),
+        (status = 404, description = "`api-key-not-found`"),
+    )
+)]
+#[delete("/api-keys/{id}")]
 async fn revoke_key(
     state: web::Data<AppState>,
     caller: Caller,

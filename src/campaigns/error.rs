@@ -53,13 +53,21 @@ impl CampaignError {
                 let message = format!(
                     "{affected} contact(s) lack a variable the message uses; fill them in or start with skip_missing"
                 );
-                Ok(HttpResponse::UnprocessableEntity().json(json!({
+                // Problem details like every error, with the list as extension members.
+                let body = json!({
+                    "type": "urn:pregonero:problem:missing-variables",
+                    "title": "Unprocessable Entity",
+                    "status": 422,
+                    "detail": message,
                     "error": "missing-variables",
                     "message": message,
                     "contacts_missing_variables": affected,
                     "contacts": contacts,
                     "campaign_id": campaign_id,
-                })))
+                });
+                Ok(HttpResponse::UnprocessableEntity()
+                    .content_type(crate::error::PROBLEM_JSON)
+                    .body(body.to_string()))
             }
             other => Err(other.into()),
         }

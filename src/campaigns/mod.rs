@@ -16,7 +16,7 @@ pub use routes::configure;
 pub use service::{NewCampaign, create};
 
 /// Who gets the campaign: contacts of these groups and these ids (both empty: every contact).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Audience {
     /// Group names (`grupo`).
@@ -28,7 +28,7 @@ pub struct Audience {
 }
 
 /// Hours of the day sends may happen, in a fixed UTC offset (e.g. 09:00–20:00 at +01:00).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendWindow {
     /// Opens, `HH:MM`.

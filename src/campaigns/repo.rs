@@ -205,7 +205,7 @@ pub async fn move_messages(
 }
 
 /// Live counters of a campaign, from its ledger.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Counters {
     /// Recipients in the ledger.
     pub total: i64,

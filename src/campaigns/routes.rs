@@ -1,46 +1,52 @@
 //! `/api/v1/campaigns`: parse, authorise, call the service, map its error.
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{
     repo::{CampaignRow, Counters},
     service::{self, Change, NewCampaign},
 };
-use crate::page::PageQuery;
+use crate::page::{Page, PageQuery};
 use crate::{
     auth::Caller,
-    domain::{CampaignId, ChannelId, MediaId},
+    domain::{CampaignId, ChannelId, ContactId, MediaId, MessageId},
     error::ApiError,
     state::AppState,
 };
 
 /// Mounts the campaign routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/campaigns", web::post().to(create))
-        .route("/campaigns", web::get().to(list))
-        .route("/campaigns/{id}", web::get().to(get))
-        .route("/campaigns/{id}/start", web::post().to(start))
-        .route("/campaigns/{id}/pause", web::post().to(pause))
-        .route("/campaigns/{id}/resume", web::post().to(resume))
-        .route("/campaigns/{id}/cancel", web::post().to(cancel))
-        .route("/campaigns/{id}/retry-failed", web::post().to(retry_failed))
-        .route("/campaigns/{id}/recipients", web::get().to(recipients));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create)
+        .service(list)
+        .service(get)
+        .service(start)
+        .service(pause)
+        .service(resume)
+        .service(cancel)
+        .service(retry_failed)
+        .service(recipients);
 }
 
-#[derive(Serialize)]
+/// A campaign with its live counters.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Campaign)]
 struct CampaignView {
     id: CampaignId,
     name: String,
     channel_id: ChannelId,
     template_id: Option<String>,
+    /// The message body (minijinja), copied from the template when one was named.
     body: String,
+    #[schema(value_type = Option<crate::channels::ProviderTemplate>)]
     provider_template: Option<serde_json::Value>,
     media_id: Option<MediaId>,
+    #[schema(value_type = super::Audience)]
     audience: serde_json::Value,
     scheduled_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<super::SendWindow>)]
     send_window: Option<serde_json::Value>,
+    /// `draft`, `scheduled`, `running`, `paused`, `completed` or `cancelled`.
     status: String,
     status_detail: Option<String>,
     counters: Counters,
@@ -85,6 +91,21 @@ fn view_with(c: CampaignRow, counters: Counters) -> CampaignView {
     }
 }
 
+/// Create a campaign: a draft, or started at once with `start: true`.
+///
+/// A start refused because contacts lack a variable the message uses is `422 missing-variables`
+/// with the first of them (`contacts`) and the draft's `campaign_id`; start again with
+/// `skip_missing` to skip them.
+#[utoipa::path(
+    tag = "campaigns",
+    responses(
+        (status = 201, description = "The campaign, with counters", body = CampaignView),
+        (status = 404, description = "`channel-not-found`, `template-not-found`, `media-not-found`"),
+        (status = 409, description = "`channel-inactive`"),
+        (status = 422, description = "`invalid-name`, `invalid-body`, `missing-variables`, `empty-audience`, …"),
+    )
+)]
+#[post("/campaigns")]
 async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -97,14 +118,29 @@ async fn create(
     }
 }
 
-#[derive(Deserialize)]
+/// `?status=&cursor=&limit=`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only campaigns in this status.
     status: Option<String>,
+    /// `next_cursor` of the page before.
     cursor: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
     limit: Option<u64>,
 }
 
+/// List the caller's campaigns, newest first.
+#[utoipa::path(
+    tag = "campaigns",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of campaigns", body = Page<CampaignView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/campaigns")]
 async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -119,6 +155,16 @@ async fn list(
     Ok(HttpResponse::Ok().json(rows.map(view)))
 }
 
+/// One campaign, with counters fresh from its ledger.
+#[utoipa::path(
+    tag = "campaigns",
+    params(CampaignId),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 404, description = "`campaign-not-found`"),
+    )
+)]
+#[get("/campaigns/{id}")]
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -128,13 +174,28 @@ async fn get(
     Ok(HttpResponse::Ok().json(view_with(c, counters)))
 }
 
-#[derive(Deserialize, Default)]
+/// `?skip_missing=`.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StartQuery {
+    /// Skip contacts lacking a variable instead of refusing the start.
     #[serde(default)]
     skip_missing: bool,
 }
 
+/// Start a draft (at `scheduled_at`, if set).
+#[utoipa::path(
+    tag = "campaigns",
+    params(CampaignId, StartQuery),
+    responses(
+        (status = 200, description = "The started campaign", body = CampaignView),
+        (status = 404, description = "`campaign-not-found`"),
+        (status = 409, description = "`invalid-state`: only a draft starts"),
+        (status = 422, description = "`missing-variables` (with the contacts), `empty-audience`"),
+    )
+)]
+#[post("/campaigns/{id}/start")]
 async fn start(
     state: web::Data<AppState>,
     caller: Caller,
@@ -159,6 +220,17 @@ async fn apply(
     Ok(HttpResponse::Ok().json(view_with(c, counters)))
 }
 
+/// Pause a running campaign: nothing more is released until it resumes.
+#[utoipa::path(
+    tag = "campaigns",
+    params(CampaignId),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 404, description = "`campaign-not-found`"),
+        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+    )
+)]
+#[post("/campaigns/{id}/pause")]
 async fn pause(
     state: web::Data<AppState>,
     caller: Caller,
@@ -167,6 +239,17 @@ async fn pause(
     apply(state, caller, id, Change::Pause).await
 }
 
+/// Resume a paused campaign.
+#[utoipa::path(
+    tag = "campaigns",
+    params(CampaignId),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 404, description = "`campaign-not-found`"),
+        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+    )
+)]
+#[post("/campaigns/{id}/resume")]
 async fn resume(
     state: web::Data<AppState>,
     caller: Caller,
@@ -175,6 +258,17 @@ async fn resume(
     apply(state, caller, id, Change::Resume).await
 }
 
+/// Cancel a campaign: recipients not sent yet are skipped.
+#[utoipa::path(
+    tag = "campaigns",
+    params(CampaignId),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 404, description = "`campaign-not-found`"),
+        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+    )
+)]
+#[post("/campaigns/{id}/cancel")]
 async fn cancel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -183,6 +277,17 @@ async fn cancel(
     apply(state, caller, id, Change::Cancel).await
 }
 
+/// Queue the failed recipients of a finished or paused campaign again.
+#[utoipa::path(
+    tag = "campaigns",
+    params(CampaignId),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        (status = 404, description = "`campaign-not-found`"),
+        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+    )
+)]
+#[post("/campaigns/{id}/retry-failed")]
 async fn retry_failed(
     state: web::Data<AppState>,
     caller: Caller,
@@ -191,14 +296,52 @@ async fn retry_failed(
     apply(state, caller, id, Change::RetryFailed).await
 }
 
-#[derive(Deserialize)]
+/// `?status=&cursor=&limit=`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RecipientsQuery {
+    /// Only recipients in this status (`pending`, `queued`, `sending`, `sent`, `failed`,
+    /// `skipped`).
     status: Option<String>,
+    /// `next_cursor` of the page before.
     cursor: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
     limit: Option<u64>,
 }
 
+/// One recipient of a campaign: its message in the ledger.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CampaignRecipient)]
+struct RecipientView {
+    message_id: MessageId,
+    contact_id: Option<ContactId>,
+    /// Phone number as sent.
+    recipient: String,
+    /// `pending`, `queued`, `sending`, `sent`, `failed` or `skipped`.
+    status: String,
+    attempts: i32,
+    provider_message_id: Option<String>,
+    /// Stable code of the last failure.
+    error_code: Option<String>,
+    /// The last failure, as the provider put it.
+    error: Option<String>,
+    sent_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    read_at: Option<DateTime<Utc>>,
+}
+
+/// The campaign's recipients with their delivery status, in ledger order.
+#[utoipa::path(
+    tag = "campaigns",
+    params(CampaignId, RecipientsQuery),
+    responses(
+        (status = 200, description = "One page of recipients", body = Page<RecipientView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+        (status = 404, description = "`campaign-not-found`"),
+    )
+)]
+#[get("/campaigns/{id}/recipients")]
 async fn recipients(
     state: web::Data<AppState>,
     caller: Caller,
@@ -211,14 +354,18 @@ async fn recipients(
     }
     .request()?;
     let rows = service::recipients(&state, &caller, &id, q.status.as_deref(), &page).await?;
-    let rows = rows.map(|m| {
-        json!({
-            "message_id": m.id, "contact_id": m.contact_id, "recipient": m.recipient,
-            "status": m.status, "attempts": m.attempts,
-            "provider_message_id": m.provider_message_id,
-            "error_code": m.last_error_code, "error": m.last_error,
-            "sent_at": m.sent_at, "delivered_at": m.delivered_at, "read_at": m.read_at,
-        })
+    let rows = rows.map(|m| RecipientView {
+        message_id: m.id,
+        contact_id: m.contact_id,
+        recipient: m.recipient,
+        status: m.status,
+        attempts: m.attempts,
+        provider_message_id: m.provider_message_id,
+        error_code: m.last_error_code,
+        error: m.last_error,
+        sent_at: m.sent_at,
+        delivered_at: m.delivered_at,
+        read_at: m.read_at,
     });
     Ok(HttpResponse::Ok().json(rows))
 }

@@ -28,7 +28,7 @@ const PAGE: u64 = 1_000;
 const LIST_MISSING: usize = 20;
 
 /// What creates a campaign (API body, and the seed's `/send-messages`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
     /// Display name.

@@ -26,8 +26,9 @@ pub enum Address {
 }
 
 /// Pacing overrides for one account; unset fields use the server defaults.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChannelLimitsInput)]
 pub struct LimitsInput {
     /// Sends per second for the account.
     pub per_second: Option<u32>,

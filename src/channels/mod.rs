@@ -39,7 +39,7 @@ pub struct OutboundMessage {
 }
 
 /// A WhatsApp approved template with its body parameters, in order (CHANNELS.md [W-TPL]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ProviderTemplate {
     /// Template name as approved by Meta.
     pub name: String,

@@ -4,16 +4,16 @@
 //!
 //! Credentials are checked before the body is read, so a request without valid credentials gets
 //! 401 whatever else is wrong with it.
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use sea_orm::TransactionTrait;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::integrations::{
-    AlertCaller, Status, TokenCaller, authenticate, create_integration, remaining,
+    AlertCaller, DeepLink, Status, TokenCaller, authenticate, create_integration, remaining,
     repo::{self, IntegrationRow},
     resolve_channel, revoke_integration, tokens,
 };
@@ -28,26 +28,14 @@ use crate::{
 };
 
 /// Mounts the Pingui-compatible routes under `/api`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/alert", web::post().to(send_alert))
-        .route("/api/alert/{id}", web::get().to(get_alert))
-        .route("/api/integrations/{chat_id}", web::get().to(by_chat))
-        // Setting up and revoking integrations are audited; sending alerts is traffic, not an
-        // administrative change (its ledger is the record).
-        .service(
-            web::resource("/api/createIntegration")
-                .wrap(actix_web::middleware::from_fn(
-                    crate::auth::audit::middleware,
-                ))
-                .route(web::post().to(create)),
-        )
-        .service(
-            web::resource("/api/revokeIntegration")
-                .wrap(actix_web::middleware::from_fn(
-                    crate::auth::audit::middleware,
-                ))
-                .route(web::post().to(revoke)),
-        );
+pub fn configure(cfg: &mut crate::web::Routes) {
+    // Setting up and revoking integrations are audited (their `wrap`); sending alerts is
+    // traffic, not an administrative change (its ledger is the record).
+    cfg.service(send_alert)
+        .service(get_alert)
+        .service(by_chat)
+        .service(create)
+        .service(revoke);
 }
 
 /// Seconds a client is told to wait when the delivery backlog is full.
@@ -89,16 +77,32 @@ fn chat_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A Telegram chat id: a JSON number, or a string when it is not one (documentation only).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum PinguiChatId {
+    Number(i64),
+    Text(String),
+}
+
 /// Pingui's integration shape (camelCase; `rateLimit` is what is left of today's quota).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = PinguiIntegration)]
 pub(super) struct PinguiView {
     id: IntegrationId,
     name: String,
+    /// The linked chat (`null` until linked).
+    #[schema(value_type = Option<PinguiChatId>)]
     chat_id: Option<Value>,
+    /// Space-separated scopes.
     scope: String,
+    /// Alerts left today.
     rate_limit: i32,
+    /// Alerts per day.
     daily_quota: i32,
+    /// `pending`, `active`, `paused` or `revoked`.
     status: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -121,16 +125,64 @@ pub(super) fn pingui_view(i: &IntegrationRow, state: &AppState) -> PinguiView {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// An alert for the integration's chat.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[schema(as = Alert)]
 struct AlertBody {
+    /// The text (also accepted as `text`).
     #[serde(alias = "text")]
     message: String,
+    /// `HTML`, `MarkdownV2` or `Markdown`.
     #[serde(default)]
     parse_mode: Option<String>,
+    /// Media to send with it (the text becomes its caption).
     #[serde(default)]
     media_id: Option<MediaId>,
+    /// Optional (also accepted as `chat_id`); must be the integration's chat.
     #[serde(default, rename = "chatId", alias = "chat_id")]
+    #[schema(value_type = Option<PinguiChatId>)]
     chat_id: Option<Value>,
+}
+
+/// An accepted alert.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AlertAccepted)]
+struct AlertAccepted {
+    /// Follow it with `GET /api/alert/{id}`.
+    alert_id: MessageId,
+    /// The message's status (`queued` at first).
+    status: String,
+    /// Today's quota after this alert (absent on an idempotent replay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<AlertQuota>,
+}
+
+/// The integration's daily quota.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AlertQuota)]
+struct AlertQuota {
+    /// Alerts per day.
+    limit: i32,
+    /// Alerts left today.
+    remaining: i32,
+    /// When it resets (00:00 UTC).
+    resets_at: DateTime<Utc>,
+}
+
+/// An alert and how its delivery goes.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AlertStatus)]
+struct AlertView {
+    alert_id: MessageId,
+    integration_id: Option<IntegrationId>,
+    /// The message's status: `queued`, `sending`, `sent`, `failed` or `skipped`.
+    status: String,
+    /// Delivery attempts so far.
+    attempts: i32,
+    /// The stable code of the last failure.
+    last_error_code: Option<String>,
+    created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
 }
 
 fn not_sendable(i: &IntegrationRow) -> Option<ApiError> {
@@ -164,6 +216,31 @@ fn token_only(caller: AlertCaller, what: &str) -> Result<TokenCaller, ApiError> 
     }
 }
 
+/// Send an alert to the integration's chat.
+///
+/// Takes the integration's token (scope `alert:send`). With `Idempotency-Key`, the same key and
+/// body within 24 h answers the first alert again (`Idempotent-Replayed: true`, no `quota`).
+#[utoipa::path(
+    tag = "pingui",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body answers the first alert again (Idempotent-Replayed: true); same key, other body: 409 idempotency-key-reused"),
+    ),
+    request_body(content = AlertBody, content_type = "application/json", description = "The alert (an empty body reads as `{}`)"),
+    responses(
+        (status = 202, description = "Accepted for delivery", body = AlertAccepted),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`, `invalid-idempotency-key`"),
+        (status = 401, description = "`missing-credentials`, `invalid-credentials`, `api-key-revoked`, `api-key-expired`, `invalid-token`, `token-expired`, `token-revoked`: no usable integration token or API key"),
+        (status = 403, description = "`integration-token-required`, `insufficient-scope`, `chat-mismatch`, `read-only-role`"),
+        (status = 404, description = "`media-not-found`"),
+        (status = 409, description = "`integration-not-linked`, `integration-paused`, `idempotency-key-reused`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`, `text-empty`, `text-too-long`, `caption-too-long`, `invalid-parse-mode`"),
+        (status = 429, description = "`quota-exhausted`: today's quota is used up (it resets at 00:00 UTC); `rate-limited`: over the request rate limit"),
+        (status = 503, description = "`queue-full`: too many alerts waiting for delivery"),
+    ),
+    security(("integrationToken" = []))
+)]
+#[post("/api/alert")]
 async fn send_alert(
     req: HttpRequest,
     body: web::Bytes,
@@ -250,15 +327,15 @@ async fn send_alert(
     } else {
         1
     };
-    Ok(HttpResponse::Accepted().json(json!({
-        "alert_id": msg.id,
-        "status": msg.status,
-        "quota": {
-            "limit": integration.daily_quota,
-            "remaining": (integration.daily_quota - used).max(0),
-            "resets_at": next_midnight(now),
-        },
-    })))
+    Ok(HttpResponse::Accepted().json(AlertAccepted {
+        alert_id: msg.id,
+        status: msg.status,
+        quota: Some(AlertQuota {
+            limit: integration.daily_quota,
+            remaining: (integration.daily_quota - used).max(0),
+            resets_at: next_midnight(now),
+        }),
+    }))
 }
 
 /// Why an alert was refused by the quota update: the integration stopped being active
@@ -288,10 +365,29 @@ async fn refusal(state: &AppState, integration: &IntegrationRow, now: DateTime<U
 }
 
 fn replay(existing: outbox::repo::MessageRow, hash: &str) -> Result<HttpResponse, ApiError> {
-    let answer = json!({ "alert_id": existing.id, "status": existing.status });
+    let answer = AlertAccepted {
+        alert_id: existing.id.clone(),
+        status: existing.status.clone(),
+        quota: None,
+    };
     messages::replayed(&existing, hash, answer)
 }
 
+/// Get an alert and how its delivery goes.
+///
+/// An integration token sees its integration's alerts; an API key its owner's alerts.
+#[utoipa::path(
+    tag = "pingui",
+    params(MessageId),
+    responses(
+        (status = 200, description = "The alert", body = AlertView),
+        (status = 401, description = "`missing-credentials`, `invalid-credentials`, `api-key-revoked`, `api-key-expired`, `invalid-token`, `token-expired`, `token-revoked`: no usable integration token or API key"),
+        (status = 403, description = "`insufficient-scope`: an API key without `read`"),
+        (status = 404, description = "`alert-not-found`"),
+    ),
+    security(("integrationToken" = []), ("apiKey" = []))
+)]
+#[get("/api/alert/{id}")]
 async fn get_alert(
     req: HttpRequest,
     path: web::Path<MessageId>,
@@ -310,26 +406,69 @@ async fn get_alert(
     let msg = msg
         .filter(|_| visible)
         .ok_or_else(|| ApiError::NotFound("alert-not-found", "no such alert".into()))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "alert_id": msg.id,
-        "integration_id": msg.integration_id,
-        "status": msg.status,
-        "attempts": msg.attempts,
-        "last_error_code": msg.last_error_code,
-        "created_at": msg.created_at,
-        "sent_at": msg.sent_at,
-    })))
+    Ok(HttpResponse::Ok().json(AlertView {
+        alert_id: msg.id,
+        integration_id: msg.integration_id,
+        status: msg.status,
+        attempts: msg.attempts,
+        last_error_code: msg.last_error_code,
+        created_at: msg.created_at,
+        sent_at: msg.sent_at,
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// With an API key: which bot and what name (both optional). With a setup token: nothing.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PinguiNewIntegration)]
 struct CreateBody {
+    /// The Telegram bot (also accepted as `channelId`); optional when the owner has only one.
     #[serde(default, alias = "channelId")]
     channel_id: Option<ChannelId>,
+    /// Default `Pingui integration`.
     #[serde(default)]
     name: Option<String>,
 }
 
+/// A Pingui integration with its token.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = PinguiCreatedIntegration)]
+struct PinguiCreated {
+    integration: PinguiView,
+    /// The integration token (shown once).
+    token: String,
+    /// When the token stops working (`null`: never).
+    expires_at: Option<DateTime<Utc>>,
+    /// The one-time deep link that links a chat (only when created with an API key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<DeepLink>,
+}
+
+/// Create an integration (API key) or finish a chat-started one (setup token).
+///
+/// With the setup token the bot gave a chat on `/start` (scope `integration:create`, one use):
+/// empty body; activates that chat's integration and answers its token. With an API key:
+/// `{channel_id?, name?}` creates a pending integration with its token and a deep link.
+#[utoipa::path(
+    tag = "pingui",
+    request_body(content = CreateBody, content_type = "application/json", description = "Empty with a setup token"),
+    responses(
+        (status = 201, description = "The integration and its token (and, with an API key, its deep link)", body = PinguiCreated),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
+        (status = 401, description = "`missing-credentials`, `invalid-credentials`, `api-key-revoked`, `api-key-expired`, `invalid-token`, `token-expired`, `token-revoked`: no usable integration token or API key"),
+        (status = 403, description = "`insufficient-scope`, `read-only-role`"),
+        (status = 404, description = "`channel-not-found`, `integration-not-found`"),
+        (status = 409, description = "`integration-not-pending`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`, `channel-required`, `channel-not-telegram`, `invalid-name`"),
+    ),
+    security(("integrationToken" = []), ("apiKey" = []))
+)]
+#[post(
+    "/api/createIntegration",
+    wrap = "actix_web::middleware::from_fn(crate::auth::audit::middleware)"
+)]
 async fn create(
     req: HttpRequest,
     body: web::Bytes,
@@ -343,12 +482,12 @@ async fn create(
                 resolve_channel(&state, &caller.user_id, body.channel_id.as_ref()).await?;
             let name = body.name.unwrap_or_else(|| "Pingui integration".into());
             let created = create_integration(&state, &caller, &channel, &name, None, None).await?;
-            Ok(HttpResponse::Created().json(json!({
-                "integration": pingui_view(&created.integration, &state),
-                "token": created.token.token,
-                "expiresAt": created.token.expires_at,
-                "link": created.link,
-            })))
+            Ok(HttpResponse::Created().json(PinguiCreated {
+                integration: pingui_view(&created.integration, &state),
+                token: created.token.token,
+                expires_at: created.token.expires_at,
+                link: Some(created.link),
+            }))
         }
         // The setup token the bot gave a chat on `/start` finishes that chat's integration.
         AlertCaller::Token(caller) => {
@@ -401,15 +540,31 @@ async fn create(
                 .await?
                 .ok_or_else(|| ApiError::NotFound("integration-not-found", "gone".into()))?;
             tracing::info!(integration_id = %integration.id, "chat-started integration activated");
-            Ok(HttpResponse::Created().json(json!({
-                "integration": pingui_view(&integration, &state),
-                "token": token.token,
-                "expiresAt": token.expires_at,
-            })))
+            Ok(HttpResponse::Created().json(PinguiCreated {
+                integration: pingui_view(&integration, &state),
+                token: token.token,
+                expires_at: token.expires_at,
+                link: None,
+            }))
         }
     }
 }
 
+/// List the integrations of a chat (Pingui's shape).
+///
+/// An integration token (scope `integration:read`) reads only its own chat, and only its
+/// owner's integrations on its bot; an API key reads its owner's integrations in that chat.
+#[utoipa::path(
+    tag = "pingui",
+    params(("chat_id" = String, Path, description = "The Telegram chat id")),
+    responses(
+        (status = 200, description = "The chat's integrations", body = Vec<PinguiView>),
+        (status = 401, description = "`missing-credentials`, `invalid-credentials`, `api-key-revoked`, `api-key-expired`, `invalid-token`, `token-expired`, `token-revoked`: no usable integration token or API key"),
+        (status = 403, description = "`insufficient-scope`, `chat-mismatch`"),
+    ),
+    security(("integrationToken" = []), ("apiKey" = []))
+)]
+#[get("/api/integrations/{chat_id}")]
 async fn by_chat(
     req: HttpRequest,
     path: web::Path<String>,
@@ -442,14 +597,48 @@ async fn by_chat(
     Ok(HttpResponse::Ok().json(views))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Which integration to revoke: required with an API key; a token revokes its own.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PinguiRevokeIntegration)]
 struct RevokeBody {
+    /// Also accepted as `integration_id`; with a token it must be the token's integration.
     #[serde(default, alias = "integration_id")]
     #[serde(rename = "integrationId")]
     integration_id: Option<IntegrationId>,
 }
 
+/// A revoked integration.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PinguiRevokedIntegration)]
+struct PinguiRevoked {
+    id: IntegrationId,
+    /// `revoked`.
+    status: &'static str,
+}
+
+/// Revoke an integration and its tokens.
+///
+/// A token (scope `integration:revoke`) revokes its own integration; an API key the one named
+/// by `integrationId`.
+#[utoipa::path(
+    tag = "pingui",
+    request_body(content = RevokeBody, content_type = "application/json", description = "Empty with a token"),
+    responses(
+        (status = 200, description = "Revoked", body = PinguiRevoked),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
+        (status = 401, description = "`missing-credentials`, `invalid-credentials`, `api-key-revoked`, `api-key-expired`, `invalid-token`, `token-expired`, `token-revoked`: no usable integration token or API key"),
+        (status = 403, description = "`insufficient-scope`, `integration-mismatch`, `read-only-role`"),
+        (status = 404, description = "`integration-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`, `integration-id-required`"),
+    ),
+    security(("integrationToken" = []), ("apiKey" = []))
+)]
+#[post(
+    "/api/revokeIntegration",
+    wrap = "actix_web::middleware::from_fn(crate::auth::audit::middleware)"
+)]
 async fn revoke(
     req: HttpRequest,
     body: web::Bytes,
@@ -487,8 +676,8 @@ async fn revoke(
         }
     };
     revoke_integration(&state, &integration.id).await?;
-    Ok(
-        HttpResponse::Ok()
-            .json(json!({ "id": integration.id, "status": Status::Revoked.as_str() })),
-    )
+    Ok(HttpResponse::Ok().json(PinguiRevoked {
+        id: integration.id,
+        status: Status::Revoked.as_str(),
+    }))
 }

@@ -3,17 +3,17 @@
 //! `GET /connection-status` and `DELETE /cache/user`, authenticated like the API.
 use std::io::Read;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, post, web};
 use futures::StreamExt;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::domain::ChannelId;
+use crate::domain::{CampaignId, ChannelId};
 use crate::{
-    auth::{Caller, authenticate},
+    auth::Caller,
     campaigns::{self, Audience, NewCampaign},
     channels,
     contacts::csv_reader,
-    dashboard::view,
+    dashboard::{self, DashboardView, ViewQuery},
     domain::ChannelStatus,
     error::ApiError,
     outbox::stats,
@@ -24,36 +24,74 @@ use crate::{
 const SEND_MESSAGES_MAX_ROWS: usize = 10_000;
 
 /// Mounts the WhatsApp sender's paths at the root, authenticated like the API.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/dashboard/{view}")
-            .wrap(actix_web::middleware::from_fn(authenticate))
-            .route(web::get().to(view)),
-    )
-    .service(
-        web::resource("/send-messages")
-            .wrap(actix_web::middleware::from_fn(
-                crate::idempotency::middleware,
-            ))
-            .wrap(actix_web::middleware::from_fn(
-                crate::auth::audit::middleware,
-            ))
-            .wrap(actix_web::middleware::from_fn(authenticate))
-            .route(web::post().to(send_messages)),
-    )
-    .service(
-        web::resource("/connection-status")
-            .wrap(actix_web::middleware::from_fn(authenticate))
-            .route(web::get().to(connection_status)),
-    )
-    .service(
-        web::resource("/cache/user")
-            .wrap(actix_web::middleware::from_fn(authenticate))
-            .route(web::delete().to(clear_cache)),
-    );
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(dashboard_view)
+        .service(send_messages)
+        .service(connection_status)
+        .service(clear_cache);
 }
 
-/// `GET /connection-status`: the caller's WhatsApp number, if one is connected.
+/// One of the dashboard's views, as `GET /api/v1/dashboard/{view}` answers it.
+#[utoipa::path(
+    tag = "wa-sender",
+    params(
+        ("view" = String, Path, description = "`current-month`, `timeline`, `by-group` or `by-contact`"),
+        ViewQuery,
+    ),
+    responses(
+        (status = 200, description = "The view", body = DashboardView),
+        (status = 400, description = "`invalid-month`, `invalid-query`"),
+        (status = 403, description = "`insufficient-scope`: an API key without `read`"),
+        (status = 404, description = "`route-not-found`: no such view"),
+    )
+)]
+#[get(
+    "/dashboard/{view}",
+    wrap = "actix_web::middleware::from_fn(crate::auth::authenticate)"
+)]
+async fn dashboard_view(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    q: web::Query<ViewQuery>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(dashboard::render(&state, &caller, &path, &q).await?))
+}
+
+/// `GET /connection-status`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WaConnectionStatus)]
+struct ConnectionStatus {
+    /// Whether the number is active.
+    connected: bool,
+    /// The number's status (`active`, `unauthorized`, `error`), or `not-configured`.
+    state: String,
+    /// Why the number is not active; without a number, how to register one.
+    detail: Option<String>,
+    /// The number's channel account (absent without a number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel_id: Option<ChannelId>,
+    /// Meta's phone number id (absent without a number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    phone_number_id: Option<Option<String>>,
+    /// Always null: Cloud API numbers connect without a QR code.
+    #[serde(rename = "qrUrl")]
+    qr_url: Option<String>,
+}
+
+/// The caller's WhatsApp number, if one is connected.
+#[utoipa::path(
+    tag = "wa-sender",
+    responses(
+        (status = 200, description = "The number's state", body = ConnectionStatus),
+        (status = 403, description = "`insufficient-scope`: an API key without `read`"),
+    )
+)]
+#[get(
+    "/connection-status",
+    wrap = "actix_web::middleware::from_fn(crate::auth::authenticate)"
+)]
 async fn connection_status(
     state: web::Data<AppState>,
     caller: Caller,
@@ -61,31 +99,125 @@ async fn connection_status(
     let rows = channels::repo::list_for(&state.db, &caller.user_id).await?;
     let number = rows.into_iter().find(|r| is_phone_channel(&state, &r.kind));
     Ok(HttpResponse::Ok().json(match number {
-        Some(n) => json!({
-            "connected": n.status == ChannelStatus::Active.as_str(), "state": n.status, "detail": n.status_detail,
-            "channel_id": n.id, "phone_number_id": n.external_id, "qrUrl": null,
-        }),
-        None => json!({
-            "connected": false, "state": "not-configured", "qrUrl": null,
-            "detail": "register a WhatsApp Cloud API number with POST /api/v1/channels",
-        }),
+        Some(n) => ConnectionStatus {
+            connected: n.status == ChannelStatus::Active.as_str(),
+            state: n.status,
+            detail: n.status_detail,
+            channel_id: Some(n.id),
+            phone_number_id: Some(n.external_id),
+            qr_url: None,
+        },
+        None => ConnectionStatus {
+            connected: false,
+            state: "not-configured".into(),
+            detail: Some("register a WhatsApp Cloud API number with POST /api/v1/channels".into()),
+            channel_id: None,
+            phone_number_id: None,
+            qr_url: None,
+        },
     }))
 }
 
-/// `DELETE /cache/user`: rebuilds the caller's dashboard rollups from the ledger.
+/// `DELETE /cache/user`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WaCacheCleared)]
+struct CacheCleared {
+    /// Always true.
+    success: bool,
+    /// Rollup rows replaced.
+    #[serde(rename = "deletedKeys")]
+    deleted_keys: u64,
+}
+
+/// Rebuild the caller's dashboard rollups from the ledger.
+#[utoipa::path(
+    tag = "wa-sender",
+    responses(
+        (status = 200, description = "Rebuilt", body = CacheCleared),
+        (status = 403, description = "`read-only-role`, `insufficient-scope`, `csrf-failed`"),
+    )
+)]
+#[delete(
+    "/cache/user",
+    wrap = "actix_web::middleware::from_fn(crate::auth::authenticate)"
+)]
 async fn clear_cache(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.ensure_can_write()?;
     let replaced = stats::rebuild(&state.db, &caller.user_id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "success": true, "deletedKeys": replaced })))
+    Ok(HttpResponse::Ok().json(CacheCleared {
+        success: true,
+        deleted_keys: replaced,
+    }))
 }
 
 /// Multipart part names the seed's forms used for the file sent with every message.
 const MEDIA_PARTS: [&str; 6] = ["media", "image", "video", "audio", "document", "attachment"];
 
-/// `POST /send-messages` (multipart: `file` = contacts CSV, `message` = text with variables,
-/// optional `channel_id`, `name`, and a file to send with the message as `media` (or `image`,
-/// `video`, `audio`, `document`, `attachment`), checked against the number's media limits):
-/// upserts the contacts and starts a campaign to them.
+/// The form of `POST /send-messages`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = WaSendMessagesForm)]
+#[allow(dead_code)]
+struct SendMessagesForm {
+    /// The contacts CSV (also accepted as `csv`), at most 10,000 rows.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// The text, with `{{ variables }}` from the CSV's columns.
+    message: String,
+    /// The number to send from (default: the caller's first WhatsApp number).
+    channel_id: Option<String>,
+    /// The campaign's name (default `Envío <date>`).
+    name: Option<String>,
+    /// A file to send with every message (also accepted as `image`, `video`, `audio`,
+    /// `document` or `attachment`), with its Content-Type; checked against the number's
+    /// media limits.
+    #[schema(value_type = Option<String>, format = Binary)]
+    media: Option<Vec<u8>>,
+}
+
+/// `POST /send-messages`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = WaSendMessagesResult)]
+struct SendMessagesAnswer {
+    /// Always true.
+    success: bool,
+    /// The campaign started.
+    #[serde(rename = "campaignId")]
+    campaign_id: CampaignId,
+    /// Recipients queued.
+    queued: i64,
+    /// Recipients skipped (a variable missing).
+    skipped: i64,
+    /// CSV rows refused (no valid phone).
+    #[serde(rename = "invalidRows")]
+    invalid_rows: usize,
+}
+
+/// Send a text to the contacts of a CSV: upserts them and starts a campaign to them.
+///
+/// Multipart: `file` = contacts CSV, `message` = text with variables, optional `channel_id`,
+/// `name`, and a file to send with the message as `media` (or `image`, `video`, `audio`,
+/// `document`, `attachment`), checked against the number's media limits.
+#[utoipa::path(
+    tag = "wa-sender",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, route and body within 24 h: the first answer again (Idempotent-Replayed: true)")),
+    request_body(content = SendMessagesForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The campaign started", body = SendMessagesAnswer),
+        (status = 400, description = "`invalid-multipart`, `file-required`, `message-required`, `too-many-files`, `missing-content-type`, `invalid-idempotency-key`"),
+        (status = 403, description = "`read-only-role`, `insufficient-scope`, `csrf-failed`"),
+        (status = 404, description = "`channel-not-found`, `template-not-found`, `media-not-found`"),
+        (status = 409, description = "`channel-inactive`, `channel-not-found`, `idempotency-key-reused`, `idempotency-key-in-use`"),
+        (status = 413, description = "`payload-too-large`: a field over the upload limit, or more than 10,000 rows"),
+        (status = 422, description = "`no-whatsapp-number`, `invalid-csv`, `no-valid-rows`, `empty-audience`, `unsupported-media-type-for-channel`, `content-type-mismatch`, `empty-upload`, `invalid-filename`, …"),
+        (status = 503, description = "`media-store-unavailable`"),
+    )
+)]
+#[post(
+    "/send-messages",
+    wrap = "actix_web::middleware::from_fn(crate::idempotency::middleware)",
+    wrap = "actix_web::middleware::from_fn(crate::auth::audit::middleware)",
+    wrap = "actix_web::middleware::from_fn(crate::auth::authenticate)"
+)]
 async fn send_messages(
     state: web::Data<AppState>,
     caller: Caller,
@@ -223,10 +355,13 @@ async fn send_messages(
     };
     caller.ensure_can_write()?;
     match campaigns::create(&state, &caller, campaign).await {
-        Ok(row) => Ok(HttpResponse::Ok().json(json!({
-            "success": true, "campaignId": row.id, "queued": row.pending + row.queued,
-            "skipped": row.skipped, "invalidRows": refused,
-        }))),
+        Ok(row) => Ok(HttpResponse::Ok().json(SendMessagesAnswer {
+            success: true,
+            campaign_id: row.id,
+            queued: row.pending + row.queued,
+            skipped: row.skipped,
+            invalid_rows: refused,
+        })),
         Err(e) => e.respond(),
     }
 }

@@ -1,6 +1,6 @@
 //! `/api/v1/contacts` (CRUD) and `/api/v1/contacts/imports` (CSV upload, progress, error report):
 //! parse, authorise, call the service, map its error.
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -11,36 +11,40 @@ use super::{
     service::{self, ContactBody, Upload},
 };
 use crate::domain::ContactId;
-use crate::page::PageQuery;
+use crate::page::{Page, PageQuery};
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the routes (the static `imports` paths before `{id}`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/contacts/imports", web::post().to(start_import))
-        .route("/contacts/imports", web::get().to(list_imports))
-        .route("/contacts/imports/{id}", web::get().to(get_import))
-        .route(
-            "/contacts/imports/{id}/errors",
-            web::get().to(import_errors),
-        )
-        .route("/contacts", web::post().to(create))
-        .route("/contacts", web::get().to(list))
-        .route("/contacts/{id}", web::get().to(get))
-        .route("/contacts/{id}", web::patch().to(update))
-        .route("/contacts/{id}", web::delete().to(delete));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(start_import)
+        .service(list_imports)
+        .service(get_import)
+        .service(import_errors)
+        .service(create)
+        .service(list)
+        .service(get)
+        .service(update)
+        .service(delete);
 }
 
-#[derive(Debug, Serialize)]
+/// A contact of the caller's.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Contact)]
 struct ContactView {
     id: ContactId,
+    /// E.164.
     phone: String,
     name: Option<String>,
+    /// The seed's `sustantivo`.
     noun: Option<String>,
     group: Option<String>,
     telegram_chat_id: Option<String>,
+    /// Free attributes (strings), usable in templates.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     attributes: Value,
     opted_out: bool,
     opted_out_at: Option<DateTime<Utc>>,
+    /// `api`, or `import:<id>` for a contact an import wrote.
     source: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -69,7 +73,18 @@ impl From<StoredContact> for ContactView {
     }
 }
 
-/// `POST /api/v1/contacts`.
+/// Create a contact (its phone normalised to E.164).
+#[utoipa::path(
+    tag = "contacts",
+    responses(
+        (status = 201, description = "The contact", body = ContactView),
+        (status = 400, description = "`validation-failed` (`phone` required or unreadable, `default_region`, too long fields, `opted_out: false`), `invalid-json`, `unsupported-media-type`, `invalid-idempotency-key`"),
+        (status = 409, description = "`contact-exists`: another of your contacts has this phone (PATCH it instead); `idempotency-key-reused`, `idempotency-key-in-use`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`"),
+    )
+)]
+#[post("/contacts")]
 async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -79,17 +94,31 @@ async fn create(
     Ok(HttpResponse::Created().json(ContactView::from(row)))
 }
 
-#[derive(Debug, Deserialize)]
+/// `?group=&opted_out=&cursor=&limit=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only contacts of this group.
     group: Option<String>,
+    /// Only contacts that opted out (`true`) or did not (`false`).
     opted_out: Option<bool>,
     /// `next_cursor` of the page before.
     cursor: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
     limit: Option<u64>,
 }
 
-/// `GET /api/v1/contacts?group=&opted_out=&after=&limit=`: the caller's contacts by id.
+/// List the caller's contacts, oldest first.
+#[utoipa::path(
+    tag = "contacts",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of contacts", body = Page<ContactView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/contacts")]
 async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -109,7 +138,16 @@ async fn list(
     Ok(HttpResponse::Ok().json(rows.map(ContactView::from)))
 }
 
-/// `GET /api/v1/contacts/{id}`.
+/// One contact.
+#[utoipa::path(
+    tag = "contacts",
+    params(ContactId),
+    responses(
+        (status = 200, description = "The contact", body = ContactView),
+        (status = 404, description = "`contact-not-found`"),
+    )
+)]
+#[get("/contacts/{id}")]
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -119,7 +157,20 @@ async fn get(
     Ok(HttpResponse::Ok().json(ContactView::from(row)))
 }
 
-/// `PATCH /api/v1/contacts/{id}`: the fields given change; `opted_out: true` records an opt-out.
+/// Change a contact: the fields given change; `opted_out: true` records an opt-out.
+#[utoipa::path(
+    tag = "contacts",
+    params(ContactId),
+    responses(
+        (status = 200, description = "The contact", body = ContactView),
+        (status = 400, description = "`validation-failed` (`phone` unreadable, `default_region`, too long fields, `opted_out: false`), `invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`contact-not-found`"),
+        (status = 409, description = "`contact-exists`: another of your contacts has this phone"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`"),
+    )
+)]
+#[patch("/contacts/{id}")]
 async fn update(
     state: web::Data<AppState>,
     caller: Caller,
@@ -130,7 +181,16 @@ async fn update(
     Ok(HttpResponse::Ok().json(ContactView::from(row)))
 }
 
-/// `DELETE /api/v1/contacts/{id}`.
+/// Delete a contact.
+#[utoipa::path(
+    tag = "contacts",
+    params(ContactId),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`contact-not-found`"),
+    )
+)]
+#[delete("/contacts/{id}")]
 async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -140,18 +200,27 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Serialize)]
+/// A CSV import of contacts and its progress.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ContactImport)]
 struct ImportView {
     id: String,
     filename: String,
+    /// Region read for phones without `+country`.
     default_region: String,
+    /// `running`, `completed` or `failed`.
     status: String,
+    /// Rows read so far (all of them once finished).
     total_rows: i64,
+    /// Rows written as contacts.
     imported: i64,
+    /// Rows refused (see `errors_url`).
     failed: i64,
+    /// Why the import failed as a whole.
     error: Option<String>,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    /// The refused rows as CSV.
     errors_url: String,
 }
 
@@ -173,16 +242,44 @@ impl From<ImportRow> for ImportView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `?filename=&default_region=`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ImportQuery {
+    /// The file's name, kept with the import (default `contacts.csv`).
     filename: Option<String>,
+    /// ISO 3166 region for phones without `+country` (default `contacts.default_region`).
+    #[param(example = "ES")]
     default_region: Option<String>,
 }
 
-/// `POST /api/v1/contacts/imports?filename=&default_region=`: the CSV file as the body. The
-/// upload streams to disk (up to `contacts.max_import_bytes`); `202` as soon as it is stored,
-/// then the import runs in the background: follow it at `GET …/imports/{id}`.
+/// Import contacts from a CSV file sent as the body.
+///
+/// The upload streams to disk (up to `contacts.max_import_bytes`); `202` as soon as it is stored
+/// and its header checked, then the import runs in the background: follow it at
+/// `GET /api/v1/contacts/imports/{id}` (the `Location`).
+#[utoipa::path(
+    tag = "contacts",
+    params(ImportQuery),
+    request_body(
+        description = "The CSV file itself (a header row: `telefono`/`phone`, `nombre`/`name`, `sustantivo`/`noun`, `grupo`/`group`, …; other columns become attributes)",
+        content(
+            (String = "text/csv"),
+            (String = "text/plain"),
+            (String = "application/octet-stream"),
+            (String = "application/vnd.ms-excel"),
+        )
+    ),
+    responses(
+        (status = 202, description = "Stored; importing", body = ImportView,
+            headers(("Location" = String, description = "The import, to follow its progress"))),
+        (status = 400, description = "`unsupported-media-type` (not sent as a CSV body), `validation-failed` (`default_region`), `invalid-body-stream`, `invalid-query`, `invalid-idempotency-key`"),
+        (status = 413, description = "`payload-too-large`: over `contacts.max_import_bytes`"),
+        (status = 422, description = "`invalid-filename`, `empty-upload`, `invalid-csv` (its header cannot be read as contacts)"),
+    )
+)]
+#[post("/contacts/imports")]
 async fn start_import(
     state: web::Data<AppState>,
     caller: Caller,
@@ -210,7 +307,16 @@ async fn start_import(
         .json(ImportView::from(import)))
 }
 
-/// `GET /api/v1/contacts/imports`: the caller's imports, newest first.
+/// List the caller's imports, newest first.
+#[utoipa::path(
+    tag = "contacts",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of imports", body = Page<ImportView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/contacts/imports")]
 async fn list_imports(
     state: web::Data<AppState>,
     caller: Caller,
@@ -220,7 +326,16 @@ async fn list_imports(
     Ok(HttpResponse::Ok().json(rows.map(ImportView::from)))
 }
 
-/// `GET /api/v1/contacts/imports/{id}`: status and counters (they grow while it runs).
+/// One import: its status and counters (they grow while it runs).
+#[utoipa::path(
+    tag = "contacts",
+    params(("id" = String, Path, description = "The import")),
+    responses(
+        (status = 200, description = "The import", body = ImportView),
+        (status = 404, description = "`import-not-found`"),
+    )
+)]
+#[get("/contacts/imports/{id}")]
 async fn get_import(
     state: web::Data<AppState>,
     caller: Caller,
@@ -230,8 +345,16 @@ async fn get_import(
     Ok(HttpResponse::Ok().json(ImportView::from(import)))
 }
 
-/// `GET /api/v1/contacts/imports/{id}/errors`: the refused rows as CSV
-/// (`row,phone,error,message`), in file order.
+/// The refused rows of an import as CSV (`row,phone,error,message`), in file order.
+#[utoipa::path(
+    tag = "contacts",
+    params(("id" = String, Path, description = "The import")),
+    responses(
+        (status = 200, description = "The refused rows, as an attachment", content_type = "text/csv", body = String),
+        (status = 404, description = "`import-not-found`"),
+    )
+)]
+#[get("/contacts/imports/{id}/errors")]
 async fn import_errors(
     state: web::Data<AppState>,
     caller: Caller,

@@ -15,18 +15,26 @@ use crate::domain::ContactId;
 use crate::{auth::Caller, domain::PhoneNumber, error::FieldError, state::AppState};
 
 /// A contact as the API takes it, for a create (phone required) or an update (any field).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ContactChange)]
 pub struct ContactBody {
+    /// Any format: `+country` or `00country`, else `default_region` applies. Required to create.
     phone: Option<String>,
+    /// Its name (`nombre` in templates).
     name: Option<String>,
+    /// The seed's `sustantivo` (`noun` in templates).
     noun: Option<String>,
+    /// Its group, for audiences.
     group: Option<String>,
+    /// The Telegram chat to reach it on.
     telegram_chat_id: Option<String>,
+    /// Free attributes, usable in templates (`{}` clears them).
     attributes: Option<BTreeMap<String, String>>,
     /// `true` records an opt-out; `false` is refused (only the contact can opt in again).
     opted_out: Option<bool>,
     /// Region for a phone without `+country` (default `contacts.default_region`).
+    #[schema(example = "ES")]
     default_region: Option<String>,
 }
 

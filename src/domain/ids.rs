@@ -9,10 +9,29 @@ macro_rules! id {
         $(#[$doc])*
         #[derive(
             Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
-            serde::Deserialize, sea_orm::DeriveValueType,
+            serde::Deserialize, sea_orm::DeriveValueType, utoipa::ToSchema,
         )]
         #[serde(transparent)]
         pub struct $name(String);
+
+        /// As a route's `{id}` (every route names its one id so).
+        impl utoipa::IntoParams for $name {
+            fn into_params(
+                parameter_in: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+            ) -> Vec<utoipa::openapi::path::Parameter> {
+                vec![
+                    utoipa::openapi::path::ParameterBuilder::new()
+                        .name("id")
+                        .parameter_in(parameter_in().unwrap_or_default())
+                        .required(utoipa::openapi::Required::True)
+                        .description(Some(concat!("The ", stringify!($name), ".")))
+                        .schema(Some(utoipa::openapi::ObjectBuilder::new().schema_type(
+                            utoipa::openapi::schema::Type::String,
+                        )))
+                        .build(),
+                ]
+            }
+        }
 
         /// Needed of a primary key's type; ids here are text and never come from a counter.
         impl sea_orm::TryFromU64 for $name {

@@ -1,6 +1,6 @@
 //! `/api/v1/alert-rules`: create, list, read, change and delete alert rules (API key auth;
 //! every rule belongs to its creator, and other owners get 404).
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -9,6 +9,7 @@ use super::{
     repo::RuleRow,
     rule_service::{self, RuleBody},
 };
+use crate::page::{Page, PageQuery};
 use crate::{
     auth::Caller,
     domain::{ChannelId, IntegrationId},
@@ -17,27 +18,38 @@ use crate::{
 };
 
 /// Mounts the routes (inside the API-key scope).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/alert-rules", web::post().to(create))
-        .route("/alert-rules", web::get().to(list))
-        .route("/alert-rules/{id}", web::get().to(get))
-        .route("/alert-rules/{id}", web::patch().to(update))
-        .route("/alert-rules/{id}", web::delete().to(delete));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create)
+        .service(list)
+        .service(get)
+        .service(update)
+        .service(delete);
 }
 
-#[derive(Serialize)]
+/// An alert rule: which events it matches, where its alerts go, and what it has done.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AlertRule)]
 struct RuleView {
     id: String,
     name: String,
+    /// Only events of this service; `null`: any service.
     service: Option<String>,
+    /// Metadata conditions: dotted metadata path → the value it must have (all must hold).
     #[serde(rename = "match")]
+    #[schema(value_type = Object)]
     conditions: Value,
+    /// The integration alerts go to (or `channel_id` with `chat_id`).
     integration_id: Option<IntegrationId>,
+    /// The channel account alerts go to, with `chat_id`.
     channel_id: Option<ChannelId>,
+    /// The chat (or `@channel`) of `channel_id` alerts go to.
     chat_id: Option<String>,
+    /// Most alerts per minute; matches beyond it are counted as suppressed.
     max_per_minute: i32,
     enabled: bool,
+    /// Alerts it has sent.
     fired_count: i64,
+    /// Matches over `max_per_minute`, not sent.
     suppressed_count: i64,
     last_fired_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
@@ -65,6 +77,21 @@ fn view(r: RuleRow, state: &AppState) -> RuleView {
     }
 }
 
+/// Create an alert rule.
+///
+/// It needs a `service` or at least one `match` condition, and a target: `integration_id`, or
+/// `channel_id` with `chat_id` (the caller's own).
+#[utoipa::path(
+    tag = "alert-rules",
+    responses(
+        (status = 201, description = "The rule, already at work", body = RuleView),
+        (status = 400, description = "`validation-failed` (with the fields), `invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`integration-not-found`, `channel-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`: not a rule (unknown or mistyped field)"),
+    )
+)]
+#[post("/alert-rules")]
 async fn create(
     caller: Caller,
     body: web::Json<RuleBody>,
@@ -74,15 +101,37 @@ async fn create(
     Ok(HttpResponse::Created().json(view(row, &state)))
 }
 
+/// List the caller's alert rules, oldest first.
+#[utoipa::path(
+    tag = "alert-rules",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of rules", body = Page<RuleView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/alert-rules")]
 async fn list(
     caller: Caller,
-    query: web::Query<crate::page::PageQuery>,
+    query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let rows = rule_service::list(&state, &caller, &query.request()?).await?;
     Ok(HttpResponse::Ok().json(rows.map(|r| view(r, &state))))
 }
 
+/// One alert rule.
+#[utoipa::path(
+    tag = "alert-rules",
+    params(
+        ("id" = String, Path, description = "The alert rule's id."),
+    ),
+    responses(
+        (status = 200, description = "The rule", body = RuleView),
+        (status = 404, description = "`rule-not-found`"),
+    )
+)]
+#[get("/alert-rules/{id}")]
 async fn get(
     caller: Caller,
     path: web::Path<String>,
@@ -92,6 +141,21 @@ async fn get(
     Ok(HttpResponse::Ok().json(view(row, &state)))
 }
 
+/// Change an alert rule: the fields given; `"service": null` clears the service filter.
+#[utoipa::path(
+    tag = "alert-rules",
+    params(
+        ("id" = String, Path, description = "The alert rule's id."),
+    ),
+    responses(
+        (status = 200, description = "The changed rule", body = RuleView),
+        (status = 400, description = "`validation-failed` (with the fields), `invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`rule-not-found`, `integration-not-found`, `channel-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`: not a rule (unknown or mistyped field)"),
+    )
+)]
+#[patch("/alert-rules/{id}")]
 async fn update(
     caller: Caller,
     path: web::Path<String>,
@@ -102,6 +166,18 @@ async fn update(
     Ok(HttpResponse::Ok().json(view(row, &state)))
 }
 
+/// Delete an alert rule.
+#[utoipa::path(
+    tag = "alert-rules",
+    params(
+        ("id" = String, Path, description = "The alert rule's id."),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`rule-not-found`"),
+    )
+)]
+#[delete("/alert-rules/{id}")]
 async fn delete(
     caller: Caller,
     path: web::Path<String>,

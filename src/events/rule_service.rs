@@ -24,19 +24,31 @@ const MAX_PER_MINUTE: i32 = 600;
 const DEFAULT_PER_MINUTE: i32 = 6;
 
 /// A rule as the API takes it: every field for a create, any for a PATCH.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AlertRuleBody)]
 pub struct RuleBody {
+    /// 1 to 200 characters (required on create).
     name: Option<String>,
-    /// `"service": null` clears the filter; a missing key leaves it as it is.
+    /// Only events of this service (1 to 100 bytes). `"service": null` clears the filter; a
+    /// missing key leaves it as it is.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     service: Option<Option<String>>,
+    /// Metadata conditions, at most 16: dotted metadata path (`level`, `http.status`) → the
+    /// value it must have.
     #[serde(rename = "match")]
+    #[schema(value_type = Option<Object>)]
     conditions: Option<Map<String, Value>>,
+    /// Send alerts to this integration (instead of `channel_id` with `chat_id`).
     integration_id: Option<IntegrationId>,
+    /// Send alerts to this channel account, to `chat_id`.
     channel_id: Option<ChannelId>,
+    /// The chat of `channel_id`: a chat id (string or integer) or an `@channel` name.
+    #[schema(value_type = Option<String>)]
     chat_id: Option<Value>,
+    /// Most alerts per minute, 1 to 600 (default 6).
     max_per_minute: Option<i32>,
+    /// Default `true`.
     enabled: Option<bool>,
 }
 

@@ -7,6 +7,7 @@
 //! sending the command again.
 use std::time::Duration;
 
+use actix_web::post;
 use futures::future::BoxFuture;
 
 use super::{
@@ -323,8 +324,30 @@ impl BotUpdates {
     }
 }
 
-/// `POST /telegram/webhook/{channel_id}`: Telegram's webhook calls. The secret header must
-/// match the one registered with `setWebhook`; a 5xx answer makes Telegram send it again.
+/// What the Telegram webhook answers when it has handled an update: an empty JSON object.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TelegramWebhookAck {}
+
+/// Receive a Telegram bot update (Telegram's webhook calls).
+///
+/// The `X-Telegram-Bot-Api-Secret-Token` header must match the secret registered with
+/// `setWebhook`; a 5xx answer makes Telegram send the update again.
+#[utoipa::path(
+    tag = "webhooks",
+    params(
+        ("channel_id" = String, Path, description = "The Telegram bot (channel account) the update is for"),
+        ("X-Telegram-Bot-Api-Secret-Token" = Option<String>, Header, description = "The secret registered with `setWebhook` for this bot"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "A Telegram `Update`"),
+    responses(
+        (status = 200, description = "Handled (or ignored: not a command, or an unknown bot)", body = TelegramWebhookAck),
+        (status = 400, description = "`invalid-update`: the body is not a Telegram update"),
+        (status = 401, description = "`invalid-webhook-secret`: missing or wrong X-Telegram-Bot-Api-Secret-Token"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 500, description = "`internal-error`: not handled; Telegram sends it again"),
+    )
+)]
+#[post("/telegram/webhook/{channel_id}")]
 pub async fn telegram_webhook(
     req: actix_web::HttpRequest,
     path: actix_web::web::Path<ChannelId>,
@@ -354,7 +377,7 @@ pub async fn telegram_webhook(
         .handle(&channel_id, update)
         .await
         .map_err(ApiError::Unexpected)?;
-    Ok(actix_web::HttpResponse::Ok().json(serde_json::json!({})))
+    Ok(actix_web::HttpResponse::Ok().json(TelegramWebhookAck {}))
 }
 
 impl UpdateSink for BotUpdates {

@@ -35,7 +35,7 @@ use crate::{
 };
 
 /// A deep link that binds the chat that opens it to an integration.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeepLink {
     /// `https://t.me/<bot>?start=<code>`.
     pub url: String,
@@ -55,7 +55,7 @@ pub fn new_link(bot_username: &str, ttl_secs: u64, now: DateTime<Utc>) -> (DeepL
 }
 
 /// A token handed to a client once.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     /// The JWT; only its `jti` hash is stored.
     pub token: String,

@@ -1,5 +1,5 @@
 //! Native integration routes under `/api/v1/integrations` (API key auth).
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +8,7 @@ use super::{
     repo::{self, IntegrationRow, NewIntegration},
     revoke_integration, tokens,
 };
+use crate::page::{Page, PageQuery};
 use crate::{
     auth::Caller,
     channels::repo::{self as channels_repo, ChannelRow},
@@ -18,42 +19,58 @@ use crate::{
 };
 
 /// Mounts the routes (inside the API-key scope).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/integrations", web::post().to(create))
-        .route("/integrations", web::get().to(list))
-        .route("/integrations/{id}", web::get().to(get))
-        .route("/integrations/{id}", web::patch().to(update))
-        .route("/integrations/{id}", web::delete().to(delete))
-        .route("/integrations/{id}/link", web::post().to(relink));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create)
+        .service(list)
+        .service(get)
+        .service(update)
+        .service(delete)
+        .service(relink);
 }
 
 /// Longest integration name.
 const MAX_NAME: usize = 200;
 
-#[derive(Debug, Deserialize)]
+/// A new integration on one of the caller's Telegram bots.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewIntegration)]
 struct CreateIntegration {
+    /// The Telegram bot (channel account) whose chats the integration sends to.
     channel_id: ChannelId,
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// `alert:send`, `integration:read`, `integration:revoke` (default: all three).
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    /// Alerts per day (default: the owner's plan's; above it only for admins).
     #[serde(default)]
     daily_quota: Option<u32>,
 }
 
 /// The native view of an integration.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Integration)]
 pub(super) struct IntegrationView {
     id: IntegrationId,
     name: String,
+    /// The Telegram bot it sends through.
     channel_id: ChannelId,
+    /// The linked Telegram chat (`null` until its deep link is opened).
     chat_id: Option<String>,
+    /// `pending`, `active`, `paused` or `revoked`.
     status: String,
+    /// Why it is paused, say.
     status_detail: Option<String>,
     scopes: Vec<String>,
+    /// Alerts per day.
     daily_quota: i32,
+    /// Alerts left today.
     remaining_today: i32,
+    /// When the daily quota resets (00:00 UTC).
     quota_resets_at: DateTime<Utc>,
+    /// When the pending deep link stops working.
     link_expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -77,11 +94,16 @@ pub(super) fn view(i: &IntegrationRow, state: &AppState) -> IntegrationView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// What to change of an integration; absent fields stay as they are.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = IntegrationChange)]
 struct UpdateIntegration {
+    /// 1 to 200 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    /// Alerts per day; above the owner's plan only for admins.
     #[serde(default)]
     daily_quota: Option<u32>,
 }
@@ -188,14 +210,14 @@ pub async fn create_integration(
     let name = checked_name(name)?;
     let scopes = match scopes {
         None => tokens::INTEGRATION_SCOPES.join(" "),
-        Some(list) => {
-            if list.is_empty() {
+        Some(asked) => {
+            if asked.is_empty() {
                 return Err(ApiError::Unprocessable(
                     "invalid-scope",
                     "give at least one scope".into(),
                 ));
             }
-            if let Some(bad) = list
+            if let Some(bad) = asked
                 .iter()
                 .find(|s| !tokens::INTEGRATION_SCOPES.contains(&s.as_str()))
             {
@@ -207,7 +229,7 @@ pub async fn create_integration(
                     ),
                 ));
             }
-            list.join(" ")
+            asked.join(" ")
         }
     };
     let now = state.clock.now();
@@ -244,6 +266,30 @@ pub async fn create_integration(
     })
 }
 
+/// A created integration: its token (shown once) and its one-time deep link.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedIntegration)]
+struct CreatedView {
+    /// The integration, pending until a chat opens the link.
+    integration: IntegrationView,
+    /// Its first token (shown once).
+    token: IssuedToken,
+    /// The one-time deep link that links a chat.
+    link: DeepLink,
+}
+
+/// Create an integration: token (shown once) and one-time deep link.
+#[utoipa::path(
+    tag = "integrations",
+    responses(
+        (status = 201, description = "The pending integration, its token and deep link", body = CreatedView),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`channel-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`, `invalid-name`, `invalid-scope`, `quota-above-plan`, `channel-not-telegram`"),
+    )
+)]
+#[post("/integrations")]
 async fn create(
     caller: Caller,
     body: web::Json<CreateIntegration>,
@@ -260,16 +306,26 @@ async fn create(
         body.daily_quota,
     )
     .await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "integration": view(&created.integration, &state),
-        "token": created.token,
-        "link": created.link,
-    })))
+    Ok(HttpResponse::Created().json(CreatedView {
+        integration: view(&created.integration, &state),
+        token: created.token,
+        link: created.link,
+    }))
 }
 
+/// List integrations, oldest first.
+#[utoipa::path(
+    tag = "integrations",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of integrations", body = Page<IntegrationView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/integrations")]
 async fn list(
     caller: Caller,
-    query: web::Query<crate::page::PageQuery>,
+    query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let rows = repo::page_for(&state.db, &caller.user_id, &query.request()?).await?;
@@ -289,6 +345,16 @@ async fn owned(
         })
 }
 
+/// Get one integration.
+#[utoipa::path(
+    tag = "integrations",
+    params(IntegrationId),
+    responses(
+        (status = 200, description = "The integration", body = IntegrationView),
+        (status = 404, description = "`integration-not-found`"),
+    )
+)]
+#[get("/integrations/{id}")]
 async fn get(
     caller: Caller,
     path: web::Path<IntegrationId>,
@@ -298,7 +364,20 @@ async fn get(
     Ok(HttpResponse::Ok().json(view(&i, &state)))
 }
 
-/// Renames an integration or changes its daily quota.
+/// Rename an integration or change its daily quota.
+#[utoipa::path(
+    tag = "integrations",
+    params(IntegrationId),
+    responses(
+        (status = 200, description = "The changed integration", body = IntegrationView),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`integration-not-found`"),
+        (status = 409, description = "`integration-revoked`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`, `invalid-name`, `quota-above-plan`"),
+    )
+)]
+#[patch("/integrations/{id}")]
 async fn update(
     caller: Caller,
     path: web::Path<IntegrationId>,
@@ -323,6 +402,16 @@ async fn update(
     Ok(HttpResponse::Ok().json(view(&i, &state)))
 }
 
+/// Revoke an integration and all its tokens.
+#[utoipa::path(
+    tag = "integrations",
+    params(IntegrationId),
+    responses(
+        (status = 200, description = "The revoked integration", body = IntegrationView),
+        (status = 404, description = "`integration-not-found`"),
+    )
+)]
+#[delete("/integrations/{id}")]
 async fn delete(
     caller: Caller,
     path: web::Path<IntegrationId>,
@@ -334,7 +423,28 @@ async fn delete(
     Ok(HttpResponse::Ok().json(view(&i, &state)))
 }
 
-/// A new deep link for a pending integration (the old one stops working).
+/// A pending integration's new deep link.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = IntegrationLink)]
+struct RelinkView {
+    /// The new one-time deep link.
+    link: DeepLink,
+}
+
+/// Get a new deep link for a pending integration.
+///
+/// The old link stops working.
+#[utoipa::path(
+    tag = "integrations",
+    params(IntegrationId),
+    responses(
+        (status = 200, description = "The new deep link", body = RelinkView),
+        (status = 404, description = "`integration-not-found`, `channel-not-found`"),
+        (status = 409, description = "`integration-not-pending`"),
+        (status = 422, description = "`channel-not-telegram`"),
+    )
+)]
+#[post("/integrations/{id}/link")]
 async fn relink(
     caller: Caller,
     path: web::Path<IntegrationId>,
@@ -357,5 +467,5 @@ async fn relink(
             "the integration changed meanwhile".into(),
         ));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "link": link })))
+    Ok(HttpResponse::Ok().json(RelinkView { link }))
 }

@@ -1,43 +1,61 @@
 //! `POST /media` (raw body or multipart), listing, metadata, downloads (proxied), links
 //! (presigned or signed), deletion; and the public `GET /media/{id}/content` signed links.
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, http::header, post, web};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{MediaError, repo::MediaRow, service};
 use crate::domain::MediaId;
-use crate::page::PageQuery;
+use crate::page::{Page, PageQuery};
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the authenticated media routes (under `/api/v1`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/media", web::post().to(upload_media))
-        .route("/media", web::get().to(list_media))
-        .route("/media/{id}", web::get().to(get_media))
-        .route("/media/{id}", web::delete().to(delete_media))
-        .route("/media/{id}/content", web::get().to(download))
-        .route("/media/{id}/url", web::get().to(media_url));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(upload_media)
+        .service(list_media)
+        .service(get_media)
+        .service(delete_media)
+        .service(download)
+        .service(media_url);
 }
 
 /// Mounts the signed-link download at the root (no credentials: the signature is the grant).
-pub fn configure_public(cfg: &mut web::ServiceConfig) {
-    cfg.route("/media/{id}/content", web::get().to(signed_download));
+pub fn configure_public(cfg: &mut crate::web::Routes) {
+    cfg.service(signed_download);
 }
 
-#[derive(Deserialize)]
+/// `?filename=&channel=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// The file's name (a plain name up to 255 bytes); for a form, it overrides the part's.
     filename: Option<String>,
     /// Check the file against this channel kind's limits (`whatsapp`, `telegram`, any kind).
     channel: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The `multipart/form-data` form of an upload (other fields are ignored).
+#[derive(utoipa::ToSchema)]
+#[schema(as = MediaUploadForm)]
+#[allow(dead_code)] // documents the form; the handler reads it as a stream
+struct UploadForm {
+    /// The file, with its own `Content-Type` (and filename, unless `?filename=` gives one).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// A stored file.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Media)]
 struct MediaView {
     id: MediaId,
+    /// Its MIME type (the essence, without parameters).
     content_type: String,
     filename: Option<String>,
+    /// Bytes.
     size: i64,
+    /// Hex SHA-256 of the contents.
     sha256: String,
     created_at: chrono::DateTime<Utc>,
 }
@@ -64,9 +82,30 @@ fn parse_mime(value: &str) -> Result<mime::Mime, ApiError> {
     })
 }
 
-/// Upload: the file as the raw body (`Content-Type` its type, `?filename=`), or as the `file`
-/// part of a `multipart/form-data` form. The body streams to the store; it is refused with 413
-/// as soon as it passes `media.max_upload_bytes` or the `?channel=`'s limit for its type.
+/// Upload a file.
+///
+/// The file as the raw body (`Content-Type` its type, `?filename=`), or as the `file` part of a
+/// `multipart/form-data` form. The body streams to the store; it is refused with 413 as soon as
+/// it passes `media.max_upload_bytes` or the `?channel=`'s limit for its type.
+#[utoipa::path(
+    tag = "media",
+    params(UploadQuery),
+    request_body(
+        description = "The file itself with its type as `Content-Type`, or a form with a `file` part",
+        content(
+            (String = "*/*"),
+            (UploadForm = "multipart/form-data"),
+        )
+    ),
+    responses(
+        (status = 201, description = "Stored", body = MediaView),
+        (status = 400, description = "`missing-content-type`, `invalid-content-type`, `invalid-multipart`, `missing-file`, `invalid-body-stream`, `invalid-query` (also an unknown `channel`), `invalid-idempotency-key`"),
+        (status = 413, description = "`payload-too-large`: over `media.max_upload_bytes` or the channel's limit for the type"),
+        (status = 422, description = "`invalid-filename`, `empty-upload`, `content-type-mismatch`, `unsupported-media-type-for-channel`"),
+        (status = 503, description = "`media-store-unavailable`"),
+    )
+)]
+#[post("/media")]
 async fn upload_media(
     caller: Caller,
     req: HttpRequest,
@@ -154,6 +193,16 @@ async fn upload_media(
     Ok(HttpResponse::Created().json(MediaView::from(row)))
 }
 
+/// List the caller's files, newest first.
+#[utoipa::path(
+    tag = "media",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of files", body = Page<MediaView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/media")]
 async fn list_media(
     caller: Caller,
     query: web::Query<PageQuery>,
@@ -163,6 +212,16 @@ async fn list_media(
     Ok(HttpResponse::Ok().json(rows.map(MediaView::from)))
 }
 
+/// One file's metadata.
+#[utoipa::path(
+    tag = "media",
+    params(MediaId),
+    responses(
+        (status = 200, description = "The file's metadata", body = MediaView),
+        (status = 404, description = "`media-not-found`"),
+    )
+)]
+#[get("/media/{id}")]
 async fn get_media(
     caller: Caller,
     path: web::Path<MediaId>,
@@ -172,7 +231,26 @@ async fn get_media(
     Ok(HttpResponse::Ok().json(MediaView::from(row)))
 }
 
-/// The file itself, through this server (for the dashboard).
+/// Download a file, through this server (for the dashboard).
+#[utoipa::path(
+    tag = "media",
+    params(MediaId),
+    responses(
+        (status = 200, description = "The file, as its own type (inline when a browser can show it safely, else an attachment)",
+            content(
+                (String = "application/*"),
+                (String = "audio/*"),
+                (String = "image/*"),
+                (String = "text/*"),
+                (String = "video/*"),
+                (String = "*/*"),
+            ),
+            headers(("Content-Disposition" = String, description = "`inline` or `attachment`, with the filename"))),
+        (status = 404, description = "`media-not-found`, `media-file-missing`"),
+        (status = 503, description = "`media-store-unavailable`"),
+    )
+)]
+#[get("/media/{id}/content")]
 async fn download(
     caller: Caller,
     path: web::Path<MediaId>,
@@ -182,13 +260,41 @@ async fn download(
     stream_file(&state, &row).await
 }
 
-#[derive(Deserialize)]
+/// `?expires=&signature=` of a signed link.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SignedQuery {
+    /// Unix time the link expires at.
     expires: i64,
+    /// The link's HMAC signature.
     signature: String,
 }
 
-/// A signed link (from `GET /api/v1/media/{id}/url`, or sent to a provider that fetches media).
+/// Download a file through a signed link.
+///
+/// The link comes from `GET /api/v1/media/{id}/url`, or is sent to a provider that fetches
+/// media. No credentials: the signature is the grant.
+#[utoipa::path(
+    tag = "media",
+    params(MediaId, SignedQuery),
+    responses(
+        (status = 200, description = "The file, as its own type (inline when a browser can show it safely, else an attachment)",
+            content(
+                (String = "application/*"),
+                (String = "audio/*"),
+                (String = "image/*"),
+                (String = "text/*"),
+                (String = "video/*"),
+                (String = "*/*"),
+            ),
+            headers(("Content-Disposition" = String, description = "`inline` or `attachment`, with the filename"))),
+        (status = 400, description = "`invalid-query`: `expires` and `signature` are required"),
+        (status = 403, description = "`invalid-link`: expired, or its signature does not match"),
+        (status = 404, description = "`media-not-found`, `media-file-missing`"),
+        (status = 503, description = "`media-store-unavailable`"),
+    )
+)]
+#[get("/media/{id}/content")]
 async fn signed_download(
     path: web::Path<MediaId>,
     query: web::Query<SignedQuery>,
@@ -236,14 +342,30 @@ fn shows_inline(content_type: &str) -> bool {
         || essence.starts_with("video/")
 }
 
-#[derive(Serialize)]
+/// A time-limited link to a file.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = MediaLink)]
 struct LinkView {
+    /// Presigned S3 GET, or a signed link to this server's `/media/{id}/content`.
     url: String,
+    /// When the link stops working.
     expires_at: chrono::DateTime<Utc>,
 }
 
-/// A time-limited URL for the file: presigned by S3, or signed by this server (at
-/// `auth.public_url`, else at the address the request came to).
+/// Get a time-limited link to a file.
+///
+/// Presigned by S3, or signed by this server (at `auth.public_url`, else at the address the
+/// request came to).
+#[utoipa::path(
+    tag = "media",
+    params(MediaId),
+    responses(
+        (status = 200, description = "The link", body = LinkView),
+        (status = 404, description = "`media-not-found`"),
+        (status = 503, description = "`media-store-unavailable`"),
+    )
+)]
+#[get("/media/{id}/url")]
 async fn media_url(
     caller: Caller,
     req: HttpRequest,
@@ -260,7 +382,17 @@ async fn media_url(
     Ok(HttpResponse::Ok().json(LinkView { url, expires_at }))
 }
 
-/// Deletes the file, unless a template, an unfinished campaign or an unsent message uses it.
+/// Delete a file that no template, unfinished campaign or unsent message uses.
+#[utoipa::path(
+    tag = "media",
+    params(MediaId),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`media-not-found`"),
+        (status = 409, description = "`media-in-use`: a template, an unfinished campaign or an unsent message attaches it"),
+    )
+)]
+#[delete("/media/{id}")]
 async fn delete_media(
     caller: Caller,
     path: web::Path<MediaId>,

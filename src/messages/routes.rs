@@ -1,5 +1,5 @@
 //! `POST /messages` (queue a send, idempotent by key) and `GET /messages/{id}`.
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -13,49 +13,69 @@ use crate::{
 };
 
 /// Mounts the message routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/messages", web::post().to(create_message))
-        .route("/messages/{id}", web::get().to(get_message));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create_message).service(get_message);
 }
 
-#[derive(Serialize)]
+/// A send accepted into the queue.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = MessageAccepted)]
 struct Accepted<'a> {
+    #[schema(value_type = MessageId)]
     id: &'a MessageId,
+    /// `queued` (or where the message stands, for a replay).
+    #[schema(value_type = String)]
     status: &'a str,
 }
 
-#[derive(Serialize)]
+/// One delivery attempt.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = MessageAttempt)]
 struct AttemptView {
     at: DateTime<Utc>,
+    /// How it ended (`sent`, `retryable_error`, `permanent_error`, `rate_limited`, …).
     outcome: Option<String>,
+    /// Stable code of the failure.
     error_code: Option<String>,
+    /// The provider's words.
     detail: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One entry of a message's history.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = MessageEvent)]
 struct EventView {
     at: DateTime<Utc>,
+    /// `queued`, `attempt`, `skipped`, `failed`, `replayed`, `retry_scheduled` or `status`.
     kind: String,
     outcome: Option<String>,
     error_code: Option<String>,
     detail: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A message of the ledger and its history.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Message)]
 struct MessageView {
     id: MessageId,
     channel_id: ChannelId,
+    /// The recipient, in the channel's canonical form.
     to: String,
+    /// `pending`, `queued`, `sending`, `sent`, `failed` or `skipped`.
     status: String,
     text: String,
     parse_mode: Option<String>,
     media_id: Option<MediaId>,
+    /// Delivery attempts so far.
     attempt_count: i32,
     attempts: Vec<AttemptView>,
     events: Vec<EventView>,
     provider_message_id: Option<String>,
+    /// Stable code of the last failure.
     last_error_code: Option<String>,
+    /// The last failure, as the provider put it.
     last_error: Option<String>,
+    /// When the next attempt is due (queued messages only).
     next_attempt_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -123,6 +143,26 @@ pub(crate) fn replayed(
         .json(answer))
 }
 
+/// Queue a message.
+///
+/// With an `Idempotency-Key`, a repeat of the same request answers the message the first one
+/// created (`Idempotent-Replayed: true`) and sends nothing.
+#[utoipa::path(
+    tag = "messages",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body within 24 h: the message the first request created, again (`Idempotent-Replayed: true`); same key, other body: `409 idempotency-key-reused`. 1 to 255 visible ASCII characters."),
+    ),
+    responses(
+        (status = 202, description = "Queued (or, for a repeat, the message the first request created)", body = Accepted,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this answers a repeat of an earlier request"))),
+        (status = 400, description = "`invalid-idempotency-key`, `invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`channel-not-found`, `media-not-found`"),
+        (status = 409, description = "`idempotency-key-reused`: the key came before with another body"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-recipient`, `text-empty`, `text-too-long`, `caption-too-long`, `invalid-parse-mode`, `unsupported-channel-kind`, `invalid-body`"),
+    )
+)]
+#[post("/messages")]
 async fn create_message(
     caller: Caller,
     req: HttpRequest,
@@ -145,6 +185,16 @@ async fn create_message(
     Ok(res.json(answer))
 }
 
+/// One message, with its attempts and events.
+#[utoipa::path(
+    tag = "messages",
+    params(MessageId),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 404, description = "`message-not-found`"),
+    )
+)]
+#[get("/messages/{id}")]
 async fn get_message(
     caller: Caller,
     path: web::Path<MessageId>,

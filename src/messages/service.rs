@@ -22,14 +22,23 @@ const MAX_CAPTION: usize = 1024;
 
 /// A send as the API takes it. Its canonical JSON (fields in this order) is the request hash
 /// an `Idempotency-Key` is bound to.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewMessage)]
 pub struct SendRequest {
+    /// One of the caller's channel accounts.
     channel_id: ChannelId,
+    /// The recipient: a chat id or `@channel` (Telegram), a phone number (WhatsApp; read with
+    /// `contacts.default_region` when it has no `+country`), …
     to: String,
+    /// The text, up to 4096 characters (a caption of up to 1024 with `media_id`). Required
+    /// without `media_id`.
     #[serde(default)]
+    #[schema(max_length = 4096)]
     text: String,
+    /// `HTML`, `MarkdownV2` or `Markdown`.
     parse_mode: Option<String>,
+    /// One of the caller's files, sent with the text as its caption.
     media_id: Option<MediaId>,
 }
 

@@ -1,5 +1,5 @@
 //! `/signals` and `/users/{id}/plan`: parse, authorise, call the service, map its error.
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -19,35 +19,47 @@ use crate::{
 pub const MAX_PAGE: u64 = crate::page::MAX_LIMIT;
 
 /// Mounts the signal routes under `/api/v1`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/signals/profile", web::get().to(get_profile))
-        .route("/signals/profile", web::put().to(put_profile))
-        .route("/signals/profile/token", web::post().to(rotate_token))
-        .route("/signals", web::get().to(list))
-        .route("/signals/{id}", web::get().to(get))
-        .route("/signals/{id}", web::patch().to(patch))
-        .route("/users/{id}/plan", web::put().to(set_plan));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(get_profile)
+        .service(put_profile)
+        .service(rotate_token)
+        .service(list)
+        .service(get)
+        .service(patch)
+        .service(set_plan);
 }
 
 /// A signal as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Signal)]
 pub struct SignalView {
     pub id: String,
+    /// Whose signal it is.
     pub user_id: UserId,
+    /// `EXCHANGE:SYMBOL` when the exchange is known, else the symbol.
     pub ticker: Option<String>,
+    /// `BINANCE` in `BINANCE:BTCUSDT`.
     pub exchange: Option<String>,
+    /// `BTCUSDT` in `BINANCE:BTCUSDT`.
     pub symbol: Option<String>,
     pub price: Option<f64>,
+    /// As the alert wrote it: `BUY`, `Divergencia Alcista`, …
     pub signal_type: Option<String>,
     pub indicator: Option<String>,
+    /// `15m`, `1h`, `1D`, …
     pub timeframe: Option<String>,
+    /// The TradingView chart captured for it.
     pub chart_id: Option<String>,
     /// The body as posted.
     pub raw: String,
-    /// Why it could not be read; `null` when parsed.
+    /// Why it could not be read (`empty`, `unfilled-placeholder`, `no-ticker`); `null` when
+    /// parsed.
     pub parse_error: Option<String>,
+    /// The chart picture: `pending`, `processing`, `completed`, `failed` or `skipped`.
     pub screenshot_status: String,
+    /// A link to the chart picture, when there is one.
     pub screenshot_url: Option<String>,
+    /// `pending`, `win`, `loss` or `skip`.
     pub result: String,
     pub profit_loss: Option<f64>,
     pub notes: Option<String>,
@@ -120,7 +132,9 @@ impl From<SignalRow> for SignalView {
     }
 }
 
-#[derive(Serialize)]
+/// The caller's signal webhook, delivery target and plan.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SignalProfile)]
 struct ProfileView {
     user_id: UserId,
     /// Whether a token was issued (the token itself is shown once, at rotation).
@@ -135,10 +149,14 @@ struct ProfileView {
     quota_reset_at: DateTime<Utc>,
     allowed_ips: Vec<String>,
     /// TradingView's documented sending addresses, for `allowed_ips`.
+    #[schema(value_type = Vec<String>)]
     suggested_allowed_ips: [&'static str; 4],
+    /// Where each signal is sent (with `recipient`).
     channel_id: Option<ChannelId>,
     recipient: Option<String>,
+    /// The message's template (minijinja); the default layout when `null`.
     template: Option<String>,
+    /// The chart captured when an alert names none (`?chart=`).
     default_chart_id: Option<String>,
     /// Whether TradingView cookies are stored (they are never shown).
     has_tradingview_cookies: bool,
@@ -190,11 +208,30 @@ async fn profile_view(state: &AppState, p: ProfileRow) -> Result<ProfileView, Ap
     })
 }
 
+/// The caller's signals profile (created on first use).
+#[utoipa::path(
+    tag = "signals",
+    responses(
+        (status = 200, description = "The profile", body = ProfileView),
+    )
+)]
+#[get("/signals/profile")]
 async fn get_profile(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let p = service::profile(&state, &caller.user_id).await?;
     Ok(HttpResponse::Ok().json(profile_view(&state, p).await?))
 }
 
+/// Change the caller's signals profile: fields left out stay as they are, `null` clears.
+#[utoipa::path(
+    tag = "signals",
+    responses(
+        (status = 200, description = "The changed profile", body = ProfileView),
+        (status = 400, description = "`validation-failed` (with the fields), `invalid-json`, `unsupported-media-type`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`: not a profile change (unknown or mistyped field)"),
+    )
+)]
+#[put("/signals/profile")]
 async fn put_profile(
     caller: Caller,
     body: web::Json<service::ProfileChange>,
@@ -205,13 +242,38 @@ async fn put_profile(
     Ok(HttpResponse::Ok().json(profile_view(&state, p).await?))
 }
 
-#[derive(Deserialize, Default)]
+/// `{grace_hours}` (the body is optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SignalTokenRotation)]
 struct Rotate {
-    /// How long the old token keeps working; the configured grace when left out.
+    /// How long the old token keeps working (at most 2160); the configured grace when left out.
     grace_hours: Option<u32>,
 }
 
+/// The new webhook token: shown only here.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = SignalToken)]
+struct RotatedToken {
+    /// Until when the token it replaced keeps working; `null` when there was none or it stopped
+    /// at once.
+    previous_token_valid_until: Option<DateTime<Utc>>,
+    token: String,
+    /// Where TradingView posts the alerts: `<public url>/webhook/u/<token>`.
+    webhook_url: String,
+}
+
+/// Issue a new webhook token; the one it replaces keeps working for `grace_hours`.
+///
+/// The body is optional: without one, or with one that is not `{grace_hours}` JSON, the
+/// configured grace applies.
+#[utoipa::path(
+    tag = "signals",
+    responses(
+        (status = 201, description = "The token (shown once) and its webhook URL", body = RotatedToken),
+    )
+)]
+#[post("/signals/profile/token")]
 async fn rotate_token(
     req: HttpRequest,
     caller: Caller,
@@ -231,27 +293,37 @@ async fn rotate_token(
             &state.trusted_proxies,
         )
     );
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "token": token,
-        "webhook_url": url,
-        "previous_token_valid_until": p.previous_valid_until,
-    })))
+    Ok(HttpResponse::Created().json(RotatedToken {
+        previous_token_valid_until: p.previous_valid_until,
+        token,
+        webhook_url: url,
+    }))
 }
 
-#[derive(Deserialize)]
+/// `?user_id=&ticker=&type=&indicator=&result=&from=&to=&cursor=&limit=`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Another owner's signals (admins).
     user_id: Option<UserId>,
+    /// Only this ticker.
     ticker: Option<String>,
+    /// Only this signal type.
     #[serde(rename = "type")]
     signal_type: Option<String>,
+    /// Only this indicator.
     indicator: Option<String>,
+    /// Only this result: `pending`, `win`, `loss` or `skip`.
     result: Option<String>,
+    /// Received at or after (RFC 3339).
     from: Option<DateTime<Utc>>,
+    /// Received before (RFC 3339).
     to: Option<DateTime<Utc>>,
     /// `next_cursor` of the page before.
     cursor: Option<String>,
+    /// Signals per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -289,6 +361,17 @@ pub async fn list_for(
     Ok((SignalView::linked(state, base, rows).await, next_before))
 }
 
+/// List an owner's signals (the caller's unless `user_id`), newest first.
+#[utoipa::path(
+    tag = "signals",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of signals", body = Page<SignalView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed` (`limit`, `result`), `invalid-query`"),
+        (status = 404, description = "`user-not-found`: `user_id` is not one the caller may read"),
+    )
+)]
+#[get("/signals")]
 async fn list(
     req: HttpRequest,
     caller: Caller,
@@ -323,6 +406,18 @@ async fn list(
     }))
 }
 
+/// One signal.
+#[utoipa::path(
+    tag = "signals",
+    params(
+        ("id" = String, Path, description = "The signal's id."),
+    ),
+    responses(
+        (status = 200, description = "The signal", body = SignalView),
+        (status = 404, description = "`signal-not-found`"),
+    )
+)]
+#[get("/signals/{id}")]
 async fn get(
     req: HttpRequest,
     caller: Caller,
@@ -338,6 +433,21 @@ async fn get(
     Ok(HttpResponse::Ok().json(SignalView::linked_one(&state, &base, s).await))
 }
 
+/// Record the trader's verdict on a signal: its result, profit or loss and notes.
+#[utoipa::path(
+    tag = "signals",
+    params(
+        ("id" = String, Path, description = "The signal's id."),
+    ),
+    responses(
+        (status = 200, description = "The signal", body = SignalView),
+        (status = 400, description = "`validation-failed` (with the fields), `invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`signal-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`: unknown or mistyped field"),
+    )
+)]
+#[patch("/signals/{id}")]
 async fn patch(
     req: HttpRequest,
     caller: Caller,
@@ -355,12 +465,28 @@ async fn patch(
     Ok(HttpResponse::Ok().json(SignalView::linked_one(&state, &base, s).await))
 }
 
-#[derive(Deserialize)]
+/// `{plan}`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SignalPlanChange)]
 struct PlanBody {
+    /// A plan defined under `signals.plans`.
     plan: String,
 }
 
+/// Set a user's signals plan (admins).
+#[utoipa::path(
+    tag = "signals",
+    params(UserId),
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`user-not-found` (also to a caller who is not an admin)"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`unknown-plan`, `invalid-body`"),
+    )
+)]
+#[put("/users/{id}/plan")]
 async fn set_plan(
     caller: Caller,
     path: web::Path<UserId>,

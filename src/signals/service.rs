@@ -381,18 +381,27 @@ fn format_price(p: f64) -> String {
 }
 
 /// `PUT /signals/profile`: fields left out stay as they are; `null` clears.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SignalProfileChange)]
 pub struct ProfileChange {
+    /// Whether the webhook takes alerts.
     pub webhook_enabled: Option<bool>,
+    /// Addresses or CIDR blocks the webhook takes alerts from (at most 64); empty or `null`:
+    /// any.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub allowed_ips: Option<Option<Vec<String>>>,
+    /// Where each signal is sent (with `recipient`; both or neither).
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub channel_id: Option<Option<ChannelId>>,
+    /// The recipient on `channel_id`.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub recipient: Option<Option<String>>,
+    /// The message's template (minijinja, at most 4096 characters: `{{ticker}}`, `{{price}}`, …);
+    /// `null` for the default layout.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub template: Option<Option<String>>,
+    /// The chart captured when an alert names none: letters, digits, `-` and `_`, at most 64.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub default_chart_id: Option<Option<String>>,
     /// TradingView session cookies (`sessionid`, `sessionid_sign`, …), stored encrypted and sent
@@ -627,12 +636,16 @@ pub async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<SignalR
 }
 
 /// `PATCH /signals/{id}`: the trader's verdict.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SignalVerdict)]
 pub struct Verdict {
+    /// `pending`, `win`, `loss` or `skip`.
     pub result: Option<String>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub profit_loss: Option<Option<f64>>,
+    /// At most 4000 characters; `null` clears them.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub notes: Option<Option<String>>,
 }

@@ -1,9 +1,9 @@
 //! `/subscriptions`: parse, authorise, call the service, map its error.
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, post, web};
 use serde::{Deserialize, Serialize};
 
 use super::{SubscriptionsListener, repo::SubscriptionRow, service};
-use crate::page::PageQuery;
+use crate::page::{Page, PageQuery};
 use crate::{
     auth::Caller,
     domain::{ChannelId, MessageId},
@@ -13,26 +13,25 @@ use crate::{
 };
 
 /// Mounts the subscription routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/subscriptions", web::post().to(create))
-        .route("/subscriptions", web::get().to(list))
-        .route("/subscriptions/{id}", web::get().to(get))
-        .route("/subscriptions/{id}", web::delete().to(delete))
-        .route(
-            "/subscriptions/{id}/dead-letters",
-            web::get().to(dead_letters),
-        )
-        .route(
-            "/subscriptions/{id}/dead-letters/replay",
-            web::post().to(replay),
-        );
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create)
+        .service(list)
+        .service(get)
+        .service(delete)
+        .service(dead_letters)
+        .service(replay);
 }
 
-#[derive(Serialize)]
+/// A subscription of a webhook channel to message status events.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Subscription)]
 struct View {
     id: String,
+    /// The webhook channel the events are posted to.
     channel_id: ChannelId,
+    /// The events it gets: `sent`, `delivered`, `read`, `failed`, `skipped`.
     events: Vec<String>,
+    /// Only messages sent on this channel.
     source_channel_id: Option<ChannelId>,
     /// The last sequence number given to an event.
     sequence: i64,
@@ -52,15 +51,19 @@ impl From<SubscriptionRow> for View {
     }
 }
 
-#[derive(Serialize)]
+/// An event that was refused or ran out of attempts.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = DeadLetter)]
 struct DeadLetter {
     /// The event message's id (`X-Pregonero-Message-Id` of its POSTs).
     id: MessageId,
     attempts: i32,
+    /// Stable code of the last failure.
     error_code: Option<String>,
+    /// The last failure, as the endpoint answered.
     error: Option<String>,
     failed_at: chrono::DateTime<chrono::Utc>,
-    /// The document that was posted.
+    /// The document that was posted (a status event).
     event: serde_json::Value,
 }
 
@@ -77,6 +80,18 @@ impl From<MessageRow> for DeadLetter {
     }
 }
 
+/// Subscribe a webhook channel to message status events.
+#[utoipa::path(
+    tag = "subscriptions",
+    responses(
+        (status = 201, description = "The subscription", body = View),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`, `invalid-idempotency-key`"),
+        (status = 404, description = "`channel-not-found`: `source_channel_id` is not one of your channels"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`not-a-webhook-channel`, `unknown-event`, `invalid-body`"),
+    )
+)]
+#[post("/subscriptions")]
 async fn create(
     caller: Caller,
     body: web::Json<service::Create>,
@@ -88,6 +103,16 @@ async fn create(
     Ok(HttpResponse::Created().json(View::from(row)))
 }
 
+/// List the caller's subscriptions, oldest first.
+#[utoipa::path(
+    tag = "subscriptions",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of subscriptions", body = Page<View>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/subscriptions")]
 async fn list(
     caller: Caller,
     query: web::Query<PageQuery>,
@@ -97,6 +122,16 @@ async fn list(
     Ok(HttpResponse::Ok().json(rows.map(View::from)))
 }
 
+/// One subscription.
+#[utoipa::path(
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription")),
+    responses(
+        (status = 200, description = "The subscription", body = View),
+        (status = 404, description = "`subscription-not-found`"),
+    )
+)]
+#[get("/subscriptions/{id}")]
 async fn get(
     caller: Caller,
     path: web::Path<String>,
@@ -106,6 +141,16 @@ async fn get(
     Ok(HttpResponse::Ok().json(View::from(row)))
 }
 
+/// Delete a subscription (events already written are still delivered).
+#[utoipa::path(
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`subscription-not-found`"),
+    )
+)]
+#[delete("/subscriptions/{id}")]
 async fn delete(
     caller: Caller,
     path: web::Path<String>,
@@ -117,6 +162,17 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// List a subscription's dead letters: events refused or out of attempts, oldest first.
+#[utoipa::path(
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription"), PageQuery),
+    responses(
+        (status = 200, description = "One page of dead letters", body = Page<DeadLetter>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+        (status = 404, description = "`subscription-not-found`"),
+    )
+)]
+#[get("/subscriptions/{id}/dead-letters")]
 async fn dead_letters(
     caller: Caller,
     path: web::Path<String>,
@@ -127,13 +183,41 @@ async fn dead_letters(
     Ok(HttpResponse::Ok().json(rows.map(DeadLetter::from)))
 }
 
-#[derive(Deserialize, Default)]
+/// `{ids}`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DeadLetterReplay)]
 struct Replay {
-    /// Dead letters to send again; all when left out.
+    /// Dead letters to send again (at most 500); all when left out.
+    #[schema(max_items = 500)]
     ids: Option<Vec<MessageId>>,
 }
 
+/// What a replay queued again (keys in the order the answer always had).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = DeadLettersReplayed)]
+struct Replayed {
+    /// The dead letters queued again.
+    ids: Vec<MessageId>,
+    /// How many.
+    replayed: usize,
+}
+
+/// Send dead letters again (all, or those of `ids`), each with its first sequence number.
+///
+/// The body is optional; one that is not a JSON `{ids}` counts as none (all are replayed).
+#[utoipa::path(
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "The subscription")),
+    request_body(content = Option<Replay>, description = "Which dead letters; all when there is no body"),
+    responses(
+        (status = 202, description = "Queued again", body = Replayed),
+        (status = 400, description = "`invalid-idempotency-key`"),
+        (status = 404, description = "`subscription-not-found`"),
+        (status = 422, description = "`too-many-ids`: more than 500"),
+    )
+)]
+#[post("/subscriptions/{id}/dead-letters/replay")]
 async fn replay(
     caller: Caller,
     path: web::Path<String>,
@@ -143,8 +227,8 @@ async fn replay(
     caller.ensure_can_write()?;
     let ids = body.map(|b| b.into_inner()).unwrap_or_default().ids;
     let replayed = service::replay(&outbox, &caller, &path, ids).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "replayed": replayed.len(),
-        "ids": replayed,
-    })))
+    Ok(HttpResponse::Accepted().json(Replayed {
+        replayed: replayed.len(),
+        ids: replayed,
+    }))
 }

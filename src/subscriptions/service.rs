@@ -20,12 +20,13 @@ use crate::{
 pub const MAX_PAGE: usize = 500;
 
 /// `POST /subscriptions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewSubscription)]
 pub struct Create {
     /// One of the owner's webhook channels.
     pub channel_id: ChannelId,
-    /// Events wanted; all when left out.
+    /// Events wanted (`sent`, `delivered`, `read`, `failed`, `skipped`); all when left out.
     pub events: Option<Vec<String>>,
     /// Only messages sent on this channel.
     pub source_channel_id: Option<ChannelId>,

@@ -1,8 +1,7 @@
 //! `/templates`: parse, authorise, call the service, map its error.
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{Compiled, repo::TemplateRow, service};
 use crate::{
@@ -13,22 +12,27 @@ use crate::{
 };
 
 /// `/api/v1/templates` routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/templates", web::post().to(create))
-        .route("/templates", web::get().to(list))
-        .route("/templates/{id}", web::get().to(get))
-        .route("/templates/{id}", web::patch().to(update))
-        .route("/templates/{id}", web::delete().to(delete))
-        .route("/templates/{id}/preview", web::post().to(preview))
-        .route("/templates/{id}/check", web::post().to(check));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create)
+        .service(list)
+        .service(get)
+        .service(update)
+        .service(delete)
+        .service(preview)
+        .service(check);
 }
 
-#[derive(Debug, Serialize)]
+/// A message template.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Template)]
 struct TemplateView {
     id: String,
     name: String,
+    /// Jinja syntax: `Hola {{ sustantivo }} {{ nombre }}`.
     body: String,
+    /// A file sent with every message made from it.
     media_id: Option<MediaId>,
+    /// The variables the body uses, sorted.
     variables: Vec<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -50,7 +54,17 @@ impl From<TemplateRow> for TemplateView {
     }
 }
 
-/// `POST /api/v1/templates`.
+/// Create a template (its syntax is checked).
+#[utoipa::path(
+    tag = "templates",
+    responses(
+        (status = 201, description = "The template", body = TemplateView),
+        (status = 400, description = "`validation-failed` (`name`, `body` required; `invalid-format`, `invalid-template`, `media_id` `not-found`), `invalid-json`, `unsupported-media-type`, `invalid-idempotency-key`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`"),
+    )
+)]
+#[post("/templates")]
 async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -60,7 +74,16 @@ async fn create(
     Ok(HttpResponse::Created().json(TemplateView::from(row)))
 }
 
-/// `GET /api/v1/templates`.
+/// List the caller's templates, oldest first.
+#[utoipa::path(
+    tag = "templates",
+    params(crate::page::PageQuery),
+    responses(
+        (status = 200, description = "One page of templates", body = crate::page::Page<TemplateView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/templates")]
 async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -70,7 +93,16 @@ async fn list(
     Ok(HttpResponse::Ok().json(rows.map(TemplateView::from)))
 }
 
-/// `GET /api/v1/templates/{id}`.
+/// One template.
+#[utoipa::path(
+    tag = "templates",
+    params(("id" = String, Path, description = "The template")),
+    responses(
+        (status = 200, description = "The template", body = TemplateView),
+        (status = 404, description = "`template-not-found`"),
+    )
+)]
+#[get("/templates/{id}")]
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -80,7 +112,19 @@ async fn get(
     Ok(HttpResponse::Ok().json(TemplateView::from(row)))
 }
 
-/// `PATCH /api/v1/templates/{id}`.
+/// Change a template: the fields given change.
+#[utoipa::path(
+    tag = "templates",
+    params(("id" = String, Path, description = "The template")),
+    responses(
+        (status = 200, description = "The template", body = TemplateView),
+        (status = 400, description = "`validation-failed` (`invalid-format`, `invalid-template`, `media_id` `not-found`), `invalid-json`, `unsupported-media-type`"),
+        (status = 404, description = "`template-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`"),
+    )
+)]
+#[patch("/templates/{id}")]
 async fn update(
     state: web::Data<AppState>,
     caller: Caller,
@@ -91,7 +135,16 @@ async fn update(
     Ok(HttpResponse::Ok().json(TemplateView::from(row)))
 }
 
-/// `DELETE /api/v1/templates/{id}`.
+/// Delete a template.
+#[utoipa::path(
+    tag = "templates",
+    params(("id" = String, Path, description = "The template")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`template-not-found`"),
+    )
+)]
+#[delete("/templates/{id}")]
 async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -101,14 +154,42 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize)]
+/// `{contact_id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TemplatePreviewRequest)]
 struct PreviewBody {
+    /// One of the template owner's contacts.
     contact_id: ContactId,
 }
 
-/// `POST /api/v1/templates/{id}/preview {contact_id}`: the text that contact would get, or
-/// `422 missing-variables` naming what the contact lacks.
+/// The text one contact would get (keys in the order the answer always had).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TemplatePreview)]
+struct PreviewView {
+    contact_id: ContactId,
+    /// The template's file, sent with the text.
+    media_id: Option<MediaId>,
+    template_id: String,
+    /// The rendered text.
+    text: String,
+}
+
+/// Render a template for one contact.
+///
+/// The text that contact would get, or `422 missing-variables` naming what the contact lacks.
+#[utoipa::path(
+    tag = "templates",
+    params(("id" = String, Path, description = "The template")),
+    responses(
+        (status = 200, description = "The rendered text", body = PreviewView),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`, `invalid-idempotency-key`"),
+        (status = 404, description = "`template-not-found`, `contact-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`missing-variables`, `invalid-template`, `render-failed`, `invalid-body`"),
+    )
+)]
+#[post("/templates/{id}/preview")]
 async fn preview(
     state: web::Data<AppState>,
     caller: Caller,
@@ -116,21 +197,39 @@ async fn preview(
     body: web::Json<PreviewBody>,
 ) -> Result<HttpResponse, ApiError> {
     let p = service::preview(&state, &caller, &id, &body.contact_id).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "template_id": p.template.id, "contact_id": p.contact_id, "text": p.text,
-        "media_id": p.template.media_id,
-    })))
+    Ok(HttpResponse::Ok().json(PreviewView {
+        contact_id: p.contact_id,
+        media_id: p.template.media_id,
+        template_id: p.template.id,
+        text: p.text,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// `{groups}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TemplateCheckRequest)]
 struct CheckBody {
     /// Only contacts of these groups (default: all of the owner's contacts).
     groups: Option<Vec<String>>,
 }
 
-/// `POST /api/v1/templates/{id}/check {groups}`: which of the audience's contacts lack a
-/// variable the template uses (opted-out contacts are not in an audience).
+/// Check a template against an audience.
+///
+/// Which of the audience's contacts lack a variable the template uses (opted-out contacts are
+/// not in an audience); the first 100 are listed, all are counted.
+#[utoipa::path(
+    tag = "templates",
+    params(("id" = String, Path, description = "The template")),
+    responses(
+        (status = 200, description = "The report", body = service::Check),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`, `invalid-idempotency-key`"),
+        (status = 404, description = "`template-not-found`"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-template`, `invalid-body`"),
+    )
+)]
+#[post("/templates/{id}/check")]
 async fn check(
     state: web::Data<AppState>,
     caller: Caller,

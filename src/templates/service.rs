@@ -1,6 +1,5 @@
 //! What the template routes do: validate, store, preview and check against an audience.
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::{
     Compiled, MAX_BODY_CHARS, TemplateError, context,
@@ -20,11 +19,17 @@ const CHECK_LIST: usize = 100;
 const CHECK_PAGE: u64 = 5_000;
 
 /// The fields of a create (all required) or an update (any).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TemplateChange)]
 pub struct Fields {
+    /// 1 to 200 characters. Required to create.
     name: Option<String>,
+    /// Jinja syntax (`Hola {{ sustantivo }} {{ nombre }}`), up to 4096 characters. Required to
+    /// create.
+    #[schema(max_length = 4096)]
     body: Option<String>,
+    /// One of the caller's files, sent with every message made from the template.
     media_id: Option<MediaId>,
 }
 
@@ -179,6 +184,33 @@ pub async fn preview(
     })
 }
 
+/// What `check` found (keys in the order the answer always had).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TemplateCheck)]
+pub struct Check {
+    /// The first 100 contacts that lack a variable.
+    contacts: Vec<CheckedContact>,
+    /// Contacts in the audience.
+    contacts_checked: u64,
+    /// Contacts the template cannot be rendered for.
+    contacts_missing_variables: u64,
+    /// `true` when every contact has what the template needs.
+    ready: bool,
+    template_id: String,
+    /// The variables the template uses.
+    variables: Vec<String>,
+}
+
+/// A contact the template cannot be rendered for.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TemplateCheckContact)]
+pub struct CheckedContact {
+    contact_id: ContactId,
+    /// The variables it lacks.
+    missing: Vec<String>,
+    phone: String,
+}
+
 /// Walks the audience (the owner's reachable contacts, of `groups` when given) and counts
 /// those the template cannot be rendered for, listing the first [`CHECK_LIST`].
 pub async fn check(
@@ -186,7 +218,7 @@ pub async fn check(
     caller: &Caller,
     id: &str,
     groups: Option<Vec<String>>,
-) -> Result<Value, TemplateError> {
+) -> Result<Check, TemplateError> {
     let t = find(state, caller, id).await?;
     let compiled = Compiled::new(&t.body).map_err(TemplateError::Unparsable)?;
     let groups = groups.unwrap_or_default();
@@ -211,17 +243,21 @@ pub async fn check(
             if !lacking.is_empty() {
                 affected += 1;
                 if listed.len() < CHECK_LIST {
-                    listed.push(json!({"contact_id": c.id, "phone": c.phone, "missing": lacking}));
+                    listed.push(CheckedContact {
+                        contact_id: c.id.clone(),
+                        missing: lacking,
+                        phone: c.phone.clone(),
+                    });
                 }
             }
         }
     }
-    Ok(json!({
-        "template_id": t.id,
-        "variables": compiled.variables(),
-        "contacts_checked": checked,
-        "contacts_missing_variables": affected,
-        "contacts": listed,
-        "ready": affected == 0,
-    }))
+    Ok(Check {
+        contacts: listed,
+        contacts_checked: checked,
+        contacts_missing_variables: affected,
+        ready: affected == 0,
+        template_id: t.id,
+        variables: compiled.variables().iter().cloned().collect(),
+    })
 }

@@ -1,11 +1,11 @@
 //! `/channels`: register an account of any kind (its adapter checks and stores the credentials,
 //! encrypted), list, show, delete. The HTTP face of the delivery core's accounts: it lives here,
 //! not in `channels/`, so the core imports no feature (auth, state).
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, post, web};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::page::PageQuery;
+use crate::page::{Page, PageQuery};
 use crate::{
     auth::Caller,
     channels::{
@@ -20,33 +20,47 @@ use crate::{
 };
 
 /// Mounts the channel routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/channels", web::post().to(create_channel))
-        .route("/channels", web::get().to(list_channels))
-        .route("/channels/{id}", web::get().to(get_channel))
-        .route("/channels/{id}", web::delete().to(delete_channel));
+pub fn configure(cfg: &mut crate::web::Routes) {
+    cfg.service(create_channel)
+        .service(list_channels)
+        .service(get_channel)
+        .service(delete_channel);
 }
 
 /// `POST /channels`: the common fields; the rest belong to the kind's adapter, which refuses
 /// the ones it does not know.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewChannel)]
 struct CreateChannel {
+    /// The account's kind: `telegram`, `whatsapp`, `webhook`.
     kind: String,
+    /// 1 to 100 characters.
     name: String,
+    /// Pacing overrides; unset fields use the server's defaults.
     limits: Option<LimitsInput>,
+    /// The kind's own fields: Telegram `bot_token`; WhatsApp `phone_number_id`,
+    /// `access_token`, `app_secret`, optional `verify_token`; webhook `url`, `secret`, … (see
+    /// docs/api.md). Only admins may set `allow_private_network`.
     #[serde(flatten)]
     fields: Map<String, Value>,
 }
 
-#[derive(Serialize)]
+/// A channel account (never its credentials).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Channel)]
 struct ChannelView {
     id: ChannelId,
+    /// `telegram`, `whatsapp`, `webhook`.
     kind: String,
     name: String,
+    /// A display handle (`@bot_username`).
     username: Option<String>,
+    /// The provider's id of the account (bot id, phone number id).
     external_id: Option<String>,
+    /// `active`, `unauthorized` (the provider rejected its credentials) or `error`.
     status: String,
     status_detail: Option<String>,
+    /// The account's pacing in effect; null for a kind this server no longer runs.
     limits: Option<PacingView>,
     /// Where the provider calls back (WhatsApp: the callback path to configure in Meta's app,
     /// under this server's public URL).
@@ -58,7 +72,9 @@ struct ChannelView {
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
-#[derive(Serialize)]
+/// A channel account's pacing in effect.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ChannelPacing)]
 struct PacingView {
     per_second: u32,
     burst: u32,
@@ -93,6 +109,22 @@ fn view(row: ChannelRow, adapters: &Adapters, settings: &Settings) -> ChannelVie
     }
 }
 
+/// Register a channel account of any kind.
+///
+/// Its adapter checks the credentials with the provider and stores them encrypted. The answer
+/// that creates it is the only one to show fields such as WhatsApp's generated `verify_token`.
+#[utoipa::path(
+    tag = "channels",
+    responses(
+        (status = 201, description = "The account, with the fields shown only once", body = ChannelView),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
+        (status = 403, description = "`admin-only`: `allow_private_network` needs an admin"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`unsupported-channel-kind`, `invalid-name`, `invalid-limits`, `invalid-body`, `invalid-channel-fields`, the kind's own (`invalid-bot-token`, `bot-token-rejected`, `invalid-phone-number-id`, `invalid-access-token`, `invalid-app-secret`, `invalid-verify-token`, `invalid-webhook-url`, `webhook-url-forbidden`, `invalid-webhook-secret`, …)"),
+        (status = 502, description = "`provider-unreachable`"),
+    )
+)]
+#[post("/channels")]
 async fn create_channel(
     caller: Caller,
     body: web::Json<CreateChannel>,
@@ -172,6 +204,16 @@ async fn create_channel(
     Ok(HttpResponse::Created().json(out))
 }
 
+/// List the caller's channel accounts.
+#[utoipa::path(
+    tag = "channels",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of channel accounts", body = Page<ChannelView>),
+        (status = 400, description = "`invalid-cursor`, `validation-failed`, `invalid-query`"),
+    )
+)]
+#[get("/channels")]
 async fn list_channels(
     caller: Caller,
     query: web::Query<PageQuery>,
@@ -181,6 +223,16 @@ async fn list_channels(
     Ok(HttpResponse::Ok().json(rows.map(|r| view(r, &state.adapters, &state.settings))))
 }
 
+/// One channel account.
+#[utoipa::path(
+    tag = "channels",
+    params(ChannelId),
+    responses(
+        (status = 200, description = "The channel account", body = ChannelView),
+        (status = 404, description = "`channel-not-found`"),
+    )
+)]
+#[get("/channels/{id}")]
 async fn get_channel(
     caller: Caller,
     path: web::Path<ChannelId>,
@@ -192,6 +244,16 @@ async fn get_channel(
     Ok(HttpResponse::Ok().json(view(row, &state.adapters, &state.settings)))
 }
 
+/// Delete a channel account: its actor stops and it sends nothing more.
+#[utoipa::path(
+    tag = "channels",
+    params(ChannelId),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`channel-not-found`"),
+    )
+)]
+#[delete("/channels/{id}")]
 async fn delete_channel(
     caller: Caller,
     path: web::Path<ChannelId>,

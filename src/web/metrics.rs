@@ -5,6 +5,7 @@ use actix_web::{
     HttpResponse,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
+    get,
     middleware::Next,
     web,
 };
@@ -70,7 +71,18 @@ pub async fn track(
     Ok(res)
 }
 
-/// `GET /metrics`: refreshes the queue gauge, then renders the text format.
+/// Prometheus metrics (`pregonero_*`) in the text exposition format.
+///
+/// Refreshes the queue gauges first. The metrics are listed in docs/api.md (Operations).
+#[utoipa::path(
+    tag = "operations",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "The metrics (`text/plain; version=0.0.4`)", content_type = "text/plain", body = String),
+        (status = 503, description = "The metrics recorder could not be installed (a plain-text answer, `metrics recorder unavailable`)"),
+    )
+)]
+#[get("/metrics")]
 pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     state.events.publish_gauges();
     if let Ok(depth) = crate::outbox::repo::backlog(&state.db).await {

@@ -1,12 +1,17 @@
 //! HTTP surface: route table, operational endpoints and cross-cutting middleware.
 mod accounts;
-mod docs;
+pub mod docs;
 mod health;
 pub mod limits;
 pub mod metrics;
 mod spa;
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
+use utoipa_actix_web::scope;
+
+/// What every module's `configure` mounts its routes on: actix's `ServiceConfig`, which also
+/// collects each `.service(handler)`'s `#[utoipa::path]` into the OpenAPI document (`docs`).
+pub type Routes<'a> = utoipa_actix_web::service_config::ServiceConfig<'a>;
 
 use crate::{
     auth, campaigns, channels, contacts, dashboard, error::ErrorBody, events, integrations, media,
@@ -15,22 +20,22 @@ use crate::{
 
 /// The operational routes only: what a worker-only replica (`serve --no-http`) serves, so it
 /// can be probed and scraped like the others.
-pub fn configure_operations(cfg: &mut web::ServiceConfig) {
-    cfg.route("/live", web::get().to(health::live))
-        .route("/ready", web::get().to(health::ready))
-        .route("/health", web::get().to(health::health))
-        .route("/metrics", web::get().to(metrics::render));
+pub fn configure_operations(cfg: &mut Routes) {
+    cfg.service(health::live)
+        .service(health::ready)
+        .service(health::health)
+        .service(metrics::render);
 }
 
 /// Mounts every route: operations at the root, the API under `/api/v1`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut Routes) {
     // Routes are tried in order: the hottest one (`POST /events`, a static path) goes first so
     // it does not pay for the dynamic patterns' regex matching below.
     cfg.configure(crate::compat::events::configure)
         .configure(configure_operations)
         // The API before the dynamic root routes: its prefix is one string comparison.
         .service(
-            web::scope("/api/v1")
+            scope("/api/v1")
                 // After authentication (wraps run last-added first): keys are their owner's.
                 .wrap(actix_web::middleware::from_fn(
                     crate::idempotency::middleware,
@@ -51,18 +56,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(crate::subscriptions::configure)
                 .configure(crate::signals::configure),
         )
-        .route(
-            "/telegram/webhook/{channel_id}",
-            web::post().to(integrations::telegram_webhook),
-        )
-        .route(
-            "/whatsapp/webhook/{channel_id}",
-            web::get().to(channels::whatsapp::webhook::verify),
-        )
-        .route(
-            "/whatsapp/webhook/{channel_id}",
-            web::post().to(channels::whatsapp::webhook::receive),
-        )
+        .service(integrations::telegram_webhook)
+        .service(channels::whatsapp::webhook::verify)
+        .service(channels::whatsapp::webhook::receive)
         .configure(media::configure_public)
         .configure(crate::compat::trading::configure)
         .configure(crate::compat::pingui::configure)

@@ -642,7 +642,6 @@ pub fn header(res: &reqwest::Response, name: &str) -> String {
 
 /// Sends `req`; its status and JSON body (`null` when the body is not JSON).
 pub async fn status_and_json(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let res = req.send().await.expect("request");
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    // Every answer read this way is also checked against the OpenAPI document.
+    crate::openapi::send_checked(req).await
 }

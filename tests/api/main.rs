@@ -15,6 +15,7 @@ mod idempotency;
 mod isolation;
 mod limits;
 mod media;
+mod openapi;
 mod operations;
 mod pacing;
 mod pingui_import;

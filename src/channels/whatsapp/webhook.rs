@@ -1,7 +1,7 @@
 //! `GET|POST /whatsapp/webhook/{channel_id}`: Meta's verification handshake and its signed
 //! callbacks — message statuses (which advance the ledger) and inbound messages (which open the
 //! 24 h service window and record opt-outs).
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -15,13 +15,17 @@ use crate::{
     outbox::{self, Outbox, hooks::Inbound as InboundMessage, repo::StatusApplied},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 /// Meta's verification query.
 pub struct Verify {
+    /// `subscribe`.
     #[serde(rename = "hub.mode")]
     mode: Option<String>,
+    /// The verify token set on the number.
     #[serde(rename = "hub.verify_token")]
     verify_token: Option<String>,
+    /// What to echo back.
     #[serde(rename = "hub.challenge")]
     challenge: Option<String>,
 }
@@ -40,7 +44,24 @@ async fn credentials(
     Ok((row.owner_id, WaCredentials::from_json(&plain)?))
 }
 
-/// Verification: echo `hub.challenge` when the verify token matches, else 403.
+/// Answer Meta's webhook verification.
+///
+/// Echoes `hub.challenge` when `hub.mode` is `subscribe` and `hub.verify_token` matches the
+/// number's verify token, else 403.
+#[utoipa::path(
+    tag = "webhooks",
+    params(
+        ("channel_id" = String, Path, description = "The WhatsApp number (channel account)"),
+        Verify,
+    ),
+    responses(
+        (status = 200, description = "The challenge, echoed", content_type = "text/plain", body = String),
+        (status = 400, description = "`invalid-query`"),
+        (status = 403, description = "`verification-failed`"),
+        (status = 404, description = "`channel-not-found`: no such WhatsApp number"),
+    )
+)]
+#[get("/whatsapp/webhook/{channel_id}")]
 pub async fn verify(
     path: web::Path<ChannelId>,
     query: web::Query<Verify>,
@@ -160,8 +181,30 @@ pub(crate) fn parse_callback(body: &[u8]) -> Result<Vec<Value>, serde_json::Erro
         .collect())
 }
 
-/// A signed callback. Bad signature → 401 (nothing is read); a database error → 500 so Meta
-/// retries (it does for 7 days), which is why every change below is idempotent.
+/// Receive Meta's signed callbacks: message statuses and inbound messages.
+///
+/// `X-Hub-Signature-256` must be the HMAC-SHA256 of the raw body under the app secret; a bad
+/// signature is 401 and nothing is read. Statuses advance messages; inbound messages open the
+/// 24 h service window and record opt-outs. The answer has an empty body. A database error is
+/// 500 so Meta retries (it does for 7 days), which is why every change is idempotent.
+#[utoipa::path(
+    tag = "webhooks",
+    params(
+        ("channel_id" = String, Path, description = "The WhatsApp number (channel account)"),
+        ("X-Hub-Signature-256" = Option<String>, Header, description = "`sha256=<hex HMAC-SHA256 of the raw body under the app secret>`"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "Meta's webhook callback (`entry[].changes[].value` with `statuses` and `messages`)"),
+    responses(
+        (status = 200, description = "Processed (empty body)", content_type = "text/plain", body = String),
+        (status = 400, description = "`invalid-json`: the callback body is not valid JSON"),
+        (status = 401, description = "`invalid-signature`"),
+        (status = 404, description = "`channel-not-found`: no such WhatsApp number"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 500, description = "`internal-error`: not processed; Meta sends it again"),
+        (status = 503, description = "`message-not-recorded-yet`: a fresh status for a message not recorded yet; Meta sends it again"),
+    )
+)]
+#[post("/whatsapp/webhook/{channel_id}")]
 pub async fn receive(
     req: HttpRequest,
     path: web::Path<ChannelId>,
