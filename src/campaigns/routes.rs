@@ -100,9 +100,11 @@ fn view_with(c: CampaignRow, counters: Counters) -> CampaignView {
     tag = "campaigns",
     responses(
         (status = 201, description = "The campaign, with counters", body = CampaignView),
+        (status = 400, description = "`invalid-json`, `unsupported-media-type`"),
         (status = 404, description = "`channel-not-found`, `template-not-found`, `media-not-found`"),
-        (status = 409, description = "`channel-inactive`"),
-        (status = 422, description = "`invalid-name`, `invalid-body`, `missing-variables`, `empty-audience`, …"),
+        (status = 409, description = "`channel-deleted`: the channel went away while the campaign started"),
+        (status = 413, description = "`payload-too-large`"),
+        (status = 422, description = "`invalid-body`, `invalid-name`, `ambiguous-body`, `body-required`, `body-too-long`, `invalid-template`, `provider-template-unsupported`, `invalid-provider-template`, `invalid-send-window`, `audience-too-large`, `unsupported-channel-kind`, `missing-variables` (with `start`; the list is in `contacts`)"),
     )
 )]
 #[post("/campaigns")]
@@ -191,8 +193,9 @@ struct StartQuery {
     responses(
         (status = 200, description = "The started campaign", body = CampaignView),
         (status = 404, description = "`campaign-not-found`"),
-        (status = 409, description = "`invalid-state`: only a draft starts"),
-        (status = 422, description = "`missing-variables` (with the contacts), `empty-audience`"),
+        (status = 400, description = "`invalid-query`"),
+        (status = 409, description = "`campaign-not-draft`: only a draft starts; `channel-deleted`"),
+        (status = 422, description = "`missing-variables` (the list is in `contacts`), `invalid-template`, `invalid-provider-template`, `unsupported-channel-kind`"),
     )
 )]
 #[post("/campaigns/{id}/start")]
@@ -227,7 +230,7 @@ async fn apply(
     responses(
         (status = 200, description = "The campaign", body = CampaignView),
         (status = 404, description = "`campaign-not-found`"),
-        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+        (status = 409, description = "`invalid-campaign-state`: not allowed in the campaign's status"),
     )
 )]
 #[post("/campaigns/{id}/pause")]
@@ -246,7 +249,7 @@ async fn pause(
     responses(
         (status = 200, description = "The campaign", body = CampaignView),
         (status = 404, description = "`campaign-not-found`"),
-        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+        (status = 409, description = "`invalid-campaign-state`: not allowed in the campaign's status"),
     )
 )]
 #[post("/campaigns/{id}/resume")]
@@ -265,7 +268,7 @@ async fn resume(
     responses(
         (status = 200, description = "The campaign", body = CampaignView),
         (status = 404, description = "`campaign-not-found`"),
-        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+        (status = 409, description = "`invalid-campaign-state`: not allowed in the campaign's status"),
     )
 )]
 #[post("/campaigns/{id}/cancel")]
@@ -284,7 +287,7 @@ async fn cancel(
     responses(
         (status = 200, description = "The campaign", body = CampaignView),
         (status = 404, description = "`campaign-not-found`"),
-        (status = 409, description = "`invalid-state`: not allowed in the campaign's status"),
+        (status = 409, description = "`invalid-campaign-state`: not allowed in the campaign's status"),
     )
 )]
 #[post("/campaigns/{id}/retry-failed")]

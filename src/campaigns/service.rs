@@ -276,7 +276,7 @@ pub async fn launch(
     let channel = crate::channels::repo::find(&state.db, &c.channel_id)
         .await?
         .ok_or_else(|| {
-            CampaignError::Conflict("channel-not-found", "the channel was deleted".into())
+            CampaignError::Conflict("channel-deleted", "the channel was deleted".into())
         })?;
     let adapter = channel_adapter(state, &channel)?;
     let audience: Audience = serde_json::from_str(&c.audience).unwrap_or_default();

@@ -206,9 +206,9 @@ struct SendMessagesAnswer {
         (status = 400, description = "`invalid-multipart`, `file-required`, `message-required`, `too-many-files`, `missing-content-type`, `invalid-idempotency-key`"),
         (status = 403, description = "`read-only-role`, `insufficient-scope`, `csrf-failed`"),
         (status = 404, description = "`channel-not-found`, `template-not-found`, `media-not-found`"),
-        (status = 409, description = "`channel-inactive`, `channel-not-found`, `idempotency-key-reused`, `idempotency-key-in-use`"),
+        (status = 409, description = "`channel-deleted`, `idempotency-key-reused`, `idempotency-key-in-use`"),
         (status = 413, description = "`payload-too-large`: a field over the upload limit, or more than 10,000 rows"),
-        (status = 422, description = "`no-whatsapp-number`, `invalid-csv`, `no-valid-rows`, `empty-audience`, `unsupported-media-type-for-channel`, `content-type-mismatch`, `empty-upload`, `invalid-filename`, …"),
+        (status = 422, description = "`no-whatsapp-number`, `invalid-csv`, `no-valid-rows`, `unsupported-media-type-for-channel`, `content-type-mismatch`, `empty-upload`, `invalid-filename`, `body-too-long`, `invalid-template`, `audience-too-large`"),
         (status = 503, description = "`media-store-unavailable`"),
     )
 )]

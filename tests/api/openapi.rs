@@ -238,6 +238,84 @@ fn every_operation_documents_its_answers() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// The error codes the document names are ones the server really answers (each is a literal in
+/// src/), and each under one status only: one code, one status, whichever route answers it.
+/// (Field codes named in parentheses, such as `validation-failed` (`too-long`), do not count.)
+#[test]
+fn documented_error_codes_are_real_and_have_one_status() {
+    let doc = document();
+    let mut literals = std::collections::HashSet::new();
+    let mut stack = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                for piece in text.split('"').skip(1).step_by(2) {
+                    literals.insert(piece.to_owned());
+                }
+            }
+        }
+    }
+    let mut statuses: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut invented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            for (status, r) in op["responses"].as_object().expect("responses") {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                let r = match r["$ref"].as_str() {
+                    Some(reference) => resolve(doc, reference),
+                    None => r,
+                };
+                // Drop parenthesised asides: they name field codes and fields.
+                let mut text = String::new();
+                let mut depth = 0;
+                for ch in r["description"].as_str().unwrap_or_default().chars() {
+                    match ch {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        c if depth == 0 => text.push(c),
+                        _ => {}
+                    }
+                }
+                for code in text.split('`').skip(1).step_by(2) {
+                    let is_code = code.len() > 3
+                        && code.contains('-')
+                        && code.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+                    if !is_code {
+                        continue;
+                    }
+                    if !literals.contains(code) {
+                        invented.insert(format!("{code} ({} {path})", method.to_uppercase()));
+                    }
+                    statuses
+                        .entry(code.to_owned())
+                        .or_default()
+                        .insert(status.clone());
+                }
+            }
+        }
+    }
+    assert!(statuses.len() > 80, "only {} codes found", statuses.len());
+    assert!(
+        invented.is_empty(),
+        "codes the server never answers: {invented:#?}"
+    );
+    let split: Vec<_> = statuses.iter().filter(|(_, s)| s.len() > 1).collect();
+    assert!(
+        split.is_empty(),
+        "codes under more than one status: {split:#?}"
+    );
+}
+
 /// No route is mounted around the generator: every handler is mounted with `.service(handler)`
 /// (its `#[get("/…")]` is what `#[utoipa::path]` documents). Only the document itself, Swagger
 /// UI and the dashboard's files may use `.route(…)`.
@@ -461,7 +539,13 @@ async fn every_other_route_answers_as_documented(backend: Backend) {
     .await;
     call(c.get(format!("{base}/auth/callback?code=x&state=y"))).await;
     call(c.post(format!("{base}/auth/logout"))).await;
-    for view in ["current-month", "timeline", "by-group", "by-contact", "nope"] {
+    for view in [
+        "current-month",
+        "timeline",
+        "by-group",
+        "by-contact",
+        "nope",
+    ] {
         call(c.get(format!("{base}/dashboard/{view}")).bearer_auth(&key)).await;
     }
     call(c.get(format!("{base}/connection-status")).bearer_auth(&key)).await;

@@ -252,7 +252,7 @@ async fn a_webhook_into_this_servers_own_network_is_refused_without_the_flag(bac
         (json!({"url": "not a url"}), "invalid-webhook-url"),
         (
             json!({"url": "https://93.184.216.34/x", "secret": "short"}),
-            "invalid-webhook-secret",
+            "invalid-signing-secret",
         ),
         (
             json!({"url": "https://93.184.216.34/x", "bot_token": "1:x"}),

@@ -140,7 +140,7 @@ impl ChannelAdapter for WebhookAdapter {
                 }
                 Some(_) => {
                     return Err(SetupError::Invalid(
-                        "invalid-webhook-secret",
+                        "invalid-signing-secret",
                         "secret must be 16 to 256 printable ASCII characters".into(),
                     ));
                 }
