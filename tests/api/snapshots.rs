@@ -318,11 +318,18 @@ async fn a_chart_that_never_renders_fails_after_its_tries_and_the_signal_still_g
     let signal = wait_for_screenshot(&app, id, "failed").await;
 
     assert!(signal["screenshot_url"].is_null());
-    assert_eq!(
-        seen.charts().iter().filter(|c| *c == "never").count(),
-        2,
-        "two tries"
-    );
+    // Two tries, as the server recorded them. The chart server sees one page load per try that
+    // got as far as asking for the page; on a loaded machine a try can time out while the
+    // browser is still opening one, so it sees one or two.
+    use sea_orm::EntityTrait;
+    let row = pregonero::entities::signals::Entity::find_by_id(id.to_owned())
+        .one(&app.inspect_db().await)
+        .await
+        .expect("query")
+        .expect("the signal");
+    assert_eq!(row.snapshot_attempts, 2, "two tries");
+    let loads = seen.charts().iter().filter(|c| *c == "never").count();
+    assert!((1..=2).contains(&loads), "{loads} page loads for two tries");
     let text = app.wait_for_text(CHAT, "NYSE:KO").await;
     assert!(text.contains("61.02"), "{text}");
 }
