@@ -23,6 +23,7 @@ pub mod integrations;
 pub mod leases;
 pub mod media;
 pub mod messages;
+pub mod mount;
 pub mod outbox;
 pub mod pacing;
 pub mod page;

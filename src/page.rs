@@ -73,16 +73,22 @@ impl PageQuery {
                 format!("limit must be between 1 and {MAX_LIMIT}"),
             )]));
         }
-        let after = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(c) => Some(decode(c).ok_or_else(|| {
-                ApiError::BadRequest(
-                    "invalid-cursor",
-                    "cursor is not a next_cursor this server gave".into(),
-                )
-            })?),
-        };
+        let after = after(self.cursor.as_deref())?;
         Ok(PageRequest { after, limit })
+    }
+}
+
+/// The id a `cursor` parameter starts after: `None` without one, `400 invalid-cursor` when it
+/// is not one this server gave.
+pub fn after(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => decode(c).map(Some).ok_or_else(|| {
+            ApiError::BadRequest(
+                "invalid-cursor",
+                "cursor is not a next_cursor this server gave".into(),
+            )
+        }),
     }
 }
 

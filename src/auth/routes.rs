@@ -16,7 +16,7 @@ use crate::page::{Page, PageQuery};
 use crate::{error::ApiError, state::AppState};
 
 /// `/auth/*` (mounted at the root, outside `/api/v1`).
-pub fn configure_auth(cfg: &mut crate::web::Routes) {
+pub fn configure_auth(cfg: &mut crate::mount::Routes) {
     cfg.service(
         scope("/auth")
             .wrap(actix_web::middleware::from_fn(audit::middleware))
@@ -30,7 +30,7 @@ pub fn configure_auth(cfg: &mut crate::web::Routes) {
 }
 
 /// `/api/v1` routes of this module.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(create_key)
         .service(list_keys)
         .service(get_key)

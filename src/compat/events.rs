@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Mounts the routes at the root (the seed's paths).
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(post_events)
         .service(post_batch)
         .service(list_events);

@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// Mounts the Pingui-compatible routes under `/api`.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     // Setting up and revoking integrations are audited (their `wrap`); sending alerts is
     // traffic, not an administrative change (its ledger is the record).
     cfg.service(send_alert)

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Mounts the seed's routes.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(webhook).service(
         scope("/api/users")
             .wrap(actix_web::middleware::from_fn(auth::authenticate))

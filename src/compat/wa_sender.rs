@@ -24,7 +24,7 @@ use crate::{
 const SEND_MESSAGES_MAX_ROWS: usize = 10_000;
 
 /// Mounts the WhatsApp sender's paths at the root, authenticated like the API.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(dashboard_view)
         .service(send_messages)
         .service(connection_status)

@@ -15,7 +15,7 @@ use crate::page::{Page, PageQuery};
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the routes (the static `imports` paths before `{id}`).
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(start_import)
         .service(list_imports)
         .service(get_import)

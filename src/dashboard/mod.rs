@@ -10,7 +10,7 @@ use crate::{auth::Caller, domain::ContactId, error::ApiError, state::AppState};
 mod repo;
 
 /// Mounts `/api/v1/dashboard/*` (inside the authenticated API scope).
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(view);
 }
 

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Mounts the routes (inside the API-key scope).
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(create)
         .service(list)
         .service(get)

@@ -11,7 +11,7 @@ use crate::page::{Page, PageQuery};
 use crate::{auth::Caller, error::ApiError, state::AppState};
 
 /// Mounts the authenticated media routes (under `/api/v1`).
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(upload_media)
         .service(list_media)
         .service(get_media)
@@ -21,7 +21,7 @@ pub fn configure(cfg: &mut crate::web::Routes) {
 }
 
 /// Mounts the signed-link download at the root (no credentials: the signature is the grant).
-pub fn configure_public(cfg: &mut crate::web::Routes) {
+pub fn configure_public(cfg: &mut crate::mount::Routes) {
     cfg.service(signed_download);
 }
 

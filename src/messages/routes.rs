@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Mounts the message routes.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(create_message).service(get_message);
 }
 

@@ -7,7 +7,7 @@ use super::{
     repo::{Filter, ProfileRow, SignalRow},
     service,
 };
-use crate::page::{Page, PageQuery};
+use crate::page::Page;
 use crate::{
     auth::Caller,
     domain::{ChannelId, MessageId, UserId},
@@ -19,7 +19,7 @@ use crate::{
 pub const MAX_PAGE: u64 = crate::page::MAX_LIMIT;
 
 /// Mounts the signal routes under `/api/v1`.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(get_profile)
         .service(put_profile)
         .service(rotate_token)
@@ -387,12 +387,7 @@ async fn list(
         result: q.result,
         from: q.from,
         to: q.to,
-        before: PageQuery {
-            cursor: q.cursor,
-            limit: Some(1),
-        }
-        .request()?
-        .after,
+        before: crate::page::after(q.cursor.as_deref())?,
     };
     let base = crate::client_ip::request_base(
         &req,

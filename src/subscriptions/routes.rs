@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Mounts the subscription routes.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(create)
         .service(list)
         .service(get)

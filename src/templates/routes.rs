@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// `/api/v1/templates` routes.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(create)
         .service(list)
         .service(get)

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Mounts the channel routes.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.service(create_channel)
         .service(list_channels)
         .service(get_channel)

@@ -9,9 +9,7 @@ mod spa;
 use actix_web::HttpResponse;
 use utoipa_actix_web::scope;
 
-/// What every module's `configure` mounts its routes on: actix's `ServiceConfig`, which also
-/// collects each `.service(handler)`'s `#[utoipa::path]` into the OpenAPI document (`docs`).
-pub type Routes<'a> = utoipa_actix_web::service_config::ServiceConfig<'a>;
+pub use crate::mount::Routes;
 
 use crate::{
     auth, campaigns, channels, contacts, dashboard, error::ErrorBody, events, integrations, media,

@@ -7,7 +7,7 @@ const APP_JS: &str = include_str!("../../frontend/app.js");
 const APP_CSS: &str = include_str!("../../frontend/app.css");
 
 /// `GET /`, `/app.js`, `/app.css`.
-pub fn configure(cfg: &mut crate::web::Routes) {
+pub fn configure(cfg: &mut crate::mount::Routes) {
     cfg.route(
         "/",
         web::get().to(|| asset("text/html; charset=utf-8", INDEX)),
