@@ -24,6 +24,33 @@ pub const MAX_BODY_CHARS: usize = 4096;
 /// (`{{ (1,2,3) * 30000000 }}` passes minijinja's own caps), which fuzzing found.
 pub const TEMPLATE_FUEL: u64 = 50_000;
 
+/// The longest render kept. Fuel counts a value's bytes when it is made, not when it is
+/// written: a few small values written many times over (`{{ (x * 800000,) * 5000 }}`) built
+/// gigabytes of output within the fuel, which fuzzing found. A message is at most 4096
+/// characters, so anything past this is an error, found while writing.
+pub const MAX_RENDER_BYTES: usize = 64 * 1024;
+
+/// The render's output, refusing to grow past [`MAX_RENDER_BYTES`].
+struct Capped {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > MAX_RENDER_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("render too long"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Name of the one template in a [`Compiled`]'s environment.
 const NAME: &str = "message";
 
@@ -58,10 +85,21 @@ impl Compiled {
 
     /// Renders for one contact's variables.
     pub fn render(&self, vars: &BTreeMap<String, String>) -> Result<String, String> {
-        self.env
-            .get_template(NAME)
-            .and_then(|t| t.render(minijinja::Value::from(vars.clone())))
-            .map_err(|e| e.to_string())
+        let mut out = Capped {
+            buf: Vec::new(),
+            over: false,
+        };
+        let rendered = self.env.get_template(NAME).and_then(|t| {
+            t.render_captured_to(minijinja::Value::from(vars.clone()), &mut out)
+                .map(|_| ())
+        });
+        if out.over {
+            return Err(format!(
+                "the message would be longer than {MAX_RENDER_BYTES} bytes"
+            ));
+        }
+        rendered.map_err(|e| e.to_string())?;
+        String::from_utf8(out.buf).map_err(|e| e.to_string())
     }
 
     /// The variables the template uses that `vars` has no value for.
@@ -178,6 +216,9 @@ mod tests {
             "{{ 'x' * 90000000 }}",
             "{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}",
             "{{ nombre | indent(100000000) }}",
+            // Small values written many times: fuel counts them once (found by fuzzing).
+            "{{ (698, 4000, 'x' * 800000) * 5000 }}",
+            "{{ ('x' * 50000,) * 1000 }}",
         ] {
             let started = std::time::Instant::now();
             let t = Compiled::new(body).expect("parses");
