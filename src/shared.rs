@@ -162,6 +162,43 @@ impl Shared {
         Ok(())
     }
 
+    /// Runs `script` (atomic on the server) with `keys` and integer `args`; its integer list.
+    pub async fn eval(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[i64],
+    ) -> anyhow::Result<Vec<i64>> {
+        let mut conn = self.conn().await?;
+        let mut call = script.prepare_invoke();
+        for k in keys {
+            call.key(*k);
+        }
+        for a in args {
+            call.arg(*a);
+        }
+        let out: Vec<i64> = tokio::time::timeout(CHECKOUT_TIMEOUT, call.invoke_async(&mut *conn))
+            .await
+            .map_err(|_| anyhow::anyhow!("redis did not answer in {CHECKOUT_TIMEOUT:?}"))??;
+        Ok(out)
+    }
+
+    /// Sets `key` (to 1) for `ttl_ms` milliseconds.
+    pub async fn set_px(&self, key: &str, ttl_ms: u64) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let _: () = tokio::time::timeout(
+            CHECKOUT_TIMEOUT,
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async(&mut *conn),
+        )
+        .await??;
+        Ok(())
+    }
+
     /// Whether Redis answers now.
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;

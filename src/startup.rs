@@ -113,7 +113,27 @@ impl Application {
                 Duration::from_secs(w.quality_backoff_secs),
             )?))
             .with(WebhookAdapter::new()?);
-        let registry = actix::Supervisor::start(|_| ChannelRegistry::new());
+        let shared = match &settings.redis_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                let shared =
+                    crate::shared::Shared::new(url.expose_secret()).context("invalid redis_url")?;
+                if let Err(e) = shared.ping().await {
+                    tracing::warn!(error = %e, "Redis does not answer yet: request rate limits and pacing are per process until it does");
+                }
+                Some(shared)
+            }
+            None => None,
+        };
+        // With Redis, every account's pacing holds over all replicas (pacing::SharedPacer).
+        let registry = match &shared {
+            Some(store) => {
+                crate::pacing::heartbeat(store.clone());
+                let (store, key) = (store.clone(), cipher.derive("pacing/v1"));
+                actix::Supervisor::start(move |_| ChannelRegistry::shared(store, key))
+            }
+            None => actix::Supervisor::start(|_| ChannelRegistry::new()),
+        };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"))
             .accepting(&cipher.derive_previous("integration-tokens/v1"));
@@ -135,18 +155,6 @@ impl Application {
         let audit_rides =
             (db.get_database_backend() == sea_orm::DbBackend::Sqlite).then(|| ledger.clone());
         let audit = auth::audit_writer::AuditWriter::start(db.clone(), audit_rides);
-        let shared = match &settings.redis_url {
-            Some(url) => {
-                use secrecy::ExposeSecret;
-                let shared =
-                    crate::shared::Shared::new(url.expose_secret()).context("invalid redis_url")?;
-                if let Err(e) = shared.ping().await {
-                    tracing::warn!(error = %e, "Redis does not answer yet: request rate limits are per process until it does");
-                }
-                Some(shared)
-            }
-            None => None,
-        };
         let rules = RuleEngine::new(db.clone(), ledger.clone(), clock.clone(), shared.clone());
         rules.reload().await.context("could not load alert rules")?;
         rules.start_refresh();

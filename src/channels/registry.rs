@@ -36,12 +36,35 @@ struct Entry {
 pub struct ChannelRegistry {
     accounts: HashMap<ChannelId, Entry>,
     updates: Option<UpdatesConfig>,
+    /// With Redis: the store every replica paces through, and the key for recipients there.
+    shared_pacing: Option<(crate::shared::Shared, [u8; 32])>,
 }
 
 impl ChannelRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty registry whose accounts pace over every replica through `shared` (recipients
+    /// keyed there by HMAC under `key`).
+    pub fn shared(shared: crate::shared::Shared, key: [u8; 32]) -> Self {
+        Self {
+            shared_pacing: Some((shared, key)),
+            ..Self::default()
+        }
+    }
+
+    fn pacer(&self, spec: &AccountSpec) -> Arc<dyn Pacer> {
+        match &self.shared_pacing {
+            Some((shared, key)) => Arc::new(crate::pacing::SharedPacer::new(
+                spec.limits,
+                shared.clone(),
+                spec.id.as_str(),
+                *key,
+            )),
+            None => Arc::new(crate::pacing::LocalPacer::new(spec.limits)),
+        }
     }
 
     fn spawn(&self, spec: &AccountSpec, pacer: Arc<dyn Pacer>) -> Addr<AccountActor> {
@@ -111,7 +134,7 @@ impl Handler<Register> for ChannelRegistry {
     type Result = ();
 
     fn handle(&mut self, Register(spec): Register, _: &mut Self::Context) {
-        let pacer: Arc<dyn Pacer> = Arc::new(crate::pacing::LocalPacer::new(spec.limits));
+        let pacer = self.pacer(&spec);
         let addr = self.spawn(&spec, pacer.clone());
         if let Some(old) = self.accounts.get(&spec.id) {
             old.addr.do_send(Retire);

@@ -110,7 +110,11 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
         return fail(state, &msg, &e, false).await;
     };
 
-    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms);
+    // A delivery waits for its turn at most half its lease: one that waited out its lease could
+    // be taken by another worker and sent twice (the three-replica test saw it with a 5 s lease
+    // and the default 5 s horizon).
+    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms)
+        .min(Duration::from_secs(state.settings.delivery.lease_secs) / 2);
     let mut rate_limits = 0;
     loop {
         let result = actor

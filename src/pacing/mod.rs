@@ -2,17 +2,20 @@
 //! arrival, never sees more than the account's and the recipient's limits.
 //!
 //! [`Pacer`] is the seam; [`LocalPacer`] is the in-process scheduler (one per account, in the
-//! account's actor). A shared implementation for several replicas must keep the same semantics:
+//! account's actor); [`SharedPacer`] adds, when `redis_url` is set, one Redis decision per
+//! departure so the provider's windows hold over every replica. Both keep the same semantics:
 //! a send is given a departure time that honours the account and its recipient together, is held
 //! to it when it leaves, and is moved (never released early) by a freeze or a hold.
 mod daily;
 mod local;
+mod shared;
 
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
 pub use local::LocalPacer;
+pub use shared::{SharedPacer, heartbeat};
 
 /// The limits one account must stay under, as the provider counts them. Keys: the account, the
 /// (account, recipient) pair, and the account's day.

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{BOT_TOKEN, Backend, test_settings};
 
-struct Server {
-    child: Child,
-    address: String,
-    api_key: Option<String>,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
+    pub(crate) api_key: Option<String>,
 }
 
 impl Drop for Server {
@@ -86,7 +86,7 @@ fn start_server_with(
 }
 
 /// `pregonero serve <args>` with more settings.
-fn start_serve(
+pub(crate) fn start_serve(
     backend: &Backend,
     data_dir: &Path,
     telegram: &FakeTelegram,

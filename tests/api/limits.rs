@@ -247,13 +247,13 @@ async fn without_redis_limits_fall_back_to_the_process() {
 }
 
 /// A Redis of this test's own, on a free port: stopped and started again as the test says.
-struct OwnRedis {
-    port: u16,
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
     child: Option<std::process::Child>,
 }
 
 impl OwnRedis {
-    fn start(port: u16) -> Self {
+    pub(crate) fn start(port: u16) -> Self {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
@@ -271,7 +271,7 @@ impl OwnRedis {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

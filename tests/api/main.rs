@@ -19,6 +19,7 @@ mod openapi;
 mod operations;
 mod pacing;
 mod pingui_import;
+mod replicas;
 mod resilience;
 mod rules;
 mod signals;

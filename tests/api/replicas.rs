@@ -1,0 +1,206 @@
+//! Three replicas of the real binary on one PostgreSQL and one Redis, sending for one bot to a
+//! fake Telegram that counts its limits when each request arrives (30 per bot in any second,
+//! 1 s between two sends to a chat) after up to 30 ms of network jitter. Mid-run, one replica
+//! is killed with SIGKILL and started again; or Redis is restarted under them.
+use std::time::{Duration, Instant};
+
+use fakes::telegram::{FakeTelegram, FakeTelegramConfig, Limits};
+use futures::{StreamExt, stream};
+use serde_json::{Value, json};
+
+use crate::crash::{Server, start_serve};
+use crate::helpers::{BOT_TOKEN, Backend};
+
+const CHATS: i64 = 200;
+const PER_CHAT: i64 = 3;
+
+fn replica(
+    backend: &Backend,
+    dir: &std::path::Path,
+    telegram: &FakeTelegram,
+    env: &[(&str, &str)],
+    name: &str,
+) -> Server {
+    let mut env = env.to_vec();
+    env.push(("PREGONERO_NODE_NAME", name));
+    start_serve(backend, dir, telegram, &env, &[])
+}
+
+async fn queue(client: &reqwest::Client, server: &Server, key: &str, body: Value) -> String {
+    let res = client
+        .post(format!("{}/api/v1/messages", server.address))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 202, "queue a message");
+    let body: Value = res.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// What goes wrong mid-run.
+enum Fault {
+    /// Replica B is killed with SIGKILL, and started again 2 s later.
+    KillReplica,
+    /// This Redis (the replicas' own) stops for 1 s and starts again, empty.
+    RestartRedis(crate::limits::OwnRedis),
+}
+
+async fn three_replicas(redis: String, mut fault: Fault) {
+    // Arrange
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let telegram = FakeTelegram::start_with(FakeTelegramConfig {
+        accept_any_chat: true,
+        limits: Limits::at_arrival(),
+        ..Default::default()
+    })
+    .await
+    .expect("fake");
+    telegram.set_jitter(Duration::from_millis(30));
+    telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
+    let key = pregonero::crypto::Cipher::generate_key();
+    crate::helpers::secret(&key);
+    // The crash tests' 5 s lease, so the killed replica's deliveries are taken over quickly
+    // (a delivery then waits for its turn at most half of it).
+    // Small pools: three replicas (two pools each) beside the suite's other tests must stay
+    // under PostgreSQL's 100 connections.
+    let env = [
+        ("PREGONERO_SECRET_KEY", key.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("PREGONERO_DATABASE_MAX_CONNECTIONS", "4"),
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let a = replica(&backend, dirs[0].path(), &telegram, &env, "replica-a");
+    let api_key = a
+        .api_key
+        .clone()
+        .expect("the first start prints the admin key");
+    crate::helpers::secret(&api_key);
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{}/api/v1/channels", a.address))
+        .bearer_auth(&api_key)
+        .json(&json!({"kind": "telegram", "name": "shared bot", "bot_token": BOT_TOKEN}))
+        .send()
+        .await
+        .expect("channel");
+    assert_eq!(res.status().as_u16(), 201);
+    let channel = res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let b = replica(&backend, dirs[1].path(), &telegram, &env, "replica-b");
+    let c = replica(&backend, dirs[2].path(), &telegram, &env, "replica-c");
+
+    // Act: 600 messages to 200 chats, queued through all three replicas.
+    let started = Instant::now();
+    let bodies: Vec<Value> = (0..PER_CHAT)
+        .flat_map(|round| {
+            let channel = channel.clone();
+            (1..=CHATS).map(move |chat| {
+                json!({"channel_id": channel, "to": chat.to_string(),
+                       "text": format!("r{round} c{chat}")})
+            })
+        })
+        .collect();
+    let total = bodies.len();
+    let replicas = [&a, &b, &c];
+    stream::iter(bodies.into_iter().enumerate())
+        .map(|(i, body)| queue(&client, replicas[i % 3], &api_key, body))
+        .buffer_unordered(16)
+        .collect::<Vec<String>>()
+        .await;
+    // … and replica B is killed mid-run, then started again.
+    assert!(
+        telegram
+            .wait_until(Duration::from_secs(60), |t| t.sent().len() >= 200)
+            .await
+    );
+    let health: Value = client
+        .get(format!("{}/health", b.address))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    let mut in_flight = 0;
+    let b = match &mut fault {
+        Fault::KillReplica => {
+            in_flight = health["active_workers"].as_u64().expect("active_workers") as usize;
+            drop(b);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            replica(&backend, dirs[1].path(), &telegram, &env, "replica-b")
+        }
+        Fault::RestartRedis(own) => {
+            own.stop();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            *own = crate::limits::OwnRedis::start(own.port);
+            b
+        }
+    };
+    let delivered = telegram
+        .wait_until(Duration::from_secs(240), |t| {
+            let mut texts: Vec<_> = t.sent().into_iter().filter_map(|m| m.text).collect();
+            texts.sort();
+            texts.dedup();
+            texts.len() >= total
+        })
+        .await;
+
+    // Assert: every message arrived, none twice beyond what was in flight at the kill, and the
+    // provider never refused one.
+    let sent = telegram.sent();
+    let mut texts: Vec<_> = sent.iter().filter_map(|m| m.text.clone()).collect();
+    texts.sort();
+    let arrivals = texts.len();
+    texts.dedup();
+    let first = sent.iter().map(|m| m.at).min().expect("sends");
+    let last = sent.iter().map(|m| m.at).max().expect("sends");
+    let rate = (sent.len() - 1) as f64 / last.duration_since(first).as_secs_f64();
+    eprintln!(
+        "3 replicas: {} distinct of {total} in {:.1} s ({rate:.1}/s at the fake), {} twice ({in_flight} in flight on the killed one), {} refused with 429",
+        texts.len(),
+        started.elapsed().as_secs_f64(),
+        arrivals - texts.len(),
+        telegram.rate_limited()
+    );
+    assert!(delivered, "only {} of {total} arrived", texts.len());
+    assert_eq!(telegram.rate_limited(), 0, "the bot's limits broke");
+    // Only the killed replica's deliveries in flight may be sent again (their lease ends with
+    // the send done at the provider but not recorded); a Redis restart sends nothing twice.
+    assert!(
+        arrivals - texts.len() <= in_flight,
+        "{} sent twice, {in_flight} were in flight",
+        arrivals - texts.len()
+    );
+    drop((a, b, c));
+}
+
+#[actix_web::test]
+async fn three_replicas_keep_one_pace_and_a_kill_9_loses_nothing() {
+    let Some(redis) = crate::helpers::redis_url() else {
+        return;
+    };
+    three_replicas(redis, Fault::KillReplica).await;
+}
+
+#[actix_web::test]
+async fn three_replicas_keep_one_pace_through_a_redis_restart() {
+    if crate::helpers::redis_url().is_none() {
+        return; // no redis-server here
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let own = crate::limits::OwnRedis::start(port);
+    three_replicas(
+        format!("redis://127.0.0.1:{port}"),
+        Fault::RestartRedis(own),
+    )
+    .await;
+}
