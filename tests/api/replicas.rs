@@ -45,13 +45,12 @@ enum Fault {
     KillReplica,
     /// This Redis (the replicas' own) stops for 1 s and starts again, empty.
     RestartRedis(crate::limits::OwnRedis),
+    /// This PostgreSQL (the replicas' own cluster) stops for 3 s and starts again.
+    RestartPostgres(crate::resilience::OwnPostgres),
 }
 
-async fn three_replicas(redis: String, mut fault: Fault) {
+async fn three_replicas(redis: String, backend: Backend, mut fault: Fault, more: &[(&str, &str)]) {
     // Arrange
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
     let telegram = FakeTelegram::start_with(FakeTelegramConfig {
         accept_any_chat: true,
         limits: Limits::at_arrival(),
@@ -71,7 +70,10 @@ async fn three_replicas(redis: String, mut fault: Fault) {
         ("PREGONERO_SECRET_KEY", key.as_str()),
         ("REDIS_URL", redis.as_str()),
         ("PREGONERO_DATABASE_MAX_CONNECTIONS", "4"),
-    ];
+    ]
+    .into_iter()
+    .chain(more.iter().copied())
+    .collect::<Vec<_>>();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let a = replica(&backend, dirs[0].path(), &telegram, &env, "replica-a");
     let api_key = a
@@ -141,6 +143,12 @@ async fn three_replicas(redis: String, mut fault: Fault) {
             *own = crate::limits::OwnRedis::start(own.port);
             b
         }
+        Fault::RestartPostgres(own) => {
+            own.pg_ctl("stop");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            own.pg_ctl("start");
+            b
+        }
     };
     let delivered = telegram
         .wait_until(Duration::from_secs(240), |t| {
@@ -185,7 +193,10 @@ async fn three_replicas_keep_one_pace_and_a_kill_9_loses_nothing() {
     let Some(redis) = crate::helpers::redis_url() else {
         return;
     };
-    three_replicas(redis, Fault::KillReplica).await;
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    three_replicas(redis, backend, Fault::KillReplica, &[]).await;
 }
 
 #[actix_web::test]
@@ -198,9 +209,37 @@ async fn three_replicas_keep_one_pace_through_a_redis_restart() {
         .expect("free port")
         .port();
     let own = crate::limits::OwnRedis::start(port);
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
     three_replicas(
         format!("redis://127.0.0.1:{port}"),
+        backend,
         Fault::RestartRedis(own),
+        &[],
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn three_replicas_keep_one_pace_through_a_postgresql_restart() {
+    let Some(redis) = crate::helpers::redis_url() else {
+        return;
+    };
+    if crate::helpers::Backend::postgres().await.is_none() {
+        return; // no PostgreSQL here
+    }
+    let Some(own) = crate::resilience::OwnPostgres::start() else {
+        panic!("PostgreSQL's binaries are not under /usr/lib/postgresql");
+    };
+    let backend = Backend::Postgres(own.url());
+    // A lease that outlasts the pool's reconnection: a send the provider accepted while the
+    // database was gone is recorded by its worker before anyone else may take it.
+    three_replicas(
+        redis,
+        backend,
+        Fault::RestartPostgres(own),
+        &[("PREGONERO_DELIVERY__LEASE_SECS", "60")],
     )
     .await;
 }

@@ -171,14 +171,14 @@ crate::on_both_databases!(
 
 /// A PostgreSQL cluster of this test's own (initdb + pg_ctl from the installed server), on a
 /// free port, so it can be stopped under a running server without touching the others' tests.
-struct OwnPostgres {
+pub(crate) struct OwnPostgres {
     dir: tempfile::TempDir,
     bin: std::path::PathBuf,
     port: u16,
 }
 
 impl OwnPostgres {
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -226,7 +226,7 @@ impl OwnPostgres {
         );
     }
 
-    fn pg_ctl(&self, action: &str) {
+    pub(crate) fn pg_ctl(&self, action: &str) {
         let data = self.dir.path().join("data");
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
@@ -242,7 +242,7 @@ impl OwnPostgres {
         ));
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }
