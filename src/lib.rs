@@ -21,6 +21,7 @@ pub mod fuzzing;
 pub mod idempotency;
 pub mod integrations;
 pub mod leases;
+pub mod live;
 pub mod media;
 pub mod messages;
 pub mod mount;

@@ -183,6 +183,20 @@ impl Shared {
         Ok(out)
     }
 
+    /// Publishes `payload` on the pub/sub `channel`.
+    pub async fn publish(&self, channel: &str, payload: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = tokio::time::timeout(
+            CHECKOUT_TIMEOUT,
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut *conn),
+        )
+        .await??;
+        Ok(())
+    }
+
     /// Sets `key` (to 1) for `ttl_ms` milliseconds.
     pub async fn set_px(&self, key: &str, ttl_ms: u64) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;

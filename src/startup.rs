@@ -194,6 +194,13 @@ impl Application {
         let media = Arc::new(media);
         let in_flight = crate::outbox::InFlight::default();
         let subscriptions = SubscriptionsListener::default();
+        // Live updates reach a stream on any replica through Redis (live/mod.rs).
+        let live = match (&shared, &settings.redis_url) {
+            (Some(store), Some(url)) => {
+                crate::live::Live::shared(store.clone(), url.expose_secret().to_owned())
+            }
+            _ => crate::live::Live::local(),
+        };
         // Every feature that takes part in a message's life is one line here.
         let listeners = Listeners::new(vec![
             Arc::new(ContactsListener {
@@ -203,6 +210,7 @@ impl Application {
                 clock: clock.clone(),
             }),
             Arc::new(subscriptions.clone()),
+            Arc::new(crate::live::LiveListener { live: live.clone() }),
         ]);
         let outbox = Outbox {
             db: db.clone(),
@@ -234,6 +242,7 @@ impl Application {
         let state = AppState {
             db,
             shared,
+            live,
             draining: Default::default(),
             anonymous_events_owner: Default::default(),
             queue,

@@ -48,6 +48,8 @@ pub struct AppState {
     pub in_flight: InFlight,
     /// The store replicas share (Redis), when `redis_url` is set.
     pub shared: Option<crate::shared::Shared>,
+    /// Live updates (`GET /api/v1/live`), shared by every replica through Redis.
+    pub live: crate::live::Live,
     /// Set when shutdown begins: `/ready` answers 503 from then on, so a load balancer stops
     /// sending here before the listener closes.
     pub draining: Arc<std::sync::atomic::AtomicBool>,

@@ -52,7 +52,8 @@ pub fn configure(cfg: &mut Routes) {
                 .configure(media::configure)
                 .configure(events::configure_rules)
                 .configure(crate::subscriptions::configure)
-                .configure(crate::signals::configure),
+                .configure(crate::signals::configure)
+                .configure(crate::live::configure),
         )
         .service(integrations::telegram_webhook)
         .service(channels::whatsapp::webhook::verify)

@@ -840,7 +840,8 @@ fn the_walk_covers_every_api_route() {
         .collect();
     let mut missing = Vec::new();
     for (path, ops) in doc["paths"].as_object().expect("paths") {
-        if !path.starts_with("/api/v1/") {
+        // The live stream never ends; `live.rs` checks whose events it carries.
+        if !path.starts_with("/api/v1/") || path == "/api/v1/live" {
             continue;
         }
         for method in ops.as_object().expect("operations").keys() {

@@ -14,6 +14,7 @@ mod events;
 mod idempotency;
 mod isolation;
 mod limits;
+mod live;
 mod media;
 mod openapi;
 mod operations;

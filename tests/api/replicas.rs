@@ -243,3 +243,67 @@ async fn three_replicas_keep_one_pace_through_a_postgresql_restart() {
     )
     .await;
 }
+
+/// A browser's live stream on one replica shows what another replica sent (Redis pub/sub).
+#[actix_web::test]
+async fn a_stream_on_one_replica_sees_sends_of_another() {
+    let Some(redis) = crate::helpers::redis_url() else {
+        return;
+    };
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let telegram = FakeTelegram::start_with(FakeTelegramConfig {
+        accept_any_chat: true,
+        ..Default::default()
+    })
+    .await
+    .expect("fake");
+    telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
+    let key = pregonero::crypto::Cipher::generate_key();
+    crate::helpers::secret(&key);
+    let env = [
+        ("PREGONERO_SECRET_KEY", key.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("PREGONERO_DATABASE_MAX_CONNECTIONS", "4"),
+    ];
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let a = replica(&backend, dirs[0].path(), &telegram, &env, "replica-a");
+    let api_key = a.api_key.clone().expect("admin key");
+    crate::helpers::secret(&api_key);
+    // Only A sends: B serves the API alone.
+    let b = start_serve(&backend, dirs[1].path(), &telegram, &env, &["--no-workers"]);
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{}/api/v1/channels", a.address))
+        .bearer_auth(&api_key)
+        .json(&json!({"kind": "telegram", "name": "bot", "bot_token": BOT_TOKEN}))
+        .send()
+        .await
+        .expect("channel");
+    assert_eq!(res.status().as_u16(), 201);
+    let channel = res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let stream = crate::live::open(&client, &b.address, &api_key).await;
+
+    // Act: queued on B, sent by A's worker.
+    let id = queue(
+        &client,
+        &b,
+        &api_key,
+        json!({"channel_id": channel, "to": "4242", "text": "across"}),
+    )
+    .await;
+
+    // Assert
+    let (seen, text) = crate::live::read_until(
+        stream,
+        &format!("\"message_id\":\"{id}\""),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(seen, "B's stream did not get A's send: {text}");
+    drop((a, b));
+}
