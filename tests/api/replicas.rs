@@ -11,8 +11,11 @@ use serde_json::{Value, json};
 use crate::crash::{Server, start_serve};
 use crate::helpers::{BOT_TOKEN, Backend};
 
-const CHATS: i64 = 200;
+/// Chats the API sends go to, and sends per chat.
+const CHATS: i64 = 100;
 const PER_CHAT: i64 = 3;
+/// Contacts of the campaign (each with a Telegram chat of its own).
+const RECIPIENTS: usize = 3_000;
 
 fn replica(
     backend: &Backend,
@@ -96,9 +99,58 @@ async fn three_replicas(redis: String, backend: Backend, mut fault: Fault, more:
         .to_owned();
     let b = replica(&backend, dirs[1].path(), &telegram, &env, "replica-b");
     let c = replica(&backend, dirs[2].path(), &telegram, &env, "replica-c");
+    // 3,000 contacts, imported through A.
+    let csv: String = std::iter::once("telefono,nombre,telegram\n".to_owned())
+        .chain((0..RECIPIENTS).map(|i| format!("+3461{i:07},C{i},{}\n", 100_000 + i)))
+        .collect();
+    let res = client
+        .post(format!("{}/api/v1/contacts/imports", a.address))
+        .bearer_auth(&api_key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("import");
+    assert_eq!(res.status().as_u16(), 202);
+    let import = res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = client
+            .get(format!("{}/api/v1/contacts/imports/{import}", a.address))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .expect("import")
+            .json()
+            .await
+            .expect("json");
+        if body["status"] != "running" {
+            assert_eq!(body["imported"], RECIPIENTS, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "import still running: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
-    // Act: 600 messages to 200 chats, queued through all three replicas.
+    // Act: a campaign to the 3,000, started on C, and 300 API sends to 100 chats queued
+    // through all three replicas.
     let started = Instant::now();
+    let res = client
+        .post(format!("{}/api/v1/campaigns", c.address))
+        .bearer_auth(&api_key)
+        .json(&json!({"name": "big", "channel_id": channel, "body": "Hola {{ nombre }}", "start": true}))
+        .send()
+        .await
+        .expect("campaign");
+    assert_eq!(
+        res.status().as_u16(),
+        201,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
     let bodies: Vec<Value> = (0..PER_CHAT)
         .flat_map(|round| {
             let channel = channel.clone();
@@ -108,7 +160,7 @@ async fn three_replicas(redis: String, backend: Backend, mut fault: Fault, more:
             })
         })
         .collect();
-    let total = bodies.len();
+    let total = bodies.len() + RECIPIENTS;
     let replicas = [&a, &b, &c];
     stream::iter(bodies.into_iter().enumerate())
         .map(|(i, body)| queue(&client, replicas[i % 3], &api_key, body))
@@ -118,7 +170,7 @@ async fn three_replicas(redis: String, backend: Backend, mut fault: Fault, more:
     // … and replica B is killed mid-run, then started again.
     assert!(
         telegram
-            .wait_until(Duration::from_secs(60), |t| t.sent().len() >= 200)
+            .wait_until(Duration::from_secs(120), |t| t.sent().len() >= 600)
             .await
     );
     let health: Value = client
@@ -151,7 +203,7 @@ async fn three_replicas(redis: String, backend: Backend, mut fault: Fault, more:
         }
     };
     let delivered = telegram
-        .wait_until(Duration::from_secs(240), |t| {
+        .wait_until(Duration::from_secs(400), |t| {
             let mut texts: Vec<_> = t.sent().into_iter().filter_map(|m| m.text).collect();
             texts.sort();
             texts.dedup();
