@@ -37,6 +37,13 @@ return n
 /// How long a caller waits for a pooled connection before falling back (Redis down or slow).
 const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// `call`'s answer, or an error when Redis does not give it within [`CHECKOUT_TIMEOUT`].
+async fn timed<T>(call: impl Future<Output = redis::RedisResult<T>>) -> anyhow::Result<T> {
+    Ok(tokio::time::timeout(CHECKOUT_TIMEOUT, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("redis did not answer in {CHECKOUT_TIMEOUT:?}"))??)
+}
+
 /// One GCRA decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -153,13 +160,14 @@ impl Shared {
 
     /// Forgets `key`.
     pub async fn forget(&self, key: &str) -> anyhow::Result<()> {
-        let mut conn = self.conn().await?;
-        let _: i64 = tokio::time::timeout(
-            CHECKOUT_TIMEOUT,
-            redis::cmd("DEL").arg(key).query_async(&mut *conn),
-        )
-        .await??;
+        let _: i64 = self.command(redis::cmd("DEL").arg(key)).await?;
         Ok(())
+    }
+
+    /// Runs one command, within the timeout.
+    async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        let mut conn = self.conn().await?;
+        timed(cmd.query_async(&mut *conn)).await
     }
 
     /// Runs `script` (atomic on the server) with `keys` and integer `args`; its integer list.
@@ -177,40 +185,27 @@ impl Shared {
         for a in args {
             call.arg(*a);
         }
-        let out: Vec<i64> = tokio::time::timeout(CHECKOUT_TIMEOUT, call.invoke_async(&mut *conn))
-            .await
-            .map_err(|_| anyhow::anyhow!("redis did not answer in {CHECKOUT_TIMEOUT:?}"))??;
-        Ok(out)
+        timed(call.invoke_async(&mut *conn)).await
     }
 
     /// Publishes `payload` on the pub/sub `channel`.
     pub async fn publish(&self, channel: &str, payload: &str) -> anyhow::Result<()> {
-        let mut conn = self.conn().await?;
-        let _: i64 = tokio::time::timeout(
-            CHECKOUT_TIMEOUT,
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async(&mut *conn),
-        )
-        .await??;
+        let _: i64 = self
+            .command(redis::cmd("PUBLISH").arg(channel).arg(payload))
+            .await?;
         Ok(())
     }
 
     /// Sets `key` (to 1) for `ttl_ms` milliseconds.
     pub async fn set_px(&self, key: &str, ttl_ms: u64) -> anyhow::Result<()> {
-        let mut conn = self.conn().await?;
-        let _: () = tokio::time::timeout(
-            CHECKOUT_TIMEOUT,
+        self.command(
             redis::cmd("SET")
                 .arg(key)
                 .arg(1)
                 .arg("PX")
-                .arg(ttl_ms.max(1))
-                .query_async(&mut *conn),
+                .arg(ttl_ms.max(1)),
         )
-        .await??;
-        Ok(())
+        .await
     }
 
     /// Whether Redis answers now.

@@ -30,17 +30,13 @@ impl Listener for LiveListener {
             let Some(status) = outcome.event() else {
                 return Ok(());
             };
-            let data = match outcome {
-                Outcome::Failed { code, .. } | Outcome::Skipped { code } => json!({
-                    "message_id": msg.id, "status": status, "channel_id": msg.channel_id,
-                    "campaign_id": msg.campaign_id, "error_code": code,
-                    "at": chrono::Utc::now(),
-                }),
-                _ => json!({
-                    "message_id": msg.id, "status": status, "channel_id": msg.channel_id,
-                    "campaign_id": msg.campaign_id, "at": chrono::Utc::now(),
-                }),
-            };
+            let mut data = json!({
+                "message_id": msg.id, "status": status, "channel_id": msg.channel_id,
+                "campaign_id": msg.campaign_id, "at": chrono::Utc::now(),
+            });
+            if let Outcome::Failed { code, .. } | Outcome::Skipped { code } = outcome {
+                data["error_code"] = json!(code);
+            }
             self.live
                 .publish(LiveEvent {
                     owner: msg.owner_id.clone(),

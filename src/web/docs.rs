@@ -303,24 +303,14 @@ fn shared_components(c: &mut Map<String, Value>) {
             "Retry-After": {"description": "seconds until a retry may succeed", "schema": {"type": "integer"}}
         }),
     );
-    let responses = c
-        .entry("responses")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    let mut responses = responses;
-    responses.insert(
-        "RateLimited".into(),
-        json!({
-            "description": "`rate-limited`: over the request rate limit of the credential or address (docs/api.md, Request rate limits); `quota-exhausted` and similar per-route limits say so in their detail",
-            "headers": {
-                "Retry-After": {"$ref": "#/components/headers/Retry-After"},
-                "RateLimit": {"$ref": "#/components/headers/RateLimit"},
-                "RateLimit-Policy": {"$ref": "#/components/headers/RateLimit-Policy"}
-            },
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-        }),
-    );
-    c.insert("responses".into(), Value::Object(responses));
+    let responses = c.entry("responses").or_insert_with(|| json!({}));
+    responses["RateLimited"] = json!({
+        "description": "`rate-limited`: over the request rate limit of the credential or address (docs/api.md, Request rate limits); `quota-exhausted` and similar per-route limits say so in their detail",
+        "headers": {
+            "Retry-After": {"$ref": "#/components/headers/Retry-After"},
+            "RateLimit": {"$ref": "#/components/headers/RateLimit"},
+            "RateLimit-Policy": {"$ref": "#/components/headers/RateLimit-Policy"}
+        },
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    });
 }

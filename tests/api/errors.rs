@@ -207,25 +207,9 @@ crate::on_both_databases!(
 /// through a feature's own error type are checked by the route tests.)
 #[test]
 fn every_error_code_has_one_status() {
-    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).expect("src").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-    let mut paths = Vec::new();
-    files(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut paths,
-    );
     let mut variants: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();
-    for path in &paths {
-        let text = std::fs::read_to_string(path).expect("source");
+    for (_, text) in crate::openapi::rust_sources() {
         for (at, _) in text.match_indices("ApiError::") {
             let rest = &text[at + "ApiError::".len()..];
             let variant: String = rest

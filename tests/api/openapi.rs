@@ -22,6 +22,11 @@ pub fn document() -> &'static Value {
     pregonero::web::docs::document()
 }
 
+/// Whether `GET path` answers an endless `text/event-stream` (its body is never read whole).
+pub fn is_stream(path: &str) -> bool {
+    !document()["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"].is_null()
+}
+
 /// Validators compiled once per (operation, status).
 static VALIDATORS: LazyLock<Mutex<HashMap<String, std::sync::Arc<jsonschema::Validator>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -157,6 +162,26 @@ pub async fn send_checked(req: reqwest::RequestBuilder) -> (u16, Value) {
     )
 }
 
+/// Every `.rs` file under `src/`: its path from the crate's root (`src/web/docs.rs`) and text.
+pub fn rust_sources() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stack = vec![root.join("src")];
+    let mut out = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path.strip_prefix(root).expect("inside").to_string_lossy();
+                let text = std::fs::read_to_string(&path).expect("read");
+                out.push((rel.into_owned(), text));
+            }
+        }
+    }
+    out
+}
+
 fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
     let pointer = reference.trim_start_matches('#');
     doc.pointer(pointer)
@@ -245,21 +270,9 @@ fn every_operation_documents_its_answers() {
 fn documented_error_codes_are_real_and_have_one_status() {
     let doc = document();
     let mut literals = std::collections::HashSet::new();
-    let mut stack = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src"
-    ))];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("src") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).expect("read");
-                for piece in text.split('"').skip(1).step_by(2) {
-                    literals.insert(piece.to_owned());
-                }
-            }
+    for (_, text) in rust_sources() {
+        for piece in text.split('"').skip(1).step_by(2) {
+            literals.insert(piece.to_owned());
         }
     }
     let mut statuses: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
@@ -323,33 +336,15 @@ fn documented_error_codes_are_real_and_have_one_status() {
 fn no_route_escapes_the_document() {
     let allowed = ["src/web/docs.rs", "src/web/spa.rs"];
     let mut found = Vec::new();
-    let mut stack = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src"
-    ))];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("src") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let rel = path
-                .strip_prefix(env!("CARGO_MANIFEST_DIR"))
-                .expect("inside")
-                .to_string_lossy()
-                .trim_start_matches('/')
-                .to_owned();
-            if path.extension().is_none_or(|e| e != "rs") || allowed.contains(&rel.as_str()) {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).expect("read");
-            // Test modules build their own little apps; only the server's routes count.
-            let text = text.split("#[cfg(test)]").next().unwrap_or("");
-            for needle in [".route(", "web::resource(", "web::scope(", "Resource::new("] {
-                if text.contains(needle) {
-                    found.push(format!("{rel}: {needle}"));
-                }
+    for (rel, text) in rust_sources() {
+        if allowed.contains(&rel.as_str()) {
+            continue;
+        }
+        // Test modules build their own little apps; only the server's routes count.
+        let text = text.split("#[cfg(test)]").next().unwrap_or("");
+        for needle in [".route(", "web::resource(", "web::scope(", "Resource::new("] {
+            if text.contains(needle) {
+                found.push(format!("{rel}: {needle}"));
             }
         }
     }

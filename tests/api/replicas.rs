@@ -42,6 +42,49 @@ async fn queue(client: &reqwest::Client, server: &Server, key: &str, body: Value
     body["id"].as_str().expect("id").to_owned()
 }
 
+/// The settings every replica of a test shares: one secret key, one Redis, and small pools
+/// (three replicas with two pools each beside the suite's other tests must stay under
+/// PostgreSQL's 100 connections).
+fn shared_env<'a>(key: &'a str, redis: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("PREGONERO_SECRET_KEY", key),
+        ("REDIS_URL", redis),
+        ("PREGONERO_DATABASE_MAX_CONNECTIONS", "4"),
+    ]
+}
+
+/// The first replica on a fresh database, and the admin key it printed.
+fn first_replica(
+    backend: &Backend,
+    dir: &std::path::Path,
+    telegram: &FakeTelegram,
+    env: &[(&str, &str)],
+) -> (Server, String) {
+    let a = replica(backend, dir, telegram, env, "replica-a");
+    let api_key = a
+        .api_key
+        .clone()
+        .expect("the first start prints the admin key");
+    crate::helpers::secret(&api_key);
+    (a, api_key)
+}
+
+/// Registers the test bot through `server`; its channel id.
+async fn add_bot(client: &reqwest::Client, server: &Server, key: &str) -> String {
+    let res = client
+        .post(format!("{}/api/v1/channels", server.address))
+        .bearer_auth(key)
+        .json(&json!({"kind": "telegram", "name": "shared bot", "bot_token": BOT_TOKEN}))
+        .send()
+        .await
+        .expect("channel");
+    assert_eq!(res.status().as_u16(), 201);
+    res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
 /// What goes wrong mid-run.
 enum Fault {
     /// Replica B is killed with SIGKILL, and started again 2 s later.
@@ -67,36 +110,12 @@ async fn three_replicas(redis: String, backend: Backend, mut fault: Fault, more:
     crate::helpers::secret(&key);
     // The crash tests' 5 s lease, so the killed replica's deliveries are taken over quickly
     // (a delivery then waits for its turn at most half of it).
-    // Small pools: three replicas (two pools each) beside the suite's other tests must stay
-    // under PostgreSQL's 100 connections.
-    let env = [
-        ("PREGONERO_SECRET_KEY", key.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("PREGONERO_DATABASE_MAX_CONNECTIONS", "4"),
-    ]
-    .into_iter()
-    .chain(more.iter().copied())
-    .collect::<Vec<_>>();
+    let mut env = shared_env(&key, &redis);
+    env.extend(more.iter().copied());
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let a = replica(&backend, dirs[0].path(), &telegram, &env, "replica-a");
-    let api_key = a
-        .api_key
-        .clone()
-        .expect("the first start prints the admin key");
-    crate::helpers::secret(&api_key);
+    let (a, api_key) = first_replica(&backend, dirs[0].path(), &telegram, &env);
     let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{}/api/v1/channels", a.address))
-        .bearer_auth(&api_key)
-        .json(&json!({"kind": "telegram", "name": "shared bot", "bot_token": BOT_TOKEN}))
-        .send()
-        .await
-        .expect("channel");
-    assert_eq!(res.status().as_u16(), 201);
-    let channel = res.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let channel = add_bot(&client, &a, &api_key).await;
     let b = replica(&backend, dirs[1].path(), &telegram, &env, "replica-b");
     let c = replica(&backend, dirs[2].path(), &telegram, &env, "replica-c");
     // 3,000 contacts, imported through A.
@@ -314,30 +333,13 @@ async fn a_stream_on_one_replica_sees_sends_of_another() {
     telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
     let key = pregonero::crypto::Cipher::generate_key();
     crate::helpers::secret(&key);
-    let env = [
-        ("PREGONERO_SECRET_KEY", key.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("PREGONERO_DATABASE_MAX_CONNECTIONS", "4"),
-    ];
+    let env = shared_env(&key, &redis);
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let a = replica(&backend, dirs[0].path(), &telegram, &env, "replica-a");
-    let api_key = a.api_key.clone().expect("admin key");
-    crate::helpers::secret(&api_key);
+    let (a, api_key) = first_replica(&backend, dirs[0].path(), &telegram, &env);
     // Only A sends: B serves the API alone.
     let b = start_serve(&backend, dirs[1].path(), &telegram, &env, &["--no-workers"]);
     let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{}/api/v1/channels", a.address))
-        .bearer_auth(&api_key)
-        .json(&json!({"kind": "telegram", "name": "bot", "bot_token": BOT_TOKEN}))
-        .send()
-        .await
-        .expect("channel");
-    assert_eq!(res.status().as_u16(), 201);
-    let channel = res.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let channel = add_bot(&client, &a, &api_key).await;
     let stream = crate::live::open(&client, &b.address, &api_key).await;
 
     // Act: queued on B, sent by A's worker.
