@@ -15,6 +15,7 @@ mod m20261206_000011_signals;
 mod m20261206_000012_event_owners;
 mod m20261206_000013_idempotency_keys;
 mod m20261206_000014_legacy_tokens;
+mod m20261206_000015_stats_deltas;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000012_event_owners::Migration),
             Box::new(m20261206_000013_idempotency_keys::Migration),
             Box::new(m20261206_000014_legacy_tokens::Migration),
+            Box::new(m20261206_000015_stats_deltas::Migration),
         ]
     }
 }

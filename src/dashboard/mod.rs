@@ -159,6 +159,8 @@ pub async fn render(
     q: &ViewQuery,
 ) -> Result<DashboardView, ApiError> {
     let db = &state.db;
+    // Outcomes recorded since the last fold count too.
+    crate::outbox::stats::fold(db).await?;
     let owner = caller.user_id.clone();
     let today = Utc::now().date_naive();
     let month = match &q.month {

@@ -137,6 +137,7 @@ async fn run(state: Outbox, extra: Vec<BoxFuture<'static, ()>>, stop: oneshot::R
     }
     let sweeper = tokio::spawn(sweep::run_periodically(state.clone()));
     let purger = tokio::spawn(sweep::purge_periodically(state.clone()));
+    let folder = tokio::spawn(super::stats::fold_periodically(state.db.clone()));
     let extra: Vec<_> = extra.into_iter().map(tokio::spawn).collect();
     let poll = Duration::from_millis(settings.poll_interval_ms);
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
@@ -191,6 +192,7 @@ async fn run(state: Outbox, extra: Vec<BoxFuture<'static, ()>>, stop: oneshot::R
     }
     sweeper.abort();
     purger.abort();
+    folder.abort();
     for task in extra {
         task.abort();
     }

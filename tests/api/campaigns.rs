@@ -765,6 +765,79 @@ async fn a_status_for_a_message_not_recorded_yet_is_asked_again(backend: Backend
     assert_eq!(stale.0, 200, "{:?}", stale.1);
 }
 
+/// The rollups count every outcome once while folds race: dashboard reads fold from many
+/// requests at once during a campaign, the server folds every second, and a rebuild lands while
+/// outcomes are still pending. Totals end equal to the ledger.
+async fn rollups_count_each_outcome_once_while_folds_race(backend: Backend) {
+    const N: usize = 60;
+    let wa = wa_app(backend, WindowMode::Off, None).await;
+    let app = &wa.app;
+    let csv: String = std::iter::once("nombre;telefono\n".to_owned())
+        .chain((0..N).map(|i| format!("P{i};{}\n", phone(100 + i))))
+        .collect();
+    let import = app
+        .client
+        .post(format!(
+            "{}/api/v1/contacts/imports?filename=r.csv",
+            app.address
+        ))
+        .bearer_auth(&app.api_key)
+        .header("content-type", "text/csv")
+        .body(csv);
+    let (status, imp) = status_and_json(import).await;
+    assert_eq!(status, 202, "{imp}");
+    let imp_id = imp["id"].as_str().expect("id");
+    wait_for(
+        app,
+        &format!("contacts/imports/{imp_id}"),
+        Duration::from_secs(30),
+        |i| i["status"] == "completed",
+    )
+    .await;
+    let (status, c) = campaign(app, json!({"name": "Race", "channel_id": wa.channel, "body": "Hola {{ nombre }}", "start": true})).await;
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_str().expect("id").to_owned();
+    let mut rebuilt = false;
+    loop {
+        let reads = (0..8).map(|_| app.get_json("dashboard/current-month"));
+        for (status, v) in futures::future::join_all(reads).await {
+            assert_eq!(status, 200, "{v}");
+        }
+        let (_, c) = app.get_json(&format!("campaigns/{id}")).await;
+        if !rebuilt && c["counters"]["sent"].as_i64().unwrap_or(0) >= (N / 2) as i64 {
+            let clear = app
+                .client
+                .delete(format!("{}/cache/user", app.address))
+                .bearer_auth(&app.api_key);
+            let (status, cleared) = status_and_json(clear).await;
+            assert_eq!(status, 200, "{cleared}");
+            rebuilt = true;
+        }
+        if c["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rebuilt, "the rebuild ran mid-campaign");
+    let (_, month) = app.get_json("dashboard/current-month").await;
+    assert_eq!(month["sent"].as_i64(), Some(N as i64), "{month}");
+    assert_eq!(month["errors"].as_i64(), Some(0), "{month}");
+    let (_, timeline) = app.get_json("dashboard/timeline?days=1").await;
+    assert_eq!(
+        timeline["days"][0]["sent"].as_i64(),
+        Some(N as i64),
+        "{timeline}"
+    );
+    let (_, top) = app.get_json("dashboard/by-contact?limit=100").await;
+    let per_contact: Vec<i64> = top["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .map(|c| c["sent"].as_i64().expect("sent"))
+        .collect();
+    assert_eq!(per_contact, vec![1; N], "{top}");
+}
+
 on_both_databases!(
     a_status_for_a_message_not_recorded_yet_is_asked_again,
     errors_by_scope_and_pair_pacing,
@@ -772,4 +845,5 @@ on_both_databases!(
     webhooks_window_and_opt_out,
     pause_resume_restart_cancel,
     missing_variables_and_send_messages,
+    rollups_count_each_outcome_once_while_folds_race,
 );
