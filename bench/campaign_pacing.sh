@@ -10,7 +10,8 @@
 #
 # Knobs: BENCH_RECIPIENTS (default 100000), BENCH_MPS (the fake's limit, default 80; 0: the fake
 # limits nothing and the number is allowed 100,000 msg/s, to measure the server alone),
-# BENCH_DATABASE (sqlite or postgres, default sqlite), BENCH_JITTER_MS (a random network delay
+# BENCH_DATABASE (sqlite or postgres, default sqlite), BENCH_RECEIPTS (on; off: the fake posts no
+# status webhooks), BENCH_JITTER_MS (a random network delay
 # of 0 to this many ms before the fake counts each request, default 0), BENCH_CONFIGURED (the
 # number's configured rate the share is also given against, default 77, the server's default).
 # bench/campaign_pacing_runs.sh repeats it and prints min / median / max.
@@ -53,7 +54,8 @@ limits=""
 channel=$(call -H 'content-type: application/json' "$api/channels" -d "{\"kind\":\"whatsapp_cloud\",\"name\":\"bench\",\"phone_number_id\":\"$NUMBER\",\"access_token\":\"$WA_TOKEN\",\"app_secret\":\"$WA_SECRET\"$limits}")
 channel_id=$(echo "$channel" | json '["id"]')
 webhook="http://127.0.0.1:$SERVER_PORT$(echo "$channel" | json '["webhook_path"]')"
-curl -fsS -H 'content-type: application/json' "$fake/__control/numbers" \
+# BENCH_RECEIPTS=off: no status webhooks (sent, delivered, read), the delivery path alone.
+[ "${BENCH_RECEIPTS:-on}" = off ] || curl -fsS -H 'content-type: application/json' "$fake/__control/numbers" \
   -d "{\"phone_number_id\":\"$NUMBER\",\"access_token\":\"$WA_TOKEN\",\"app_secret\":\"$WA_SECRET\",\"webhook_url\":\"$webhook\"}" >/dev/null
 
 python3 - "$N" "$WORK/contacts.csv" <<'PY'
