@@ -11,8 +11,7 @@ use crate::{
     auth::{self, lockout::Lockout, oidc::Oidc},
     campaigns::{CampaignRunner, StopCampaigns},
     channels::{
-        self, AccountSpec, Adapters, ChannelRegistry, EnableUpdates, Register, StopAll,
-        UpdatesConfig,
+        Adapters, ChannelRegistry, EnableUpdates, StopAll, UpdatesConfig,
         telegram::{TelegramAdapter, TelegramClient},
         webhook::WebhookAdapter,
         whatsapp::{WhatsAppClient, WhatsAppCloudAdapter},
@@ -21,9 +20,7 @@ use crate::{
     config::{Settings, UpdatesMode},
     contacts::ContactsListener,
     crypto::Cipher,
-    db,
-    domain::ChannelStatus,
-    error,
+    db, error,
     events::{EventWriter, RuleEngine, WriterOptions, breaker::Breaker},
     integrations::{
         AlertQuotas, BotUpdates, IntegrationsListener, WEBHOOK_KEY_PURPOSE, tokens::TokenSigner,
@@ -74,6 +71,8 @@ pub struct RunningApp {
     )>,
     workers: Option<Workers>,
     campaigns: Option<actix::Addr<CampaignRunner>>,
+    /// Starts and stops accounts added or deleted through other replicas.
+    account_sync: actix_web::rt::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -288,7 +287,12 @@ impl Application {
             };
             state.registry.send(EnableUpdates(cfg)).await?;
         }
-        start_accounts(&state).await?;
+        // Every stored account; one whose secret can't be read is marked, not fatal.
+        state
+            .outbox
+            .accounts()
+            .sync(&mut Default::default())
+            .await?;
         let bootstrap = auth::repo::bootstrap(
             &state.db,
             state.oidc.is_none(),
@@ -383,6 +387,7 @@ impl Application {
             let handle = server.handle();
             (handle, actix_web::rt::spawn(server))
         });
+        let account_sync = actix_web::rt::spawn(self.state.outbox.accounts().sync_periodically());
         if self.options.http {
             // Uploads live on the node that took them; it finishes what a stop interrupted.
             let state = self.state.clone();
@@ -399,6 +404,7 @@ impl Application {
             server,
             workers,
             campaigns,
+            account_sync,
         })
     }
 }
@@ -434,6 +440,7 @@ impl RunningApp {
             workers.shutdown().await;
         }
         // Last: deliveries still needed the actors. Pollers stop with them.
+        self.account_sync.abort();
         let _ = self.state.registry.send(StopAll).await;
         tracing::info!("pregonero stopped");
     }
@@ -597,62 +604,6 @@ async fn request_id_header(
         http_req,
         head.set_body(actix_web::body::BoxBody::new(body)),
     ))
-}
-
-/// Starts an actor for every stored account; one whose secret can't be read is marked, not fatal.
-async fn start_accounts(state: &AppState) -> anyhow::Result<()> {
-    for row in channels::repo::all(&state.db).await? {
-        let token = match state.cipher.decrypt(&row.credentials) {
-            Ok(token) if state.cipher.is_current(&row.credentials) => token,
-            Ok(token) => {
-                // Encrypted with a previous key: re-encrypt with the current one.
-                let fresh = state.cipher.encrypt(&token)?;
-                channels::repo::set_credentials(&state.db, &row.id, &fresh).await?;
-                tracing::info!(channel_id = %row.id, key_id = state.cipher.key_id(), "channel credentials re-encrypted with the current key");
-                token
-            }
-            Err(e) => {
-                tracing::error!(channel_id = %row.id, error = %e, "cannot decrypt channel credentials");
-                channels::repo::set_status(
-                    &state.db,
-                    &row.id,
-                    ChannelStatus::Error,
-                    "credentials unreadable with the configured secret key",
-                )
-                .await?;
-                continue;
-            }
-        };
-        let Some(adapter) = state.adapters.get(&row.kind) else {
-            tracing::error!(channel_id = %row.id, kind = %row.kind, "unknown channel kind");
-            channels::repo::set_status(
-                &state.db,
-                &row.id,
-                ChannelStatus::Error,
-                "unknown channel kind",
-            )
-            .await?;
-            continue;
-        };
-        let connection = match adapter.connect(&token) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(channel_id = %row.id, error = %e, "unreadable channel credentials");
-                continue;
-            }
-        };
-        let limits = adapter.limits(&channels::repo::stored_limits(&row), &state.settings);
-        state
-            .registry
-            .send(Register(AccountSpec {
-                id: row.id,
-                kind: adapter.kind(),
-                connection,
-                limits,
-            }))
-            .await?;
-    }
-    Ok(())
 }
 
 /// How long API key checks and channel lookups are reused on the request path.

@@ -4,6 +4,7 @@ pub mod adapter;
 mod error;
 mod registry;
 pub mod repo;
+pub mod sync;
 pub mod telegram;
 pub mod updates;
 pub mod webhook;

@@ -110,7 +110,7 @@ impl Handler<StopAll> for ChannelRegistry {
     }
 }
 
-/// Starts (or replaces) the actor of an account.
+/// Starts the actor of an account (nothing if it already runs).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Register(pub AccountSpec);
@@ -125,6 +125,19 @@ pub struct Unregister(pub ChannelId);
 #[rtype(result = "Option<Addr<AccountActor>>")]
 pub struct Lookup(pub ChannelId);
 
+/// The ids of the accounts this process runs.
+#[derive(Message)]
+#[rtype(result = "Vec<ChannelId>")]
+pub struct Known;
+
+impl Handler<Known> for ChannelRegistry {
+    type Result = Vec<ChannelId>;
+
+    fn handle(&mut self, _: Known, _: &mut Self::Context) -> Self::Result {
+        self.accounts.keys().cloned().collect()
+    }
+}
+
 /// Live state of every account.
 #[derive(Message)]
 #[rtype(result = "Vec<AccountSnapshot>")]
@@ -134,11 +147,14 @@ impl Handler<Register> for ChannelRegistry {
     type Result = ();
 
     fn handle(&mut self, Register(spec): Register, _: &mut Self::Context) {
+        // Accounts never change once stored; a second registration (a delivery and the periodic
+        // sync both starting an account added elsewhere) must not replace the pacer, which
+        // remembers the account's recent sends.
+        if self.accounts.contains_key(&spec.id) {
+            return;
+        }
         let pacer = self.pacer(&spec);
         let addr = self.spawn(&spec, pacer.clone());
-        if let Some(old) = self.accounts.get(&spec.id) {
-            old.addr.do_send(Retire);
-        }
         self.accounts
             .insert(spec.id.clone(), Entry { spec, pacer, addr });
         metrics::gauge!("pregonero_channel_accounts").set(self.accounts.len() as f64);

@@ -102,7 +102,12 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
         }
         Err(e) => return fail(state, &msg, &e, false).await,
     };
-    let Some(actor) = state.registry.send(Lookup(msg.channel_id.clone())).await? else {
+    let mut actor = state.registry.send(Lookup(msg.channel_id.clone())).await?;
+    if actor.is_none() && state.accounts().start_one(&msg.channel_id).await? {
+        // Added through another replica since this one last looked.
+        actor = state.registry.send(Lookup(msg.channel_id.clone())).await?;
+    }
+    let Some(actor) = actor else {
         let e = ChannelError::Permanent {
             code: "channel-not-found",
             detail: "the channel account was deleted".into(),

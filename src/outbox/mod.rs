@@ -75,6 +75,19 @@ pub struct Outbox {
     pub attachments: Arc<dyn Attachments>,
 }
 
+impl Outbox {
+    /// What starting and stopping this process's channel accounts needs.
+    pub fn accounts(&self) -> crate::channels::sync::Accounts {
+        crate::channels::sync::Accounts {
+            db: self.db.clone(),
+            cipher: self.cipher.clone(),
+            adapters: self.adapters.clone(),
+            settings: self.settings.clone(),
+            registry: self.registry.clone(),
+        }
+    }
+}
+
 /// What admitting a message came to.
 #[derive(Debug)]
 pub enum Admit {

@@ -361,3 +361,93 @@ async fn a_stream_on_one_replica_sees_sends_of_another() {
     assert!(seen, "B's stream did not get A's send: {text}");
     drop((a, b));
 }
+
+/// Polls `GET url` (with `key`) until `done` holds; the last answer (panics after `timeout`).
+async fn poll(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v: Value = client
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{url} did not get there: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A channel added through an API-only replica is sent through by another replica's worker,
+/// which never saw it created, and stops running there once deleted through the first.
+#[actix_web::test]
+async fn a_channel_added_on_one_replica_is_run_and_stopped_by_another() {
+    let Some(redis) = crate::helpers::redis_url() else {
+        return;
+    };
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let telegram = FakeTelegram::start_with(FakeTelegramConfig {
+        accept_any_chat: true,
+        ..Default::default()
+    })
+    .await
+    .expect("fake");
+    telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
+    let key = pregonero::crypto::Cipher::generate_key();
+    crate::helpers::secret(&key);
+    let env = shared_env(&key, &redis);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, api_key) = first_replica(&backend, dirs[0].path(), &telegram, &env);
+    let b = start_serve(&backend, dirs[1].path(), &telegram, &env, &["--no-workers"]);
+    let client = reqwest::Client::new();
+
+    // Act: the bot is added through B after A started; A's worker is the only one.
+    let channel = add_bot(&client, &b, &api_key).await;
+    let id = queue(
+        &client,
+        &b,
+        &api_key,
+        json!({"channel_id": channel, "to": "4242", "text": "new bot"}),
+    )
+    .await;
+
+    // Assert
+    let url = format!("{}/api/v1/messages/{id}", b.address);
+    let msg = poll(&client, &url, &api_key, Duration::from_secs(30), |m| {
+        m["status"] != "queued" && m["status"] != "sending"
+    })
+    .await;
+    assert_eq!(msg["status"], "sent", "{msg}");
+    let health = format!("{}/health", a.address);
+    let running = |h: &Value| h["channels"]["running_actors"].as_u64();
+    let h = poll(&client, &health, &api_key, Duration::from_secs(5), |_| true).await;
+    assert_eq!(running(&h), Some(1), "{h}");
+
+    // Deleted through B: A stops it within its sync interval.
+    let res = client
+        .delete(format!("{}/api/v1/channels/{channel}", b.address))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status().as_u16(), 204);
+    let h = poll(&client, &health, &api_key, Duration::from_secs(15), |h| {
+        running(h) == Some(0)
+    })
+    .await;
+    assert_eq!(running(&h), Some(0), "{h}");
+    drop((a, b));
+}
