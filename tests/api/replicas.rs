@@ -315,15 +315,20 @@ async fn three_replicas_keep_one_pace_through_a_postgresql_restart() {
     .await;
 }
 
-/// A browser's live stream on one replica shows what another replica sent (Redis pub/sub).
-#[actix_web::test]
-async fn a_stream_on_one_replica_sees_sends_of_another() {
-    let Some(redis) = crate::helpers::redis_url() else {
-        return;
-    };
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
+/// Two replicas on one PostgreSQL and Redis: A sends (workers and API), B serves the API alone.
+/// Fields drop in order: the servers before the fake and their folders.
+struct WorkerAndApi {
+    a: Server,
+    b: Server,
+    api_key: String,
+    _telegram: FakeTelegram,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// [`WorkerAndApi`], or `None` without PostgreSQL or Redis (outside CI).
+async fn worker_and_api() -> Option<WorkerAndApi> {
+    let redis = crate::helpers::redis_url()?;
+    let backend = Backend::postgres().await?;
     let telegram = FakeTelegram::start_with(FakeTelegramConfig {
         accept_any_chat: true,
         ..Default::default()
@@ -336,17 +341,32 @@ async fn a_stream_on_one_replica_sees_sends_of_another() {
     let env = shared_env(&key, &redis);
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
     let (a, api_key) = first_replica(&backend, dirs[0].path(), &telegram, &env);
-    // Only A sends: B serves the API alone.
     let b = start_serve(&backend, dirs[1].path(), &telegram, &env, &["--no-workers"]);
+    Some(WorkerAndApi {
+        a,
+        b,
+        api_key,
+        _telegram: telegram,
+        _dirs: dirs,
+    })
+}
+
+/// A browser's live stream on one replica shows what another replica sent (Redis pub/sub).
+#[actix_web::test]
+async fn a_stream_on_one_replica_sees_sends_of_another() {
+    let Some(pair) = worker_and_api().await else {
+        return;
+    };
+    let (a, b, api_key) = (&pair.a, &pair.b, &pair.api_key);
     let client = reqwest::Client::new();
-    let channel = add_bot(&client, &a, &api_key).await;
-    let stream = crate::live::open(&client, &b.address, &api_key).await;
+    let channel = add_bot(&client, a, api_key).await;
+    let stream = crate::live::open(&client, &b.address, api_key).await;
 
     // Act: queued on B, sent by A's worker.
     let id = queue(
         &client,
-        &b,
-        &api_key,
+        b,
+        api_key,
         json!({"channel_id": channel, "to": "4242", "text": "across"}),
     )
     .await;
@@ -359,7 +379,6 @@ async fn a_stream_on_one_replica_sees_sends_of_another() {
     )
     .await;
     assert!(seen, "B's stream did not get A's send: {text}");
-    drop((a, b));
 }
 
 /// Polls `GET url` (with `key`) until `done` holds; the last answer (panics after `timeout`).
@@ -393,61 +412,45 @@ async fn poll(
 /// which never saw it created, and stops running there once deleted through the first.
 #[actix_web::test]
 async fn a_channel_added_on_one_replica_is_run_and_stopped_by_another() {
-    let Some(redis) = crate::helpers::redis_url() else {
+    let Some(pair) = worker_and_api().await else {
         return;
     };
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
-    let telegram = FakeTelegram::start_with(FakeTelegramConfig {
-        accept_any_chat: true,
-        ..Default::default()
-    })
-    .await
-    .expect("fake");
-    telegram.add_bot(BOT_TOKEN, "pregonero_test_bot");
-    let key = pregonero::crypto::Cipher::generate_key();
-    crate::helpers::secret(&key);
-    let env = shared_env(&key, &redis);
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let (a, api_key) = first_replica(&backend, dirs[0].path(), &telegram, &env);
-    let b = start_serve(&backend, dirs[1].path(), &telegram, &env, &["--no-workers"]);
+    let (a, b, api_key) = (&pair.a, &pair.b, &pair.api_key);
     let client = reqwest::Client::new();
 
     // Act: the bot is added through B after A started; A's worker is the only one.
-    let channel = add_bot(&client, &b, &api_key).await;
+    let channel = add_bot(&client, b, api_key).await;
     let id = queue(
         &client,
-        &b,
-        &api_key,
+        b,
+        api_key,
         json!({"channel_id": channel, "to": "4242", "text": "new bot"}),
     )
     .await;
 
     // Assert
     let url = format!("{}/api/v1/messages/{id}", b.address);
-    let msg = poll(&client, &url, &api_key, Duration::from_secs(30), |m| {
+    let msg = poll(&client, &url, api_key, Duration::from_secs(30), |m| {
         m["status"] != "queued" && m["status"] != "sending"
     })
     .await;
     assert_eq!(msg["status"], "sent", "{msg}");
     let health = format!("{}/health", a.address);
     let running = |h: &Value| h["channels"]["running_actors"].as_u64();
-    let h = poll(&client, &health, &api_key, Duration::from_secs(5), |_| true).await;
+    let h = poll(&client, &health, api_key, Duration::from_secs(5), |_| true).await;
     assert_eq!(running(&h), Some(1), "{h}");
 
     // Deleted through B: A stops it within its sync interval.
     let res = client
         .delete(format!("{}/api/v1/channels/{channel}", b.address))
-        .bearer_auth(&api_key)
+        .bearer_auth(api_key)
         .send()
         .await
         .expect("delete");
     assert_eq!(res.status().as_u16(), 204);
-    let h = poll(&client, &health, &api_key, Duration::from_secs(15), |h| {
+    let h = poll(&client, &health, api_key, Duration::from_secs(15), |h| {
         running(h) == Some(0)
     })
     .await;
     assert_eq!(running(&h), Some(0), "{h}");
-    drop((a, b));
 }
