@@ -76,6 +76,9 @@ enum Column {
     Group,
     Telegram,
     Attribute(String),
+    /// A column the file's owner chose not to import: its header is empty or starts with `_`
+    /// (the dashboard's column mapping names a skipped column `_skip_<n>`).
+    Ignored,
 }
 
 /// Header → column, after lower-casing, dropping accents and turning spaces and dashes into `_`.
@@ -88,6 +91,8 @@ fn column_for(header: &str) -> Column {
         "noun" | "sustantivo" | "tratamiento" | "salutation" => Column::Noun,
         "group" | "grupo" => Column::Group,
         "telegram" | "telegram_chat_id" | "chat_id" => Column::Telegram,
+        "" => Column::Ignored,
+        _ if key.starts_with('_') => Column::Ignored,
         _ => Column::Attribute(key),
     }
 }
@@ -232,7 +237,7 @@ impl<R: Read> ContactsCsv<R> {
         let mut too_long = None;
         for (column, field) in self.columns.iter().zip(self.record.iter()) {
             let value = decode(field);
-            if value.is_empty() {
+            if value.is_empty() || *column == Column::Ignored {
                 continue;
             }
             if value.len() > MAX_FIELD_CHARS && value.chars().count() > MAX_FIELD_CHARS {
@@ -248,6 +253,7 @@ impl<R: Read> ContactsCsv<R> {
                 Column::Attribute(key) => {
                     row.attributes.insert(key.clone(), value);
                 }
+                Column::Ignored => {}
             }
         }
         if let Some(column) = too_long {
@@ -422,5 +428,7 @@ mod tests {
             column_for("Código-Postal"),
             Column::Attribute("codigo_postal".into())
         );
+        assert_eq!(column_for("_skip_3"), Column::Ignored);
+        assert_eq!(column_for("  "), Column::Ignored);
     }
 }

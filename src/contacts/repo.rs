@@ -778,6 +778,8 @@ pub async fn delete(db: &impl ConnectionTrait, id: &ContactId) -> Result<(), DbE
 /// Filters of a contact list.
 #[derive(Debug, Default)]
 pub struct ListFilter {
+    /// Only contacts whose name or phone contains this (case-insensitive).
+    pub search: Option<String>,
     /// Only this group.
     pub group: Option<String>,
     /// Only opted out (or only not).
@@ -792,6 +794,28 @@ pub async fn list(
     page: &crate::page::PageRequest,
 ) -> Result<crate::page::Page<StoredContact>, DbErr> {
     let mut q = contacts::Entity::find().filter(contacts::Column::OwnerId.eq(owner_id));
+    if let Some(search) = filter.search {
+        use sea_orm::sea_query::{Expr, Func, LikeExpr};
+        // `%` and `_` in the text are literal; `!` escapes them on both databases.
+        let escaped: String = search
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '!' => vec!['!', c],
+                c => vec![c],
+            })
+            .collect();
+        let like = |column: contacts::Column| {
+            Expr::expr(Func::lower(Expr::col(column)))
+                .like(LikeExpr::new(format!("%{escaped}%")).escape('!'))
+        };
+        let digits: String = search.chars().filter(char::is_ascii_digit).collect();
+        let mut any = sea_orm::Condition::any().add(like(contacts::Column::Name));
+        if !digits.is_empty() {
+            any = any.add(contacts::Column::Phone.contains(digits));
+        }
+        q = q.filter(any);
+    }
     if let Some(group) = filter.group {
         q = q.filter(contacts::Column::GroupName.eq(group));
     }

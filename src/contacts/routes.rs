@@ -94,11 +94,14 @@ async fn create(
     Ok(HttpResponse::Created().json(ContactView::from(row)))
 }
 
-/// `?group=&opted_out=&cursor=&limit=`.
+/// `?q=&group=&opted_out=&cursor=&limit=`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only contacts whose name or phone contains this text (case-insensitive; at most 100
+    /// characters).
+    q: Option<String>,
     /// Only contacts of this group.
     group: Option<String>,
     /// Only contacts that opted out (`true`) or did not (`false`).
@@ -130,7 +133,19 @@ async fn list(
         limit: query.limit,
     }
     .request()?;
+    let search = query
+        .q
+        .map(|q| q.trim().to_owned())
+        .filter(|q| !q.is_empty());
+    if search.as_ref().is_some_and(|q| q.chars().count() > 100) {
+        return Err(ApiError::Invalid(vec![crate::error::FieldError::new(
+            "q",
+            "too-long",
+            "at most 100 characters",
+        )]));
+    }
     let filter = ListFilter {
+        search,
         group: query.group,
         opted_out: query.opted_out,
     };

@@ -118,6 +118,42 @@ async fn contacts_crud(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
+    // Search (the dashboard's search box): name, any case, or digits of the phone; `%` and `_`
+    // are literal.
+    let phones = |list: &Value| -> Vec<String> {
+        let mut v: Vec<String> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|c| c["phone"].as_str().expect("phone").to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for (q, expected) in [
+        ("aN", vec!["+34612345678"]),
+        ("5512", vec!["+525512345678"]),
+        ("612 34", vec!["+34612345678"]),
+        ("%25", vec![]),
+        ("nobody", vec![]),
+    ] {
+        let (status, list) = call(&app, Method::GET, &format!("contacts?q={q}"), None).await;
+        assert_eq!(status, 200, "{q}: {list}");
+        assert_eq!(phones(&list), expected, "q={q}");
+    }
+    let (status, err) = call(
+        &app,
+        Method::GET,
+        &format!("contacts?q={}", "x".repeat(101)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("validation-failed")),
+        "{err}"
+    );
+
     let (status, patched) = call(
         &app,
         Method::PATCH,

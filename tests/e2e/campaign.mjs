@@ -25,6 +25,8 @@ try {
   page = await browser.newPage();
   page.setDefaultTimeout(30_000);
   page.on('pageerror', (e) => fail(`page error: ${e.message}`));
+  // The dashboard asks before destructive actions (revoke, delete): say yes.
+  page.on('dialog', (d) => d.accept());
   const text = async (selector) => (await page.textContent(selector)).trim();
 
   step('sign in');

@@ -23,6 +23,8 @@ try {
   const page = await browser.newPage();
   page.setDefaultTimeout(30_000);
   page.on('pageerror', (e) => fail(`page error: ${e.message}`));
+  // The dashboard asks before destructive actions (revoke, delete): say yes.
+  page.on('dialog', (d) => d.accept());
   page.on('console', (m) => m.type() === 'error' && !m.text().includes('status of 4') && console.error(`console: ${m.text()}`));
 
   step('open the dashboard');

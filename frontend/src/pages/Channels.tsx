@@ -1,0 +1,139 @@
+// Channel accounts: connect a Telegram bot, a WhatsApp Cloud API number or an outgoing webhook;
+// see each one's state and pacing; remove one. Secrets go in once and are never shown again;
+// what the provider's side needs (WhatsApp's webhook URL and verify token, a webhook's signing
+// secret) is shown once, right after.
+import { useState } from 'preact/hooks';
+import { api, type Page } from '../api';
+import { fmtDate, fmtNumber, t } from '../i18n';
+import { canWrite, useMe } from '../session';
+import { ConfirmButton, ErrorBox, Field, ShownOnce, Table, useEvery, useLoad } from '../ui';
+
+export type Channel = {
+  id: string; kind: string; name: string; status: string; status_detail: string | null; username: string | null;
+  webhook_path: string | null; created_at: string;
+  limits: { per_second: number; burst: number; per_day: number | null; recipient_interval_ms: number; per_group_per_minute: number } | null;
+};
+
+const KINDS = ['whatsapp_cloud', 'telegram', 'webhook'] as const;
+
+export function Channels() {
+  const me = useMe();
+  const { data, error, reload } = useLoad(() => api<Page<Channel>>('GET', '/api/v1/channels'));
+  useEvery(5000, reload);
+  const [kind, setKind] = useState<(typeof KINDS)[number]>('whatsapp_cloud');
+  const [created, setCreated] = useState<any>(null);
+  const [failure, setFailure] = useState<unknown>(null);
+
+  const submit = async (ev: Event) => {
+    ev.preventDefault();
+    const form = ev.currentTarget as HTMLFormElement;
+    const body: Record<string, unknown> = { kind };
+    new FormData(form).forEach((v, k) => {
+      if (v !== '') body[k] = v;
+    });
+    try {
+      setCreated(await api('POST', '/api/v1/channels', body));
+      setFailure(null);
+      form.reset();
+      await reload();
+    } catch (e) {
+      setFailure(e);
+    }
+  };
+  const remove = async (c: Channel) => {
+    try {
+      await api('DELETE', `/api/v1/channels/${c.id}`);
+      await reload();
+    } catch (e) {
+      setFailure(e);
+    }
+  };
+
+  return (
+    <>
+      <h1 tabIndex={-1}>{t('channels.title')}</h1>
+      <p class="muted">{t('channels.help')}</p>
+      {canWrite(me) ? (
+        <section>
+          <h2>{t('channels.connect')}</h2>
+          <div role="radiogroup" aria-label={t('channels.kind')} class="tabs">
+            {KINDS.map((k) => (
+              <label class="check">
+                <input type="radio" name="kind" value={k} checked={kind === k} onChange={() => setKind(k)} />
+                {t(`channels.kinds.${k}`)}
+              </label>
+            ))}
+          </div>
+          {kind === 'whatsapp_cloud' ? (
+            <form id="new-whatsapp" onSubmit={submit}>
+              <Field label={t('common.name')}><input type="text" name="name" required maxLength={100} /></Field>
+              <Field label={t('channels.phoneNumberId')}><input type="text" name="phone_number_id" required inputMode="numeric" /></Field>
+              <Field label={t('channels.accessToken')}><input type="password" name="access_token" required autocomplete="off" /></Field>
+              <Field label={t('channels.appSecret')}><input type="password" name="app_secret" required autocomplete="off" /></Field>
+              <button type="submit">{t('channels.connectButton')}</button>
+            </form>
+          ) : kind === 'telegram' ? (
+            <form id="new-telegram" onSubmit={submit}>
+              <Field label={t('common.name')}><input type="text" name="name" required maxLength={100} /></Field>
+              <Field label={t('channels.botToken')}><input type="password" name="bot_token" required autocomplete="off" placeholder="123456:ABC…" /></Field>
+              <button type="submit">{t('channels.connectButton')}</button>
+            </form>
+          ) : (
+            <form id="new-webhook" onSubmit={submit}>
+              <Field label={t('common.name')}><input type="text" name="name" required maxLength={100} /></Field>
+              <Field label={t('channels.url')} wide><input type="url" name="url" required placeholder="https://" /></Field>
+              <button type="submit">{t('channels.connectButton')}</button>
+            </form>
+          )}
+        </section>
+      ) : null}
+      {created?.verify_token ? (
+        <ShownOnce id="webhook-setup" text={t('channels.whatsappSetup')}>
+          <p><code id="webhook-url">{location.origin + created.webhook_path}</code></p>
+          <p><code id="verify-token">{created.verify_token}</code></p>
+        </ShownOnce>
+      ) : created?.signing_secret ? (
+        <ShownOnce id="signing-secret" text={t('channels.signingSecret')}>
+          <code>{created.signing_secret}</code>
+        </ShownOnce>
+      ) : created ? (
+        <p role="status">{t('channels.connected', { name: created.name })}</p>
+      ) : null}
+      <ErrorBox error={failure || error} />
+      <Table
+        id="channels"
+        headers={[t('common.name'), t('channels.kind'), t('common.status'), t('channels.limits'), t('channels.webhook'), t('common.created'), '']}
+        empty={data ? t('channels.empty') : false}
+      >
+        {data?.items.map((c) => (
+          <tr data-channel={c.id}>
+            <td>{c.name}{c.username ? <span class="muted"> @{c.username}</span> : null}</td>
+            <td>{t(`channels.kinds.${c.kind}`, { defaultValue: c.kind })}</td>
+            <td class={`status-${c.status}`}>
+              {t(`channels.status.${c.status}`, { defaultValue: c.status })}
+              {c.status_detail ? <span class="muted"> ({c.status_detail})</span> : null}
+            </td>
+            <td>
+              {c.limits
+                ? t('channels.limitsText', {
+                    perSecond: fmtNumber(c.limits.per_second),
+                    gap: fmtNumber(c.limits.recipient_interval_ms / 1000, 1),
+                    perDay: c.limits.per_day === null ? '∞' : fmtNumber(c.limits.per_day),
+                  })
+                : '—'}
+            </td>
+            <td>{c.webhook_path ? <code>{location.origin + c.webhook_path}</code> : ''}</td>
+            <td>{fmtDate(c.created_at)}</td>
+            <td>
+              {canWrite(me) ? (
+                <ConfirmButton question={t('channels.removeConfirm', { name: c.name })} onConfirm={() => remove(c)}>
+                  {t('common.delete')}
+                </ConfirmButton>
+              ) : null}
+            </td>
+          </tr>
+        ))}
+      </Table>
+    </>
+  );
+}
