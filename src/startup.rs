@@ -163,10 +163,18 @@ impl Application {
             settings.events.breaker_successes,
             settings.events.breaker_open_secs,
         ));
+        // Live updates reach a stream on any replica through Redis (live/mod.rs).
+        let live = match (&shared, &settings.redis_url) {
+            (Some(store), Some(url)) => {
+                crate::live::Live::shared(store.clone(), url.expose_secret().to_owned())
+            }
+            _ => crate::live::Live::local(),
+        };
         let events = EventWriter::start(
             db.clone(),
             breaker,
             rules.clone(),
+            Some(live.clone()),
             WriterOptions {
                 capacity: settings.events.buffer_capacity,
                 durability: settings.events.durability,
@@ -193,13 +201,6 @@ impl Application {
         let media = Arc::new(media);
         let in_flight = crate::outbox::InFlight::default();
         let subscriptions = SubscriptionsListener::default();
-        // Live updates reach a stream on any replica through Redis (live/mod.rs).
-        let live = match (&shared, &settings.redis_url) {
-            (Some(store), Some(url)) => {
-                crate::live::Live::shared(store.clone(), url.expose_secret().to_owned())
-            }
-            _ => crate::live::Live::local(),
-        };
         // Every feature that takes part in a message's life is one line here.
         let listeners = Listeners::new(vec![
             Arc::new(ContactsListener {

@@ -25,7 +25,8 @@ export function Kpi({ label, value, id }: { label: string; value: ComponentChild
 export function Table({ id, headers, children, empty }: { id?: string; headers: string[]; children: ComponentChildren; empty?: string | false }) {
   const rows = Array.isArray(children) ? children.flat() : children ? [children] : [];
   return (
-    <div class="table-wrap">
+    // Focusable, so a keyboard can scroll a table wider than a phone.
+    <div class="table-wrap" tabIndex={0}>
       <table id={id}>
         <thead>
           <tr>

@@ -54,7 +54,11 @@ pub fn spawn_import(state: AppState, import: repo::ImportRow) {
     let running = state.imports.running.clone();
     actix_web::rt::spawn(running.track_future(async move {
         let path = upload_path(&state, &import.id);
-        let error = match run(&state, &import, &path).await {
+        // The owner's dashboards follow the counts live (`import.progress`), until the end.
+        let progress = actix_web::rt::spawn(publish_progress(state.clone(), import.clone()));
+        let result = run(&state, &import, &path).await;
+        progress.abort();
+        let error = match result {
             Ok(Ended::Completed) => None,
             Ok(Ended::Stopped) => {
                 tracing::info!(import_id = %import.id, "contact import stopped; the next start resumes it");
@@ -70,7 +74,42 @@ pub fn spawn_import(state: AppState, import: repo::ImportRow) {
             return; // keep the file: the next start resumes the import
         }
         let _ = tokio::fs::remove_file(&path).await;
+        publish_once(&state, &import).await;
     }));
+}
+
+/// How often a running import's counts are announced.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Announces the import's counts every [`PROGRESS_EVERY`] (until aborted).
+async fn publish_progress(state: AppState, import: repo::ImportRow) {
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        publish_once(&state, &import).await;
+    }
+}
+
+/// Announces the import as stored now (`import.progress`, the body of `GET …/imports/{id}`).
+async fn publish_once(state: &AppState, import: &repo::ImportRow) {
+    let row = match repo::find_import(&state.db, &import.id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(import_id = %import.id, error = %e, "import progress not read");
+            return;
+        }
+    };
+    let Ok(data) = serde_json::to_value(routes::ImportView::from(row)) else {
+        return;
+    };
+    state
+        .live
+        .publish(crate::live::LiveEvent {
+            owner: import.owner_id.clone(),
+            kind: "import.progress".into(),
+            data,
+        })
+        .await;
 }
 
 async fn run(state: &AppState, import: &repo::ImportRow, path: &Path) -> anyhow::Result<Ended> {

@@ -218,7 +218,7 @@ async fn delete(
 /// A CSV import of contacts and its progress.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = ContactImport)]
-struct ImportView {
+pub(super) struct ImportView {
     id: String,
     filename: String,
     /// Region read for phones without `+country`.

@@ -87,6 +87,8 @@ struct Shared {
     db: DatabaseConnection,
     breaker: Arc<Breaker>,
     rules: Arc<RuleEngine>,
+    /// Where each commit is announced (`events.ingested`), for the dashboard's live tail.
+    live: Option<crate::live::Live>,
     committed: AtomicU64,
     /// `(when, committed)` at the last throughput sample.
     sample: Mutex<(Instant, u64, f64)>,
@@ -120,6 +122,7 @@ impl EventWriter {
         db: DatabaseConnection,
         breaker: Arc<Breaker>,
         rules: Arc<RuleEngine>,
+        live: Option<crate::live::Live>,
         options: WriterOptions,
     ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
@@ -127,6 +130,7 @@ impl EventWriter {
             db,
             breaker,
             rules,
+            live,
             committed: AtomicU64::new(0),
             sample: Mutex::new((Instant::now(), 0, 0.0)),
         });
@@ -374,6 +378,7 @@ async fn commit(shared: &Arc<Shared>, rows: Vec<events::ActiveModel>) -> Result<
     let started = Instant::now();
     let count = rows.len();
     let matches = shared.rules.matches(&rows);
+    let announce = shared.live.as_ref().map(|_| ingested_by_owner(&rows));
     let result = insert(&shared.db, rows).await.map_err(|e| e.to_string());
     metrics::histogram!("pregonero_events_batch_size").record(count as f64);
     metrics::histogram!("pregonero_events_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -385,6 +390,19 @@ async fn commit(shared: &Arc<Shared>, rows: Vec<events::ActiveModel>) -> Result<
             if !matches.is_empty() {
                 shared.rules.fire_all(matches);
             }
+            if let (Some(live), Some(owners)) = (shared.live.clone(), announce) {
+                // Off the commit path: a slow Redis must not slow ingestion.
+                tokio::spawn(async move {
+                    for (owner, (count, services)) in owners {
+                        live.publish(crate::live::LiveEvent {
+                            owner,
+                            kind: "events.ingested".into(),
+                            data: serde_json::json!({"count": count, "services": services}),
+                        })
+                        .await;
+                    }
+                });
+            }
         }
         Err(e) => {
             shared.breaker.failure();
@@ -393,6 +411,28 @@ async fn commit(shared: &Arc<Shared>, rows: Vec<events::ActiveModel>) -> Result<
         }
     }
     result
+}
+
+/// Per owner: how many events a batch holds, and of which services (at most 20 named).
+fn ingested_by_owner(
+    rows: &[events::ActiveModel],
+) -> std::collections::HashMap<crate::domain::UserId, (u64, std::collections::BTreeSet<String>)> {
+    let mut owners: std::collections::HashMap<_, (u64, std::collections::BTreeSet<String>)> =
+        std::collections::HashMap::new();
+    for row in rows {
+        let (ActiveValue::Set(Some(owner)) | ActiveValue::Unchanged(Some(owner))) = &row.owner_id
+        else {
+            continue;
+        };
+        let entry = owners.entry(owner.clone()).or_default();
+        entry.0 += 1;
+        if let ActiveValue::Set(service) | ActiveValue::Unchanged(service) = &row.service
+            && entry.1.len() < 20
+        {
+            entry.1.insert(service.clone());
+        }
+    }
+    owners
 }
 
 /// A row whose `event_id` is stored already is skipped: a retried batch whose first commit did

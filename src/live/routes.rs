@@ -19,7 +19,11 @@ pub fn configure(cfg: &mut crate::mount::Routes) {
 ///
 /// `event: message.status` with `data: {"message_id", "status" (`sent`, `delivered`, `read`,
 /// `failed`, `skipped`), "channel_id", "campaign_id", "error_code"?, "at"}` for each status
-/// change of the caller's own messages, from whichever replica sent them (with `redis_url`).
+/// change of the caller's own messages, from whichever replica sent them (with `redis_url`);
+/// `event: import.progress` with the body of `GET /api/v1/contacts/imports/{id}` every half
+/// second while one of the caller's contact imports runs, and once at its end;
+/// `event: events.ingested` with `{"count", "services"}` for each commit of the caller's
+/// events (`POST /events`).
 /// A comment line every 15 s keeps the connection open; `: N events dropped` says the reader
 /// fell behind. Nothing is replayed on reconnection: the ledger stays the record.
 #[utoipa::path(

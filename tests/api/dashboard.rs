@@ -30,6 +30,10 @@ async fn run_browser(app: &TestApp, script: &str, env: &[(&str, &str)]) -> Optio
         .unwrap_or_else(|e| panic!("cannot run node in {dir}: {e}; scripts/services.sh installs it, or set TEST_SKIP_BROWSER=<reason>"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // The budgets the run measured (first-load bytes, time to interactive), for the log.
+    for line in stdout.lines().filter(|l| l.starts_with("budget:")) {
+        println!("{line}");
+    }
     assert!(
         output.status.success() && stdout.trim_end().ends_with("ok"),
         "browser run failed ({}):\n{stdout}\n{stderr}",
@@ -91,8 +95,8 @@ async fn a_whatsapp_campaign_from_the_dashboard() {
     let csv = dir.path().join("contactos.csv");
     std::fs::write(
         &csv,
-        "nombre;sustantivo;grupo;telefono\nAna;Sra.;VIP;600000001\nLuis;Sr.;VIP;+34 600 000 002\n\
-         Eva;;General;600000003\nMal;Sr.;VIP;12\n",
+        "cliente;sustantivo;grupo;telefono;notas\nAna;Sra.;VIP;600000001;llamar\n\
+         Luis;Sr.;VIP;+34 600 000 002;\nEva;;General;600000003;\nMal;Sr.;VIP;12;\n",
     )
     .expect("csv");
     let image = dir.path().join("oferta.png");

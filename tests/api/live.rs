@@ -77,3 +77,71 @@ async fn a_stream_gets_its_owners_statuses_and_nobody_elses(backend: Backend) {
 }
 
 crate::on_both_databases!(a_stream_gets_its_owners_statuses_and_nobody_elses);
+
+async fn import_progress_and_ingested_events_reach_their_owner_only(backend: Backend) {
+    // Arrange: two streams of the admin's (one per thing awaited) and another user's.
+    let app = spawn_app(backend).await;
+    let (_, other) = app.user_with_key("bob", "operator").await;
+    let imports = open(&app.client, &app.address, &app.api_key).await;
+    let events = open(&app.client, &app.address, &app.api_key).await;
+    let theirs = open(&app.client, &app.address, &other).await;
+
+    // Act: a contacts import, and a batch of events.
+    let (status, import) = app
+        .post_raw(
+            "contacts/imports?filename=live.csv",
+            "text/csv",
+            b"telefono;nombre\n600000001;Ana\n12;Mal\n".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 202, "{import}");
+    let id = import["id"].as_str().expect("id").to_owned();
+    let res = app
+        .client
+        .post(format!("{}/events", app.address))
+        .bearer_auth(&app.api_key)
+        .json(&json!([
+            {"timestamp": chrono::Utc::now(), "service": "billing", "message": "one"},
+            {"timestamp": chrono::Utc::now(), "service": "billing", "message": "two"},
+        ]))
+        .send()
+        .await
+        .expect("events");
+    assert!(res.status().is_success(), "{}", res.status());
+
+    // Assert: the import's last announcement is its final count, as GET …/imports/{id} says.
+    let (seen, text) =
+        read_until(imports, "\"status\":\"completed\"", Duration::from_secs(20)).await;
+    assert!(seen, "{text}");
+    let last = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: import.progress\ndata: "))
+        .last()
+        .expect("an import.progress event");
+    let data: serde_json::Value =
+        serde_json::from_str(last.split("data: ").nth(1).expect("data")).expect("json");
+    assert_eq!(data["id"], json!(id));
+    assert_eq!(
+        (data["imported"].as_i64(), data["failed"].as_i64()),
+        (Some(1), Some(1))
+    );
+    // The events' commit is announced with its count and services.
+    let (seen, text) = read_until(
+        events,
+        "\"services\":[\"billing\"]",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(seen, "{text}");
+    let ingested = text
+        .split("\n\n")
+        .find(|e| e.starts_with("event: events.ingested\ndata: "))
+        .expect("an events.ingested event");
+    let data: serde_json::Value =
+        serde_json::from_str(ingested.split("data: ").nth(1).expect("data")).expect("json");
+    assert_eq!(data, json!({"count": 2, "services": ["billing"]}));
+    let (leaked, text) = read_until(theirs, "data:", Duration::from_secs(2)).await;
+    assert!(!leaked, "another user's stream got an event: {text}");
+}
+
+crate::on_both_databases!(import_progress_and_ingested_events_reach_their_owner_only);

@@ -20,7 +20,7 @@ export const en = {
     byGroup: 'By group', byGroupLabel: 'Messages sent this month by contact group', noGroup: '(no group)', top: 'Top 10 contacts',
     nothingYet: 'Nothing sent this month yet.', clearCache: 'Clear cache (rebuild statistics)',
     clearCacheConfirm: 'Rebuild this account\'s statistics from the message ledger? It can take a few seconds.',
-    rebuilt: 'Statistics rebuilt from the ledger.',
+    rebuilt: 'Statistics rebuilt from the ledger.', showData: 'Show the timeline as a table',
   },
   messages: {
     title: 'Messages', help: 'Send one message to every row of a CSV file (columns nombre, sustantivo, grupo, telefono…), with variables such as {{ nombre }} and an optional image or document. It becomes a campaign you can follow.',

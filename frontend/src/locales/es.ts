@@ -22,7 +22,7 @@ export const es: typeof en = {
     byGroup: 'Por grupo', byGroupLabel: 'Mensajes enviados este mes por grupo de contactos', noGroup: '(sin grupo)', top: 'Top 10 contactos',
     nothingYet: 'Aún no se ha enviado nada este mes.', clearCache: 'Limpiar caché (recalcular estadísticas)',
     clearCacheConfirm: '¿Recalcular las estadísticas de esta cuenta a partir del registro de mensajes? Puede tardar unos segundos.',
-    rebuilt: 'Estadísticas recalculadas a partir del registro.',
+    rebuilt: 'Estadísticas recalculadas a partir del registro.', showData: 'Ver la evolución como tabla',
   },
   messages: {
     title: 'Mensajes', help: 'Envía un mensaje a cada fila de un CSV (columnas nombre, sustantivo, grupo, telefono…), con variables como {{ nombre }} y una imagen o documento opcional. Se convierte en una campaña que puedes seguir.',

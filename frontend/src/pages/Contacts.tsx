@@ -5,6 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, query, upload, type Page } from '../api';
 import { delimiter, FIELDS, firstLineEnd, guessMapping, headerLine, mappingProblems, parseRows, type Target } from '../csv';
 import { fmtDate, fmtNumber, t } from '../i18n';
+import * as live from '../live';
 import { canWrite, useMe } from '../session';
 import { ConfirmButton, ErrorBox, Field, Table, useEvery, useLoad } from '../ui';
 
@@ -160,11 +161,19 @@ function Importer({ onDone }: { onDone: () => void }) {
   const form = useRef<HTMLFormElement>(null);
   const fileInput = useRef<HTMLInputElement>(null);
 
-  useEvery(imp?.status === 'running' ? 300 : null, async () => {
+  // The server announces the counts live (`import.progress`); the poll covers a dropped stream.
+  const show = (next: Import) => {
+    setImp(next);
+    if (next.status !== 'running') onDone();
+  };
+  const running = imp?.status === 'running' ? imp.id : null;
+  useEffect(() => {
+    if (!running) return;
+    return live.on('import.progress', (next: Import) => next.id === running && show(next));
+  }, [running]);
+  useEvery(running ? 2000 : null, async () => {
     try {
-      const next = await api<Import>('GET', `/api/v1/contacts/imports/${imp!.id}`);
-      setImp(next);
-      if (next.status !== 'running') onDone();
+      show(await api<Import>('GET', `/api/v1/contacts/imports/${running}`));
     } catch (e) {
       setFailure(e);
     }
@@ -221,7 +230,7 @@ function Importer({ onDone }: { onDone: () => void }) {
           <span class="muted">{t('contacts.dropHere')}</span>
         </div>
         <Field label={t('contacts.region')}>
-          <input type="text" name="region" value="ES" size={3} maxLength={2} />
+          <input type="text" name="region" class="narrow" value="ES" maxLength={2} />
         </Field>
         <button type="submit">{t('contacts.importButton')}</button>
       </form>
@@ -229,7 +238,7 @@ function Importer({ onDone }: { onDone: () => void }) {
         <div id="mapping">
           <h3>{t('contacts.mapping.title')}</h3>
           <p class="muted">{t('contacts.mapping.help')}</p>
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table>
               <thead>
                 <tr>

@@ -125,16 +125,18 @@ export function Dashboard() {
           </tr>
         ))}
       </Table>
-      <h2>{t('dashboard.timeline')}</h2>
-      <Table id="timeline" headers={[t('common.day'), t('dashboard.sent'), t('dashboard.errors')]} empty={false}>
-        {timeline.days.map((d) => (
-          <tr>
-            <td>{d.date}</td>
-            <td>{d.sent}</td>
-            <td>{d.errors}</td>
-          </tr>
-        ))}
-      </Table>
+      <details>
+        <summary>{t('dashboard.showData')}</summary>
+        <Table id="timeline" headers={[t('common.day'), t('dashboard.sent'), t('dashboard.errors')]} empty={false}>
+          {timeline.days.map((d) => (
+            <tr>
+              <td>{d.date}</td>
+              <td>{d.sent}</td>
+              <td>{d.errors}</td>
+            </tr>
+          ))}
+        </Table>
+      </details>
       {canWrite(me) ? (
         <p>
           <ConfirmButton id="clear-cache" question={t('dashboard.clearCacheConfirm')} onConfirm={rebuild}>

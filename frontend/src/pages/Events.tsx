@@ -1,6 +1,7 @@
 // Events: browse what services sent (`GET /events`: service, time range, pages), follow new ones
 // as they arrive (live tail), and manage the alert rules that turn matching events into alerts.
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import * as live from '../live';
 import { api, query, type Page } from '../api';
 import { fmtDate, fmtNumber, t } from '../i18n';
 import { canWrite, useMe } from '../session';
@@ -34,19 +35,39 @@ export function Events() {
     }
   }, [service, from, to, cursor]);
 
-  // Live tail: the events after the newest shown, every 2 s, newest kept on screen.
-  useEvery(tail ? 2000 : null, async () => {
+  // Live tail: the server announces each commit (`events.ingested`); the events after the
+  // newest shown are then fetched (at most twice a second), newest kept on screen. A slow poll
+  // covers a dropped stream.
+  const fetchNew = async () => {
     const since = rows.length ? rows[rows.length - 1].timestamp : new Date(Date.now() - 60_000).toISOString();
     try {
       const page = await api<EventPage>('GET', `/events${query({ service, from: since, limit: 200 })}`);
       const seen = new Set(rows.map((r) => r.event_id));
       const fresh = page.data.filter((e) => !seen.has(e.event_id));
-      if (fresh.length) setRows([...rows, ...fresh].slice(-500));
+      if (fresh.length) setRows((shown) => [...shown, ...fresh.filter((e) => !shown.some((s) => s.event_id === e.event_id))].slice(-500));
       setFailure(null);
     } catch (e) {
       setFailure(e);
     }
-  });
+  };
+  const latest = useRef(fetchNew);
+  latest.current = fetchNew;
+  useEffect(() => {
+    if (!tail) return;
+    let pending: ReturnType<typeof setTimeout> | undefined;
+    const off = live.on('events.ingested', (ev: { services?: string[] }) => {
+      if (service && ev.services && !ev.services.includes(service)) return;
+      pending ??= setTimeout(() => {
+        pending = undefined;
+        latest.current();
+      }, 500);
+    });
+    return () => {
+      off();
+      clearTimeout(pending);
+    };
+  }, [tail, service]);
+  useEvery(tail ? 5000 : null, fetchNew);
 
   return (
     <>
