@@ -1,4 +1,5 @@
-//! Turns message outcomes into live updates (`message.status`), after they are recorded.
+//! Turns message outcomes into live updates (`message.status`, and `channel.status` when a
+//! provider rejects an account's credentials), after they are recorded.
 use futures::future::BoxFuture;
 use serde_json::json;
 
@@ -44,6 +45,22 @@ impl Listener for LiveListener {
                     data,
                 })
                 .await;
+            // The provider rejected the account's credentials: the delivery core has marked
+            // the channel `unauthorized`; its owner's Channels page shows it at once.
+            if let Outcome::Failed { code, detail } = outcome
+                && code == "account-unauthorized"
+            {
+                self.live
+                    .publish(LiveEvent {
+                        owner: msg.owner_id.clone(),
+                        kind: "channel.status".into(),
+                        data: json!({
+                            "channel_id": msg.channel_id, "status": "unauthorized",
+                            "status_detail": detail, "at": chrono::Utc::now(),
+                        }),
+                    })
+                    .await;
+            }
             Ok(())
         })
     }

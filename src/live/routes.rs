@@ -23,7 +23,8 @@ pub fn configure(cfg: &mut crate::mount::Routes) {
 /// `event: import.progress` with the body of `GET /api/v1/contacts/imports/{id}` every half
 /// second while one of the caller's contact imports runs, and once at its end;
 /// `event: events.ingested` with `{"count", "services"}` for each commit of the caller's
-/// events (`POST /events`).
+/// events (`POST /events`); `event: channel.status` with `{"channel_id", "status",
+/// "status_detail", "at"}` when a provider rejects one of the caller's accounts.
 /// A comment line every 15 s keeps the connection open; `: N events dropped` says the reader
 /// fell behind. Nothing is replayed on reconnection: the ledger stays the record.
 #[utoipa::path(

@@ -339,7 +339,8 @@ async fn webhooks_window_and_opt_out(backend: Backend) {
     let (_, c) = app.get_json(&format!("contacts/{inside}")).await;
     assert_eq!(c["opted_out"], true, "{c}");
 
-    // A rejected token (190) stops the account.
+    // A rejected token (190) stops the account, and its owner's live stream says so.
+    let stream = crate::live::open(&app.client, &app.address, &app.api_key).await;
     wa.fake.fail_next(NUMBER, 190, 401, 1);
     let (_, c) = campaign(app, json!({"name": "X", "channel_id": wa.channel, "body": "Hola", "audience": {"contact_ids": [outside]}, "start": true})).await;
     let id = c["id"].as_str().expect("id");
@@ -349,6 +350,18 @@ async fn webhooks_window_and_opt_out(backend: Backend) {
     .await;
     let (_, ch) = app.get_json(&format!("channels/{}", wa.channel)).await;
     assert_eq!(ch["status"], "unauthorized", "{ch}");
+    let (seen, text) = crate::live::read_until(
+        stream,
+        "\"status\":\"unauthorized\"",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(seen, "{text}");
+    assert!(text.contains("event: channel.status\ndata: "), "{text}");
+    assert!(
+        text.contains(&format!("\"channel_id\":\"{}\"", wa.channel)),
+        "{text}"
+    );
 }
 
 async fn pause_resume_restart_cancel(backend: Backend) {

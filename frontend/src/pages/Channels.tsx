@@ -2,9 +2,10 @@
 // see each one's state and pacing; remove one. Secrets go in once and are never shown again;
 // what the provider's side needs (WhatsApp's webhook URL and verify token, a webhook's signing
 // secret) is shown once, right after.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, type Page } from '../api';
 import { fmtDate, fmtNumber, t } from '../i18n';
+import * as live from '../live';
 import { canWrite, useMe } from '../session';
 import { ConfirmButton, ErrorBox, Field, ShownOnce, Table, useEvery, useLoad } from '../ui';
 
@@ -19,7 +20,9 @@ const KINDS = ['whatsapp_cloud', 'telegram', 'webhook'] as const;
 export function Channels() {
   const me = useMe();
   const { data, error, reload } = useLoad(() => api<Page<Channel>>('GET', '/api/v1/channels'));
-  useEvery(5000, reload);
+  // A provider rejecting an account is announced live (`channel.status`); the poll covers the rest.
+  useEffect(() => live.on('channel.status', () => reload()), []);
+  useEvery(10_000, reload);
   const [kind, setKind] = useState<(typeof KINDS)[number]>('whatsapp_cloud');
   const [created, setCreated] = useState<any>(null);
   const [failure, setFailure] = useState<unknown>(null);
