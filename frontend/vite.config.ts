@@ -1,3 +1,5 @@
+// Vite 6 (not 7 or 8, which need Node 20.19+): Debian bookworm's own Node.js is 18, and
+// scripts/services.sh installs that one where Node.js is missing.
 // Builds the dashboard into dist/ with fixed names (index.html, app.js, app.css): the server
 // embeds those three files (src/web/spa.rs), and CI rebuilds them to check they match the sources.
 import { defineConfig } from 'vitest/config';
@@ -5,18 +7,18 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   base: '/',
   // Preact's automatic JSX runtime, without a framework plugin.
-  oxc: { jsx: { runtime: 'automatic', importSource: 'preact' } },
+  esbuild: { jsx: 'automatic', jsxImportSource: 'preact' },
   build: {
     outDir: 'dist',
     emptyOutDir: true,
     target: 'es2022',
     modulePreload: false,
     reportCompressedSize: true,
-    rolldownOptions: {
+    rollupOptions: {
       output: {
         entryFileNames: 'app.js',
         assetFileNames: 'app[extname]',
-        codeSplitting: false,
+        inlineDynamicImports: true,
       },
     },
   },

@@ -31,9 +31,17 @@ export function setCsrf(token: string | undefined) {
   csrf = token;
 }
 
+/** Fired on `window` when a call is answered 401 (the session ended): the shell signs out. */
+export const UNAUTHORIZED = 'pregonero:unauthorized';
+
 async function answer<T>(res: Response): Promise<T> {
   const data = res.status === 204 ? null : await res.json().catch(() => null);
-  if (!res.ok) throw new ApiError(data?.message || res.statusText, res.status, data?.error, data);
+  if (!res.ok) {
+    if (res.status === 401 && !new URL(res.url, location.origin).pathname.startsWith('/auth/')) {
+      window.dispatchEvent(new Event(UNAUTHORIZED));
+    }
+    throw new ApiError(data?.message || res.statusText, res.status, data?.error, data);
+  }
   return data as T;
 }
 

@@ -3,7 +3,7 @@
 import './app.css';
 import { render } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, setCsrf, type Me } from './api';
+import { api, ApiError, setCsrf, UNAUTHORIZED, type Me } from './api';
 import { languages, lang, setLanguage, t, type Language } from './i18n';
 import * as live from './live';
 import { Audit } from './pages/Audit';
@@ -87,13 +87,15 @@ function App() {
     const id = setTimeout(() => main.current?.querySelector<HTMLElement>('h1')?.focus(), 50);
     return () => clearTimeout(id);
   }, [route.page, route.id]);
-  // A call answered 401 (the session expired) shows the sign-in form.
+  // Any call answered 401 (the session expired or was revoked) shows the sign-in form.
   useEffect(() => {
-    const onRejection = (ev: PromiseRejectionEvent) => {
-      if (ev.reason instanceof ApiError && ev.reason.status === 401) setMe(null);
+    const ended = () => {
+      live.disconnect();
+      setCsrf(undefined);
+      setMe(null);
     };
-    window.addEventListener('unhandledrejection', onRejection);
-    return () => window.removeEventListener('unhandledrejection', onRejection);
+    window.addEventListener(UNAUTHORIZED, ended);
+    return () => window.removeEventListener(UNAUTHORIZED, ended);
   }, []);
 
   const logout = async () => {

@@ -3,6 +3,7 @@ import type { ButtonHTMLAttributes, ComponentChildren, JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { encode } from 'uqr';
 import { errorText, t } from './i18n';
+import * as live from './live';
 
 export function ErrorBox({ error }: { error: unknown }) {
   if (!error) return null;
@@ -135,4 +136,38 @@ export function downloadCsv(filename: string, rows: (string | number | null | un
   a.download = filename;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+/** Calls `reload` when a live `name` event that `wanted` accepts arrives, at most once per
+ *  `ms` (a burst of sends is one refresh). */
+export function useLiveReload(name: string, reload: () => void, wanted: (data: any) => boolean = () => true, deps: unknown[] = [], ms = 300) {
+  const latest = useRef(reload);
+  latest.current = reload;
+  useEffect(() => {
+    let pending: ReturnType<typeof setTimeout> | undefined;
+    const off = live.on(name, (data) => {
+      if (!wanted(data)) return;
+      pending ??= setTimeout(() => {
+        pending = undefined;
+        latest.current();
+      }, ms);
+    });
+    return () => {
+      off();
+      clearTimeout(pending);
+    };
+  }, deps);
+}
+
+/** An action's runner: its error goes to `setFailure`; success clears it and calls `after`. */
+export function runner(setFailure: (e: unknown) => void, after?: () => unknown) {
+  return async (fn: () => Promise<unknown>) => {
+    try {
+      await fn();
+      setFailure(null);
+      await after?.();
+    } catch (e) {
+      setFailure(e);
+    }
+  };
 }

@@ -253,8 +253,11 @@ async fn send_messages(
         match field_name.as_str() {
             "file" | "csv" => csv = Some(bytes),
             "message" => message = Some(text()),
-            "channel_id" => channel_id = Some(ChannelId::from(text())),
-            "name" => name = Some(text()),
+            // An HTML form sends its empty fields too: blank means not given.
+            "channel_id" => {
+                channel_id = Some(text()).filter(|t| !t.is_empty()).map(ChannelId::from)
+            }
+            "name" => name = Some(text()).filter(|t| !t.is_empty()),
             part if MEDIA_PARTS.contains(&part) => {
                 if media.is_some() {
                     return Err(ApiError::BadRequest(

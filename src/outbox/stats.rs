@@ -67,6 +67,15 @@ pub async fn fold(db: &DatabaseConnection) -> Result<u64, DbErr> {
     let _one = FOLDING.lock().await;
     let backend = db.get_database_backend();
     let sql = |sql: &str, values: Vec<sea_orm::Value>| crate::db::statement(backend, sql, values);
+    // Nothing to fold (an idle server, a dashboard read right after the last fold): a plain
+    // read, so no write transaction (SQLite's one write lock) is taken for nothing.
+    let pending = Last::find_by_statement(sql("SELECT MAX(id) AS last FROM stats_deltas", vec![]))
+        .one(db)
+        .await?
+        .and_then(|l| l.last);
+    if pending.is_none() {
+        return Ok(0);
+    }
     let txn = db.begin().await?;
     if backend == DatabaseBackend::Postgres {
         // Waits for another replica's fold; the statements below then see what it deleted.

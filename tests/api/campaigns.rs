@@ -511,7 +511,10 @@ async fn missing_variables_and_send_messages(backend: Backend) {
                     .mime_str("text/csv")
                     .expect("mime"),
             )
-            .text("message", "Hola {{ nombre }} ({{ grupo }})");
+            .text("message", "Hola {{ nombre }} ({{ grupo }})")
+            // A browser's form sends its blank fields too: they mean "not given".
+            .text("name", "")
+            .text("channel_id", " ");
         app.client
             .post(format!("{}/send-messages", app.address))
             .bearer_auth(&app.api_key)

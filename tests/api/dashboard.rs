@@ -136,10 +136,26 @@ async fn a_whatsapp_campaign_from_the_dashboard() {
                 Some("Hola Sra. Ana".into())
             ),
             (
+                "+34600000001".into(),
+                "text".into(),
+                Some("Hola VIP".into())
+            ),
+            (
                 "+34600000002".into(),
                 "image".into(),
                 Some("Hola Sr. Luis".into())
             ),
-        ]
+            (
+                "+34600000002".into(),
+                "text".into(),
+                Some("Hola VIP".into())
+            ),
+            (
+                "+34600000003".into(),
+                "text".into(),
+                Some("Hola General".into())
+            ),
+        ],
+        "the campaign's two messages with the image, and the three of Mensajes"
     );
 }

@@ -26,6 +26,8 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   page = await context.newPage();
   const liveStreams = [];
+  page.on('console', (m) => m.type() === 'error' && console.log(`console: ${m.text()}`));
+  page.on('response', (r) => r.status() >= 400 && console.log(`response: ${r.status()} ${r.request().method()} ${r.url()}`));
   page.on('request', (r) => r.url().endsWith('/api/v1/live') && liveStreams.push(r.url()));
   page.setDefaultTimeout(30_000);
   page.on('pageerror', (e) => fail(`page error: ${e.message}`));
@@ -123,7 +125,18 @@ try {
   await page.waitForSelector('#chart-groups');
   await page.waitForFunction(() => document.querySelectorAll('#top-contacts tbody tr').length === 2);
 
+  step('Mensajes: a CSV and a text become a campaign, followed to the end');
+  await page.click('a[href="#/messages"]');
+  await page.setInputFiles('#send-messages input[name=file]', env.CSV_PATH);
+  await page.fill('#send-messages textarea[name=message]', 'Hola {{ grupo }}');
+  await page.click('#send-messages button[type=submit]');
+  await page.waitForSelector('#send-result');
+  if (!(await text('#send-result')).includes('3 queued, 0 skipped for a missing variable, 1 rows refused')) fail(`Mensajes says: ${await text('#send-result')}`);
+  await page.waitForFunction(() => document.querySelector('#send-progress')?.textContent.startsWith('100 %'));
+
   step('switch to Spanish, and it stays after a reload');
+  await page.click('a[href="#/dashboard"]');
+  await page.waitForSelector('#kpi-sent');
   await page.selectOption('#language', 'es');
   await page.waitForSelector('a[href="#/contacts"]:has-text("Contactos")');
   if (!(await text('#kpi-sent')).startsWith('Enviados')) fail(`the KPI is not in Spanish: ${await text('#kpi-sent')}`);

@@ -6,7 +6,7 @@ import { all, api, query, type Page } from '../api';
 import { fmtDate, fmtNumber, t } from '../i18n';
 import * as live from '../live';
 import { canWrite, useMe } from '../session';
-import { ErrorBox, Kpi, Loading, Table, downloadCsv, useEvery, useLoad } from '../ui';
+import { downloadCsv, ErrorBox, Kpi, Loading, runner, Table, useEvery, useLiveReload, useLoad } from '../ui';
 import type { Campaign as CampaignT, Counters } from './Campaigns';
 
 type Recipient = { recipient: string; status: string; attempts: number; error_code: string | null; sent_at: string | null; delivered_at: string | null; read_at: string | null };
@@ -26,22 +26,10 @@ export function Campaign({ id }: { id: string }) {
       ]),
     [id, filter],
   );
+  const run = runner(setFailure, reload);
   const [liveState, setLiveState] = useState<live.LiveState>('closed');
   useEffect(() => live.watchState(setLiveState), []);
-  useEffect(() => {
-    let pending: ReturnType<typeof setTimeout> | undefined;
-    const off = live.on('message.status', (ev) => {
-      if (ev?.campaign_id !== id) return;
-      pending ??= setTimeout(() => {
-        pending = undefined;
-        reload();
-      }, 300);
-    });
-    return () => {
-      off();
-      clearTimeout(pending);
-    };
-  }, [id, filter]);
+  useLiveReload('message.status', reload, (ev) => ev?.campaign_id === id, [id, filter]);
   const c = data?.[0];
   const finished = c ? ['completed', 'cancelled'].includes(c.status) : false;
   // Live events drive the page; the poll is the safety net (faster while the stream is down).
@@ -50,15 +38,7 @@ export function Campaign({ id }: { id: string }) {
 
   if (!data || !c) return error ? <ErrorBox error={error} /> : <Loading />;
   const ledger = data[1];
-  const act = async (action: string) => {
-    try {
-      await api('POST', `/api/v1/campaigns/${id}/${action}`, {});
-      setFailure(null);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const act = (action: string) => run(() => api('POST', `/api/v1/campaigns/${id}/${action}`, {}));
   const exportCsv = async () => {
     try {
       const rows = await all<Recipient>(`/api/v1/campaigns/${id}/recipients${query({ status: filter })}`);

@@ -7,7 +7,7 @@ import { api, type Page } from '../api';
 import { fmtDate, fmtNumber, t } from '../i18n';
 import * as live from '../live';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, Field, ShownOnce, Table, useEvery, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Field, runner, ShownOnce, Table, useEvery, useLoad } from '../ui';
 
 export type Channel = {
   id: string; kind: string; name: string; status: string; status_detail: string | null; username: string | null;
@@ -26,6 +26,7 @@ export function Channels() {
   const [kind, setKind] = useState<(typeof KINDS)[number]>('whatsapp_cloud');
   const [created, setCreated] = useState<any>(null);
   const [failure, setFailure] = useState<unknown>(null);
+  const run = runner(setFailure, reload);
 
   const submit = async (ev: Event) => {
     ev.preventDefault();
@@ -43,14 +44,7 @@ export function Channels() {
       setFailure(e);
     }
   };
-  const remove = async (c: Channel) => {
-    try {
-      await api('DELETE', `/api/v1/channels/${c.id}`);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const remove = (c: Channel) => run(() => api('DELETE', `/api/v1/channels/${c.id}`));
 
   return (
     <>
@@ -121,7 +115,7 @@ export function Channels() {
                 ? t('channels.limitsText', {
                     perSecond: fmtNumber(c.limits.per_second),
                     gap: fmtNumber(c.limits.recipient_interval_ms / 1000, 1),
-                    perDay: c.limits.per_day === null ? '∞' : fmtNumber(c.limits.per_day),
+                    perDay: c.limits.per_day == null ? '∞' : fmtNumber(c.limits.per_day),
                   })
                 : '—'}
             </td>

@@ -7,7 +7,7 @@ import { delimiter, FIELDS, firstLineEnd, guessMapping, headerLine, mappingProbl
 import { fmtDate, fmtNumber, t } from '../i18n';
 import * as live from '../live';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, Field, Table, useEvery, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Field, runner, Table, useEvery, useLoad } from '../ui';
 
 export type Contact = {
   id: string; phone: string; name: string | null; noun: string | null; group: string | null;
@@ -19,7 +19,16 @@ const PAGE = 50;
 
 export function Contacts() {
   const me = useMe();
+  const [typed, setTyped] = useState('');
   const [search, setSearch] = useState('');
+  // The list follows the search box a quarter second after the last keystroke.
+  useEffect(() => {
+    const id = setTimeout(() => {
+      setSearch(typed.trim());
+      setCursors([undefined]);
+    }, 250);
+    return () => clearTimeout(id);
+  }, [typed]);
   const [group, setGroup] = useState('');
   const [optedOut, setOptedOut] = useState('');
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
@@ -30,18 +39,12 @@ export function Contacts() {
     () => api<Page<Contact>>('GET', `/api/v1/contacts${query({ q: search, group, opted_out: optedOut, cursor, limit: PAGE })}`),
     [search, group, optedOut, cursor],
   );
+  const run = runner(setFailure, reload);
   const filter = (set: (v: string) => void) => (ev: Event) => {
     set((ev.currentTarget as HTMLInputElement).value);
     setCursors([undefined]);
   };
-  const remove = async (c: Contact) => {
-    try {
-      await api('DELETE', `/api/v1/contacts/${c.id}`);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const remove = (c: Contact) => run(() => api('DELETE', `/api/v1/contacts/${c.id}`));
 
   return (
     <>
@@ -50,7 +53,7 @@ export function Contacts() {
       <h2>{t('contacts.list')}</h2>
       <form class="filters" role="search" onSubmit={(e) => e.preventDefault()}>
         <Field label={t('contacts.search')}>
-          <input id="contact-search" type="search" value={search} onInput={filter(setSearch)} maxLength={100} />
+          <input id="contact-search" type="search" value={typed} onInput={(e) => setTyped(e.currentTarget.value)} maxLength={100} />
         </Field>
         <Field label={t('contacts.group')}>
           <input id="contact-group" type="text" value={group} onChange={filter(setGroup)} />

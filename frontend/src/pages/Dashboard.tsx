@@ -1,13 +1,12 @@
 // The seed's dashboard: this month's KPIs, the timeline, sends by group, the top 10 contacts,
 // and "Limpiar caché" (rebuild the rollups from the ledger). Refreshed every 10 s and at once
 // when a message changes status (live updates).
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { ChartView } from '../charts';
 import { fmtDay, fmtNumber, fmtPercent, t } from '../i18n';
-import * as live from '../live';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, Kpi, Loading, Table, useEvery, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Kpi, Loading, Table, useEvery, useLiveReload, useLoad } from '../ui';
 
 type Month = { month: string; sent: number; errors: number; total: number; success_rate: number; daily_average: number };
 type Counts = { sent: number; errors: number };
@@ -29,19 +28,7 @@ export function Dashboard() {
     [days],
   );
   useEvery(10_000, reload);
-  useEffect(() => {
-    let pending: ReturnType<typeof setTimeout> | undefined;
-    const off = live.on('message.status', () => {
-      pending ??= setTimeout(() => {
-        pending = undefined;
-        reload();
-      }, 1000);
-    });
-    return () => {
-      off();
-      clearTimeout(pending);
-    };
-  }, [days]);
+  useLiveReload('message.status', reload, undefined, [days], 1000);
 
   const rebuild = async () => {
     try {

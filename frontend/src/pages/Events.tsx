@@ -5,7 +5,7 @@ import * as live from '../live';
 import { api, query, type Page } from '../api';
 import { fmtDate, fmtNumber, t } from '../i18n';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, Field, Table, useEvery, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Field, Table, runner, useEvery, useLoad } from '../ui';
 import type { Channel } from './Channels';
 
 type EventRow = { event_id: string; service: string; message: string; timestamp: string; metadata: Record<string, unknown> | null };
@@ -108,15 +108,7 @@ function Rules() {
     Promise.all([api<Page<Rule>>('GET', '/api/v1/alert-rules'), api<Page<Channel>>('GET', '/api/v1/channels')]),
   );
   const [failure, setFailure] = useState<unknown>(null);
-  const run = async (fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-      setFailure(null);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const run = runner(setFailure, reload);
   const create = (ev: Event) => {
     ev.preventDefault();
     const form = ev.currentTarget as HTMLFormElement;

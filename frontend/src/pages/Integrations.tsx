@@ -4,7 +4,7 @@ import { useState } from 'preact/hooks';
 import { api, type Page } from '../api';
 import { fmtDate, fmtNumber, t } from '../i18n';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, Field, Qr, ShownOnce, Table, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Field, Qr, runner, ShownOnce, Table, useLoad } from '../ui';
 import type { Channel } from './Channels';
 
 type Integration = { id: string; name: string; channel_id: string; chat_id: string | null; status: string; daily_quota: number; remaining_today: number; scopes: string[]; created_at: string; link_expires_at: string | null };
@@ -17,6 +17,7 @@ export function Integrations() {
   );
   const [created, setCreated] = useState<{ token?: string; link: Link; name: string } | null>(null);
   const [failure, setFailure] = useState<unknown>(null);
+  const run = runner(setFailure, reload);
   if (!data) return error ? <ErrorBox error={error} /> : null;
   const [integrations, channels] = [data[0].items, data[1].items.filter((c) => c.kind === 'telegram')];
 
@@ -44,14 +45,7 @@ export function Integrations() {
       setFailure(e);
     }
   };
-  const revoke = async (i: Integration) => {
-    try {
-      await api('DELETE', `/api/v1/integrations/${i.id}`);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const revoke = (i: Integration) => run(() => api('DELETE', `/api/v1/integrations/${i.id}`));
   return (
     <>
       <h1 tabIndex={-1}>{t('integrations.title')}</h1>

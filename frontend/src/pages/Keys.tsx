@@ -3,7 +3,7 @@ import { useState } from 'preact/hooks';
 import { api, type Page } from '../api';
 import { fmtDate, t } from '../i18n';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, ShownOnce, Table, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, runner, ShownOnce, Table, useLoad } from '../ui';
 
 type Key = { id: string; name: string; prefix: string; scopes: string[]; created_at: string; expires_at: string | null; last_used_at: string | null; revoked_at: string | null };
 
@@ -12,6 +12,7 @@ export function Keys() {
   const { data, error, reload } = useLoad(() => api<Page<Key>>('GET', '/api/v1/api-keys'));
   const [token, setToken] = useState<string | null>(null);
   const [failure, setFailure] = useState<unknown>(null);
+  const run = runner(setFailure, reload);
   const create = async (ev: Event) => {
     ev.preventDefault();
     const form = ev.currentTarget as HTMLFormElement;
@@ -28,14 +29,7 @@ export function Keys() {
       setFailure(e);
     }
   };
-  const revoke = async (id: string) => {
-    try {
-      await api('DELETE', `/api/v1/api-keys/${id}`);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const revoke = (id: string) => run(() => api('DELETE', `/api/v1/api-keys/${id}`));
   return (
     <>
       <h1 tabIndex={-1}>{t('keys.title')}</h1>

@@ -4,7 +4,7 @@ import { useState } from 'preact/hooks';
 import { api, query, upload, type Page } from '../api';
 import { fmtBytes, fmtDate, t } from '../i18n';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, Field, Table, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Field, runner, Table, useLoad } from '../ui';
 
 type Media = { id: string; filename: string | null; content_type: string; size: number; created_at: string };
 
@@ -12,6 +12,7 @@ export function MediaPage() {
   const me = useMe();
   const { data, error, reload } = useLoad(() => api<Page<Media>>('GET', '/api/v1/media?limit=200'));
   const [failure, setFailure] = useState<unknown>(null);
+  const run = runner(setFailure, reload);
   const [busy, setBusy] = useState(false);
   const send = async (ev: Event) => {
     ev.preventDefault();
@@ -31,14 +32,7 @@ export function MediaPage() {
       setBusy(false);
     }
   };
-  const remove = async (m: Media) => {
-    try {
-      await api('DELETE', `/api/v1/media/${m.id}`);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const remove = (m: Media) => run(() => api('DELETE', `/api/v1/media/${m.id}`));
   return (
     <>
       <h1 tabIndex={-1}>{t('media.title')}</h1>

@@ -3,10 +3,11 @@
 // starts a campaign, and this page follows it.
 import { useState } from 'preact/hooks';
 import { api, postForm, type Page } from '../api';
-import { t } from '../i18n';
+import { fmtNumber, t } from '../i18n';
 import { canWrite, useMe } from '../session';
-import { ErrorBox, Field, useLoad } from '../ui';
+import { ErrorBox, Field, useEvery, useLiveReload, useLoad } from '../ui';
 import type { Channel } from './Channels';
+import type { Campaign } from './Campaigns';
 
 type Result = { campaignId: string; queued: number; skipped: number; invalidRows: number };
 
@@ -22,7 +23,8 @@ export function Messages() {
     ev.preventDefault();
     const form = ev.currentTarget as HTMLFormElement;
     const fd = new FormData(form);
-    for (const [k, v] of [...fd.entries()]) if (v instanceof File && v.size === 0) fd.delete(k);
+    // Leave out what was not filled in (no media chosen, no name).
+    for (const [k, v] of [...fd.entries()]) if ((v instanceof File && v.size === 0) || v === '') fd.delete(k);
     setBusy(true);
     try {
       setResult(await postForm<Result>('/send-messages', fd));
@@ -56,10 +58,30 @@ export function Messages() {
         {result ? (
           <div class="card" id="send-result">
             <p>{t('messages.result', { queued: result.queued, skipped: result.skipped, invalid: result.invalidRows })}</p>
+            <Progress id={result.campaignId} />
             <a href={`#/campaigns/${result.campaignId}`}>{t('messages.follow')}</a>
           </div>
         ) : null}
       </div>
     </>
+  );
+}
+
+/** The campaign's progress, refreshed by its live events (and a slow poll). */
+function Progress({ id }: { id: string }) {
+  const { data, reload } = useLoad(() => api<Campaign>('GET', `/api/v1/campaigns/${id}`), [id]);
+  useLiveReload('message.status', reload, (ev) => ev?.campaign_id === id, [id]);
+  useEvery(data && ['completed', 'cancelled'].includes(data.status) ? null : 3000, reload);
+  if (!data) return null;
+  const c = data.counters;
+  return (
+    <div class="progress-line" aria-live="polite">
+      <progress max={100} value={data.progress} aria-label={t('campaigns.progress')} />
+      <span id="send-progress">
+        {t('campaigns.progressText', { percent: Math.floor(data.progress), done: fmtNumber(c.total - c.pending - c.queued), total: fmtNumber(c.total) })}
+        {' · '}
+        {t(`campaigns.status.${data.status}`, { defaultValue: data.status })}
+      </span>
+    </div>
   );
 }

@@ -4,7 +4,7 @@ import { useState } from 'preact/hooks';
 import { api, query, type Page } from '../api';
 import { fmtDate, fmtNumber, t } from '../i18n';
 import { canWrite, useMe } from '../session';
-import { ConfirmButton, ErrorBox, Field, ShownOnce, Table, useEvery, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Field, ShownOnce, Table, runner, useEvery, useLoad } from '../ui';
 
 type Profile = { plan: string; signals_quota: number; signals_used: number; quota_reset_at: string; has_token: boolean; webhook_enabled: boolean; webhook_last_used: string | null; snapshots_enabled: boolean };
 type Signal = { id: string; timestamp: string; ticker: string | null; signal_type: string | null; indicator: string | null; timeframe: string | null; price: number | null; result: string; profit_loss: number | null; screenshot_status: string; screenshot_url: string | null; parse_error: string | null; raw: string };
@@ -25,15 +25,7 @@ export function Signals() {
     [ticker, type, result],
   );
   useEvery(10_000, reload);
-  const run = async (fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-      setFailure(null);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const run = runner(setFailure, reload);
   const rotate = () => run(async () => setToken(await api('POST', '/api/v1/signals/profile/token', {})));
   const profile = data?.[0];
   return (
@@ -66,12 +58,7 @@ export function Signals() {
       ) : null}
       <form class="filters" onSubmit={(e) => e.preventDefault()}>
         <Field label={t('signals.ticker')}><input type="text" value={ticker} onChange={(e) => setTicker(e.currentTarget.value)} /></Field>
-        <Field label={t('signals.type')}>
-          <select value={type} onChange={(e) => setType(e.currentTarget.value)}>
-            <option value="">{t('contacts.all')}</option>
-            {['BUY', 'SELL'].map((s) => <option value={s}>{s}</option>)}
-          </select>
-        </Field>
+        <Field label={t('signals.type')}><input type="text" value={type} placeholder="buy, sell…" onChange={(e) => setType(e.currentTarget.value)} /></Field>
         <Field label={t('signals.result')}>
           <select value={result} onChange={(e) => setResult(e.currentTarget.value)}>
             <option value="">{t('contacts.all')}</option>

@@ -6,7 +6,7 @@ import { api, query, upload, type Page } from '../api';
 import { t } from '../i18n';
 import { canWrite, useMe } from '../session';
 import { contactVars, insertVariable, renderDraft } from '../template';
-import { ConfirmButton, ErrorBox, Field, Table, useLoad } from '../ui';
+import { ConfirmButton, ErrorBox, Field, runner, Table, useLoad } from '../ui';
 import type { Contact } from './Contacts';
 
 type Template = { id: string; name: string; body: string; variables: string[]; media_id: string | null };
@@ -21,6 +21,7 @@ export function Templates() {
   const [contactId, setContactId] = useState('');
   const [preview, setPreview] = useState<{ who: string; text: string } | null>(null);
   const [failure, setFailure] = useState<unknown>(null);
+  const run = runner(setFailure, reload);
   const area = useRef<HTMLTextAreaElement>(null);
   const [templates, contacts] = data ? [data[0].items, data[1].items] : [[], []];
   const contact = contacts.find((c) => c.id === contactId) ?? contacts[0];
@@ -63,14 +64,7 @@ export function Templates() {
       setFailure(e);
     }
   };
-  const remove = async (tpl: Template) => {
-    try {
-      await api('DELETE', `/api/v1/templates/${tpl.id}`);
-      await reload();
-    } catch (e) {
-      setFailure(e);
-    }
-  };
+  const remove = (tpl: Template) => run(() => api('DELETE', `/api/v1/templates/${tpl.id}`));
   const draft = contact ? renderDraft(body, contactVars(contact)) : null;
 
   return (
@@ -120,7 +114,7 @@ export function Templates() {
           </p>
         ) : null}
       </div>
-      <Table id="templates" headers={[t('common.name'), t('templates.text'), t('templates.variables'), t('templates.media'), '']} empty={data ? t('templates.empty') : false}>
+      <Table id="templates" headers={[t('common.name'), t('templates.text'), t('templates.variables'), t('media.title'), '']} empty={data ? t('templates.empty') : false}>
         {templates.map((tpl) => (
           <tr data-template={tpl.id}>
             <td>{tpl.name}</td>
