@@ -82,10 +82,16 @@ function App() {
     window.addEventListener('hashchange', onHash);
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
-  // Focus moves to the new page's heading, so keyboard and screen-reader users land on it.
+  // Focus moves to the new page's heading (once its data has come and it is drawn), so
+  // keyboard and screen-reader users land on it.
   useEffect(() => {
-    const id = setTimeout(() => main.current?.querySelector<HTMLElement>('h1')?.focus(), 50);
-    return () => clearTimeout(id);
+    let tries = 0;
+    const id = setInterval(() => {
+      const h1 = main.current?.querySelector<HTMLElement>('h1');
+      if (h1) h1.focus();
+      if (h1 || ++tries > 100) clearInterval(id);
+    }, 50);
+    return () => clearInterval(id);
   }, [route.page, route.id]);
   // Any call answered 401 (the session expired or was revoked) shows the sign-in form.
   useEffect(() => {

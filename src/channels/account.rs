@@ -11,12 +11,15 @@ use super::{
 };
 use crate::domain::ChannelId;
 use crate::{
-    pacing::{LimitScope, Permit},
+    pacing::{Deferred, LimitScope, Permit},
     telemetry::redact,
 };
 
 /// How often idle recipient buckets are dropped.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
+/// How far past its horizon a pacer may answer before the wait is dropped (and the send comes
+/// back later): the pacer's own answer at the horizon is preferred to this cut.
+const ACQUIRE_SLACK: Duration = Duration::from_millis(100);
 
 /// Sends one message, waiting for the account's and the recipient's turn first; a turn further
 /// away than the duration (the horizon) answers [`ChannelError::Deferred`] without sending.
@@ -169,7 +172,18 @@ impl Handler<Deliver> for AccountActor {
         let channel = self.kind;
         Box::pin(async move {
             let kind = connection.recipient_kind(&msg.recipient);
-            let permit = match pacer.acquire(&msg.recipient, kind, horizon).await {
+            // The horizon is a promise to the delivery (its lease counts on it): a pacer that
+            // overruns it (a slow Redis call at the end of the wait) is dropped, which gives its
+            // turn back, and the send comes again later.
+            let acquired = tokio::time::timeout(
+                horizon + ACQUIRE_SLACK,
+                pacer.acquire(&msg.recipient, kind, horizon),
+            )
+            .await
+            .unwrap_or(Err(Deferred {
+                wait: ACQUIRE_SLACK,
+            }));
+            let permit = match acquired {
                 Ok(permit) => permit,
                 Err(deferred) => {
                     metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => "deferred")

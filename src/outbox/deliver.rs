@@ -22,6 +22,11 @@ use crate::domain::MessageId;
 
 /// Rate-limit answers tolerated within one attempt before the message goes back to the queue.
 const MAX_RATE_LIMITS_PER_ATTEMPT: u32 = 10;
+/// What a claimed delivery keeps of its lease for the provider's answer and the record of the
+/// send (which waits for the database until 2 s before the lease ends): a turn is waited for
+/// only in what is left. A send that left after its lease ran out could be taken by another
+/// worker and sent twice (the three-replica test saw one during a Redis restart, 5 s lease).
+const SEND_MARGIN: Duration = Duration::from_millis(2500);
 /// A job that arrives this early for its message sleeps instead of re-queueing.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
 
@@ -118,10 +123,18 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
     // A delivery waits for its turn at most half its lease: one that waited out its lease could
     // be taken by another worker and sent twice (the three-replica test saw it with a 5 s lease
     // and the default 5 s horizon).
-    let horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms)
+    let base_horizon = Duration::from_millis(state.settings.delivery.pacing_horizon_ms)
         .min(Duration::from_secs(state.settings.delivery.lease_secs) / 2);
     let mut rate_limits = 0;
     loop {
+        // The send must leave while the lease still has room for the provider's answer and the
+        // record (SEND_MARGIN): slow steps before it (a loaded database, a Redis restart) take
+        // from the wait for a turn, never from that room. The actor holds the pacer to it.
+        let room = (lease_until - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(SEND_MARGIN);
+        let horizon = base_horizon.min(room);
         let result = actor
             .send(Deliver(outbound.clone(), horizon))
             .await

@@ -35,6 +35,9 @@ export async function tour(page, { step, fail, extra = [] }) {
     for (const route of [...PAGES, ...extra]) {
       await page.evaluate((r) => { location.hash = `#/${r}`; }, route);
       await page.waitForSelector('main h1');
+      // Focus moves to the new page's heading.
+      await page.waitForFunction(() => document.activeElement?.matches('main h1'), null, { timeout: 5000 })
+        .catch(() => problems.push(`${lang} #/${route}: focus did not move to the page's heading`));
       await page.waitForLoadState('networkidle').catch(() => {});
       // Charts draw without animation, but give the canvas a frame.
       await page.waitForTimeout(150);
