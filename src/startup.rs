@@ -57,6 +57,8 @@ pub struct Application {
     server: Option<Server>,
     bootstrap: auth::repo::Bootstrap,
     options: RunOptions,
+    /// Accounts the start-up sync could not start; the periodic sync leaves them alone.
+    broken_accounts: std::collections::HashSet<crate::domain::ChannelId>,
 }
 
 /// A running server; [`RunningApp::stop`] shuts it down cleanly.
@@ -288,12 +290,10 @@ impl Application {
             };
             state.registry.send(EnableUpdates(cfg)).await?;
         }
-        // Every stored account; one whose secret can't be read is marked, not fatal.
-        state
-            .outbox
-            .accounts()
-            .sync(&mut Default::default())
-            .await?;
+        // Every stored account; one whose secret can't be read is marked, not fatal, and the
+        // periodic sync does not try it again.
+        let mut broken_accounts = std::collections::HashSet::new();
+        state.outbox.accounts().sync(&mut broken_accounts).await?;
         let bootstrap = auth::repo::bootstrap(
             &state.db,
             state.oidc.is_none(),
@@ -336,6 +336,7 @@ impl Application {
             server,
             bootstrap,
             options,
+            broken_accounts,
         })
     }
 
@@ -388,7 +389,12 @@ impl Application {
             let handle = server.handle();
             (handle, actix_web::rt::spawn(server))
         });
-        let account_sync = actix_web::rt::spawn(self.state.outbox.accounts().sync_periodically());
+        let account_sync = actix_web::rt::spawn(
+            self.state
+                .outbox
+                .accounts()
+                .sync_periodically(self.broken_accounts),
+        );
         if self.options.http {
             // Uploads live on the node that took them; it finishes what a stop interrupted.
             let state = self.state.clone();

@@ -61,12 +61,20 @@ impl Accounts {
         Ok((started, stopped))
     }
 
-    /// Starts account `id` if it is stored; whether it runs now.
+    /// Starts account `id` if it is stored and not marked `error` (an account that could not
+    /// start is tried again by the next process start, not by each of its messages); whether it
+    /// runs now.
     pub async fn start_one(&self, id: &ChannelId) -> anyhow::Result<bool> {
         match repo::find(&self.db, id).await? {
-            Some(row) => self.start(row).await,
-            None => Ok(false),
+            Some(row) if row.status != ChannelStatus::Error.as_str() => self.start(row).await,
+            _ => Ok(false),
         }
+    }
+
+    /// Marks an account that cannot run here (`error`, with why); always `false`.
+    async fn cannot_start(&self, id: &ChannelId, why: &str) -> anyhow::Result<bool> {
+        repo::set_status(&self.db, id, ChannelStatus::Error, why).await?;
+        Ok(false)
     }
 
     /// Starts one stored account; one whose secret can't be read is marked, not fatal (false).
@@ -82,26 +90,17 @@ impl Accounts {
             }
             Err(e) => {
                 tracing::error!(channel_id = %row.id, error = %e, "cannot decrypt channel credentials");
-                repo::set_status(
-                    &self.db,
-                    &row.id,
-                    ChannelStatus::Error,
-                    "credentials unreadable with the configured secret key",
-                )
-                .await?;
-                return Ok(false);
+                return self
+                    .cannot_start(
+                        &row.id,
+                        "credentials unreadable with the configured secret key",
+                    )
+                    .await;
             }
         };
         let Some(adapter) = self.adapters.get(&row.kind) else {
             tracing::error!(channel_id = %row.id, kind = %row.kind, "unknown channel kind");
-            repo::set_status(
-                &self.db,
-                &row.id,
-                ChannelStatus::Error,
-                "unknown channel kind",
-            )
-            .await?;
-            return Ok(false);
+            return self.cannot_start(&row.id, "unknown channel kind").await;
         };
         let connection = match adapter.connect(&token) {
             Ok(c) => c,
@@ -122,9 +121,9 @@ impl Accounts {
         Ok(true)
     }
 
-    /// Runs [`Accounts::sync`] every [`SYNC_INTERVAL`].
-    pub async fn sync_periodically(self) {
-        let mut broken = HashSet::new();
+    /// Runs [`Accounts::sync`] every [`SYNC_INTERVAL`], not trying again the accounts in
+    /// `broken` (those the start-up sync could not start).
+    pub async fn sync_periodically(self, mut broken: HashSet<ChannelId>) {
         loop {
             tokio::time::sleep(SYNC_INTERVAL).await;
             if let Err(e) = self.sync(&mut broken).await {

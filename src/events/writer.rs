@@ -15,6 +15,7 @@
 //! - A [`Breaker`] watches the commits and refuses requests at once while the database is down.
 //! - Committed batches go to the [`RuleEngine`].
 use std::{
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -413,12 +414,12 @@ async fn commit(shared: &Arc<Shared>, rows: Vec<events::ActiveModel>) -> Result<
     result
 }
 
-/// Per owner: how many events a batch holds, and of which services (at most 20 named).
-fn ingested_by_owner(
-    rows: &[events::ActiveModel],
-) -> std::collections::HashMap<crate::domain::UserId, (u64, std::collections::BTreeSet<String>)> {
-    let mut owners: std::collections::HashMap<_, (u64, std::collections::BTreeSet<String>)> =
-        std::collections::HashMap::new();
+/// Per owner: how many events of a batch, and of which services.
+type Ingested = HashMap<crate::domain::UserId, (u64, BTreeSet<String>)>;
+
+/// What a batch holds per owner (at most 20 services named each).
+fn ingested_by_owner(rows: &[events::ActiveModel]) -> Ingested {
+    let mut owners = Ingested::new();
     for row in rows {
         let (ActiveValue::Set(Some(owner)) | ActiveValue::Unchanged(Some(owner))) = &row.owner_id
         else {

@@ -53,6 +53,9 @@ struct Last {
     last: Option<i64>,
 }
 
+/// The newest delta's id (`NULL`: none to fold).
+const LAST_DELTA_SQL: &str = "SELECT MAX(id) AS last FROM stats_deltas";
+
 /// `now` in SQL, stored the way each backend stores timestamps.
 fn now_sql(backend: DatabaseBackend) -> &'static str {
     match backend {
@@ -69,7 +72,7 @@ pub async fn fold(db: &DatabaseConnection) -> Result<u64, DbErr> {
     let sql = |sql: &str, values: Vec<sea_orm::Value>| crate::db::statement(backend, sql, values);
     // Nothing to fold (an idle server, a dashboard read right after the last fold): a plain
     // read, so no write transaction (SQLite's one write lock) is taken for nothing.
-    let pending = Last::find_by_statement(sql("SELECT MAX(id) AS last FROM stats_deltas", vec![]))
+    let pending = Last::find_by_statement(sql(LAST_DELTA_SQL, vec![]))
         .one(db)
         .await?
         .and_then(|l| l.last);
@@ -86,7 +89,7 @@ pub async fn fold(db: &DatabaseConnection) -> Result<u64, DbErr> {
         txn.execute_unprepared("DELETE FROM stats_deltas WHERE id < 0")
             .await?;
     }
-    let last = Last::find_by_statement(sql("SELECT MAX(id) AS last FROM stats_deltas", vec![]))
+    let last = Last::find_by_statement(sql(LAST_DELTA_SQL, vec![]))
         .one(&txn)
         .await?
         .and_then(|l| l.last);

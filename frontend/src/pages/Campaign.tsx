@@ -3,11 +3,11 @@
 // ledger with a status filter and a CSV export.
 import { useEffect, useState } from 'preact/hooks';
 import { all, api, query, type Page } from '../api';
-import { fmtDate, fmtNumber, t } from '../i18n';
+import { fmtDate, t } from '../i18n';
 import * as live from '../live';
 import { canWrite, useMe } from '../session';
 import { downloadCsv, ErrorBox, Kpi, Loading, runner, Table, useEvery, useLiveReload, useLoad } from '../ui';
-import type { Campaign as CampaignT, Counters } from './Campaigns';
+import { progressText, type Campaign as CampaignT, type Counters } from './Campaigns';
 
 type Recipient = { recipient: string; status: string; attempts: number; error_code: string | null; sent_at: string | null; delivered_at: string | null; read_at: string | null };
 const COUNTERS: (keyof Counters)[] = ['total', 'pending', 'queued', 'sent', 'delivered', 'read', 'failed', 'skipped'];
@@ -68,7 +68,7 @@ export function Campaign({ id }: { id: string }) {
       </p>
       <div aria-live="polite" aria-atomic="true" class="progress-line">
         <progress id="progress" max={100} value={c.progress} aria-label={t('campaigns.progress')} />
-        <span id="progress-text">{t('campaigns.progressText', { percent: Math.floor(c.progress), done: fmtNumber(c.counters.total - c.counters.pending - c.counters.queued), total: fmtNumber(c.counters.total) })}</span>
+        <span id="progress-text">{progressText(c)}</span>
       </div>
       <div class="kpis" id="counters">
         {COUNTERS.map((n) => <Kpi id={`count-${n}`} label={t(`campaigns.counters.${n}`)} value={c.counters[n]} />)}

@@ -15,6 +15,12 @@ export type Campaign = {
   created_at: string; started_at: string | null; finished_at: string | null; scheduled_at: string | null; channel_id: string; body: string;
 };
 
+/** "42 % (420 of 1,000)": a campaign's progress, as its page and Mensajes show it. */
+export function progressText(c: Campaign): string {
+  const n = c.counters;
+  return t('campaigns.progressText', { percent: Math.floor(c.progress), done: fmtNumber(n.total - n.pending - n.queued), total: fmtNumber(n.total) });
+}
+
 export function Campaigns() {
   const me = useMe();
   const [status, setStatus] = useState('');

@@ -3,11 +3,11 @@
 // starts a campaign, and this page follows it.
 import { useState } from 'preact/hooks';
 import { api, postForm, type Page } from '../api';
-import { fmtNumber, t } from '../i18n';
+import { t } from '../i18n';
 import { canWrite, useMe } from '../session';
 import { ErrorBox, Field, useEvery, useLiveReload, useLoad } from '../ui';
 import type { Channel } from './Channels';
-import type { Campaign } from './Campaigns';
+import { progressText, type Campaign } from './Campaigns';
 
 type Result = { campaignId: string; queued: number; skipped: number; invalidRows: number };
 
@@ -73,12 +73,11 @@ function Progress({ id }: { id: string }) {
   useLiveReload('message.status', reload, (ev) => ev?.campaign_id === id, [id]);
   useEvery(data && ['completed', 'cancelled'].includes(data.status) ? null : 3000, reload);
   if (!data) return null;
-  const c = data.counters;
   return (
     <div class="progress-line" aria-live="polite">
       <progress max={100} value={data.progress} aria-label={t('campaigns.progress')} />
       <span id="send-progress">
-        {t('campaigns.progressText', { percent: Math.floor(data.progress), done: fmtNumber(c.total - c.pending - c.queued), total: fmtNumber(c.total) })}
+        {progressText(data)}
         {' · '}
         {t(`campaigns.status.${data.status}`, { defaultValue: data.status })}
       </span>
