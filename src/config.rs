@@ -63,6 +63,8 @@ pub struct Settings {
     pub contacts: ContactsSettings,
     /// WhatsApp Business Cloud API.
     pub whatsapp: WhatsAppSettings,
+    /// WhatsApp Web sessions (numbers linked as a device by QR or pairing code).
+    pub whatsapp_web: WhatsAppWebSettings,
     /// Campaign execution.
     pub campaigns: CampaignSettings,
     /// Trading signals (`POST /webhook/u/{token}`): plans, quotas, duplicates, token rotation.
@@ -387,6 +389,21 @@ pub struct WhatsAppSettings {
     pub send_media_as: MediaDelivery,
 }
 
+/// WhatsApp Web session settings. Pacing is per number (`limits` of `POST /channels`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppWebSettings {
+    /// How long a replica's hold on a session lasts without renewal: when a replica dies,
+    /// another takes its sessions over after at most this long.
+    pub lease_secs: u64,
+    /// A send without WhatsApp's server ack after this long marks the connection a zombie,
+    /// and it is restarted.
+    pub ack_timeout_secs: u64,
+    /// Restarts in a row without connecting before a session is `failed` and waits for its
+    /// owner.
+    pub max_restarts: u32,
+}
+
 /// How WhatsApp messages carry their media (CHANNELS.md [W-MEDIA]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -633,6 +650,11 @@ impl Default for Settings {
                 quality_backoff_secs: 60,
                 opt_out_keywords: vec!["STOP".into(), "BAJA".into()],
                 send_media_as: MediaDelivery::Upload,
+            },
+            whatsapp_web: WhatsAppWebSettings {
+                lease_secs: 30,
+                ack_timeout_secs: 45,
+                max_restarts: 8,
             },
             campaigns: CampaignSettings {
                 tick_ms: 250,

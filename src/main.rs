@@ -122,8 +122,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = RunOptions {
                 http: !no_http,
                 workers: !no_workers,
+                ..RunOptions::default()
             };
-            let app = Application::build(settings.clone(), options).await?;
+            let app = Application::build(settings.clone(), options.clone()).await?;
             if let Some(key) = app.bootstrap_key() {
                 // Printed, never logged: this is the only time the key exists in clear.
                 println!(

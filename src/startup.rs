@@ -15,6 +15,7 @@ use crate::{
         telegram::{TelegramAdapter, TelegramClient},
         webhook::WebhookAdapter,
         whatsapp::{WhatsAppClient, WhatsAppCloudAdapter},
+        whatsapp_web::{Sessions, WebContext, WhatsAppWebAdapter},
     },
     clock::Clock,
     config::{Settings, UpdatesMode},
@@ -33,12 +34,23 @@ use crate::{
 };
 
 /// Which parts of the process to run (one image serves API and worker Deployments).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Serve HTTP.
     pub http: bool,
     /// Run delivery workers and the recovery sweep.
     pub workers: bool,
+    /// The WhatsApp Web protocol (`whatsapp-rust` unless a test scripts a phone).
+    pub whatsapp_web: Arc<dyn crate::channels::whatsapp_web::Engine>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("http", &self.http)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RunOptions {
@@ -46,6 +58,7 @@ impl Default for RunOptions {
         Self {
             http: true,
             workers: true,
+            whatsapp_web: Arc::new(crate::channels::whatsapp_web::WhatsAppRust),
         }
     }
 }
@@ -95,25 +108,6 @@ impl Application {
             &settings.telegram.api_base_url,
             Duration::from_millis(settings.telegram.request_timeout_ms),
         )?;
-        let w = &settings.whatsapp;
-        // The actors get their own clients: pooled connections run on the runtime that opened
-        // them, and the HTTP workers' runtimes end before deliveries do on shutdown.
-        // Every channel kind is one line here.
-        let adapters = Adapters::default()
-            .with(TelegramAdapter::new(
-                telegram.clone(),
-                TelegramClient::new(
-                    &settings.telegram.api_base_url,
-                    Duration::from_millis(settings.telegram.request_timeout_ms),
-                )?,
-            ))
-            .with(WhatsAppCloudAdapter::new(WhatsAppClient::new(
-                &w.api_base_url,
-                Duration::from_millis(w.request_timeout_ms),
-                Duration::from_millis(w.throughput_backoff_ms),
-                Duration::from_secs(w.quality_backoff_secs),
-            )?))
-            .with(WebhookAdapter::new()?);
         let shared = match &settings.redis_url {
             Some(url) => {
                 use secrecy::ExposeSecret;
@@ -135,7 +129,6 @@ impl Application {
             }
             None => actix::Supervisor::start(|_| ChannelRegistry::new()),
         };
-        let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"))
             .accepting(&cipher.derive_previous("integration-tokens/v1"));
         crate::telemetry::set_redaction_key(cipher.derive("log-redact/v1"));
@@ -172,6 +165,41 @@ impl Application {
             }
             _ => crate::live::Live::local(),
         };
+        let node_name = settings.node_name.clone().unwrap_or_else(hostname);
+        // WhatsApp Web sessions run on worker replicas, one replica per session (by lease).
+        let web = WebContext {
+            db: db.clone(),
+            cipher: cipher.clone(),
+            node: node_name.clone(),
+            engine: options.whatsapp_web.clone(),
+            sessions: Sessions::default(),
+            live: live.clone(),
+            outbox: Default::default(),
+            runs_sessions: options.workers,
+            lease: Duration::from_secs(settings.whatsapp_web.lease_secs.max(3)),
+            ack_timeout: Duration::from_secs(settings.whatsapp_web.ack_timeout_secs.max(1)),
+            max_restarts: settings.whatsapp_web.max_restarts,
+        };
+        let w = &settings.whatsapp;
+        // The actors get their own clients: pooled connections run on the runtime that opened
+        // them, and the HTTP workers' runtimes end before deliveries do on shutdown.
+        // Every channel kind is one line here.
+        let adapters = Adapters::default()
+            .with(TelegramAdapter::new(
+                telegram.clone(),
+                TelegramClient::new(
+                    &settings.telegram.api_base_url,
+                    Duration::from_millis(settings.telegram.request_timeout_ms),
+                )?,
+            ))
+            .with(WhatsAppCloudAdapter::new(WhatsAppClient::new(
+                &w.api_base_url,
+                Duration::from_millis(w.request_timeout_ms),
+                Duration::from_millis(w.throughput_backoff_ms),
+                Duration::from_secs(w.quality_backoff_secs),
+            )?))
+            .with(WebhookAdapter::new()?)
+            .with(WhatsAppWebAdapter::new(web.clone()));
         let events = EventWriter::start(
             db.clone(),
             breaker,
@@ -234,6 +262,7 @@ impl Application {
                 settings: settings.clone(),
             }),
         };
+        let _ = web.outbox.set(outbox.clone());
         let lockout = Arc::new(
             Lockout::new(
                 settings_auth.login_max_failures,
@@ -251,6 +280,7 @@ impl Application {
             registry,
             telegram,
             adapters,
+            web_sessions: web.sessions.clone(),
             cipher,
             media,
             settings,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub telegram: TelegramClient,
     /// The channel kinds (one adapter each).
     pub adapters: crate::channels::Adapters,
+    /// WhatsApp Web sessions this replica knows (`/channels/{id}/session`).
+    pub web_sessions: crate::channels::whatsapp_web::Sessions,
     /// Encrypts secrets at rest.
     pub cipher: Cipher,
     /// Where uploaded media lives.

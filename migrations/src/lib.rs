@@ -16,6 +16,7 @@ mod m20261206_000012_event_owners;
 mod m20261206_000013_idempotency_keys;
 mod m20261206_000014_legacy_tokens;
 mod m20261206_000015_stats_deltas;
+mod m20261206_000016_wa_session_store;
 
 /// Runs every migration in order; `Migrator::up(&db, None)` at start-up.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000013_idempotency_keys::Migration),
             Box::new(m20261206_000014_legacy_tokens::Migration),
             Box::new(m20261206_000015_stats_deltas::Migration),
+            Box::new(m20261206_000016_wa_session_store::Migration),
         ]
     }
 }

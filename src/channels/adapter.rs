@@ -40,8 +40,13 @@ pub struct LimitsInput {
     pub per_group_per_minute: Option<u32>,
     /// Seconds between two messages to one WhatsApp recipient.
     pub per_recipient_interval_secs: Option<u64>,
-    /// Sends in any 24 hours (none by default).
+    /// Sends in any 24 hours (none by default; WhatsApp Web: 50, a new number's warm-up).
     pub per_day: Option<u32>,
+    /// WhatsApp Web: least seconds between two sends of the number (a fresh random gap between
+    /// this and `max_gap_secs` each time; default 30; fractions allowed).
+    pub min_gap_secs: Option<f64>,
+    /// WhatsApp Web: most seconds between two sends of the number (default 60).
+    pub max_gap_secs: Option<f64>,
 }
 
 /// A new account checked by its adapter, ready to be stored and started.

@@ -9,6 +9,7 @@ pub mod telegram;
 pub mod updates;
 pub mod webhook;
 pub mod whatsapp;
+pub mod whatsapp_web;
 
 use crate::domain::MessageId;
 use bytes::Bytes;

@@ -56,7 +56,7 @@ impl ChannelRegistry {
     }
 
     fn pacer(&self, spec: &AccountSpec) -> Arc<dyn Pacer> {
-        match &self.shared_pacing {
+        let inner: Arc<dyn Pacer> = match &self.shared_pacing {
             Some((shared, key)) => Arc::new(crate::pacing::SharedPacer::new(
                 spec.limits,
                 shared.clone(),
@@ -64,6 +64,10 @@ impl ChannelRegistry {
                 *key,
             )),
             None => Arc::new(crate::pacing::LocalPacer::new(spec.limits)),
+        };
+        match spec.limits.gap {
+            Some(gap) => Arc::new(crate::pacing::Jittered::new(inner, gap)),
+            None => inner,
         }
     }
 

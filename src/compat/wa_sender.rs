@@ -5,7 +5,7 @@ use std::io::Read;
 
 use actix_web::{HttpResponse, delete, get, post, web};
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{CampaignId, ChannelId};
 use crate::{
@@ -62,30 +62,51 @@ async fn dashboard_view(
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = WaConnectionStatus)]
 struct ConnectionStatus {
-    /// Whether the number is active.
+    /// Whether the number can send now.
     connected: bool,
-    /// The number's status (`active`, `unauthorized`, `error`), or `not-configured`.
+    /// A Cloud number's status (`active`, `unauthorized`, `error`); a WhatsApp Web session's
+    /// state (`pairing`, `connected`, `reconnecting`, `logged_out`, `replaced`, `failed`,
+    /// `standby`, `starting`); or `not-configured`.
     state: String,
-    /// Why the number is not active; without a number, how to register one.
+    /// Why the number is not connected; without a number, how to register one.
     detail: Option<String>,
     /// The number's channel account (absent without a number).
     #[serde(skip_serializing_if = "Option::is_none")]
     channel_id: Option<ChannelId>,
-    /// Meta's phone number id (absent without a number).
+    /// The channel's kind (`whatsapp_web` or `whatsapp_cloud`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    /// Meta's phone number id (Cloud numbers only).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     phone_number_id: Option<Option<String>>,
-    /// Always null: Cloud API numbers connect without a QR code.
+    /// The linked phone, E.164 (WhatsApp Web, once paired).
+    phone: Option<String>,
+    /// The pairing QR as an SVG data URL while a WhatsApp Web session waits for a scan; null
+    /// otherwise (Cloud numbers connect without one).
     #[serde(rename = "qrUrl")]
     qr_url: Option<String>,
+    /// The 8-character code to type on the phone, when pairing by phone number.
+    #[serde(rename = "pairCode", skip_serializing_if = "Option::is_none")]
+    pair_code: Option<String>,
 }
 
-/// The caller's WhatsApp number, if one is connected.
+/// `GET /connection-status?channel_id=`.
+#[derive(Deserialize, utoipa::IntoParams)]
+struct StatusQuery {
+    /// Which number, when the caller has several (default: the first WhatsApp Web number, else
+    /// the first Cloud number).
+    channel_id: Option<ChannelId>,
+}
+
+/// The caller's WhatsApp number: connected or not, and the QR to scan while pairing.
 #[utoipa::path(
     tag = "wa-sender",
+    params(StatusQuery),
     responses(
         (status = 200, description = "The number's state", body = ConnectionStatus),
         (status = 403, description = "`insufficient-scope`: an API key without `read`"),
+        (status = 404, description = "`channel-not-found`: `channel_id` names no WhatsApp number of the caller"),
     )
 )]
 #[get(
@@ -95,25 +116,66 @@ struct ConnectionStatus {
 async fn connection_status(
     state: web::Data<AppState>,
     caller: Caller,
+    q: web::Query<StatusQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let rows = channels::repo::list_for(&state.db, &caller.user_id).await?;
-    let number = rows.into_iter().find(|r| is_phone_channel(&state, &r.kind));
+    let mut numbers: Vec<_> = rows
+        .into_iter()
+        .filter(|r| is_phone_channel(&state, &r.kind))
+        .collect();
+    // The seed's users connect by QR: a WhatsApp Web number comes first.
+    numbers.sort_by_key(|r| r.kind != channels::whatsapp_web::KIND);
+    let number = match &q.channel_id {
+        Some(id) => Some(numbers.into_iter().find(|r| &r.id == id).ok_or_else(|| {
+            ApiError::NotFound(
+                "channel-not-found",
+                "no WhatsApp number of yours has this id".into(),
+            )
+        })?),
+        None => numbers.into_iter().next(),
+    };
     Ok(HttpResponse::Ok().json(match number {
+        Some(n) if n.kind == channels::whatsapp_web::KIND => {
+            let v = state.web_sessions.get(&n.id).view();
+            ConnectionStatus {
+                connected: v.state == channels::whatsapp_web::SessionState::Connected,
+                state: serde_json::to_value(v.state)
+                    .ok()
+                    .and_then(|s| s.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                detail: v.detail,
+                channel_id: Some(n.id),
+                kind: Some(n.kind),
+                phone_number_id: None,
+                phone: v.phone,
+                qr_url: v.qr_url,
+                pair_code: v.pair_code,
+            }
+        }
         Some(n) => ConnectionStatus {
             connected: n.status == ChannelStatus::Active.as_str(),
             state: n.status,
             detail: n.status_detail,
             channel_id: Some(n.id),
+            kind: Some(n.kind),
             phone_number_id: Some(n.external_id),
+            phone: None,
             qr_url: None,
+            pair_code: None,
         },
         None => ConnectionStatus {
             connected: false,
             state: "not-configured".into(),
-            detail: Some("register a WhatsApp Cloud API number with POST /api/v1/channels".into()),
+            detail: Some(
+                "connect a number with POST /api/v1/channels: {\"kind\": \"whatsapp_web\"} to scan a QR, or a WhatsApp Cloud API number"
+                    .into(),
+            ),
             channel_id: None,
+            kind: None,
             phone_number_id: None,
+            phone: None,
             qr_url: None,
+            pair_code: None,
         },
     }))
 }

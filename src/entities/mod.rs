@@ -24,3 +24,4 @@ pub mod signals;
 pub mod subscriptions;
 pub mod templates;
 pub mod users;
+pub mod wa_session_store;

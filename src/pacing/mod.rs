@@ -7,6 +7,7 @@
 //! a send is given a departure time that honours the account and its recipient together, is held
 //! to it when it leaves, and is moved (never released early) by a freeze or a hold.
 mod daily;
+mod human;
 mod local;
 mod shared;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
+pub use human::Jittered;
 pub use local::LocalPacer;
 pub use shared::{SharedPacer, heartbeat};
 
@@ -40,6 +42,9 @@ pub struct PacingLimits {
     /// Sends in any 24 hours (0: no cap). A send past it is deferred until the oldest of the
     /// day's sends is a day old.
     pub daily_cap: u32,
+    /// A human's rhythm (WhatsApp Web): each send of the account waits a gap drawn afresh
+    /// between the two bounds after the one before it, on top of the limits above.
+    pub gap: Option<(Duration, Duration)>,
 }
 
 impl PacingLimits {

@@ -83,6 +83,9 @@ struct PacingView {
     /// Sends in any 24 hours, when capped.
     #[serde(skip_serializing_if = "Option::is_none")]
     per_day: Option<u32>,
+    /// WhatsApp Web: the least and most milliseconds between two sends of the number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gap_ms: Option<[u64; 2]>,
 }
 
 fn view(row: ChannelRow, adapters: &Adapters, settings: &Settings) -> ChannelView {
@@ -104,6 +107,9 @@ fn view(row: ChannelRow, adapters: &Adapters, settings: &Settings) -> ChannelVie
             recipient_interval_ms: limits.recipient_interval.as_millis(),
             per_group_per_minute: limits.group_per_min,
             per_day: (limits.daily_cap > 0).then_some(limits.daily_cap),
+            gap_ms: limits
+                .gap
+                .map(|(lo, hi)| [lo.as_millis() as u64, hi.as_millis() as u64]),
         }),
         created_at: row.created_at,
     }
@@ -162,6 +168,16 @@ async fn create_channel(
         return Err(ApiError::Unprocessable(
             "invalid-limits",
             "limits must be at least 1".into(),
+        ));
+    }
+    let gap_ok = |v: Option<f64>| v.is_none_or(|g| g.is_finite() && (0.0..=86_400.0).contains(&g));
+    if !gap_ok(limits.min_gap_secs)
+        || !gap_ok(limits.max_gap_secs)
+        || matches!((limits.min_gap_secs, limits.max_gap_secs), (Some(lo), Some(hi)) if lo > hi)
+    {
+        return Err(ApiError::Unprocessable(
+            "invalid-limits",
+            "min_gap_secs and max_gap_secs are seconds from 0 to 86400, min at most max".into(),
         ));
     }
     // Reaching into the server's own network (SSRF's door) is the operator's call, not a user's.

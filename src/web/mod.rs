@@ -4,6 +4,7 @@ pub mod docs;
 mod health;
 pub mod limits;
 pub mod metrics;
+mod sessions;
 mod spa;
 
 use actix_web::HttpResponse;
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut Routes) {
                 .configure(campaigns::configure)
                 .configure(dashboard::configure)
                 .configure(accounts::configure)
+                .configure(sessions::configure)
                 .configure(integrations::configure)
                 .configure(media::configure)
                 .configure(events::configure_rules)

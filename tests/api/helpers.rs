@@ -198,6 +198,8 @@ pub struct TestApp {
     pub settings: Settings,
     /// Shared state of the running server.
     pub state: AppState,
+    /// How the server runs (restart reuses them).
+    pub options: RunOptions,
     app: Option<RunningApp>,
     _data_dir: tempfile::TempDir,
 }
@@ -252,12 +254,22 @@ pub async fn spawn_app_custom(
     fake: FakeTelegramConfig,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
+    spawn_app_options(backend, fake, tweak, RunOptions::default()).await
+}
+
+/// Like [`spawn_app_custom`], with run options (a scripted WhatsApp Web phone).
+pub async fn spawn_app_options(
+    backend: Backend,
+    fake: FakeTelegramConfig,
+    tweak: impl FnOnce(&mut Settings),
+    options: RunOptions,
+) -> TestApp {
     LazyLock::force(&TRACING);
     let telegram = FakeTelegram::start_with(fake).await.expect("fake telegram");
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(&backend, data_dir.path().to_owned(), telegram.base_url());
     tweak(&mut settings);
-    let app = Application::build(settings.clone(), RunOptions::default())
+    let app = Application::build(settings.clone(), options.clone())
         .await
         .expect("build app");
     let api_key = app
@@ -274,6 +286,7 @@ pub async fn spawn_app_custom(
         telegram,
         settings,
         state: running.state.clone(),
+        options,
         app: Some(running),
         _data_dir: data_dir,
     }
@@ -413,7 +426,7 @@ impl TestApp {
 
     /// Starts a server again on the same database and data folder.
     pub async fn start_server(&mut self) {
-        let app = Application::build(self.settings.clone(), RunOptions::default())
+        let app = Application::build(self.settings.clone(), self.options.clone())
             .await
             .expect("rebuild app");
         assert!(

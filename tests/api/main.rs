@@ -28,3 +28,4 @@ mod snapshots;
 mod subscriptions;
 mod templates;
 mod webhook_channel;
+mod whatsapp_web;

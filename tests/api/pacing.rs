@@ -233,6 +233,7 @@ fn telegram_limits() -> pregonero::pacing::PacingLimits {
         margin: Duration::from_millis(50),
         recipient_margin: Duration::from_millis(100),
         daily_cap: 0,
+        gap: None,
     }
 }
 

@@ -124,6 +124,7 @@ impl ChannelAdapter for TelegramAdapter {
             margin: Duration::from_millis(s.delivery.pacing_margin_ms),
             recipient_margin: Duration::from_millis(s.delivery.recipient_margin_ms),
             daily_cap: o.per_day.unwrap_or(0),
+            gap: None,
         }
     }
 

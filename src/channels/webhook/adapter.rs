@@ -183,6 +183,7 @@ impl ChannelAdapter for WebhookAdapter {
             margin: Duration::from_millis(s.delivery.pacing_margin_ms),
             recipient_margin: Duration::ZERO,
             daily_cap: o.per_day.unwrap_or(0),
+            gap: None,
         }
     }
 

@@ -105,6 +105,7 @@ impl ChannelAdapter for WhatsAppCloudAdapter {
             recipient_margin: Duration::from_millis(s.delivery.recipient_margin_ms)
                 .max(PAIR_RATE_MARGIN),
             daily_cap: o.per_day.unwrap_or(0),
+            gap: None,
         }
     }
 

@@ -11,6 +11,7 @@ fn limits(per_sec: u32, interval_ms: u64) -> PacingLimits {
         margin: Duration::ZERO,
         recipient_margin: Duration::ZERO,
         daily_cap: 0,
+        gap: None,
     }
 }
 

@@ -1,0 +1,1034 @@
+//! WhatsApp Web sessions against a scripted phone plugged in where the protocol library plugs in
+//! (`whatsapp_web::Engine`), emitting the library's events as WhatsApp does (CHANNELS.md §3):
+//! six QR refs, the first living longer than the rest, then an exhausted QR; pair-success
+//! followed by a 515 restart; 401 logouts, 440 replacements, drops; server acks, delivery and
+//! read receipts, refusals; inbound texts. The session's device is saved through the real store,
+//! as the library does at pairing, so restarts are tested on the database.
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use fakes::telegram::FakeTelegramConfig;
+use futures::future::BoxFuture;
+use pregonero::{
+    channels::{
+        ChannelError, OutboundMessage,
+        whatsapp_web::{DbStore, Engine, Link, Seen, WaEvent},
+    },
+    startup::RunOptions,
+};
+use reqwest::Method;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc::UnboundedSender};
+use whatsapp_rust::{Jid, wacore::store::traits::DeviceStore};
+
+use crate::helpers::{Backend, TestApp, spawn_app_options};
+
+/// What the phone answers to a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acks {
+    /// Server ack, then delivered, then read.
+    Full,
+    /// The server's ack only (one tick): the recipient's phone never reports.
+    ServerOnly,
+    /// The server refuses the message (error 463).
+    Refuse,
+    /// Nothing at all: the connection is a zombie.
+    Silent,
+}
+
+/// One send as the phone saw it.
+#[derive(Clone, Debug)]
+struct Sent {
+    at: Instant,
+    to: String,
+    text: String,
+}
+
+#[derive(Default)]
+struct PhoneState {
+    events: Option<UnboundedSender<WaEvent>>,
+    sent: Vec<Sent>,
+    starts: usize,
+    qrs: Vec<String>,
+    codes: Vec<String>,
+    logouts: usize,
+}
+
+/// The scripted phone and WhatsApp's servers behind it.
+#[derive(Clone)]
+struct Phone {
+    state: Arc<Mutex<PhoneState>>,
+    scanned: Arc<Notify>,
+    acks: Arc<Mutex<Acks>>,
+    qr_first: Duration,
+    qr_next: Duration,
+    number: &'static str,
+}
+
+impl Phone {
+    fn new(qr_first: Duration, qr_next: Duration) -> Self {
+        Self {
+            state: Default::default(),
+            scanned: Arc::new(Notify::new()),
+            acks: Arc::new(Mutex::new(Acks::Full)),
+            qr_first,
+            qr_next,
+            number: "+34611222333",
+        }
+    }
+
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            whatsapp_web: Arc::new(self.clone()),
+            ..RunOptions::default()
+        }
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, PhoneState> {
+        self.state.lock().expect("lock")
+    }
+
+    /// The owner scans the QR (or types the code) on the phone.
+    fn scan(&self) {
+        self.scanned.notify_one();
+    }
+
+    /// WhatsApp sends `event` on the current connection.
+    fn emit(&self, event: WaEvent) {
+        let tx = self.st().events.clone().expect("a connection");
+        tx.send(event).expect("the session listens");
+    }
+
+    fn set_acks(&self, acks: Acks) {
+        *self.acks.lock().expect("lock") = acks;
+    }
+
+    fn sent(&self) -> Vec<Sent> {
+        self.st().sent.clone()
+    }
+
+    /// What the phone does when linked: the library saves the device with its number, then
+    /// WhatsApp asks for a restart (515) and the client logs in again.
+    async fn link(&self, store: &DbStore, events: &UnboundedSender<WaEvent>) {
+        store.create().await.expect("create device");
+        let mut device = store.load().await.expect("load").expect("device");
+        device.pn = Some(Jid::pn(self.number.trim_start_matches('+')));
+        device.push_name = "Tienda Ana".into();
+        store.save(&device).await.expect("save device");
+        let _ = events.send(WaEvent::Paired {
+            phone: self.number.into(),
+        });
+        let _ = events.send(WaEvent::Disconnected {
+            detail: "stream error 515: restart required".into(),
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = events.send(WaEvent::Connected);
+    }
+}
+
+impl Engine for Phone {
+    fn start(
+        &self,
+        store: DbStore,
+        pair_phone: Option<String>,
+        events: UnboundedSender<WaEvent>,
+    ) -> BoxFuture<'static, anyhow::Result<Arc<dyn Link>>> {
+        let phone = self.clone();
+        Box::pin(async move {
+            let run = {
+                let mut s = phone.st();
+                s.starts += 1;
+                s.events = Some(events.clone());
+                s.starts
+            };
+            let paired = store.load().await?.is_some_and(|d| d.pn.is_some());
+            let (p, ev) = (phone.clone(), events.clone());
+            let task = tokio::spawn(async move {
+                if paired {
+                    let _ = ev.send(WaEvent::Connected);
+                    return;
+                }
+                if let Some(for_phone) = pair_phone {
+                    assert!(for_phone.starts_with('+'), "{for_phone}");
+                    let code = format!("PRGN{run:04}");
+                    p.st().codes.push(code.clone());
+                    let _ = ev.send(WaEvent::PairCode {
+                        code,
+                        timeout: Duration::from_secs(180),
+                    });
+                    p.scanned.notified().await;
+                    p.link(&store, &ev).await;
+                    return;
+                }
+                for i in 0..6 {
+                    let code = format!("2@ref-{run}-{i},bm9pc2U=,aWRlbnRpdHk=,YWR2,1");
+                    p.st().qrs.push(code.clone());
+                    let timeout = if i == 0 { p.qr_first } else { p.qr_next };
+                    let _ = ev.send(WaEvent::Qr { code, timeout });
+                    tokio::select! {
+                        _ = tokio::time::sleep(timeout) => {}
+                        _ = p.scanned.notified() => {
+                            p.link(&store, &ev).await;
+                            return;
+                        }
+                    }
+                }
+                let _ = ev.send(WaEvent::QrExhausted);
+            });
+            Ok(Arc::new(PhoneLink {
+                phone,
+                events,
+                task: Mutex::new(Some(task)),
+                next_id: Mutex::new(0),
+            }) as Arc<dyn Link>)
+        })
+    }
+}
+
+struct PhoneLink {
+    phone: Phone,
+    events: UnboundedSender<WaEvent>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    next_id: Mutex<u64>,
+}
+
+impl Link for PhoneLink {
+    fn send<'a>(
+        &'a self,
+        to: &'a str,
+        msg: &'a OutboundMessage,
+    ) -> BoxFuture<'a, Result<String, ChannelError>> {
+        Box::pin(async move {
+            let id = {
+                let mut n = self.next_id.lock().expect("lock");
+                *n += 1;
+                format!("3EB0{:016X}", (*n) ^ (self.phone.st().starts as u64) << 48)
+            };
+            self.phone.st().sent.push(Sent {
+                at: Instant::now(),
+                to: to.to_owned(),
+                text: msg.text.clone(),
+            });
+            let acks = *self.phone.acks.lock().expect("lock");
+            let (ev, mid) = (self.events.clone(), id.clone());
+            tokio::spawn(async move {
+                let pause = || tokio::time::sleep(Duration::from_millis(10));
+                match acks {
+                    Acks::Silent => {}
+                    Acks::Refuse => {
+                        pause().await;
+                        let _ = ev.send(WaEvent::ServerAck {
+                            id: mid,
+                            error: Some("463".into()),
+                        });
+                    }
+                    Acks::ServerOnly => {
+                        pause().await;
+                        let _ = ev.send(WaEvent::ServerAck {
+                            id: mid,
+                            error: None,
+                        });
+                    }
+                    Acks::Full => {
+                        pause().await;
+                        let _ = ev.send(WaEvent::ServerAck {
+                            id: mid.clone(),
+                            error: None,
+                        });
+                        pause().await;
+                        let _ = ev.send(WaEvent::Receipt {
+                            ids: vec![mid.clone()],
+                            seen: Seen::Delivered,
+                        });
+                        pause().await;
+                        let _ = ev.send(WaEvent::Receipt {
+                            ids: vec![mid],
+                            seen: Seen::Read,
+                        });
+                    }
+                }
+            });
+            Ok(id)
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(task) = self.task.lock().expect("lock").take() {
+                task.abort();
+            }
+        })
+    }
+
+    fn logout(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.phone.st().logouts += 1;
+            self.stop().await;
+        })
+    }
+}
+
+async fn web_app(
+    backend: Backend,
+    phone: &Phone,
+    tweak: impl FnOnce(&mut pregonero::config::Settings),
+) -> TestApp {
+    spawn_app_options(
+        backend,
+        FakeTelegramConfig::default(),
+        tweak,
+        phone.options(),
+    )
+    .await
+}
+
+async fn create_number(app: &TestApp, extra: Value) -> String {
+    let mut body = json!({"kind": "whatsapp_web", "name": "Tienda"});
+    for (k, v) in extra.as_object().expect("object") {
+        body[k] = v.clone();
+    }
+    let (status, c) = app.api(Method::POST, "channels", Some(body)).await;
+    assert_eq!(status, 201, "{c}");
+    c["id"].as_str().expect("id").to_owned()
+}
+
+/// Polls the session until `done` holds.
+async fn wait_session(app: &TestApp, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v) = app.get_json(&format!("channels/{id}/session")).await;
+        assert_eq!(status, 200, "{v}");
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "session never {what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connection_status(app: &TestApp, query: &str) -> (u16, Value) {
+    let req = app
+        .client
+        .get(format!("{}/connection-status{query}", app.address))
+        .bearer_auth(&app.api_key);
+    crate::helpers::status_and_json(req).await
+}
+
+async fn store_rows(app: &TestApp, channel: &str) -> Vec<String> {
+    let db = app.inspect_db().await;
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => "SELECT v FROM wa_session_store WHERE channel_id = $1",
+        _ => "SELECT v FROM wa_session_store WHERE channel_id = ?",
+    };
+    db.query_all_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [channel.into()],
+    ))
+    .await
+    .expect("rows")
+    .iter()
+    .map(|r| r.try_get::<String>("", "v").expect("v"))
+    .collect()
+}
+
+async fn pairs_by_qr_and_reconnects_after_a_restart_without_one(backend: Backend) {
+    let phone = Phone::new(Duration::from_millis(600), Duration::from_millis(300));
+    let mut app = web_app(backend, &phone, |_| {}).await;
+    let id = create_number(&app, json!({})).await;
+
+    let first = wait_session(&app, &id, "showed a QR", |v| {
+        v["state"] == "pairing" && v["qr"].is_string()
+    })
+    .await;
+    assert!(
+        first["qr_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/svg+xml;base64,")),
+        "{first}"
+    );
+    assert!(first["expires_at"].is_string(), "{first}");
+    // The refs rotate: a new QR replaces the first when it expires.
+    let qr1 = first["qr"].clone();
+    let second = wait_session(&app, &id, "rotated its QR", |v| {
+        v["qr"].is_string() && v["qr"] != qr1
+    })
+    .await;
+    assert_eq!(second["state"], "pairing");
+    let (status, seed) = connection_status(&app, "").await;
+    assert_eq!(status, 200, "{seed}");
+    assert_eq!(
+        (&seed["connected"], &seed["state"]),
+        (&json!(false), &json!("pairing")),
+        "{seed}"
+    );
+    assert!(
+        seed["qrUrl"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/svg")),
+        "{seed}"
+    );
+
+    phone.scan();
+    let on = wait_session(&app, &id, "connected", |v| v["state"] == "connected").await;
+    assert_eq!(on["phone"], phone.number, "{on}");
+    assert_eq!(on["push_name"], "Tienda Ana", "{on}");
+    assert!(on["qr"].is_null() && on["qr_url"].is_null(), "{on}");
+    let (_, seed) = connection_status(&app, &format!("?channel_id={id}")).await;
+    assert_eq!(
+        (&seed["connected"], &seed["phone"], &seed["qrUrl"]),
+        (&json!(true), &json!(phone.number), &Value::Null),
+        "{seed}"
+    );
+    let (status, other) =
+        connection_status(&app, "?channel_id=00000000-0000-0000-0000-000000000000").await;
+    assert_eq!(
+        (status, &other["error"]),
+        (404, &json!("channel-not-found")),
+        "{other}"
+    );
+
+    // The device lives in the database, encrypted: nothing names the number or the name.
+    let rows = store_rows(&app, &id).await;
+    assert!(!rows.is_empty(), "the device is stored");
+    assert!(
+        rows.iter()
+            .all(|v| v.starts_with("v1:") && !v.contains("611222333") && !v.contains("Tienda")),
+        "{rows:?}"
+    );
+
+    // A restart reconnects the stored device: no new QR.
+    let qrs_before = phone.st().qrs.len();
+    app.stop_server().await;
+    app.start_server().await;
+    let again = wait_session(&app, &id, "reconnected", |v| v["state"] == "connected").await;
+    assert_eq!(again["phone"], phone.number, "{again}");
+    assert_eq!(phone.st().qrs.len(), qrs_before, "no QR after a restart");
+    assert_eq!(phone.st().starts, 2);
+}
+
+async fn an_unscanned_qr_expires_and_a_code_pairs_instead(backend: Backend) {
+    let phone = Phone::new(Duration::from_millis(150), Duration::from_millis(60));
+    let app = web_app(backend, &phone, |_| {}).await;
+    let id = create_number(&app, json!({})).await;
+    let failed = wait_session(&app, &id, "gave up on the QR", |v| v["state"] == "failed").await;
+    assert!(
+        failed["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("qr-expired")),
+        "{failed}"
+    );
+    assert_eq!(phone.st().qrs.len(), 6, "six refs, then none");
+    assert_eq!(phone.st().starts, 1, "an expired QR waits for its owner");
+
+    let path = format!("channels/{id}/session/restart");
+    let (status, bad) = app
+        .api(Method::POST, &path, Some(json!({"pair_phone": "call me"})))
+        .await;
+    assert_eq!(
+        (status, &bad["error"]),
+        (422, &json!("invalid-pair-phone")),
+        "{bad}"
+    );
+    let (status, _) = app
+        .api(
+            Method::POST,
+            &path,
+            Some(json!({"pair_phone": "+34 611 222 333"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let pairing = wait_session(&app, &id, "showed a code", |v| v["pair_code"].is_string()).await;
+    assert_eq!(pairing["pair_code"], "PRGN0002", "{pairing}");
+    assert!(pairing["qr"].is_null(), "{pairing}");
+    let (_, seed) = connection_status(&app, "").await;
+    assert_eq!(seed["pairCode"], "PRGN0002", "{seed}");
+    phone.scan();
+    wait_session(&app, &id, "connected", |v| v["state"] == "connected").await;
+
+    // Not a session channel.
+    let bot = app.create_bot(None).await;
+    let (status, v) = app.get_json(&format!("channels/{bot}/session")).await;
+    assert_eq!(
+        (status, &v["error"]),
+        (409, &json!("channel-has-no-session")),
+        "{v}"
+    );
+    // A number created to pair by code starts with a code.
+    let (status, bad) = app
+        .api(
+            Method::POST,
+            "channels",
+            Some(json!({"kind": "whatsapp_web", "name": "x", "pair_phone": "12"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &bad["error"]),
+        (422, &json!("invalid-pair-phone")),
+        "{bad}"
+    );
+}
+
+async fn connected_number(app: &TestApp, phone: &Phone, limits: Value) -> String {
+    let id = create_number(app, json!({"limits": limits})).await;
+    wait_session(app, &id, "showed a QR", |v| v["qr"].is_string()).await;
+    phone.scan();
+    wait_session(app, &id, "connected", |v| v["state"] == "connected").await;
+    id
+}
+
+async fn send(app: &TestApp, channel: &str, to: &str, text: &str) -> String {
+    let (status, m) = app
+        .api(
+            Method::POST,
+            "messages",
+            Some(json!({"channel_id": channel, "to": to, "text": text})),
+        )
+        .await;
+    assert_eq!(status, 202, "{m}");
+    m["id"].as_str().expect("id").to_owned()
+}
+
+const NO_GAP: fn() -> Value =
+    || json!({"min_gap_secs": 0, "max_gap_secs": 0, "per_recipient_interval_secs": 1});
+
+async fn drops_logouts_replacements_and_zombies(backend: Backend) {
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |s| s.whatsapp_web.ack_timeout_secs = 1).await;
+    let id = connected_number(&app, &phone, NO_GAP()).await;
+
+    // A drop: the library reconnects by itself.
+    phone.emit(WaEvent::Disconnected {
+        detail: "read error".into(),
+    });
+    wait_session(&app, &id, "reconnecting", |v| v["state"] == "reconnecting").await;
+    phone.emit(WaEvent::Connected);
+    wait_session(&app, &id, "connected again", |v| v["state"] == "connected").await;
+
+    // A zombie: sends leave but nothing is acknowledged. The session restarts on its own.
+    phone.set_acks(Acks::Silent);
+    let starts = phone.st().starts;
+    send(&app, &id, "+34600000001", "¿hola?").await;
+    wait_session(&app, &id, "restarted the zombie", |v| {
+        v["state"] == "connected" && v["awaiting_ack"] == 0
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while phone.st().starts == starts {
+        assert!(Instant::now() < deadline, "the zombie was never restarted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    phone.set_acks(Acks::Full);
+    wait_session(&app, &id, "connected after the zombie", |v| {
+        v["state"] == "connected"
+    })
+    .await;
+
+    // 440: another client took over. We do not fight it; the owner restarts it.
+    let starts = phone.st().starts;
+    phone.emit(WaEvent::Replaced);
+    let replaced = wait_session(&app, &id, "replaced", |v| v["state"] == "replaced").await;
+    assert!(
+        replaced["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("another client")),
+        "{replaced}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        phone.st().starts,
+        starts,
+        "a replaced session does not reconnect by itself"
+    );
+    let (status, _) = app
+        .api(
+            Method::POST,
+            &format!("channels/{id}/session/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_session(&app, &id, "taken back", |v| v["state"] == "connected").await;
+
+    // 401: the device was removed on the phone. Its keys are wiped; sends fail clearly.
+    phone.emit(WaEvent::LoggedOut {
+        detail: "401".into(),
+    });
+    let out = wait_session(&app, &id, "logged out", |v| v["state"] == "logged_out").await;
+    assert!(out["phone"].is_null(), "{out}");
+    assert!(
+        store_rows(&app, &id).await.is_empty(),
+        "a logged-out device's keys are wiped"
+    );
+    let m = send(&app, &id, "+34600000002", "hola").await;
+    let failed = app
+        .wait_for_status(&m, "failed", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        failed["last_error_code"], "account-unauthorized",
+        "{failed}"
+    );
+
+    // Pair again, then unlink from here.
+    let (status, _) = app
+        .api(
+            Method::POST,
+            &format!("channels/{id}/session/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_session(&app, &id, "pairing again", |v| v["qr"].is_string()).await;
+    phone.scan();
+    wait_session(&app, &id, "connected", |v| v["state"] == "connected").await;
+    let (status, _) = app
+        .api(Method::POST, &format!("channels/{id}/session/logout"), None)
+        .await;
+    assert_eq!(status, 202);
+    wait_session(&app, &id, "unlinked", |v| v["state"] == "logged_out").await;
+    assert_eq!(phone.st().logouts, 1);
+    assert!(store_rows(&app, &id).await.is_empty());
+}
+
+/// The provider statuses a message went through, in order.
+fn statuses(m: &Value) -> Vec<String> {
+    m["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "status")
+        .filter_map(|e| e["outcome"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn wait_events(app: &TestApp, id: &str, done: impl Fn(&[String]) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = app.get_json(&format!("messages/{id}")).await;
+        if done(&statuses(&m)) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "message never got there: {m:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn receipts_refusals_and_opt_out(backend: Backend) {
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |_| {}).await;
+    let id = connected_number(&app, &phone, NO_GAP()).await;
+
+    let read = send(&app, &id, "+34600000001", "uno").await;
+    let m = wait_events(&app, &read, |seen| seen.contains(&"read".to_owned())).await;
+    assert!(
+        m["provider_message_id"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("3EB0")),
+        "{m}"
+    );
+    assert_eq!(statuses(&m), ["delivered", "read"], "{m}");
+
+    // One tick only: sent, never delivered.
+    phone.set_acks(Acks::ServerOnly);
+    let one_tick = send(&app, &id, "+34600000002", "dos").await;
+    app.wait_for_status(&one_tick, "sent", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, m) = app.get_json(&format!("messages/{one_tick}")).await;
+    assert_eq!(m["status"], "sent", "{m}");
+    assert!(
+        statuses(&m).is_empty(),
+        "a server ack is not a delivery: {m}"
+    );
+
+    // Refused by WhatsApp (463): failed, not delivered.
+    phone.set_acks(Acks::Refuse);
+    let refused = send(&app, &id, "+34600000003", "tres").await;
+    let m = app
+        .wait_for_status(&refused, "failed", Duration::from_secs(10))
+        .await;
+    assert_eq!(m["last_error_code"], "whatsapp-web-refused", "{m}");
+
+    // BAJA from a contact opts them out.
+    let (status, c) = app
+        .api(
+            Method::POST,
+            "contacts",
+            Some(json!({"phone": "+34600000004", "name": "Luz"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    phone.emit(WaEvent::Inbound {
+        from: "+34600000004".into(),
+        text: "BAJA".into(),
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, c) = app
+            .get_json(&format!("contacts/{}", c["id"].as_str().expect("id")))
+            .await;
+        if c["opted_out"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "BAJA did not opt the contact out: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A 200-recipient campaign over a Web session with 50–120 ms gaps and a cap of 150 a day,
+/// measured from the phone's send times.
+async fn a_campaign_keeps_the_gaps_and_the_daily_cap(backend: Backend) {
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |_| {}).await;
+    let id = connected_number(
+        &app,
+        &phone,
+        json!({"min_gap_secs": 0.05, "max_gap_secs": 0.12, "per_day": 150, "per_recipient_interval_secs": 1}),
+    )
+    .await;
+    let mut csv = String::from("phone,name\n");
+    for i in 0..200 {
+        csv.push_str(&format!("+34600{i:06},N{i}\n"));
+    }
+    let (status, imp) = app
+        .post_raw("contacts/imports", "text/csv", csv.into_bytes())
+        .await;
+    assert!(status == 201 || status == 202, "{imp}");
+    let import = format!(
+        "contacts/imports/{}",
+        imp["id"].as_str().expect("import id")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, i) = app.get_json(&import).await;
+        if i["imported"].as_i64() == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "import: {i}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, c) = app
+        .api(Method::POST, "campaigns", Some(json!({"name": "Web", "channel_id": id, "body": "Hola {{ nombre }}", "start": true})))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while phone.sent().len() < 150 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} sent",
+            phone.sent().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The cap holds: nothing more leaves today.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = phone.sent();
+    assert_eq!(sent.len(), 150, "the daily cap");
+    let recipients: std::collections::HashSet<_> = sent.iter().map(|s| s.to.clone()).collect();
+    assert_eq!(recipients.len(), 150, "each recipient once");
+    assert!(
+        sent.iter().all(|s| s.text.starts_with("Hola N")),
+        "personalised"
+    );
+    let mut gaps: Vec<u128> = sent
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .collect();
+    gaps.sort_unstable();
+    let (min, median, max) = (gaps[0], gaps[gaps.len() / 2], gaps[gaps.len() - 1]);
+    eprintln!(
+        "whatsapp web gaps over {} sends: min {min} ms, median {median} ms, max {max} ms",
+        sent.len()
+    );
+    // Departures are held to 50 ms apart; a send that left a few ms late shortens the next gap
+    // as the phone measures it, never the schedule.
+    assert!(min >= 40, "gaps {gaps:?}");
+    assert!((50..=125).contains(&median), "median {median} ms");
+    let distinct: std::collections::HashSet<_> = gaps.iter().collect();
+    assert!(
+        distinct.len() > 20,
+        "gaps are drawn afresh, never fixed: {gaps:?}"
+    );
+    let (_, campaign) = app
+        .get_json(&format!("campaigns/{}", c["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(
+        campaign["status"], "running",
+        "the rest waits for tomorrow: {campaign}"
+    );
+}
+
+crate::on_both_databases!(
+    pairs_by_qr_and_reconnects_after_a_restart_without_one,
+    an_unscanned_qr_expires_and_a_code_pairs_instead,
+    drops_logouts_replacements_and_zombies,
+    receipts_refusals_and_opt_out,
+);
+
+mod a_campaign_keeps_the_gaps_and_the_daily_cap {
+    #[actix_web::test]
+    async fn sqlite() {
+        super::a_campaign_keeps_the_gaps_and_the_daily_cap(crate::helpers::Backend::Sqlite).await
+    }
+}
+
+/// The store against the library's own `InMemoryBackend`: the same calls, the same answers, on
+/// both databases; and nothing readable at rest.
+async fn the_store_answers_like_the_librarys_own(backend: Backend) {
+    use std::sync::Arc as A;
+    use whatsapp_rust::wacore::{
+        appstate::processor::AppStateMutationMAC,
+        store::{
+            InMemoryBackend,
+            traits::{
+                AppStateSyncKey, AppSyncStore, DeviceInfo, DeviceListRecord, LidPnMappingEntry,
+                MsgSecretEntry, MsgSecretStore, ProtocolStore, SignalStore, TcTokenEntry,
+            },
+        },
+    };
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |_| {}).await;
+    let channel = pregonero::domain::ChannelId::from(create_number(&app, json!({})).await);
+    let ours = DbStore::new(app.state.db.clone(), &channel, app.state.cipher.clone());
+    let theirs = InMemoryBackend::new();
+    macro_rules! both {
+        ($call:ident ( $($arg:expr),* )) => {{
+            let a = ours.$call($($arg),*).await.expect(stringify!($call));
+            let b = theirs.$call($($arg),*).await.expect(stringify!($call));
+            (a, b)
+        }};
+    }
+    macro_rules! same {
+        ($call:ident ( $($arg:expr),* )) => {{
+            let (a, b) = both!($call($($arg),*));
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), stringify!($call));
+            a
+        }};
+    }
+    let addr = "34600000001.0:1";
+    same!(put_identity(addr, [7u8; 32]));
+    same!(put_identities_batch(&[(
+        A::from("34600000002.0:1"),
+        [8u8; 32]
+    )]));
+    same!(load_identity(addr));
+    same!(load_identity("34600000002.0:1"));
+    same!(delete_identity(addr));
+    same!(load_identity(addr));
+    same!(put_session(addr, b"session-1"));
+    same!(put_session(addr, b"session-2"));
+    same!(get_session(addr));
+    same!(has_session(addr));
+    same!(delete_session(addr));
+    same!(has_session(addr));
+    same!(store_prekeys_batch(
+        &[
+            (1, bytes::Bytes::from_static(b"p1")),
+            (5, bytes::Bytes::from_static(b"p5"))
+        ],
+        false
+    ));
+    same!(store_prekey(3, b"p3", true));
+    same!(mark_prekeys_uploaded(&[1, 5]));
+    same!(get_max_prekey_id());
+    same!(load_prekey(5));
+    same!(remove_prekey(5));
+    same!(get_max_prekey_id());
+    same!(load_prekeys_batch(&[1, 3, 5]));
+    same!(store_signed_prekey(2, b"s2"));
+    same!(store_signed_prekey(1, b"s1"));
+    same!(load_all_signed_prekeys());
+    same!(remove_signed_prekey(1));
+    same!(load_signed_prekey(1));
+    same!(put_sender_key("group@g.us::34600000001", b"sk"));
+    same!(get_sender_key("group@g.us::34600000001"));
+    same!(delete_sender_key("group@g.us::34600000001"));
+    same!(get_sender_key("group@g.us::34600000001"));
+
+    let key = AppStateSyncKey {
+        key_data: vec![1, 2],
+        fingerprint: vec![3],
+        timestamp: 42,
+    };
+    same!(set_sync_key(b"k1", key.clone()));
+    same!(set_sync_key(
+        b"k2",
+        AppStateSyncKey {
+            timestamp: 7,
+            ..key.clone()
+        }
+    ));
+    same!(get_sync_key(b"k1"));
+    same!(get_latest_sync_key_id());
+    let (a, b) = both!(get_version("regular"));
+    assert_eq!(
+        serde_json::to_string(&a).expect("ok"),
+        serde_json::to_string(&b).expect("ok")
+    );
+    let mut v = a;
+    v.version = 9;
+    same!(set_version("regular", v.clone()));
+    let (a, b) = both!(get_version("regular"));
+    assert_eq!(
+        (a.version, serde_json::to_string(&a).expect("ok")),
+        (b.version, serde_json::to_string(&b).expect("ok"))
+    );
+    let macs = [
+        AppStateMutationMAC {
+            index_mac: vec![1; 32],
+            value_mac: vec![9],
+        },
+        AppStateMutationMAC {
+            index_mac: vec![2; 32],
+            value_mac: vec![8],
+        },
+    ];
+    same!(put_mutation_macs("regular", 9, &macs));
+    same!(put_mutation_macs("critical", 9, &macs[..1]));
+    same!(get_mutation_mac("regular", &[2; 32]));
+    same!(delete_mutation_macs("regular", &[vec![2; 32]]));
+    same!(get_mutation_mac("regular", &[2; 32]));
+    same!(clear_mutation_macs("regular"));
+    same!(get_mutation_mac("regular", &[1; 32]));
+    same!(get_mutation_mac("critical", &[1; 32]));
+
+    same!(set_sender_key_status(
+        "g@g.us",
+        &[("a:1@s.whatsapp.net", true), ("b:2@s.whatsapp.net", false)]
+    ));
+    same!(set_sender_key_status(
+        "g@g.us",
+        &[("b:2@s.whatsapp.net", true)]
+    ));
+    let (mut a, mut b) = both!(get_sender_key_devices("g@g.us"));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    same!(delete_sender_key_device_rows(&["a:1@s.whatsapp.net"]));
+    same!(get_sender_key_devices("g@g.us"));
+    same!(clear_all_sender_key_devices());
+    same!(get_sender_key_devices("g@g.us"));
+    let entry = |pn: &str| LidPnMappingEntry {
+        lid: "100000012345678".into(),
+        phone_number: pn.into(),
+        created_at: 1,
+        updated_at: 2,
+        learning_source: "usync".into(),
+    };
+    same!(put_lid_mapping(&entry("34600000001")));
+    same!(put_lid_mapping(&entry("34600000009")));
+    same!(get_pn_mapping("34600000001"));
+    same!(get_pn_mapping("34600000009"));
+    same!(get_lid_mapping("100000012345678"));
+    same!(get_all_lid_mappings());
+    same!(save_base_key(addr, "M1", b"base"));
+    same!(has_same_base_key(addr, "M1", b"base"));
+    same!(has_same_base_key(addr, "M1", b"other"));
+    same!(delete_base_key(addr, "M1"));
+    same!(has_same_base_key(addr, "M1", b"base"));
+    let record = DeviceListRecord {
+        user: "34600000001".into(),
+        devices: vec![DeviceInfo::new(0, None), DeviceInfo::new(3, Some(1))],
+        timestamp: 5,
+        phash: Some("2:abc".into()),
+        raw_id: None,
+    };
+    same!(update_device_list(record.clone()));
+    same!(get_devices("34600000001"));
+    same!(delete_devices("34600000001"));
+    same!(get_devices("34600000001"));
+    let token = |ts: i64, sender: Option<i64>| TcTokenEntry {
+        token: vec![1],
+        token_timestamp: ts,
+        sender_timestamp: sender,
+    };
+    same!(put_tc_token("a@s.whatsapp.net", &token(100, None)));
+    same!(put_tc_token("b@s.whatsapp.net", &token(10, Some(200))));
+    same!(put_tc_token("c@s.whatsapp.net", &token(10, None)));
+    same!(get_tc_token("a@s.whatsapp.net"));
+    same!(delete_expired_tc_tokens(50, 150));
+    let (mut a, mut b) = both!(get_all_tc_token_jids());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    same!(store_sent_message("chat@s.whatsapp.net", "M9", b"payload"));
+    same!(take_sent_message("chat@s.whatsapp.net", "M9"));
+    same!(take_sent_message("chat@s.whatsapp.net", "M9"));
+    same!(store_sent_message("chat@s.whatsapp.net", "M10", b"payload"));
+    same!(delete_expired_sent_messages(i64::MAX));
+    let secret = |id: &str, exp: i64, ts: i64| MsgSecretEntry {
+        chat: A::from("chat@s.whatsapp.net"),
+        sender: A::from("me@s.whatsapp.net"),
+        msg_id: A::from(id),
+        secret: [4u8; 32],
+        expires_at: exp,
+        message_ts: ts,
+    };
+    same!(put_msg_secrets(vec![
+        secret("S1", 100, 5),
+        secret("S2", 0, 6)
+    ]));
+    same!(put_msg_secrets(vec![secret("S1", 300, 2)]));
+    same!(get_msg_secret_with_ts(
+        "chat@s.whatsapp.net",
+        "me@s.whatsapp.net",
+        "S1"
+    ));
+    same!(delete_expired_msg_secrets(200));
+    same!(get_msg_secret(
+        "chat@s.whatsapp.net",
+        "me@s.whatsapp.net",
+        "S1"
+    ));
+    same!(delete_expired_msg_secrets(400));
+    same!(get_msg_secret(
+        "chat@s.whatsapp.net",
+        "me@s.whatsapp.net",
+        "S1"
+    ));
+    same!(get_msg_secret(
+        "chat@s.whatsapp.net",
+        "me@s.whatsapp.net",
+        "S2"
+    ));
+
+    // The device: created, saved, loaded back whole (its keys too).
+    assert!(!ours.exists().await.expect("ok"));
+    ours.create().await.expect("ok");
+    let mut device = ours.load().await.expect("ok").expect("created");
+    device.push_name = "Tienda Ana".into();
+    ours.save(&device).await.expect("ok");
+    let back = ours.load().await.expect("ok").expect("saved");
+    assert_eq!(
+        serde_json::to_string(&back).expect("ok"),
+        serde_json::to_string(&device).expect("ok")
+    );
+
+    // At rest: every value encrypted, every key an HMAC; another channel sees nothing of it.
+    let rows = store_rows(&app, channel.as_str()).await;
+    assert!(rows.len() > 10, "{}", rows.len());
+    assert!(
+        rows.iter()
+            .all(|v| v.starts_with("v1:") && !v.contains("34600000") && !v.contains("Tienda"))
+    );
+    let other = pregonero::domain::ChannelId::from(create_number(&app, json!({})).await);
+    let stranger = DbStore::new(app.state.db.clone(), &other, app.state.cipher.clone());
+    assert_eq!(
+        stranger.get_session("34600000002.0:1").await.expect("ok"),
+        None
+    );
+    assert_eq!(
+        stranger.load_identity("34600000002.0:1").await.expect("ok"),
+        None
+    );
+    assert!(!stranger.exists().await.expect("ok"));
+}
+
+crate::on_both_databases!(the_store_answers_like_the_librarys_own);
