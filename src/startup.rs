@@ -241,6 +241,7 @@ impl Application {
             }),
             Arc::new(subscriptions.clone()),
             Arc::new(crate::live::LiveListener { live: live.clone() }),
+            Arc::new(crate::campaigns::CampaignsListener),
         ]);
         let outbox = Outbox {
             db: db.clone(),

@@ -3,6 +3,7 @@
 //! "retry failed only", schedules and send windows.
 mod actor;
 mod error;
+mod listener;
 pub mod repo;
 mod routes;
 mod service;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use actor::{CampaignRunner, StopCampaigns};
 pub use error::CampaignError;
+pub use listener::CampaignsListener;
 pub use routes::configure;
 pub use service::{NewCampaign, create};
 

@@ -453,8 +453,20 @@ pub async fn change(
     to: CampaignStatus,
     moves: &[(&[MessageStatus], MessageStatus, Option<&str>)],
 ) -> Result<bool, DbErr> {
+    change_saying(db, id, from, to, moves, None).await
+}
+
+/// [`change`], with a detail for the campaign's new status.
+pub async fn change_saying(
+    db: &DatabaseConnection,
+    id: &CampaignId,
+    from: &[CampaignStatus],
+    to: CampaignStatus,
+    moves: &[(&[MessageStatus], MessageStatus, Option<&str>)],
+    detail: Option<&str>,
+) -> Result<bool, DbErr> {
     let txn = db.begin().await?;
-    if !transition(&txn, id, from, to, None).await? {
+    if !transition(&txn, id, from, to, detail).await? {
         return Ok(false);
     }
     for (from, to, code) in moves {
@@ -462,4 +474,39 @@ pub async fn change(
     }
     txn.commit().await?;
     Ok(true)
+}
+
+/// Pauses every running or scheduled campaign of `channel_id` (its queued recipients back to
+/// pending), saying why; returns the paused campaigns' ids.
+pub async fn pause_channel(
+    db: &DatabaseConnection,
+    channel_id: &ChannelId,
+    reason: &str,
+) -> Result<Vec<CampaignId>, DbErr> {
+    let live = [CampaignStatus::Running, CampaignStatus::Scheduled];
+    let found = campaigns::Entity::find()
+        .filter(campaigns::Column::ChannelId.eq(channel_id))
+        .filter(campaigns::Column::Status.is_in(live.iter().map(|s| s.as_str())))
+        .all(db)
+        .await?;
+    let mut paused = Vec::new();
+    for c in found {
+        let moves: &[(&[MessageStatus], MessageStatus, Option<&str>)] =
+            &[(&[MessageStatus::Queued], MessageStatus::Pending, None)];
+        if change_saying(
+            db,
+            &c.id,
+            &live,
+            CampaignStatus::Paused,
+            moves,
+            Some(reason),
+        )
+        .await?
+        {
+            let counters = count(db, &c.id).await?;
+            store_counters(db, &c.id, &counters).await?;
+            paused.push(c.id);
+        }
+    }
+    Ok(paused)
 }

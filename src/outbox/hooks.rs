@@ -134,6 +134,27 @@ pub trait Listener: Send + Sync {
     ) -> BoxFuture<'a, Result<(), DbErr>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// An account stopped being able to send until its owner acts (a WhatsApp Web number
+    /// logged out, taken over or barred): stop using it. Errors are logged.
+    fn account_down<'a>(
+        &'a self,
+        _db: &'a DatabaseConnection,
+        _down: &'a AccountDown<'a>,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// An account that cannot send until its owner acts.
+#[derive(Debug)]
+pub struct AccountDown<'a> {
+    /// Its owner.
+    pub owner_id: &'a UserId,
+    /// The account.
+    pub channel_id: &'a ChannelId,
+    /// Why, for people (`logged out on the phone…`).
+    pub reason: &'a str,
 }
 
 /// The registered listeners, called in registration order.
@@ -178,6 +199,15 @@ impl Listeners {
         for l in self.0.iter() {
             if let Err(e) = l.after(outbox, msg, outcome).await {
                 tracing::warn!(listener = l.name(), message_id = %msg.id, error = ?e, "follow-up of a message outcome failed");
+            }
+        }
+    }
+
+    /// Every listener hears that an account is down.
+    pub async fn account_down(&self, db: &DatabaseConnection, down: &AccountDown<'_>) {
+        for l in self.0.iter() {
+            if let Err(e) = l.account_down(db, down).await {
+                tracing::warn!(listener = l.name(), channel_id = %down.channel_id, error = ?e, "follow-up of an account going down failed");
             }
         }
     }

@@ -55,6 +55,9 @@ struct PhoneState {
     qrs: Vec<String>,
     codes: Vec<String>,
     logouts: usize,
+    /// Connections running now, and the most at once (one device must never run twice).
+    active: usize,
+    max_active: usize,
 }
 
 /// The scripted phone and WhatsApp's servers behind it.
@@ -141,6 +144,8 @@ impl Engine for Phone {
             let run = {
                 let mut s = phone.st();
                 s.starts += 1;
+                s.active += 1;
+                s.max_active = s.max_active.max(s.active);
                 s.events = Some(events.clone());
                 s.starts
             };
@@ -259,6 +264,7 @@ impl Link for PhoneLink {
         Box::pin(async move {
             if let Some(task) = self.task.lock().expect("lock").take() {
                 task.abort();
+                self.phone.st().active -= 1;
             }
         })
     }
@@ -564,15 +570,15 @@ async fn drops_logouts_replacements_and_zombies(backend: Backend) {
         store_rows(&app, &id).await.is_empty(),
         "a logged-out device's keys are wiped"
     );
+    // A message for a logged-out number waits (not an attempt) and goes once it is paired again.
     let m = send(&app, &id, "+34600000002", "hola").await;
-    let failed = app
-        .wait_for_status(&m, "failed", Duration::from_secs(10))
-        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, waiting) = app.get_json(&format!("messages/{m}")).await;
     assert_eq!(
-        failed["last_error_code"], "account-unauthorized",
-        "{failed}"
+        (&waiting["status"], &waiting["attempt_count"]),
+        (&json!("queued"), &json!(0)),
+        "{waiting}"
     );
-
     // Pair again, then unlink from here.
     let (status, _) = app
         .api(
@@ -585,6 +591,8 @@ async fn drops_logouts_replacements_and_zombies(backend: Backend) {
     wait_session(&app, &id, "pairing again", |v| v["qr"].is_string()).await;
     phone.scan();
     wait_session(&app, &id, "connected", |v| v["state"] == "connected").await;
+    app.wait_for_status(&m, "sent", Duration::from_secs(20))
+        .await;
     let (status, _) = app
         .api(Method::POST, &format!("channels/{id}/session/logout"), None)
         .await;
@@ -652,6 +660,19 @@ async fn receipts_refusals_and_opt_out(backend: Backend) {
         .wait_for_status(&refused, "failed", Duration::from_secs(10))
         .await;
     assert_eq!(m["last_error_code"], "whatsapp-web-refused", "{m}");
+    // A burst of refusals is a sign of a ban coming: the owner is warned.
+    for i in 0..4 {
+        send(&app, &id, &format!("+3460000010{i}"), "otra").await;
+    }
+    let warned = wait_session(&app, &id, "warned of a ban", |v| v["warning"].is_string()).await;
+    assert!(
+        warned["warning"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("ban-risk")),
+        "{warned}"
+    );
+    assert_eq!(warned["state"], "connected", "{warned}");
+    phone.set_acks(Acks::Full);
 
     // BAJA from a contact opts them out.
     let (status, c) = app
@@ -765,7 +786,103 @@ async fn a_campaign_keeps_the_gaps_and_the_daily_cap(backend: Backend) {
     );
 }
 
+/// A number logged out mid-campaign pauses the campaign (nothing fails meanwhile); paired again
+/// and resumed, it finishes with every recipient sent once.
+async fn a_logout_pauses_the_numbers_campaigns(backend: Backend) {
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |_| {}).await;
+    let id = connected_number(
+        &app,
+        &phone,
+        json!({"min_gap_secs": 0.15, "max_gap_secs": 0.25, "per_recipient_interval_secs": 1}),
+    )
+    .await;
+    for i in 0..20 {
+        let (status, c) = app
+            .api(
+                Method::POST,
+                "contacts",
+                Some(json!({"phone": format!("+34601{i:06}"), "name": format!("C{i}")})),
+            )
+            .await;
+        assert_eq!(status, 201, "{c}");
+    }
+    let (status, c) = app
+        .api(Method::POST, "campaigns", Some(json!({"name": "Web", "channel_id": id, "body": "Hola {{ nombre }}", "start": true})))
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let campaign = format!("campaigns/{}", c["id"].as_str().expect("id"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while phone.sent().len() < 3 {
+        assert!(Instant::now() < deadline, "the campaign never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    phone.emit(WaEvent::LoggedOut {
+        detail: "401".into(),
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let paused = loop {
+        let (_, c) = app.get_json(&campaign).await;
+        if c["status"] == "paused" {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the campaign was not paused: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        paused["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("logged out")),
+        "{paused}"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let sent_while_down = phone.sent().len();
+    let (_, c) = app.get_json(&campaign).await;
+    assert_eq!(
+        c["counters"]["failed"], 0,
+        "nothing failed while paused: {c}"
+    );
+    assert!(sent_while_down < 20, "{sent_while_down}");
+
+    let (status, _) = app
+        .api(
+            Method::POST,
+            &format!("channels/{id}/session/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_session(&app, &id, "showed a QR", |v| v["qr"].is_string()).await;
+    phone.scan();
+    wait_session(&app, &id, "connected", |v| v["state"] == "connected").await;
+    let (status, r) = app
+        .api(Method::POST, &format!("{campaign}/resume"), None)
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, c) = app.get_json(&campaign).await;
+        if c["status"] == "completed" {
+            assert_eq!(c["counters"]["sent"], 20, "{c}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never completed: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = phone.sent();
+    let recipients: std::collections::HashSet<_> = sent.iter().map(|s| s.to.clone()).collect();
+    assert_eq!(
+        (sent.len(), recipients.len()),
+        (20, 20),
+        "each recipient exactly once"
+    );
+}
+
 crate::on_both_databases!(
+    a_logout_pauses_the_numbers_campaigns,
     pairs_by_qr_and_reconnects_after_a_restart_without_one,
     an_unscanned_qr_expires_and_a_code_pairs_instead,
     drops_logouts_replacements_and_zombies,
@@ -844,7 +961,9 @@ async fn the_store_answers_like_the_librarys_own(backend: Backend) {
     same!(load_prekeys_batch(&[1, 3, 5]));
     same!(store_signed_prekey(2, b"s2"));
     same!(store_signed_prekey(1, b"s1"));
-    same!(load_all_signed_prekeys());
+    let (a, mut b) = both!(load_all_signed_prekeys());
+    b.sort();
+    assert_eq!(a, b, "load_all_signed_prekeys");
     same!(remove_signed_prekey(1));
     same!(load_signed_prekey(1));
     same!(put_sender_key("group@g.us::34600000001", b"sk"));
@@ -1032,3 +1151,57 @@ async fn the_store_answers_like_the_librarys_own(backend: Backend) {
 }
 
 crate::on_both_databases!(the_store_answers_like_the_librarys_own);
+
+/// Two replicas on one PostgreSQL: one runs the session (the other stands by), and when it
+/// stops the other takes the session over with the stored device, no new QR, and never both
+/// at once.
+#[actix_web::test]
+async fn one_replica_runs_a_session_and_another_takes_it_over() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let mut a = web_app(backend, &phone, |s| s.whatsapp_web.lease_secs = 3).await;
+    let id = connected_number(&a, &phone, NO_GAP()).await;
+    let mut settings = a.settings.clone();
+    settings.node_name = Some("test-node-b".into());
+    let b = pregonero::startup::Application::build(settings, phone.options())
+        .await
+        .expect("replica b")
+        .spawn()
+        .expect("spawn b");
+    let b_url = format!("http://127.0.0.1:{}/api/v1/channels/{id}/session", b.port);
+    let (client, key) = (a.client.clone(), a.api_key.clone());
+    let b_session = || async {
+        let req = client.get(&b_url).bearer_auth(&key);
+        crate::helpers::status_and_json(req).await.1
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = b_session().await;
+        if v["state"] == "standby" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica b never stood by: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let qrs = phone.st().qrs.len();
+    a.stop_server().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = b_session().await;
+        if v["state"] == "connected" {
+            assert_eq!(v["phone"], phone.number, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica b never took over: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(phone.st().qrs.len(), qrs, "taken over without a new QR");
+    assert_eq!(
+        phone.st().max_active,
+        1,
+        "never two connections of one device"
+    );
+    b.stop().await;
+}

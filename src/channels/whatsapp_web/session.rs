@@ -31,9 +31,19 @@ use crate::{
     domain::{ChannelId, Receipt, UserId},
     leases,
     live::{Live, LiveEvent},
-    outbox::{Outbox, hooks::Inbound},
+    outbox::{
+        Outbox,
+        hooks::{AccountDown, Inbound},
+    },
 };
 
+/// How long a send to a number that is not connected waits before it asks again.
+pub const NOT_CONNECTED_RETRY: Duration = Duration::from_secs(10);
+/// Refusals by WhatsApp (463, 479, …) within [`REFUSAL_WINDOW`] that pause the number's
+/// campaigns: a burst of them comes before a ban.
+pub const REFUSAL_BURST: usize = 5;
+/// See [`REFUSAL_BURST`].
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(600);
 /// Longest back-off between restarts (WhatsApp Web's cap).
 const MAX_BACKOFF: Duration = Duration::from_secs(900);
 
@@ -93,6 +103,8 @@ pub struct SessionView {
     pub restarts: u32,
     /// Sends waiting for the server's ack.
     pub awaiting_ack: usize,
+    /// A sign of trouble while it still sends (`ban-risk: …`); its campaigns were paused.
+    pub warning: Option<String>,
 }
 
 impl SessionView {
@@ -110,6 +122,7 @@ impl SessionView {
             detail: None,
             restarts: 0,
             awaiting_ack: 0,
+            warning: None,
         }
     }
 }
@@ -122,6 +135,8 @@ pub struct Session {
     pair_phone: Mutex<Option<String>>,
     /// Sent message ids waiting for the server's ack, with when they left.
     unacked: Mutex<HashMap<String, Instant>>,
+    /// When WhatsApp last refused messages (a burst is a sign of a ban coming).
+    refusals: Mutex<std::collections::VecDeque<Instant>>,
     /// What the owner asked for last, and the bell that wakes the driver for it.
     command: Mutex<Option<Command>>,
     restart: Notify,
@@ -143,6 +158,7 @@ impl Session {
             link: Mutex::new(None),
             pair_phone: Mutex::new(None),
             unacked: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(std::collections::VecDeque::new()),
             command: Mutex::new(None),
             restart: Notify::new(),
         }
@@ -183,21 +199,12 @@ impl Session {
         let link = lock(&self.link).clone();
         let link = match (state, link) {
             (SessionState::Connected, Some(link)) => link,
-            (s, _) if s.waits_for_owner() => {
-                return Err(ChannelError::Unauthorized {
-                    detail: format!(
-                        "the WhatsApp Web session is {}; pair it again from the channel's page",
-                        serde_json::to_value(s)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    ),
-                });
-            }
-            // Pairing, reconnecting or run by another replica: not an attempt; try again soon.
+            // Pairing, reconnecting, run by another replica, or waiting for its owner (logged
+            // out, replaced, failed): nothing is lost and nothing counts as an attempt; the
+            // message waits in the queue until the number sends again (its campaigns pause).
             _ => {
                 return Err(ChannelError::Deferred {
-                    wait: Duration::from_secs(10),
+                    wait: NOT_CONNECTED_RETRY,
                 });
             }
         };
@@ -293,23 +300,41 @@ enum RunEnd {
 }
 
 /// Ends a session's connection when its driver is dropped (the account actor stopped: the
-/// channel was deleted, or the server shuts down).
-struct StopOnDrop(Arc<Session>);
+/// channel was deleted, or the server shuts down) and hands its lease back, so another replica
+/// takes the session over at once rather than after the lease runs out.
+struct StopOnDrop {
+    session: Arc<Session>,
+    db: DatabaseConnection,
+    lease: String,
+    node: String,
+}
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        let link = lock(&self.0.link).take();
-        if let (Some(link), Ok(rt)) = (link, tokio::runtime::Handle::try_current()) {
-            rt.spawn(async move { link.stop().await });
-        }
+        let link = lock(&self.session.link).take();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (db, lease, node) = (self.db.clone(), self.lease.clone(), self.node.clone());
+        rt.spawn(async move {
+            if let Some(link) = link {
+                link.stop().await;
+                let _ = leases::release_any(&db, &lease, &node).await;
+            }
+        });
     }
 }
 
 /// Runs channel `channel_id`'s session until the account actor stops.
 pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
     let session = ctx.sessions.get(&channel_id);
-    let _stop = StopOnDrop(session.clone());
     let lease = lease_name(&channel_id);
+    let _stop = StopOnDrop {
+        session: session.clone(),
+        db: ctx.db.clone(),
+        lease: lease.clone(),
+        node: ctx.node.clone(),
+    };
     let mut restarts = 0u32;
     loop {
         if !ctx.runs_sessions {
@@ -400,8 +425,9 @@ async fn wait_for_owner(
     why: String,
 ) {
     tracing::warn!(channel_id = %lock(&session.view).channel_id, state = ?state, reason = %why, "WhatsApp Web session waits for its owner");
-    set_state(ctx, owner, session, state, Some(why));
+    set_state(ctx, owner, session, state, Some(why.clone()));
     let _ = leases::release_any(&ctx.db, lease, &ctx.node).await;
+    account_down(ctx, owner, session, &why).await;
     loop {
         session.restart.notified().await;
         match session.take_command() {
@@ -573,6 +599,9 @@ async fn on_event(
             {
                 let mut v = lock(&session.view);
                 v.restarts = 0;
+                if v.state != SessionState::Connected {
+                    v.warning = None;
+                }
                 v.qr = None;
                 v.qr_url = None;
                 v.pair_code = None;
@@ -624,6 +653,28 @@ async fn on_event(
                     detail: format!("WhatsApp refused the message (error {code})"),
                 };
                 status(ctx, channel_id, &id, Receipt::Failed, Some(err)).await;
+                let burst = {
+                    let mut r = lock(&session.refusals);
+                    r.push_back(Instant::now());
+                    while r.front().is_some_and(|t| t.elapsed() > REFUSAL_WINDOW) {
+                        r.pop_front();
+                    }
+                    let burst = r.len() >= REFUSAL_BURST;
+                    if burst {
+                        r.clear();
+                    }
+                    burst
+                };
+                if burst {
+                    let why = format!(
+                        "ban-risk: WhatsApp refused {REFUSAL_BURST} messages within {} minutes",
+                        REFUSAL_WINDOW.as_secs() / 60
+                    );
+                    tracing::warn!(%channel_id, reason = %why, "WhatsApp Web number shows signs of a ban");
+                    lock(&session.view).warning = Some(why.clone());
+                    publish(ctx, owner, session.view());
+                    account_down(ctx, owner, session, &why).await;
+                }
             }
         }
         WaEvent::Receipt { ids, seen } => {
@@ -653,6 +704,20 @@ async fn on_event(
         WaEvent::Ended => return Some(RunEnd::Retry("the connection ended".into())),
     }
     None
+}
+
+/// Tells every feature that the number cannot send (its campaigns pause).
+async fn account_down(ctx: &WebContext, owner: &UserId, session: &Session, reason: &str) {
+    let Some(outbox) = ctx.outbox.get() else {
+        return;
+    };
+    let channel_id = lock(&session.view).channel_id.clone();
+    let down = AccountDown {
+        owner_id: owner,
+        channel_id: &channel_id,
+        reason,
+    };
+    outbox.listeners.account_down(&outbox.db, &down).await;
 }
 
 /// Moves a message of this number along (a receipt, or WhatsApp's refusal).
@@ -723,6 +788,11 @@ fn set_state(
     };
     metrics::counter!("pregonero_whatsapp_web_transitions_total", "state" => format!("{state:?}"))
         .increment(1);
+    publish(ctx, owner, view);
+}
+
+/// Tells the owner's dashboards (`channel.session` live event).
+fn publish(ctx: &WebContext, owner: &UserId, view: SessionView) {
     let live = ctx.live.clone();
     let event = LiveEvent {
         owner: owner.clone(),
