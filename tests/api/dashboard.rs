@@ -11,7 +11,7 @@ use crate::{
 
 /// Runs the browser script; `None` (with a printed reason) when scripts/services.sh could not
 /// install Chromium or the npm packages.
-async fn run_browser(app: &TestApp, script: &str, env: &[(&str, &str)]) -> Option<()> {
+pub(crate) async fn run_browser(app: &TestApp, script: &str, env: &[(&str, &str)]) -> Option<()> {
     if let Ok(reason) = std::env::var("TEST_SKIP_BROWSER") {
         eprintln!("SKIPPED browser test: {reason}");
         return None;

@@ -1205,3 +1205,39 @@ async fn one_replica_runs_a_session_and_another_takes_it_over() {
     );
     b.stop().await;
 }
+
+/// The dashboard's Channels page in Chromium against the scripted phone: link by QR (it
+/// rotates live), see it connected with its number, unlink it (`tests/e2e/whatsapp_web.mjs`).
+#[actix_web::test]
+async fn linking_a_number_from_the_dashboard() {
+    let phone = Phone::new(Duration::from_secs(3), Duration::from_secs(2));
+    let app = web_app(Backend::Sqlite, &phone, |s| {
+        s.admin_password = Some(crate::auth::LOCAL_PASSWORD.into());
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scan_file = dir.path().join("scan");
+    // The phone scans when the page says so (after it has seen the QR rotate).
+    let (watch, p) = (scan_file.clone(), phone.clone());
+    let scanner = tokio::spawn(async move {
+        while !watch.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p.scan();
+    });
+    let ran = crate::dashboard::run_browser(
+        &app,
+        "whatsapp_web.mjs",
+        &[
+            ("PASSWORD", crate::auth::LOCAL_PASSWORD),
+            ("SCAN_FILE", scan_file.to_str().expect("path")),
+            ("PHONE", phone.number),
+        ],
+    )
+    .await;
+    scanner.abort();
+    if ran.is_some() {
+        assert_eq!(phone.st().logouts, 1, "unlinked from the page");
+        assert!(phone.st().qrs.len() >= 2, "the page saw the QR rotate");
+    }
+}

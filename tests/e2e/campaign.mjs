@@ -43,6 +43,8 @@ try {
 
   step('connect the WhatsApp number');
   await page.click('a[href="#/channels"]');
+  // WhatsApp Web (by QR) is the default kind; this number is a Cloud API one.
+  await page.check('input[name=kind][value=whatsapp_cloud]');
   await page.fill('#new-whatsapp input[name=name]', 'Ventas');
   await page.fill('#new-whatsapp input[name=phone_number_id]', env.WA_NUMBER);
   await page.fill('#new-whatsapp input[name=access_token]', env.WA_TOKEN);

@@ -12,7 +12,7 @@ const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 export const PAGES = ['dashboard', 'messages', 'campaigns', 'contacts', 'templates', 'channels', 'integrations', 'events', 'media', 'signals', 'api-keys', 'audit-log'];
 
 /** Serious and critical axe violations of what the page shows now. */
-async function violations(page) {
+export async function violations(page) {
   if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(axeSource);
   const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
   return result.violations
