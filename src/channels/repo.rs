@@ -110,6 +110,11 @@ pub async fn delete(db: &DatabaseConnection, id: &ChannelId) -> Result<(), DbErr
     channel_accounts::Entity::delete_by_id(id.to_owned())
         .exec(db)
         .await?;
+    // A WhatsApp Web number's session keys go with it.
+    crate::entities::wa_session_store::Entity::delete_many()
+        .filter(crate::entities::wa_session_store::Column::ChannelId.eq(id.as_str()))
+        .exec(db)
+        .await?;
     Ok(())
 }
 

@@ -280,6 +280,7 @@ async fn delete_channel(
         .ok_or_else(not_found)?;
     repo::delete(&state.db, &row.id).await?;
     state.channel_rows.clear();
+    state.web_sessions.remove(&row.id);
     let _ = state.registry.send(Unregister(row.id)).await;
     Ok(HttpResponse::NoContent().finish())
 }

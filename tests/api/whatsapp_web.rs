@@ -600,6 +600,36 @@ async fn drops_logouts_replacements_and_zombies(backend: Backend) {
     wait_session(&app, &id, "unlinked", |v| v["state"] == "logged_out").await;
     assert_eq!(phone.st().logouts, 1);
     assert!(store_rows(&app, &id).await.is_empty());
+
+    // Deleting a linked number ends its connection and deletes its keys.
+    let (status, _) = app
+        .api(
+            Method::POST,
+            &format!("channels/{id}/session/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_session(&app, &id, "pairing again", |v| v["qr"].is_string()).await;
+    phone.scan();
+    wait_session(&app, &id, "connected", |v| v["state"] == "connected").await;
+    assert!(!store_rows(&app, &id).await.is_empty());
+    let (status, _) = app
+        .api(Method::DELETE, &format!("channels/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert!(
+        store_rows(&app, &id).await.is_empty(),
+        "keys deleted with the channel"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while phone.st().active > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the connection outlived its channel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The provider statuses a message went through, in order.
@@ -1136,6 +1166,32 @@ async fn the_store_answers_like_the_librarys_own(backend: Backend) {
     assert!(
         rows.iter()
             .all(|v| v.starts_with("v1:") && !v.contains("34600000") && !v.contains("Tienda"))
+    );
+    // A rotated secret key: the old one in previous_secret_keys still opens the session.
+    let fresh = pregonero::crypto::Cipher::generate_key();
+    crate::helpers::secret(&fresh);
+    let old_key = pregonero::db::secret_key(&app.settings).expect("the server's key");
+    let rotated = pregonero::crypto::Cipher::from_base64(&fresh)
+        .expect("key")
+        .with_previous([old_key.trim()])
+        .expect("previous");
+    let moved = DbStore::new(app.state.db.clone(), &channel, rotated);
+    assert!(moved.rekey().await.expect("rekey") > 10);
+    assert_eq!(
+        moved.rekey().await.expect("rekey again"),
+        0,
+        "all moved at once"
+    );
+    assert_eq!(
+        moved.load_identity("34600000002.0:1").await.expect("ok"),
+        Some([8u8; 32])
+    );
+    assert!(
+        moved
+            .load()
+            .await
+            .expect("ok")
+            .is_some_and(|d| d.push_name == "Tienda Ana")
     );
     let other = pregonero::domain::ChannelId::from(create_number(&app, json!({})).await);
     let stranger = DbStore::new(app.state.db.clone(), &other, app.state.cipher.clone());

@@ -458,6 +458,13 @@ async fn connect_once(
     lease: &str,
 ) -> RunEnd {
     let store = DbStore::new(ctx.db.clone(), channel_id, ctx.cipher.clone());
+    match store.rekey().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(%channel_id, records = n, "WhatsApp Web session moved to the current secret key")
+        }
+        Err(e) => return RunEnd::Retry(format!("cannot read the stored session: {e}")),
+    }
     let paired = store.paired().await.unwrap_or(false);
     // A stored device reconnects; only a new pairing uses the code's phone.
     let pair_phone = if paired {

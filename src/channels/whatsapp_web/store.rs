@@ -259,6 +259,37 @@ impl DbStore {
             .collect()
     }
 
+    /// Moves every record of this channel under the current secret key (after a rotation:
+    /// the row keys are HMACs under a key derived from it, and values written with a previous
+    /// key are re-encrypted). Returns how many records moved. Run before each connection.
+    pub async fn rekey(&self) -> Result<usize> {
+        let found = rows::Entity::find()
+            .filter(rows::Column::ChannelId.eq(self.channel.as_str()))
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        let mut moved = 0;
+        for row in found {
+            let rec = self.open::<serde_json::Value>(&row.v)?;
+            let mac = self.mac(&row.ns, &rec.k);
+            if mac == row.k && self.cipher.is_current(&row.v) {
+                continue;
+            }
+            self.put(&row.ns, &rec.k, &rec.v).await?;
+            if mac != row.k {
+                rows::Entity::delete_many()
+                    .filter(rows::Column::ChannelId.eq(self.channel.as_str()))
+                    .filter(rows::Column::Ns.eq(row.ns.as_str()))
+                    .filter(rows::Column::K.eq(row.k.as_str()))
+                    .exec(&self.db)
+                    .await
+                    .map_err(db_err)?;
+            }
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
     /// Deletes every record of this channel (the device was logged out or the channel deleted).
     pub async fn wipe(&self) -> Result<()> {
         rows::Entity::delete_many()
