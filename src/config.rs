@@ -402,6 +402,11 @@ pub struct WhatsAppWebSettings {
     /// Restarts in a row without connecting before a session is `failed` and waits for its
     /// owner.
     pub max_restarts: u32,
+    /// Warm-up of a newly linked number: its daily cap on the day it was linked (0: no warm-up,
+    /// the number's `per_day` from the start).
+    pub warmup_first_day: u32,
+    /// Warm-up: how much the daily cap grows each day after that, up to the number's `per_day`.
+    pub warmup_daily_increase: u32,
 }
 
 /// How WhatsApp messages carry their media (CHANNELS.md [W-MEDIA]).
@@ -655,6 +660,8 @@ impl Default for Settings {
                 lease_secs: 30,
                 ack_timeout_secs: 45,
                 max_restarts: 8,
+                warmup_first_day: 20,
+                warmup_daily_increase: 15,
             },
             campaigns: CampaignSettings {
                 tick_ms: 250,

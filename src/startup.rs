@@ -167,6 +167,9 @@ impl Application {
         };
         let node_name = settings.node_name.clone().unwrap_or_else(hostname);
         // WhatsApp Web sessions run on worker replicas, one replica per session (by lease).
+        // The outbox is built after the adapters that need it: they get it through this cell,
+        // which the state owns (see `WebContext::outbox`).
+        let web_outbox: Arc<std::sync::OnceLock<Outbox>> = Default::default();
         let web = WebContext {
             db: db.clone(),
             cipher: cipher.clone(),
@@ -174,11 +177,15 @@ impl Application {
             engine: options.whatsapp_web.clone(),
             sessions: Sessions::default(),
             live: live.clone(),
-            outbox: Default::default(),
+            outbox: Arc::downgrade(&web_outbox),
             runs_sessions: options.workers,
             lease: Duration::from_secs(settings.whatsapp_web.lease_secs.max(3)),
             ack_timeout: Duration::from_secs(settings.whatsapp_web.ack_timeout_secs.max(1)),
             max_restarts: settings.whatsapp_web.max_restarts,
+            warmup: (
+                settings.whatsapp_web.warmup_first_day,
+                settings.whatsapp_web.warmup_daily_increase,
+            ),
         };
         let w = &settings.whatsapp;
         // The actors get their own clients: pooled connections run on the runtime that opened
@@ -263,7 +270,7 @@ impl Application {
                 settings: settings.clone(),
             }),
         };
-        let _ = web.outbox.set(outbox.clone());
+        let _ = web_outbox.set(outbox.clone());
         let lockout = Arc::new(
             Lockout::new(
                 settings_auth.login_max_failures,
@@ -282,6 +289,7 @@ impl Application {
             telegram,
             adapters,
             web_sessions: web.sessions.clone(),
+            web_outbox,
             cipher,
             media,
             settings,

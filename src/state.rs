@@ -36,6 +36,8 @@ pub struct AppState {
     pub adapters: crate::channels::Adapters,
     /// WhatsApp Web sessions this replica knows (`/channels/{id}/session`).
     pub web_sessions: crate::channels::whatsapp_web::Sessions,
+    /// The outbox as WhatsApp Web sessions reach it (they hold it weakly; this keeps it).
+    pub web_outbox: Arc<std::sync::OnceLock<crate::outbox::Outbox>>,
     /// Encrypts secrets at rest.
     pub cipher: Cipher,
     /// Where uploaded media lives.

@@ -2,9 +2,11 @@
 //! logged out, taken over or barred) pauses its campaigns, so they resume where they stopped
 //! once the owner has mended it, instead of failing every recipient meanwhile.
 use futures::future::BoxFuture;
-use sea_orm::DatabaseConnection;
 
-use crate::outbox::hooks::{AccountDown, Listener};
+use crate::outbox::{
+    Outbox,
+    hooks::{AccountDown, Listener},
+};
 
 /// Pauses an account's campaigns when it goes down.
 pub struct CampaignsListener;
@@ -16,12 +18,12 @@ impl Listener for CampaignsListener {
 
     fn account_down<'a>(
         &'a self,
-        db: &'a DatabaseConnection,
+        outbox: &'a Outbox,
         down: &'a AccountDown<'a>,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let reason = format!("paused: {}", down.reason);
-            let paused = super::repo::pause_channel(db, down.channel_id, &reason).await?;
+            let paused = super::repo::pause_channel(&outbox.db, down.channel_id, &reason).await?;
             if !paused.is_empty() {
                 tracing::warn!(channel_id = %down.channel_id, campaigns = paused.len(), reason = %down.reason, "campaigns paused: their account is down");
             }

@@ -171,6 +171,11 @@ impl Handler<Deliver> for AccountActor {
         let channel_id = self.id.clone();
         let channel = self.kind;
         Box::pin(async move {
+            if let Err(wait) = connection.ready() {
+                metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => "deferred")
+                    .increment(1);
+                return Err(ChannelError::Deferred { wait });
+            }
             let kind = connection.recipient_kind(&msg.recipient);
             // The horizon is a promise to the delivery (its lease counts on it): a pacer that
             // overruns it (a slow Redis call at the end of the wait) is dropped, which gives its

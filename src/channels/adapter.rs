@@ -150,6 +150,13 @@ pub trait Connection: Send + Sync {
     fn send<'a>(&'a self, msg: &'a OutboundMessage)
     -> BoxFuture<'a, Result<Receipt, ChannelError>>;
 
+    /// Whether a send could leave now, before the pacer gives it a turn: `Err(wait)` defers it
+    /// (not an attempt, no pacing turn taken), e.g. a WhatsApp Web number that is not connected
+    /// or has used up its day.
+    fn ready(&self) -> Result<(), std::time::Duration> {
+        Ok(())
+    }
+
     /// Which per-recipient limit applies to `to`.
     fn recipient_kind(&self, _to: &str) -> RecipientKind {
         RecipientKind::Private

@@ -8,9 +8,9 @@ use super::{PAUSED_BOT_BLOCKED, Status, repo};
 use crate::{
     clock::Clock,
     outbox::{
-        Outbox,
-        hooks::{Listener, Outcome, Quotas},
-        repo::MessageRow,
+        Outbox, Pending,
+        hooks::{AccountDown, Listener, Outcome, Quotas},
+        repo::{MessageRow, NewMessage},
     },
 };
 
@@ -98,6 +98,53 @@ impl Listener for IntegrationsListener {
             if paused > 0 {
                 tracing::info!(channel_id = %msg.channel_id, chat = %crate::telemetry::redact(&msg.recipient), paused, code, "integrations paused: chat unreachable");
             }
+            Ok(())
+        })
+    }
+
+    /// One of the owner's accounts went down (a WhatsApp Web number logged out, taken over,
+    /// barred): the owner hears it in the chat of their first active integration, if they have
+    /// one. It goes through the outbox like any alert, without taking from the daily quota.
+    fn account_down<'a>(
+        &'a self,
+        outbox: &'a Outbox,
+        down: &'a AccountDown<'a>,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let integrations = repo::list_for(&outbox.db, down.owner_id, None).await?;
+            let Some((integration, chat)) = integrations.into_iter().find_map(|i| {
+                let chat = i.chat_id.clone()?;
+                (i.status == Status::Active.as_str()).then_some((i, chat))
+            }) else {
+                return Ok(());
+            };
+            if &integration.channel_id == down.channel_id {
+                return Ok(());
+            }
+            let name = crate::channels::repo::find(&outbox.db, down.channel_id)
+                .await?
+                .map(|c| c.name)
+                .unwrap_or_else(|| down.channel_id.to_string());
+            let message = NewMessage {
+                owner_id: down.owner_id.clone(),
+                channel_id: integration.channel_id.clone(),
+                recipient: chat,
+                body: format!("⚠️ Pregonero: «{name}» cannot send. {}", down.reason),
+                parse_mode: None,
+                media_id: None,
+                idempotency_key: None,
+                request_hash: None,
+                integration_id: Some(integration.id.clone()),
+            };
+            crate::outbox::admit(
+                outbox,
+                Pending {
+                    message,
+                    quota: None,
+                },
+            )
+            .await?;
+            tracing::info!(channel_id = %down.channel_id, integration_id = %integration.id, "owner told that an account is down");
             Ok(())
         })
     }

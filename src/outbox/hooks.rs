@@ -139,7 +139,7 @@ pub trait Listener: Send + Sync {
     /// logged out, taken over or barred): stop using it. Errors are logged.
     fn account_down<'a>(
         &'a self,
-        _db: &'a DatabaseConnection,
+        _outbox: &'a Outbox,
         _down: &'a AccountDown<'a>,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async { Ok(()) })
@@ -204,9 +204,9 @@ impl Listeners {
     }
 
     /// Every listener hears that an account is down.
-    pub async fn account_down(&self, db: &DatabaseConnection, down: &AccountDown<'_>) {
+    pub async fn account_down(&self, outbox: &Outbox, down: &AccountDown<'_>) {
         for l in self.0.iter() {
-            if let Err(e) = l.account_down(db, down).await {
+            if let Err(e) = l.account_down(outbox, down).await {
                 tracing::warn!(listener = l.name(), channel_id = %down.channel_id, error = ?e, "follow-up of an account going down failed");
             }
         }

@@ -8,7 +8,7 @@ use crate::{
     channels::{
         adapter::SetupError,
         repo::{self, ChannelRow},
-        whatsapp_web::{self, SessionView},
+        whatsapp_web::{self, DbStore, SessionView, store::SessionCommand},
     },
     domain::ChannelId,
     error::ApiError,
@@ -44,6 +44,35 @@ async fn web_channel(
     Ok(row)
 }
 
+/// The session as the replica running it shows it: this one's, else the view that replica
+/// stored (a standby or API-only replica).
+pub async fn view(state: &AppState, id: &ChannelId) -> SessionView {
+    let session = state.web_sessions.get(id);
+    let here = session.view();
+    if session.driving() {
+        return here;
+    }
+    let store = DbStore::new(state.db.clone(), id, state.cipher.clone());
+    match store.stored_view::<SessionView>().await {
+        Ok(Some(mut stored)) => {
+            // Counted by the replica that sends; this one's count is not the day's.
+            stored.awaiting_ack = 0;
+            stored
+        }
+        _ => here,
+    }
+}
+
+/// Leaves `command` for whichever replica runs the session, and wakes it if it is this one.
+async fn ask(state: &AppState, id: &ChannelId, command: &SessionCommand) -> Result<(), ApiError> {
+    DbStore::new(state.db.clone(), id, state.cipher.clone())
+        .put_command(command)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot store the session command: {e}"))?;
+    state.web_sessions.get(id).wake();
+    Ok(())
+}
+
 /// A WhatsApp Web number's session: state, QR (text and SVG data URL) or pairing code, phone.
 #[utoipa::path(
     tag = "channels",
@@ -61,7 +90,7 @@ async fn get_session(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = web_channel(&state, &caller, &path).await?;
-    Ok(HttpResponse::Ok().json(state.web_sessions.get(&row.id).view()))
+    Ok(HttpResponse::Ok().json(view(&state, &row.id).await))
 }
 
 /// `POST /channels/{id}/session/restart`.
@@ -101,9 +130,12 @@ async fn restart_session(
         })?),
         None => None,
     };
-    let session = state.web_sessions.get(&row.id);
-    session.restart(pair_phone);
-    Ok(HttpResponse::Accepted().json(session.view()))
+    let command = SessionCommand {
+        logout: false,
+        pair_phone,
+    };
+    ask(&state, &row.id, &command).await?;
+    Ok(HttpResponse::Accepted().json(view(&state, &row.id).await))
 }
 
 /// Unlink the device from the phone and forget its keys; the session waits in `logged_out`
@@ -124,7 +156,10 @@ async fn logout_session(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let row = web_channel(&state, &caller, &path).await?;
-    let session = state.web_sessions.get(&row.id);
-    session.logout();
-    Ok(HttpResponse::Accepted().json(session.view()))
+    let command = SessionCommand {
+        logout: true,
+        pair_phone: None,
+    };
+    ask(&state, &row.id, &command).await?;
+    Ok(HttpResponse::Accepted().json(view(&state, &row.id).await))
 }

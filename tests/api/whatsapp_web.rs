@@ -158,6 +158,11 @@ impl Engine for Phone {
                 }
                 if let Some(for_phone) = pair_phone {
                     assert!(for_phone.starts_with('+'), "{for_phone}");
+                    // WhatsApp keeps sending QR refs while a code pairing runs.
+                    let _ = ev.send(WaEvent::Qr {
+                        code: format!("2@ref-{run}-code-mode,bm9pc2U=,aWRlbnRpdHk=,YWR2,1"),
+                        timeout: p.qr_first,
+                    });
                     let code = format!("PRGN{run:04}");
                     p.st().codes.push(code.clone());
                     let _ = ev.send(WaEvent::PairCode {
@@ -327,8 +332,11 @@ async fn store_rows(app: &TestApp, channel: &str) -> Vec<String> {
     let db = app.inspect_db().await;
     let backend = db.get_database_backend();
     let sql = match backend {
-        sea_orm::DbBackend::Postgres => "SELECT v FROM wa_session_store WHERE channel_id = $1",
-        _ => "SELECT v FROM wa_session_store WHERE channel_id = ?",
+        // The session's keys (`meta` holds its last view and when it was linked).
+        sea_orm::DbBackend::Postgres => {
+            "SELECT v FROM wa_session_store WHERE channel_id = $1 AND ns <> 'meta'"
+        }
+        _ => "SELECT v FROM wa_session_store WHERE channel_id = ? AND ns <> 'meta'",
     };
     db.query_all_raw(Statement::from_sql_and_values(
         backend,
@@ -343,7 +351,7 @@ async fn store_rows(app: &TestApp, channel: &str) -> Vec<String> {
 }
 
 async fn pairs_by_qr_and_reconnects_after_a_restart_without_one(backend: Backend) {
-    let phone = Phone::new(Duration::from_millis(600), Duration::from_millis(300));
+    let phone = Phone::new(Duration::from_millis(2500), Duration::from_millis(1500));
     let mut app = web_app(backend, &phone, |_| {}).await;
     let id = create_number(&app, json!({})).await;
 
@@ -737,7 +745,7 @@ async fn receipts_refusals_and_opt_out(backend: Backend) {
 /// measured from the phone's send times.
 async fn a_campaign_keeps_the_gaps_and_the_daily_cap(backend: Backend) {
     let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
-    let app = web_app(backend, &phone, |_| {}).await;
+    let mut app = web_app(backend, &phone, |s| s.whatsapp_web.warmup_first_day = 0).await;
     let id = connected_number(
         &app,
         &phone,
@@ -814,6 +822,21 @@ async fn a_campaign_keeps_the_gaps_and_the_daily_cap(backend: Backend) {
         campaign["status"], "running",
         "the rest waits for tomorrow: {campaign}"
     );
+    let (_, session) = app.get_json(&format!("channels/{id}/session")).await;
+    assert_eq!(
+        (&session["sent_today"], &session["cap_today"]),
+        (&json!(150), &json!(150)),
+        "{session}"
+    );
+
+    // The day's count survives a restart: it comes from the ledger, not from memory.
+    app.stop_server().await;
+    app.start_server().await;
+    wait_session(&app, &id, "reconnected", |v| v["state"] == "connected").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(phone.sent().len(), 150, "the cap holds across a restart");
+    let (_, session) = app.get_json(&format!("channels/{id}/session")).await;
+    assert_eq!(session["sent_today"], 150, "{session}");
 }
 
 /// A number logged out mid-campaign pauses the campaign (nothing fails meanwhile); paired again
@@ -821,6 +844,9 @@ async fn a_campaign_keeps_the_gaps_and_the_daily_cap(backend: Backend) {
 async fn a_logout_pauses_the_numbers_campaigns(backend: Backend) {
     let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
     let app = web_app(backend, &phone, |_| {}).await;
+    // The owner's alerts chat, where they hear that the number went down.
+    let bot = app.create_bot(None).await;
+    app.linked_integration(&bot, 5150).await;
     let id = connected_number(
         &app,
         &phone,
@@ -868,6 +894,11 @@ async fn a_logout_pauses_the_numbers_campaigns(backend: Backend) {
             .is_some_and(|d| d.contains("logged out")),
         "{paused}"
     );
+    let told = app.wait_for_text(5150, "cannot send").await;
+    assert!(
+        told.contains("Tienda") && told.contains("logged out"),
+        "{told}"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     let sent_while_down = phone.sent().len();
     let (_, c) = app.get_json(&campaign).await;
@@ -911,7 +942,68 @@ async fn a_logout_pauses_the_numbers_campaigns(backend: Backend) {
     );
 }
 
+/// A newly linked number sends 20 on its first day; linked two days ago, 50.
+async fn a_new_number_warms_up(backend: Backend) {
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |_| {}).await;
+    let id = connected_number(&app, &phone, NO_GAP()).await;
+    let (_, session) = app.get_json(&format!("channels/{id}/session")).await;
+    assert_eq!(session["cap_today"], 20, "{session}");
+    for i in 0..30 {
+        send(&app, &id, &format!("+34602{i:06}"), "hola").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while phone.sent().len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} sent",
+            phone.sent().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(phone.sent().len(), 20, "the first day's cap");
+
+    // Two days later (as the store says), the cap has grown to per_day.
+    let store = DbStore::new(
+        app.state.db.clone(),
+        &pregonero::domain::ChannelId::from(id.as_str()),
+        app.state.cipher.clone(),
+    );
+    store
+        .set_linked_at(chrono::Utc::now() - chrono::Duration::days(2), true)
+        .await
+        .expect("linked_at");
+    let (status, _) = app
+        .api(
+            Method::POST,
+            &format!("channels/{id}/session/restart"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let session = wait_session(&app, &id, "grew its cap", |v| {
+        v["cap_today"] == 50 && v["state"] == "connected"
+    })
+    .await;
+    assert_eq!(session["sent_today"], 20, "{session}");
+    // (The ten held back look again within the hour; new ones go now.)
+    for i in 30..40 {
+        send(&app, &id, &format!("+34602{i:06}"), "hola").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while phone.sent().len() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} sent",
+            phone.sent().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 crate::on_both_databases!(
+    a_new_number_warms_up,
     a_logout_pauses_the_numbers_campaigns,
     pairs_by_qr_and_reconnects_after_a_restart_without_one,
     an_unscanned_qr_expires_and_a_code_pairs_instead,
@@ -1232,15 +1324,52 @@ async fn one_replica_runs_a_session_and_another_takes_it_over() {
         let req = client.get(&b_url).bearer_auth(&key);
         crate::helpers::status_and_json(req).await.1
     };
+    // B knows the channel (its account sync) and stands by; its API shows A's session.
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = b_session().await;
-        if v["state"] == "standby" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replica b never stood by: {v}");
+    while b
+        .state
+        .web_sessions
+        .peek(&pregonero::domain::ChannelId::from(id.as_str()))
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica b never started the account"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let v = b_session().await;
+    assert_eq!(
+        (&v["state"], &v["phone"]),
+        (&json!("connected"), &json!(phone.number)),
+        "{v}"
+    );
+    assert!(
+        !b.state
+            .web_sessions
+            .get(&pregonero::domain::ChannelId::from(id.as_str()))
+            .driving()
+    );
+    // A restart asked through B is done by A, which runs the session.
+    let starts = phone.st().starts;
+    let restart = a
+        .client
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/channels/{id}/session/restart",
+            b.port
+        ))
+        .bearer_auth(&a.api_key);
+    let (status, _) = crate::helpers::status_and_json(restart).await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while phone.st().starts == starts {
+        assert!(
+            Instant::now() < deadline,
+            "the restart asked through B never reached A"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_session(&a, &id, "connected again", |v| v["state"] == "connected").await;
     let qrs = phone.st().qrs.len();
     a.stop_server().await;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -77,7 +77,7 @@ export const en = {
     scan3: 'Point the phone at this code.', scanBelow: 'Now scan the QR below with the phone of {{name}}.', qrExpires: 'The code renews itself (this one is valid until {{when}}).',
     typeCode: 'On the phone, under Linked devices › Link with phone number, type:', reconnect: 'Reconnect', newQr: 'New QR',
     unlink: 'Unlink', unlinkConfirm: 'Unlink {{name}} from the phone? You will have to scan a new QR to send again.',
-    banRisk: 'Careful: its campaigns were paused.',
+    sentToday: 'Sent in the last 24 hours: {{sent}}', sentOfCap: 'Sent in the last 24 hours: {{sent}} of {{cap}} (a new number warms up: its daily cap grows each day)', banRisk: 'Careful: its campaigns were paused.',
     session: {
       starting: 'connecting…', pairing: 'waiting for the phone', connected: 'connected', reconnecting: 'reconnecting…',
       logged_out: 'logged out on the phone', replaced: 'opened elsewhere', failed: 'stopped', standby: 'running on another server',

@@ -79,7 +79,7 @@ export const es: typeof en = {
     scan3: 'Apunta el teléfono a este código.', scanBelow: 'Ahora escanea el QR de abajo con el teléfono de {{name}}.', qrExpires: 'El código se renueva solo (este vale hasta {{when}}).',
     typeCode: 'En el teléfono, en Dispositivos vinculados › Vincular con el número de teléfono, escribe:', reconnect: 'Reconectar', newQr: 'Nuevo QR',
     unlink: 'Desvincular', unlinkConfirm: '¿Desvincular {{name}} del teléfono? Tendrás que escanear un QR nuevo para volver a enviar.',
-    banRisk: 'Cuidado: sus campañas se han pausado.',
+    sentToday: 'Enviados en las últimas 24 horas: {{sent}}', sentOfCap: 'Enviados en las últimas 24 horas: {{sent}} de {{cap}} (un número nuevo se calienta: su límite diario crece cada día)', banRisk: 'Cuidado: sus campañas se han pausado.',
     session: {
       starting: 'conectando…', pairing: 'esperando al teléfono', connected: 'conectado', reconnecting: 'reconectando…',
       logged_out: 'sesión cerrada en el teléfono', replaced: 'abierto en otro sitio', failed: 'detenido', standby: 'en otro servidor',

@@ -23,7 +23,7 @@ export type Channel = {
 export type Session = {
   channel_id: string; state: string; qr: string | null; expires_at: string | null; pair_code: string | null;
   phone: string | null; push_name: string | null; since: string; detail: string | null; warning: string | null;
-  restarts: number; awaiting_ack: number;
+  restarts: number; awaiting_ack: number; sent_today: number; cap_today: number | null; linked_at: string | null;
 };
 
 const KINDS = ['whatsapp_web', 'whatsapp_cloud', 'telegram', 'webhook'] as const;
@@ -196,6 +196,13 @@ function WebSession({ channel, writable }: { channel: Channel; writable: boolean
             {s.push_name ? <span class="muted"> ({s.push_name})</span> : null}
             {s.detail ? <span class="muted"> · {s.detail}</span> : null}
           </p>
+          {s.state === 'connected' ? (
+            <p class="muted">
+              {s.cap_today == null
+                ? t('channels.sentToday', { sent: fmtNumber(s.sent_today) })
+                : t('channels.sentOfCap', { sent: fmtNumber(s.sent_today), cap: fmtNumber(s.cap_today) })}
+            </p>
+          ) : null}
           {s.warning ? <p role="alert" class="warning">{t('channels.banRisk')} {s.warning}</p> : null}
           {s.qr ? (
             <div class="pairing">

@@ -192,6 +192,13 @@ impl Connection for WebNumber {
         })
     }
 
+    fn ready(&self) -> Result<(), Duration> {
+        match self.channel_id.get() {
+            Some(id) => self.ctx.sessions.get(id).ready(),
+            None => Err(super::session::NOT_CONNECTED_RETRY),
+        }
+    }
+
     fn rate_limit_scope(&self) -> LimitScope {
         LimitScope::Account
     }

@@ -3,11 +3,13 @@
 //! returns sends and ends the run. [`WhatsAppRust`] is the engine the server runs (the
 //! `whatsapp-rust` library); tests plug in a scripted phone (`tests/api/whatsapp_web.rs`).
 //!
-//! Why the seam sits here and not under the library's transport: the library verifies the
+//! Why the seam sits here and not under the library's transport: the library checks the
 //! server's Noise certificate chain against WhatsApp's root key, and only its
-//! `danger-skip-cert-chain-verify` feature turns that off. Cargo features are unified across a
-//! build, so a test server speaking the wire protocol would need that feature in the binary we
-//! ship. The events below are the library's own, one for one.
+//! `danger-skip-cert-chain-verify` feature turns that off. As a dev-dependency feature it would
+//! stay out of release builds, so a fake at the wire is possible, but it has to be a WhatsApp
+//! server: the Noise handshake, the binary node protocol, pairing (signed device identities) and
+//! Signal sessions for every send. Not built yet. The events below are the library's own, one
+//! for one, and `real.rs` only translates them.
 use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
@@ -34,6 +36,10 @@ pub enum WaEvent {
     PairCode { code: String, timeout: Duration },
     /// Every QR ref expired without a scan: the run ends.
     QrExhausted,
+    /// The pairing code is no longer valid (WhatsApp asked for a new one): start over.
+    PairCodeExpired,
+    /// WhatsApp refused to pair by code (a wrong number, too many tries).
+    PairCodeFailed { detail: String },
     /// The phone linked this device.
     Paired { phone: String },
     /// Logged in and ready to send.

@@ -36,18 +36,12 @@ impl Engine for WhatsAppRust {
         events: UnboundedSender<WaEvent>,
     ) -> BoxFuture<'static, anyhow::Result<Arc<dyn Link>>> {
         Box::pin(async move {
-            let tx = events.clone();
+            // A raw handler runs inline, in arrival order (the closure handlers run each event
+            // on its own task, so a QR could overtake a newer one, or Connected a Disconnected).
             let mut builder = Bot::builder()
                 .with_backend(store)
                 .skip_history_sync()
-                .on_event(move |event: Arc<Event>, _client: Arc<Client>| {
-                    let tx = tx.clone();
-                    async move {
-                        for e in translate(&event) {
-                            let _ = tx.send(e);
-                        }
-                    }
-                });
+                .with_event_handler(Forward(events.clone()));
             if let Some(phone) = pair_phone {
                 builder = builder.with_pair_code(PairCodeOptions {
                     phone_number: phone.trim_start_matches('+').to_owned(),
@@ -66,6 +60,17 @@ impl Engine for WhatsAppRust {
     }
 }
 
+/// Hands the library's events, translated, to the session (a channel send never blocks).
+struct Forward(UnboundedSender<WaEvent>);
+
+impl whatsapp_rust::wacore::types::events::EventHandler for Forward {
+    fn handle_event(&self, event: Arc<Event>) {
+        for e in translate(&event) {
+            let _ = self.0.send(e);
+        }
+    }
+}
+
 /// Our view of one library event (most kinds we do not use).
 fn translate(event: &Event) -> Vec<WaEvent> {
     match event {
@@ -77,7 +82,12 @@ fn translate(event: &Event) -> Vec<WaEvent> {
             code: p.code.clone(),
             timeout: p.timeout,
         }],
-        Event::PairingQrCodesExhausted(_) => vec![WaEvent::QrExhausted],
+        // Without a disconnect a pairing by code is still running: not the end.
+        Event::PairingQrCodesExhausted(e) if e.disconnected => vec![WaEvent::QrExhausted],
+        Event::PairingCodeRefresh(_) => vec![WaEvent::PairCodeExpired],
+        Event::PairingCodeError(e) => vec![WaEvent::PairCodeFailed {
+            detail: e.error.clone(),
+        }],
         Event::PairSuccess(p) => vec![WaEvent::Paired {
             phone: format!("+{}", p.id.user),
         }],

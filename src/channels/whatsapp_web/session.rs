@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{
     engine::{Engine, Link, Seen, WaEvent},
-    store::DbStore,
+    store::{DbStore, SessionCommand},
 };
 use crate::{
     channels::{ChannelError, OutboundMessage},
@@ -48,7 +48,7 @@ pub const REFUSAL_WINDOW: Duration = Duration::from_secs(600);
 const MAX_BACKOFF: Duration = Duration::from_secs(900);
 
 /// Where a session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// Connecting with a stored device.
@@ -77,7 +77,7 @@ impl SessionState {
 }
 
 /// What the API and the dashboard show of a session.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SessionView {
     /// The WhatsApp Web number's channel id.
     pub channel_id: ChannelId,
@@ -105,6 +105,12 @@ pub struct SessionView {
     pub awaiting_ack: usize,
     /// A sign of trouble while it still sends (`ban-risk: …`); its campaigns were paused.
     pub warning: Option<String>,
+    /// Messages sent in the last 24 hours.
+    pub sent_today: u32,
+    /// How many it may send in 24 hours now (the warm-up grows it to `per_day`); null: no cap.
+    pub cap_today: Option<u32>,
+    /// When the device was linked (the warm-up counts days from it).
+    pub linked_at: Option<DateTime<Utc>>,
 }
 
 impl SessionView {
@@ -123,6 +129,9 @@ impl SessionView {
             restarts: 0,
             awaiting_ack: 0,
             warning: None,
+            sent_today: 0,
+            cap_today: None,
+            linked_at: None,
         }
     }
 }
@@ -135,20 +144,27 @@ pub struct Session {
     pair_phone: Mutex<Option<String>>,
     /// Sent message ids waiting for the server's ack, with when they left.
     unacked: Mutex<HashMap<String, Instant>>,
+    /// Acks that arrived before their send's call returned (recent ones only).
+    early_acks: Mutex<std::collections::HashSet<String>>,
+    /// Whether the current run pairs by code (WhatsApp still sends QR refs meanwhile).
+    by_code: std::sync::atomic::AtomicBool,
+    /// The number's sends of the last 24 hours (from the ledger at each connect) and its cap
+    /// today: durable across restarts and replicas, unlike the pacer's own count.
+    day: Mutex<DayCount>,
     /// When WhatsApp last refused messages (a burst is a sign of a ban coming).
     refusals: Mutex<std::collections::VecDeque<Instant>>,
-    /// What the owner asked for last, and the bell that wakes the driver for it.
-    command: Mutex<Option<Command>>,
+    /// Wakes the driver when this replica's API left it a command.
     restart: Notify,
-}
-
-/// What the owner can ask a session for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Command {
-    /// Start again now (a new QR, or a code for the phone set with it).
-    Restart,
-    /// Unlink the device from the phone and forget its keys.
-    Logout,
+    /// The lease term this replica last set (released on stop, only if still ours).
+    term: Mutex<Option<DateTime<Utc>>>,
+    /// Held by the running driver until its connection has stopped, so a restarted actor never
+    /// connects the same device while the old connection is still closing.
+    run_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Whether a driver on this replica runs the session now (else the API reads the view the
+    /// running replica stored).
+    driving: std::sync::atomic::AtomicBool,
+    /// Latest view for the writer that stores it.
+    view_tx: tokio::sync::watch::Sender<Option<SessionView>>,
 }
 
 impl Session {
@@ -158,9 +174,15 @@ impl Session {
             link: Mutex::new(None),
             pair_phone: Mutex::new(None),
             unacked: Mutex::new(HashMap::new()),
+            early_acks: Mutex::new(std::collections::HashSet::new()),
+            by_code: std::sync::atomic::AtomicBool::new(false),
             refusals: Mutex::new(std::collections::VecDeque::new()),
-            command: Mutex::new(None),
+            day: Mutex::new(DayCount::default()),
             restart: Notify::new(),
+            term: Mutex::new(None),
+            run_lock: Arc::default(),
+            driving: std::sync::atomic::AtomicBool::new(false),
+            view_tx: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -168,24 +190,53 @@ impl Session {
     pub fn view(&self) -> SessionView {
         let mut v = lock(&self.view).clone();
         v.awaiting_ack = lock(&self.unacked).len();
+        let now = Utc::now();
+        let mut day = lock(&self.day);
+        day.expire(now);
+        v.sent_today = day.sends.len() as u32;
+        v.cap_today = Some(day.cap(now)).filter(|c| *c > 0);
+        v.linked_at = day.linked_at;
         v
     }
 
-    /// Restarts the session, pairing by code for `pair_phone` when given.
-    pub fn restart(&self, pair_phone: Option<String>) {
-        self.pair_next_with(pair_phone);
-        *lock(&self.command) = Some(Command::Restart);
+    /// Loads the day's sends from the ledger and the cap's inputs (at each connect).
+    async fn load_day(&self, ctx: &WebContext, store: &DbStore) -> anyhow::Result<()> {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+        let channel_id = lock(&self.view).channel_id.clone();
+        let row = crate::channels::repo::find(&ctx.db, &channel_id).await?;
+        let per_day = row
+            .as_ref()
+            .and_then(|r| crate::channels::repo::stored_limits(r).per_day)
+            .unwrap_or(super::adapter::DEFAULT_PER_DAY);
+        let now = Utc::now();
+        store.set_linked_at(now, false).await?;
+        let linked_at = store.linked_at().await?;
+        use crate::entities::messages;
+        let sent: Vec<Option<DateTime<Utc>>> = messages::Entity::find()
+            .select_only()
+            .column(messages::Column::SentAt)
+            .filter(messages::Column::ChannelId.eq(channel_id.clone()))
+            .filter(messages::Column::SentAt.gte(now - chrono::Duration::hours(24)))
+            .order_by_asc(messages::Column::SentAt)
+            .into_tuple()
+            .all(&ctx.db)
+            .await?;
+        let mut day = lock(&self.day);
+        day.sends = sent.into_iter().flatten().collect();
+        day.per_day = per_day;
+        day.warmup = ctx.warmup;
+        day.linked_at = linked_at;
+        Ok(())
+    }
+
+    /// Wakes this replica's driver to read the command left in the database.
+    pub fn wake(&self) {
         self.restart.notify_one();
     }
 
-    /// Unlinks the device from the phone; the session then waits in `logged_out`.
-    pub fn logout(&self) {
-        *lock(&self.command) = Some(Command::Logout);
-        self.restart.notify_one();
-    }
-
-    fn take_command(&self) -> Option<Command> {
-        lock(&self.command).take()
+    /// Whether a driver on this replica runs the session now.
+    pub fn driving(&self) -> bool {
+        self.driving.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Pairs by code for `pair_phone` at the next start that needs a pairing.
@@ -193,25 +244,105 @@ impl Session {
         *lock(&self.pair_phone) = pair_phone;
     }
 
-    /// Sends through the live connection.
-    pub async fn send(&self, msg: &OutboundMessage) -> Result<String, ChannelError> {
-        let state = lock(&self.view).state;
-        let link = lock(&self.link).clone();
-        let link = match (state, link) {
-            (SessionState::Connected, Some(link)) => link,
+    /// WhatsApp acknowledged message `id` (an ack can come before its send's call returns).
+    fn acked(&self, id: &str) {
+        let mut early = lock(&self.early_acks);
+        if lock(&self.unacked).remove(id).is_none() {
+            if early.len() >= 1024 {
+                early.clear();
+            }
+            early.insert(id.to_owned());
+        }
+    }
+
+    /// Whether a send could leave now: connected, and a place left in the day.
+    pub fn ready(&self) -> Result<(), Duration> {
+        let connected =
+            lock(&self.view).state == SessionState::Connected && lock(&self.link).is_some();
+        if !connected {
             // Pairing, reconnecting, run by another replica, or waiting for its owner (logged
             // out, replaced, failed): nothing is lost and nothing counts as an attempt; the
             // message waits in the queue until the number sends again (its campaigns pause).
-            _ => {
-                return Err(ChannelError::Deferred {
-                    wait: NOT_CONNECTED_RETRY,
-                });
-            }
-        };
-        let id = link.send(&msg.recipient, msg).await?;
-        lock(&self.unacked).insert(id.clone(), Instant::now());
-        Ok(id)
+            return Err(NOT_CONNECTED_RETRY);
+        }
+        lock(&self.day).check(Utc::now())
     }
+
+    /// Sends through the live connection.
+    pub async fn send(&self, msg: &OutboundMessage) -> Result<String, ChannelError> {
+        self.ready()
+            .map_err(|wait| ChannelError::Deferred { wait })?;
+        let Some(link) = lock(&self.link).clone() else {
+            return Err(ChannelError::Deferred {
+                wait: NOT_CONNECTED_RETRY,
+            });
+        };
+        // Counted before the call: its server ack may be read before the call returns.
+        let started = Instant::now();
+        let result = link.send(&msg.recipient, msg).await;
+        if let Ok(id) = &result {
+            lock(&self.day).sends.push_back(Utc::now());
+            let mut acked = lock(&self.early_acks);
+            if !acked.remove(id) {
+                lock(&self.unacked).insert(id.clone(), started);
+            }
+        }
+        result
+    }
+}
+
+/// Sends in the last 24 hours, oldest first, and what caps them: the number's `per_day`, grown
+/// into by the warm-up from the day it was linked.
+#[derive(Debug, Default)]
+struct DayCount {
+    sends: std::collections::VecDeque<DateTime<Utc>>,
+    per_day: u32,
+    warmup: (u32, u32),
+    linked_at: Option<DateTime<Utc>>,
+}
+
+impl DayCount {
+    /// Today's cap (0: none).
+    fn cap(&self, now: DateTime<Utc>) -> u32 {
+        let days = self.linked_at.map_or(0, |at| (now - at).num_days());
+        warmup_cap(self.per_day, self.warmup, days)
+    }
+
+    fn expire(&mut self, now: DateTime<Utc>) {
+        let day = chrono::Duration::hours(24);
+        while self.sends.front().is_some_and(|t| *t + day <= now) {
+            self.sends.pop_front();
+        }
+    }
+
+    /// `Ok` when one more send fits now, else how long until one does.
+    fn check(&mut self, now: DateTime<Utc>) -> Result<(), Duration> {
+        self.expire(now);
+        let cap = self.cap(now) as usize;
+        if cap == 0 || self.sends.len() < cap {
+            return Ok(());
+        }
+        let mut frees = self.sends[self.sends.len() - cap] + chrono::Duration::hours(24);
+        // While warming up, the cap grows at the next day since linking: look again then.
+        if let Some(at) = self.linked_at
+            && (cap as u32) < self.per_day
+        {
+            let days = (now - at).num_days();
+            frees = frees.min(at + chrono::Duration::days(days + 1));
+        }
+        // And at least hourly (a setting may have changed).
+        let wait = (frees - now).to_std().unwrap_or_default();
+        Err(wait.clamp(Duration::from_secs(1), Duration::from_secs(3600)))
+    }
+}
+
+/// The number's daily cap on day `days` after linking: the warm-up ramp up to `per_day`.
+pub fn warmup_cap(per_day: u32, (first, step): (u32, u32), days: i64) -> u32 {
+    if first == 0 || per_day == 0 {
+        return per_day;
+    }
+    let days = u32::try_from(days.max(0)).unwrap_or(u32::MAX);
+    first.saturating_add(step.saturating_mul(days)).min(per_day)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -229,6 +360,11 @@ impl Sessions {
             .entry(channel_id.clone())
             .or_insert_with(|| Arc::new(Session::new(channel_id.clone())))
             .clone()
+    }
+
+    /// The session of `channel_id`, if this replica knows it.
+    pub fn peek(&self, channel_id: &ChannelId) -> Option<Arc<Session>> {
+        lock(&self.0).get(channel_id).cloned()
     }
 
     /// Forgets a deleted channel's session.
@@ -252,8 +388,10 @@ pub struct WebContext {
     pub sessions: Sessions,
     /// Dashboard updates.
     pub live: Live,
-    /// The ledger and listeners (set once the server is built).
-    pub outbox: Arc<OnceLock<Outbox>>,
+    /// The ledger and listeners, set once the server is built. Weak: the outbox holds the
+    /// adapters, which hold this context; a strong handle would keep every database pool of a
+    /// stopped server alive.
+    pub outbox: std::sync::Weak<OnceLock<Outbox>>,
     /// Whether this replica runs sessions (worker replicas do).
     pub runs_sessions: bool,
     /// How long a replica's hold on a session lasts without renewal.
@@ -262,6 +400,8 @@ pub struct WebContext {
     pub ack_timeout: Duration,
     /// Restarts in a row (without reaching `connected`) before the session is `failed`.
     pub max_restarts: u32,
+    /// Warm-up: the daily cap on the day the number was linked, and its daily growth.
+    pub warmup: (u32, u32),
 }
 
 impl std::fmt::Debug for WebContext {
@@ -293,34 +433,63 @@ enum RunEnd {
     Retry(String),
     /// Restart now (the owner asked).
     Now,
-    /// Wait for the owner in this state.
-    Wait(SessionState, String),
+    /// Wait for the owner in this state (deleting the device's keys first when `true`).
+    Wait(SessionState, String, bool),
     /// The lease went to another replica.
     LostLease,
 }
 
 /// Ends a session's connection when its driver is dropped (the account actor stopped: the
-/// channel was deleted, or the server shuts down) and hands its lease back, so another replica
-/// takes the session over at once rather than after the lease runs out.
+/// channel was deleted, or the server shuts down) and hands its lease term back, so another
+/// replica takes the session over at once. A deleted channel's device is unlinked from the
+/// phone and its keys deleted, after the connection has stopped (it writes as it closes).
 struct StopOnDrop {
     session: Arc<Session>,
-    db: DatabaseConnection,
+    ctx: WebContext,
+    channel_id: ChannelId,
     lease: String,
-    node: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
+        self.writer.abort();
+        self.session
+            .driving
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let link = lock(&self.session.link).take();
+        let term = lock(&self.session.term).take();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (db, lease, node) = (self.db.clone(), self.lease.clone(), self.node.clone());
+        let (ctx, channel_id, lease, guard) = (
+            self.ctx.clone(),
+            self.channel_id.clone(),
+            self.lease.clone(),
+            self.guard.take(),
+        );
         rt.spawn(async move {
+            let deleted = matches!(
+                crate::channels::repo::find(&ctx.db, &channel_id).await,
+                Ok(None)
+            );
             if let Some(link) = link {
-                link.stop().await;
-                let _ = leases::release_any(&db, &lease, &node).await;
+                if deleted {
+                    link.logout().await;
+                } else {
+                    link.stop().await;
+                }
             }
+            if deleted {
+                let _ = DbStore::new(ctx.db.clone(), &channel_id, ctx.cipher.clone())
+                    .wipe()
+                    .await;
+            }
+            if let Some(until) = term {
+                let _ = leases::release(&ctx.db, &lease, &ctx.node, until).await;
+            }
+            drop(guard);
         });
     }
 }
@@ -328,45 +497,82 @@ impl Drop for StopOnDrop {
 /// Runs channel `channel_id`'s session until the account actor stops.
 pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
     let session = ctx.sessions.get(&channel_id);
+    // A previous driver of this session on this replica (a restarted actor) must have closed
+    // its connection first.
+    let guard = session.run_lock.clone().lock_owned().await;
     let lease = lease_name(&channel_id);
+    let store = DbStore::new(ctx.db.clone(), &channel_id, ctx.cipher.clone());
+    // The view, as the other replicas' APIs read it (the latest one wins; standby is not stored).
+    let mut views = session.view_tx.subscribe();
+    let writer_store = store.clone();
+    let writer = tokio::spawn(async move {
+        while views.changed().await.is_ok() {
+            let view = views.borrow_and_update().clone();
+            if let Some(view) = view.filter(|v| v.state != SessionState::Standby) {
+                let _ = writer_store.store_view(&view).await;
+            }
+        }
+    });
     let _stop = StopOnDrop {
         session: session.clone(),
-        db: ctx.db.clone(),
+        ctx: ctx.clone(),
+        channel_id: channel_id.clone(),
         lease: lease.clone(),
-        node: ctx.node.clone(),
+        guard: Some(guard),
+        writer,
     };
     let mut restarts = 0u32;
     loop {
         if !ctx.runs_sessions {
-            set_state(&ctx, &owner, &session, SessionState::Standby, None);
             return;
         }
-        match take_lease(&ctx, &lease).await {
-            Some(_) => {}
-            None => {
-                set_state(&ctx, &owner, &session, SessionState::Standby, None);
-                tokio::select! {
-                    _ = tokio::time::sleep(ctx.lease / 3) => {}
-                    _ = session.restart.notified() => { session.take_command(); }
-                }
-                continue;
+        if !take_lease(&ctx, &session, &lease).await {
+            session
+                .driving
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            set_state(&ctx, &owner, &session, SessionState::Standby, None);
+            tokio::select! {
+                _ = tokio::time::sleep(ctx.lease / 3) => {}
+                _ = session.restart.notified() => {}
             }
+            continue;
         }
+        session
+            .driving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let end = connect_once(&ctx, &channel_id, &owner, &session, &lease).await;
         let link = lock(&session.link).take();
         if let Some(link) = link {
             link.stop().await;
         }
         lock(&session.unacked).clear();
+        let end = match end {
+            // The device is gone from the phone: its keys are worthless now (deleted once the
+            // connection has stopped, as it writes while closing).
+            RunEnd::Wait(state, why, true) => {
+                let _ = store.wipe().await;
+                lock(&session.view).phone = None;
+                RunEnd::Wait(state, why, false)
+            }
+            other => other,
+        };
         match end {
-            RunEnd::Now => restarts = 0,
-            RunEnd::LostLease => restarts = 0,
+            RunEnd::Now | RunEnd::LostLease => restarts = 0,
             RunEnd::Retry(why) => {
                 restarts += 1;
                 lock(&session.view).restarts = restarts;
                 if restarts > ctx.max_restarts {
                     let why = format!("gave up after {} restarts: {why}", ctx.max_restarts);
-                    wait_for_owner(&ctx, &owner, &session, &lease, SessionState::Failed, why).await;
+                    wait_for_owner(
+                        &ctx,
+                        &owner,
+                        &session,
+                        &store,
+                        &lease,
+                        SessionState::Failed,
+                        why,
+                    )
+                    .await;
                     restarts = 0;
                     continue;
                 }
@@ -379,63 +585,109 @@ pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
                     SessionState::Reconnecting,
                     Some(why),
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = session.restart.notified() => {
-                        restarts = 0;
-                        if session.take_command() == Some(Command::Logout) {
-                            let _ = DbStore::new(ctx.db.clone(), &channel_id, ctx.cipher.clone())
-                                .wipe()
-                                .await;
-                            wait_for_owner(&ctx, &owner, &session, &lease, SessionState::LoggedOut,
-                                "unlinked by its owner; pair again".into()).await;
+                let until = tokio::time::Instant::now() + pause;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = session.restart.notified() => {}
+                        _ = tokio::time::sleep(COMMAND_POLL) => {}
+                    }
+                    match next_command(&session, &store).await {
+                        Some(c) if c.logout => {
+                            let _ = store.wipe().await;
+                            lock(&session.view).phone = None;
+                            wait_for_owner(
+                                &ctx,
+                                &owner,
+                                &session,
+                                &store,
+                                &lease,
+                                SessionState::LoggedOut,
+                                "unlinked by its owner; pair again".into(),
+                            )
+                            .await;
+                            restarts = 0;
+                            break;
                         }
+                        Some(_) => {
+                            restarts = 0;
+                            break;
+                        }
+                        None => {}
                     }
                 }
             }
-            RunEnd::Wait(state, why) => {
-                wait_for_owner(&ctx, &owner, &session, &lease, state, why).await;
+            RunEnd::Wait(state, why, _) => {
+                wait_for_owner(&ctx, &owner, &session, &store, &lease, state, why).await;
                 restarts = 0;
             }
         }
     }
 }
 
-async fn take_lease(ctx: &WebContext, lease: &str) -> Option<DateTime<Utc>> {
+/// How often a driver looks for a command left by another replica's API.
+const COMMAND_POLL: Duration = Duration::from_secs(2);
+
+/// The command left for this session, if any (a restart's phone is kept for the next pairing).
+async fn next_command(session: &Session, store: &DbStore) -> Option<SessionCommand> {
+    let command = store.take_command().await.ok().flatten()?;
+    if !command.logout {
+        session.pair_next_with(command.pair_phone.clone());
+    }
+    Some(command)
+}
+
+/// Takes or renews the session's lease for this replica; remembers the term.
+async fn take_lease(ctx: &WebContext, session: &Session, lease: &str) -> bool {
     let now = Utc::now();
-    let until = (now + chrono::Duration::from_std(ctx.lease).ok()?).trunc_subsecs(0);
+    let Ok(span) = chrono::Duration::from_std(ctx.lease) else {
+        return false;
+    };
+    let until = (now + span).trunc_subsecs(0);
     match leases::acquire(&ctx.db, lease, &ctx.node, now, until).await {
-        Ok(true) => Some(until),
-        Ok(false) => None,
+        Ok(true) => {
+            *lock(&session.term) = Some(until);
+            true
+        }
+        Ok(false) => false,
         Err(e) => {
             tracing::warn!(error = %e, "cannot renew a WhatsApp Web session lease");
-            None
+            false
         }
     }
 }
 
-/// Sits in an end state until the owner restarts the session (the lease is handed back so
-/// nothing runs meanwhile).
+/// Sits in an end state until the owner restarts the session. It keeps the lease meanwhile, so
+/// no other replica starts it behind the owner's back (a replaced session taken back, a banned
+/// number retried); when it loses the lease it returns, and the caller stands by.
 async fn wait_for_owner(
     ctx: &WebContext,
     owner: &UserId,
     session: &Session,
+    store: &DbStore,
     lease: &str,
     state: SessionState,
     why: String,
 ) {
     tracing::warn!(channel_id = %lock(&session.view).channel_id, state = ?state, reason = %why, "WhatsApp Web session waits for its owner");
     set_state(ctx, owner, session, state, Some(why.clone()));
-    let _ = leases::release_any(&ctx.db, lease, &ctx.node).await;
     account_down(ctx, owner, session, &why).await;
+    let mut renew = tokio::time::interval(ctx.lease / 3);
+    renew.tick().await;
     loop {
-        session.restart.notified().await;
-        match session.take_command() {
-            Some(Command::Logout) => {
-                let channel_id = lock(&session.view).channel_id.clone();
-                let _ = DbStore::new(ctx.db.clone(), &channel_id, ctx.cipher.clone())
-                    .wipe()
-                    .await;
+        tokio::select! {
+            _ = renew.tick() => {
+                if !take_lease(ctx, session, lease).await {
+                    return;
+                }
+                continue;
+            }
+            _ = session.restart.notified() => {}
+            _ = tokio::time::sleep(COMMAND_POLL) => {}
+        }
+        match next_command(session, store).await {
+            Some(c) if c.logout => {
+                let _ = store.wipe().await;
                 lock(&session.view).phone = None;
                 set_state(
                     ctx,
@@ -445,7 +697,8 @@ async fn wait_for_owner(
                     Some("unlinked by its owner; pair again".into()),
                 );
             }
-            _ => return,
+            Some(_) => return,
+            None => {}
         }
     }
 }
@@ -490,6 +743,9 @@ async fn connect_once(
         },
         None,
     );
+    session
+        .by_code
+        .store(pair_phone.is_some(), std::sync::atomic::Ordering::Relaxed);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let link = match ctx.engine.start(store.clone(), pair_phone, tx).await {
         Ok(link) => link,
@@ -498,7 +754,7 @@ async fn connect_once(
     *lock(&session.link) = Some(link.clone());
     let mut renew = tokio::time::interval(ctx.lease / 3);
     renew.tick().await;
-    let mut check = tokio::time::interval(Duration::from_secs(5));
+    let mut check = tokio::time::interval(COMMAND_POLL);
     loop {
         tokio::select! {
             event = rx.recv() => {
@@ -510,7 +766,7 @@ async fn connect_once(
                 }
             }
             _ = renew.tick() => {
-                if take_lease(ctx, lease).await.is_none() {
+                if !take_lease(ctx, session, lease).await {
                     tracing::warn!(%channel_id, "lost the WhatsApp Web session's lease; another replica runs it");
                     return RunEnd::LostLease;
                 }
@@ -523,24 +779,34 @@ async fn connect_once(
                         ctx.ack_timeout.as_secs()
                     ));
                 }
-            }
-            _ = session.restart.notified() => match session.take_command() {
-                Some(Command::Logout) => {
-                    let link = lock(&session.link).take();
-                    if let Some(link) = link {
-                        link.logout().await;
-                    }
-                    let _ = store.wipe().await;
-                    lock(&session.view).phone = None;
-                    return RunEnd::Wait(
-                        SessionState::LoggedOut,
-                        "unlinked by its owner; pair again".into(),
-                    );
+                if let Some(end) = command_end(session, &store).await {
+                    return end;
                 }
-                _ => return RunEnd::Now,
-            },
+            }
+            _ = session.restart.notified() => {
+                if let Some(end) = command_end(session, &store).await {
+                    return end;
+                }
+            }
         }
     }
+}
+
+/// What a command left for a running session does to the run.
+async fn command_end(session: &Session, store: &DbStore) -> Option<RunEnd> {
+    let command = next_command(session, store).await?;
+    if !command.logout {
+        return Some(RunEnd::Now);
+    }
+    let link = lock(&session.link).take();
+    if let Some(link) = link {
+        link.logout().await;
+    }
+    Some(RunEnd::Wait(
+        SessionState::LoggedOut,
+        "unlinked by its owner; pair again".into(),
+        true,
+    ))
 }
 
 async fn on_event(
@@ -552,6 +818,8 @@ async fn on_event(
     event: WaEvent,
 ) -> Option<RunEnd> {
     match event {
+        // While pairing by code WhatsApp still rotates QR refs: the code is what is shown.
+        WaEvent::Qr { .. } if session.by_code.load(std::sync::atomic::Ordering::Relaxed) => {}
         WaEvent::Qr { code, timeout } => {
             {
                 let mut v = lock(&session.view);
@@ -580,6 +848,15 @@ async fn on_event(
             return Some(RunEnd::Wait(
                 SessionState::Failed,
                 "qr-expired: no phone scanned the QR in time; restart to get a new one".into(),
+                false,
+            ));
+        }
+        WaEvent::PairCodeExpired => return Some(RunEnd::Now),
+        WaEvent::PairCodeFailed { detail } => {
+            return Some(RunEnd::Wait(
+                SessionState::Failed,
+                format!("pair-code-refused: {detail}; check the number, or pair by QR"),
+                false,
             ));
         }
         WaEvent::Paired { phone } => {
@@ -592,6 +869,9 @@ async fn on_event(
             v.expires_at = None;
         }
         WaEvent::Connected => {
+            if let Err(e) = session.load_day(ctx, store).await {
+                tracing::warn!(%channel_id, error = %e, "cannot count the number's sends of the day");
+            }
             if let Ok(Some(device)) =
                 whatsapp_rust::wacore::store::traits::DeviceStore::load(store).await
             {
@@ -617,6 +897,8 @@ async fn on_event(
             set_state(ctx, owner, session, SessionState::Connected, None);
         }
         WaEvent::Disconnected { detail } => {
+            // What was in flight may never be acknowledged now: not a zombie's sign.
+            lock(&session.unacked).clear();
             if lock(&session.view).state == SessionState::Connected {
                 set_state(
                     ctx,
@@ -628,18 +910,17 @@ async fn on_event(
             }
         }
         WaEvent::LoggedOut { detail } => {
-            // The device is gone from the phone: its keys are worthless now.
-            let _ = store.wipe().await;
-            lock(&session.view).phone = None;
             return Some(RunEnd::Wait(
                 SessionState::LoggedOut,
                 format!("logged out on the phone ({detail}); pair again"),
+                true,
             ));
         }
         WaEvent::Replaced => {
             return Some(RunEnd::Wait(
                 SessionState::Replaced,
                 "another client took this session over; restart it here to take it back".into(),
+                false,
             ));
         }
         WaEvent::TemporaryBan { code, expire } => {
@@ -649,11 +930,12 @@ async fn on_event(
                     "temporary-ban {code}: WhatsApp barred this number from sending for {} min",
                     expire.as_secs() / 60
                 ),
+                false,
             ));
         }
         WaEvent::ConnectFailure { detail } => return Some(RunEnd::Retry(detail)),
         WaEvent::ServerAck { id, error } => {
-            lock(&session.unacked).remove(&id);
+            session.acked(&id);
             if let Some(code) = error {
                 let err = ChannelError::Permanent {
                     code: "whatsapp-web-refused",
@@ -690,12 +972,14 @@ async fn on_event(
                 Seen::Read => Receipt::Read,
             };
             for id in ids {
-                lock(&session.unacked).remove(&id);
+                session.acked(&id);
                 status(ctx, channel_id, &id, receipt, None).await;
             }
         }
         WaEvent::Inbound { from, text } => {
-            if let Some(outbox) = ctx.outbox.get() {
+            if let Some(cell) = ctx.outbox.upgrade()
+                && let Some(outbox) = cell.get()
+            {
                 let message = Inbound {
                     owner_id: owner,
                     channel_id,
@@ -715,7 +999,10 @@ async fn on_event(
 
 /// Tells every feature that the number cannot send (its campaigns pause).
 async fn account_down(ctx: &WebContext, owner: &UserId, session: &Session, reason: &str) {
-    let Some(outbox) = ctx.outbox.get() else {
+    let Some(cell) = ctx.outbox.upgrade() else {
+        return;
+    };
+    let Some(outbox) = cell.get() else {
         return;
     };
     let channel_id = lock(&session.view).channel_id.clone();
@@ -724,7 +1011,7 @@ async fn account_down(ctx: &WebContext, owner: &UserId, session: &Session, reaso
         channel_id: &channel_id,
         reason,
     };
-    outbox.listeners.account_down(&outbox.db, &down).await;
+    outbox.listeners.account_down(outbox, &down).await;
 }
 
 /// Moves a message of this number along (a receipt, or WhatsApp's refusal).
@@ -735,7 +1022,10 @@ async fn status(
     receipt: Receipt,
     error: Option<ChannelError>,
 ) {
-    let Some(outbox) = ctx.outbox.get() else {
+    let Some(cell) = ctx.outbox.upgrade() else {
+        return;
+    };
+    let Some(outbox) = cell.get() else {
         return;
     };
     // The ack can beat the commit that records the send's id: look again briefly.
@@ -798,8 +1088,11 @@ fn set_state(
     publish(ctx, owner, view);
 }
 
-/// Tells the owner's dashboards (`channel.session` live event).
+/// Tells the owner's dashboards (`channel.session` live event) and the other replicas.
 fn publish(ctx: &WebContext, owner: &UserId, view: SessionView) {
+    if let Some(session) = ctx.sessions.peek(&view.channel_id) {
+        session.view_tx.send_replace(Some(view.clone()));
+    }
     let live = ctx.live.clone();
     let event = LiveEvent {
         owner: owner.clone(),
@@ -807,4 +1100,59 @@ fn publish(ctx: &WebContext, owner: &UserId, view: SessionView) {
         data: serde_json::to_value(&view).unwrap_or_default(),
     };
     tokio::spawn(async move { live.publish(event).await });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_warm_up_grows_the_cap_to_per_day() {
+        assert_eq!(warmup_cap(50, (20, 15), 0), 20);
+        assert_eq!(warmup_cap(50, (20, 15), 1), 35);
+        assert_eq!(warmup_cap(50, (20, 15), 2), 50);
+        assert_eq!(warmup_cap(50, (20, 15), 400), 50);
+        assert_eq!(warmup_cap(50, (0, 15), 0), 50, "no warm-up");
+        assert_eq!(warmup_cap(10, (20, 15), 0), 10, "never above per_day");
+    }
+
+    #[test]
+    fn a_full_day_frees_a_place_when_its_oldest_send_is_a_day_old() {
+        let now = Utc::now();
+        let mut day = DayCount {
+            per_day: 3,
+            warmup: (0, 0),
+            ..DayCount::default()
+        };
+        for m in [23 * 60 + 30, 600, 60] {
+            day.sends.push_back(now - chrono::Duration::minutes(m));
+        }
+        let wait = day.check(now).expect_err("full");
+        assert!((29 * 60..=30 * 60).contains(&wait.as_secs()), "{wait:?}");
+        day.sends.pop_front();
+        day.sends.push_front(now - chrono::Duration::hours(20));
+        let wait = day.check(now).expect_err("full");
+        assert_eq!(wait.as_secs(), 3600, "looks again at least hourly");
+        day.sends.pop_front();
+        assert!(day.check(now).is_ok());
+        day.sends.push_front(now - chrono::Duration::hours(25));
+        assert!(
+            day.check(now).is_ok(),
+            "a send over a day old does not count"
+        );
+        assert_eq!(day.sends.len(), 2);
+    }
+
+    #[test]
+    fn restarts_back_off_like_whatsapp_web() {
+        let secs: Vec<u64> = (1..=8).map(|n| backoff(n).as_millis() as u64).collect();
+        for (got, want) in secs.iter().zip([1u64, 1, 2, 3, 5, 8, 13, 21]) {
+            let want = want * 1000;
+            assert!(*got >= want * 9 / 10 && *got <= want * 11 / 10, "{secs:?}");
+        }
+        assert!(
+            backoff(40) <= Duration::from_secs(990),
+            "capped at 15 minutes ±10 %"
+        );
+    }
 }

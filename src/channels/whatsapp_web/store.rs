@@ -40,6 +40,9 @@ pub struct DbStore {
     cipher: Cipher,
     /// Key of the HMAC over record keys (derived from the server's key).
     mac_key: Arc<[u8; 32]>,
+    /// Held by every read-modify-write, so the library's concurrent writers (which the trait
+    /// says must see them atomic) never lose each other's writes. Shared by clones.
+    rmw: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -145,6 +148,7 @@ impl DbStore {
             channel: channel.as_str().to_owned(),
             cipher,
             mac_key,
+            rmw: Arc::default(),
         }
     }
 
@@ -300,6 +304,47 @@ impl DbStore {
         Ok(())
     }
 
+    /// Leaves a command for whichever replica runs the session (it looks every 2 s, and at once
+    /// when it is this one).
+    pub async fn put_command(&self, command: &SessionCommand) -> Result<()> {
+        self.put(META, "command", command).await
+    }
+
+    /// Takes the command left for the session, if any (only one taker gets it).
+    pub async fn take_command(&self) -> Result<Option<SessionCommand>> {
+        let Some(command) = self.get::<SessionCommand>(META, "command").await? else {
+            return Ok(None);
+        };
+        Ok((self.del(META, &["command"]).await? == 1).then_some(command))
+    }
+
+    /// The session as the replica that runs it last showed it (for the API on other replicas).
+    pub async fn stored_view<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.get(META, "view").await
+    }
+
+    /// Keeps the session's view for the other replicas.
+    pub async fn store_view<T: Serialize>(&self, view: &T) -> Result<()> {
+        self.put(META, "view", view).await
+    }
+
+    /// When the device was linked to its phone (the warm-up's day 0), if known.
+    pub async fn linked_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        self.get(META, "linked_at").await
+    }
+
+    /// Records when the device was linked (kept from the first time unless `reset`).
+    pub async fn set_linked_at(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        reset: bool,
+    ) -> Result<()> {
+        if !reset && self.linked_at().await?.is_some() {
+            return Ok(());
+        }
+        self.put(META, "linked_at", &at).await
+    }
+
     /// Whether a paired device is stored (a session that can reconnect without a new QR).
     pub async fn paired(&self) -> Result<bool> {
         Ok(self
@@ -307,6 +352,15 @@ impl DbStore {
             .await?
             .is_some_and(|d| d.pn.is_some()))
     }
+}
+
+/// What an owner asked a session for, through the API of any replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCommand {
+    /// Unlink the device (else: start again now).
+    pub logout: bool,
+    /// Pair by code for this phone at the restart (else by QR).
+    pub pair_phone: Option<String>,
 }
 
 fn array32(v: Vec<u8>) -> Result<[u8; 32]> {
@@ -399,6 +453,7 @@ impl SignalStore for DbStore {
     }
 
     async fn mark_prekeys_uploaded(&self, ids: &[u32]) -> Result<()> {
+        let _rmw = self.rmw.lock().await;
         for id in ids {
             let key = id.to_string();
             if let Some(mut p) = self.get::<PreKey>(PREKEY, &key).await? {
@@ -548,6 +603,7 @@ impl ProtocolStore for DbStore {
     }
 
     async fn set_sender_key_status(&self, group_jid: &str, entries: &[(&str, bool)]) -> Result<()> {
+        let _rmw = self.rmw.lock().await;
         let mut map: Vec<(String, bool)> = self.get_sender_key_devices(group_jid).await?;
         for (device, has) in entries {
             match map.iter_mut().find(|(d, _)| d == device) {
@@ -566,6 +622,7 @@ impl ProtocolStore for DbStore {
         if device_jids.is_empty() {
             return Ok(());
         }
+        let _rmw = self.rmw.lock().await;
         for (group, mut map) in self.scan::<Vec<(String, bool)>>(SKD).await? {
             let before = map.len();
             map.retain(|(d, _)| !device_jids.contains(&d.as_str()));
@@ -592,6 +649,7 @@ impl ProtocolStore for DbStore {
     }
 
     async fn put_lid_mapping(&self, entry: &LidPnMappingEntry) -> Result<()> {
+        let _rmw = self.rmw.lock().await;
         if let Some(old) = self.get::<LidPnMappingEntry>(LID, &entry.lid).await?
             && old.phone_number != entry.phone_number
         {
@@ -654,7 +712,55 @@ impl ProtocolStore for DbStore {
     }
 
     async fn put_tc_token(&self, jid: &str, entry: &TcTokenEntry) -> Result<()> {
+        let _rmw = self.rmw.lock().await;
         self.put(TC_TOKEN, jid, entry).await
+    }
+
+    async fn touch_tc_token_sender_timestamp(
+        &self,
+        jid: &str,
+        sender_timestamp: i64,
+    ) -> Result<()> {
+        let _rmw = self.rmw.lock().await;
+        let entry = match self.get::<TcTokenEntry>(TC_TOKEN, jid).await? {
+            Some(existing) => TcTokenEntry {
+                sender_timestamp: Some(
+                    existing
+                        .sender_timestamp
+                        .map_or(sender_timestamp, |e| e.max(sender_timestamp)),
+                ),
+                ..existing
+            },
+            None => TcTokenEntry {
+                token: Vec::new(),
+                token_timestamp: sender_timestamp,
+                sender_timestamp: Some(sender_timestamp),
+            },
+        };
+        self.put(TC_TOKEN, jid, &entry).await
+    }
+
+    async fn store_received_tc_token(
+        &self,
+        jid: &str,
+        token: &[u8],
+        token_timestamp: i64,
+    ) -> Result<()> {
+        let _rmw = self.rmw.lock().await;
+        let existing = self.get::<TcTokenEntry>(TC_TOKEN, jid).await?;
+        // A fresher real token is kept; a placeholder never blocks the first real one.
+        if let Some(existing) = &existing
+            && !existing.token.is_empty()
+            && token_timestamp < existing.token_timestamp
+        {
+            return Ok(());
+        }
+        let entry = TcTokenEntry {
+            token: token.to_vec(),
+            token_timestamp,
+            sender_timestamp: existing.and_then(|e| e.sender_timestamp),
+        };
+        self.put(TC_TOKEN, jid, &entry).await
     }
 
     async fn delete_tc_token(&self, jid: &str) -> Result<()> {
@@ -702,8 +808,9 @@ impl ProtocolStore for DbStore {
     async fn take_sent_message(&self, chat_jid: &str, message_id: &str) -> Result<Option<Vec<u8>>> {
         let key = two(chat_jid, message_id);
         let found = self.get::<Stamped>(SENT, &key).await?;
-        if found.is_some() {
-            self.del(SENT, &[&key]).await?;
+        // Only the caller whose delete removed the row gets it: a take is atomic.
+        if found.is_none() || self.del(SENT, &[&key]).await? != 1 {
+            return Ok(None);
         }
         Ok(found.map(|s| s.payload.0))
     }
@@ -767,6 +874,7 @@ impl DbStore {
 #[async_trait]
 impl MsgSecretStore for DbStore {
     async fn put_msg_secrets(&self, entries: Vec<MsgSecretEntry>) -> Result<usize> {
+        let _rmw = self.rmw.lock().await;
         let stored = entries.len();
         let mut merged: HashMap<String, Secret> = HashMap::with_capacity(stored);
         for e in entries {
