@@ -45,6 +45,8 @@ struct Sent {
     at: Instant,
     to: String,
     text: String,
+    /// An attached file: its type, size and name.
+    media: Option<(String, usize, String)>,
 }
 
 #[derive(Default)]
@@ -111,6 +113,19 @@ impl Phone {
 
     fn sent(&self) -> Vec<Sent> {
         self.st().sent.clone()
+    }
+
+    /// Waits until the phone has seen `n` sends.
+    async fn wait_sent(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.sent().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} sent",
+                self.sent().len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// What the phone does when linked: the library saves the device with its number, then
@@ -221,6 +236,10 @@ impl Link for PhoneLink {
                 at: Instant::now(),
                 to: to.to_owned(),
                 text: msg.text.clone(),
+                media: msg
+                    .media
+                    .as_ref()
+                    .map(|m| (m.content_type.clone(), m.bytes.len(), m.filename.clone())),
             });
             let acks = *self.phone.acks.lock().expect("lock");
             let (ev, mid) = (self.events.clone(), id.clone());
@@ -712,6 +731,62 @@ async fn receipts_refusals_and_opt_out(backend: Backend) {
     assert_eq!(warned["state"], "connected", "{warned}");
     phone.set_acks(Acks::Full);
 
+    // Media: an image with its caption, a document with its name.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..20_000u32).map(|i| (i % 251) as u8));
+    let mut ids = Vec::new();
+    for (name, kind, body) in [
+        ("oferta.png", "image/png", png),
+        (
+            "catalogo.pdf",
+            "application/pdf",
+            b"%PDF-1.4\n%...\n".repeat(200),
+        ),
+    ] {
+        let upload = app
+            .client
+            .post(format!("{}/api/v1/media?filename={name}", app.address))
+            .bearer_auth(&app.api_key)
+            .header("content-type", kind)
+            .body(body)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(upload.status().as_u16(), 201);
+        let media: Value = upload.json().await.expect("json");
+        let (status, m) = app
+            .api(Method::POST, "messages", Some(json!({"channel_id": id, "to": "+34600000200", "text": format!("mira {name}"), "media_id": media["id"]})))
+            .await;
+        assert_eq!(status, 202, "{m}");
+        ids.push(m["id"].as_str().expect("id").to_owned());
+    }
+    for m in &ids {
+        app.wait_for_status(m, "sent", Duration::from_secs(20))
+            .await;
+    }
+    let files: Vec<_> = phone
+        .sent()
+        .into_iter()
+        .filter_map(|s| s.media.map(|m| (s.text, m.0, m.2, m.1 > 1000)))
+        .collect();
+    assert_eq!(
+        files,
+        vec![
+            (
+                "mira oferta.png".to_owned(),
+                "image/png".to_owned(),
+                "oferta.png".to_owned(),
+                true
+            ),
+            (
+                "mira catalogo.pdf".to_owned(),
+                "application/pdf".to_owned(),
+                "catalogo.pdf".to_owned(),
+                true
+            ),
+        ]
+    );
+
     // BAJA from a contact opts them out.
     let (status, c) = app
         .api(
@@ -777,15 +852,7 @@ async fn a_campaign_keeps_the_gaps_and_the_daily_cap(backend: Backend) {
         .api(Method::POST, "campaigns", Some(json!({"name": "Web", "channel_id": id, "body": "Hola {{ nombre }}", "start": true})))
         .await;
     assert_eq!(status, 201, "{c}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while phone.sent().len() < 150 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} sent",
-            phone.sent().len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    phone.wait_sent(150, Duration::from_secs(60)).await;
     // The cap holds: nothing more leaves today.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let sent = phone.sent();
@@ -952,15 +1019,7 @@ async fn a_new_number_warms_up(backend: Backend) {
     for i in 0..30 {
         send(&app, &id, &format!("+34602{i:06}"), "hola").await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while phone.sent().len() < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} sent",
-            phone.sent().len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    phone.wait_sent(20, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(phone.sent().len(), 20, "the first day's cap");
 
@@ -991,18 +1050,64 @@ async fn a_new_number_warms_up(backend: Backend) {
     for i in 30..40 {
         send(&app, &id, &format!("+34602{i:06}"), "hola").await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while phone.sent().len() < 30 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} sent",
-            phone.sent().len()
+    phone.wait_sent(30, Duration::from_secs(30)).await;
+}
+
+/// Another owner gets 404 on every session route of my number, and sees nothing of it.
+async fn a_session_is_its_owners_only(backend: Backend) {
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |_| {}).await;
+    let id = connected_number(&app, &phone, NO_GAP()).await;
+    let (_, other) = app.user_with_key("beto", "operator").await;
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/channels/{id}/session"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/channels/{id}/session/restart"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/channels/{id}/session/logout"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/connection-status?channel_id={id}"),
+        ),
+    ] {
+        let req = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .bearer_auth(&other);
+        let (status, body) = crate::helpers::status_and_json(req).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (404, &json!("channel-not-found")),
+            "{method} {path}: {body}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let req = app
+        .client
+        .get(format!("{}/connection-status", app.address))
+        .bearer_auth(&other);
+    let (status, seed) = crate::helpers::status_and_json(req).await;
+    assert_eq!(
+        (status, &seed["state"]),
+        (200, &json!("not-configured")),
+        "{seed}"
+    );
+    // Nothing was done to the session on their behalf.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, v) = app.get_json(&format!("channels/{id}/session")).await;
+    assert_eq!(v["state"], "connected", "{v}");
+    assert_eq!(phone.st().logouts, 0);
+    assert_eq!(phone.st().starts, 1);
 }
 
 crate::on_both_databases!(
+    a_session_is_its_owners_only,
     a_new_number_warms_up,
     a_logout_pauses_the_numbers_campaigns,
     pairs_by_qr_and_reconnects_after_a_restart_without_one,

@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 pub use adapter::{KIND, WhatsAppCloudAdapter};
 pub use client::{MediaRef, WhatsAppClient, classify_status_error, media_limit};
 
+/// A WhatsApp recipient given through the API: E.164, `+` and 8 to 15 digits (both WhatsApp
+/// kinds address people so).
+pub fn e164_recipient(to: &str) -> Result<String, String> {
+    let digits = to.strip_prefix('+').unwrap_or_default();
+    if (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(to.to_owned())
+    } else {
+        Err(format!("`{to}` is not an E.164 phone number"))
+    }
+}
+
 /// A Cloud API number's secrets, kept encrypted at rest as one JSON document.
 #[derive(Clone)]
 pub struct WaCredentials {

@@ -136,12 +136,7 @@ impl ChannelAdapter for WhatsAppWebAdapter {
     }
 
     fn recipient(&self, to: &str) -> Result<String, String> {
-        let digits = to.strip_prefix('+').unwrap_or_default();
-        if (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(to.to_owned())
-        } else {
-            Err(format!("`{to}` is not an E.164 phone number"))
-        }
+        crate::channels::whatsapp::e164_recipient(to)
     }
 
     fn contact_address(&self, phone: &str, _: Option<&str>) -> Result<String, &'static str> {
