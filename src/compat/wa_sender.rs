@@ -136,7 +136,13 @@ async fn connection_status(
     };
     Ok(HttpResponse::Ok().json(match number {
         Some(n) if n.kind == channels::whatsapp_web::KIND => {
-            let v = crate::web::sessions_view(&state, &n.id).await;
+            let v = channels::whatsapp_web::current_view(
+                &state.web_sessions,
+                &state.db,
+                &state.cipher,
+                &n.id,
+            )
+            .await;
             ConnectionStatus {
                 connected: v.state == channels::whatsapp_web::SessionState::Connected,
                 state: serde_json::to_value(v.state)

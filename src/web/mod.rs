@@ -5,7 +5,6 @@ mod health;
 pub mod limits;
 pub mod metrics;
 mod sessions;
-pub use sessions::view as sessions_view;
 mod spa;
 
 use actix_web::HttpResponse;

@@ -44,23 +44,9 @@ async fn web_channel(
     Ok(row)
 }
 
-/// The session as the replica running it shows it: this one's, else the view that replica
-/// stored (a standby or API-only replica).
+/// The session as the replica running it shows it (see [`whatsapp_web::current_view`]).
 pub async fn view(state: &AppState, id: &ChannelId) -> SessionView {
-    let session = state.web_sessions.get(id);
-    let here = session.view();
-    if session.driving() {
-        return here;
-    }
-    let store = DbStore::new(state.db.clone(), id, state.cipher.clone());
-    match store.stored_view::<SessionView>().await {
-        Ok(Some(mut stored)) => {
-            // Counted by the replica that sends; this one's count is not the day's.
-            stored.awaiting_ack = 0;
-            stored
-        }
-        _ => here,
-    }
+    whatsapp_web::current_view(&state.web_sessions, &state.db, &state.cipher, id).await
 }
 
 /// Leaves `command` for whichever replica runs the session, and wakes it if it is this one.

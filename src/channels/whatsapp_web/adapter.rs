@@ -22,8 +22,7 @@ use crate::{
 /// The kind's name.
 pub const KIND: &str = "whatsapp_web";
 
-/// A new number's daily cap (vendors' warm-up advice is 20–50 a day, CHANNELS.md §3).
-pub const DEFAULT_PER_DAY: u32 = 50;
+pub use super::session::DEFAULT_PER_DAY;
 /// Default gap between two sends of a number, drawn afresh each time (WAHA: 30–60 s).
 pub const DEFAULT_GAP_SECS: (f64, f64) = (30.0, 60.0);
 /// Default least time between two messages to one person.

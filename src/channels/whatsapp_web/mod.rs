@@ -12,5 +12,5 @@ pub mod store;
 pub use adapter::{KIND, WhatsAppWebAdapter, pair_phone};
 pub use engine::{Engine, Link, Seen, WaEvent};
 pub use real::WhatsAppRust;
-pub use session::{SessionState, SessionView, Sessions, WebContext};
+pub use session::{SessionState, SessionView, Sessions, WebContext, current_view};
 pub use store::DbStore;

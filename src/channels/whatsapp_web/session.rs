@@ -37,6 +37,9 @@ use crate::{
     },
 };
 
+/// A new number's daily cap once warmed up (vendors' warm-up advice is 20–50 a day,
+/// CHANNELS.md §3); the channel's `per_day` overrides it.
+pub const DEFAULT_PER_DAY: u32 = 50;
 /// How long a send to a number that is not connected waits before it asks again.
 pub const NOT_CONNECTED_RETRY: Duration = Duration::from_secs(10);
 /// Refusals by WhatsApp (463, 479, …) within [`REFUSAL_WINDOW`] that pause the number's
@@ -207,7 +210,7 @@ impl Session {
         let per_day = row
             .as_ref()
             .and_then(|r| crate::channels::repo::stored_limits(r).per_day)
-            .unwrap_or(super::adapter::DEFAULT_PER_DAY);
+            .unwrap_or(DEFAULT_PER_DAY);
         let now = Utc::now();
         store.set_linked_at(now, false).await?;
         let linked_at = store.linked_at().await?;
@@ -370,6 +373,32 @@ impl Sessions {
     /// Forgets a deleted channel's session.
     pub fn remove(&self, channel_id: &ChannelId) {
         lock(&self.0).remove(channel_id);
+    }
+}
+
+/// The session as the replica running it shows it: this one's when it runs it here, else the
+/// view the running replica stored (for a standby or API-only replica).
+pub async fn current_view(
+    sessions: &Sessions,
+    db: &DatabaseConnection,
+    cipher: &Cipher,
+    id: &ChannelId,
+) -> SessionView {
+    let session = sessions.get(id);
+    let here = session.view();
+    if session.driving() {
+        return here;
+    }
+    match DbStore::new(db.clone(), id, cipher.clone())
+        .stored_view::<SessionView>()
+        .await
+    {
+        Ok(Some(mut stored)) => {
+            // Counted by the replica that sends; this one knows none.
+            stored.awaiting_ack = 0;
+            stored
+        }
+        _ => here,
     }
 }
 
