@@ -875,9 +875,18 @@ async fn a_campaign_keeps_the_gaps_and_the_daily_cap(backend: Backend) {
         "whatsapp web gaps over {} sends: min {min} ms, median {median} ms, max {max} ms",
         sent.len()
     );
-    // Departures are held to 50 ms apart; a send that left a few ms late shortens the next gap
-    // as the phone measures it, never the schedule.
-    assert!(min >= 40, "gaps {gaps:?}");
+    // Departures are held to 50 ms apart; a send that reached the phone late shortens the next
+    // gap as the phone measures it, never the schedule: any ten sends in a row span at least
+    // nine gaps, less that one send's lateness (50 ms allowed on this noisy machine).
+    let at: Vec<Instant> = sent.iter().map(|s| s.at).collect();
+    for w in at.windows(10) {
+        let span = w[9] - w[0];
+        assert!(
+            span >= Duration::from_millis(9 * 50 - 50),
+            "ten sends within {span:?}: gaps {gaps:?}"
+        );
+    }
+    assert!(min >= 20, "gaps {gaps:?}");
     assert!((50..=125).contains(&median), "median {median} ms");
     let distinct: std::collections::HashSet<_> = gaps.iter().collect();
     assert!(
