@@ -58,7 +58,7 @@ impl Default for RunOptions {
         Self {
             http: true,
             workers: true,
-            whatsapp_web: Arc::new(crate::channels::whatsapp_web::WhatsAppRust),
+            whatsapp_web: Arc::new(crate::channels::whatsapp_web::WhatsAppRust::default()),
         }
     }
 }

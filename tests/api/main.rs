@@ -27,5 +27,6 @@ mod signals;
 mod snapshots;
 mod subscriptions;
 mod templates;
+mod wa_server;
 mod webhook_channel;
 mod whatsapp_web;

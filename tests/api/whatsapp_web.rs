@@ -24,7 +24,10 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc::UnboundedSender};
 use whatsapp_rust::{Jid, wacore::store::traits::DeviceStore};
 
-use crate::helpers::{Backend, TestApp, spawn_app_options};
+use crate::{
+    helpers::{Backend, TestApp, spawn_app_options},
+    wa_server::{PHONE_USER, PUSH_NAME, WaServer},
+};
 
 /// What the phone answers to a send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1117,7 +1120,354 @@ async fn a_session_is_its_owners_only(backend: Backend) {
     assert_eq!(phone.st().starts, 1);
 }
 
+/// Waits for the session like [`wait_session`], for up to `secs`: the real library takes its
+/// time (a new device waits up to 10 s for the phone to share its app-state keys).
+async fn wait_long(
+    app: &TestApp,
+    id: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (status, v) = app.get_json(&format!("channels/{id}/session")).await;
+        assert_eq!(status, 200, "{v}");
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "session never {what}: {v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The server's own engine (`real.rs`, `whatsapp-rust` over our database store) against a local
+/// WhatsApp server (`wa_server.rs`): the library's QR, the phone's signed pairing, the 515
+/// restart, logins by IK with the stored device, drops, 440 and 401.
+async fn the_real_library_pairs_reconnects_and_is_logged_out(backend: Backend) {
+    let wa = WaServer::start();
+    let options = RunOptions {
+        whatsapp_web: Arc::new(wa.engine()),
+        ..RunOptions::default()
+    };
+    let mut app = spawn_app_options(backend, FakeTelegramConfig::default(), |_| {}, options).await;
+    let id = create_number(&app, json!({})).await;
+
+    // The library's QR: our ref, then the device's noise key, identity key and ADV secret.
+    let pairing = wait_long(&app, &id, 20, "showed a QR", |v| {
+        v["state"] == "pairing" && v["qr"].is_string()
+    })
+    .await;
+    let qr = pairing["qr"].as_str().expect("qr").to_owned();
+    assert!(qr.starts_with("2@pregonero-fake-"), "{qr}");
+    assert!(qr.split(',').count() >= 4, "{qr}");
+    assert!(
+        pairing["qr_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/svg+xml;base64,")),
+        "{pairing}"
+    );
+
+    // The phone scans it; the library checks the phone's signatures, signs back, restarts on
+    // the server's 515 and logs in as the linked device.
+    wa.scan(&qr);
+    let on = wait_long(&app, &id, 40, "connected", |v| v["state"] == "connected").await;
+    assert_eq!(on["phone"], format!("+{PHONE_USER}"), "{on}");
+    assert_eq!(on["push_name"], PUSH_NAME, "{on}");
+    let seen = wa.seen();
+    assert_eq!((seen.registrations, seen.logins), (1, 1), "{seen:?}");
+    // What the library keeps lives in our table, encrypted.
+    let rows = store_rows(&app, &id).await;
+    assert!(rows.len() >= 3, "the device, its keys: {rows:?}");
+    assert!(
+        rows.iter()
+            .all(|v| v.starts_with("v1:") && !v.contains(PHONE_USER)),
+        "{rows:?}"
+    );
+
+    // A restart of the server: the stored device logs in again, by IK, and shows no QR.
+    app.stop_server().await;
+    app.start_server().await;
+    wait_long(&app, &id, 40, "reconnected", |v| {
+        v["state"] == "connected" && wa.seen().logins == 2
+    })
+    .await;
+    let seen = wa.seen();
+    assert_eq!(seen.registrations, 1, "no new QR: {seen:?}");
+    assert!(seen.ik >= 1, "the paired device reconnects by IK: {seen:?}");
+
+    // The network drops: the library reconnects by itself.
+    wa.drop_connections();
+    wait_long(&app, &id, 40, "came back after a drop", |v| {
+        v["state"] == "connected" && wa.seen().logins == 3
+    })
+    .await;
+
+    // Another client takes the session over (440): we do not fight it.
+    wa.replace();
+    let replaced = wait_long(&app, &id, 20, "replaced", |v| v["state"] == "replaced").await;
+    assert_eq!(wa.seen().logins, 3, "no reconnect after a 440: {replaced}");
+
+    // The owner takes it back; then removes the device on the phone (401): the keys go.
+    let (status, body) = app
+        .api(
+            Method::POST,
+            &format!("channels/{id}/session/restart"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    wait_long(&app, &id, 40, "reconnected after the restart", |v| {
+        v["state"] == "connected" && wa.seen().logins == 4
+    })
+    .await;
+    wa.remove_device();
+    let out = wait_long(&app, &id, 20, "logged out", |v| v["state"] == "logged_out").await;
+    assert!(
+        out["phone"].is_null() || out["phone"] == format!("+{PHONE_USER}"),
+        "{out}"
+    );
+    let gone = Instant::now() + Duration::from_secs(10);
+    while !store_rows(&app, &id).await.is_empty() {
+        assert!(
+            Instant::now() < gone,
+            "the removed device's keys are deleted: {} rows left",
+            store_rows(&app, &id).await.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = wa.seen();
+    assert_eq!(
+        seen.max_live, 1,
+        "one connection per device at a time: {seen:?}"
+    );
+    assert_eq!(seen.refused_logins, 0, "no login after the 401: {seen:?}");
+    eprintln!(
+        "the WhatsApp server saw {} handshakes ({} IK), {} logins; IQs {:?}",
+        seen.handshakes, seen.ik, seen.logins, seen.iqs
+    );
+}
+
+/// A server process for [`a_killed_server_restores_its_session`] (this test binary, run again on
+/// this one test): the server's engine against a local WhatsApp server, on the database and data
+/// folder the parent names. Its phone scans any QR it is shown when `…_SCAN` is set, and it
+/// writes what the WhatsApp server saw to `seen-<node>.json`. It runs until it is killed.
+#[actix_web::test]
+#[ignore = "a child process of a_killed_server_restores_its_session"]
+async fn wa_child_server() {
+    let Ok(dir) = std::env::var("PREGONERO_WA_CHILD_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let node = std::env::var("PREGONERO_WA_CHILD_NODE").expect("node");
+    let scan = std::env::var("PREGONERO_WA_CHILD_SCAN").is_ok();
+    let backend = match std::env::var("PREGONERO_WA_CHILD_DB") {
+        Ok(url) if !url.is_empty() => Backend::Postgres(url),
+        _ => Backend::Sqlite,
+    };
+    let wa = WaServer::start();
+    let telegram = fakes::telegram::FakeTelegram::start_with(FakeTelegramConfig::default())
+        .await
+        .expect("fake telegram");
+    let mut settings = crate::helpers::test_settings(&backend, dir.clone(), telegram.base_url());
+    settings.secret_key = std::env::var("PREGONERO_WA_CHILD_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Into::into);
+    settings.node_name = Some(node.clone());
+    settings.whatsapp_web.lease_secs = 3;
+    let options = RunOptions {
+        whatsapp_web: Arc::new(wa.engine()),
+        ..RunOptions::default()
+    };
+    let app = pregonero::startup::Application::build(settings, options)
+        .await
+        .expect("build");
+    if let Some(key) = app.bootstrap_key() {
+        std::fs::write(dir.join("api-key"), key).expect("write key");
+    }
+    let running = app.spawn().expect("spawn");
+    let base = format!("http://127.0.0.1:{}", running.port);
+    let tmp = dir.join(format!("{node}.tmp"));
+    std::fs::write(&tmp, &base).expect("write address");
+    std::fs::rename(&tmp, dir.join(format!("address-{node}"))).expect("publish address");
+    let key = std::fs::read_to_string(dir.join("api-key")).expect("api key");
+    let client = reqwest::Client::new();
+    let mut scanned = std::collections::HashSet::new();
+    loop {
+        let seen = wa.seen();
+        let report = json!({
+            "registrations": seen.registrations, "logins": seen.logins, "ik": seen.ik,
+            "max_live": seen.max_live,
+        });
+        std::fs::write(&tmp, report.to_string()).expect("write seen");
+        std::fs::rename(&tmp, dir.join(format!("seen-{node}.json"))).expect("publish seen");
+        if scan {
+            let channels: Value = client
+                .get(format!("{base}/api/v1/channels"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("channels")
+                .json()
+                .await
+                .expect("json");
+            for c in channels["items"].as_array().into_iter().flatten() {
+                let id = c["id"].as_str().unwrap_or_default();
+                let v: Value = client
+                    .get(format!("{base}/api/v1/channels/{id}/session"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .expect("session")
+                    .json()
+                    .await
+                    .expect("json");
+                if let Some(qr) = v["qr"].as_str()
+                    && scanned.insert(qr.to_owned())
+                {
+                    wa.scan(qr);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A child server process; killed (SIGKILL) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn child(dir: &std::path::Path, db: &str, key: &str, node: &str, scan: bool) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{node}.log"))).expect("log");
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "whatsapp_web::wa_child_server",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PREGONERO_WA_CHILD_DIR", dir)
+    .env("PREGONERO_WA_CHILD_DB", db)
+    .env("PREGONERO_WA_CHILD_KEY", key)
+    .env("PREGONERO_WA_CHILD_NODE", node)
+    .stdout(log.try_clone().expect("log"))
+    .stderr(log);
+    if scan {
+        cmd.env("PREGONERO_WA_CHILD_SCAN", "1");
+    }
+    Child(cmd.spawn().expect("start the child server"))
+}
+
+/// Waits for `name` in `dir` (a child's published file) and reads it.
+async fn published(dir: &std::path::Path, name: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(dir.join(name)) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never appeared in {dir:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `kill -9` of the server while its number is connected: a new server process, on the same
+/// database, restores the session from the stored keys (IK login, no QR) once the dead one's
+/// lease runs out. The server, its engine and the WhatsApp server run as a child process.
+async fn a_killed_server_restores_its_session(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, key) = match &backend {
+        Backend::Sqlite => (String::new(), String::new()),
+        Backend::Postgres(url) => (url.clone(), pregonero::crypto::Cipher::generate_key()),
+    };
+    crate::helpers::secret(&key);
+    let first = child(dir.path(), &db, &key, "wa-node-1", true);
+    let base = published(dir.path(), "address-wa-node-1", Duration::from_secs(60)).await;
+    let api_key = published(dir.path(), "api-key", Duration::from_secs(5)).await;
+    let client = reqwest::Client::new();
+    let (status, channel) = crate::helpers::status_and_json(
+        client
+            .post(format!("{base}/api/v1/channels"))
+            .bearer_auth(&api_key)
+            .json(&json!({"kind": "whatsapp_web", "name": "Tienda"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let id = channel["id"].as_str().expect("id").to_owned();
+    let session = |base: String| {
+        let (client, api_key, id) = (client.clone(), api_key.clone(), id.clone());
+        async move {
+            crate::helpers::status_and_json(
+                client
+                    .get(format!("{base}/api/v1/channels/{id}/session"))
+                    .bearer_auth(&api_key),
+            )
+            .await
+            .1
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while session(base.clone()).await["state"] != "connected" {
+        assert!(Instant::now() < deadline, "{}", session(base.clone()).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGKILL: no stop, no lease handed back, no goodbye to WhatsApp.
+    drop(first);
+    let _second = child(dir.path(), &db, &key, "wa-node-2", false);
+    let base = published(dir.path(), "address-wa-node-2", Duration::from_secs(60)).await;
+    let started = Instant::now();
+    let mut qr_seen = false;
+    let logins = || {
+        std::fs::read_to_string(dir.path().join("seen-wa-node-2.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["logins"].as_u64())
+            .unwrap_or(0)
+    };
+    let view = loop {
+        let v = session(base.clone()).await;
+        qr_seen |= v["qr"].is_string();
+        // Until it holds the lease, the new process shows the view the dead one stored.
+        if v["state"] == "connected" && logins() >= 1 {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never restored: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!qr_seen, "no QR after the kill: {view}");
+    assert_eq!(view["phone"], format!("+{PHONE_USER}"), "{view}");
+    let seen: Value = serde_json::from_str(
+        &published(dir.path(), "seen-wa-node-2.json", Duration::from_secs(5)).await,
+    )
+    .expect("seen");
+    assert_eq!(seen["registrations"], 0, "{seen}");
+    assert!(
+        seen["ik"].as_u64() >= Some(1),
+        "an IK login of the stored device: {seen}"
+    );
+    eprintln!(
+        "restored {:.1} s after the new process served (lease 3 s)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 crate::on_both_databases!(
+    a_killed_server_restores_its_session,
+    the_real_library_pairs_reconnects_and_is_logged_out,
     a_session_is_its_owners_only,
     a_new_number_warms_up,
     a_logout_pauses_the_numbers_campaigns,

@@ -5,10 +5,12 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc::UnboundedSender;
 use whatsapp_rust::{
-    Jid,
+    Jid, TokioRuntime,
     bot::{Bot, BotHandle},
     client::Client,
+    http::{HttpClient, HttpRequest, HttpResponse},
     pair_code::PairCodeOptions,
+    transport::{Transport, TransportEvent, TransportFactory},
     upload::UploadOptions,
     wacore::{
         download::MediaType,
@@ -24,9 +26,38 @@ use super::{
 };
 use crate::channels::{ChannelError, OutboundMessage};
 
-/// `whatsapp-rust` 0.7.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WhatsAppRust;
+/// `whatsapp-rust` 0.7, over WhatsApp's own servers by default.
+///
+/// The library's two network seams can be replaced ([`WhatsAppRust::over`]): the transport
+/// that carries the Noise frames and the HTTP client that fetches the Web client's version and
+/// uploads media. The tests put a local WhatsApp server there (`tests/api/wa_server.rs`).
+#[derive(Clone)]
+pub struct WhatsAppRust {
+    transport: Arc<dyn TransportFactory>,
+    http: Arc<dyn HttpClient>,
+}
+
+impl Default for WhatsAppRust {
+    fn default() -> Self {
+        Self::over(
+            Arc::new(whatsapp_rust::transport::TokioWebSocketTransportFactory::new()),
+            Arc::new(whatsapp_rust::http::UreqHttpClient::new()),
+        )
+    }
+}
+
+impl std::fmt::Debug for WhatsAppRust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WhatsAppRust")
+    }
+}
+
+impl WhatsAppRust {
+    /// The library over `transport` and `http` instead of WhatsApp's servers.
+    pub fn over(transport: Arc<dyn TransportFactory>, http: Arc<dyn HttpClient>) -> Self {
+        Self { transport, http }
+    }
+}
 
 impl Engine for WhatsAppRust {
     fn start(
@@ -35,11 +66,15 @@ impl Engine for WhatsAppRust {
         pair_phone: Option<String>,
         events: UnboundedSender<WaEvent>,
     ) -> BoxFuture<'static, anyhow::Result<Arc<dyn Link>>> {
+        let (transport, http) = (self.transport.clone(), self.http.clone());
         Box::pin(async move {
             // A raw handler runs inline, in arrival order (the closure handlers run each event
             // on its own task, so a QR could overtake a newer one, or Connected a Disconnected).
             let mut builder = Bot::builder()
                 .with_backend(store)
+                .with_transport_factory(SharedTransport(transport))
+                .with_http_client(SharedHttp(http))
+                .with_runtime(TokioRuntime)
                 .skip_history_sync()
                 .with_event_handler(Forward(events.clone()));
             if let Some(phone) = pair_phone {
@@ -57,6 +92,54 @@ impl Engine for WhatsAppRust {
                 events,
             }) as Arc<dyn Link>)
         })
+    }
+}
+
+/// The builder takes its seams by value; ours are shared between the runs of every session.
+struct SharedTransport(Arc<dyn TransportFactory>);
+
+#[whatsapp_rust::async_trait]
+impl TransportFactory for SharedTransport {
+    async fn create_transport(
+        &self,
+    ) -> anyhow::Result<(
+        Arc<dyn Transport>,
+        whatsapp_rust::async_channel::Receiver<TransportEvent>,
+    )> {
+        self.0.create_transport().await
+    }
+}
+
+struct SharedHttp(Arc<dyn HttpClient>);
+
+#[whatsapp_rust::async_trait]
+impl HttpClient for SharedHttp {
+    async fn execute(&self, request: HttpRequest) -> anyhow::Result<HttpResponse> {
+        self.0.execute(request).await
+    }
+
+    fn supports_streaming(&self) -> bool {
+        self.0.supports_streaming()
+    }
+
+    fn execute_streaming(
+        &self,
+        request: HttpRequest,
+    ) -> anyhow::Result<whatsapp_rust::wacore::net::StreamingHttpResponse> {
+        self.0.execute_streaming(request)
+    }
+
+    fn supports_upload_streaming(&self) -> bool {
+        self.0.supports_upload_streaming()
+    }
+
+    fn execute_upload(
+        &self,
+        request: HttpRequest,
+        body: whatsapp_rust::wacore::net::UploadBody,
+        content_length: u64,
+    ) -> anyhow::Result<HttpResponse> {
+        self.0.execute_upload(request, body, content_length)
     }
 }
 

@@ -775,12 +775,29 @@ async fn connect_once(
     session
         .by_code
         .store(pair_phone.is_some(), std::sync::atomic::Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let link = match ctx.engine.start(store.clone(), pair_phone, tx).await {
         Ok(link) => link,
         Err(e) => return RunEnd::Retry(format!("could not start: {e}")),
     };
     *lock(&session.link) = Some(link.clone());
+    let end = drive(ctx, channel_id, owner, session, lease, &store, rx).await;
+    if matches!(end, RunEnd::Wait(_, _, true) | RunEnd::LostLease) {
+        store.fence();
+    }
+    end
+}
+
+/// Runs one connection until it ends.
+async fn drive(
+    ctx: &WebContext,
+    channel_id: &ChannelId,
+    owner: &UserId,
+    session: &Arc<Session>,
+    lease: &str,
+    store: &DbStore,
+    mut rx: mpsc::UnboundedReceiver<WaEvent>,
+) -> RunEnd {
     let mut renew = tokio::time::interval(ctx.lease / 3);
     renew.tick().await;
     let mut check = tokio::time::interval(COMMAND_POLL);
@@ -790,7 +807,7 @@ async fn connect_once(
                 let Some(event) = event else {
                     return RunEnd::Retry("the connection ended".into());
                 };
-                if let Some(end) = on_event(ctx, channel_id, owner, session, &store, event).await {
+                if let Some(end) = on_event(ctx, channel_id, owner, session, store, event).await {
                     return end;
                 }
             }
@@ -808,12 +825,12 @@ async fn connect_once(
                         ctx.ack_timeout.as_secs()
                     ));
                 }
-                if let Some(end) = command_end(session, &store).await {
+                if let Some(end) = command_end(session, store).await {
                     return end;
                 }
             }
             _ = session.restart.notified() => {
-                if let Some(end) = command_end(session, &store).await {
+                if let Some(end) = command_end(session, store).await {
                     return end;
                 }
             }

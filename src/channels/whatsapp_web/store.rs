@@ -43,6 +43,11 @@ pub struct DbStore {
     /// Held by every read-modify-write, so the library's concurrent writers (which the trait
     /// says must see them atomic) never lose each other's writes. Shared by clones.
     rmw: Arc<tokio::sync::Mutex<()>>,
+    /// Set when the connection run this store serves has ended for good (its device logged
+    /// out, or another replica took the session): the library's late writes (a detached task's
+    /// pre-keys, the device saved while closing) then go nowhere instead of re-creating the
+    /// keys we delete or overwriting the new owner's. Shared by clones.
+    fenced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -149,7 +154,17 @@ impl DbStore {
             cipher,
             mac_key,
             rmw: Arc::default(),
+            fenced: Arc::default(),
         }
+    }
+
+    /// Drops every later write through this store and its clones (reads still work).
+    pub fn fence(&self) {
+        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn mac(&self, ns: &str, key: &str) -> String {
@@ -180,7 +195,7 @@ impl DbStore {
     }
 
     async fn put_many<T: Serialize>(&self, ns: &str, items: &[(&str, &T)]) -> Result<()> {
-        if items.is_empty() {
+        if items.is_empty() || self.is_fenced() {
             return Ok(());
         }
         let now = now_secs();
@@ -222,7 +237,7 @@ impl DbStore {
     }
 
     async fn del(&self, ns: &str, keys: &[&str]) -> Result<u32> {
-        if keys.is_empty() {
+        if keys.is_empty() || self.is_fenced() {
             return Ok(0);
         }
         let macs: Vec<String> = keys.iter().map(|k| self.mac(ns, k)).collect();
@@ -241,6 +256,9 @@ impl DbStore {
     }
 
     async fn clear(&self, ns: &str) -> Result<()> {
+        if self.is_fenced() {
+            return Ok(());
+        }
         rows::Entity::delete_many()
             .filter(rows::Column::ChannelId.eq(self.channel.as_str()))
             .filter(rows::Column::Ns.eq(ns))
