@@ -17,7 +17,7 @@
 //! - a removed device: stream error 401 and every later login refused; a takeover: stream
 //!   error 440 (`conflict replaced`); a dropped connection.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -37,7 +37,9 @@ use whatsapp_rust::{
     wacore::{
         framing::encode_frame,
         handshake::{NoiseCipher, NoiseHandshake},
-        libsignal::protocol::{KeyPair, PrivateKey},
+        iq::prekeys::PreKeyBundleUserNode,
+        libsignal::protocol::{IdentityKey, KeyPair, PreKeyBundle, PrivateKey},
+        protocol::ProtocolNode,
     },
     wacore_binary::{
         OwnedNodeRef,
@@ -71,6 +73,73 @@ pub struct Seen {
     pub max_live: usize,
     /// The `xmlns` of every IQ the client asked.
     pub iqs: Vec<String>,
+    /// Every message stanza the client sent.
+    pub messages: Vec<WireMessage>,
+}
+
+/// A message as it reached the server: encrypted for each of the recipient's devices.
+#[derive(Debug, Clone)]
+pub struct WireMessage {
+    pub id: String,
+    /// The recipient's user (phone number without `+`).
+    pub to: String,
+    /// `text` or `media`.
+    pub kind: String,
+    /// The Signal message types of its `<enc>` parts (`pkmsg` for a first message).
+    pub enc: Vec<String>,
+}
+
+/// What WhatsApp and the recipient's phone answer to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The server's ack, then the phone's delivered and read receipts.
+    Read,
+    /// The server's ack only (one tick).
+    ServerOnly,
+    /// Refused by the server (error 463).
+    Refuse,
+}
+
+/// A phone's Signal keys, as its pre-key bundle publishes them.
+struct PhoneKeys {
+    registration_id: u32,
+    identity: KeyPair,
+    signed: KeyPair,
+    signature: Vec<u8>,
+    one_time: KeyPair,
+}
+
+impl PhoneKeys {
+    fn new() -> Self {
+        let mut rng = rand10::rng();
+        let identity = KeyPair::generate(&mut rng);
+        let signed = KeyPair::generate(&mut rng);
+        let signature = identity
+            .private_key
+            .calculate_signature(&signed.public_key.serialize(), &mut rng)
+            .expect("sign")
+            .to_vec();
+        Self {
+            registration_id: rand10::random::<u32>() & 0x3FFF,
+            identity,
+            signed,
+            signature,
+            one_time: KeyPair::generate(&mut rng),
+        }
+    }
+
+    fn bundle(&self, device: u32) -> PreKeyBundle {
+        PreKeyBundle::new(
+            self.registration_id,
+            device.into(),
+            Some((1.into(), self.one_time.public_key)),
+            1.into(),
+            self.signed.public_key,
+            self.signature.clone(),
+            IdentityKey::new(self.identity.public_key),
+        )
+        .expect("bundle")
+    }
 }
 
 enum Cmd {
@@ -97,6 +166,9 @@ struct Inner {
     seen: Mutex<Seen>,
     /// Noise keys of devices the phone removed: their logins are refused.
     removed: Mutex<HashSet<[u8; 32]>>,
+    /// Every user's phone (device 0), made when first asked for.
+    phones: Mutex<HashMap<String, PhoneKeys>>,
+    answer: Mutex<Answer>,
 }
 
 /// The server, and the phone behind it. Cheap to clone.
@@ -121,6 +193,8 @@ impl WaServer {
             conns: Mutex::new(Vec::new()),
             seen: Mutex::new(Seen::default()),
             removed: Mutex::new(HashSet::new()),
+            phones: Mutex::new(HashMap::new()),
+            answer: Mutex::new(Answer::Read),
         }))
     }
 
@@ -178,6 +252,11 @@ impl WaServer {
                 .build()])
             .build();
         let _ = conn.cmds.send(Cmd::Node(success));
+    }
+
+    /// How WhatsApp and the recipients answer the next messages.
+    pub fn set_answer(&self, answer: Answer) {
+        *self.0.answer.lock().expect("lock") = answer;
     }
 
     /// The owner removes the linked device on the phone: 401 now, and every later login refused.
@@ -285,6 +364,20 @@ fn signed_identity(device_identity: &[u8; 32], adv_secret: &[u8; 32]) -> Vec<u8>
         account_type: Some(wa::ADVEncryptionType::E2EE),
     }
     .encode_to_vec()
+}
+
+/// The `jid`s of the `<user>` nodes under `path` in an IQ.
+fn users_of(iq: &Node, path: &[&str]) -> Vec<Jid> {
+    let mut node = Some(iq);
+    for tag in path {
+        node = node.and_then(|n| n.get_optional_child(tag));
+    }
+    node.map(|n| {
+        n.get_children_by_tag("user")
+            .filter_map(|u| u.attrs().optional_string("jid")?.parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn noise_err(e: impl std::fmt::Display) -> anyhow::Error {
@@ -535,6 +628,9 @@ impl Connection {
     async fn answer(&mut self, node: &Node) -> anyhow::Result<()> {
         let attrs =
             |k: &str| -> Option<String> { node.attrs().optional_string(k).map(|v| v.into_owned()) };
+        if node.tag == "message" {
+            return self.message(node).await;
+        }
         if node.tag != "iq" {
             return Ok(());
         }
@@ -583,6 +679,51 @@ impl Connection {
                     .children([NodeBuilder::new("sync").children(names).build()])
                     .build()
             }
+            "usync" => reply
+                .attr("type", "result")
+                .children([NodeBuilder::new("usync")
+                    .children([NodeBuilder::new("list")
+                        .children(users_of(node, &["usync", "list"]).into_iter().map(|jid| {
+                            // Every user has one device: the phone.
+                            NodeBuilder::new("user")
+                                .attr("jid", jid)
+                                .children([NodeBuilder::new("devices")
+                                    .children([NodeBuilder::new("device-list")
+                                        .children([NodeBuilder::new("device")
+                                            .attr("id", "0")
+                                            .build()])
+                                        .build()])
+                                    .build()])
+                                .build()
+                        }))
+                        .build()])
+                    .build()])
+                .build(),
+            // The pre-key bundles of the devices a message goes to.
+            "encrypt" if node.get_optional_child("key").is_some() => {
+                let users = users_of(node, &["key"]);
+                let mut phones = self.server.0.phones.lock().expect("lock");
+                let bundles: Vec<Node> = users
+                    .into_iter()
+                    .map(|jid| {
+                        let keys = phones
+                            .entry(jid.user.to_string())
+                            .or_insert_with(PhoneKeys::new);
+                        PreKeyBundleUserNode::from_bundle(
+                            jid.clone(),
+                            &keys.bundle(u32::from(jid.device)),
+                            None,
+                        )
+                        .expect("bundle node")
+                        .into_node()
+                    })
+                    .collect();
+                drop(phones);
+                reply
+                    .attr("type", "result")
+                    .children([NodeBuilder::new("list").children(bundles).build()])
+                    .build()
+            }
             "w:p" | "passive" | "md" => reply.attr("type", "result").build(),
             _ if kind == "set" => reply.attr("type", "result").build(),
             _ => reply
@@ -594,6 +735,66 @@ impl Connection {
                 .build(),
         };
         self.send(&reply).await
+    }
+
+    /// A message from the device: the server acks it (or refuses it), and the recipient's phone
+    /// reports it delivered and read.
+    async fn message(&mut self, node: &Node) -> anyhow::Result<()> {
+        let attr = |k: &str| node.attrs().optional_string(k).map(|v| v.into_owned());
+        let (Some(id), Some(to)) = (attr("id"), attr("to")) else {
+            return Ok(());
+        };
+        let to_jid: Jid = to.parse()?;
+        let mut enc = Vec::new();
+        let mut collect = |n: &Node| {
+            if n.tag == "enc" {
+                enc.push(n.attrs().optional_string("type").unwrap_or_default().into_owned());
+            }
+        };
+        for child in node.children().into_iter().flatten() {
+            collect(child);
+            for to in child.children().into_iter().flatten() {
+                for e in to.children().into_iter().flatten() {
+                    collect(e);
+                }
+            }
+        }
+        self.server
+            .0
+            .seen
+            .lock()
+            .expect("lock")
+            .messages
+            .push(WireMessage {
+                id: id.clone(),
+                to: to_jid.user.to_string(),
+                kind: attr("type").unwrap_or_default(),
+                enc,
+            });
+        let answer = *self.server.0.answer.lock().expect("lock");
+        let now = chrono::Utc::now().timestamp().to_string();
+        let mut ack = NodeBuilder::new("ack")
+            .attr("class", "message")
+            .attr("id", id.clone())
+            .attr("from", to_jid.clone())
+            .attr("t", now.clone());
+        if answer == Answer::Refuse {
+            ack = ack.attr("error", "463");
+        }
+        self.send(&ack.build()).await?;
+        if answer == Answer::Read {
+            for kind in [None, Some("read")] {
+                let mut receipt = NodeBuilder::new("receipt")
+                    .attr("from", to_jid.clone())
+                    .attr("id", id.clone())
+                    .attr("t", now.clone());
+                if let Some(kind) = kind {
+                    receipt = receipt.attr("type", kind);
+                }
+                self.send(&receipt.build()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The Noise handshake, as the responder: the client's static key and its login payload.

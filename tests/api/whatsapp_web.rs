@@ -26,7 +26,7 @@ use whatsapp_rust::{Jid, wacore::store::traits::DeviceStore};
 
 use crate::{
     helpers::{Backend, TestApp, spawn_app_options},
-    wa_server::{PHONE_USER, PUSH_NAME, WaServer},
+    wa_server::{Answer, PHONE_USER, PUSH_NAME, WaServer},
 };
 
 /// What the phone answers to a send.
@@ -1248,6 +1248,63 @@ async fn the_real_library_pairs_reconnects_and_is_logged_out(backend: Backend) {
     );
 }
 
+/// A number linked through the real library to `wa`'s phone.
+async fn real_number(app: &TestApp, wa: &WaServer, limits: Value) -> String {
+    let id = create_number(app, json!({"limits": limits})).await;
+    let v = wait_long(app, &id, 20, "showed a QR", |v| v["qr"].is_string()).await;
+    wa.scan(v["qr"].as_str().expect("qr"));
+    wait_long(app, &id, 40, "connected", |v| v["state"] == "connected").await;
+    id
+}
+
+/// Sends through the real library: device lists, the recipients' pre-key bundles (the library
+/// checks their signatures and opens Signal sessions), one encrypted part per device; then the
+/// server's ack, the phone's receipts, a one-tick message and a refusal reach the ledger.
+async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
+    let wa = WaServer::start();
+    let options = RunOptions {
+        whatsapp_web: Arc::new(wa.engine()),
+        ..RunOptions::default()
+    };
+    let app = spawn_app_options(backend, FakeTelegramConfig::default(), |_| {}, options).await;
+    let id = real_number(&app, &wa, NO_GAP()).await;
+
+    let read = send(&app, &id, "+34600000001", "uno").await;
+    let m = wait_events(&app, &read, |seen| seen.contains(&"read".to_owned())).await;
+    assert_eq!(statuses(&m), ["delivered", "read"], "{m}");
+    let wire = wa.seen().messages;
+    assert_eq!(wire.len(), 1, "{wire:?}");
+    assert_eq!(
+        (wire[0].to.as_str(), wire[0].kind.as_str()),
+        ("34600000001", "text"),
+        "{wire:?}"
+    );
+    assert_eq!(m["provider_message_id"], wire[0].id, "{m}");
+    assert!(
+        wire[0].enc.iter().any(|t| t == "pkmsg"),
+        "a first message opens a Signal session: {wire:?}"
+    );
+
+    // One tick only: sent, never delivered.
+    wa.set_answer(Answer::ServerOnly);
+    let one_tick = send(&app, &id, "+34600000002", "dos").await;
+    app.wait_for_status(&one_tick, "sent", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, m) = app.get_json(&format!("messages/{one_tick}")).await;
+    assert_eq!(m["status"], "sent", "{m}");
+    assert!(statuses(&m).is_empty(), "a server ack is not a delivery: {m}");
+
+    // Refused by WhatsApp (463): failed, not delivered.
+    wa.set_answer(Answer::Refuse);
+    let refused = send(&app, &id, "+34600000003", "tres").await;
+    let m = app
+        .wait_for_status(&refused, "failed", Duration::from_secs(20))
+        .await;
+    assert_eq!(m["last_error_code"], "whatsapp-web-refused", "{m}");
+    assert_eq!(wa.seen().messages.len(), 3);
+}
+
 /// A server process for [`a_killed_server_restores_its_session`] (this test binary, run again on
 /// this one test): the server's engine against a local WhatsApp server, on the database and data
 /// folder the parent names. Its phone scans any QR it is shown when `…_SCAN` is set, and it
@@ -1466,6 +1523,7 @@ async fn a_killed_server_restores_its_session(backend: Backend) {
 }
 
 crate::on_both_databases!(
+    the_real_library_sends_and_reports_receipts,
     a_killed_server_restores_its_session,
     the_real_library_pairs_reconnects_and_is_logged_out,
     a_session_is_its_owners_only,
