@@ -38,14 +38,21 @@ use whatsapp_rust::{
         framing::encode_frame,
         handshake::{NoiseCipher, NoiseHandshake},
         iq::prekeys::PreKeyBundleUserNode,
-        libsignal::protocol::{IdentityKey, KeyPair, PreKeyBundle, PrivateKey},
+        libsignal::protocol::{
+            CiphertextMessage, Direction, GenericSignedPreKey, IdentityChange, IdentityKey,
+            IdentityKeyPair, IdentityKeyStore, KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord,
+            PreKeySignalMessage, PreKeyStore, PrivateKey, ProtocolAddress, PublicKey,
+            SessionRecord, SessionStore, SignalMessage, SignalProtocolError, SignedPreKeyId,
+            SignedPreKeyRecord, SignedPreKeyStore, Timestamp, UsePQRatchet, message_decrypt,
+            message_encrypt, process_prekey_bundle,
+        },
         protocol::ProtocolNode,
     },
     wacore_binary::{
         OwnedNodeRef,
         consts::{NOISE_PATTERN_IK, NOISE_PATTERN_XX, WA_CONN_HEADER},
         marshal::marshal,
-        node::Node,
+        node::{Node, NodeContent},
         util::unpack_bytes,
     },
     waproto::whatsapp as wa,
@@ -75,6 +82,8 @@ pub struct Seen {
     pub iqs: Vec<String>,
     /// Every message stanza the client sent.
     pub messages: Vec<WireMessage>,
+    /// The size of every media upload.
+    pub uploads: Vec<usize>,
 }
 
 /// A message as it reached the server: encrypted for each of the recipient's devices.
@@ -87,6 +96,8 @@ pub struct WireMessage {
     pub kind: String,
     /// The Signal message types of its `<enc>` parts (`pkmsg` for a first message).
     pub enc: Vec<String>,
+    /// What the recipient's phone read, decrypted ([`describe`]).
+    pub read: Option<String>,
 }
 
 /// What WhatsApp and the recipient's phone answer to a message.
@@ -98,48 +109,249 @@ pub enum Answer {
     ServerOnly,
     /// Refused by the server (error 463).
     Refuse,
+    /// Nothing at all: the connection takes messages and never answers (a zombie).
+    Silent,
 }
 
-/// A phone's Signal keys, as its pre-key bundle publishes them.
-struct PhoneKeys {
-    registration_id: u32,
-    identity: KeyPair,
-    signed: KeyPair,
-    signature: Vec<u8>,
-    one_time: KeyPair,
+/// A WhatsApp user's phone (device 0): its Signal identity and keys as its pre-key bundle
+/// publishes them, and its sessions, so it reads what it is sent and writes back.
+struct Phone {
+    identity: PhoneIdentity,
+    sessions: PhoneSessions,
+    pre_keys: PhonePreKeys,
+    signed: PhoneSigned,
+    bundle: PreKeyBundle,
 }
 
-impl PhoneKeys {
+impl Phone {
     fn new() -> Self {
         let mut rng = rand10::rng();
         let identity = KeyPair::generate(&mut rng);
         let signed = KeyPair::generate(&mut rng);
+        let one_time = KeyPair::generate(&mut rng);
         let signature = identity
             .private_key
             .calculate_signature(&signed.public_key.serialize(), &mut rng)
             .expect("sign")
             .to_vec();
+        let registration_id = rand10::random::<u32>() & 0x3FFF;
+        let bundle = PreKeyBundle::new(
+            registration_id,
+            0.into(),
+            Some((1.into(), one_time.public_key)),
+            1.into(),
+            signed.public_key,
+            signature.clone(),
+            IdentityKey::new(identity.public_key),
+        )
+        .expect("bundle");
         Self {
-            registration_id: rand10::random::<u32>() & 0x3FFF,
-            identity,
-            signed,
-            signature,
-            one_time: KeyPair::generate(&mut rng),
+            identity: PhoneIdentity {
+                pair: IdentityKeyPair::new(
+                    IdentityKey::new(identity.public_key),
+                    identity.private_key,
+                ),
+                registration_id,
+                known: HashMap::new(),
+            },
+            sessions: PhoneSessions(HashMap::new()),
+            pre_keys: PhonePreKeys(HashMap::from([(1, PreKeyRecord::new(1.into(), &one_time))])),
+            signed: PhoneSigned(HashMap::from([(
+                1,
+                SignedPreKeyRecord::new(
+                    1.into(),
+                    Timestamp::from_epoch_millis(0),
+                    &signed,
+                    &signature,
+                ),
+            )])),
+            bundle,
         }
     }
 
-    fn bundle(&self, device: u32) -> PreKeyBundle {
-        PreKeyBundle::new(
-            self.registration_id,
-            device.into(),
-            Some((1.into(), self.one_time.public_key)),
-            1.into(),
-            self.signed.public_key,
-            self.signature.clone(),
-            IdentityKey::new(self.identity.public_key),
+    /// Reads a message our device encrypted for this phone.
+    async fn decrypt(
+        &mut self,
+        from: &ProtocolAddress,
+        kind: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<wa::Message> {
+        let ciphertext = match kind {
+            "pkmsg" => {
+                CiphertextMessage::PreKeySignalMessage(PreKeySignalMessage::try_from(bytes)?)
+            }
+            "msg" => CiphertextMessage::SignalMessage(SignalMessage::try_from(bytes)?),
+            other => anyhow::bail!("not a 1:1 Signal message: {other}"),
+        };
+        let plain = message_decrypt(
+            &ciphertext,
+            from,
+            &mut self.sessions,
+            &mut self.identity,
+            &mut self.pre_keys,
+            &self.signed,
+            &mut rand10::make_rng::<rand10::rngs::StdRng>(),
+            UsePQRatchet::No,
         )
-        .expect("bundle")
+        .await?
+        .plaintext;
+        // WhatsApp pads the plaintext with n bytes of value n.
+        let pad = usize::from(*plain.last().unwrap_or(&0));
+        anyhow::ensure!(pad >= 1 && pad <= plain.len(), "bad padding");
+        Ok(wa::Message::decode_from_slice(&plain[..plain.len() - pad])?)
     }
+
+    /// Writes `message` to a device whose pre-key bundle is `bundle` (a first message: `pkmsg`).
+    async fn encrypt(
+        &mut self,
+        to: &ProtocolAddress,
+        bundle: &PreKeyBundle,
+        message: &wa::Message,
+    ) -> anyhow::Result<(String, Vec<u8>)> {
+        if !self.sessions.0.contains_key(&to.to_string()) {
+            process_prekey_bundle(
+                to,
+                &mut self.sessions,
+                &mut self.identity,
+                bundle,
+                &mut rand10::make_rng::<rand10::rngs::StdRng>(),
+                UsePQRatchet::No,
+            )
+            .await?;
+        }
+        let mut plain = message.encode_to_vec();
+        plain.extend([3u8; 3]);
+        let sealed = message_encrypt(&plain, to, &mut self.sessions, &mut self.identity).await?;
+        let kind = match sealed {
+            CiphertextMessage::PreKeySignalMessage(_) => "pkmsg",
+            _ => "msg",
+        };
+        Ok((kind.to_owned(), sealed.serialize().to_vec()))
+    }
+}
+
+struct PhoneIdentity {
+    pair: IdentityKeyPair,
+    registration_id: u32,
+    known: HashMap<String, IdentityKey>,
+}
+
+struct PhoneSessions(HashMap<String, SessionRecord>);
+struct PhonePreKeys(HashMap<u32, PreKeyRecord>);
+struct PhoneSigned(HashMap<u32, SignedPreKeyRecord>);
+
+type SignalResult<T> = Result<T, SignalProtocolError>;
+
+#[whatsapp_rust::async_trait]
+impl IdentityKeyStore for PhoneIdentity {
+    async fn get_identity_key_pair(&self) -> SignalResult<IdentityKeyPair> {
+        Ok(self.pair.clone())
+    }
+
+    async fn get_local_registration_id(&self) -> SignalResult<u32> {
+        Ok(self.registration_id)
+    }
+
+    async fn save_identity(
+        &mut self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+    ) -> SignalResult<IdentityChange> {
+        let old = self.known.insert(address.to_string(), *identity);
+        Ok(match old {
+            Some(o) if o != *identity => IdentityChange::ReplacedExisting,
+            _ => IdentityChange::NewOrUnchanged,
+        })
+    }
+
+    async fn is_trusted_identity(
+        &self,
+        _address: &ProtocolAddress,
+        _identity: &IdentityKey,
+        _direction: Direction,
+    ) -> SignalResult<bool> {
+        Ok(true)
+    }
+
+    async fn get_identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
+        Ok(self.known.get(&address.to_string()).copied())
+    }
+}
+
+#[whatsapp_rust::async_trait]
+impl SessionStore for PhoneSessions {
+    async fn load_session(&self, address: &ProtocolAddress) -> SignalResult<Option<SessionRecord>> {
+        Ok(self.0.get(&address.to_string()).cloned())
+    }
+
+    async fn has_session(&self, address: &ProtocolAddress) -> SignalResult<bool> {
+        Ok(self.0.contains_key(&address.to_string()))
+    }
+
+    async fn store_session(
+        &mut self,
+        address: &ProtocolAddress,
+        record: SessionRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(address.to_string(), record);
+        Ok(())
+    }
+}
+
+#[whatsapp_rust::async_trait]
+impl PreKeyStore for PhonePreKeys {
+    async fn get_pre_key(&self, id: PreKeyId) -> SignalResult<PreKeyRecord> {
+        self.0
+            .get(&u32::from(id))
+            .cloned()
+            .ok_or(SignalProtocolError::InvalidPreKeyId)
+    }
+
+    async fn save_pre_key(&mut self, id: PreKeyId, record: &PreKeyRecord) -> SignalResult<()> {
+        self.0.insert(id.into(), record.clone());
+        Ok(())
+    }
+
+    async fn remove_pre_key(&mut self, id: PreKeyId) -> SignalResult<()> {
+        self.0.remove(&u32::from(id));
+        Ok(())
+    }
+}
+
+#[whatsapp_rust::async_trait]
+impl SignedPreKeyStore for PhoneSigned {
+    async fn get_signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
+        self.0
+            .get(&u32::from(id))
+            .cloned()
+            .ok_or(SignalProtocolError::InvalidSignedPreKeyId)
+    }
+
+    async fn save_signed_pre_key(
+        &mut self,
+        id: SignedPreKeyId,
+        record: &SignedPreKeyRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(id.into(), record.clone());
+        Ok(())
+    }
+}
+
+/// What a message says, for the tests: `text:…`, `image:<caption>`, `document:<file name>`.
+pub fn describe(message: &wa::Message) -> String {
+    if let Some(text) = &message.conversation {
+        return format!("text:{text}");
+    }
+    if let Some(t) = message.extended_text_message.as_option() {
+        return format!("text:{}", t.text.clone().unwrap_or_default());
+    }
+    if let Some(i) = message.image_message.as_option() {
+        return format!("image:{}", i.caption.clone().unwrap_or_default());
+    }
+    if let Some(d) = message.document_message.as_option() {
+        return format!("document:{}", d.file_name.clone().unwrap_or_default());
+    }
+    format!("other:{message:?}")
 }
 
 enum Cmd {
@@ -167,7 +379,9 @@ struct Inner {
     /// Noise keys of devices the phone removed: their logins are refused.
     removed: Mutex<HashSet<[u8; 32]>>,
     /// Every user's phone (device 0), made when first asked for.
-    phones: Mutex<HashMap<String, PhoneKeys>>,
+    phones: tokio::sync::Mutex<HashMap<String, Phone>>,
+    /// Bundles of our device's unused one-time pre-keys (what a phone writing to it needs).
+    uploaded: Mutex<Vec<PreKeyBundle>>,
     answer: Mutex<Answer>,
 }
 
@@ -193,7 +407,8 @@ impl WaServer {
             conns: Mutex::new(Vec::new()),
             seen: Mutex::new(Seen::default()),
             removed: Mutex::new(HashSet::new()),
-            phones: Mutex::new(HashMap::new()),
+            phones: tokio::sync::Mutex::new(HashMap::new()),
+            uploaded: Mutex::new(Vec::new()),
             answer: Mutex::new(Answer::Read),
         }))
     }
@@ -252,6 +467,62 @@ impl WaServer {
                 .build()])
             .build();
         let _ = conn.cmds.send(Cmd::Node(success));
+    }
+
+    /// The phone of `from` (digits; `lid`: its hidden id, which WhatsApp shows instead of the
+    /// number, giving the number in `sender_pn`) writes `text` to our device.
+    pub async fn write(&self, from: &str, lid: Option<&str>, text: &str) {
+        let bundle = self
+            .0
+            .uploaded
+            .lock()
+            .expect("lock")
+            .pop()
+            .expect("our device uploaded its pre-keys");
+        let to = ProtocolAddress::new(PHONE_USER, u32::from(DEVICE_ID).into());
+        let message = wa::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        };
+        let (kind, sealed) = {
+            let mut phones = self.0.phones.lock().await;
+            let phone = phones.entry(from.to_owned()).or_insert_with(Phone::new);
+            phone
+                .encrypt(&to, &bundle, &message)
+                .await
+                .expect("encrypt")
+        };
+        let id = format!("3A{:018X}", rand10::random::<u64>());
+        let pn: Jid = format!("{from}@s.whatsapp.net").parse().expect("pn");
+        let mut stanza = NodeBuilder::new("message")
+            .attr("id", id)
+            .attr("type", "text")
+            .attr("t", chrono::Utc::now().timestamp().to_string())
+            .attr("notify", "Cliente");
+        stanza = match lid {
+            Some(lid) => stanza
+                .attr("from", format!("{lid}@lid").parse::<Jid>().expect("lid"))
+                .attr("sender_pn", pn)
+                .attr("addressing_mode", "lid"),
+            None => stanza.attr("from", pn),
+        };
+        let stanza = stanza
+            .children([NodeBuilder::new("enc")
+                .attr("v", "2")
+                .attr("type", kind)
+                .bytes(sealed)
+                .build()])
+            .build();
+        for c in self
+            .0
+            .conns
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|c| c.logged_in)
+        {
+            let _ = c.cmds.send(Cmd::Node(stanza.clone()));
+        }
     }
 
     /// How WhatsApp and the recipients answer the next messages.
@@ -366,6 +637,59 @@ fn signed_identity(device_identity: &[u8; 32], adv_secret: &[u8; 32]) -> Vec<u8>
     .encode_to_vec()
 }
 
+/// A node's bytes (empty when it holds none).
+fn content_bytes(node: &Node) -> &[u8] {
+    match &node.content {
+        Some(NodeContent::Bytes(b)) => b,
+        _ => &[],
+    }
+}
+
+/// Our device's pre-key upload: each one-time key goes into one bundle (WhatsApp hands each out
+/// once), most recent upload first.
+fn uploaded_bundles(iq: &Node) -> anyhow::Result<Vec<PreKeyBundle>> {
+    let bytes = |n: Option<&Node>, what: &str| -> anyhow::Result<Vec<u8>> {
+        n.map(content_bytes)
+            .filter(|b| !b.is_empty())
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| anyhow::anyhow!("the upload has no {what}"))
+    };
+    let id = |b: Vec<u8>| b.iter().fold(0u32, |acc, x| (acc << 8) | u32::from(*x));
+    let key = |b: Vec<u8>| PublicKey::from_djb_public_key_bytes(&b);
+    let registration = id(bytes(
+        iq.get_optional_child("registration"),
+        "registration",
+    )?);
+    let identity = key(bytes(iq.get_optional_child("identity"), "identity")?)?;
+    let skey = iq.get_optional_child("skey");
+    let skey_part = |tag: &str| bytes(skey.and_then(|k| k.get_optional_child(tag)), tag);
+    let (signed_id, signed, signature) = (
+        id(skey_part("id")?),
+        key(skey_part("value")?)?,
+        skey_part("signature")?,
+    );
+    let keys = iq
+        .get_optional_child("list")
+        .map(|l| l.get_children_by_tag("key").collect::<Vec<_>>())
+        .unwrap_or_default();
+    keys.into_iter()
+        .map(|k| {
+            Ok(PreKeyBundle::new(
+                registration,
+                u32::from(DEVICE_ID).into(),
+                Some((
+                    id(bytes(k.get_optional_child("id"), "key id")?).into(),
+                    key(bytes(k.get_optional_child("value"), "key")?)?,
+                )),
+                signed_id.into(),
+                signed,
+                signature.clone(),
+                IdentityKey::new(identity),
+            )?)
+        })
+        .collect()
+}
+
 /// The `jid`s of the `<user>` nodes under `path` in an IQ.
 fn users_of(iq: &Node, path: &[&str]) -> Vec<Jid> {
     let mut node = Some(iq);
@@ -444,6 +768,12 @@ impl HttpClient for WaServer {
         // The Web client's current version, as web.whatsapp.com/sw.js gives it.
         let body = if request.url.ends_with("/sw.js") {
             br#"self.__swData={"client_revision":1027000000,"x":1};"#.to_vec()
+        } else if request.method == "POST" && request.url.contains("mmg.pregonero-fake.test/mms/") {
+            // A media upload (encrypted by the library): the file's new home.
+            let size = request.body.as_ref().map_or(0, |b| b.len());
+            self.0.seen.lock().expect("lock").uploads.push(size);
+            br#"{"url":"https://mmg.pregonero-fake.test/o1/v/t62/f","direct_path":"/o1/v/t62/f"}"#
+                .to_vec()
         } else {
             return Ok(HttpResponse {
                 status_code: 404,
@@ -702,26 +1032,55 @@ impl Connection {
             // The pre-key bundles of the devices a message goes to.
             "encrypt" if node.get_optional_child("key").is_some() => {
                 let users = users_of(node, &["key"]);
-                let mut phones = self.server.0.phones.lock().expect("lock");
+                let mut phones = self.server.0.phones.lock().await;
                 let bundles: Vec<Node> = users
                     .into_iter()
                     .map(|jid| {
-                        let keys = phones
+                        let phone = phones
                             .entry(jid.user.to_string())
-                            .or_insert_with(PhoneKeys::new);
-                        PreKeyBundleUserNode::from_bundle(
-                            jid.clone(),
-                            &keys.bundle(u32::from(jid.device)),
-                            None,
-                        )
-                        .expect("bundle node")
-                        .into_node()
+                            .or_insert_with(Phone::new);
+                        PreKeyBundleUserNode::from_bundle(jid.clone(), &phone.bundle, None)
+                            .expect("bundle node")
+                            .into_node()
                     })
                     .collect();
                 drop(phones);
                 reply
                     .attr("type", "result")
                     .children([NodeBuilder::new("list").children(bundles).build()])
+                    .build()
+            }
+            // Our device publishes its pre-keys: keep the bundle a phone needs to write to it.
+            "encrypt" if node.get_optional_child("skey").is_some() => {
+                *self.server.0.uploaded.lock().expect("lock") = uploaded_bundles(node)?;
+                reply.attr("type", "result").build()
+            }
+            // Where media goes: one upload host.
+            "w:m" => reply
+                .attr("type", "result")
+                .children([NodeBuilder::new("media_conn")
+                    .attr("auth", "fake-media-auth")
+                    .attr("ttl", "3600")
+                    .attr("max_buckets", "12")
+                    .children([NodeBuilder::new("host")
+                        .attr("hostname", "mmg.pregonero-fake.test")
+                        .build()])
+                    .build()])
+                .build(),
+            // Pairing by phone number: the server's ref for the code the library made.
+            "md" if node
+                .get_optional_child("link_code_companion_reg")
+                .is_some_and(|r| {
+                    r.attrs().optional_string("stage").as_deref() == Some("companion_hello")
+                }) =>
+            {
+                reply
+                    .attr("type", "result")
+                    .children([NodeBuilder::new("link_code_companion_reg")
+                        .children([NodeBuilder::new("link_code_pairing_ref")
+                            .bytes(format!("pregonero-code-ref-{}", self.id).into_bytes())
+                            .build()])
+                        .build()])
                     .build()
             }
             "w:p" | "passive" | "md" => reply.attr("type", "result").build(),
@@ -745,19 +1104,40 @@ impl Connection {
             return Ok(());
         };
         let to_jid: Jid = to.parse()?;
-        let mut enc = Vec::new();
-        let mut collect = |n: &Node| {
-            if n.tag == "enc" {
-                enc.push(n.attrs().optional_string("type").unwrap_or_default().into_owned());
-            }
-        };
+        // One <enc> per device: under <participants><to jid=…>, or directly for one device.
+        let mut parts: Vec<(Jid, &Node)> = Vec::new();
         for child in node.children().into_iter().flatten() {
-            collect(child);
-            for to in child.children().into_iter().flatten() {
-                for e in to.children().into_iter().flatten() {
-                    collect(e);
+            if child.tag == "enc" {
+                parts.push((to_jid.clone(), child));
+            }
+            for dest in child.get_children_by_tag("to") {
+                let Some(jid) = dest.attrs().optional_jid("jid") else {
+                    continue;
+                };
+                for e in dest.get_children_by_tag("enc") {
+                    parts.push((jid.clone(), e));
                 }
             }
+        }
+        let enc_type = |e: &Node| {
+            e.attrs()
+                .optional_string("type")
+                .unwrap_or_default()
+                .into_owned()
+        };
+        let enc: Vec<String> = parts.iter().map(|(_, e)| enc_type(e)).collect();
+        let mut read = None;
+        if let Some((_, part)) = parts.iter().find(|(j, _)| j.user == to_jid.user) {
+            let from = ProtocolAddress::new(PHONE_USER, u32::from(DEVICE_ID).into());
+            let mut phones = self.server.0.phones.lock().await;
+            let phone = phones
+                .entry(to_jid.user.to_string())
+                .or_insert_with(Phone::new);
+            let bytes = content_bytes(part).to_vec();
+            read = Some(match phone.decrypt(&from, &enc_type(part), &bytes).await {
+                Ok(m) => describe(&m),
+                Err(e) => format!("undecryptable: {e:#}"),
+            });
         }
         self.server
             .0
@@ -770,8 +1150,12 @@ impl Connection {
                 to: to_jid.user.to_string(),
                 kind: attr("type").unwrap_or_default(),
                 enc,
+                read,
             });
         let answer = *self.server.0.answer.lock().expect("lock");
+        if answer == Answer::Silent {
+            return Ok(());
+        }
         let now = chrono::Utc::now().timestamp().to_string();
         let mut ack = NodeBuilder::new("ack")
             .attr("class", "message")

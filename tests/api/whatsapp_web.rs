@@ -1284,6 +1284,96 @@ async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
         wire[0].enc.iter().any(|t| t == "pkmsg"),
         "a first message opens a Signal session: {wire:?}"
     );
+    assert_eq!(
+        wire[0].read.as_deref(),
+        Some("text:uno"),
+        "what the recipient's phone decrypted: {wire:?}"
+    );
+
+    // Media: uploaded encrypted, then an image with its caption, a document with its name.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..20_000u32).map(|i| (i % 251) as u8));
+    for (name, kind, body, to) in [
+        ("oferta.png", "image/png", png, "+34600000201"),
+        (
+            "catalogo.pdf",
+            "application/pdf",
+            b"%PDF-1.4\n%...\n".repeat(200),
+            "+34600000202",
+        ),
+    ] {
+        let upload = app
+            .client
+            .post(format!("{}/api/v1/media?filename={name}", app.address))
+            .bearer_auth(&app.api_key)
+            .header("content-type", kind)
+            .body(body)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(upload.status().as_u16(), 201);
+        let media: Value = upload.json().await.expect("json");
+        let (status, m) = app
+            .api(
+                Method::POST,
+                "messages",
+                Some(json!({"channel_id": id, "to": to, "text": format!("mira {name}"), "media_id": media["id"]})),
+            )
+            .await;
+        assert_eq!(status, 202, "{m}");
+        let mid = m["id"].as_str().expect("id").to_owned();
+        wait_events(&app, &mid, |seen| seen.contains(&"read".to_owned())).await;
+    }
+    let seen = wa.seen();
+    let read: Vec<_> = seen
+        .messages
+        .iter()
+        .skip(1)
+        .map(|m| m.read.clone())
+        .collect();
+    assert_eq!(
+        read,
+        [
+            Some("image:mira oferta.png".to_owned()),
+            Some("document:catalogo.pdf".to_owned())
+        ],
+        "{:?}",
+        seen.messages
+    );
+    assert_eq!(seen.uploads.len(), 2, "{:?}", seen.uploads);
+    assert!(
+        seen.uploads.iter().all(|n| *n > 2_000),
+        "{:?}",
+        seen.uploads
+    );
+
+    // Written to: BAJA opts the contact out, whether WhatsApp names the sender by number or by
+    // hidden id (LID) with the number beside it.
+    for (phone, lid) in [("34600000004", None), ("34600000005", Some("88776655"))] {
+        let (status, c) = app
+            .api(
+                Method::POST,
+                "contacts",
+                Some(json!({"phone": format!("+{phone}"), "name": "Luz"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{c}");
+        wa.write(phone, lid, "BAJA").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, c) = app
+                .get_json(&format!("contacts/{}", c["id"].as_str().expect("id")))
+                .await;
+            if c["opted_out"] == true {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "BAJA from {phone} ({lid:?}) did not opt the contact out: {c}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     // One tick only: sent, never delivered.
     wa.set_answer(Answer::ServerOnly);
@@ -1293,7 +1383,10 @@ async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (_, m) = app.get_json(&format!("messages/{one_tick}")).await;
     assert_eq!(m["status"], "sent", "{m}");
-    assert!(statuses(&m).is_empty(), "a server ack is not a delivery: {m}");
+    assert!(
+        statuses(&m).is_empty(),
+        "a server ack is not a delivery: {m}"
+    );
 
     // Refused by WhatsApp (463): failed, not delivered.
     wa.set_answer(Answer::Refuse);
@@ -1302,7 +1395,91 @@ async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
         .wait_for_status(&refused, "failed", Duration::from_secs(20))
         .await;
     assert_eq!(m["last_error_code"], "whatsapp-web-refused", "{m}");
-    assert_eq!(wa.seen().messages.len(), 3);
+    assert_eq!(wa.seen().messages.len(), 5);
+
+    // The seed's form post over this number: a CSV and a text with a variable.
+    wa.set_answer(Answer::Read);
+    let csv = "telefono;nombre\n+34600000301;Eva\n+34600000302;Luis\n";
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(csv.as_bytes().to_vec())
+                .file_name("c.csv")
+                .mime_str("text/csv")
+                .expect("mime"),
+        )
+        .text("message", "Hola {{ nombre }}")
+        .text("channel_id", id.clone());
+    let (status, out) = crate::helpers::status_and_json(
+        app.client
+            .post(format!("{}/send-messages", app.address))
+            .bearer_auth(&app.api_key)
+            .multipart(form),
+    )
+    .await;
+    assert_eq!((status, &out["queued"]), (200, &json!(2)), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read = loop {
+        let mut read: Vec<_> = wa
+            .seen()
+            .messages
+            .iter()
+            .skip(5)
+            .filter_map(|m| m.read.clone())
+            .collect();
+        read.sort();
+        if read.len() == 2 {
+            break read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the campaign's messages: {read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(read, ["text:Hola Eva", "text:Hola Luis"]);
+}
+
+/// A connection that takes messages and acknowledges none is a zombie: restarted within the
+/// ack timeout; and a pairing by phone number shows the library's 8-character code.
+async fn the_real_library_restarts_a_zombie_and_pairs_by_code(backend: Backend) {
+    let wa = WaServer::start();
+    let options = RunOptions {
+        whatsapp_web: Arc::new(wa.engine()),
+        ..RunOptions::default()
+    };
+    let app = spawn_app_options(
+        backend,
+        FakeTelegramConfig::default(),
+        |s| s.whatsapp_web.ack_timeout_secs = 2,
+        options,
+    )
+    .await;
+    let id = real_number(&app, &wa, NO_GAP()).await;
+    let logins = wa.seen().logins;
+    wa.set_answer(Answer::Silent);
+    send(&app, &id, "+34600000001", "uno").await;
+    let v = wait_long(&app, &id, 30, "restarted the zombie", |v| {
+        v["state"] == "connected" && wa.seen().logins > logins
+    })
+    .await;
+    assert!(
+        wa.seen().messages.len() >= 1,
+        "the message reached the silent server: {v}"
+    );
+
+    let by_code = create_number(&app, json!({"pair_phone": "+34 611 999 888"})).await;
+    let v = wait_long(&app, &by_code, 20, "showed a code", |v| {
+        v["pair_code"].is_string()
+    })
+    .await;
+    let code = v["pair_code"].as_str().expect("code");
+    assert_eq!(
+        code.chars().filter(char::is_ascii_alphanumeric).count(),
+        8,
+        "{v}"
+    );
+    assert!(v["qr"].is_null(), "a code, not a QR: {v}");
 }
 
 /// A server process for [`a_killed_server_restores_its_session`] (this test binary, run again on
@@ -1524,6 +1701,7 @@ async fn a_killed_server_restores_its_session(backend: Backend) {
 
 crate::on_both_databases!(
     the_real_library_sends_and_reports_receipts,
+    the_real_library_restarts_a_zombie_and_pairs_by_code,
     a_killed_server_restores_its_session,
     the_real_library_pairs_reconnects_and_is_logged_out,
     a_session_is_its_owners_only,
