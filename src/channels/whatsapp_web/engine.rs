@@ -3,13 +3,9 @@
 //! returns sends and ends the run. [`WhatsAppRust`] is the engine the server runs (the
 //! `whatsapp-rust` library); tests plug in a scripted phone (`tests/api/whatsapp_web.rs`).
 //!
-//! Why the seam sits here and not under the library's transport: the library checks the
-//! server's Noise certificate chain against WhatsApp's root key, and only its
-//! `danger-skip-cert-chain-verify` feature turns that off. As a dev-dependency feature it would
-//! stay out of release builds, so a fake at the wire is possible, but it has to be a WhatsApp
-//! server: the Noise handshake, the binary node protocol, pairing (signed device identities) and
-//! Signal sessions for every send. Not built yet. The events below are the library's own, one
-//! for one, and `real.rs` only translates them.
+//! Tests use this seam for the session's own logic; `real.rs` and the library itself are tested
+//! one level lower, at the library's transport, against a local WhatsApp server
+//! (`tests/api/wa_server.rs`).
 use std::{sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
