@@ -1438,6 +1438,40 @@ async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(read, ["text:Hola Eva", "text:Hola Luis"]);
+
+    // An alert rule that writes to a WhatsApp number through this one.
+    let (status, rule) = app
+        .api(
+            Method::POST,
+            "alert-rules",
+            Some(json!({"name": "deploys", "service": "deploys", "channel_id": id, "chat_id": "+34600000777"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    let res = app
+        .client
+        .post(format!("{}/events", app.address))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"timestamp": chrono::Utc::now().to_rfc3339(), "service": "deploys", "message": "v1.2 is live"}))
+        .send()
+        .await
+        .expect("event");
+    assert_eq!(res.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alert = wa
+            .seen()
+            .messages
+            .iter()
+            .find(|m| m.to == "34600000777")
+            .and_then(|m| m.read.clone());
+        if let Some(alert) = alert {
+            assert_eq!(alert, "text:🔔 deploys\n[deploys] v1.2 is live");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert never reached WhatsApp");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A connection that takes messages and acknowledges none is a zombie: restarted within the
