@@ -407,6 +407,14 @@ pub struct WhatsAppWebSettings {
     pub warmup_first_day: u32,
     /// Warm-up: how much the daily cap grows each day after that, up to the number's `per_day`.
     pub warmup_daily_increase: u32,
+    /// A connected number that dropped and is not back after this long is reported to its
+    /// owner (their alerts chat), and again when it is back (0: at once, on every drop).
+    #[serde(default = "default_drop_alert_secs")]
+    pub drop_alert_secs: u64,
+}
+
+fn default_drop_alert_secs() -> u64 {
+    60
 }
 
 /// How WhatsApp messages carry their media (CHANNELS.md [W-MEDIA]).
@@ -662,6 +670,7 @@ impl Default for Settings {
                 max_restarts: 8,
                 warmup_first_day: 20,
                 warmup_daily_increase: 15,
+                drop_alert_secs: default_drop_alert_secs(),
             },
             campaigns: CampaignSettings {
                 tick_ms: 250,

@@ -182,6 +182,7 @@ impl Application {
             lease: Duration::from_secs(settings.whatsapp_web.lease_secs.max(3)),
             ack_timeout: Duration::from_secs(settings.whatsapp_web.ack_timeout_secs.max(1)),
             max_restarts: settings.whatsapp_web.max_restarts,
+            drop_alert: Duration::from_secs(settings.whatsapp_web.drop_alert_secs),
             warmup: (
                 settings.whatsapp_web.warmup_first_day,
                 settings.whatsapp_web.warmup_daily_increase,

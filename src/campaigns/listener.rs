@@ -22,6 +22,10 @@ impl Listener for CampaignsListener {
         down: &'a AccountDown<'a>,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            // A number that reconnects by itself holds its messages meanwhile: nothing to pause.
+            if down.kind != crate::outbox::hooks::Down::NeedsOwner {
+                return Ok(());
+            }
             let reason = format!("paused: {}", down.reason);
             let paused = super::repo::pause_channel(&outbox.db, down.channel_id, &reason).await?;
             if !paused.is_empty() {

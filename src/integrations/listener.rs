@@ -9,7 +9,7 @@ use crate::{
     clock::Clock,
     outbox::{
         Outbox, Pending,
-        hooks::{AccountDown, Listener, Outcome, Quotas},
+        hooks::{AccountDown, Down, Listener, Outcome, Quotas},
         repo::{MessageRow, NewMessage},
     },
 };
@@ -129,7 +129,16 @@ impl Listener for IntegrationsListener {
                 owner_id: down.owner_id.clone(),
                 channel_id: integration.channel_id.clone(),
                 recipient: chat,
-                body: format!("⚠️ Pregonero: «{name}» cannot send. {}", down.reason),
+                body: match down.kind {
+                    Down::NeedsOwner => {
+                        format!("⚠️ Pregonero: «{name}» cannot send. {}", down.reason)
+                    }
+                    Down::Unreachable => format!(
+                        "⚠️ Pregonero: «{name}» is disconnected ({}). It reconnects by itself; its messages wait.",
+                        down.reason
+                    ),
+                    Down::Back => format!("✅ Pregonero: «{name}» is connected again."),
+                },
                 parse_mode: None,
                 media_id: None,
                 idempotency_key: None,

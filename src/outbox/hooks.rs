@@ -146,7 +146,7 @@ pub trait Listener: Send + Sync {
     }
 }
 
-/// An account that cannot send until its owner acts.
+/// An account that cannot send (or, [`Down::Back`], can again).
 #[derive(Debug)]
 pub struct AccountDown<'a> {
     /// Its owner.
@@ -155,6 +155,20 @@ pub struct AccountDown<'a> {
     pub channel_id: &'a ChannelId,
     /// Why, for people (`logged out on the phone…`).
     pub reason: &'a str,
+    /// Whether it needs its owner, or comes back by itself.
+    pub kind: Down,
+}
+
+/// What kind of down an [`AccountDown`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    /// It cannot send until its owner acts (logged out, replaced, failed, a ban coming): its
+    /// campaigns pause.
+    NeedsOwner,
+    /// Disconnected for a while; it reconnects by itself and its messages wait meanwhile.
+    Unreachable,
+    /// Connected again after an [`Down::Unreachable`].
+    Back,
 }
 
 /// The registered listeners, called in registration order.

@@ -1024,6 +1024,49 @@ async fn a_logout_pauses_the_numbers_campaigns(backend: Backend) {
 }
 
 /// A newly linked number sends 20 on its first day; linked two days ago, 50.
+/// A drop that lasts past `drop_alert_secs` is told to the owner's alerts chat, and so is its
+/// end; a blip that is over sooner is not. Nothing pauses: the number's messages wait.
+async fn a_lasting_drop_is_told_to_the_owner(backend: Backend) {
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let app = web_app(backend, &phone, |s| s.whatsapp_web.drop_alert_secs = 1).await;
+    let bot = app.create_bot(None).await;
+    app.linked_integration(&bot, 5151).await;
+    let id = connected_number(&app, &phone, NO_GAP()).await;
+    let told = || {
+        app.telegram
+            .sent()
+            .into_iter()
+            .filter(|m| m.chat_id == 5151)
+            .filter_map(|m| m.text)
+            .filter(|t| t.contains("Pregonero:"))
+            .collect::<Vec<_>>()
+    };
+
+    // A blip, back within the second: not worth a message.
+    phone.emit(WaEvent::Disconnected {
+        detail: "blip".into(),
+    });
+    wait_session(&app, &id, "reconnecting", |v| v["state"] == "reconnecting").await;
+    phone.emit(WaEvent::Connected);
+    wait_session(&app, &id, "connected", |v| v["state"] == "connected").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(told().is_empty(), "{:?}", told());
+
+    // A drop that lasts: the owner hears of it, then of its end.
+    phone.emit(WaEvent::Disconnected {
+        detail: "network unreachable".into(),
+    });
+    let down = app.wait_for_text(5151, "is disconnected").await;
+    assert!(
+        down.contains("Tienda") && down.contains("network unreachable"),
+        "{down}"
+    );
+    phone.emit(WaEvent::Connected);
+    let back = app.wait_for_text(5151, "connected again").await;
+    assert!(back.contains("Tienda"), "{back}");
+    assert_eq!(told().len(), 2, "{:?}", told());
+}
+
 async fn a_new_number_warms_up(backend: Backend) {
     let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
     let app = web_app(backend, &phone, |_| {}).await;
@@ -1469,7 +1512,10 @@ async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
             assert_eq!(alert, "text:🔔 deploys\n[deploys] v1.2 is live");
             break;
         }
-        assert!(Instant::now() < deadline, "the alert never reached WhatsApp");
+        assert!(
+            Instant::now() < deadline,
+            "the alert never reached WhatsApp"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -1734,6 +1780,7 @@ async fn a_killed_server_restores_its_session(backend: Backend) {
 }
 
 crate::on_both_databases!(
+    a_lasting_drop_is_told_to_the_owner,
     the_real_library_sends_and_reports_receipts,
     the_real_library_restarts_a_zombie_and_pairs_by_code,
     a_killed_server_restores_its_session,

@@ -33,7 +33,7 @@ use crate::{
     live::{Live, LiveEvent},
     outbox::{
         Outbox,
-        hooks::{AccountDown, Inbound},
+        hooks::{AccountDown, Down, Inbound},
     },
 };
 
@@ -429,6 +429,8 @@ pub struct WebContext {
     pub ack_timeout: Duration,
     /// Restarts in a row (without reaching `connected`) before the session is `failed`.
     pub max_restarts: u32,
+    /// A drop not back after this long is reported to the owner (and its end too).
+    pub drop_alert: Duration,
     /// Warm-up: the daily cap on the day the number was linked, and its daily growth.
     pub warmup: (u32, u32),
 }
@@ -523,6 +525,63 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Follows a session's views for drops: a connected number that is reconnecting.
+#[derive(Debug, Default)]
+struct DropWatch {
+    /// It was connected (a reconnect after that is a drop, not a first connection).
+    was_connected: bool,
+    /// The drop going on: since when, and why.
+    down: Option<(Instant, String)>,
+    /// Whether the owner was told of it.
+    told: bool,
+}
+
+impl DropWatch {
+    /// When the current drop becomes worth telling, if there is one not told yet.
+    fn deadline(&self, after: Duration) -> Option<Instant> {
+        self.down
+            .as_ref()
+            .filter(|_| !self.told)
+            .map(|(since, _)| *since + after)
+    }
+
+    /// The drop is overdue: what to tell.
+    fn overdue(&mut self) -> String {
+        self.told = true;
+        let (since, why) = self.down.clone().unwrap_or((Instant::now(), String::new()));
+        format!("for {} s: {why}", since.elapsed().as_secs())
+    }
+
+    /// Takes in a new view; true when a drop the owner was told of has ended.
+    fn saw(&mut self, view: &SessionView) -> bool {
+        match view.state {
+            SessionState::Connected => {
+                let back = self.told;
+                *self = Self {
+                    was_connected: true,
+                    ..Self::default()
+                };
+                back
+            }
+            SessionState::Reconnecting | SessionState::Starting if self.was_connected => {
+                if self.down.is_none() {
+                    let why = view
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| "the connection dropped".into());
+                    self.down = Some((Instant::now(), why));
+                }
+                false
+            }
+            // Pairing, ends that need the owner (told as such), another replica's turn.
+            _ => {
+                *self = Self::default();
+                false
+            }
+        }
+    }
+}
+
 /// Runs channel `channel_id`'s session until the account actor stops.
 pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
     let session = ctx.sessions.get(&channel_id);
@@ -532,12 +591,33 @@ pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
     let lease = lease_name(&channel_id);
     let store = DbStore::new(ctx.db.clone(), &channel_id, ctx.cipher.clone());
     // The view, as the other replicas' APIs read it (the latest one wins; standby is not stored).
+    // Also where a drop that lasts is noticed: the owner is told, and told again when it ends.
     let mut views = session.view_tx.subscribe();
     let writer_store = store.clone();
+    let (wctx, wowner, wsession) = (ctx.clone(), owner.clone(), session.clone());
     let writer = tokio::spawn(async move {
-        while views.changed().await.is_ok() {
+        let mut drops = DropWatch::default();
+        loop {
+            let changed = match drops.deadline(wctx.drop_alert) {
+                Some(at) => match tokio::time::timeout_at(at.into(), views.changed()).await {
+                    Ok(changed) => changed,
+                    Err(_) => {
+                        let why = drops.overdue();
+                        account_down(&wctx, &wowner, &wsession, &why, Down::Unreachable).await;
+                        continue;
+                    }
+                },
+                None => views.changed().await,
+            };
+            if changed.is_err() {
+                break;
+            }
             let view = views.borrow_and_update().clone();
-            if let Some(view) = view.filter(|v| v.state != SessionState::Standby) {
+            let Some(view) = view else { continue };
+            if drops.saw(&view) {
+                account_down(&wctx, &wowner, &wsession, "connected again", Down::Back).await;
+            }
+            if view.state != SessionState::Standby {
                 let _ = writer_store.store_view(&view).await;
             }
         }
@@ -700,7 +780,7 @@ async fn wait_for_owner(
 ) {
     tracing::warn!(channel_id = %lock(&session.view).channel_id, state = ?state, reason = %why, "WhatsApp Web session waits for its owner");
     set_state(ctx, owner, session, state, Some(why.clone()));
-    account_down(ctx, owner, session, &why).await;
+    account_down(ctx, owner, session, &why, Down::NeedsOwner).await;
     let mut renew = tokio::time::interval(ctx.lease / 3);
     renew.tick().await;
     loop {
@@ -1008,7 +1088,7 @@ async fn on_event(
                     tracing::warn!(%channel_id, reason = %why, "WhatsApp Web number shows signs of a ban");
                     lock(&session.view).warning = Some(why.clone());
                     publish(ctx, owner, session.view());
-                    account_down(ctx, owner, session, &why).await;
+                    account_down(ctx, owner, session, &why, Down::NeedsOwner).await;
                 }
             }
         }
@@ -1044,7 +1124,13 @@ async fn on_event(
 }
 
 /// Tells every feature that the number cannot send (its campaigns pause).
-async fn account_down(ctx: &WebContext, owner: &UserId, session: &Session, reason: &str) {
+async fn account_down(
+    ctx: &WebContext,
+    owner: &UserId,
+    session: &Session,
+    reason: &str,
+    kind: Down,
+) {
     let Some(cell) = ctx.outbox.upgrade() else {
         return;
     };
@@ -1056,6 +1142,7 @@ async fn account_down(ctx: &WebContext, owner: &UserId, session: &Session, reaso
         owner_id: owner,
         channel_id: &channel_id,
         reason,
+        kind,
     };
     outbox.listeners.account_down(outbox, &down).await;
 }
