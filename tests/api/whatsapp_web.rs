@@ -685,6 +685,34 @@ async fn wait_events(app: &TestApp, id: &str, done: impl Fn(&[String]) -> bool) 
     }
 }
 
+/// A message WhatsApp only acks (one tick) stays `sent`, never delivered; one it refuses (463) is
+/// `failed`. `one_tick` and `refuse` make the phone answer so from the next send on.
+async fn one_tick_then_refused(
+    app: &TestApp,
+    id: &str,
+    one_tick: impl FnOnce(),
+    refuse: impl FnOnce(),
+) {
+    one_tick();
+    let sent = send(app, id, "+34600000002", "dos").await;
+    app.wait_for_status(&sent, "sent", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, m) = app.get_json(&format!("messages/{sent}")).await;
+    assert_eq!(m["status"], "sent", "{m}");
+    assert!(
+        statuses(&m).is_empty(),
+        "a server ack is not a delivery: {m}"
+    );
+
+    refuse();
+    let refused = send(app, id, "+34600000003", "tres").await;
+    let m = app
+        .wait_for_status(&refused, "failed", Duration::from_secs(20))
+        .await;
+    assert_eq!(m["last_error_code"], "whatsapp-web-refused", "{m}");
+}
+
 async fn receipts_refusals_and_opt_out(backend: Backend) {
     let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
     let app = web_app(backend, &phone, |_| {}).await;
@@ -700,26 +728,13 @@ async fn receipts_refusals_and_opt_out(backend: Backend) {
     );
     assert_eq!(statuses(&m), ["delivered", "read"], "{m}");
 
-    // One tick only: sent, never delivered.
-    phone.set_acks(Acks::ServerOnly);
-    let one_tick = send(&app, &id, "+34600000002", "dos").await;
-    app.wait_for_status(&one_tick, "sent", Duration::from_secs(10))
-        .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let (_, m) = app.get_json(&format!("messages/{one_tick}")).await;
-    assert_eq!(m["status"], "sent", "{m}");
-    assert!(
-        statuses(&m).is_empty(),
-        "a server ack is not a delivery: {m}"
-    );
-
-    // Refused by WhatsApp (463): failed, not delivered.
-    phone.set_acks(Acks::Refuse);
-    let refused = send(&app, &id, "+34600000003", "tres").await;
-    let m = app
-        .wait_for_status(&refused, "failed", Duration::from_secs(10))
-        .await;
-    assert_eq!(m["last_error_code"], "whatsapp-web-refused", "{m}");
+    one_tick_then_refused(
+        &app,
+        &id,
+        || phone.set_acks(Acks::ServerOnly),
+        || phone.set_acks(Acks::Refuse),
+    )
+    .await;
     // A burst of refusals is a sign of a ban coming: the owner is warned.
     for i in 0..4 {
         send(&app, &id, &format!("+3460000010{i}"), "otra").await;
@@ -793,19 +808,31 @@ async fn receipts_refusals_and_opt_out(backend: Backend) {
     );
 
     // BAJA from a contact opts them out.
+    opts_out(&app, "+34600000004", || async {
+        phone.emit(WaEvent::Inbound {
+            from: "+34600000004".into(),
+            text: "BAJA".into(),
+        });
+    })
+    .await;
+}
+
+/// A contact `phone` who writes BAJA (`write` makes them) is opted out.
+async fn opts_out<F: std::future::Future<Output = ()>>(
+    app: &TestApp,
+    phone: &str,
+    write: impl FnOnce() -> F,
+) {
     let (status, c) = app
         .api(
             Method::POST,
             "contacts",
-            Some(json!({"phone": "+34600000004", "name": "Luz"})),
+            Some(json!({"phone": phone, "name": "Luz"})),
         )
         .await;
     assert_eq!(status, 201, "{c}");
-    phone.emit(WaEvent::Inbound {
-        from: "+34600000004".into(),
-        text: "BAJA".into(),
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
+    write().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, c) = app
             .get_json(&format!("contacts/{}", c["id"].as_str().expect("id")))
@@ -815,7 +842,7 @@ async fn receipts_refusals_and_opt_out(backend: Backend) {
         }
         assert!(
             Instant::now() < deadline,
-            "BAJA did not opt the contact out: {c}"
+            "BAJA from {phone} did not opt the contact out: {c}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -1393,51 +1420,16 @@ async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
     // Written to: BAJA opts the contact out, whether WhatsApp names the sender by number or by
     // hidden id (LID) with the number beside it.
     for (phone, lid) in [("34600000004", None), ("34600000005", Some("88776655"))] {
-        let (status, c) = app
-            .api(
-                Method::POST,
-                "contacts",
-                Some(json!({"phone": format!("+{phone}"), "name": "Luz"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{c}");
-        wa.write(phone, lid, "BAJA").await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (_, c) = app
-                .get_json(&format!("contacts/{}", c["id"].as_str().expect("id")))
-                .await;
-            if c["opted_out"] == true {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "BAJA from {phone} ({lid:?}) did not opt the contact out: {c}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        opts_out(&app, &format!("+{phone}"), || wa.write(phone, lid, "BAJA")).await;
     }
 
-    // One tick only: sent, never delivered.
-    wa.set_answer(Answer::ServerOnly);
-    let one_tick = send(&app, &id, "+34600000002", "dos").await;
-    app.wait_for_status(&one_tick, "sent", Duration::from_secs(20))
-        .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let (_, m) = app.get_json(&format!("messages/{one_tick}")).await;
-    assert_eq!(m["status"], "sent", "{m}");
-    assert!(
-        statuses(&m).is_empty(),
-        "a server ack is not a delivery: {m}"
-    );
-
-    // Refused by WhatsApp (463): failed, not delivered.
-    wa.set_answer(Answer::Refuse);
-    let refused = send(&app, &id, "+34600000003", "tres").await;
-    let m = app
-        .wait_for_status(&refused, "failed", Duration::from_secs(20))
-        .await;
-    assert_eq!(m["last_error_code"], "whatsapp-web-refused", "{m}");
+    one_tick_then_refused(
+        &app,
+        &id,
+        || wa.set_answer(Answer::ServerOnly),
+        || wa.set_answer(Answer::Refuse),
+    )
+    .await;
     assert_eq!(wa.seen().messages.len(), 5);
 
     // The seed's form post over this number: a CSV and a text with a variable.
