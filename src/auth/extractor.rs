@@ -5,7 +5,7 @@ use std::future::{Ready, ready};
 
 use actix_web::{
     FromRequest, HttpMessage, HttpRequest,
-    body::MessageBody,
+    body::{EitherBody, MessageBody},
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::Method,
     middleware::Next,
@@ -240,25 +240,42 @@ pub(super) fn no_role() -> ApiError {
 /// Middleware for `/api/v1`: resolves the caller before any body is read (so a request without
 /// valid credentials gets 401 whatever else is wrong with it), then refuses changes by viewers,
 /// by read-only keys, and by session requests without the CSRF token.
-pub async fn authenticate(
+///
+/// A refusal is answered here, not returned as an error for actix to render later: so the outer
+/// middleware (the request limits' `RateLimit` fields, the audit) see it as the answer it is.
+pub async fn authenticate<B: MessageBody>(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .cloned()
-        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
-    let caller = resolve(&state, req.request()).await?;
-    // Named before the checks below, so the audit log shows whoever was refused.
-    caller.name_in_audit(req.request());
-    if is_mutating(req.method()) {
-        check_csrf(&caller, req.headers())?;
-        caller.ensure_can_write()?;
-    } else {
-        caller.ensure_can_read()?;
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let checked = async {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
+        let caller = resolve(&state, req.request()).await?;
+        // Named before the checks below, so the audit log shows whoever was refused.
+        caller.name_in_audit(req.request());
+        if is_mutating(req.method()) {
+            check_csrf(&caller, req.headers())?;
+            caller.ensure_can_write()?;
+        } else {
+            caller.ensure_can_read()?;
+        }
+        Ok::<_, ApiError>(caller)
     }
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    .await;
+    match checked {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+        Err(refused) => {
+            let answer = actix_web::ResponseError::error_response(&refused);
+            Ok(req.into_response(answer).map_into_right_body())
+        }
+    }
 }
 
 /// Anything but GET, HEAD and OPTIONS.

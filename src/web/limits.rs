@@ -372,8 +372,8 @@ pub async fn middleware(
         return Ok(req.into_response(response));
     }
     let reset = decision.policy.refill_secs(decision.remaining);
-    // (An inner middleware's refusal, such as a bad credential's 401, is an error until actix
-    // renders it, after this middleware: it goes out without the fields.)
+    // (An inner middleware's refusal must be a rendered answer to get the fields: an error is
+    // rendered by actix after this middleware. `auth::authenticate` answers its 401s itself.)
     let mut res = next.call(req).await?.map_into_boxed_body();
     add_headers(res.headers_mut(), &decision, reset);
     Ok(res)

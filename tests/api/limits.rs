@@ -86,6 +86,19 @@ async fn a_noisy_key_is_refused_and_another_key_is_not(backend: Backend) {
         assert!(header(&res, "ratelimit").is_none());
     }
 
+    // A refused credential's 401 (the auth middleware's) carries the fields too.
+    let res = get(&app, "/api/v1/channels", Some("pgk_not-a-key")).await;
+    assert_eq!(res.status().as_u16(), 401);
+    assert!(
+        header(&res, "ratelimit")
+            .expect("RateLimit on a 401")
+            .starts_with("\"key\";r="),
+        "{:?}",
+        header(&res, "ratelimit")
+    );
+    let body: Value = res.json().await.expect("json");
+    assert!(body["error"].is_string(), "{body}");
+
     // Requests without credentials count per address.
     for _ in 0..3 {
         let res = get(&app, "/auth/me", None).await;
