@@ -437,6 +437,14 @@ pub struct CampaignSettings {
     pub lookahead_secs: u64,
     /// How long a node owns a running campaign without renewing, in seconds.
     pub lease_secs: u64,
+    /// Audiences up to this size get their recipient list inside `POST …/start`; larger ones
+    /// start `preparing` and a campaign runner builds it in the background.
+    #[serde(default = "default_prepare_inline_max")]
+    pub prepare_inline_max: u64,
+}
+
+fn default_prepare_inline_max() -> u64 {
+    10_000
 }
 
 /// How bots receive Telegram updates.
@@ -676,6 +684,7 @@ impl Default for Settings {
                 tick_ms: 250,
                 lookahead_secs: 2,
                 lease_secs: 30,
+                prepare_inline_max: default_prepare_inline_max(),
             },
             contacts: ContactsSettings {
                 default_region: "ES".into(),

@@ -43,7 +43,7 @@ describe('catalogues', () => {
 
   it('translate every value a page looks up by name', () => {
     const groups: [string, string[]][] = [
-      ['campaigns.status', ['draft', 'scheduled', 'running', 'paused', 'completed', 'cancelled']],
+      ['campaigns.status', ['draft', 'preparing', 'scheduled', 'running', 'paused', 'completed', 'cancelled']],
       ['campaigns.counters', ['total', 'pending', 'queued', 'sent', 'delivered', 'read', 'failed', 'skipped']],
       ['channels.kinds', ['whatsapp_cloud', 'telegram', 'webhook']],
       ['contacts.fields', ['telefono', 'nombre', 'sustantivo', 'grupo', 'telegram_chat_id', 'attribute', 'skip']],

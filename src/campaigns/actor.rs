@@ -20,7 +20,7 @@ use super::{
     repo::{self, CampaignStatus},
 };
 use crate::{
-    domain::{CampaignId, ChannelId},
+    domain::{CampaignId, ChannelId, MessageStatus},
     leases,
     state::AppState,
 };
@@ -68,6 +68,8 @@ pub struct CampaignRunner {
     actors: HashMap<CampaignId, Addr<CampaignActor>>,
     shares: Arc<Shares>,
     scanning: bool,
+    /// Set by [`StopCampaigns`]: the runner starts nothing any more.
+    stopped: bool,
 }
 
 impl CampaignRunner {
@@ -78,6 +80,7 @@ impl CampaignRunner {
             actors: HashMap::new(),
             shares: Default::default(),
             scanning: false,
+            stopped: false,
         }
     }
 }
@@ -98,6 +101,9 @@ fn release_size(rate: u32, lookahead_secs: u64, shares: u64, in_flight: u64) -> 
     ahead.saturating_sub(in_flight).min(MAX_RELEASE)
 }
 
+/// Pages of the audience a preparing campaign's runner adds to its ledger between lease renewals.
+const PREPARE_PAGES: usize = 5;
+
 /// How often the runner looks for campaigns to run.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
@@ -113,7 +119,7 @@ impl Supervised for CampaignRunner {}
 
 impl CampaignRunner {
     fn scan(&mut self, ctx: &mut Context<Self>) {
-        if self.scanning {
+        if self.scanning || self.stopped {
             return;
         }
         self.actors.retain(|_, addr| addr.connected());
@@ -122,6 +128,9 @@ impl CampaignRunner {
         let fut = async move { repo::due(&state.db, Utc::now()).await };
         ctx.spawn(actix::fut::wrap_future(fut).map(|due, act: &mut Self, _| {
             act.scanning = false;
+            if act.stopped {
+                return;
+            }
             match due {
                 Ok(due) => {
                     for row in due {
@@ -153,11 +162,14 @@ pub struct StopCampaigns;
 impl Handler<StopCampaigns> for CampaignRunner {
     type Result = ();
 
-    fn handle(&mut self, _: StopCampaigns, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: StopCampaigns, _: &mut Self::Context) {
+        // Not `ctx.stop()`: a supervised actor stopped while its address is alive (the caller
+        // holds it while it waits for this answer) is started again by its supervisor, and went
+        // on releasing recipients after the server had stopped.
+        self.stopped = true;
         for (_, addr) in self.actors.drain() {
             addr.do_send(Finish);
         }
-        ctx.stop();
     }
 }
 
@@ -240,6 +252,8 @@ async fn drive(
     let lease_for = chrono::Duration::seconds(settings.lease_secs as i64);
     let mut renewed: Option<Instant> = None;
     let mut counted = Instant::now() - Duration::from_secs(60);
+    // Where building a `preparing` campaign's ledger has got to (None: not asked yet).
+    let mut prepared: Option<String> = None;
     let mut count_every = COUNT_EVERY_MIN;
     let rate = match crate::channels::repo::find(&state.db, &channel_id).await? {
         Some(row) => crate::channels::account_limits(&state.adapters, &row, &state.settings)
@@ -261,6 +275,22 @@ async fn drive(
         };
         match CampaignStatus::parse(&row.status) {
             Some(CampaignStatus::Running) => {}
+            Some(CampaignStatus::Preparing) => {
+                // A few pages a turn, so the lease is renewed between them; after a crash the
+                // next runner goes on after the last contact already in the ledger.
+                let after = match &mut prepared {
+                    Some(after) => after,
+                    None => prepared.insert(
+                        repo::last_contact(&state.db, &id)
+                            .await?
+                            .unwrap_or_default(),
+                    ),
+                };
+                if super::service::build_ledger(&state, &row, after, PREPARE_PAGES).await? {
+                    super::service::ledger_built(&state, &row, CampaignStatus::Preparing).await?;
+                }
+                continue;
+            }
             Some(CampaignStatus::Scheduled) => {
                 repo::transition(
                     &state.db,
@@ -272,7 +302,23 @@ async fn drive(
                 .await?;
                 tracing::info!(campaign_id = %id, "scheduled campaign started");
             }
-            _ => {
+            status => {
+                if prepared.is_some() && status == Some(CampaignStatus::Cancelled) {
+                    // Cancelled while its ledger was being built: a page written after the
+                    // cancel is skipped too.
+                    repo::change(
+                        &state.db,
+                        &id,
+                        &[CampaignStatus::Cancelled],
+                        CampaignStatus::Cancelled,
+                        &[(
+                            &[MessageStatus::Pending],
+                            MessageStatus::Skipped,
+                            Some("cancelled"),
+                        )],
+                    )
+                    .await?;
+                }
                 let c = repo::count(&state.db, &id).await?;
                 repo::store_counters(&state.db, &id, &c).await?;
                 return Ok(());

@@ -57,6 +57,7 @@ pub async fn due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Vec<Camp
         .filter(
             Condition::any()
                 .add(campaigns::Column::Status.eq(CampaignStatus::Running.as_str()))
+                .add(campaigns::Column::Status.eq(CampaignStatus::Preparing.as_str()))
                 .add(
                     Condition::all()
                         .add(campaigns::Column::Status.eq(CampaignStatus::Scheduled.as_str()))
@@ -65,6 +66,22 @@ pub async fn due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Vec<Camp
         )
         .all(db)
         .await
+}
+
+/// The last contact (in id order, the audience's order) in a campaign's ledger: where building
+/// it goes on after an interruption.
+pub async fn last_contact(
+    db: &DatabaseConnection,
+    campaign_id: &CampaignId,
+) -> Result<Option<String>, DbErr> {
+    messages::Entity::find()
+        .select_only()
+        .column_as(Expr::col(messages::Column::ContactId).max(), "last")
+        .filter(messages::Column::CampaignId.eq(campaign_id.as_str()))
+        .into_tuple::<Option<String>>()
+        .one(db)
+        .await
+        .map(Option::flatten)
 }
 
 /// One contact's ledger row of a campaign: `pending`, or `skipped` with the reason.

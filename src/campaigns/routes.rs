@@ -46,7 +46,7 @@ struct CampaignView {
     scheduled_at: Option<DateTime<Utc>>,
     #[schema(value_type = Option<super::SendWindow>)]
     send_window: Option<serde_json::Value>,
-    /// `draft`, `scheduled`, `running`, `paused`, `completed` or `cancelled`.
+    /// `draft`, `preparing`, `scheduled`, `running`, `paused`, `completed` or `cancelled`.
     status: String,
     status_detail: Option<String>,
     counters: Counters,

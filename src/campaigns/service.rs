@@ -260,8 +260,11 @@ async fn audience_page(
     .await
 }
 
-/// Builds the ledger of a draft campaign and sets it running (or scheduled). Refuses, with the
-/// list, when contacts lack a variable, unless `skip_missing`.
+/// Starts a draft campaign. Refuses, with the list, when contacts lack a variable, unless
+/// `skip_missing`. A small audience gets its ledger here and the campaign is running (or
+/// scheduled) on return; a larger one (`campaigns.prepare_inline_max`) is `preparing` on return
+/// and a campaign runner builds the ledger ([`build_ledger`]), resuming where it stopped if a
+/// process dies meanwhile.
 pub async fn launch(
     state: &AppState,
     c: &CampaignRow,
@@ -273,48 +276,92 @@ pub async fn launch(
             format!("the campaign is {}; only a draft can be started", c.status),
         ));
     }
-    let channel = crate::channels::repo::find(&state.db, &c.channel_id)
-        .await?
-        .ok_or_else(|| {
-            CampaignError::Conflict("channel-deleted", "the channel was deleted".into())
-        })?;
-    let adapter = channel_adapter(state, &channel)?;
     let audience: Audience = serde_json::from_str(&c.audience).unwrap_or_default();
     let renderer = Renderer::new(c)?;
+    let inline_max = state.settings.campaigns.prepare_inline_max;
 
-    // Pass 1: who lacks a variable (nothing is written if the answer is a refusal).
-    let (mut affected, mut listed, mut after) = (0u64, Vec::new(), String::new());
-    if !skip_missing {
-        loop {
-            let page = audience_page(state, c, &audience, &after).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.to_string();
-            for contact in &page {
-                let lacking = renderer.missing(&context(contact));
-                if !lacking.is_empty() {
-                    affected += 1;
-                    if listed.len() < LIST_MISSING {
-                        listed.push(json!({"contact_id": contact.id, "phone": contact.phone, "missing": lacking}));
-                    }
-                }
-            }
-        }
-        if affected > 0 {
-            return Err(CampaignError::MissingVariables {
-                campaign_id: c.id.clone(),
-                affected,
-                contacts: listed,
-            });
-        }
-    }
-
-    // Pass 2: the ledger, a page per transaction; re-running skips contacts already in it.
-    after.clear();
-    let now = Utc::now();
+    // Pass 1: who lacks a variable (nothing is written if the answer is a refusal), and whether
+    // the audience is small enough to build here.
+    let (mut affected, mut listed, mut after, mut size) = (0u64, Vec::new(), String::new(), 0u64);
     loop {
+        if skip_missing && size > inline_max {
+            break;
+        }
         let page = audience_page(state, c, &audience, &after).await?;
         let Some(last) = page.last() else { break };
         after = last.id.to_string();
+        size += page.len() as u64;
+        if skip_missing {
+            continue;
+        }
+        for contact in &page {
+            let lacking = renderer.missing(&context(contact));
+            if !lacking.is_empty() {
+                affected += 1;
+                if listed.len() < LIST_MISSING {
+                    listed.push(json!({"contact_id": contact.id, "phone": contact.phone, "missing": lacking}));
+                }
+            }
+        }
+    }
+    if affected > 0 {
+        return Err(CampaignError::MissingVariables {
+            campaign_id: c.id.clone(),
+            affected,
+            contacts: listed,
+        });
+    }
+    if size > inline_max {
+        channel_adapter(state, &find_channel(state, c).await?)?;
+        if !repo::transition(
+            &state.db,
+            &c.id,
+            &[CampaignStatus::Draft],
+            CampaignStatus::Preparing,
+            None,
+        )
+        .await?
+        {
+            return Err(CampaignError::Conflict(
+                "campaign-not-draft",
+                "the campaign was started meanwhile".into(),
+            ));
+        }
+        tracing::info!(campaign_id = %c.id, audience_at_least = size, "campaign preparing: its recipients are listed in the background");
+        return Ok(());
+    }
+    let mut after = String::new();
+    while !build_ledger(state, c, &mut after, usize::MAX).await? {}
+    ledger_built(state, c, CampaignStatus::Draft).await?;
+    Ok(())
+}
+
+async fn find_channel(state: &AppState, c: &CampaignRow) -> Result<ChannelRow, CampaignError> {
+    crate::channels::repo::find(&state.db, &c.channel_id)
+        .await?
+        .ok_or_else(|| CampaignError::Conflict("channel-deleted", "the channel was deleted".into()))
+}
+
+/// Adds up to `pages` pages of the audience after contact `after` to the campaign's ledger, a
+/// page per transaction (contacts already in it are skipped, so a rerun adds nothing twice), and
+/// moves `after` on. True when the audience is all in.
+pub async fn build_ledger(
+    state: &AppState,
+    c: &CampaignRow,
+    after: &mut String,
+    pages: usize,
+) -> Result<bool, CampaignError> {
+    let channel = find_channel(state, c).await?;
+    let adapter = channel_adapter(state, &channel)?;
+    let audience: Audience = serde_json::from_str(&c.audience).unwrap_or_default();
+    let renderer = Renderer::new(c)?;
+    let now = Utc::now();
+    for _ in 0..pages {
+        let page = audience_page(state, c, &audience, after).await?;
+        let Some(last) = page.last() else {
+            return Ok(true);
+        };
+        *after = last.id.to_string();
         let rows = page
             .iter()
             .map(|contact| {
@@ -345,15 +392,27 @@ pub async fn launch(
         repo::insert_recipients(&txn, rows).await?;
         txn.commit().await?;
     }
+    Ok(false)
+}
+
+/// The ledger is complete: the campaign goes from `from` to running (or scheduled). False when
+/// it had left `from` meanwhile (cancelled).
+pub async fn ledger_built(
+    state: &AppState,
+    c: &CampaignRow,
+    from: CampaignStatus,
+) -> Result<bool, CampaignError> {
     let counters = repo::count(&state.db, &c.id).await?;
     repo::store_counters(&state.db, &c.id, &counters).await?;
     let to = match c.scheduled_at {
         Some(at) if at > Utc::now() => CampaignStatus::Scheduled,
         _ => CampaignStatus::Running,
     };
-    repo::transition(&state.db, &c.id, &[CampaignStatus::Draft], to, None).await?;
-    tracing::info!(campaign_id = %c.id, recipients = counters.total, status = to.as_str(), "campaign started");
-    Ok(())
+    let moved = repo::transition(&state.db, &c.id, &[from], to, None).await?;
+    if moved {
+        tracing::info!(campaign_id = %c.id, recipients = counters.total, status = to.as_str(), "campaign started");
+    }
+    Ok(moved)
 }
 
 /// A campaign `caller` may see.
@@ -443,6 +502,7 @@ pub async fn change(
         Change::Cancel => (
             &[
                 CampaignStatus::Draft,
+                CampaignStatus::Preparing,
                 CampaignStatus::Scheduled,
                 CampaignStatus::Running,
                 CampaignStatus::Paused,

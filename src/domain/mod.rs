@@ -82,6 +82,8 @@ impl Receipt {
 pub enum CampaignStatus {
     /// Created, not started.
     Draft,
+    /// Started; its recipient list is being built in the background (a large audience).
+    Preparing,
     /// Started with a future `scheduled_at`.
     Scheduled,
     /// Releasing recipients.
@@ -99,6 +101,7 @@ impl CampaignStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CampaignStatus::Draft => "draft",
+            CampaignStatus::Preparing => "preparing",
             CampaignStatus::Scheduled => "scheduled",
             CampaignStatus::Running => "running",
             CampaignStatus::Paused => "paused",
@@ -111,6 +114,7 @@ impl CampaignStatus {
     pub fn parse(s: &str) -> Option<Self> {
         [
             CampaignStatus::Draft,
+            CampaignStatus::Preparing,
             CampaignStatus::Scheduled,
             CampaignStatus::Running,
             CampaignStatus::Paused,

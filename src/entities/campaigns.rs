@@ -24,7 +24,7 @@ pub struct Model {
     pub scheduled_at: Option<DateTimeUtc>,
     /// JSON `{start: "HH:MM", end: "HH:MM", utc_offset_minutes}`.
     pub send_window: Option<String>,
-    /// `draft`, `scheduled`, `running`, `paused`, `completed`, `cancelled`.
+    /// `draft`, `preparing`, `scheduled`, `running`, `paused`, `completed`, `cancelled`.
     pub status: String,
     pub status_detail: Option<String>,
     pub total: i64,

@@ -854,7 +854,67 @@ async fn rollups_count_each_outcome_once_while_folds_race(backend: Backend) {
     assert_eq!(per_contact, vec![1; N], "{top}");
 }
 
+/// An audience above `campaigns.prepare_inline_max` is listed in the background: the start
+/// answers at once with the campaign `preparing`, and whichever process runs campaigns builds the
+/// list and sends it, each contact once; here the process that started it runs none, and the
+/// list is built after a restart by one that does. A preparing campaign can be cancelled.
+async fn a_large_audience_is_prepared_in_the_background(backend: Backend) {
+    let mut wa = wa_app_with(backend, WindowMode::Off, None, |s| {
+        s.campaigns.prepare_inline_max = 5;
+    })
+    .await;
+    for i in 1..=12 {
+        contact(&wa.app, json!({"phone": phone(i), "name": format!("N{i}")})).await;
+    }
+    wa.app.stop_server().await;
+    wa.app.options.workers = false;
+    wa.app.start_server().await;
+    let body = json!({"name": "Grande", "channel_id": wa.channel, "body": "Hola {{ nombre }}", "start": true});
+    let (status, c) = campaign(&wa.app, body.clone()).await;
+    assert_eq!((status, &c["status"]), (201, &json!("preparing")), "{c}");
+    let id = c["id"].as_str().expect("id").to_owned();
+    let (status, other) = campaign(&wa.app, body).await;
+    assert_eq!(status, 201, "{other}");
+    let other = other["id"].as_str().expect("id").to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, c) = wa.app.get_json(&format!("campaigns/{id}")).await;
+    assert_eq!(
+        (&c["status"], &c["counters"]["total"]),
+        (&json!("preparing"), &json!(0)),
+        "no runner here: {c}"
+    );
+    // Cancelled while preparing: nothing of it is ever sent.
+    let (status, x) = wa
+        .app
+        .api(Method::POST, &format!("campaigns/{other}/cancel"), None)
+        .await;
+    assert_eq!((status, &x["status"]), (200, &json!("cancelled")), "{x}");
+
+    wa.app.stop_server().await;
+    wa.app.options.workers = true;
+    wa.app.start_server().await;
+    let c = wait_campaign(&wa.app, &id, Duration::from_secs(30), |c| {
+        c["status"] == "completed" && c["counters"]["sent"] == 12
+    })
+    .await;
+    assert_eq!(c["counters"]["total"], 12, "{c}");
+    let sent = wa.fake.sent();
+    let to: HashSet<_> = sent.iter().map(|s| s.to.clone()).collect();
+    assert_eq!(
+        (sent.len(), to.len()),
+        (12, 12),
+        "each contact once: {sent:?}"
+    );
+    let (_, x) = wa.app.get_json(&format!("campaigns/{other}")).await;
+    assert_eq!(
+        (&x["status"], &x["counters"]["sent"]),
+        (&json!("cancelled"), &json!(0)),
+        "{x}"
+    );
+}
+
 on_both_databases!(
+    a_large_audience_is_prepared_in_the_background,
     a_status_for_a_message_not_recorded_yet_is_asked_again,
     errors_by_scope_and_pair_pacing,
     whatsapp_campaign_end_to_end,

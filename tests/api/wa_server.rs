@@ -1,7 +1,7 @@
 //! A local WhatsApp server for the real `whatsapp-rust` library. The server's engine
 //! (`src/channels/whatsapp_web/real.rs`) runs unchanged over our database store; only the
 //! library's two network seams point here (`WhatsAppRust::over`): the transport that carries the
-//! Noise frames, and the HTTP client that fetches the Web client's version.
+//! Noise frames, and the HTTP client (the Web client's version, media uploads).
 //!
 //! What it speaks, as WhatsApp does and as the library implements it:
 //! - the Noise handshake with its own static key and certificate chain: XX on a first connection
@@ -12,8 +12,13 @@
 //! - pairing by QR: six `pair-device` refs. [`WaServer::scan`] is the phone: it reads the QR
 //!   code, and answers `pair-success` with an ADV identity signed by the phone's account key
 //!   and MACed with the ADV secret the QR carries. The library checks both. Then a 515 restart;
+//!   pairing by phone number: the ref for the library's code (the phone's side is not played);
 //! - login: `<success>`, then the end of the offline queue. Every IQ is answered: pings, empty
-//!   app-state collections (a new account), and 404 for what a new account has none of;
+//!   app-state collections (a new account), device lists (every user has one phone), pre-key
+//!   bundles, a media host, and 404 for what a new account has none of;
+//! - messages: each user's phone keeps Signal stores, so it decrypts what our device sends it
+//!   and writes back ([`WaServer::write`], by number or by hidden id); the server acks, refuses
+//!   (463) or ignores messages ([`Answer`]), the phone sends delivered and read receipts;
 //! - a removed device: stream error 401 and every later login refused; a takeover: stream
 //!   error 440 (`conflict replaced`); a dropped connection.
 use std::{

@@ -39,7 +39,7 @@ export const en = {
     missingVariables: 'Some contacts lack a variable the message uses ({{count}}).', missingOne: '{{phone}}: missing {{names}}',
     skipMissing: 'Send to the others, skipping these',
     actions: { start: 'Start', pause: 'Pause', resume: 'Resume', cancel: 'Cancel', retryFailed: 'Retry failed' },
-    status: { draft: 'draft', scheduled: 'scheduled', running: 'running', paused: 'paused', completed: 'completed', cancelled: 'cancelled' },
+    status: { draft: 'draft', preparing: 'preparing', scheduled: 'scheduled', running: 'running', paused: 'paused', completed: 'completed', cancelled: 'cancelled' },
     counters: { total: 'total', pending: 'pending', queued: 'queued', sent: 'sent', delivered: 'delivered', read: 'read', failed: 'failed', skipped: 'skipped' },
   },
   contacts: {

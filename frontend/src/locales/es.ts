@@ -41,7 +41,7 @@ export const es: typeof en = {
     missingVariables: 'A algunos contactos les falta una variable del mensaje ({{count}}).', missingOne: '{{phone}}: falta {{names}}',
     skipMissing: 'Enviar a los demás, omitiendo estos',
     actions: { start: 'Empezar', pause: 'Pausar', resume: 'Reanudar', cancel: 'Cancelar', retryFailed: 'Reintentar fallidos' },
-    status: { draft: 'borrador', scheduled: 'programada', running: 'enviando', paused: 'en pausa', completed: 'completada', cancelled: 'cancelada' },
+    status: { draft: 'borrador', preparing: 'preparando', scheduled: 'programada', running: 'enviando', paused: 'en pausa', completed: 'completada', cancelled: 'cancelada' },
     counters: { total: 'total', pending: 'pendientes', queued: 'en cola', sent: 'enviados', delivered: 'entregados', read: 'leídos', failed: 'fallidos', skipped: 'omitidos' },
   },
   contacts: {

@@ -46,7 +46,7 @@ export function Campaigns() {
       <Field label={t('common.status')}>
         <select value={status} onChange={(e) => setStatus(e.currentTarget.value)}>
           <option value="">{t('contacts.all')}</option>
-          {['draft', 'scheduled', 'running', 'paused', 'completed', 'cancelled'].map((s) => <option value={s}>{t(`campaigns.status.${s}`)}</option>)}
+          {['draft', 'preparing', 'scheduled', 'running', 'paused', 'completed', 'cancelled'].map((s) => <option value={s}>{t(`campaigns.status.${s}`)}</option>)}
         </select>
       </Field>
       <ErrorBox error={error} />
