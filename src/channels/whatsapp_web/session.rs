@@ -168,6 +168,9 @@ pub struct Session {
     driving: std::sync::atomic::AtomicBool,
     /// Latest view for the writer that stores it.
     view_tx: tokio::sync::watch::Sender<Option<SessionView>>,
+    /// The stores of the latest connection runs, which their library instances may still
+    /// write through (a stopped run's detached tasks): all fenced before the keys are deleted.
+    runs: Mutex<std::collections::VecDeque<DbStore>>,
 }
 
 impl Session {
@@ -186,6 +189,7 @@ impl Session {
             run_lock: Arc::default(),
             driving: std::sync::atomic::AtomicBool::new(false),
             view_tx: tokio::sync::watch::Sender::new(None),
+            runs: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -494,11 +498,12 @@ impl Drop for StopOnDrop {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (ctx, channel_id, lease, guard) = (
+        let (ctx, channel_id, lease, guard, session) = (
             self.ctx.clone(),
             self.channel_id.clone(),
             self.lease.clone(),
             self.guard.take(),
+            self.session.clone(),
         );
         rt.spawn(async move {
             let deleted = matches!(
@@ -513,9 +518,8 @@ impl Drop for StopOnDrop {
                 }
             }
             if deleted {
-                let _ = DbStore::new(ctx.db.clone(), &channel_id, ctx.cipher.clone())
-                    .wipe()
-                    .await;
+                let store = DbStore::new(ctx.db.clone(), &channel_id, ctx.cipher.clone());
+                wipe(&session, &store).await;
             }
             if let Some(until) = term {
                 let _ = leases::release(&ctx.db, &lease, &ctx.node, until).await;
@@ -523,6 +527,20 @@ impl Drop for StopOnDrop {
             drop(guard);
         });
     }
+}
+
+/// How many runs' stores a session keeps to fence (older runs' tasks are long done).
+const FENCED_RUNS: usize = 8;
+
+/// Deletes the session's keys: first every recent run's store is fenced (a library instance
+/// still closing, or a stopped run's detached task, would otherwise write keys back), then the
+/// rows go.
+async fn wipe(session: &Session, store: &DbStore) {
+    let runs: Vec<DbStore> = lock(&session.runs).drain(..).collect();
+    for run in runs {
+        run.fence().await;
+    }
+    let _ = store.wipe().await;
 }
 
 /// Follows a session's views for drops: a connected number that is reconnecting.
@@ -659,7 +677,7 @@ pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
             // The device is gone from the phone: its keys are worthless now (deleted once the
             // connection has stopped, as it writes while closing).
             RunEnd::Wait(state, why, true) => {
-                let _ = store.wipe().await;
+                wipe(&session, &store).await;
                 lock(&session.view).phone = None;
                 RunEnd::Wait(state, why, false)
             }
@@ -703,7 +721,7 @@ pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
                     }
                     match next_command(&session, &store).await {
                         Some(c) if c.logout => {
-                            let _ = store.wipe().await;
+                            wipe(&session, &store).await;
                             lock(&session.view).phone = None;
                             wait_for_owner(
                                 &ctx,
@@ -796,7 +814,7 @@ async fn wait_for_owner(
         }
         match next_command(session, store).await {
             Some(c) if c.logout => {
-                let _ = store.wipe().await;
+                wipe(session, store).await;
                 lock(&session.view).phone = None;
                 set_state(
                     ctx,
@@ -855,6 +873,13 @@ async fn connect_once(
     session
         .by_code
         .store(pair_phone.is_some(), std::sync::atomic::Ordering::Relaxed);
+    {
+        let mut runs = lock(&session.runs);
+        if runs.len() >= FENCED_RUNS {
+            runs.pop_front();
+        }
+        runs.push_back(store.clone());
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let link = match ctx.engine.start(store.clone(), pair_phone, tx).await {
         Ok(link) => link,
@@ -863,7 +888,7 @@ async fn connect_once(
     *lock(&session.link) = Some(link.clone());
     let end = drive(ctx, channel_id, owner, session, lease, &store, rx).await;
     if matches!(end, RunEnd::Wait(_, _, true) | RunEnd::LostLease) {
-        store.fence();
+        store.fence().await;
     }
     end
 }

@@ -46,8 +46,9 @@ pub struct DbStore {
     /// Set when the connection run this store serves has ended for good (its device logged
     /// out, or another replica took the session): the library's late writes (a detached task's
     /// pre-keys, the device saved while closing) then go nowhere instead of re-creating the
-    /// keys we delete or overwriting the new owner's. Shared by clones.
-    fenced: Arc<std::sync::atomic::AtomicBool>,
+    /// keys we delete or overwriting the new owner's. Shared by clones. Every write holds it
+    /// (read) from its check to its commit, so a fence waits for the writes already going.
+    fenced: Arc<tokio::sync::RwLock<bool>>,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -158,13 +159,10 @@ impl DbStore {
         }
     }
 
-    /// Drops every later write through this store and its clones (reads still work).
-    pub fn fence(&self) {
-        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn is_fenced(&self) -> bool {
-        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    /// Drops every later write through this store and its clones (reads still work), once the
+    /// writes already going have landed.
+    pub async fn fence(&self) {
+        *self.fenced.write().await = true;
     }
 
     fn mac(&self, ns: &str, key: &str) -> String {
@@ -195,7 +193,8 @@ impl DbStore {
     }
 
     async fn put_many<T: Serialize>(&self, ns: &str, items: &[(&str, &T)]) -> Result<()> {
-        if items.is_empty() || self.is_fenced() {
+        let fenced = self.fenced.read().await;
+        if items.is_empty() || *fenced {
             return Ok(());
         }
         let now = now_secs();
@@ -237,7 +236,8 @@ impl DbStore {
     }
 
     async fn del(&self, ns: &str, keys: &[&str]) -> Result<u32> {
-        if keys.is_empty() || self.is_fenced() {
+        let fenced = self.fenced.read().await;
+        if keys.is_empty() || *fenced {
             return Ok(0);
         }
         let macs: Vec<String> = keys.iter().map(|k| self.mac(ns, k)).collect();
@@ -256,7 +256,8 @@ impl DbStore {
     }
 
     async fn clear(&self, ns: &str) -> Result<()> {
-        if self.is_fenced() {
+        let fenced = self.fenced.read().await;
+        if *fenced {
             return Ok(());
         }
         rows::Entity::delete_many()
