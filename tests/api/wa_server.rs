@@ -426,6 +426,14 @@ impl WaServer {
         )
     }
 
+    /// Server options with that engine.
+    pub fn options(&self) -> pregonero::startup::RunOptions {
+        pregonero::startup::RunOptions {
+            whatsapp_web: Arc::new(self.engine()),
+            ..Default::default()
+        }
+    }
+
     pub fn seen(&self) -> Seen {
         self.0.seen.lock().expect("lock").clone()
     }

@@ -1216,11 +1216,8 @@ async fn wait_long(
 /// restart, logins by IK with the stored device, drops, 440 and 401.
 async fn the_real_library_pairs_reconnects_and_is_logged_out(backend: Backend) {
     let wa = WaServer::start();
-    let options = RunOptions {
-        whatsapp_web: Arc::new(wa.engine()),
-        ..RunOptions::default()
-    };
-    let mut app = spawn_app_options(backend, FakeTelegramConfig::default(), |_| {}, options).await;
+    let mut app =
+        spawn_app_options(backend, FakeTelegramConfig::default(), |_| {}, wa.options()).await;
     let id = create_number(&app, json!({})).await;
 
     // The library's QR: our ref, then the device's noise key, identity key and ADV secret.
@@ -1332,11 +1329,7 @@ async fn real_number(app: &TestApp, wa: &WaServer, limits: Value) -> String {
 /// server's ack, the phone's receipts, a one-tick message and a refusal reach the ledger.
 async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
     let wa = WaServer::start();
-    let options = RunOptions {
-        whatsapp_web: Arc::new(wa.engine()),
-        ..RunOptions::default()
-    };
-    let app = spawn_app_options(backend, FakeTelegramConfig::default(), |_| {}, options).await;
+    let app = spawn_app_options(backend, FakeTelegramConfig::default(), |_| {}, wa.options()).await;
     let id = real_number(&app, &wa, NO_GAP()).await;
 
     let read = send(&app, &id, "+34600000001", "uno").await;
@@ -1516,15 +1509,11 @@ async fn the_real_library_sends_and_reports_receipts(backend: Backend) {
 /// ack timeout; and a pairing by phone number shows the library's 8-character code.
 async fn the_real_library_restarts_a_zombie_and_pairs_by_code(backend: Backend) {
     let wa = WaServer::start();
-    let options = RunOptions {
-        whatsapp_web: Arc::new(wa.engine()),
-        ..RunOptions::default()
-    };
     let app = spawn_app_options(
         backend,
         FakeTelegramConfig::default(),
         |s| s.whatsapp_web.ack_timeout_secs = 2,
-        options,
+        wa.options(),
     )
     .await;
     let id = real_number(&app, &wa, NO_GAP()).await;
@@ -1582,11 +1571,7 @@ async fn wa_child_server() {
         .map(Into::into);
     settings.node_name = Some(node.clone());
     settings.whatsapp_web.lease_secs = 3;
-    let options = RunOptions {
-        whatsapp_web: Arc::new(wa.engine()),
-        ..RunOptions::default()
-    };
-    let app = pregonero::startup::Application::build(settings, options)
+    let app = pregonero::startup::Application::build(settings, wa.options())
         .await
         .expect("build");
     if let Some(key) = app.bootstrap_key() {

@@ -887,7 +887,9 @@ async fn connect_once(
     };
     *lock(&session.link) = Some(link.clone());
     let end = drive(ctx, channel_id, owner, session, lease, &store, rx).await;
-    if matches!(end, RunEnd::Wait(_, _, true) | RunEnd::LostLease) {
+    // Another replica owns the session now: this run's late writes would overwrite its records.
+    // (A logout's stores are fenced by `wipe`, with every recent run's.)
+    if matches!(end, RunEnd::LostLease) {
         store.fence().await;
     }
     end
