@@ -20,8 +20,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PG_ADMIN="${BENCH_POSTGRES_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 bench_init() {
-  cargo build --release --locked -q --bin pregonero -p pregonero
-  # BENCH_BIN: another build of the server to run instead (A/B comparisons).
+  # BENCH_BIN: another build of the server to run instead (A/B comparisons); nothing is built.
+  [ -n "${BENCH_BIN:-}" ] || cargo build --release --locked -q --bin pregonero -p pregonero
   BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release/pregonero}"
   WORK="$(mktemp -d)"
   SERVER_PID=""

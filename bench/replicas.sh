@@ -17,7 +17,10 @@
 # Knobs: BENCH_REPLICAS ("1 3"), BENCH_RUNS (3), BENCH_RECIPIENTS (20000), BENCH_NUMBERS (4),
 # BENCH_RECEIPTS (on; off: the fake sends no status webhooks and a run ends when the campaigns
 # complete), BENCH_REDIS_DB (13: flushed before each run), BENCH_REDIS (on; off: no REDIS_URL, for one
-# replica only), BENCH_POSTGRES_ADMIN_URL.
+# replica only), BENCH_POSTGRES_ADMIN_URL, BENCH_STATEMENTS (off; on: PostgreSQL logs every
+# statement of the bench database and the run reports statements per message from its log,
+# BENCH_PG_LOG, default /var/log/postgresql/postgresql-*-main.log; the logging costs PostgreSQL
+# CPU, so take CPU figures from runs without it).
 # Target: <= 100 us of server CPU per delivered message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +77,7 @@ run() {
   redis-cli -n "$REDIS_DB" flushdb >/dev/null
   PG_DB="bench_replicas_$$_$RANDOM"
   psql_admin "CREATE DATABASE $PG_DB"
+  [ "${BENCH_STATEMENTS:-off}" = off ] || psql_admin "ALTER DATABASE $PG_DB SET log_min_duration_statement = 0"
   local fake_port numbers=()
   fake_port="$(free_port)"
   for i in $(seq "$NUMBERS"); do numbers+=(--number "10654035224292$i:bench-token-$i:bench-secret-$i"); done
@@ -116,7 +120,11 @@ run() {
   done
   sleep 1
 
-  local pg_pids t0 s0 p0 d0 f0 campaigns=()
+  local pg_pids t0 s0 p0 d0 f0 campaigns=() log="" log0=0
+  if [ "${BENCH_STATEMENTS:-off}" = on ]; then
+    log="${BENCH_PG_LOG:-$(ls /var/log/postgresql/postgresql-*-main.log | head -n1)}"
+    log0=$(stat -c %s "$log")
+  fi
   pg_pids=$(postgres_pids)
   s0=$(ticks "${PIDS[@]}"); p0=$(ticks $pg_pids); d0=$(ticks "$(redis_pid)"); f0=$(ticks "$FAKE_PID")
   t0=$(date +%s.%N)
@@ -144,6 +152,17 @@ run() {
   for p in "${PIDS[@]}"; do rss=$(( $(awk '/VmHWM/ {print $2}' "/proc/$p/status") > rss ? $(awk '/VmHWM/ {print $2}' "/proc/$p/status") : rss )); done
   local stats
   stats=$(curl -fsS "$fake/__control/stats")
+  if [ -n "$log" ]; then
+    # A statement run is a "statement:" line (simple protocol: BEGIN, COMMIT) or an "execute"
+    # line (extended protocol, whose parse and bind steps are logged apart and not counted).
+    tail -c +"$((log0 + 1))" "$log" | grep "@$PG_DB " | grep -cE 'duration: [0-9.]+ ms +(statement|execute)' \
+      | awk -v n="$N" '{printf "statements: %d, %.1f per message\n", $1, $1 / n}' | tee -a "$WORK/statements"
+    # The most frequent, by their first words (per message).
+    tail -c +"$((log0 + 1))" "$log" | grep "@$PG_DB " | grep -E 'duration: [0-9.]+ ms +(statement|execute)' \
+      | sed -E 's/.*duration: [0-9.]+ ms +(statement|execute [^:]*): //' \
+      | cut -c1-60 | sort | uniq -c | sort -rn | head -n 15 \
+      | awk -v n="$N" '{c=$1; $1=""; printf "  %6.2f %s\n", c / n, $0}'
+  fi
   python3 - "$r" "$N" "$(echo "$t1 - $t0" | bc)" "$TICK" "$((s1 - s0))" "$((p1 - p0))" "$((d1 - d0))" "$((f1 - f0))" "$rss" "$stats" "$RECEIPTS" <<'PY' | tee -a "$WORK/results"
 import json, sys
 r, n, secs, tick = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
