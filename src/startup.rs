@@ -263,13 +263,18 @@ impl Application {
             clock: clock.clone(),
             ledger: ledger.clone(),
             quotas,
-            listeners,
+            listeners: listeners.clone(),
             attachments: Arc::new(Library {
                 db: db.clone(),
                 store: media.clone(),
                 cipher: cipher.clone(),
                 settings: settings.clone(),
             }),
+            sent: None,
+            receipts: Some(crate::outbox::receipts::ReceiptWriter::start(
+                db.clone(),
+                listeners.clone(),
+            )),
         };
         let _ = web_outbox.set(outbox.clone());
         let lockout = Arc::new(

@@ -5,7 +5,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::{
     outbox::{
-        hooks::{Inbound, Listener, Veto},
+        hooks::{Inbound, Listener, SqlVeto, Veto},
         repo::MessageRow,
     },
     telemetry::redact,
@@ -17,9 +17,22 @@ pub struct ContactsListener {
     pub opt_out_keywords: Vec<String>,
 }
 
+/// The campaign contact of the claimed message is gone or opted out (what
+/// [`super::repo::is_opted_out`] answers).
+const OPTED_OUT_SQL: &str = "messages.contact_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM \
+     contacts WHERE contacts.id = messages.contact_id AND NOT contacts.opted_out)";
+
 impl Listener for ContactsListener {
     fn name(&self) -> &'static str {
         "contacts"
+    }
+
+    fn veto_sql(&self) -> Option<SqlVeto> {
+        Some(SqlVeto {
+            condition: OPTED_OUT_SQL,
+            code: "opted-out",
+            detail: "the contact opted out",
+        })
     }
 
     fn veto<'a>(

@@ -41,7 +41,7 @@ impl MessageStatus {
 }
 
 /// A provider's report on a message it accepted (WhatsApp's status webhooks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Receipt {
     /// Accepted by the provider (we knew from the send's answer).
     Sent,

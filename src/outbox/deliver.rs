@@ -63,31 +63,57 @@ pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
 /// One delivery attempt of one message. Errors here are infrastructure errors (database), not provider ones.
 #[tracing::instrument(skip_all, fields(message_id = %id))]
 pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
-    let Some(msg) = repo::find(&state.db, id).await? else {
-        return Ok(());
-    };
-    if msg.status != crate::domain::MessageStatus::Queued.as_str() {
-        return Ok(());
-    }
-    let early = (msg.next_attempt_at - Utc::now())
-        .to_std()
-        .unwrap_or_default();
-    if early > MAX_INLINE_WAIT {
-        state.queue.push(id, early).await?;
-        return Ok(());
-    }
-    tokio::time::sleep(early).await;
     let lease =
         || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
     // Until when no other worker takes this message (the sweep takes back expired leases).
     let mut lease_until = lease();
-    if !repo::claim(&state.db, id, &state.node_name, lease_until).await? {
-        return Ok(());
-    }
+    // Most jobs find their message due: claimed, read and checked against the listeners' SQL
+    // vetoes in one statement.
+    let sql_vetoes = state.listeners.veto_sql();
+    let claimed = repo::claim_due(
+        &state.db,
+        id,
+        &state.node_name,
+        Utc::now(),
+        lease_until,
+        &sql_vetoes,
+    )
+    .await?;
+    let (msg, veto) = match claimed {
+        Some((msg, vetoed)) => {
+            let veto = match vetoed {
+                Some(i) => Some(sql_vetoes[i].veto()),
+                None => state.listeners.veto_rest(&state.db, &msg).await?,
+            };
+            (msg, veto)
+        }
+        None => {
+            let Some(msg) = repo::find(&state.db, id).await? else {
+                return Ok(());
+            };
+            if msg.status != crate::domain::MessageStatus::Queued.as_str() {
+                return Ok(());
+            }
+            let early = (msg.next_attempt_at - Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            if early > MAX_INLINE_WAIT {
+                state.queue.push(id, early).await?;
+                return Ok(());
+            }
+            tokio::time::sleep(early).await;
+            lease_until = lease();
+            if !repo::claim(&state.db, id, &state.node_name, lease_until).await? {
+                return Ok(());
+            }
+            let veto = state.listeners.veto(&state.db, &msg).await?;
+            (msg, veto)
+        }
+    };
     let attempt = u32::try_from(msg.attempts + 1).unwrap_or(u32::MAX);
     // A listener may stop it now (a campaign contact who opted out after the campaign started
     // is never sent to).
-    if let Some(veto) = state.listeners.veto(&state.db, &msg).await? {
+    if let Some(veto) = veto {
         let outcome = Outcome::Skipped {
             code: veto.code.to_owned(),
         };
@@ -276,6 +302,25 @@ async fn record_sent(
 ) -> anyhow::Result<()> {
     let until = lease_until - chrono::Duration::seconds(2);
     let mut pause = Duration::from_millis(100);
+    // First in a batch with the sends that finished meanwhile; alone if that batch failed.
+    if let Some(writer) = &state.sent {
+        match writer
+            .record(msg.clone(), provider_message_id.clone())
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!("pregonero_messages_total", "status" => "sent").increment(1);
+                let outcome = Outcome::Sent {
+                    provider_message_id,
+                };
+                state.listeners.after(state, msg, &outcome).await;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %msg.id, error = %e, "sent, but its batch was not recorded: recording it alone");
+            }
+        }
+    }
     loop {
         match try_record_sent(state, msg, &provider_message_id).await {
             Ok(outcome) => {

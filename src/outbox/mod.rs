@@ -3,8 +3,9 @@
 //! feature: features take part through [`hooks`].
 //!
 //! Layout: `repo` (the ledger's SQL), `writer` (group commit of admissions), `queue` (apalis),
-//! `deliver` (the job), `sweep` (recovery), `workers` (the runtime they run on), `stats`
-//! (per-day counters), `hooks` (the traits features implement).
+//! `deliver` (the job), `outcomes` (group commit of accepted sends), `receipts` (group commit
+//! of delivery and read receipts), `sweep` (recovery), `workers` (the runtime they run on),
+//! `stats` (per-day counters), `hooks` (the traits features implement).
 //!
 //! Every single message (API send, alert) is admitted here, once ([`admit`]).
 //! Without an idempotency key a message goes through the batching writer (one commit and one
@@ -19,7 +20,9 @@ use sea_orm::DatabaseConnection;
 pub mod deliver;
 pub mod hooks;
 mod in_flight;
+pub mod outcomes;
 mod queue;
+pub mod receipts;
 pub mod repo;
 pub mod stats;
 pub mod sweep;
@@ -73,6 +76,12 @@ pub struct Outbox {
     pub listeners: Listeners,
     /// Attached files.
     pub attachments: Arc<dyn Attachments>,
+    /// Batched records of accepted sends (the delivery workers' runtime starts it; `None`:
+    /// each send is recorded in its own transaction).
+    pub sent: Option<outcomes::SentWriter>,
+    /// Batched records of delivery and read receipts (started with the HTTP side, which
+    /// receives them; `None`: each is applied in its own transaction).
+    pub receipts: Option<receipts::ReceiptWriter>,
 }
 
 impl Outbox {

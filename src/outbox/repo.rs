@@ -254,6 +254,55 @@ pub async fn claim(
     Ok(res.rows_affected == 1)
 }
 
+/// [`claim`] of a message that is due by `now`, in one statement that returns the row as it
+/// was before (status `queued`, attempts not yet counted) and which of `vetoes` holds for it
+/// (the first, by index); `None` when it is not queued, not due yet or taken: the caller reads
+/// it to know which.
+pub async fn claim_due(
+    db: &DatabaseConnection,
+    id: &MessageId,
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    vetoes: &[super::hooks::SqlVeto],
+) -> Result<Option<(MessageRow, Option<usize>)>, DbErr> {
+    use sea_orm::FromQueryResult;
+    let mut sql = String::from(
+        "UPDATE messages SET status = ?, attempts = attempts + 1, locked_until = ?, \
+         locked_by = ?, updated_at = ? WHERE id = ? AND status = ? AND next_attempt_at <= ? \
+         RETURNING *",
+    );
+    for (i, veto) in vetoes.iter().enumerate() {
+        sql.push_str(&format!(", ({}) AS veto_{i}", veto.condition));
+    }
+    let values = vec![
+        MessageStatus::Sending.as_str().into(),
+        lease_until.into(),
+        node.into(),
+        now.into(),
+        id.to_string().into(),
+        MessageStatus::Queued.as_str().into(),
+        now.into(),
+    ];
+    let statement = crate::db::statement(db.get_database_backend(), &sql, values);
+    let Some(row) = db.query_one_raw(statement).await? else {
+        return Ok(None);
+    };
+    let mut msg = MessageRow::from_query_result(&row, "")?;
+    msg.status = MessageStatus::Queued.as_str().to_owned();
+    msg.attempts -= 1;
+    msg.locked_until = None;
+    msg.locked_by = None;
+    let mut vetoed = None;
+    for i in 0..vetoes.len() {
+        if row.try_get::<bool>("", &format!("veto_{i}"))? {
+            vetoed = Some(i);
+            break;
+        }
+    }
+    Ok(Some((msg, vetoed)))
+}
+
 /// Extends the lease of a message this node is sending.
 pub async fn extend_lease(
     db: &impl ConnectionTrait,

@@ -52,7 +52,22 @@ impl Workers {
                         Ok((db, queue)) => {
                             let _ = ready_tx.send(Ok(()));
                             let extra = periodic(db.clone(), queue.clone());
-                            run(Outbox { db, queue, ..state }, extra, stop_rx).await;
+                            // Sends are recorded in batches on this runtime's pool.
+                            let sent = Some(super::outcomes::SentWriter::start(
+                                db.clone(),
+                                state.listeners.clone(),
+                            ));
+                            run(
+                                Outbox {
+                                    db,
+                                    queue,
+                                    sent,
+                                    ..state
+                                },
+                                extra,
+                                stop_rx,
+                            )
+                            .await;
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));

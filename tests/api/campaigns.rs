@@ -913,7 +913,100 @@ async fn a_large_audience_is_prepared_in_the_background(backend: Backend) {
     );
 }
 
+/// Receipts are recorded in batches: every `delivered` and `read` report of a campaign, each
+/// heard three times and all at once (Meta retries and sends concurrently), stamps each message
+/// once, adds one history entry per kind and counts each message once.
+async fn receipts_heard_many_times_at_once_are_recorded_once(backend: Backend) {
+    use futures::StreamExt;
+    const N: usize = 24;
+    // Arrange: a sent campaign whose receipts have not come yet.
+    let wa = wa_app(backend, WindowMode::Off, None).await;
+    wa.fake.set_webhook(NUMBER, "");
+    for i in 0..N {
+        contact(
+            &wa.app,
+            json!({"phone": phone(300 + i), "name": format!("R{i}")}),
+        )
+        .await;
+    }
+    let (status, c) = campaign(&wa.app, json!({"name": "Acuses", "channel_id": wa.channel, "body": "Hola {{ nombre }}", "start": true})).await;
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_str().expect("id").to_owned();
+    wait_campaign(&wa.app, &id, Duration::from_secs(30), |c| {
+        c["status"] == "completed" && c["counters"]["sent"] == N
+    })
+    .await;
+    let wamids: Vec<String> = wa.fake.sent().into_iter().map(|s| s.wamid).collect();
+    assert_eq!(wamids.len(), N);
+
+    // Act: each receipt three times, shuffled, 32 webhooks in flight.
+    let now = chrono::Utc::now().timestamp();
+    let mut reports: Vec<(String, &str)> = wamids
+        .iter()
+        .flat_map(|w| {
+            [(w.clone(), "delivered"), (w.clone(), "read")]
+                .into_iter()
+                .cycle()
+                .take(6)
+        })
+        .collect();
+    let order = std::collections::hash_map::RandomState::new();
+    reports.sort_by_key(|report| {
+        use std::hash::BuildHasher;
+        order.hash_one(report)
+    });
+    let answers: Vec<u16> = futures::stream::iter(reports)
+        .map(|(w, kind)| {
+            let wa = &wa;
+            async move { post_status(wa, &w, kind, now).await.0 }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+
+    // Assert
+    assert!(answers.iter().all(|&a| a == 200), "{answers:?}");
+    let c = wait_campaign(&wa.app, &id, Duration::from_secs(10), |c| {
+        c["counters"]["read"] == N
+    })
+    .await;
+    assert_eq!(
+        (&c["counters"]["delivered"], &c["counters"]["read"]),
+        (&json!(N), &json!(N)),
+        "{c}"
+    );
+    let (_, rec) = wa
+        .app
+        .get_json(&format!("campaigns/{id}/recipients?status=sent&limit=100"))
+        .await;
+    let items = rec["items"].as_array().expect("items");
+    assert_eq!(items.len(), N, "{rec}");
+    for r in items {
+        let (_, m) = wa
+            .app
+            .get_json(&format!(
+                "messages/{}",
+                r["message_id"].as_str().expect("id")
+            ))
+            .await;
+        let mut statuses: Vec<&str> = m["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "status")
+            .filter_map(|e| e["outcome"].as_str())
+            .collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, ["delivered", "read"], "{m}");
+        assert!(
+            !r["delivered_at"].is_null() && !r["read_at"].is_null(),
+            "{r}"
+        );
+    }
+}
+
 on_both_databases!(
+    receipts_heard_many_times_at_once_are_recorded_once,
     a_large_audience_is_prepared_in_the_background,
     a_status_for_a_message_not_recorded_yet_is_asked_again,
     errors_by_scope_and_pair_pacing,

@@ -1,6 +1,7 @@
 //! `GET|POST /whatsapp/webhook/{channel_id}`: Meta's verification handshake and its signed
 //! callbacks — message statuses (which advance the ledger) and inbound messages (which open the
 //! 24 h service window and record opt-outs).
+use crate::outbox::receipts::ReceiptWriter;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -36,7 +37,7 @@ async fn credentials(
     channel_id: &ChannelId,
 ) -> Result<(UserId, WaCredentials), ApiError> {
     let not_found = || ApiError::NotFound("channel-not-found", "no such WhatsApp number".into());
-    let row = repo::find(&state.db, channel_id)
+    let row = repo::find_recent(&state.db, channel_id)
         .await?
         .filter(|r| r.kind == super::KIND)
         .ok_or_else(not_found)?;
@@ -258,7 +259,20 @@ async fn apply_status(state: &Outbox, channel_id: &ChannelId, s: Status) -> Resu
     // Meta can report a status before the answer to our send is recorded (the provider id is
     // stored when that answer's transaction commits, usually a few milliseconds later): look
     // again a few times before asking for the webhook again.
-    let apply = || {
+    let apply = || async {
+        // Delivered and read receipts are recorded in batches; alone if that batch failed.
+        if let Some(writer) = state
+            .receipts
+            .as_ref()
+            .filter(|_| ReceiptWriter::takes(receipt))
+        {
+            match writer.apply(channel_id, &s.id, receipt, when).await {
+                Ok(applied) => return Ok(applied),
+                Err(e) => {
+                    tracing::warn!(%channel_id, error = %e, "receipt batch failed; applying it alone")
+                }
+            }
+        }
         outbox::repo::apply_provider_status(
             &state.db,
             &state.listeners,
@@ -268,6 +282,7 @@ async fn apply_status(state: &Outbox, channel_id: &ChannelId, s: Status) -> Resu
             when,
             error.clone(),
         )
+        .await
     };
     let fresh = Utc::now() - when < chrono::Duration::seconds(FRESH_STATUS_SECS);
     let mut result = apply().await?;
