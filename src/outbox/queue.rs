@@ -222,13 +222,23 @@ impl Queue {
 
     /// Unlocks the jobs that workers named `<prefix>…` had taken and not finished: at start, the
     /// workers of this node's earlier runs, dead since (otherwise their jobs wait for apalis's
-    /// heartbeat timeout, half a lease). Returns how many.
+    /// orphan timeout, ten heartbeats of half a lease each). Returns how many.
     pub async fn release_locked_by(&self, prefix: &str) -> anyhow::Result<u64> {
+        self.release_locked(prefix, "%").await
+    }
+
+    /// Unlocks the jobs that the worker named `name` had taken and not finished: a worker that
+    /// lost its database and was restarted under a new name left its fetched jobs locked, and
+    /// apalis would hand them out again only after its heartbeat timeout.
+    pub async fn release_worker(&self, name: &str) -> anyhow::Result<u64> {
+        self.release_locked(name, "").await
+    }
+
+    async fn release_locked(&self, name: &str, wildcard: &str) -> anyhow::Result<u64> {
         // LIKE's wildcards in a node name are literal.
         let pattern = format!(
-            "{}%",
-            prefix
-                .replace('\\', "\\\\")
+            "{}{wildcard}",
+            name.replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
@@ -250,7 +260,7 @@ impl Queue {
             .await
             .map(|r| r.rows_affected()),
         };
-        released.context("could not release the jobs of this node's earlier runs")
+        released.context("could not release the jobs of a dead worker")
     }
 
     /// Checks the queue's tables answer (for `/ready`).

@@ -134,6 +134,39 @@ impl PollStrategy for PollEvery {
     }
 }
 
+/// When the worker is restarted (it lost its database), the jobs its previous incarnation had
+/// fetched stay locked to that name: they are unlocked as soon as the database answers, so the
+/// deliveries they stand for do not wait for apalis's orphan timeout (ten heartbeats: 25 s with
+/// a 5 s lease; a PostgreSQL restart under a running campaign once left its last messages 28 s
+/// late). Jobs of it still running are harmless to hand out again: only one job can claim a
+/// message.
+fn release_previous(queue: &Queue, base: &str, restarts: usize) {
+    let Some(previous) = restarts.checked_sub(1) else {
+        return;
+    };
+    let queue = queue.clone();
+    let name = format!("{base}-{previous}");
+    tokio::spawn(async move {
+        for _ in 0..RELEASE_TRIES {
+            match queue.release_worker(&name).await {
+                Ok(0) => return,
+                Ok(jobs) => {
+                    tracing::warn!(worker = %name, jobs, "released the jobs of a restarted worker");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(worker = %name, error = %format!("{e:#}"), "jobs of a restarted worker not released yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
+/// How many times (a second apart) a restarted worker's jobs are asked back before apalis's own
+/// heartbeat timeout is left to do it.
+const RELEASE_TRIES: u32 = 60;
+
 async fn run(state: Outbox, extra: Vec<BoxFuture<'static, ()>>, stop: oneshot::Receiver<()>) {
     let settings = state.settings.delivery.clone();
     // Workers of every run of this node are named `deliver-<node>~<run>-<restarts>` (`~` never
@@ -177,6 +210,7 @@ async fn run(state: Outbox, extra: Vec<BoxFuture<'static, ()>>, stop: oneshot::R
             let state = state.clone();
             let base = base.clone();
             monitor.register(move |restarts| {
+                release_previous(&state.queue, &base, restarts);
                 WorkerBuilder::new(format!("{base}-{restarts}"))
                     .backend(storage.clone().poll_with_strategy(PollEvery::new(poll)))
                     .concurrency(settings.concurrency)
@@ -189,6 +223,7 @@ async fn run(state: Outbox, extra: Vec<BoxFuture<'static, ()>>, stop: oneshot::R
             let state = state.clone();
             let base = base.clone();
             monitor.register(move |restarts| {
+                release_previous(&state.queue, &base, restarts);
                 WorkerBuilder::new(format!("{base}-{restarts}"))
                     .backend(storage.clone().poll_with_strategy(PollEvery::new(poll)))
                     .concurrency(settings.concurrency)

@@ -156,22 +156,28 @@ end
 return {1, seq}
 ";
 
-/// Records the answer to departure `ARGV[1]`. KEYS: 1 the account's departures, 2 the
+/// Records the answer to departure `ARGV[1]`, which came `ARGV[2]` µs before this call left
+/// its replica (so the time the answer waited for a task and a connection is not added to the
+/// account's window; never earlier than the departure). KEYS: 1 the account's departures, 2 the
 /// recipient. Returns `{found}`.
 const ANSWERED: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local at = now - math.max(0, tonumber(ARGV[2]) or 0)
 local found = 0
 local ring = redis.call('LRANGE', KEYS[1], 0, -1)
 for i, e in ipairs(ring) do
   local s, d, a, rep = string.match(e, '(%d+):(%d+):(%d+):(%d+)')
   if s == ARGV[1] then
-    if a == '0' then redis.call('LSET', KEYS[1], i - 1, string.format('%s:%s:%d:%s', s, d, now, rep)) end
+    if a == '0' then
+      redis.call('LSET', KEYS[1], i - 1, string.format('%s:%s:%d:%s', s, d, math.max(at, tonumber(d)), rep))
+    end
     found = 1
     break
   end
 end
-if redis.call('HGET', KEYS[2], 'seq') == ARGV[1] then redis.call('HSET', KEYS[2], 'ans', now) end
+local r = redis.call('HMGET', KEYS[2], 'seq', 'dep')
+if r[1] == ARGV[1] then redis.call('HSET', KEYS[2], 'ans', math.max(at, tonumber(r[2] or 0))) end
 return {found}
 ";
 
@@ -462,11 +468,22 @@ impl Pacer for SharedPacer {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&permit.seq);
         if let Some((seq, rkey)) = entry {
-            self.spawn_script(
-                &SCRIPTS.answered,
-                [self.key_of("sent"), rkey],
-                vec![i64::try_from(seq).unwrap_or(0)],
-            );
+            // The answer's age is taken when the script leaves: the wait for this task and for
+            // a connection does not widen the account's window.
+            let answered_at = Instant::now();
+            let shared = self.shared.clone();
+            let keys = [self.key_of("sent"), rkey];
+            let prefix = self.prefix.clone();
+            tokio::spawn(async move {
+                let keys = [keys[0].as_str(), keys[1].as_str()];
+                let args = [
+                    i64::try_from(seq).unwrap_or(0),
+                    Self::us(answered_at.elapsed()),
+                ];
+                if let Err(e) = shared.eval(&SCRIPTS.answered, &keys, &args).await {
+                    tracing::warn!(error = %format!("{e:#}"), pacer = %prefix, "could not record a send in redis");
+                }
+            });
         }
     }
 
