@@ -20,7 +20,7 @@ use super::{
     repo::{self, CampaignStatus},
 };
 use crate::{
-    domain::{CampaignId, ChannelId, MessageStatus},
+    domain::{CampaignId, ChannelId, MessageId, MessageStatus},
     leases,
     state::AppState,
 };
@@ -255,6 +255,11 @@ async fn drive(
     // Where building a `preparing` campaign's ledger has got to (None: not asked yet).
     let mut prepared: Option<String> = None;
     let mut count_every = COUNT_EVERY_MIN;
+    // Where this run has got to: the last recipient it released, and the lowest one in flight at
+    // the last count. The next release reads on from the first, the count from the second, so
+    // neither walks the index entries of the messages already done (`repo::pending`).
+    let mut released_to: Option<MessageId> = None;
+    let mut in_flight_from: Option<MessageId> = None;
     let rate = match crate::channels::repo::find(&state.db, &channel_id).await? {
         Some(row) => crate::channels::account_limits(&state.adapters, &row, &state.settings)
             .map_or(1, |l| l.account_per_sec),
@@ -329,7 +334,9 @@ async fn drive(
             .as_deref()
             .and_then(|w| serde_json::from_str::<SendWindow>(w).ok())
             .is_none_or(|w| w.contains(Utc::now()));
-        let in_flight = repo::in_flight(&state.db, &id).await?;
+        let (in_flight, lowest) = repo::in_flight(&state.db, &id, in_flight_from.as_ref()).await?;
+        // Whatever is released from now on comes after `released_to`.
+        in_flight_from = lowest.or_else(|| released_to.clone());
         if open {
             let n = release_size(
                 rate,
@@ -337,7 +344,10 @@ async fn drive(
                 shares.count(&channel_id),
                 in_flight,
             );
-            let ids = repo::release(&state.db, &id, n).await?;
+            let ids = repo::release(&state.db, &id, n, released_to.as_ref()).await?;
+            if let Some(last) = ids.last() {
+                released_to = Some(last.clone());
+            }
             if !ids.is_empty() {
                 if let Err(e) = state.queue.push_many(&ids).await {
                     // The rows are queued without a job: the recovery sweep pushes them.
@@ -350,7 +360,15 @@ async fn drive(
         // Whether it is done is cheap to ask (the few released rows, one pending row); the
         // full count reads the whole ledger, so it runs at most every `count_every`, which
         // grows with what the count costs.
-        let finished = in_flight == 0 && !repo::has_pending(&state.db, &id).await?;
+        let mut finished =
+            in_flight == 0 && !repo::has_pending(&state.db, &id, released_to.as_ref()).await?;
+        if finished && released_to.is_some() && repo::has_pending(&state.db, &id, None).await? {
+            // Recipients pending behind where this run got to: failed ones retried while it
+            // ran. Read from the start again (they go after the rest).
+            finished = false;
+            released_to = None;
+            in_flight_from = None;
+        }
         if finished || counted.elapsed() >= count_every {
             let started = Instant::now();
             let c = repo::count(&state.db, &id).await?;

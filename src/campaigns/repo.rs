@@ -127,12 +127,14 @@ pub async fn insert_recipients(
     Ok(())
 }
 
-/// Releases up to `n` pending recipients for delivery (`pending → queued`), oldest first;
-/// returns their ids (the caller pushes their jobs).
+/// Releases up to `n` pending recipients for delivery (`pending → queued`), oldest first, after
+/// `after` when given (see [`pending`]); returns their ids in order (the caller pushes their
+/// jobs).
 pub async fn release(
     db: &DatabaseConnection,
     campaign_id: &CampaignId,
     n: u64,
+    after: Option<&MessageId>,
 ) -> Result<Vec<MessageId>, DbErr> {
     if n == 0 {
         return Ok(Vec::new());
@@ -155,11 +157,9 @@ pub async fn release(
     if !running {
         return Ok(Vec::new());
     }
-    let ids: Vec<MessageId> = messages::Entity::find()
+    let ids: Vec<MessageId> = pending(campaign_id, after)
         .select_only()
         .column(messages::Column::Id)
-        .filter(messages::Column::CampaignId.eq(campaign_id))
-        .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
         .order_by_asc(messages::Column::Id)
         .limit(n)
         .into_tuple()
@@ -325,16 +325,16 @@ pub async fn store_counters(
     Ok(())
 }
 
-/// Whether the campaign has a recipient not released yet (one index probe).
+/// Whether the campaign has a recipient not released yet, after `after` when given (one index
+/// probe).
 pub async fn has_pending(
     db: &impl ConnectionTrait,
     campaign_id: &CampaignId,
+    after: Option<&MessageId>,
 ) -> Result<bool, DbErr> {
-    let one: Option<String> = messages::Entity::find()
+    let one: Option<String> = pending(campaign_id, after)
         .select_only()
         .column(messages::Column::Id)
-        .filter(messages::Column::CampaignId.eq(campaign_id))
-        .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()))
         .limit(1)
         .into_tuple()
         .one(db)
@@ -342,17 +342,47 @@ pub async fn has_pending(
     Ok(one.is_some())
 }
 
-/// Recipients released and not final yet (queued or being sent).
-pub async fn in_flight(db: &impl ConnectionTrait, campaign_id: &CampaignId) -> Result<u64, DbErr> {
-    use sea_orm::PaginatorTrait;
-    messages::Entity::find()
+/// Recipients released and not final yet (queued or being sent), from `from` on when given, and
+/// the lowest id among them.
+pub async fn in_flight(
+    db: &impl ConnectionTrait,
+    campaign_id: &CampaignId,
+    from: Option<&MessageId>,
+) -> Result<(u64, Option<MessageId>), DbErr> {
+    let mut query = messages::Entity::find()
+        .select_only()
+        .column_as(messages::Column::Id.count(), "n")
+        .column_as(messages::Column::Id.min(), "lowest")
         .filter(messages::Column::CampaignId.eq(campaign_id))
         .filter(messages::Column::Status.is_in([
             MessageStatus::Queued.as_str(),
             MessageStatus::Sending.as_str(),
-        ]))
-        .count(db)
-        .await
+        ]));
+    if let Some(from) = from {
+        query = query.filter(messages::Column::Id.gte(from));
+    }
+    let row: Option<(i64, Option<MessageId>)> = query.into_tuple().one(db).await?;
+    Ok(row.map_or((0, None), |(n, lowest)| {
+        (u64::try_from(n).unwrap_or(0), lowest)
+    }))
+}
+
+/// This campaign's `pending` messages, after `after` when given. The ledger's index on
+/// (campaign, status, id) keeps an entry for every status a message has been in until the
+/// database vacuums it, so a read of the pending ones from the start walks past every message
+/// already released: with 300,000 of 1,000,000 released and no vacuum yet, 70 ms instead of
+/// 0.2 ms from where the last release stopped.
+fn pending(
+    campaign_id: &CampaignId,
+    after: Option<&MessageId>,
+) -> sea_orm::Select<messages::Entity> {
+    let query = messages::Entity::find()
+        .filter(messages::Column::CampaignId.eq(campaign_id))
+        .filter(messages::Column::Status.eq(MessageStatus::Pending.as_str()));
+    match after {
+        Some(after) => query.filter(messages::Column::Id.gt(after)),
+        None => query,
+    }
 }
 
 /// What a new draft campaign is made of (the JSON fields already serialised).

@@ -1005,7 +1005,59 @@ async fn receipts_heard_many_times_at_once_are_recorded_once(backend: Backend) {
     }
 }
 
+/// Failed recipients retried while the campaign still runs are sent too: the runner reads the
+/// pending ones on from where it got to, so it finds these behind it before it completes.
+async fn failed_recipients_retried_while_running_are_sent(backend: Backend) {
+    // Arrange: 2 messages a second to 20 people; the first three calls are refused for good.
+    let wa = wa_app(backend, WindowMode::Off, Some(json!({"per_second": 2}))).await;
+    for i in 1..=20 {
+        contact(&wa.app, json!({"phone": phone(i), "name": format!("N{i}")})).await;
+    }
+    wa.fake.fail_next(NUMBER, 100, 400, 3);
+    let (status, c) = campaign(
+        &wa.app,
+        json!({"name": "R", "channel_id": wa.channel, "body": "Hola {{ nombre }}", "start": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_str().expect("id").to_owned();
+    let c = wait_campaign(&wa.app, &id, Duration::from_secs(20), |c| {
+        c["counters"]["failed"] == 3
+    })
+    .await;
+    assert_eq!(c["status"], "running", "retried while it still runs: {c}");
+
+    // Act
+    let (status, c) = wa
+        .app
+        .api(Method::POST, &format!("campaigns/{id}/retry-failed"), None)
+        .await;
+    assert_eq!(
+        (status, c["status"].as_str()),
+        (200, Some("running")),
+        "{c}"
+    );
+
+    // Assert: all 20 sent once, none left failed.
+    let c = wait_campaign(&wa.app, &id, Duration::from_secs(40), |c| {
+        c["status"] == "completed"
+    })
+    .await;
+    assert_eq!(
+        (
+            c["counters"]["sent"].as_i64(),
+            c["counters"]["failed"].as_i64()
+        ),
+        (Some(20), Some(0)),
+        "{c}"
+    );
+    let sent = wa.fake.sent();
+    let unique: HashSet<_> = sent.iter().map(|s| s.to.clone()).collect();
+    assert_eq!((sent.len(), unique.len()), (20, 20), "each once");
+}
+
 on_both_databases!(
+    failed_recipients_retried_while_running_are_sent,
     receipts_heard_many_times_at_once_are_recorded_once,
     a_large_audience_is_prepared_in_the_background,
     a_status_for_a_message_not_recorded_yet_is_asked_again,
