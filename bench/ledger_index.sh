@@ -42,7 +42,8 @@ import json, sys
 p = json.load(sys.stdin)[0]
 plan = p["Plan"]
 b = plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
-print(f"{p[\"Execution Time\"]:.2f} ms, {b} buffers")'
+ms = p["Execution Time"]
+print(f"{ms:.2f} ms, {b} buffers")'
 }
 printf '| released | next 60 pending, from the start | from the last released | in flight, whole range | from the lowest in flight | dead rows |\n|---|---|---|---|---|---|\n'
 released=0
