@@ -224,17 +224,27 @@ impl Queue {
     /// workers of this node's earlier runs, dead since (otherwise their jobs wait for apalis's
     /// orphan timeout, ten heartbeats of half a lease each). Returns how many.
     pub async fn release_locked_by(&self, prefix: &str) -> anyhow::Result<u64> {
-        self.release_locked(prefix, "%").await
+        self.release_locked(prefix, "%", true).await
     }
 
-    /// Unlocks the jobs that the worker named `name` had taken and not finished: a worker that
-    /// lost its database and was restarted under a new name left its fetched jobs locked, and
-    /// apalis would hand them out again only after its heartbeat timeout.
+    /// Unlocks the jobs that the worker named `name` had fetched and not started: a worker that
+    /// lost its database and was restarted under a new name left its buffered jobs locked, and
+    /// apalis would hand them out again only after its heartbeat timeout. Its running jobs are
+    /// left locked: their deliveries run on in this process (apalis's heartbeat timeout frees
+    /// the jobs later, and their messages are final by then).
     pub async fn release_worker(&self, name: &str) -> anyhow::Result<u64> {
-        self.release_locked(name, "").await
+        self.release_locked(name, "", false).await
     }
 
-    async fn release_locked(&self, name: &str, wildcard: &str) -> anyhow::Result<u64> {
+    /// `running_too`: the running jobs as well as the fetched ones.
+    async fn release_locked(
+        &self,
+        name: &str,
+        wildcard: &str,
+        running_too: bool,
+    ) -> anyhow::Result<u64> {
+        // A NULL second status matches nothing.
+        let running = running_too.then_some("Running");
         // LIKE's wildcards in a node name are literal.
         let pattern = format!(
             "{}{wildcard}",
@@ -245,17 +255,19 @@ impl Queue {
         let released = match self {
             Queue::Sqlite(s) => sea_orm::sqlx::query(
                 "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
-                 WHERE status IN ('Running', 'Queued') AND lock_by LIKE ?1 ESCAPE '\\'",
+                 WHERE status IN ('Queued', ?2) AND lock_by LIKE ?1 ESCAPE '\\'",
             )
             .bind(pattern)
+            .bind(running)
             .execute(s.pool())
             .await
             .map(|r| r.rows_affected()),
             Queue::Postgres(s) => sea_orm::sqlx::query(
                 "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL \
-                 WHERE status IN ('Running', 'Queued') AND lock_by LIKE $1 ESCAPE '\\'",
+                 WHERE status IN ('Queued', $2) AND lock_by LIKE $1 ESCAPE '\\'",
             )
             .bind(pattern)
+            .bind(running)
             .execute(s.pool())
             .await
             .map(|r| r.rows_affected()),

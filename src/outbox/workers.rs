@@ -138,8 +138,9 @@ impl PollStrategy for PollEvery {
 /// fetched stay locked to that name: they are unlocked as soon as the database answers, so the
 /// deliveries they stand for do not wait for apalis's orphan timeout (ten heartbeats: 25 s with
 /// a 5 s lease; a PostgreSQL restart under a running campaign once left its last messages 28 s
-/// late). Jobs of it still running are harmless to hand out again: only one job can claim a
-/// message.
+/// late). Only the fetched jobs not yet started: those running go on in this process and are
+/// freed by apalis's heartbeat timeout (handing one out again would be harmless, only one job
+/// can claim a message, but needless).
 fn release_previous(queue: &Queue, base: &str, restarts: usize) {
     let Some(previous) = restarts.checked_sub(1) else {
         return;

@@ -161,7 +161,95 @@ async fn a_crashed_account_actor_is_restarted_and_keeps_delivering(backend: Back
     assert_eq!(app.telegram.sent().len(), 1);
 }
 
+/// A delivery worker restarted under a new name (it lost its database) asks back the jobs its
+/// previous incarnation had fetched and not started, and leaves those it was running to it.
+async fn a_restarted_worker_takes_back_only_the_jobs_it_had_not_started(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Statement};
+    // Arrange: two jobs for an hour from now (no worker fetches them), one fetched and one
+    // running under a dead worker's name, and one fetched by another worker.
+    let app = spawn_app(backend).await;
+    let db = app.inspect_db().await;
+    let queue = &app.state.queue;
+    for id in ["m-fetched", "m-running", "m-other"] {
+        queue
+            .push(&id.into(), Duration::from_secs(3600))
+            .await
+            .expect("push");
+    }
+    let pg = db.get_database_backend() == sea_orm::DbBackend::Postgres;
+    let (workers, jobs) = if pg {
+        ("apalis.workers", "apalis.jobs")
+    } else {
+        ("Workers", "Jobs")
+    };
+    let run = |sql: String| {
+        let db = &db;
+        async move {
+            db.execute_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .expect("sql")
+        }
+    };
+    for worker in ["deliver-n~run-0", "deliver-n~run-1", "deliver-other~run-0"] {
+        run(format!(
+            "INSERT INTO {workers} (id, worker_type, storage_name, layers) \
+             VALUES ('{worker}', 'pregonero::deliver', 'test', '')"
+        ))
+        .await;
+    }
+    for (message, status, worker) in [
+        ("m-fetched", "Queued", "deliver-n~run-0"),
+        ("m-running", "Running", "deliver-n~run-0"),
+        ("m-other", "Queued", "deliver-other~run-0"),
+    ] {
+        let job = if pg {
+            format!("convert_from(job, 'UTF8') LIKE '%{message}%'")
+        } else {
+            format!("CAST(job AS TEXT) LIKE '%{message}%'")
+        };
+        let changed = run(format!(
+            "UPDATE {jobs} SET status = '{status}', lock_by = '{worker}' WHERE {job}"
+        ))
+        .await;
+        assert_eq!(changed.rows_affected(), 1, "{message}");
+    }
+
+    // Act: the worker `deliver-n~run-0` came back as `deliver-n~run-1`.
+    let released = queue
+        .release_worker("deliver-n~run-0")
+        .await
+        .expect("release");
+
+    // Assert
+    assert_eq!(released, 1);
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT status, lock_by FROM {jobs} ORDER BY status"),
+        ))
+        .await
+        .expect("jobs");
+    let states: Vec<(String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "status").expect("status"),
+                r.try_get("", "lock_by").expect("lock_by"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("Pending".to_owned(), None),
+            ("Queued".to_owned(), Some("deliver-other~run-0".to_owned())),
+            ("Running".to_owned(), Some("deliver-n~run-0".to_owned())),
+        ]
+    );
+}
+
 crate::on_both_databases!(
+    a_restarted_worker_takes_back_only_the_jobs_it_had_not_started,
     a_429_storm_delays_messages_but_fails_none,
     a_permanent_error_fails_the_message_without_retrying,
     server_errors_are_retried_with_backoff_until_success,
