@@ -248,6 +248,39 @@ async fn a_restarted_worker_takes_back_only_the_jobs_it_had_not_started(backend:
     );
 }
 
+/// The purge's vacuum of the queue's table runs on PostgreSQL (its statistics say when), whatever
+/// autovacuum does; on SQLite there is nothing to do.
+#[actix_web::test]
+async fn the_queue_table_is_vacuumed_on_postgresql() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = spawn_app(backend).await;
+    let db = app.inspect_db().await;
+    let last = || async {
+        db.query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(last_vacuum) + count(last_analyze) AS n FROM pg_stat_user_tables \
+             WHERE schemaname = 'apalis' AND relname = 'jobs' AND last_vacuum IS NOT NULL",
+        ))
+        .await
+        .expect("stats")
+        .and_then(|r| r.try_get::<i64>("", "n").ok())
+        .unwrap_or(0)
+    };
+    assert_eq!(last().await, 0, "vacuumed before the test");
+
+    app.state.queue.vacuum().await.expect("vacuum");
+
+    // The statistics collector reports a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while last().await != 2 {
+        assert!(std::time::Instant::now() < deadline, "no vacuum recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 crate::on_both_databases!(
     a_restarted_worker_takes_back_only_the_jobs_it_had_not_started,
     a_429_storm_delays_messages_but_fails_none,
