@@ -68,6 +68,22 @@ fn pregonero(backend: &Backend, data_dir: &Path, telegram: &FakeTelegram) -> Com
         cmd.env("DATABASE_URL", url)
             .env("PREGONERO_SECRET_KEY", postgres_key(data_dir));
     }
+    // A test process killed mid-run (an interrupted run, a timeout) takes its servers with it:
+    // orphaned replicas once kept sending for an hour and slowed every later run on the machine.
+    // The signal follows the spawning thread, the test's own, which outlives its servers.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child being started.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     cmd
 }
 
