@@ -165,7 +165,7 @@ async fn a_crashed_account_actor_is_restarted_and_keeps_delivering(backend: Back
 /// previous incarnation had fetched and not started, and leaves those it was running to it.
 async fn a_restarted_worker_takes_back_only_the_jobs_it_had_not_started(backend: Backend) {
     use sea_orm::{ConnectionTrait, Statement};
-    // Arrange: two jobs for an hour from now (no worker fetches them), one fetched and one
+    // Arrange: three jobs for an hour from now (no worker fetches them): one fetched and one
     // running under a dead worker's name, and one fetched by another worker.
     let app = spawn_app(backend).await;
     let db = app.inspect_db().await;
