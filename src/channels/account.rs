@@ -20,6 +20,8 @@ const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 /// How far past its horizon a pacer may answer before the wait is dropped (and the send comes
 /// back later): the pacer's own answer at the horizon is preferred to this cut.
 const ACQUIRE_SLACK: Duration = Duration::from_millis(100);
+/// When a send whose departure went stale before it could leave comes again.
+const STALE_RETRY: Duration = Duration::from_millis(100);
 
 /// Sends one message, waiting for the account's and the recipient's turn first; a turn further
 /// away than the duration (the horizon) answers [`ChannelError::Deferred`] without sending.
@@ -200,6 +202,15 @@ impl Handler<Deliver> for AccountActor {
             };
             metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => channel)
                 .record(permit.waited.as_secs_f64());
+            if !permit.fresh() {
+                // Stalled between the shared pacer's decision and here: other replicas may
+                // already count this departure as arrived, so it must not leave now.
+                pacer.answered(&permit);
+                tracing::warn!(%channel_id, "send held up past its departure: paced again");
+                metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => "deferred")
+                    .increment(1);
+                return Err(ChannelError::Deferred { wait: STALE_RETRY });
+            }
             // Answered however the call ends, even when this future is dropped mid-call: the
             // pacer holds the account's window until it knows the provider has counted it.
             let answer = Answer {

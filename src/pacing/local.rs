@@ -523,6 +523,7 @@ impl Pacer for LocalPacer {
                         return Ok(Permit {
                             waited: now.duration_since(start),
                             seq,
+                            leave_by: None,
                         });
                     }
                     Err(at) if at.duration_since(now) > horizon => {

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 
 pub use human::Jittered;
 pub use local::LocalPacer;
-pub use shared::{SharedPacer, heartbeat};
+pub use shared::{DEAD_ANSWER, LEAVE_WITHIN, SharedPacer, heartbeat};
 
 /// The limits one account must stay under, as the provider counts them. Keys: the account, the
 /// (account, recipient) pair, and the account's day.
@@ -93,6 +93,17 @@ pub struct Permit {
     pub waited: Duration,
     /// The departure's number, for [`Pacer::answered`].
     pub seq: u64,
+    /// The request must start leaving by then, or not at all (answer it and come again): the
+    /// shared pacer counts a dead replica's unanswered departures as arrived a bounded time
+    /// after they were decided, which holds only if no request leaves later than this.
+    pub leave_by: Option<Instant>,
+}
+
+impl Permit {
+    /// Whether the send may still leave now.
+    pub fn fresh(&self) -> bool {
+        self.leave_by.is_none_or(|by| Instant::now() <= by)
+    }
 }
 
 /// The send's turn is further away than the caller wants to wait: queue it for then.

@@ -13,10 +13,13 @@
 //!   refused, holds every replica;
 //! - the daily cap counts every replica's sends.
 //!
-//! A departure whose answer never comes counts as answered [`ANSWER_LOST`] after it left, or as
-//! soon as its replica is seen dead (its heartbeat, [`heartbeat`], expired): a dead process's
-//! requests have arrived or never will, so a replica killed mid-send does not hold the account
-//! up for the length of a request timeout. When Redis is fresh (restarted, emptied), the account starts
+//! A departure whose answer never comes counts as answered [`ANSWER_LOST`] after it left, or, once
+//! its replica is seen dead (its heartbeat, [`heartbeat`], expired), [`DEAD_ANSWER`] after it
+//! left: a request starts leaving within [`LEAVE_WITHIN`] of its departure or not at all (the
+//! account actor checks [`Permit::fresh`] just before the call), and is given [`ARRIVAL`] to
+//! reach the provider, so a replica killed mid-send holds the account up for about a second, not
+//! for a request timeout or for its heartbeat's expiry. A live replica taken for dead (its
+//! heartbeat late) is safe by the same bound. When Redis is fresh (restarted, emptied), the account starts
 //! with a second's pause, so sends that left before cannot share a window with new ones.
 //! When Redis does not answer, a send waits for it up to [`REDIS_GRACE`] (a restart), then is
 //! paced by the local pacer alone, with a warning, until Redis is back.
@@ -50,9 +53,23 @@ const REDIS_GRACE: Duration = Duration::from_secs(3);
 /// …asking again this often.
 const REDIS_RETRY: Duration = Duration::from_millis(100);
 /// A replica's heartbeat is renewed this often…
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// …and a replica whose heartbeat is this old is dead.
-const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+/// …and a replica whose heartbeat is this old is dead. (With 5 s, a replica killed mid-send
+/// stopped every other replica for 4.4 s: its last departure held the account's window until
+/// its heartbeat expired.)
+const HEARTBEAT_TTL: Duration = Duration::from_millis(1500);
+/// A request leaves within this long after the script let it depart, or not at all.
+pub const LEAVE_WITHIN: Duration = Duration::from_millis(250);
+/// The time a request that has left is given to reach the provider (a dead replica's cannot be
+/// answered): above a round trip to the provider's data centre and a lost packet's first
+/// retransmission (Linux: 200 ms).
+const ARRIVAL: Duration = Duration::from_millis(500);
+/// A dead replica's unanswered departure counts as answered this long after it left.
+pub const DEAD_ANSWER: Duration = Duration::from_millis(750);
+const _: () = assert!(
+    LEAVE_WITHIN.as_millis() + ARRIVAL.as_millis() == DEAD_ANSWER.as_millis()
+        && DEAD_ANSWER.as_millis() < HEARTBEAT_TTL.as_millis() + 1000
+);
 
 /// This process's number among the replicas (random: replicas need no coordination to pick).
 static REPLICA: std::sync::LazyLock<u32> =
@@ -82,8 +99,9 @@ pub fn heartbeat(shared: Shared) {
 /// recipient, 4 the account's freeze, 5 the account's day. ARGV: 1 window cap, 2 least gap µs,
 /// 3 recipient interval µs, 4 provider's recipient interval µs (after the answer), 5 answer
 /// lost µs, 6 poll µs, 7 daily cap (0: none), 8 claim (1) or only look (0), 9 departures kept,
-/// 10 this replica's number. A departure of a replica whose heartbeat is gone is taken as
-/// answered now (its process died; what it sent has arrived or never will).
+/// 10 this replica's number, 11 a dead replica's answer µs. An unanswered departure of a replica
+/// whose heartbeat is gone is taken as answered `ARGV[11]` after it left (its process died;
+/// what it sent has arrived by then or never will).
 /// Returns `{1, seq}` (left) or `{0, wait µs, 1 when the recipient is what waits else 0}`.
 const DEPART: &str = r"
 local t = redis.call('TIME')
@@ -92,7 +110,7 @@ local cap, gap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local interval, base = tonumber(ARGV[3]), tonumber(ARGV[4])
 local lost, poll = tonumber(ARGV[5]), tonumber(ARGV[6])
 local daily, claim, keep = tonumber(ARGV[7]), ARGV[8] == '1', tonumber(ARGV[9])
-local me = ARGV[10]
+local me, dead_answer = ARGV[10], tonumber(ARGV[11])
 local function dead(rep)
   return rep ~= me and redis.call('EXISTS', 'pregonero:alive:' .. rep) == 0
 end
@@ -110,8 +128,8 @@ local r = redis.call('HMGET', KEYS[3], 'dep', 'ans', 'held', 'rep')
 local rdep, rans = tonumber(r[1] or 0), tonumber(r[2] or 0)
 later(tonumber(r[3] or 0), 1)
 if rdep > 0 and rans == 0 and r[4] and dead(r[4]) then
-  rans = now
-  redis.call('HSET', KEYS[3], 'ans', now)
+  rans = rdep + dead_answer
+  redis.call('HSET', KEYS[3], 'ans', rans)
 end
 if rdep > 0 then
   later(rdep + interval, 1)
@@ -127,8 +145,8 @@ if #ring >= cap then
   local s, d, a, rep = string.match(ring[cap], '(%d+):(%d+):(%d+):(%d+)')
   d, a = tonumber(d), tonumber(a)
   if a == 0 and dead(rep) then
-    a = now
-    redis.call('LSET', KEYS[1], cap - 1, string.format('%s:%d:%d:%s', s, d, now, rep))
+    a = d + dead_answer
+    redis.call('LSET', KEYS[1], cap - 1, string.format('%s:%d:%d:%s', s, d, a, rep))
   end
   if a > 0 then later(a + 1000000)
   elseif d + lost <= now then later(d + lost + 1000000)
@@ -304,6 +322,7 @@ impl SharedPacer {
                     i64::from(claim),
                     i64::from(cap),
                     i64::from(*REPLICA),
+                    Self::us(DEAD_ANSWER),
                 ],
             )
             .await?;
@@ -389,6 +408,9 @@ impl Pacer for SharedPacer {
                         Err(_) => return Err(Deferred { wait: POLL * 10 }),
                     }
                 }
+                // Taken before the script decides, so `leave_by` bounds the request's start
+                // from the departure whatever delays the script's answer.
+                let asked = Instant::now();
                 let gate = self.gate(&rkey, kind, true).await;
                 if gate.is_ok() {
                     *self.down_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -403,6 +425,7 @@ impl Pacer for SharedPacer {
                         return Ok(Permit {
                             waited: start.elapsed(),
                             seq: permit.seq,
+                            leave_by: Some(asked + LEAVE_WITHIN),
                         });
                     }
                     Ok(Gate::Wait(wait, _)) if Instant::now() + wait > deadline => {

@@ -294,3 +294,89 @@ async fn replicas_keep_one_pace_through_redis() {
         "three in-process pacers should have broken the bot's window"
     );
 }
+
+/// Fills a bot's shared window with 30 departures of about 100 ms ago, all answered but the
+/// oldest, which is `replica`'s.
+async fn one_unanswered_departure(shared: &pregonero::shared::Shared, account: &str, replica: u32) {
+    let script = redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('SET', KEYS[2], 30)
+for i = 1, 30 do
+  local dep = now - 100000 + i
+  local ans, rep = dep + 1000, '1'
+  if i == 1 then ans, rep = 0, ARGV[1] end
+  redis.call('LPUSH', KEYS[1], string.format('%d:%d:%d:%s', i, dep, ans, rep))
+end
+redis.call('PEXPIRE', KEYS[1], 60000)
+return {now}
+",
+    );
+    let prefix = format!("pregonero:pace:{account}:");
+    shared
+        .eval(
+            &script,
+            &[&format!("{prefix}sent"), &format!("{prefix}seq")],
+            &[i64::from(replica)],
+        )
+        .await
+        .expect("seed the window");
+}
+
+/// A replica killed mid-send leaves a departure that will never be answered. Once its heartbeat
+/// is gone, the others count that send as arrived `DEAD_ANSWER` after it left (a request leaves
+/// within `LEAVE_WITHIN` of its departure or not at all), so the bot's window reopens a second
+/// after that: not earlier (the request may still have been on its way), and not after the
+/// 35 s a live replica's unanswered send is given. A replica whose heartbeat is there holds the
+/// window.
+#[actix_web::test]
+async fn a_dead_replicas_unanswered_send_holds_the_bot_for_a_bounded_time() {
+    use pregonero::pacing::{DEAD_ANSWER, Pacer, RecipientKind, SharedPacer};
+    let Some(url) = crate::helpers::redis_url() else {
+        return;
+    };
+    let shared = pregonero::shared::Shared::new(&url).expect("redis url");
+    pregonero::pacing::heartbeat(shared.clone());
+    // Replica numbers are below 2^31: these two are no live process's.
+    let (dead, alive) = (4_000_000_001u32, 4_000_000_002u32);
+    shared
+        .set_px(&format!("pregonero:alive:{alive}"), 60_000)
+        .await
+        .expect("heartbeat");
+
+    // Dead: the send goes about DEAD_ANSWER + 1 s after the unanswered departure.
+    let account = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let pacer = SharedPacer::new(telegram_limits(), shared.clone(), &account, [7u8; 32]);
+    one_unanswered_departure(&shared, &account, dead).await;
+    let permit = pacer
+        .acquire("chat", RecipientKind::Private, Duration::from_secs(10))
+        .await
+        .expect("a dead replica holds the window for a bounded time");
+    let earliest = DEAD_ANSWER + Duration::from_secs(1) - Duration::from_millis(150);
+    assert!(
+        permit.waited >= earliest,
+        "left {:?} after, before the dead replica's send can be taken as arrived",
+        permit.waited
+    );
+    assert!(
+        permit.waited < Duration::from_secs(5),
+        "{:?}",
+        permit.waited
+    );
+    assert!(permit.fresh(), "a shared permit is fresh when handed out");
+    assert!(permit.leave_by.is_some(), "a shared permit has a deadline");
+    pacer.answered(&permit);
+
+    // Alive: its send may still be on its way, so the window stays shut.
+    let account = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let pacer = SharedPacer::new(telegram_limits(), shared.clone(), &account, [7u8; 32]);
+    one_unanswered_departure(&shared, &account, alive).await;
+    let held = pacer
+        .acquire("chat", RecipientKind::Private, Duration::from_secs(3))
+        .await;
+    assert!(
+        held.is_err(),
+        "a live replica's unanswered send was ignored"
+    );
+}
