@@ -384,3 +384,57 @@ async fn replicas_survive_a_redis_restart() {
         "the replicas share Redis again"
     );
 }
+
+/// How many `PING`s this Redis has answered.
+async fn pings(shared: &pregonero::shared::Shared) -> i64 {
+    let info: String = shared
+        .info("commandstats")
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The shared store's pool does not `PING` a connection before each call (a round trip per
+/// call), and still survives a Redis restart: the connections the restart killed are all
+/// retired once one call has found its socket gone, so a caller sees one failure, not one per
+/// pooled connection.
+#[actix_web::test]
+async fn the_redis_pool_neither_pings_each_call_nor_keeps_dead_connections() {
+    if crate::helpers::redis_url().is_none() {
+        return; // no redis-server here
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut redis = OwnRedis::start(port);
+    let shared = pregonero::shared::Shared::new(&format!("redis://127.0.0.1:{port}")).expect("url");
+    let key = format!("pregonero:test:{}", uuid::Uuid::new_v4().simple());
+    let every = Duration::from_millis(1);
+    // Eight connections in the pool.
+    let calls = (0..8).map(|_| shared.gcra(&key, every, 1_000));
+    for d in futures::future::join_all(calls).await {
+        d.expect("redis");
+    }
+    let before = pings(&shared).await;
+    for _ in 0..100 {
+        shared.gcra(&key, every, 1_000).await.expect("redis");
+    }
+    let after = pings(&shared).await;
+    assert_eq!(after - before, 0, "PINGs for 100 calls");
+
+    redis.stop();
+    redis = OwnRedis::start(port);
+    let mut failed = 0;
+    for _ in 0..20 {
+        if shared.gcra(&key, every, 1_000).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(failed <= 1, "{failed} of 20 calls failed after the restart");
+    drop(redis);
+}
