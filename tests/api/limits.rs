@@ -266,6 +266,19 @@ pub(crate) struct OwnRedis {
 }
 
 impl OwnRedis {
+    /// A redis-server of this test's own, on a port nothing else listens on.
+    pub(crate) fn on_a_free_port() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start(port)
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
     pub(crate) fn start(port: u16) -> Self {
         let child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -305,14 +318,10 @@ async fn replicas_survive_a_redis_restart() {
     if crate::helpers::redis_url().is_none() {
         return; // no redis-server here
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut redis = OwnRedis::start(port);
+    let mut redis = OwnRedis::on_a_free_port();
     let key = pregonero::crypto::Cipher::generate_key();
     let tweak = |s: &mut pregonero::config::Settings| {
-        s.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
+        s.redis_url = Some(redis.url().into());
         s.secret_key = Some(key.clone().into());
         s.rate_limit.per_key = LimitSettings {
             per_second: 1,
@@ -407,12 +416,8 @@ async fn the_redis_pool_neither_pings_each_call_nor_keeps_dead_connections() {
     if crate::helpers::redis_url().is_none() {
         return; // no redis-server here
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut redis = OwnRedis::start(port);
-    let shared = pregonero::shared::Shared::new(&format!("redis://127.0.0.1:{port}")).expect("url");
+    let mut redis = OwnRedis::on_a_free_port();
+    let shared = pregonero::shared::Shared::new(&redis.url()).expect("url");
     let key = format!("pregonero:test:{}", uuid::Uuid::new_v4().simple());
     let every = Duration::from_millis(1);
     // Eight connections in the pool.
@@ -428,7 +433,7 @@ async fn the_redis_pool_neither_pings_each_call_nor_keeps_dead_connections() {
     assert_eq!(after - before, 0, "PINGs for 100 calls");
 
     redis.stop();
-    redis = OwnRedis::start(port);
+    redis = OwnRedis::start(redis.port);
     let mut failed = 0;
     for _ in 0..20 {
         if shared.gcra(&key, every, 1_000).await.is_err() {

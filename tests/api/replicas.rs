@@ -372,21 +372,11 @@ async fn three_replicas_keep_one_pace_through_a_redis_restart() {
     if crate::helpers::redis_url().is_none() {
         return; // no redis-server here
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let own = crate::limits::OwnRedis::start(port);
+    let own = crate::limits::OwnRedis::on_a_free_port();
     let Some(backend) = Backend::postgres().await else {
         return;
     };
-    three_replicas(
-        format!("redis://127.0.0.1:{port}"),
-        backend,
-        Fault::RestartRedis(own),
-        &[],
-    )
-    .await;
+    three_replicas(own.url(), backend, Fault::RestartRedis(own), &[]).await;
 }
 
 #[actix_web::test]
