@@ -441,7 +441,12 @@ async fn pairs_by_qr_and_reconnects_after_a_restart_without_one(backend: Backend
     let qrs_before = phone.st().qrs.len();
     app.stop_server().await;
     app.start_server().await;
-    let again = wait_session(&app, &id, "reconnected", |v| v["state"] == "connected").await;
+    // Until the new server drives the session, the API shows the view the stopped one stored
+    // ("connected"): wait for the new start, not just the state.
+    let again = wait_session(&app, &id, "reconnected", |v| {
+        v["state"] == "connected" && phone.st().starts == 2
+    })
+    .await;
     assert_eq!(again["phone"], phone.number, "{again}");
     assert_eq!(phone.st().qrs.len(), qrs_before, "no QR after a restart");
     assert_eq!(phone.st().starts, 2);
