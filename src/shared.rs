@@ -175,15 +175,10 @@ impl Shared {
         interval: Duration,
         burst: u32,
     ) -> anyhow::Result<Decision> {
-        let mut conn = self.conn().await?;
         let interval = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
         let mut call = self.gcra.key(key);
         call.arg(interval.max(1)).arg(burst.max(1));
-        let (allowed, remaining, wait): (i64, i64, i64) =
-            timed(&mut conn, &self.generation, |mut c| {
-                Box::pin(async move { call.invoke_async(&mut c).await })
-            })
-            .await?;
+        let (allowed, remaining, wait): (i64, i64, i64) = self.invoke(call).await?;
         Ok(Decision {
             allowed: allowed == 1,
             remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
@@ -214,25 +209,19 @@ impl Shared {
         window_secs: u64,
         lock_at: u32,
     ) -> anyhow::Result<u32> {
-        let mut conn = self.conn().await?;
         let mut call = self.count_failure.key(key);
         call.arg(window_secs.max(1)).arg(lock_at);
-        let n: i64 = timed(&mut conn, &self.generation, |mut c| {
-            Box::pin(async move { call.invoke_async(&mut c).await })
-        })
-        .await?;
+        let n: i64 = self.invoke(call).await?;
         Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
     }
 
     /// The count on `key` and the seconds until it expires (0, 0 when there is none).
     pub async fn count(&self, key: &str) -> anyhow::Result<(u32, u64)> {
-        let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(key).cmd("TTL").arg(key);
-        let (n, ttl): (Option<i64>, i64) = timed(&mut conn, &self.generation, |mut c| {
-            Box::pin(async move { pipe.query_async(&mut c).await })
-        })
-        .await?;
+        let (n, ttl): (Option<i64>, i64) = self
+            .run(|mut c| Box::pin(async move { pipe.query_async(&mut c).await }))
+            .await?;
         Ok((
             u32::try_from(n.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
             u64::try_from(ttl.max(0)).unwrap_or(0),
@@ -245,13 +234,30 @@ impl Shared {
         Ok(())
     }
 
+    /// Runs `call` on a pooled connection, within the timeout (see [`timed`]).
+    async fn run<'a, T>(
+        &self,
+        call: impl FnOnce(
+            MultiplexedConnection,
+        ) -> futures::future::BoxFuture<'a, redis::RedisResult<T>>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self.conn().await?;
+        timed(&mut conn, &self.generation, call).await
+    }
+
     /// Runs one command, within the timeout.
     async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
-        let mut conn = self.conn().await?;
-        timed(&mut conn, &self.generation, |mut c| {
-            Box::pin(async move { cmd.query_async(&mut c).await })
-        })
-        .await
+        self.run(|mut c| Box::pin(async move { cmd.query_async(&mut c).await }))
+            .await
+    }
+
+    /// Runs one script invocation (atomic on the server), within the timeout.
+    async fn invoke<T: redis::FromRedisValue + Send>(
+        &self,
+        call: redis::ScriptInvocation<'_>,
+    ) -> anyhow::Result<T> {
+        self.run(|mut c| Box::pin(async move { call.invoke_async(&mut c).await }))
+            .await
     }
 
     /// Runs `script` (atomic on the server) with `keys` and integer `args`; its integer list.
@@ -261,7 +267,6 @@ impl Shared {
         keys: &[&str],
         args: &[i64],
     ) -> anyhow::Result<Vec<i64>> {
-        let mut conn = self.conn().await?;
         let mut call = script.prepare_invoke();
         for k in keys {
             call.key(*k);
@@ -269,10 +274,7 @@ impl Shared {
         for a in args {
             call.arg(*a);
         }
-        timed(&mut conn, &self.generation, |mut c| {
-            Box::pin(async move { call.invoke_async(&mut c).await })
-        })
-        .await
+        self.invoke(call).await
     }
 
     /// Publishes `payload` on the pub/sub `channel`.
@@ -302,11 +304,7 @@ impl Shared {
 
     /// Whether Redis answers now.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        let mut conn = self.conn().await?;
-        let _: String = timed(&mut conn, &self.generation, |mut c| {
-            Box::pin(async move { redis::cmd("PING").query_async(&mut c).await })
-        })
-        .await?;
+        let _: String = self.command(&redis::cmd("PING")).await?;
         Ok(())
     }
 }
