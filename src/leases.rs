@@ -38,6 +38,12 @@ pub async fn acquire(
     Ok(res == 1)
 }
 
+/// Lease `name` as it stands: its holder and when its term ends (`None`: nobody took it, or its
+/// holder gave it up). A term that ended before now is one nobody renewed: its holder is gone.
+pub async fn find(db: &impl ConnectionTrait, name: &str) -> Result<Option<leases::Model>, DbErr> {
+    leases::Entity::find_by_id(name.to_owned()).one(db).await
+}
+
 /// Gives lease `name` up (clean shutdown) so another node takes over at once, but only if it is
 /// still the term `holder` last set (`until`): a newer owner on the same node, which renewed it
 /// meanwhile, keeps it.

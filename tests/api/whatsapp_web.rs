@@ -441,8 +441,9 @@ async fn pairs_by_qr_and_reconnects_after_a_restart_without_one(backend: Backend
     let qrs_before = phone.st().qrs.len();
     app.stop_server().await;
     app.start_server().await;
-    // Until the new server drives the session, the API shows the view the stopped one stored
-    // ("connected"): wait for the new start, not just the state.
+    // The stopped server gave its lease back, so the view it stored is shown as `starting`
+    // until the new server drives the session (`a_session_nobody_runs_is_not_shown_connected`);
+    // the moment between the new server's lease and its first word is waited out here.
     let again = wait_session(&app, &id, "reconnected", |v| {
         v["state"] == "connected" && phone.st().starts == 2
     })
@@ -2154,6 +2155,80 @@ async fn one_replica_runs_a_session_and_another_takes_it_over() {
         "never two connections of one device"
     );
     b.stop().await;
+}
+
+/// An API-only replica (`serve --no-workers`) shows the session its worker runs; when no
+/// replica runs it (the worker stopped), it shows `starting` with the number and no QR, never
+/// the stopped runner's last "connected"; and the runner's return shows it connected again.
+#[actix_web::test]
+async fn a_session_nobody_runs_is_not_shown_connected() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
+    let mut a = web_app(backend, &phone, |s| s.whatsapp_web.lease_secs = 3).await;
+    let id = connected_number(&a, &phone, NO_GAP()).await;
+    let mut settings = a.settings.clone();
+    settings.node_name = Some("test-node-api".into());
+    let api_only = pregonero::startup::Application::build(
+        settings,
+        RunOptions {
+            workers: false,
+            ..phone.options()
+        },
+    )
+    .await
+    .expect("api replica")
+    .spawn()
+    .expect("spawn api replica");
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/channels/{id}/session",
+        api_only.port
+    );
+    let (client, key) = (a.client.clone(), a.api_key.clone());
+    let view = || async {
+        let req = client.get(&url).bearer_auth(&key);
+        crate::helpers::status_and_json(req).await.1
+    };
+    let wait = |what: &'static str, done: fn(&Value) -> bool| {
+        let view = &view;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let v = view().await;
+                if done(&v) {
+                    return v;
+                }
+                assert!(Instant::now() < deadline, "never {what}: {v:#}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let on = wait("shown connected", |v| v["state"] == "connected").await;
+    assert_eq!(on["phone"], phone.number, "{on}");
+
+    a.stop_server().await;
+    let off = wait("shown unattended", |v| v["state"] != "connected").await;
+    assert_eq!(off["state"], "starting", "{off}");
+    assert_eq!(off["phone"], phone.number, "the number stays: {off}");
+    assert!(off["qr"].is_null(), "{off}");
+    assert!(
+        off["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no replica runs this session")),
+        "{off}"
+    );
+    // Still not connected a lease term later: nobody runs it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(view().await["state"], "starting");
+
+    a.start_server().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(phone.st().starts == 2 && view().await["state"] == "connected") {
+        assert!(Instant::now() < deadline, "never shown connected again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api_only.stop().await;
 }
 
 /// The dashboard's Channels page in Chromium against the scripted phone: link by QR (it

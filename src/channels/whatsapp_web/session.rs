@@ -400,10 +400,43 @@ pub async fn current_view(
         Ok(Some(mut stored)) => {
             // Counted by the replica that sends; this one knows none.
             stored.awaiting_ack = 0;
-            stored
+            match leases::find(db, &lease_name(id)).await {
+                Ok(lease) => unattended(stored, lease, Utc::now()),
+                // Without the lease the stored view is the best there is.
+                Err(_) => stored,
+            }
         }
         _ => here,
     }
+}
+
+/// What a stored view says now, given the session's lease: a view is as live as its runner.
+/// With no replica holding the lease (the server that ran it stopped or died, no worker
+/// replica is up, or a new one has not taken it yet), it neither is connected nor shows a QR
+/// that still works, whatever the last runner stored; it is `starting` until a replica drives
+/// it. The ends that wait for the owner stay as they are: they wait whoever runs the session.
+fn unattended(
+    mut stored: SessionView,
+    lease: Option<crate::entities::leases::Model>,
+    now: DateTime<Utc>,
+) -> SessionView {
+    let ended = match &lease {
+        Some(l) if l.expires_at >= now => return stored,
+        Some(l) => Some(l.expires_at),
+        None => None,
+    };
+    if stored.state.waits_for_owner() {
+        return stored;
+    }
+    stored.state = SessionState::Starting;
+    stored.since = ended.unwrap_or(stored.since).min(now);
+    stored.detail =
+        Some("no replica runs this session now: it resumes when a worker replica takes it".into());
+    stored.qr = None;
+    stored.qr_url = None;
+    stored.expires_at = None;
+    stored.pair_code = None;
+    stored
 }
 
 /// What every session driver of this process shares.
@@ -664,9 +697,16 @@ pub async fn run(ctx: WebContext, channel_id: ChannelId, owner: UserId) {
             }
             continue;
         }
-        session
+        if !session
             .driving
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            // Taken just now: until this replica says where the session stands, the stored
+            // view is the last runner's (a restarted server's first `starting` changes nothing
+            // in its own view, so it would not be published, and the API showed the stopped
+            // server's "connected" through the whole reconnect).
+            publish(&ctx, &owner, session.view());
+        }
         let end = connect_once(&ctx, &channel_id, &owner, &session, &lease).await;
         let link = lock(&session.link).take();
         if let Some(link) = link {
@@ -1265,6 +1305,53 @@ fn publish(ctx: &WebContext, owner: &UserId, view: SessionView) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored view is shown as stored while a replica holds the session's lease; once the
+    /// lease ended or was given back, a live state becomes `starting` without its QR, and an
+    /// end that waits for the owner stays.
+    #[test]
+    fn a_stored_view_is_as_live_as_its_lease() {
+        let now = Utc::now();
+        let mut connected = SessionView::new(ChannelId::from("c"));
+        connected.state = SessionState::Connected;
+        connected.phone = Some("+34611222333".into());
+        let lease = |secs: i64| crate::entities::leases::Model {
+            name: lease_name(&ChannelId::from("c")),
+            holder: "node-a".into(),
+            expires_at: now + chrono::Duration::seconds(secs),
+        };
+        let live = unattended(connected.clone(), Some(lease(5)), now);
+        assert_eq!(live.state, SessionState::Connected);
+        assert_eq!(live.detail, None);
+
+        let gone = unattended(connected.clone(), Some(lease(-3)), now);
+        assert_eq!(gone.state, SessionState::Starting);
+        assert_eq!(gone.since, now - chrono::Duration::seconds(3));
+        assert_eq!(
+            gone.phone.as_deref(),
+            Some("+34611222333"),
+            "the number stays"
+        );
+        assert!(gone.detail.is_some_and(|d| d.contains("no replica")));
+
+        let mut pairing = SessionView::new(ChannelId::from("c"));
+        pairing.state = SessionState::Pairing;
+        pairing.qr = Some("2@ref".into());
+        pairing.qr_url = Some("data:image/svg+xml;base64,".into());
+        let released = unattended(pairing, None, now);
+        assert_eq!(released.state, SessionState::Starting);
+        assert!(
+            released.qr.is_none() && released.qr_url.is_none(),
+            "a dead QR is not shown"
+        );
+
+        let mut logged_out = connected;
+        logged_out.state = SessionState::LoggedOut;
+        assert_eq!(
+            unattended(logged_out, None, now).state,
+            SessionState::LoggedOut
+        );
+    }
 
     #[test]
     fn the_warm_up_grows_the_cap_to_per_day() {
