@@ -12,7 +12,8 @@
 #
 # Reported per run: delivered messages per second (first campaign started to last message read),
 # and the CPU time (user + system, from /proc) spent during the run per delivered message by the
-# replicas together, by PostgreSQL (every backend), by Redis and by the fake.
+# replicas together, by PostgreSQL (every backend), by Redis and by the fake; and the replicas'
+# context switches per message (every thread's, from /proc/<pid>/task/*/status).
 #
 # Knobs: BENCH_REPLICAS ("1 3"), BENCH_RUNS (3), BENCH_RECIPIENTS (20000), BENCH_NUMBERS (4),
 # BENCH_RECEIPTS (on; off: the fake sends no status webhooks and a run ends when the campaigns
@@ -59,6 +60,10 @@ ticks() { local t=0 p; for p in "$@"; do
   [ -r "/proc/$p/stat" ] || continue
   t=$((t + $(awk '{sub(/.*\) /, ""); print $12 + $13 + $14 + $15}' "/proc/$p/stat")))
 done; echo "$t"; }
+# Context switches (voluntary + involuntary) of every live thread of the given pids (a thread
+# that ended meanwhile takes its count with it).
+switches() { local p; for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done \
+  | awk '/^(non)?voluntary_ctxt_switches/ {t += $2} END {print t + 0}'; }
 postgres_pids() { pgrep -x postgres || pgrep -f '^postgres' || true; }
 redis_pid() { pgrep -x redis-server | head -n1; }
 
@@ -120,12 +125,13 @@ run() {
   done
   sleep 1
 
-  local pg_pids t0 s0 p0 d0 f0 campaigns=() log="" log0=0
+  local pg_pids t0 s0 p0 d0 f0 c0 campaigns=() log="" log0=0
   if [ "${BENCH_STATEMENTS:-off}" = on ]; then
     log="${BENCH_PG_LOG:-$(ls /var/log/postgresql/postgresql-*-main.log | head -n1)}"
     log0=$(stat -c %s "$log")
   fi
   pg_pids=$(postgres_pids)
+  c0=$(switches "${PIDS[@]}")
   s0=$(ticks "${PIDS[@]}"); p0=$(ticks $pg_pids); d0=$(ticks "$(redis_pid)"); f0=$(ticks "$FAKE_PID")
   t0=$(date +%s.%N)
   for i in $(seq "$NUMBERS"); do
@@ -146,8 +152,9 @@ run() {
     [ "$(date +%s)" -lt "$deadline" ] || { echo "run did not finish in 600 s"; exit 1; }
     sleep 0.2
   done
-  local t1 s1 p1 d1 f1 rss=0 p
+  local t1 s1 p1 d1 f1 c1 rss=0 p
   t1=$(date +%s.%N)
+  c1=$(switches "${PIDS[@]}")
   s1=$(ticks "${PIDS[@]}"); p1=$(ticks $(postgres_pids)); d1=$(ticks "$(redis_pid)"); f1=$(ticks "$FAKE_PID")
   for p in "${PIDS[@]}"; do rss=$(( $(awk '/VmHWM/ {print $2}' "/proc/$p/status") > rss ? $(awk '/VmHWM/ {print $2}' "/proc/$p/status") : rss )); done
   local stats
@@ -163,7 +170,7 @@ run() {
       | cut -c1-60 | sort | uniq -c | sort -rn | head -n 15 \
       | awk -v n="$N" '{c=$1; $1=""; printf "  %6.2f %s\n", c / n, $0}'
   fi
-  python3 - "$r" "$N" "$(echo "$t1 - $t0" | bc)" "$TICK" "$((s1 - s0))" "$((p1 - p0))" "$((d1 - d0))" "$((f1 - f0))" "$rss" "$stats" "$RECEIPTS" <<'PY' | tee -a "$WORK/results"
+  python3 - "$r" "$N" "$(echo "$t1 - $t0" | bc)" "$TICK" "$((s1 - s0))" "$((p1 - p0))" "$((d1 - d0))" "$((f1 - f0))" "$rss" "$stats" "$RECEIPTS" "$((c1 - c0))" <<'PY' | tee -a "$WORK/results"
 import json, sys
 r, n, secs, tick = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 server, pg, redis, fake = (int(x) * 1e6 / tick / n for x in sys.argv[5:9])
@@ -171,7 +178,8 @@ rss, stats = int(sys.argv[9]), json.loads(sys.argv[10])
 assert stats["accepted"] == n, f"the fake accepted {stats['accepted']} sends, not {n}: {stats}"
 print(f"replicas={r} receipts={sys.argv[11]} delivered={n} in {secs:.1f} s => {n / secs:,.0f} msg/s;"
       f" CPU per message: server {server:.0f} us, postgres {pg:.0f} us, redis {redis:.0f} us,"
-      f" fake {fake:.0f} us; peak RSS of a replica {rss / 1024:.0f} MB")
+      f" fake {fake:.0f} us; server context switches {int(sys.argv[12]) / n:.1f} per message;"
+      f" peak RSS of a replica {rss / 1024:.0f} MB")
 PY
   cleanup
 }
