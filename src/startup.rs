@@ -271,6 +271,7 @@ impl Application {
                 settings: settings.clone(),
             }),
             sent: None,
+            claims: None,
             receipts: Some(crate::outbox::receipts::ReceiptWriter::start(
                 db.clone(),
                 listeners.clone(),

@@ -65,20 +65,36 @@ pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
 pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
     let lease =
         || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
-    // Until when no other worker takes this message (the sweep takes back expired leases).
-    let mut lease_until = lease();
     // Most jobs find their message due: claimed, read and checked against the listeners' SQL
-    // vetoes in one statement.
+    // vetoes in one statement, with the other deliveries that start meanwhile (`claims`).
     let sql_vetoes = state.listeners.veto_sql();
-    let claimed = repo::claim_due(
-        &state.db,
-        id,
-        &state.node_name,
-        Utc::now(),
-        lease_until,
-        &sql_vetoes,
-    )
-    .await?;
+    let claimed = match &state.claims {
+        Some(claimer) => match claimer.claim(id).await {
+            Ok(claimed) => Some(claimed),
+            Err(e) => {
+                tracing::warn!(error = %e, "batch claim failed; claiming alone");
+                None
+            }
+        },
+        None => None,
+    };
+    // Until when no other worker takes this message (the sweep takes back expired leases).
+    let (claimed, mut lease_until) = match claimed {
+        Some(claimed) => claimed,
+        None => {
+            let lease_until = lease();
+            let claimed = repo::claim_due(
+                &state.db,
+                id,
+                &state.node_name,
+                Utc::now(),
+                lease_until,
+                &sql_vetoes,
+            )
+            .await?;
+            (claimed, lease_until)
+        }
+    };
     let (msg, veto) = match claimed {
         Some((msg, vetoed)) => {
             let veto = match vetoed {

@@ -3,7 +3,7 @@
 //! feature: features take part through [`hooks`].
 //!
 //! Layout: `repo` (the ledger's SQL), `writer` (group commit of admissions), `queue` (apalis),
-//! `deliver` (the job), `outcomes` (group commit of accepted sends), `receipts` (group commit
+//! `claims` (group claim of due messages), `deliver` (the job), `outcomes` (group commit of accepted sends), `receipts` (group commit
 //! of delivery and read receipts), `sweep` (recovery), `workers` (the runtime they run on),
 //! `stats` (per-day counters), `hooks` (the traits features implement).
 //!
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use actix::Addr;
 use sea_orm::DatabaseConnection;
 
+pub mod claims;
 pub mod deliver;
 pub mod hooks;
 mod in_flight;
@@ -79,6 +80,9 @@ pub struct Outbox {
     /// Batched records of accepted sends (the delivery workers' runtime starts it; `None`:
     /// each send is recorded in its own transaction).
     pub sent: Option<outcomes::SentWriter>,
+    /// Batched claims of due messages (the delivery workers' runtime starts it; `None`: each
+    /// delivery claims alone).
+    pub claims: Option<claims::Claimer>,
     /// Batched records of delivery and read receipts (started with the HTTP side, which
     /// receives them; `None`: each is applied in its own transaction).
     pub receipts: Option<receipts::ReceiptWriter>,

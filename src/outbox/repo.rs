@@ -266,41 +266,69 @@ pub async fn claim_due(
     lease_until: DateTime<Utc>,
     vetoes: &[super::hooks::SqlVeto],
 ) -> Result<Option<(MessageRow, Option<usize>)>, DbErr> {
+    let mut claimed =
+        claim_due_many(db, std::slice::from_ref(id), node, now, lease_until, vetoes).await?;
+    Ok(claimed.pop())
+}
+
+/// [`claim_due`] of each of `ids` in one statement: the ones claimed, in no particular order
+/// (a message missing from the answer is not queued, not due yet or taken). The id list is
+/// padded to a power of two with its last id (a repeat matches nothing more), so the
+/// statement's text is one of eight and stays in the connection's statement cache.
+pub async fn claim_due_many(
+    db: &DatabaseConnection,
+    ids: &[MessageId],
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    vetoes: &[super::hooks::SqlVeto],
+) -> Result<Vec<(MessageRow, Option<usize>)>, DbErr> {
     use sea_orm::FromQueryResult;
-    let mut sql = String::from(
+    let Some(last) = ids.last() else {
+        return Ok(Vec::new());
+    };
+    let slots = ids.len().next_power_of_two();
+    let mut sql = format!(
         "UPDATE messages SET status = ?, attempts = attempts + 1, locked_until = ?, \
-         locked_by = ?, updated_at = ? WHERE id = ? AND status = ? AND next_attempt_at <= ? \
+         locked_by = ?, updated_at = ? WHERE id IN ({}) AND status = ? AND next_attempt_at <= ? \
          RETURNING *",
+        vec!["?"; slots].join(", ")
     );
     for (i, veto) in vetoes.iter().enumerate() {
         sql.push_str(&format!(", ({}) AS veto_{i}", veto.condition));
     }
-    let values = vec![
+    let mut values: Vec<sea_orm::Value> = vec![
         MessageStatus::Sending.as_str().into(),
         lease_until.into(),
         node.into(),
         now.into(),
-        id.to_string().into(),
-        MessageStatus::Queued.as_str().into(),
-        now.into(),
     ];
+    values.extend(
+        ids.iter()
+            .chain(std::iter::repeat_n(last, slots - ids.len()))
+            .map(|id| id.to_string().into()),
+    );
+    values.push(MessageStatus::Queued.as_str().into());
+    values.push(now.into());
     let statement = crate::db::statement(db.get_database_backend(), &sql, values);
-    let Some(row) = db.query_one_raw(statement).await? else {
-        return Ok(None);
-    };
-    let mut msg = MessageRow::from_query_result(&row, "")?;
-    msg.status = MessageStatus::Queued.as_str().to_owned();
-    msg.attempts -= 1;
-    msg.locked_until = None;
-    msg.locked_by = None;
-    let mut vetoed = None;
-    for i in 0..vetoes.len() {
-        if row.try_get::<bool>("", &format!("veto_{i}"))? {
-            vetoed = Some(i);
-            break;
+    let rows = db.query_all_raw(statement).await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut msg = MessageRow::from_query_result(&row, "")?;
+        msg.status = MessageStatus::Queued.as_str().to_owned();
+        msg.attempts -= 1;
+        msg.locked_until = None;
+        msg.locked_by = None;
+        let mut vetoed = None;
+        for i in 0..vetoes.len() {
+            if row.try_get::<bool>("", &format!("veto_{i}"))? {
+                vetoed = Some(i);
+                break;
+            }
         }
+        claimed.push((msg, vetoed));
     }
-    Ok(Some((msg, vetoed)))
+    Ok(claimed)
 }
 
 /// Extends the lease of a message this node is sending.

@@ -57,11 +57,19 @@ impl Workers {
                                 db.clone(),
                                 state.listeners.clone(),
                             ));
+                            // And due messages claimed in batches.
+                            let claims = Some(super::claims::Claimer::start(
+                                db.clone(),
+                                state.listeners.clone(),
+                                state.node_name.clone(),
+                                Duration::from_secs(state.settings.delivery.lease_secs),
+                            ));
                             run(
                                 Outbox {
                                     db,
                                     queue,
                                     sent,
+                                    claims,
                                     ..state
                                 },
                                 extra,

@@ -217,7 +217,85 @@ async fn a_viewer_can_read_but_not_change_anything(backend: Backend) {
     );
 }
 
+/// One statement claims a batch (`outbox::claims`): of five queued messages, the three asked
+/// for that are due; not the one due later, not one asked twice, not one already taken; the
+/// claimed ones are `sending` under this node's lease, returned as they were before.
+async fn a_batch_claim_takes_only_the_due_queued_messages_asked_for(backend: Backend) {
+    use pregonero::{domain::MessageId, entities::messages, outbox::repo};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let app = crate::helpers::spawn_app_options(
+        backend,
+        fakes::telegram::FakeTelegramConfig::default(),
+        |_| {},
+        pregonero::startup::RunOptions {
+            workers: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let channel = app.create_bot(None).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(MessageId::from(
+            app.send_text(&channel, 100 + n, &format!("m{n}"))
+                .await
+                .as_str(),
+        ));
+    }
+    let db = &app.state.db;
+    messages::Entity::update_many()
+        .col_expr(
+            messages::Column::NextAttemptAt,
+            Expr::value(chrono::Utc::now() + chrono::Duration::hours(1)),
+        )
+        .filter(messages::Column::Id.eq(ids[3].clone()))
+        .exec(db)
+        .await
+        .expect("not due yet");
+    let now = chrono::Utc::now();
+    let lease = now + chrono::Duration::seconds(30);
+    let first = repo::claim_due_many(db, &ids[4..5], "node-x", now, lease, &[])
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+
+    // Six ids asked (padded to eight), one twice: ids 0, 1, 2 are due and queued.
+    let asked = [&ids[0], &ids[1], &ids[3], &ids[4], &ids[2], &ids[1]].map(|id| (*id).clone());
+    let claimed = repo::claim_due_many(db, &asked, "node-y", now, lease, &[])
+        .await
+        .expect("claim");
+    let mut got: Vec<_> = claimed
+        .iter()
+        .map(|(m, veto)| (m.id.clone(), *veto))
+        .collect();
+    got.sort();
+    let mut want: Vec<_> = ids[..3].iter().map(|id| (id.clone(), None)).collect();
+    want.sort();
+    assert_eq!(got, want);
+    for (msg, _) in &claimed {
+        assert_eq!(
+            (msg.status.as_str(), msg.attempts),
+            ("queued", 0),
+            "as it was"
+        );
+        let row = repo::find(db, &msg.id).await.expect("read").expect("row");
+        assert_eq!(
+            (row.status.as_str(), row.attempts, row.locked_by.as_deref()),
+            ("sending", 1, Some("node-y"))
+        );
+    }
+    let taken = repo::find(db, &ids[4]).await.expect("read").expect("row");
+    assert_eq!(
+        taken.locked_by.as_deref(),
+        Some("node-x"),
+        "not taken twice"
+    );
+    let waiting = repo::find(db, &ids[3]).await.expect("read").expect("row");
+    assert_eq!((waiting.status.as_str(), waiting.attempts), ("queued", 0));
+}
+
 crate::on_both_databases!(
+    a_batch_claim_takes_only_the_due_queued_messages_asked_for,
     a_viewer_can_read_but_not_change_anything,
     a_text_message_is_delivered_and_its_history_recorded,
     a_photo_is_uploaded_with_its_caption,
