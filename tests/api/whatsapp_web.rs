@@ -2066,6 +2066,37 @@ async fn the_store_answers_like_the_librarys_own(backend: Backend) {
 
 crate::on_both_databases!(the_store_answers_like_the_librarys_own);
 
+/// Another server on `a`'s database, named `node`, that runs sessions (`workers`) or only
+/// serves the API.
+async fn replica_of(
+    a: &TestApp,
+    phone: &Phone,
+    node: &str,
+    workers: bool,
+) -> pregonero::startup::RunningApp {
+    let mut settings = a.settings.clone();
+    settings.node_name = Some(node.into());
+    let options = RunOptions {
+        workers,
+        ..phone.options()
+    };
+    pregonero::startup::Application::build(settings, options)
+        .await
+        .expect("replica")
+        .spawn()
+        .expect("spawn replica")
+}
+
+/// Channel `id`'s session as the server on `port` shows it.
+async fn session_at(client: &reqwest::Client, key: &str, port: u16, id: &str) -> Value {
+    let req = client
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/channels/{id}/session"
+        ))
+        .bearer_auth(key);
+    crate::helpers::status_and_json(req).await.1
+}
+
 /// Two replicas on one PostgreSQL: one runs the session (the other stands by), and when it
 /// stops the other takes the session over with the stored device, no new QR, and never both
 /// at once.
@@ -2077,19 +2108,9 @@ async fn one_replica_runs_a_session_and_another_takes_it_over() {
     let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
     let mut a = web_app(backend, &phone, |s| s.whatsapp_web.lease_secs = 3).await;
     let id = connected_number(&a, &phone, NO_GAP()).await;
-    let mut settings = a.settings.clone();
-    settings.node_name = Some("test-node-b".into());
-    let b = pregonero::startup::Application::build(settings, phone.options())
-        .await
-        .expect("replica b")
-        .spawn()
-        .expect("spawn b");
-    let b_url = format!("http://127.0.0.1:{}/api/v1/channels/{id}/session", b.port);
+    let b = replica_of(&a, &phone, "test-node-b", true).await;
     let (client, key) = (a.client.clone(), a.api_key.clone());
-    let b_session = || async {
-        let req = client.get(&b_url).bearer_auth(&key);
-        crate::helpers::status_and_json(req).await.1
-    };
+    let b_session = || session_at(&client, &key, b.port, &id);
     // B knows the channel (its account sync) and stands by; its API shows A's session.
     let deadline = Instant::now() + Duration::from_secs(20);
     while b
@@ -2168,28 +2189,9 @@ async fn a_session_nobody_runs_is_not_shown_connected() {
     let phone = Phone::new(Duration::from_secs(60), Duration::from_secs(20));
     let mut a = web_app(backend, &phone, |s| s.whatsapp_web.lease_secs = 3).await;
     let id = connected_number(&a, &phone, NO_GAP()).await;
-    let mut settings = a.settings.clone();
-    settings.node_name = Some("test-node-api".into());
-    let api_only = pregonero::startup::Application::build(
-        settings,
-        RunOptions {
-            workers: false,
-            ..phone.options()
-        },
-    )
-    .await
-    .expect("api replica")
-    .spawn()
-    .expect("spawn api replica");
-    let url = format!(
-        "http://127.0.0.1:{}/api/v1/channels/{id}/session",
-        api_only.port
-    );
+    let api_only = replica_of(&a, &phone, "test-node-api", false).await;
     let (client, key) = (a.client.clone(), a.api_key.clone());
-    let view = || async {
-        let req = client.get(&url).bearer_auth(&key);
-        crate::helpers::status_and_json(req).await.1
-    };
+    let view = || session_at(&client, &key, api_only.port, &id);
     let wait = |what: &'static str, done: fn(&Value) -> bool| {
         let view = &view;
         async move {
