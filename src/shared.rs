@@ -92,34 +92,6 @@ impl ManageConnection for Manager {
     }
 }
 
-/// `call`'s answer on `conn`, or an error when Redis does not give it within
-/// [`CHECKOUT_TIMEOUT`]; a failure other than Redis's own error reply breaks the connection.
-async fn timed<'a, T>(
-    conn: &mut Conn,
-    generation: &AtomicU64,
-    call: impl FnOnce(MultiplexedConnection) -> futures::future::BoxFuture<'a, redis::RedisResult<T>>,
-) -> anyhow::Result<T> {
-    // (A multiplexed connection is a handle: cloning it is an `Arc`'s count.)
-    match tokio::time::timeout(CHECKOUT_TIMEOUT, call(conn.inner.clone())).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            if !matches!(e.kind(), redis::ErrorKind::Server(_)) {
-                conn.broken = true;
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                    generation.fetch_max(conn.generation + 1, Ordering::AcqRel);
-                }
-            }
-            Err(e.into())
-        }
-        Err(_) => {
-            conn.broken = true;
-            Err(anyhow::anyhow!(
-                "redis did not answer in {CHECKOUT_TIMEOUT:?}"
-            ))
-        }
-    }
-}
-
 /// One GCRA decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -234,7 +206,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Runs `call` on a pooled connection, within the timeout (see [`timed`]).
+    /// `call`'s answer on a pooled connection, or an error when Redis does not give it within
+    /// [`CHECKOUT_TIMEOUT`]; a failure other than Redis's own error reply breaks the connection
+    /// (and one that finds the socket gone retires every connection made before it).
     async fn run<'a, T>(
         &self,
         call: impl FnOnce(
@@ -242,7 +216,26 @@ impl Shared {
         ) -> futures::future::BoxFuture<'a, redis::RedisResult<T>>,
     ) -> anyhow::Result<T> {
         let mut conn = self.conn().await?;
-        timed(&mut conn, &self.generation, call).await
+        // (A multiplexed connection is a handle: cloning it is an `Arc`'s count.)
+        match tokio::time::timeout(CHECKOUT_TIMEOUT, call(conn.inner.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if !matches!(e.kind(), redis::ErrorKind::Server(_)) {
+                    conn.broken = true;
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                        self.generation
+                            .fetch_max(conn.generation + 1, Ordering::AcqRel);
+                    }
+                }
+                Err(e.into())
+            }
+            Err(_) => {
+                conn.broken = true;
+                Err(anyhow::anyhow!(
+                    "redis did not answer in {CHECKOUT_TIMEOUT:?}"
+                ))
+            }
+        }
     }
 
     /// Runs one command, within the timeout.

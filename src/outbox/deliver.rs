@@ -68,18 +68,17 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
     // Most jobs find their message due: claimed, read and checked against the listeners' SQL
     // vetoes in one statement, with the other deliveries that start meanwhile (`claims`).
     let sql_vetoes = state.listeners.veto_sql();
-    let claimed = match &state.claims {
-        Some(claimer) => match claimer.claim(id).await {
-            Ok(claimed) => Some(claimed),
-            Err(e) => {
-                tracing::warn!(error = %e, "batch claim failed; claiming alone");
-                None
-            }
-        },
+    // (The claimer warned once for a whole batch that failed.)
+    let batched = match &state.claims {
+        Some(claimer) => claimer
+            .claim(id)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "claiming alone"))
+            .ok(),
         None => None,
     };
     // Until when no other worker takes this message (the sweep takes back expired leases).
-    let (claimed, mut lease_until) = match claimed {
+    let (claimed, mut lease_until) = match batched {
         Some(claimed) => claimed,
         None => {
             let lease_until = lease();
