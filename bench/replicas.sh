@@ -21,7 +21,8 @@
 # replica only), BENCH_POSTGRES_ADMIN_URL, BENCH_STATEMENTS (off; on: PostgreSQL logs every
 # statement of the bench database and the run reports statements per message from its log,
 # BENCH_PG_LOG, default /var/log/postgresql/postgresql-*-main.log; the logging costs PostgreSQL
-# CPU, so take CPU figures from runs without it).
+# CPU, so take CPU figures from runs without it), BENCH_PG_OPTIONS (appended to the replicas'
+# DATABASE_URL, e.g. "?sslmode=disable": by default the driver uses TLS when the server offers it).
 # Target: <= 100 us of server CPU per delivered message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,7 +96,7 @@ run() {
   secret="$(head -c 32 /dev/urandom | base64)"
   for i in $(seq "$r"); do
     port="$(free_port)"; ports+=("$port")
-    env DATABASE_URL="${PG_ADMIN%/*}/$PG_DB" PREGONERO_SECRET_KEY="$secret" ${redis_env[@]+"${redis_env[@]}"} \
+    env DATABASE_URL="${PG_ADMIN%/*}/$PG_DB${BENCH_PG_OPTIONS:-}" PREGONERO_SECRET_KEY="$secret" ${redis_env[@]+"${redis_env[@]}"} \
       PREGONERO_PORT="$port" PREGONERO_DATA_DIR="$WORK/data-$i" RUST_LOG=warn \
       PREGONERO_SCHEDULE__ENABLED=false PREGONERO_WHATSAPP__API_BASE_URL="$fake/v21.0" \
       PREGONERO_RATE_LIMIT__PER_KEY__PER_SECOND=10000000 PREGONERO_RATE_LIMIT__PER_KEY__BURST=10000000 \

@@ -121,13 +121,18 @@ impl Application {
             None => None,
         };
         // With Redis, every account's pacing holds over all replicas (pacing::SharedPacer).
+        let running = crate::channels::Running::default();
         let registry = match &shared {
             Some(store) => {
                 crate::pacing::heartbeat(store.clone());
                 let (store, key) = (store.clone(), cipher.derive("pacing/v1"));
-                actix::Supervisor::start(move |_| ChannelRegistry::shared(store, key))
+                let running = running.clone();
+                actix::Supervisor::start(move |_| ChannelRegistry::shared(store, key, running))
             }
-            None => actix::Supervisor::start(|_| ChannelRegistry::new()),
+            None => {
+                let running = running.clone();
+                actix::Supervisor::start(move |_| ChannelRegistry::new(running))
+            }
         };
         let tokens = TokenSigner::new(&cipher.derive("integration-tokens/v1"))
             .accepting(&cipher.derive_previous("integration-tokens/v1"));
@@ -135,7 +140,7 @@ impl Application {
         let clock = Clock::system();
         let quotas: Arc<dyn crate::outbox::hooks::Quotas> = Arc::new(AlertQuotas);
         let planner = crate::outbox::writer::Planner {
-            registry: registry.clone(),
+            running: running.clone(),
             horizon: Duration::from_millis(settings.delivery.pacing_horizon_ms),
         };
         let ledger = LedgerWriter::start(
@@ -255,6 +260,7 @@ impl Application {
             db: db.clone(),
             queue: queue.clone(),
             registry: registry.clone(),
+            running,
             adapters: adapters.clone(),
             cipher: cipher.clone(),
             settings: settings.clone(),

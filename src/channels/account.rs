@@ -7,34 +7,21 @@ use std::{sync::Arc, time::Duration};
 use actix::prelude::*;
 
 use super::{
-    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, adapter::Connection, updates,
+    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, adapter::Connection,
+    running::Sender, updates,
 };
 use crate::domain::ChannelId;
-use crate::{
-    pacing::{Deferred, LimitScope, Permit},
-    telemetry::redact,
-};
 
 /// How often idle recipient buckets are dropped.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
-/// How far past its horizon a pacer may answer before the wait is dropped (and the send comes
-/// back later): the pacer's own answer at the horizon is preferred to this cut.
-const ACQUIRE_SLACK: Duration = Duration::from_millis(100);
-/// When a send whose departure went stale before it could leave comes again.
-const STALE_RETRY: Duration = Duration::from_millis(100);
 
 /// Sends one message, waiting for the account's and the recipient's turn first; a turn further
 /// away than the duration (the horizon) answers [`ChannelError::Deferred`] without sending.
+/// (Through the mailbox, for callers on the actors' thread; the delivery jobs use
+/// [`super::Running`].)
 #[derive(Message)]
 #[rtype(result = "Result<Receipt, ChannelError>")]
 pub struct Deliver(pub OutboundMessage, pub Duration);
-
-/// Where a send to each of these recipients would stand, in order (see
-/// [`crate::pacing::Pacer::plan`]). One message for a whole batch: the ledger writer waits for
-/// the answer inside its cycle.
-#[derive(Message)]
-#[rtype(result = "Vec<Option<Duration>>")]
-pub struct Plan(pub Vec<String>, pub Duration);
 
 /// Fault injection for tests and chaos drills: the actor panics while handling it.
 #[derive(Message)]
@@ -150,112 +137,25 @@ impl Supervised for AccountActor {
     }
 }
 
-impl Handler<Plan> for AccountActor {
-    type Result = Vec<Option<Duration>>;
-
-    fn handle(&mut self, Plan(recipients, horizon): Plan, _: &mut Self::Context) -> Self::Result {
-        recipients
-            .iter()
-            .map(|recipient| {
-                let kind = self.connection.recipient_kind(recipient);
-                self.pacer.plan(recipient, kind, horizon)
-            })
-            .collect()
+impl AccountActor {
+    /// The account as a sender uses it ([`super::Running`] holds the same for other tasks).
+    fn sender(&self, ctx: &Context<Self>) -> Sender {
+        Sender {
+            id: self.id.clone(),
+            kind: self.kind,
+            connection: self.connection.clone(),
+            pacer: self.pacer.clone(),
+            actor: ctx.address(),
+        }
     }
 }
 
 impl Handler<Deliver> for AccountActor {
     type Result = ResponseFuture<Result<Receipt, ChannelError>>;
 
-    fn handle(&mut self, Deliver(msg, horizon): Deliver, _: &mut Self::Context) -> Self::Result {
-        let connection = self.connection.clone();
-        let pacer = self.pacer.clone();
-        let channel_id = self.id.clone();
-        let channel = self.kind;
-        Box::pin(async move {
-            if let Err(wait) = connection.ready() {
-                metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => "deferred")
-                    .increment(1);
-                return Err(ChannelError::Deferred { wait });
-            }
-            let kind = connection.recipient_kind(&msg.recipient);
-            // The horizon is a promise to the delivery (its lease counts on it): a pacer that
-            // overruns it (a slow Redis call at the end of the wait) is dropped, which gives its
-            // turn back, and the send comes again later.
-            let acquired = tokio::time::timeout(
-                horizon + ACQUIRE_SLACK,
-                pacer.acquire(&msg.recipient, kind, horizon),
-            )
-            .await
-            .unwrap_or(Err(Deferred {
-                wait: ACQUIRE_SLACK,
-            }));
-            let permit = match acquired {
-                Ok(permit) => permit,
-                Err(deferred) => {
-                    metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => "deferred")
-                        .increment(1);
-                    return Err(ChannelError::Deferred {
-                        wait: deferred.wait,
-                    });
-                }
-            };
-            metrics::histogram!("pregonero_pacing_wait_seconds", "channel" => channel)
-                .record(permit.waited.as_secs_f64());
-            if !permit.fresh() {
-                // Stalled between the shared pacer's decision and here: other replicas may
-                // already count this departure as arrived, so it must not leave now.
-                pacer.answered(&permit);
-                tracing::warn!(%channel_id, "send held up past its departure: paced again");
-                metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => "deferred")
-                    .increment(1);
-                return Err(ChannelError::Deferred { wait: STALE_RETRY });
-            }
-            // Answered however the call ends, even when this future is dropped mid-call: the
-            // pacer holds the account's window until it knows the provider has counted it.
-            let answer = Answer {
-                pacer: &*pacer,
-                permit,
-            };
-            let result = connection.send(&msg).await;
-            drop(answer);
-            let scope = connection.rate_limit_scope();
-            let outcome = match &result {
-                Ok(_) => "sent",
-                Err(ChannelError::RateLimited { retry_after }) => {
-                    tracing::warn!(%channel_id, ?retry_after, ?scope, "provider rate limit");
-                    pacer.rate_limited(&msg.recipient, kind, *retry_after, scope);
-                    "rate_limited"
-                }
-                Err(ChannelError::Throttled { retry_after }) => {
-                    tracing::warn!(%channel_id, ?retry_after, "provider quality limit: slowing the account down");
-                    pacer.rate_limited(&msg.recipient, kind, *retry_after, LimitScope::Quality);
-                    "throttled"
-                }
-                Err(ChannelError::RecipientLimited { retry_after }) => {
-                    pacer.rate_limited(&msg.recipient, kind, *retry_after, LimitScope::Recipient);
-                    "recipient_rate_limited"
-                }
-                Err(e) if e.is_retryable() => "retryable_error",
-                Err(_) => "permanent_error",
-            };
-            metrics::counter!("pregonero_sends_total", "channel" => channel, "outcome" => outcome)
-                .increment(1);
-            tracing::debug!(%channel_id, to = %redact(&msg.recipient), outcome, "provider call");
-            result
-        })
-    }
-}
-
-/// Tells the pacer a send was answered when it is dropped.
-struct Answer<'a> {
-    pacer: &'a dyn Pacer,
-    permit: Permit,
-}
-
-impl Drop for Answer<'_> {
-    fn drop(&mut self) {
-        self.pacer.answered(&self.permit);
+    fn handle(&mut self, Deliver(msg, horizon): Deliver, ctx: &mut Self::Context) -> Self::Result {
+        let sender = self.sender(ctx);
+        Box::pin(async move { sender.deliver(&msg, horizon).await })
     }
 }
 

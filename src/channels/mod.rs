@@ -4,6 +4,7 @@ pub mod adapter;
 mod error;
 mod registry;
 pub mod repo;
+mod running;
 pub mod sync;
 pub mod telegram;
 pub mod updates;
@@ -15,12 +16,13 @@ use crate::domain::MessageId;
 use bytes::Bytes;
 
 pub use crate::pacing::{Pacer, PacingLimits};
-pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Plan, Retire};
+pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Retire};
 pub use adapter::{Adapters, Address, ChannelAdapter};
 pub use error::ChannelError;
 pub use registry::{
     AccountSpec, ChannelRegistry, EnableUpdates, Lookup, Register, Snapshot, StopAll, Unregister,
 };
+pub use running::{Running, Sender};
 pub use updates::{UpdateSink, UpdatesConfig};
 
 /// What an adapter sends: recipient, text (caption with media) and optional media bytes.

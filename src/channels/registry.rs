@@ -9,6 +9,7 @@ use super::{
     AccountActor, AccountSnapshot, Pacer, PacingLimits, UpdatesConfig,
     account::{GetSnapshot, Retire},
     adapter::Connection,
+    running::{Running, Sender},
 };
 use crate::domain::ChannelId;
 
@@ -38,19 +39,25 @@ pub struct ChannelRegistry {
     updates: Option<UpdatesConfig>,
     /// With Redis: the store every replica paces through, and the key for recipients there.
     shared_pacing: Option<(crate::shared::Shared, [u8; 32])>,
+    /// The running accounts as senders reach them (kept in step with `accounts`).
+    running: Running,
 }
 
 impl ChannelRegistry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty registry that lists the accounts it runs in `running`.
+    pub fn new(running: Running) -> Self {
+        Self {
+            running,
+            ..Self::default()
+        }
     }
 
     /// An empty registry whose accounts pace over every replica through `shared` (recipients
-    /// keyed there by HMAC under `key`).
-    pub fn shared(shared: crate::shared::Shared, key: [u8; 32]) -> Self {
+    /// keyed there by HMAC under `key`), listed in `running`.
+    pub fn shared(shared: crate::shared::Shared, key: [u8; 32], running: Running) -> Self {
         Self {
             shared_pacing: Some((shared, key)),
+            running,
             ..Self::default()
         }
     }
@@ -71,10 +78,22 @@ impl ChannelRegistry {
         }
     }
 
+    /// Starts the account's actor and lists it in `running`.
     fn spawn(&self, spec: &AccountSpec, pacer: Arc<dyn Pacer>) -> Addr<AccountActor> {
         let (id, kind, connection) = (spec.id.clone(), spec.kind, spec.connection.clone());
         let updates = self.updates.clone();
-        actix::Supervisor::start(move |_| AccountActor::new(id, kind, connection, pacer, updates))
+        let actor_pacer = pacer.clone();
+        let addr = actix::Supervisor::start(move |_| {
+            AccountActor::new(id, kind, connection, actor_pacer, updates)
+        });
+        self.running.insert(Sender {
+            id: spec.id.clone(),
+            kind: spec.kind,
+            connection: spec.connection.clone(),
+            pacer,
+            actor: addr.clone(),
+        });
+        addr
     }
 }
 
@@ -107,6 +126,7 @@ impl Handler<StopAll> for ChannelRegistry {
 
     fn handle(&mut self, _: StopAll, _: &mut Self::Context) {
         self.updates = None;
+        self.running.clear();
         for (_, entry) in self.accounts.drain() {
             entry.addr.do_send(Retire);
         }
@@ -169,6 +189,7 @@ impl Handler<Unregister> for ChannelRegistry {
     type Result = ();
 
     fn handle(&mut self, Unregister(id): Unregister, _: &mut Self::Context) {
+        self.running.remove(&id);
         if let Some(entry) = self.accounts.remove(&id) {
             entry.addr.do_send(Retire);
         }

@@ -1,4 +1,4 @@
-//! The delivery job: claim a queued message, have its account actor send it, record the outcome.
+//! The delivery job: claim a queued message, send it through its account, record the outcome.
 //!
 //! Every state change is written in one transaction with the event that explains it.
 use crate::domain::ChannelStatus;
@@ -17,7 +17,7 @@ use super::{
     repo::{self, MessageRow},
     stats,
 };
-use crate::channels::{ChannelError, Deliver, Lookup, OutboundMessage, Receipt};
+use crate::channels::{ChannelError, Lookup, OutboundMessage, Receipt};
 use crate::domain::MessageId;
 
 /// Rate-limit answers tolerated within one attempt before the message goes back to the queue.
@@ -148,18 +148,23 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
         }
         Err(e) => return fail(state, &msg, &e, false).await,
     };
-    let mut actor = state.registry.send(Lookup(msg.channel_id.clone())).await?;
-    if actor.is_none() && state.accounts().start_one(&msg.channel_id).await? {
+    let mut sender = state.running.get(&msg.channel_id);
+    if sender.is_none() && state.accounts().start_one(&msg.channel_id).await? {
         // Added through another replica since this one last looked.
-        actor = state.registry.send(Lookup(msg.channel_id.clone())).await?;
+        sender = state.running.get(&msg.channel_id);
     }
-    let Some(actor) = actor else {
+    let Some(sender) = sender else {
         let e = ChannelError::Permanent {
             code: "channel-not-found",
             detail: "the channel account was deleted".into(),
         };
         return fail(state, &msg, &e, false).await;
     };
+    if !sender.actor_alive() {
+        // Its actor died (its update reader with it): the registry starts it again. The send
+        // goes on with the same pacer and connection.
+        let _ = state.registry.send(Lookup(msg.channel_id.clone())).await;
+    }
 
     // A delivery waits for its turn at most half its lease: one that waited out its lease could
     // be taken by another worker and sent twice (the three-replica test saw it with a 5 s lease
@@ -170,21 +175,13 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
     loop {
         // The send must leave while the lease still has room for the provider's answer and the
         // record (SEND_MARGIN): slow steps before it (a loaded database, a Redis restart) take
-        // from the wait for a turn, never from that room. The actor holds the pacer to it.
+        // from the wait for a turn, never from that room. The sender holds the pacer to it.
         let room = (lease_until - Utc::now())
             .to_std()
             .unwrap_or_default()
             .saturating_sub(SEND_MARGIN);
         let horizon = base_horizon.min(room);
-        let result = actor
-            .send(Deliver(outbound.clone(), horizon))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ChannelError::Transient {
-                    code: "actor-unavailable",
-                    detail: e.to_string(),
-                })
-            });
+        let result = sender.deliver(&outbound, horizon).await;
         if let Err(ChannelError::Deferred { wait }) = result {
             // Its turn is far off (a busy group, a frozen account): free the delivery slot and
             // come back a little before the turn. Nothing was sent: not an attempt.
@@ -228,7 +225,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                     state.queue.push(id, retry_after).await?;
                     return Ok(());
                 }
-                // The actor froze the account; the next send waits the freeze out.
+                // The pacer froze the account; the next send waits the freeze out.
                 lease_until = lease();
                 repo::extend_lease(&txn, id, lease_until).await?;
                 txn.commit().await?;

@@ -57,6 +57,8 @@ pub struct Outbox {
     pub queue: Queue,
     /// Supervisor of the channel account actors.
     pub registry: Addr<ChannelRegistry>,
+    /// The accounts the registry runs, as deliveries send through them.
+    pub running: crate::channels::Running,
     /// The channel kinds.
     pub adapters: Adapters,
     /// Decrypts channel credentials.

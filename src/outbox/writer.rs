@@ -74,8 +74,8 @@ enum Request {
 /// chat's line is queued for then instead of being fetched now only to be put back.
 #[derive(Clone)]
 pub struct Planner {
-    /// The account actors.
-    pub registry: actix::Addr<crate::channels::ChannelRegistry>,
+    /// The accounts this process runs.
+    pub running: crate::channels::Running,
     /// `delivery.pacing_horizon_ms`.
     pub horizon: std::time::Duration,
 }
@@ -84,7 +84,6 @@ impl Planner {
     /// The delay to queue each admission's job with (zero when its turn is near): one question
     /// per account in the batch, not one per message.
     async fn delays(&self, admissions: &[Admission]) -> Vec<Duration> {
-        use crate::channels::{Lookup, Plan};
         let mut delays = vec![Duration::ZERO; admissions.len()];
         let mut by_channel: std::collections::HashMap<ChannelId, (Vec<usize>, Vec<String>)> =
             std::collections::HashMap::new();
@@ -99,12 +98,10 @@ impl Planner {
             }
         }
         for (channel, (indexes, recipients)) in by_channel {
-            let Some(actor) = self.registry.send(Lookup(channel)).await.ok().flatten() else {
+            let Some(sender) = self.running.get(&channel) else {
                 continue;
             };
-            let Ok(waits) = actor.send(Plan(recipients, self.horizon)).await else {
-                continue;
-            };
+            let waits = sender.plan(&recipients, self.horizon);
             for (i, wait) in indexes.into_iter().zip(waits) {
                 delays[i] = wait.map_or(Duration::ZERO, |w| w.saturating_sub(self.horizon / 2));
             }
