@@ -238,3 +238,114 @@ impl Handler<Snapshot> for ChannelRegistry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::Duration;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::channels::{ChannelError, Crash, OutboundMessage, Receipt};
+    use crate::pacing::LimitScope;
+
+    /// A provider that takes every send at once, counted.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Connection for Counting {
+        fn send<'a>(
+            &'a self,
+            _: &'a OutboundMessage,
+        ) -> BoxFuture<'a, Result<Receipt, ChannelError>> {
+            let n = self.0.fetch_add(1, SeqCst);
+            Box::pin(async move {
+                Ok(Receipt {
+                    provider_message_id: format!("sent-{n}"),
+                })
+            })
+        }
+
+        fn rate_limit_scope(&self) -> LimitScope {
+            LimitScope::Account
+        }
+    }
+
+    fn spec(id: &str, connection: Arc<Counting>) -> AccountSpec {
+        AccountSpec {
+            id: id.into(),
+            kind: "test",
+            connection,
+            limits: PacingLimits {
+                account_per_sec: 1000,
+                account_burst: 1,
+                recipient_interval: Duration::ZERO,
+                group_per_min: 20,
+                margin: Duration::ZERO,
+                recipient_margin: Duration::ZERO,
+                daily_cap: 0,
+                gap: None,
+            },
+        }
+    }
+
+    #[test]
+    fn running_lists_exactly_the_accounts_the_registry_runs() {
+        actix::System::new().block_on(async {
+            // Arrange: two accounts.
+            let running = Running::default();
+            let registry = ChannelRegistry::new(running.clone()).start();
+            let (a, b) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+            registry
+                .send(Register(spec("a", a.clone())))
+                .await
+                .expect("registry");
+            registry
+                .send(Register(spec("b", b.clone())))
+                .await
+                .expect("registry");
+            let msg = OutboundMessage {
+                id: None,
+                recipient: "34600000001".into(),
+                text: "hola".into(),
+                parse_mode: None,
+                media: None,
+                template: None,
+            };
+            let horizon = Duration::from_secs(1);
+
+            // A send through the listing reaches that account's connection only.
+            let sender = running.get(&"a".into()).expect("a is listed");
+            assert!(sender.actor_alive());
+            sender.deliver(&msg, horizon).await.expect("sent");
+            assert_eq!((a.0.load(SeqCst), b.0.load(SeqCst)), (1, 0));
+
+            // Its actor dies: sends go on with the same connection; a lookup starts a new actor
+            // and the listing follows.
+            let _ = sender.actor.send(Crash).await;
+            for _ in 0..100 {
+                if !sender.actor_alive() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(!sender.actor_alive(), "the crashed actor is gone");
+            sender.deliver(&msg, horizon).await.expect("sent");
+            assert_eq!(a.0.load(SeqCst), 2);
+            let restarted = registry.send(Lookup("a".into())).await.expect("registry");
+            assert!(restarted.is_some_and(|addr| addr.connected()));
+            assert!(running.get(&"a".into()).expect("listed").actor_alive());
+
+            // Unregistered: no longer listed, the other stays; stopping all empties the list.
+            registry
+                .send(Unregister("a".into()))
+                .await
+                .expect("registry");
+            assert!(running.get(&"a".into()).is_none());
+            assert!(running.get(&"b".into()).is_some());
+            registry.send(StopAll).await.expect("registry");
+            assert!(running.get(&"b".into()).is_none());
+        });
+    }
+}

@@ -289,6 +289,24 @@ async fn three_replicas(redis: String, backend: Backend, mut fault: Fault, more:
     if !delivered {
         eprintln!("{}", undelivered(&backend).await);
     }
+    if !delivered || rate < 28.5 || telegram.rate_limited() > 0 {
+        // What the replicas warned about, for a failure seen only in CI.
+        for (i, d) in dirs.iter().enumerate() {
+            let log = std::fs::read_to_string(d.path().join("server.log")).unwrap_or_default();
+            let notable: Vec<_> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .filter(|l| !l.contains("slow_acquire_threshold"))
+                .collect();
+            eprintln!(
+                "replica {i}: {} warnings and errors, the last 40:",
+                notable.len()
+            );
+            for line in &notable[notable.len().saturating_sub(40)..] {
+                eprintln!("  {line}");
+            }
+        }
+    }
     assert!(delivered, "only {} of {total} arrived", texts.len());
     assert_eq!(telegram.rate_limited(), 0, "the bot's limits broke");
     // The bar: the bot's 30 msg/s used to at least 0.95, fault included.
