@@ -1,7 +1,7 @@
 //! `ChannelRegistry`: the supervisor of account actors — starts them at boot and on create,
 //! stops them on delete, and restarts any that died (a panic ends an actor's task, which
 //! `actix::Supervisor` alone cannot recover from).
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -26,21 +26,14 @@ pub struct AccountSpec {
     pub limits: PacingLimits,
 }
 
-struct Entry {
-    spec: AccountSpec,
-    pacer: Arc<dyn Pacer>,
-    addr: Addr<AccountActor>,
-}
-
-/// Owns the map from channel account id to its running actor.
+/// Owns the map from channel account id to its running actor ([`Running`], which deliveries
+/// read; the registry is its only writer).
 #[derive(Default)]
 pub struct ChannelRegistry {
-    accounts: HashMap<ChannelId, Entry>,
+    running: Running,
     updates: Option<UpdatesConfig>,
     /// With Redis: the store every replica paces through, and the key for recipients there.
     shared_pacing: Option<(crate::shared::Shared, [u8; 32])>,
-    /// The running accounts as senders reach them (kept in step with `accounts`).
-    running: Running,
 }
 
 impl ChannelRegistry {
@@ -78,22 +71,28 @@ impl ChannelRegistry {
         }
     }
 
-    /// Starts the account's actor and lists it in `running`.
-    fn spawn(&self, spec: &AccountSpec, pacer: Arc<dyn Pacer>) -> Addr<AccountActor> {
-        let (id, kind, connection) = (spec.id.clone(), spec.kind, spec.connection.clone());
+    /// Starts an actor for the account (with the pacer of any earlier one) and lists it.
+    fn spawn(
+        &self,
+        id: &ChannelId,
+        kind: &'static str,
+        connection: Arc<dyn Connection>,
+        pacer: Arc<dyn Pacer>,
+    ) -> Addr<AccountActor> {
         let updates = self.updates.clone();
-        let actor_pacer = pacer.clone();
-        let addr = actix::Supervisor::start(move |_| {
-            AccountActor::new(id, kind, connection, actor_pacer, updates)
+        let (actor_id, actor_connection, actor_pacer) =
+            (id.clone(), connection.clone(), pacer.clone());
+        let actor = actix::Supervisor::start(move |_| {
+            AccountActor::new(actor_id, kind, actor_connection, actor_pacer, updates)
         });
         self.running.insert(Sender {
-            id: spec.id.clone(),
-            kind: spec.kind,
-            connection: spec.connection.clone(),
+            id: id.clone(),
+            kind,
+            connection,
             pacer,
-            actor: addr.clone(),
+            actor: actor.clone(),
         });
-        addr
+        actor
     }
 }
 
@@ -126,9 +125,8 @@ impl Handler<StopAll> for ChannelRegistry {
 
     fn handle(&mut self, _: StopAll, _: &mut Self::Context) {
         self.updates = None;
-        self.running.clear();
-        for (_, entry) in self.accounts.drain() {
-            entry.addr.do_send(Retire);
+        for account in self.running.take_all() {
+            account.actor.do_send(Retire);
         }
         metrics::gauge!("pregonero_channel_accounts").set(0.0);
     }
@@ -158,7 +156,7 @@ impl Handler<Known> for ChannelRegistry {
     type Result = Vec<ChannelId>;
 
     fn handle(&mut self, _: Known, _: &mut Self::Context) -> Self::Result {
-        self.accounts.keys().cloned().collect()
+        self.running.all().into_iter().map(|a| a.id).collect()
     }
 }
 
@@ -174,14 +172,12 @@ impl Handler<Register> for ChannelRegistry {
         // Accounts never change once stored; a second registration (a delivery and the periodic
         // sync both starting an account added elsewhere) must not replace the pacer, which
         // remembers the account's recent sends.
-        if self.accounts.contains_key(&spec.id) {
+        if self.running.get(&spec.id).is_some() {
             return;
         }
         let pacer = self.pacer(&spec);
-        let addr = self.spawn(&spec, pacer.clone());
-        self.accounts
-            .insert(spec.id.clone(), Entry { spec, pacer, addr });
-        metrics::gauge!("pregonero_channel_accounts").set(self.accounts.len() as f64);
+        self.spawn(&spec.id, spec.kind, spec.connection, pacer);
+        metrics::gauge!("pregonero_channel_accounts").set(self.running.len() as f64);
     }
 }
 
@@ -189,11 +185,10 @@ impl Handler<Unregister> for ChannelRegistry {
     type Result = ();
 
     fn handle(&mut self, Unregister(id): Unregister, _: &mut Self::Context) {
-        self.running.remove(&id);
-        if let Some(entry) = self.accounts.remove(&id) {
-            entry.addr.do_send(Retire);
+        if let Some(account) = self.running.remove(&id) {
+            account.actor.do_send(Retire);
         }
-        metrics::gauge!("pregonero_channel_accounts").set(self.accounts.len() as f64);
+        metrics::gauge!("pregonero_channel_accounts").set(self.running.len() as f64);
     }
 }
 
@@ -201,17 +196,13 @@ impl Handler<Lookup> for ChannelRegistry {
     type Result = Option<Addr<AccountActor>>;
 
     fn handle(&mut self, Lookup(id): Lookup, _: &mut Self::Context) -> Self::Result {
-        let entry = self.accounts.get(&id)?;
-        if entry.addr.connected() {
-            return Some(entry.addr.clone());
+        let account = self.running.get(&id)?;
+        if account.actor_alive() {
+            return Some(account.actor);
         }
         tracing::warn!(channel_id = %id, "account actor died; restarting it");
         metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
-        let addr = self.spawn(&entry.spec, entry.pacer.clone());
-        if let Some(entry) = self.accounts.get_mut(&id) {
-            entry.addr = addr.clone();
-        }
-        Some(addr)
+        Some(self.spawn(&id, account.kind, account.connection, account.pacer))
     }
 }
 
@@ -220,9 +211,10 @@ impl Handler<Snapshot> for ChannelRegistry {
 
     fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
         let addrs: Vec<_> = self
-            .accounts
-            .iter()
-            .map(|(id, e)| (id.clone(), e.addr.clone()))
+            .running
+            .all()
+            .into_iter()
+            .map(|a| (a.id, a.actor))
             .collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(addrs.len());

@@ -43,19 +43,31 @@ impl Running {
             .cloned()
     }
 
+    fn map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ChannelId, Sender>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn insert(&self, sender: Sender) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sender.id.clone(), sender);
+        self.map().insert(sender.id.clone(), sender);
     }
 
-    pub(super) fn remove(&self, id: &ChannelId) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+    pub(super) fn remove(&self, id: &ChannelId) -> Option<Sender> {
+        self.map().remove(id)
     }
 
-    pub(super) fn clear(&self) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).clear();
+    /// Every running account, taken off the list.
+    pub(super) fn take_all(&self) -> Vec<Sender> {
+        self.map().drain().map(|(_, sender)| sender).collect()
+    }
+
+    /// Every running account.
+    pub(super) fn all(&self) -> Vec<Sender> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
