@@ -6,22 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
 
-use super::{
-    ChannelError, OutboundMessage, Pacer, Receipt, UpdatesConfig, adapter::Connection,
-    running::Sender, updates,
-};
+use super::{Pacer, UpdatesConfig, adapter::Connection, updates};
 use crate::domain::ChannelId;
 
 /// How often idle recipient buckets are dropped.
 const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
-
-/// Sends one message, waiting for the account's and the recipient's turn first; a turn further
-/// away than the duration (the horizon) answers [`ChannelError::Deferred`] without sending.
-/// (Through the mailbox, for callers on the actors' thread; the delivery jobs use
-/// [`super::Running`].)
-#[derive(Message)]
-#[rtype(result = "Result<Receipt, ChannelError>")]
-pub struct Deliver(pub OutboundMessage, pub Duration);
 
 /// Fault injection for tests and chaos drills: the actor panics while handling it.
 #[derive(Message)]
@@ -47,7 +36,6 @@ pub struct AccountSnapshot {
 /// Owns one channel account (Telegram bot, WhatsApp number): its connection and its pacer.
 pub struct AccountActor {
     id: ChannelId,
-    kind: &'static str,
     connection: Arc<dyn Connection>,
     pacer: Arc<dyn Pacer>,
     updates: Option<UpdatesConfig>,
@@ -67,14 +55,12 @@ impl AccountActor {
     /// An actor for account `id`; `pacer` outlives restarts so a restart cannot reset a freeze.
     pub fn new(
         id: ChannelId,
-        kind: &'static str,
         connection: Arc<dyn Connection>,
         pacer: Arc<dyn Pacer>,
         updates: Option<UpdatesConfig>,
     ) -> Self {
         Self {
             id,
-            kind,
             connection,
             pacer,
             updates,
@@ -134,28 +120,6 @@ impl Supervised for AccountActor {
         self.updates_task = None;
         tracing::warn!(channel_id = %self.id, "account actor restarting");
         metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
-    }
-}
-
-impl AccountActor {
-    /// The account as a sender uses it ([`super::Running`] holds the same for other tasks).
-    fn sender(&self, ctx: &Context<Self>) -> Sender {
-        Sender {
-            id: self.id.clone(),
-            kind: self.kind,
-            connection: self.connection.clone(),
-            pacer: self.pacer.clone(),
-            actor: ctx.address(),
-        }
-    }
-}
-
-impl Handler<Deliver> for AccountActor {
-    type Result = ResponseFuture<Result<Receipt, ChannelError>>;
-
-    fn handle(&mut self, Deliver(msg, horizon): Deliver, ctx: &mut Self::Context) -> Self::Result {
-        let sender = self.sender(ctx);
-        Box::pin(async move { sender.deliver(&msg, horizon).await })
     }
 }
 

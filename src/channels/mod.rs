@@ -16,7 +16,7 @@ use crate::domain::MessageId;
 use bytes::Bytes;
 
 pub use crate::pacing::{Pacer, PacingLimits};
-pub use account::{AccountActor, AccountSnapshot, Crash, Deliver, Retire};
+pub use account::{AccountActor, AccountSnapshot, Crash, Retire};
 pub use adapter::{Adapters, Address, ChannelAdapter};
 pub use error::ChannelError;
 pub use registry::{

@@ -83,7 +83,7 @@ impl ChannelRegistry {
         let (actor_id, actor_connection, actor_pacer) =
             (id.clone(), connection.clone(), pacer.clone());
         let actor = actix::Supervisor::start(move |_| {
-            AccountActor::new(actor_id, kind, actor_connection, actor_pacer, updates)
+            AccountActor::new(actor_id, actor_connection, actor_pacer, updates)
         });
         self.running.insert(Sender {
             id: id.clone(),

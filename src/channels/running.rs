@@ -88,6 +88,14 @@ impl Sender {
         self.actor.connected()
     }
 
+    /// Has `registry` start the account's actor again if it died (its update reader with it).
+    /// Sends need not wait for it: they go on with the same pacer and connection.
+    pub async fn revive(&self, registry: &Addr<super::ChannelRegistry>) {
+        if !self.actor_alive() {
+            let _ = registry.send(super::Lookup(self.id.clone())).await;
+        }
+    }
+
     /// Where a send to each of these recipients would stand, in order (see
     /// [`crate::pacing::Pacer::plan`]).
     pub fn plan(&self, recipients: &[String], horizon: Duration) -> Vec<Option<Duration>> {

@@ -1,7 +1,7 @@
 //! What the bot does with incoming updates: `/start <code>` links a chat, `/start` alone starts
 //! Pingui's chat-first flow or resumes a paused chat, `/stop` pauses, and a block pauses too.
 //!
-//! Replies are conversational: they go straight to the bot's account actor (paced like every
+//! Replies are conversational: they go straight to the bot's running account (paced like every
 //! send, retried a few times) instead of the message ledger, because one of them carries a
 //! one-time setup token that must not rest in the database. A lost reply is fixed by the user
 //! sending the command again.
@@ -18,7 +18,7 @@ use super::{
 use crate::domain::ChannelId;
 use crate::{
     channels::{
-        ChannelError, Deliver, Lookup, OutboundMessage, UpdateSink,
+        OutboundMessage, UpdateSink,
         repo::{self as channels_repo, ChannelRow},
         telegram::{Chat, Update},
     },
@@ -282,8 +282,9 @@ impl BotUpdates {
         Ok(())
     }
 
-    /// Sends `text` to the chat in the background, through the bot's actor.
+    /// Sends `text` to the chat in the background, paced like every send of the bot.
     fn reply(&self, channel: &ChannelRow, chat_id: &str, text: String) {
+        let running = self.state.outbox.running.clone();
         let registry = self.state.registry.clone();
         let channel_id = channel.id.clone();
         let chat_id = chat_id.to_owned();
@@ -297,18 +298,12 @@ impl BotUpdates {
                 template: None,
             };
             for attempt in 1..=REPLY_TRIES {
-                let Ok(Some(actor)) = registry.send(Lookup(channel_id.clone())).await else {
+                // Not running here any more (deleted meanwhile): nothing to reply through.
+                let Some(sender) = running.get(&channel_id) else {
                     return;
                 };
-                let result = actor
-                    .send(Deliver(msg.clone(), REPLY_HORIZON))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ChannelError::Transient {
-                            code: "actor-unavailable",
-                            detail: e.to_string(),
-                        })
-                    });
+                sender.revive(&registry).await;
+                let result = sender.deliver(&msg, REPLY_HORIZON).await;
                 match result {
                     Ok(_) => return,
                     Err(e) if e.is_retryable() && attempt < REPLY_TRIES => {
