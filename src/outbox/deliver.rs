@@ -5,6 +5,7 @@ use crate::domain::ChannelStatus;
 use crate::domain::HistoryKind;
 use std::time::Duration;
 
+use anyhow::Context;
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
 use rand::Rng;
@@ -17,7 +18,7 @@ use super::{
     repo::{self, MessageRow},
     stats,
 };
-use crate::channels::{ChannelError, Lookup, OutboundMessage, Receipt};
+use crate::channels::{ChannelError, OutboundMessage, Receipt};
 use crate::domain::MessageId;
 
 /// Rate-limit answers tolerated within one attempt before the message goes back to the queue.
@@ -39,17 +40,62 @@ pub struct DeliverJob {
 
 /// apalis entry point. The delivery runs in its own task: if apalis drops this future on
 /// shutdown, the delivery still records its outcome (shutdown waits for it through `in_flight`).
+///
+/// A delivery whose database did not answer before it claimed anything runs again here, once
+/// it does, for up to [`UNCLAIMED_RETRY_FOR`]: handed back to apalis, the job would fail in a
+/// queue that lives in that same database, stay locked to a worker that apalis restarts under
+/// a new name, and wait for apalis's heartbeat timeout (a PostgreSQL restart under a campaign
+/// left its last message 27 s late that way).
 pub async fn handle(job: DeliverJob, state: Data<Outbox>) -> Result<(), BoxDynError> {
     let state: Outbox = (*state).clone();
     let running = state.in_flight.enter();
     let task = tokio::spawn(async move {
         let _running = running;
-        perform(&state, &job.message_id).await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let e = match perform(&state, &job.message_id).await {
+                Ok(()) => return Ok(()),
+                Err(Interrupted::Unclaimed(e))
+                    if started.elapsed() + pause < UNCLAIMED_RETRY_FOR =>
+                {
+                    tracing::debug!(message_id = %job.message_id, error = %format!("{e:#}"), "delivery not started: the database does not answer; trying again shortly");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                Err(Interrupted::Unclaimed(e) | Interrupted::Held(e)) => e,
+            };
             tracing::error!(message_id = %job.message_id, error = ?e, "delivery job failed; apalis will retry it");
-            e
-        })
+            return Err(e);
+        }
     });
     Ok(task.await??)
+}
+
+/// How long a delivery whose claim failed (the database did not answer) keeps trying in its
+/// own task before the job goes back to apalis.
+const UNCLAIMED_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// How a delivery ended without an outcome (infrastructure errors: the database).
+#[derive(Debug)]
+pub enum Interrupted {
+    /// Before its message was claimed: nothing changed, it may run again at once.
+    Unclaimed(anyhow::Error),
+    /// After: the message stays claimed until its lease runs out (it could not be handed back
+    /// in time, or the provider has it and its record failed).
+    Held(anyhow::Error),
+}
+
+/// Marks the error of a send the provider accepted and that could not be recorded: its message
+/// must not be handed back (it would be sent again).
+#[derive(Debug)]
+struct SentUnrecorded;
+
+impl std::fmt::Display for SentUnrecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sent, and the send could not be recorded")
+    }
 }
 
 /// Exponential backoff with jitter: base·2^(attempt-1), capped, then a random 50–100 % of it.
@@ -60,14 +106,44 @@ pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(jittered)
 }
 
-/// One delivery attempt of one message. Errors here are infrastructure errors (database), not provider ones.
+/// One delivery attempt of one message.
 #[tracing::instrument(skip_all, fields(message_id = %id))]
-pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
+pub async fn perform(state: &Outbox, id: &MessageId) -> Result<(), Interrupted> {
+    let Some(claim) = claim(state, id).await.map_err(Interrupted::Unclaimed)? else {
+        return Ok(());
+    };
+    let lease_until = claim.lease_until;
+    match deliver_claimed(state, claim).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.downcast_ref::<SentUnrecorded>().is_some() => Err(Interrupted::Held(e)),
+        Err(e) => {
+            if hand_back(state, id, lease_until).await {
+                tracing::warn!(message_id = %id, error = %format!("{e:#}"), "delivery interrupted before the send: message handed back to the queue");
+                Ok(())
+            } else {
+                Err(Interrupted::Held(e))
+            }
+        }
+    }
+}
+
+/// A claimed message, with what is known of the listeners' vetoes.
+struct Claim {
+    msg: MessageRow,
+    /// `Some`: the claim checked the SQL vetoes (the first that holds, by index) and the rest
+    /// are still to ask; `None`: every listener is still to ask.
+    sql_veto: Option<Option<usize>>,
+    /// Until when no other worker takes it (the sweep takes back expired leases).
+    lease_until: chrono::DateTime<Utc>,
+}
+
+/// Claims message `id` if it is queued and due (a job that comes a little early waits for it);
+/// `None` when there is nothing to do.
+async fn claim(state: &Outbox, id: &MessageId) -> anyhow::Result<Option<Claim>> {
     let lease =
         || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
     // Most jobs find their message due: claimed, read and checked against the listeners' SQL
     // vetoes in one statement, with the other deliveries that start meanwhile (`claims`).
-    let sql_vetoes = state.listeners.veto_sql();
     // (The claimer warned once for a whole batch that failed.)
     let batched = match &state.claims {
         Some(claimer) => claimer
@@ -77,8 +153,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
             .ok(),
         None => None,
     };
-    // Until when no other worker takes this message (the sweep takes back expired leases).
-    let (claimed, mut lease_until) = match batched {
+    let (claimed, lease_until) = match batched {
         Some(claimed) => claimed,
         None => {
             let lease_until = lease();
@@ -88,42 +163,84 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
                 &state.node_name,
                 Utc::now(),
                 lease_until,
-                &sql_vetoes,
+                &state.listeners.veto_sql(),
             )
             .await?;
             (claimed, lease_until)
         }
     };
-    let (msg, veto) = match claimed {
-        Some((msg, vetoed)) => {
-            let veto = match vetoed {
-                Some(i) => Some(sql_vetoes[i].veto()),
-                None => state.listeners.veto_rest(&state.db, &msg).await?,
-            };
-            (msg, veto)
+    if let Some((msg, vetoed)) = claimed {
+        return Ok(Some(Claim {
+            msg,
+            sql_veto: Some(vetoed),
+            lease_until,
+        }));
+    }
+    let Some(msg) = repo::find(&state.db, id).await? else {
+        return Ok(None);
+    };
+    if msg.status != crate::domain::MessageStatus::Queued.as_str() {
+        return Ok(None);
+    }
+    let early = (msg.next_attempt_at - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    if early > MAX_INLINE_WAIT {
+        state.queue.push(id, early).await?;
+        return Ok(None);
+    }
+    tokio::time::sleep(early).await;
+    let lease_until = lease();
+    if !repo::claim(&state.db, id, &state.node_name, lease_until).await? {
+        return Ok(None);
+    }
+    Ok(Some(Claim {
+        msg,
+        sql_veto: None,
+        lease_until,
+    }))
+}
+
+/// Puts a claimed message that was not sent back in the queue (`sending → queued`, with a new
+/// job), trying while its lease leaves room; whether it did. After that its lease frees it.
+async fn hand_back(state: &Outbox, id: &MessageId, lease_until: chrono::DateTime<Utc>) -> bool {
+    let until = lease_until - chrono::Duration::from_std(SEND_MARGIN).unwrap_or_default();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match repo::release(&state.db, id, &state.node_name).await {
+            Ok(false) => return false,
+            Ok(true) => break,
+            Err(e)
+                if Utc::now() + chrono::Duration::from_std(pause).unwrap_or_default() < until =>
+            {
+                tracing::debug!(message_id = %id, error = %e, "could not hand the message back yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(_) => return false,
         }
-        None => {
-            let Some(msg) = repo::find(&state.db, id).await? else {
-                return Ok(());
-            };
-            if msg.status != crate::domain::MessageStatus::Queued.as_str() {
-                return Ok(());
-            }
-            let early = (msg.next_attempt_at - Utc::now())
-                .to_std()
-                .unwrap_or_default();
-            if early > MAX_INLINE_WAIT {
-                state.queue.push(id, early).await?;
-                return Ok(());
-            }
-            tokio::time::sleep(early).await;
-            lease_until = lease();
-            if !repo::claim(&state.db, id, &state.node_name, lease_until).await? {
-                return Ok(());
-            }
-            let veto = state.listeners.veto(&state.db, &msg).await?;
-            (msg, veto)
-        }
+    }
+    // Without a job, the sweep pushes one within its interval.
+    if let Err(e) = state.queue.push(id, Duration::ZERO).await {
+        tracing::warn!(message_id = %id, error = %format!("{e:#}"), "handed back without a job: the recovery sweep will push one");
+    }
+    true
+}
+
+/// Delivers a claimed message and records the outcome.
+async fn deliver_claimed(state: &Outbox, claim: Claim) -> anyhow::Result<()> {
+    let Claim {
+        msg,
+        sql_veto,
+        mut lease_until,
+    } = claim;
+    let id = &msg.id;
+    let lease =
+        || Utc::now() + chrono::Duration::seconds(state.settings.delivery.lease_secs as i64);
+    let veto = match sql_veto {
+        Some(Some(i)) => Some(state.listeners.veto_sql()[i].veto()),
+        Some(None) => state.listeners.veto_rest(&state.db, &msg).await?,
+        None => state.listeners.veto(&state.db, &msg).await?,
     };
     let attempt = u32::try_from(msg.attempts + 1).unwrap_or(u32::MAX);
     // A listener may stop it now (a campaign contact who opted out after the campaign started
@@ -160,11 +277,7 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
         };
         return fail(state, &msg, &e, false).await;
     };
-    if !sender.actor_alive() {
-        // Its actor died (its update reader with it): the registry starts it again. The send
-        // goes on with the same pacer and connection.
-        let _ = state.registry.send(Lookup(msg.channel_id.clone())).await;
-    }
+    sender.revive(&state.registry).await;
 
     // A delivery waits for its turn at most half its lease: one that waited out its lease could
     // be taken by another worker and sent twice (the three-replica test saw it with a 5 s lease
@@ -200,7 +313,11 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> anyhow::Result<()> {
             // The provider has it now: record that, whatever the database does meanwhile.
             Ok(Receipt {
                 provider_message_id,
-            }) => return record_sent(state, &msg, provider_message_id, lease_until).await,
+            }) => {
+                return record_sent(state, &msg, provider_message_id, lease_until)
+                    .await
+                    .context(SentUnrecorded);
+            }
             Err(e) => e,
         };
         let txn = state.db.begin().await?;

@@ -601,6 +601,22 @@ pub async fn release_node(db: &impl ConnectionTrait, node: &str) -> Result<u64, 
     Ok(res.rows_affected)
 }
 
+/// Hands back message `id` that `node` claimed and did not send: `sending → queued` without a
+/// job, its attempt not counted; whether it was still `node`'s to hand back.
+pub async fn release(db: &impl ConnectionTrait, id: &MessageId, node: &str) -> Result<bool, DbErr> {
+    let res = unlock_to_queued()
+        .col_expr(
+            messages::Column::Attempts,
+            Expr::col(messages::Column::Attempts).sub(1),
+        )
+        .col_expr(messages::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(messages::Column::Id.eq(id))
+        .filter(messages::Column::LockedBy.eq(node))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
 /// Messages not yet finished (queued or sending): the delivery backlog.
 pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;

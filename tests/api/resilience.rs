@@ -455,3 +455,61 @@ async fn a_postgresql_restart_loses_and_duplicates_nothing() {
         assert_eq!(n, 1, "`before {chat}` delivered {n} times");
     }
 }
+
+/// A delivery the provider refused with a retryable error while PostgreSQL was gone (so the
+/// retry could not be written) goes back to the queue as soon as the database answers, not
+/// when its lease runs out: before, its job failed into a queue in that same database and the
+/// message stayed claimed for the whole lease (a minute here, five by default).
+#[actix_web::test]
+async fn a_delivery_cut_by_a_postgresql_restart_goes_back_to_the_queue_at_once() {
+    if std::env::var("TEST_SKIP_POSTGRES").is_ok() {
+        return;
+    }
+    let Some(pg) = OwnPostgres::start() else {
+        eprintln!("SKIPPED: no PostgreSQL server binaries under /usr/lib/postgresql");
+        return;
+    };
+    let app = spawn_app_with(Backend::Postgres(pg.url()), |s| s.delivery.lease_secs = 60).await;
+    let channel = app.create_bot(None).await;
+    for chat in 1..=5 {
+        app.telegram.add_chat(chat);
+    }
+    // Each first send is answered 502 after 2 s: the database is gone by then.
+    app.telegram.set_latency(Duration::from_secs(2));
+    app.telegram.fail_next(5, 502);
+    let mut ids = Vec::new();
+    for chat in 1..=5 {
+        ids.push(app.send_text(&channel, chat, &format!("cut {chat}")).await);
+    }
+
+    // Act: the database goes away while the five calls are at the provider, for longer than
+    // the pools wait for a connection (5 s): the retries cannot be written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.pg_ctl("stop");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    pg.pg_ctl("start");
+    let back = std::time::Instant::now();
+
+    // Assert: each sent once, well inside the lease (the second try takes 2 s at the fake).
+    for id in &ids {
+        app.wait_for_status(id, "sent", Duration::from_secs(30))
+            .await;
+    }
+    eprintln!(
+        "all five sent {:?} after the database came back",
+        back.elapsed()
+    );
+    assert_eq!(
+        app.telegram.requests(),
+        10,
+        "each message tried twice, no more"
+    );
+    let sent = app.telegram.sent();
+    for chat in 1..=5 {
+        let n = sent
+            .iter()
+            .filter(|m| m.text.as_deref() == Some(&format!("cut {chat}")))
+            .count();
+        assert_eq!(n, 1, "`cut {chat}` delivered {n} times");
+    }
+}
