@@ -96,8 +96,34 @@ impl ChannelRegistry {
     }
 }
 
+/// How often the registry looks for account actors that died.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Actor for ChannelRegistry {
     type Context = Context<Self>;
+
+    /// Watches its actors: one that died (a panic ends its supervisor too) is started again
+    /// within [`WATCH_EVERY`], with its update reader, even when no send asks for it (a bot
+    /// that only answers commands would otherwise stop reading them).
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(WATCH_EVERY, |this, _| {
+            for account in this.running.all() {
+                if !account.actor_alive() {
+                    this.restart(account);
+                }
+            }
+        });
+    }
+}
+
+impl ChannelRegistry {
+    /// Starts a new actor for a running account whose actor died, with the same connection
+    /// and pacer (a restart cannot reset a freeze).
+    fn restart(&mut self, account: Sender) -> Addr<AccountActor> {
+        tracing::warn!(channel_id = %account.id, "account actor died; restarting it");
+        metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
+        self.spawn(&account.id, account.kind, account.connection, account.pacer)
+    }
 }
 
 impl Supervised for ChannelRegistry {}
@@ -200,9 +226,7 @@ impl Handler<Lookup> for ChannelRegistry {
         if account.actor_alive() {
             return Some(account.actor);
         }
-        tracing::warn!(channel_id = %id, "account actor died; restarting it");
-        metrics::counter!("pregonero_actor_restarts_total", "actor" => "account").increment(1);
-        Some(self.spawn(&id, account.kind, account.connection, account.pacer))
+        Some(self.restart(account))
     }
 }
 
@@ -328,6 +352,23 @@ mod tests {
             let restarted = registry.send(Lookup("a".into())).await.expect("registry");
             assert!(restarted.is_some_and(|addr| addr.connected()));
             assert!(running.get(&"a".into()).expect("listed").actor_alive());
+
+            // It dies again and nothing asks for it: the registry's watch starts it again.
+            let sender = running.get(&"a".into()).expect("listed");
+            let _ = sender.actor.send(Crash).await;
+            let mut revived = false;
+            for _ in 0..300 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let current = running.get(&"a".into()).expect("listed");
+                if !sender.actor_alive() && current.actor_alive() {
+                    revived = true;
+                    break;
+                }
+            }
+            assert!(
+                revived,
+                "the registry did not restart the dead actor by itself"
+            );
 
             // Unregistered: no longer listed, the other stays; stopping all empties the list.
             registry

@@ -138,6 +138,8 @@ async fn exhausted_retries_fail_with_the_last_error_visible(backend: Backend) {
     );
 }
 
+/// An account actor that panics is started again by the registry's watch, with nothing sent
+/// through it meanwhile: its bot goes on reading commands (and answering them), and sends.
 async fn a_crashed_account_actor_is_restarted_and_keeps_delivering(backend: Backend) {
     // Arrange
     let app = spawn_app(backend).await;
@@ -151,14 +153,19 @@ async fn a_crashed_account_actor_is_restarted_and_keeps_delivering(backend: Back
         .expect("registry")
         .expect("actor");
 
-    // Act: the actor panics inside a handler.
+    // Act: the actor panics inside a handler; then a user writes to the bot.
     let crashed = actor.send(Crash).await;
-    let id = app.send_text(&channel, 8, "after the crash").await;
+    app.telegram
+        .user_sends(crate::helpers::BOT_TOKEN, 8, "/start not-a-code");
 
-    // Assert
+    // Assert: the command was read and answered without any send asking for the actor.
     assert!(crashed.is_err(), "the crash request itself gets no answer");
+    app.wait_for_text(8, "not valid").await;
+
+    // And it delivers.
+    let id = app.send_text(&channel, 8, "after the crash").await;
     app.wait_for_status(&id, "sent", WAIT).await;
-    assert_eq!(app.telegram.sent().len(), 1);
+    assert_eq!(app.telegram.sent().len(), 2);
 }
 
 /// A delivery worker restarted under a new name (it lost its database) asks back the jobs its
