@@ -5,7 +5,7 @@ use fakes::telegram::Limits;
 use pregonero::channels::{Crash, Lookup};
 use serde_json::json;
 
-use crate::helpers::{Backend, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -409,20 +409,9 @@ fn is_root() -> bool {
 /// back; the server serves again without a restart of its own.
 #[actix_web::test]
 async fn a_postgresql_restart_loses_and_duplicates_nothing() {
-    if std::env::var("TEST_SKIP_POSTGRES").is_ok() {
-        return;
-    }
-    let Some(pg) = OwnPostgres::start() else {
-        eprintln!("SKIPPED: no PostgreSQL server binaries under /usr/lib/postgresql");
+    let Some((pg, app, channel)) = on_own_postgres(10).await else {
         return;
     };
-    // A minute's lease: the time a sent message's worker keeps trying to record it while the
-    // pool reconnects (production: five minutes).
-    let app = spawn_app_with(Backend::Postgres(pg.url()), |s| s.delivery.lease_secs = 60).await;
-    let channel = app.create_bot(None).await;
-    for chat in 1..=10 {
-        app.telegram.add_chat(chat);
-    }
     // Slow answers keep some of the first ten in flight when the database goes.
     app.telegram.set_latency(Duration::from_millis(300));
     let mut ids = Vec::new();
@@ -453,13 +442,39 @@ async fn a_postgresql_restart_loses_and_duplicates_nothing() {
     }
     let after = app.send_text(&channel, 1, "after").await;
     app.wait_for_status(&after, "sent", patience).await;
+    each_delivered_once(&app, "before", 10);
+}
+
+/// A server on a PostgreSQL cluster of its own, with a minute's lease (the time a sent
+/// message's worker keeps trying to record it while the pool reconnects; production: five
+/// minutes), and a bot that can write to chats `1..=chats`; `None` where PostgreSQL is not
+/// tested.
+async fn on_own_postgres(chats: i64) -> Option<(OwnPostgres, TestApp, String)> {
+    if std::env::var("TEST_SKIP_POSTGRES").is_ok() {
+        return None;
+    }
+    let Some(pg) = OwnPostgres::start() else {
+        eprintln!("SKIPPED: no PostgreSQL server binaries under /usr/lib/postgresql");
+        return None;
+    };
+    let app = spawn_app_with(Backend::Postgres(pg.url()), |s| s.delivery.lease_secs = 60).await;
+    let channel = app.create_bot(None).await;
+    for chat in 1..=chats {
+        app.telegram.add_chat(chat);
+    }
+    Some((pg, app, channel))
+}
+
+/// Asserts that `<prefix> <chat>` reached the fake exactly once for each of chats `1..=chats`.
+fn each_delivered_once(app: &TestApp, prefix: &str, chats: i64) {
     let sent = app.telegram.sent();
-    for chat in 1..=10 {
+    for chat in 1..=chats {
+        let text = format!("{prefix} {chat}");
         let n = sent
             .iter()
-            .filter(|m| m.text.as_deref() == Some(&format!("before {chat}")))
+            .filter(|m| m.text.as_deref() == Some(&text))
             .count();
-        assert_eq!(n, 1, "`before {chat}` delivered {n} times");
+        assert_eq!(n, 1, "`{text}` delivered {n} times");
     }
 }
 
@@ -469,18 +484,9 @@ async fn a_postgresql_restart_loses_and_duplicates_nothing() {
 /// message stayed claimed for the whole lease (a minute here, five by default).
 #[actix_web::test]
 async fn a_delivery_cut_by_a_postgresql_restart_goes_back_to_the_queue_at_once() {
-    if std::env::var("TEST_SKIP_POSTGRES").is_ok() {
-        return;
-    }
-    let Some(pg) = OwnPostgres::start() else {
-        eprintln!("SKIPPED: no PostgreSQL server binaries under /usr/lib/postgresql");
+    let Some((pg, app, channel)) = on_own_postgres(5).await else {
         return;
     };
-    let app = spawn_app_with(Backend::Postgres(pg.url()), |s| s.delivery.lease_secs = 60).await;
-    let channel = app.create_bot(None).await;
-    for chat in 1..=5 {
-        app.telegram.add_chat(chat);
-    }
     // Each first send is answered 502 after 2 s: the database is gone by then.
     app.telegram.set_latency(Duration::from_secs(2));
     app.telegram.fail_next(5, 502);
@@ -511,12 +517,5 @@ async fn a_delivery_cut_by_a_postgresql_restart_goes_back_to_the_queue_at_once()
         10,
         "each message tried twice, no more"
     );
-    let sent = app.telegram.sent();
-    for chat in 1..=5 {
-        let n = sent
-            .iter()
-            .filter(|m| m.text.as_deref() == Some(&format!("cut {chat}")))
-            .count();
-        assert_eq!(n, 1, "`cut {chat}` delivered {n} times");
-    }
+    each_delivered_once(&app, "cut", 5);
 }
