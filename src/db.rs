@@ -477,6 +477,45 @@ pub fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
     )
 }
 
+/// Whether `e` (anywhere in its chain) says the database could not be reached or let go of a
+/// statement for a while: no connection, a connection lost mid-statement, PostgreSQL shutting
+/// down (SQLSTATE classes 08 and 57), SQLite busy or locked. Not a statement the database
+/// refused: running that one again gives the same answer.
+pub fn unreachable(e: &anyhow::Error) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    fn sqlx_unreachable(e: &sea_orm::sqlx::Error) -> bool {
+        use sea_orm::sqlx::Error;
+        match e {
+            Error::Io(_)
+            | Error::Tls(_)
+            | Error::Protocol(_)
+            | Error::PoolTimedOut
+            | Error::PoolClosed
+            | Error::WorkerCrashed => true,
+            Error::Database(d) => d.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("57")
+                    || code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+            }),
+            _ => false,
+        }
+    }
+    e.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<DbErr>() {
+            return match e {
+                DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+                DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                    sqlx_unreachable(e)
+                }
+                _ => false,
+            };
+        }
+        cause
+            .downcast_ref::<sea_orm::sqlx::Error>()
+            .is_some_and(sqlx_unreachable)
+    })
+}
+
 /// Runs statements inside an open transaction. The batching writers build their statements
 /// with sea-query and run them through this, so one piece of logic serves both lanes: on
 /// PostgreSQL sea-orm's transaction, on SQLite a connection of the writer's own
@@ -761,5 +800,44 @@ mod secret_key_tests {
         };
         assert!(super::secret_key(&sqlite).is_ok());
         assert!(dir.path().join("secret.key").exists());
+    }
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use std::sync::Arc;
+
+    use sea_orm::{ConnAcquireErr, ConnectionTrait, DbErr, RuntimeErr, sqlx};
+
+    use super::unreachable;
+
+    #[test]
+    fn a_lost_connection_counts_wherever_it_is_in_the_chain() {
+        let timeout = anyhow::Error::new(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        assert!(unreachable(&timeout));
+        let reset = DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        ))));
+        let wrapped = anyhow::Error::new(reset).context("could not record");
+        assert!(unreachable(&wrapped));
+        assert!(unreachable(&anyhow::Error::new(sqlx::Error::PoolTimedOut)));
+    }
+
+    /// A statement the database refuses is not an outage: running it again gives the same
+    /// answer.
+    #[tokio::test]
+    async fn a_refused_statement_does_not() {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        let refused = db
+            .execute_unprepared("SELECT * FROM no_such_table")
+            .await
+            .expect_err("no such table");
+        assert!(!unreachable(&anyhow::Error::new(refused)));
+        assert!(!unreachable(&anyhow::Error::new(DbErr::RecordNotFound(
+            "x".into()
+        ))));
+        assert!(!unreachable(&anyhow::anyhow!("something else")));
     }
 }

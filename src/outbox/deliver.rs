@@ -44,8 +44,8 @@ pub struct DeliverJob {
 /// A delivery whose database did not answer before it claimed anything runs again here, once
 /// it does, for up to [`UNCLAIMED_RETRY_FOR`]: handed back to apalis, the job would fail in a
 /// queue that lives in that same database, stay locked to a worker that apalis restarts under
-/// a new name, and wait for apalis's heartbeat timeout (a PostgreSQL restart under a campaign
-/// left its last message 27 s late that way).
+/// a new name, and wait for apalis's heartbeat timeout or the sweep's rule for lost jobs (two
+/// leases).
 pub async fn handle(job: DeliverJob, state: Data<Outbox>) -> Result<(), BoxDynError> {
     let state: Outbox = (*state).clone();
     let running = state.in_flight.enter();
@@ -57,7 +57,8 @@ pub async fn handle(job: DeliverJob, state: Data<Outbox>) -> Result<(), BoxDynEr
             let e = match perform(&state, &job.message_id).await {
                 Ok(()) => return Ok(()),
                 Err(Interrupted::Unclaimed(e))
-                    if started.elapsed() + pause < UNCLAIMED_RETRY_FOR =>
+                    if crate::db::unreachable(&e)
+                        && started.elapsed() + pause < UNCLAIMED_RETRY_FOR =>
                 {
                     tracing::debug!(message_id = %job.message_id, error = %format!("{e:#}"), "delivery not started: the database does not answer; trying again shortly");
                     tokio::time::sleep(pause).await;
@@ -82,8 +83,9 @@ const UNCLAIMED_RETRY_FOR: Duration = Duration::from_secs(30);
 pub enum Interrupted {
     /// Before its message was claimed: nothing changed, it may run again at once.
     Unclaimed(anyhow::Error),
-    /// After: the message stays claimed until its lease runs out (it could not be handed back
-    /// in time, or the provider has it and its record failed).
+    /// After: the message stays claimed until its lease runs out (the database did not come
+    /// back in time to hand it back, or refused a statement, or the provider has it and its
+    /// record failed).
     Held(anyhow::Error),
 }
 
@@ -115,7 +117,11 @@ pub async fn perform(state: &Outbox, id: &MessageId) -> Result<(), Interrupted> 
     let lease_until = claim.lease_until;
     match deliver_claimed(state, claim).await {
         Ok(()) => Ok(()),
-        Err(e) if e.downcast_ref::<SentUnrecorded>().is_some() => Err(Interrupted::Held(e)),
+        // Sent: handing it back would send it again. And a statement the database refused
+        // would refuse it again: handed back, the message would come round at once, forever.
+        Err(e) if e.downcast_ref::<SentUnrecorded>().is_some() || !crate::db::unreachable(&e) => {
+            Err(Interrupted::Held(e))
+        }
         Err(e) => {
             if hand_back(state, id, lease_until).await {
                 tracing::warn!(message_id = %id, error = %format!("{e:#}"), "delivery interrupted before the send: message handed back to the queue");
